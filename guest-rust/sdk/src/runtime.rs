@@ -1,0 +1,70 @@
+//! What `export_app!` calls: builds the app once per instance and
+//! dispatches the host's calls to it.
+
+use std::cell::OnceCell;
+use std::rc::Rc;
+
+use crate::app::Handler;
+use crate::bindings::cello::component::types::{Route as WitRoute, RoutePolicy};
+use crate::bindings::{Manifest, Request as WitRequest, Response as WitResponse};
+use crate::{App, Request, Response};
+
+thread_local! {
+    static APP: OnceCell<Rc<App>> = const { OnceCell::new() };
+}
+
+fn app(build: fn() -> App) -> Rc<App> {
+    APP.with(|cell| cell.get_or_init(|| Rc::new(build())).clone())
+}
+
+pub fn describe(build: fn() -> App) -> Manifest {
+    let app = app(build);
+    Manifest {
+        name: app.name.clone(),
+        routes: app
+            .routes
+            .iter()
+            .map(|route| WitRoute {
+                methods: route.methods.clone(),
+                path: route.path.clone(),
+                is_async: matches!(route.handler, Handler::Async(_)),
+                policy: RoutePolicy {
+                    cache: None,
+                    roles: Vec::new(),
+                    scopes: Vec::new(),
+                    rate_limit: None,
+                },
+            })
+            .collect(),
+    }
+}
+
+fn not_routed(route: u32) -> WitResponse {
+    Response::json(&serde_json::json!({ "detail": format!("no handler for route {route}") }))
+        .with_status(500)
+        .into_wit()
+}
+
+pub fn handle(build: fn() -> App, req: WitRequest) -> WitResponse {
+    let app = app(build);
+    match app.routes.get(req.route as usize).map(|r| &r.handler) {
+        Some(Handler::Sync(handler)) => handler(Request::from_wit(req)).into_wit(),
+        _ => not_routed(req.route),
+    }
+}
+
+pub async fn handle_async(build: fn() -> App, req: WitRequest) -> WitResponse {
+    let app = app(build);
+    match app.routes.get(req.route as usize).map(|r| &r.handler) {
+        Some(Handler::Async(handler)) => handler(Request::from_wit(req)).await.into_wit(),
+        Some(Handler::Sync(handler)) => handler(Request::from_wit(req)).into_wit(),
+        None => not_routed(req.route),
+    }
+}
+
+pub async fn on_start(build: fn() -> App) -> Result<(), String> {
+    app(build);
+    Ok(())
+}
+
+pub async fn on_stop(_build: fn() -> App) {}

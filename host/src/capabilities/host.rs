@@ -1,0 +1,37 @@
+//! `cello:component/host`: logging and an async sleep, available to every
+//! Cello app component.
+
+use std::time::Duration;
+
+use wasmtime::component::{Accessor, HasSelf, Linker};
+
+use crate::bindings::cello::component::host::{self, Level};
+use crate::state::InstanceState;
+
+/// Adds `cello:component/host` to `linker`.
+pub fn add_to_linker(linker: &mut Linker<InstanceState>) -> wasmtime::Result<()> {
+    crate::bindings::App::add_to_linker::<_, HasSelf<InstanceState>>(linker, |state| state)
+}
+
+impl crate::bindings::cello::component::types::Host for InstanceState {}
+
+impl host::Host for InstanceState {
+    fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
+        let component = &*self.component;
+        match level {
+            Level::Trace => tracing::trace!(target: "guest", component, "{message}"),
+            Level::Debug => tracing::debug!(target: "guest", component, "{message}"),
+            Level::Info => tracing::info!(target: "guest", component, "{message}"),
+            Level::Warn => tracing::warn!(target: "guest", component, "{message}"),
+            Level::Error => tracing::error!(target: "guest", component, "{message}"),
+        }
+        Ok(())
+    }
+}
+
+impl<U> host::HostWithStore<U> for HasSelf<InstanceState> {
+    async fn sleep(_accessor: &Accessor<U, Self>, ms: u32) -> wasmtime::Result<()> {
+        tokio::time::sleep(Duration::from_millis(ms.into())).await;
+        Ok(())
+    }
+}

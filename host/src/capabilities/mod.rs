@@ -1,0 +1,4 @@
+//! Host functions that guests import. Each capability is its own module and
+//! adds itself to a linker.
+
+pub mod host;

@@ -1,0 +1,29 @@
+//! Cello's host: serves HTTP from WebAssembly components.
+//!
+//! A request's path through the crate, in module order:
+//!
+//! - [`server`] accepts connections and turns each request into a call;
+//! - [`router`] picks the component and route for its method and path;
+//! - [`app`] runs Cello app components (`cello:component/app`), sync routes
+//!   on a pool of instances and async routes on event-loop instances;
+//! - [`proxy`] runs standard `wasi:http/proxy` components;
+//! - [`capabilities`] are the host functions guests import;
+//! - [`error`] turns every failure into a response.
+//!
+//! Around them: [`loader`] turns a directory of `.wasm` files and sidecars
+//! ([`config`]) into components, [`compile`] keeps compiled artifacts on
+//! disk, [`engine`] holds the wasmtime configuration, [`state`] is what each
+//! instance's store carries, and [`bindings`] is the generated contract.
+
+pub mod app;
+pub mod bindings;
+pub mod capabilities;
+pub mod compile;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod loader;
+pub mod proxy;
+pub mod router;
+pub mod server;
+pub mod state;

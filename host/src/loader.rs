@@ -1,0 +1,203 @@
+//! Loading a directory of components: read each `NAME.wasm` and its sidecar,
+//! compile (through the cache), tell which world it is, read its routes, and
+//! build one router over all of them. A bad file is reported by name and
+//! skipped; the others still load.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::Engine;
+use wasmtime::component::{Component, Linker};
+
+use crate::app::AppComponent;
+use crate::bindings::Manifest;
+use crate::compile::CompileCache;
+use crate::config::{ComponentConfig, Limits};
+use crate::proxy::ProxyComponent;
+use crate::router::{Router, RouterBuilder};
+use crate::state::InstanceState;
+
+/// How long `describe()` may take before the component is refused.
+const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Everything needed to turn component files into servable components.
+pub struct Loader {
+    engine: Engine,
+    linker: Linker<InstanceState>,
+    cache: CompileCache,
+    limits: Limits,
+}
+
+/// One component that loaded.
+pub struct Loaded {
+    /// The file name without `.wasm`.
+    pub name: String,
+    pub config: ComponentConfig,
+    pub kind: LoadedKind,
+}
+
+/// Which world a loaded component implements.
+pub enum LoadedKind {
+    App(Arc<AppComponent>, Manifest),
+    Proxy(Arc<ProxyComponent>),
+}
+
+/// A file that did not load, and why.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    pub file: PathBuf,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.file.display(), self.reason)
+    }
+}
+
+/// The outcome of loading a directory.
+pub struct LoadReport {
+    pub loaded: Vec<Loaded>,
+    pub problems: Vec<Problem>,
+}
+
+impl Loader {
+    /// A loader whose linker offers WASI (nothing reachable unless granted),
+    /// `wasi:http`, and Cello's host interface.
+    pub fn new(engine: Engine, cache: CompileCache, limits: Limits) -> anyhow::Result<Self> {
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        crate::capabilities::host::add_to_linker(&mut linker)?;
+        Ok(Self {
+            engine,
+            linker,
+            cache,
+            limits,
+        })
+    }
+
+    /// Loads every `*.wasm` in `dir`, in name order.
+    pub async fn load_dir(&self, dir: &Path) -> anyhow::Result<LoadReport> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| anyhow::anyhow!("cannot read component directory {}: {e}", dir.display()))?
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|path| path.extension().is_some_and(|ext| ext == "wasm"))
+            .collect();
+        files.sort();
+        let mut report = LoadReport {
+            loaded: Vec::new(),
+            problems: Vec::new(),
+        };
+        for file in files {
+            match self.load_file(&file).await {
+                Ok(loaded) => report.loaded.push(loaded),
+                Err(reason) => report.problems.push(Problem { file, reason }),
+            }
+        }
+        Ok(report)
+    }
+
+    /// Loads one component file; the error is a sentence for the operator.
+    pub async fn load_file(&self, file: &Path) -> Result<Loaded, String> {
+        let name = file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .ok_or("the file name is not valid UTF-8")?
+            .to_string();
+        let config = ComponentConfig::for_component(file)?;
+        let bytes = std::fs::read(file).map_err(|e| format!("cannot read: {e}"))?;
+        check_header(&bytes)?;
+        let engine = self.engine.clone();
+        let cache = self.cache.clone();
+        let component = tokio::task::spawn_blocking(move || cache.compile(&engine, &bytes))
+            .await
+            .map_err(|e| format!("compiler task failed: {e}"))?
+            .map_err(|e| format!("not a valid WebAssembly component: {e:#}"))?;
+        let limits = self.limits.with(&config.limits);
+        let label: Arc<str> = name.as_str().into();
+        let kind = match World::of(&self.engine, &component) {
+            World::App => {
+                let load = AppComponent::load(label, &self.engine, &self.linker, &component, limits);
+                let (app, manifest) = tokio::time::timeout(DESCRIBE_TIMEOUT, load)
+                    .await
+                    .map_err(|_| format!("describe() did not return within {DESCRIBE_TIMEOUT:?}"))?
+                    .map_err(|e| format!("{e:#}"))?;
+                LoadedKind::App(Arc::new(app), manifest)
+            }
+            World::Proxy => {
+                let proxy = ProxyComponent::load(label, &self.engine, &self.linker, &component, limits)
+                    .map_err(|e| format!("{e:#}"))?;
+                LoadedKind::Proxy(Arc::new(proxy))
+            }
+            World::Unknown(exports) => {
+                return Err(format!(
+                    "exports neither the cello:component/app world nor wasi:http/proxy \
+                     (it exports: {})",
+                    if exports.is_empty() { "nothing".into() } else { exports.join(", ") }
+                ));
+            }
+        };
+        Ok(Loaded { name, config, kind })
+    }
+}
+
+/// Builds one router over `loaded`, or lists every route conflict.
+pub fn build_router(loaded: &[Loaded]) -> Result<Router, Vec<String>> {
+    let mut builder = RouterBuilder::default();
+    for component in loaded {
+        let prefix = component.config.prefix();
+        match &component.kind {
+            LoadedKind::App(app, manifest) => builder.add_app(&component.name, prefix, manifest, app),
+            LoadedKind::Proxy(proxy) => builder.add_proxy(&component.name, prefix, proxy),
+        }
+    }
+    builder.build()
+}
+
+/// Refuses anything but a binary component before the compiler sees it, with
+/// a sentence that says what the file is instead.
+fn check_header(bytes: &[u8]) -> Result<(), String> {
+    const MAGIC: &[u8] = b"\0asm";
+    const CORE_MODULE: [u8; 4] = [1, 0, 0, 0];
+    const COMPONENT: [u8; 4] = [0x0d, 0, 1, 0];
+    if bytes.len() < 8 || &bytes[..4] != MAGIC {
+        return Err("not a WebAssembly binary (it does not start with \\0asm)".into());
+    }
+    match &bytes[4..8] {
+        v if v == COMPONENT => Ok(()),
+        v if v == CORE_MODULE => Err("a core WebAssembly module, not a component; \
+             build for wasm32-wasip2 or wrap it with `wasm-tools component new`"
+            .into()),
+        _ => Err("a WebAssembly binary of an unknown version or layer".into()),
+    }
+}
+
+enum World {
+    App,
+    Proxy,
+    Unknown(Vec<String>),
+}
+
+impl World {
+    /// Tells the world from the component's exports.
+    fn of(engine: &Engine, component: &Component) -> Self {
+        let exports: Vec<String> = component
+            .component_type()
+            .exports(engine)
+            .map(|(name, _)| name.to_string())
+            .collect();
+        let has = |name: &str| exports.iter().any(|n| n == name);
+        if has("describe") && has("handle") && has("handle-async") {
+            World::App
+        } else if exports
+            .iter()
+            .any(|n| n.starts_with("wasi:http/incoming-handler@0.2"))
+        {
+            World::Proxy
+        } else {
+            World::Unknown(exports)
+        }
+    }
+}
