@@ -12,7 +12,7 @@ use serde::Deserialize;
 ///
 /// [limits]
 /// memory-mb = 256            # all memories of one instance together
-/// max-instances = 8          # instances alive at once
+/// max-instances = 8          # async event-loop instances; warm sync instances kept
 /// async-concurrency = 64     # async requests sharing one instance
 /// max-body-kb = 1024         # request body size; larger gets 413
 /// ```
@@ -33,7 +33,8 @@ pub struct ComponentConfig {
 pub struct LimitSettings {
     /// Linear memory per instance, all memories together, in MiB.
     pub memory_mb: Option<u64>,
-    /// Instances of this component alive at once, sync and async together.
+    /// Event-loop instances for async routes at once, and warm instances
+    /// kept for sync routes.
     pub max_instances: Option<usize>,
     /// Async requests in flight on one instance at once.
     pub async_concurrency: Option<usize>,
@@ -46,7 +47,7 @@ pub struct LimitSettings {
 pub struct Limits {
     /// Bytes of linear memory per instance.
     pub memory_bytes: usize,
-    /// Instances alive at once.
+    /// Event-loop instances at once; warm sync instances kept.
     pub max_instances: usize,
     /// Async requests in flight on one instance.
     pub async_concurrency: usize,
@@ -95,7 +96,9 @@ impl ComponentConfig {
         };
         let config: Self = toml::from_str(&text)
             .map_err(|e| format!("{} is not a valid sidecar: {e}", sidecar.display()))?;
-        config.validate().map_err(|e| format!("{}: {e}", sidecar.display()))?;
+        config
+            .validate()
+            .map_err(|e| format!("{}: {e}", sidecar.display()))?;
         Ok(config)
     }
 

@@ -10,7 +10,7 @@
 //! - [`capabilities`] are the host functions guests import;
 //! - [`error`] turns every failure into a response.
 //!
-//! Around them: [`loader`] turns a directory of `.wasm` files and sidecars
+//! Around them: [`cli`] is the `cello-host` command, [`loader`] turns a directory of `.wasm` files and sidecars
 //! ([`config`]) into components, [`compile`] keeps compiled artifacts on
 //! disk, [`engine`] holds the wasmtime configuration, [`state`] is what each
 //! instance's store carries, and [`bindings`] is the generated contract.
@@ -18,6 +18,7 @@
 pub mod app;
 pub mod bindings;
 pub mod capabilities;
+pub mod cli;
 pub mod compile;
 pub mod config;
 pub mod engine;

@@ -119,7 +119,8 @@ impl Loader {
         let label: Arc<str> = name.as_str().into();
         let kind = match World::of(&self.engine, &component) {
             World::App => {
-                let load = AppComponent::load(label, &self.engine, &self.linker, &component, limits);
+                let load =
+                    AppComponent::load(label, &self.engine, &self.linker, &component, limits);
                 let (app, manifest) = tokio::time::timeout(DESCRIBE_TIMEOUT, load)
                     .await
                     .map_err(|_| format!("describe() did not return within {DESCRIBE_TIMEOUT:?}"))?
@@ -127,15 +128,20 @@ impl Loader {
                 LoadedKind::App(Arc::new(app), manifest)
             }
             World::Proxy => {
-                let proxy = ProxyComponent::load(label, &self.engine, &self.linker, &component, limits)
-                    .map_err(|e| format!("{e:#}"))?;
+                let proxy =
+                    ProxyComponent::load(label, &self.engine, &self.linker, &component, limits)
+                        .map_err(|e| format!("{e:#}"))?;
                 LoadedKind::Proxy(Arc::new(proxy))
             }
             World::Unknown(exports) => {
                 return Err(format!(
                     "exports neither the cello:component/app world nor wasi:http/proxy \
                      (it exports: {})",
-                    if exports.is_empty() { "nothing".into() } else { exports.join(", ") }
+                    if exports.is_empty() {
+                        "nothing".into()
+                    } else {
+                        exports.join(", ")
+                    }
                 ));
             }
         };
@@ -149,7 +155,9 @@ pub fn build_router(loaded: &[Loaded]) -> Result<Router, Vec<String>> {
     for component in loaded {
         let prefix = component.config.prefix();
         match &component.kind {
-            LoadedKind::App(app, manifest) => builder.add_app(&component.name, prefix, manifest, app),
+            LoadedKind::App(app, manifest) => {
+                builder.add_app(&component.name, prefix, manifest, app)
+            }
             LoadedKind::Proxy(proxy) => builder.add_proxy(&component.name, prefix, proxy),
         }
     }

@@ -96,7 +96,9 @@ impl HandlerState for Instances {
     type WorkerExpiration = Expiry;
     type WorkerState = Worker;
 
-    async fn instantiate(&self) -> wasmtime::Result<handler::Instance<InstanceState, Expiry, Worker>> {
+    async fn instantiate(
+        &self,
+    ) -> wasmtime::Result<handler::Instance<InstanceState, Expiry, Worker>> {
         let state = InstanceState::new(self.name.clone(), self.limits.memory_bytes);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| state.limiter());

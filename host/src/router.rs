@@ -90,7 +90,12 @@ impl RouterBuilder {
                 parsed
             };
             for method in methods {
-                self.add(owner, prefix, &pattern, method, target.clone());
+                self.add(owner, prefix, &pattern, method.clone(), target.clone());
+                if route.path == "/" && !prefix.is_empty() {
+                    // The app's root answers at both `/prefix` and `/prefix/`.
+                    let slash = format!("{prefix}/");
+                    self.add(owner, prefix, &slash, method, target.clone());
+                }
             }
         }
     }
@@ -100,10 +105,23 @@ impl RouterBuilder {
         let target = Target::Proxy(component.clone());
         let root = if prefix.is_empty() { "/" } else { prefix };
         self.add(owner, prefix, root, None, target.clone());
-        self.add(owner, prefix, &format!("{prefix}/{{*{REST}}}"), None, target);
+        self.add(
+            owner,
+            prefix,
+            &format!("{prefix}/{{*{REST}}}"),
+            None,
+            target,
+        );
     }
 
-    fn add(&mut self, owner: &str, prefix: &str, pattern: &str, method: Option<Method>, target: Target) {
+    fn add(
+        &mut self,
+        owner: &str,
+        prefix: &str,
+        pattern: &str,
+        method: Option<Method>,
+        target: Target,
+    ) {
         let endpoint = self
             .endpoints
             .entry(pattern.to_string())
@@ -121,9 +139,8 @@ impl RouterBuilder {
         }
         if endpoint.methods.iter().any(|(m, _)| *m == method) {
             let method = method.map_or("any method".to_string(), |m| m.to_string());
-            self.problems.push(format!(
-                "{owner}: {method} {pattern} is declared twice"
-            ));
+            self.problems
+                .push(format!("{owner}: {method} {pattern} is declared twice"));
             return;
         }
         endpoint.methods.push((method, target));

@@ -115,8 +115,7 @@ async fn route(
         } => (target.clone(), params, app_path),
         RouteMatch::NotFound => return error_response(StatusCode::NOT_FOUND, "Not Found"),
         RouteMatch::MethodNotAllowed { allow } => {
-            let mut response =
-                error_response(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
+            let mut response = error_response(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
             if let Ok(allow) = HeaderValue::from_str(&allow) {
                 response.headers_mut().insert(header::ALLOW, allow);
             }

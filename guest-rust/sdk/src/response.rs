@@ -35,8 +35,9 @@ impl Response {
             Ok(body) => Self::status(200)
                 .with_header("content-type", "application/json")
                 .with_body(body),
-            Err(e) => Self::text(format!("cannot encode the response as JSON: {e}"))
-                .with_status(500),
+            Err(e) => {
+                Self::text(format!("cannot encode the response as JSON: {e}")).with_status(500)
+            }
         }
     }
 
@@ -48,7 +49,8 @@ impl Response {
 
     /// The same response with one more header.
     pub fn with_header(mut self, name: &str, value: &str) -> Self {
-        self.headers.push((name.to_ascii_lowercase(), value.to_string()));
+        self.headers
+            .push((name.to_ascii_lowercase(), value.to_string()));
         self
     }
 

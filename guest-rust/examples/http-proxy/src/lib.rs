@@ -14,11 +14,8 @@ struct Proxy;
 impl wasip2::exports::http::incoming_handler::Guest for Proxy {
     fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
         let path = request.path_with_query().unwrap_or_default();
-        let headers = Fields::from_list(&[(
-            "content-type".to_string(),
-            b"text/plain".to_vec(),
-        )])
-        .expect("valid header");
+        let headers = Fields::from_list(&[("content-type".to_string(), b"text/plain".to_vec())])
+            .expect("valid header");
         let response = OutgoingResponse::new(headers);
         let body = response.body().expect("body is taken once");
         ResponseOutparam::set(response_out, Ok(response));

@@ -1,0 +1,66 @@
+# The two commands: `make run` and `make test`. Both install what is missing.
+
+VENV      := .venv
+PYTHON    := $(VENV)/bin/python
+WASM      := wasm32-wasip2
+LISTEN    ?= 127.0.0.1:8080
+RUST_OUT  := guest-rust/target/$(WASM)/release
+
+.PHONY: run test setup components host lint fmt clean
+
+## Build the examples and the host, then serve them on $(LISTEN).
+run: components host
+	./target/release/cello-host serve components/ --listen $(LISTEN)
+
+## Every test: the Rust workspace (integration tests build their own
+## components) and the Python SDK's tests.
+test: setup
+	cargo test --workspace
+	$(VENV)/bin/pytest -q guest-python
+
+## Install what is missing: the wasm32-wasip2 target and a .venv with the
+## pinned Python build tools and the cello SDK.
+setup: .make/rust-target $(VENV)/.installed
+
+.make/rust-target:
+	@mkdir -p .make
+	rustup target list --installed | grep -qx $(WASM) || rustup target add $(WASM)
+	@touch $@
+
+$(VENV)/.installed: guest-python/requirements.txt guest-python/pyproject.toml
+	test -x $(PYTHON) || python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade pip
+	$(PYTHON) -m pip install --quiet -r guest-python/requirements.txt -e guest-python
+	@touch $@
+
+## The example components, with their sidecars, in components/.
+components: setup
+	@mkdir -p components
+	cargo build --release --target $(WASM) --manifest-path guest-rust/Cargo.toml
+	cp $(RUST_OUT)/hello.wasm components/hello-rust.wasm
+	cp guest-rust/examples/hello/sidecar.toml components/hello-rust.toml
+	cp $(RUST_OUT)/http_proxy.wasm components/http-proxy.wasm
+	cp guest-rust/examples/http-proxy/sidecar.toml components/http-proxy.toml
+	cd guest-python/examples/hello && ../../../$(PYTHON) -m cello build app.py -o ../../../components/hello-python.wasm
+	cp guest-python/examples/hello/sidecar.toml components/hello-python.toml
+
+host:
+	cargo build --release -p cello-host
+
+## Formatting and lints, as CI's reviewers expect them.
+lint: setup
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy --manifest-path guest-rust/Cargo.toml --target $(WASM) -- -D warnings
+	$(VENV)/bin/ruff check guest-python tests/guests/python-testbed
+	$(VENV)/bin/ruff format --check guest-python tests/guests/python-testbed
+
+fmt: setup
+	cargo fmt --all
+	cargo fmt --manifest-path guest-rust/Cargo.toml --all
+	cargo fmt --manifest-path tests/guests/Cargo.toml --all
+	$(VENV)/bin/ruff format guest-python tests/guests/python-testbed
+
+clean:
+	cargo clean
+	rm -rf components .make guest-rust/target tests/guests/target

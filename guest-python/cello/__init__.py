@@ -1,0 +1,17 @@
+"""Cello: write HTTP handlers for the Cello host in Python, the FastAPI way.
+
+    from cello import App
+
+    app = App("hello")
+
+    @app.get("/hello/{name}")
+    def hello(name: str):
+        return {"message": f"Hello, {name}!"}
+
+Build it into a component with ``python -m cello build app.py -o app.wasm``.
+"""
+
+from .app import App
+from .http import HTTPException, Request, Response
+
+__all__ = ["App", "HTTPException", "Request", "Response"]

@@ -1,0 +1,175 @@
+"""The App: routes, how a handler's parameters are filled, and dispatch."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import re
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .http import HTTPException, Request, Response, to_response
+
+log = logging.getLogger("cello")
+
+_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_EMPTY = inspect.Parameter.empty
+
+
+@dataclass
+class Route:
+    """One route: its methods, path pattern, handler and how to call it."""
+
+    methods: list[str]
+    path: str
+    handler: Callable[..., Any]
+    is_async: bool
+    arguments: list[Callable[[Request], Any]]
+
+    def call_args(self, request: Request) -> dict[str, Any]:
+        return dict(resolve(request) for resolve in self.arguments)
+
+
+class App:
+    """An app: a name and its routes in declaration order."""
+
+    def __init__(self, name: str = "app"):
+        self.name = name
+        self.routes: list[Route] = []
+
+    def route(self, path: str, methods: list[str] | None = None):
+        """Registers a handler for ``path``; ``{name}`` segments are path params."""
+
+        def register(handler: Callable[..., Any]) -> Callable[..., Any]:
+            self.routes.append(
+                Route(
+                    methods=[m.upper() for m in (methods or ["GET"])],
+                    path=path,
+                    handler=handler,
+                    # Fixed once here, like a compiled flag: the host calls
+                    # `handle-async` for these routes, `handle` for the rest.
+                    is_async=inspect.iscoroutinefunction(handler),
+                    arguments=_resolvers(handler, path),
+                )
+            )
+            return handler
+
+        return register
+
+    def get(self, path: str):
+        return self.route(path, ["GET"])
+
+    def post(self, path: str):
+        return self.route(path, ["POST"])
+
+    def put(self, path: str):
+        return self.route(path, ["PUT"])
+
+    def patch(self, path: str):
+        return self.route(path, ["PATCH"])
+
+    def delete(self, path: str):
+        return self.route(path, ["DELETE"])
+
+    def dispatch(self, index: int, request: Request) -> Response:
+        """Runs the sync handler of route ``index``."""
+        route = self.routes[index]
+        try:
+            result = route.handler(**route.call_args(request))
+            if inspect.isawaitable(result):
+                raise TypeError(f"{route.path}: async handler called synchronously")
+            return to_response(result)
+        except Exception as error:  # noqa: BLE001 - every failure becomes a response
+            return _error_response(error, route)
+
+    async def dispatch_async(self, index: int, request: Request) -> Response:
+        """Runs the handler of route ``index``, awaiting it if it is async."""
+        route = self.routes[index]
+        try:
+            result = route.handler(**route.call_args(request))
+            if inspect.isawaitable(result):
+                result = await result
+            return to_response(result)
+        except Exception as error:  # noqa: BLE001
+            return _error_response(error, route)
+
+
+def _error_response(error: Exception, route: Route) -> Response:
+    if isinstance(error, HTTPException):
+        return error.to_response()
+    # The traceback goes to the host's log, never to the client.
+    log.error("unhandled error in %s %s\n%s", route.methods, route.path, traceback.format_exc())
+    return Response.json({"detail": "Internal Server Error"}, 500)
+
+
+def _resolvers(handler: Callable[..., Any], path: str) -> list[Callable[[Request], Any]]:
+    """For each parameter of ``handler``, a function that finds its value."""
+    path_params = set(_PARAM.findall(path))
+    hints = _annotations(handler)
+    resolvers = []
+    for name, parameter in inspect.signature(handler).parameters.items():
+        annotation = hints.get(name, _EMPTY)
+        if annotation is Request or (annotation is _EMPTY and name in ("request", "req")):
+            resolvers.append(lambda request, name=name: (name, request))
+        elif name in path_params:
+            resolvers.append(_path_param(name, annotation))
+        else:
+            resolvers.append(_query_param(name, annotation, parameter.default))
+    return resolvers
+
+
+def _annotations(handler: Callable[..., Any]) -> dict[str, Any]:
+    try:
+        return inspect.get_annotations(handler, eval_str=True)
+    except Exception:  # noqa: BLE001 - unresolvable hints fall back to strings
+        return {}
+
+
+def _convert(value: str, annotation: Any, where: str, name: str) -> Any:
+    if annotation in (_EMPTY, str, Any):
+        return value
+    try:
+        if annotation is bool:
+            lowered = value.lower()
+            if lowered in ("true", "1", "yes", "on"):
+                return True
+            if lowered in ("false", "0", "no", "off"):
+                return False
+            raise ValueError(value)
+        return annotation(value)
+    except (TypeError, ValueError):
+        kind = getattr(annotation, "__name__", str(annotation))
+        raise HTTPException(
+            422,
+            [
+                {
+                    "type": f"{kind}_parsing",
+                    "loc": [where, name],
+                    "msg": f"Input should be a valid {kind}",
+                    "input": value,
+                }
+            ],
+        ) from None
+
+
+def _path_param(name: str, annotation: Any) -> Callable[[Request], Any]:
+    def resolve(request: Request) -> tuple[str, Any]:
+        return name, _convert(request.params[name], annotation, "path", name)
+
+    return resolve
+
+
+def _query_param(name: str, annotation: Any, default: Any) -> Callable[[Request], Any]:
+    def resolve(request: Request) -> tuple[str, Any]:
+        if name in request.query:
+            return name, _convert(request.query[name], annotation, "query", name)
+        if default is not _EMPTY:
+            return name, default
+        raise HTTPException(
+            422,
+            [{"type": "missing", "loc": ["query", name], "msg": "Field required", "input": None}],
+        )
+
+    return resolve

@@ -1,0 +1,169 @@
+"""The App run natively: routing metadata, parameters, coercion, errors."""
+
+import asyncio
+import dataclasses
+import logging
+
+import pytest
+
+from cello import App, HTTPException, Request, Response
+from cello.http import to_response
+
+
+def call(app: App, index: int, **request) -> Response:
+    route = app.routes[index]
+    if route.is_async:
+        return asyncio.run(app.dispatch_async(index, Request(**request)))
+    return app.dispatch(index, Request(**request))
+
+
+def test_def_and_async_def_set_the_async_flag():
+    app = App()
+
+    @app.get("/sync")
+    def sync():
+        return "s"
+
+    @app.get("/async")
+    async def not_sync():
+        return "a"
+
+    assert [r.is_async for r in app.routes] == [False, True]
+    assert [r.methods for r in app.routes] == [["GET"], ["GET"]]
+
+
+def test_route_registers_every_method_given():
+    app = App()
+
+    @app.route("/x", methods=["get", "post"])
+    def handler():
+        return None
+
+    assert app.routes[0].methods == ["GET", "POST"]
+
+
+def test_path_params_are_converted_by_annotation():
+    app = App()
+
+    @app.get("/items/{item_id}/{flag}")
+    def item(item_id: int, flag: bool):
+        return {"id": item_id, "flag": flag}
+
+    response = call(app, 0, params={"item_id": "42", "flag": "true"})
+    assert response.status == 200
+    assert response.body == b'{"id":42,"flag":true}'
+
+
+def test_a_path_param_that_does_not_convert_is_422_with_its_location():
+    app = App()
+
+    @app.get("/items/{item_id}")
+    def item(item_id: int):
+        return item_id
+
+    response = call(app, 0, params={"item_id": "abc"})
+    assert response.status == 422
+    assert b'"loc":["path","item_id"]' in response.body
+
+
+def test_query_params_use_defaults_and_a_missing_one_is_422():
+    app = App()
+
+    @app.get("/search")
+    def search(q: str, limit: int = 5):
+        return {"q": q, "limit": limit}
+
+    assert call(app, 0, query="q=x&limit=2").body == b'{"q":"x","limit":2}'
+    assert call(app, 0, query="q=x").body == b'{"q":"x","limit":5}'
+    missing = call(app, 0, query="")
+    assert missing.status == 422
+    assert b'"loc":["query","q"]' in missing.body
+
+
+def test_the_request_is_passed_when_asked_for():
+    app = App()
+
+    @app.post("/echo")
+    def echo(request: Request):
+        ua = request.headers["User-Agent"]
+        return {"method": request.method, "body": request.json(), "ua": ua}
+
+    response = call(app, 0, method="POST", body=b'{"a":1}', headers=[("user-agent", "t")])
+    assert response.body == b'{"method":"POST","body":{"a":1},"ua":"t"}'
+
+
+def test_malformed_json_is_422_not_500():
+    app = App()
+
+    @app.post("/echo")
+    def echo(request: Request):
+        return request.json()
+
+    response = call(app, 0, method="POST", body=b"{")
+    assert response.status == 422
+    assert b"Invalid JSON body" in response.body
+
+
+@pytest.mark.parametrize(
+    ("value", "status", "content_type", "body"),
+    [
+        ({"a": 1}, 200, "application/json", b'{"a":1}'),
+        ([1, 2], 200, "application/json", b"[1,2]"),
+        ("hi", 200, "text/plain; charset=utf-8", b"hi"),
+        (b"\x00\x01", 200, "application/octet-stream", b"\x00\x01"),
+        (None, 204, None, b""),
+        (({"a": 1}, 201), 201, "application/json", b'{"a":1}'),
+        (("made", 202, {"X-Id": "7"}), 202, "text/plain; charset=utf-8", b"made"),
+    ],
+)
+def test_return_values_are_coerced(value, status, content_type, body):
+    response = to_response(value)
+    assert response.status == status
+    assert response.header("content-type") == content_type
+    assert response.body == body
+
+
+def test_tuple_headers_are_added():
+    assert to_response(("made", 202, {"X-Id": "7"})).header("x-id") == "7"
+
+
+def test_dataclasses_become_json():
+    @dataclasses.dataclass
+    class Item:
+        name: str
+        price: float
+
+    assert to_response(Item("a", 1.5)).body == b'{"name":"a","price":1.5}'
+
+
+def test_a_response_passes_through():
+    response = Response.text("x", status=418)
+    assert to_response(response) is response
+
+
+def test_http_exception_gives_its_status_and_detail():
+    app = App()
+
+    @app.get("/missing")
+    def missing():
+        raise HTTPException(404, "Item not found", headers={"X-Why": "gone"})
+
+    response = call(app, 0)
+    assert response.status == 404
+    assert response.body == b'{"detail":"Item not found"}'
+    assert response.header("x-why") == "gone"
+
+
+def test_an_uncaught_exception_is_500_and_its_traceback_is_logged(caplog):
+    app = App()
+
+    @app.get("/boom")
+    async def boom():
+        raise ValueError("kaput")
+
+    with caplog.at_level(logging.ERROR, logger="cello"):
+        response = call(app, 0)
+    assert response.status == 500
+    assert response.body == b'{"detail":"Internal Server Error"}'
+    assert "ValueError: kaput" in caplog.text
+    assert "Traceback" in caplog.text

@@ -1,0 +1,40 @@
+"""`python -m cello build`: a broken app is reported as a Python error."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+
+def build(tmp_path: Path, source: str) -> subprocess.CompletedProcess:
+    app = tmp_path / "app.py"
+    app.write_text(source)
+    return subprocess.run(
+        [sys.executable, "-m", "cello", "build", str(app), "-o", str(tmp_path / "app.wasm")],
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_an_exception_in_the_app_is_reported_as_a_python_traceback(tmp_path):
+    result = build(tmp_path, "from cello import App\napp = App()\n1 / 0\n")
+    assert result.returncode == 1
+    assert "error: app.py cannot be imported" in result.stderr
+    assert "ZeroDivisionError" in result.stderr
+    assert "panicked" not in result.stderr
+    assert not (tmp_path / "app.wasm").exists()
+
+
+def test_an_app_without_an_app_object_is_reported(tmp_path):
+    result = build(tmp_path, "x = 1\n")
+    assert result.returncode == 1
+    assert "defines no cello.App named 'app'" in result.stderr
+
+
+def test_a_missing_file_is_reported(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "cello", "build", str(tmp_path / "nope.py"), "-o", "x.wasm"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1
+    assert "is not a Python file" in result.stderr

@@ -1,0 +1,201 @@
+//! The `cello-host` command line: `serve` and `check`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio::net::TcpListener;
+
+use crate::compile::CompileCache;
+use crate::config::Limits;
+use crate::loader::{LoadReport, Loaded, LoadedKind, Loader, build_router};
+
+#[derive(Parser)]
+#[command(
+    name = "cello-host",
+    version,
+    about = "Serve HTTP from WebAssembly components"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty)]
+    log_format: LogFormat,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve every component in DIR.
+    Serve {
+        /// Directory of NAME.wasm files with optional NAME.toml sidecars.
+        dir: PathBuf,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// Load every component in DIR, report problems, and exit non-zero if any.
+    Check {
+        dir: PathBuf,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+}
+
+#[derive(clap::Args)]
+struct StateArgs {
+    /// Where the host keeps its state; compiled components go in `cache/`.
+    #[arg(long, env = "CELLO_STATE_DIR", default_value = ".cello")]
+    state_dir: PathBuf,
+    /// Compile every component afresh instead of using the compile cache.
+    #[arg(long)]
+    no_compile_cache: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// Parses the command line and runs the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    init_logging(cli.log_format);
+    let result = match cli.command {
+        Command::Serve { dir, listen, state } => serve(&dir, listen, &state).await,
+        Command::Check { dir, state } => check(&dir, &state).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CELLO_LOG")
+        .unwrap_or_else(|_| "info,cranelift=warn,wasmtime=warn".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Pretty => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn load(dir: &Path, state: &StateArgs) -> anyhow::Result<LoadReport> {
+    let engine = crate::engine::new_engine()?;
+    let cache = if state.no_compile_cache {
+        CompileCache::disabled()
+    } else {
+        CompileCache::in_dir(state.state_dir.join("cache"))
+    };
+    let loader = Loader::new(engine, cache, Limits::default())?;
+    loader.load_dir(dir).await
+}
+
+async fn serve(dir: &Path, listen: SocketAddr, state: &StateArgs) -> anyhow::Result<ExitCode> {
+    let report = load(dir, state).await?;
+    for problem in &report.problems {
+        tracing::error!("skipped {problem}");
+    }
+    let router = build_router(&report.loaded).map_err(|conflicts| {
+        anyhow::anyhow!(
+            "cannot serve {}:\n  {}",
+            dir.display(),
+            conflicts.join("\n  ")
+        )
+    })?;
+    print_routes(&report.loaded);
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    println!("listening on http://{}", listener.local_addr()?);
+    crate::server::serve(listener, Arc::new(router), shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn check(dir: &Path, state: &StateArgs) -> anyhow::Result<ExitCode> {
+    let report = load(dir, state).await?;
+    let mut problems: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+    if let Err(conflicts) = build_router(&report.loaded) {
+        problems.extend(conflicts);
+    }
+    print_routes(&report.loaded);
+    if problems.is_empty() {
+        println!("{} component(s) OK", report.loaded.len());
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for problem in &problems {
+            println!("problem: {problem}");
+        }
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+fn print_routes(loaded: &[Loaded]) {
+    for component in loaded {
+        let prefix = component.config.prefix();
+        match &component.kind {
+            LoadedKind::App(_, manifest) => {
+                println!(
+                    "{} (cello app, {} routes)",
+                    component.name,
+                    manifest.routes.len()
+                );
+                for route in &manifest.routes {
+                    let methods = if route.methods.is_empty() {
+                        "*".to_string()
+                    } else {
+                        route.methods.join(",")
+                    };
+                    let kind = if route.is_async { "async" } else { "sync" };
+                    println!("  {methods:<7} {prefix}{} ({kind})", route.path);
+                }
+            }
+            LoadedKind::Proxy(_) => {
+                println!("{} (wasi:http proxy)", component.name);
+                println!("  *       {prefix}/... (catch-all)");
+            }
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,168 @@
+//! Builds every guest component the integration tests serve: the examples
+//! and the test guests, Rust ones with cargo for wasm32-wasip2 and Python
+//! ones with `python -m cello build`. The directory they land in is given
+//! to the tests as `CELLO_TEST_COMPONENTS`.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Rust guests: (workspace, package, component name).
+const RUST_GUESTS: &[(&str, &str, &str)] = &[
+    ("guest-rust", "hello", "hello-rust"),
+    ("guest-rust", "http-proxy", "http-proxy"),
+    ("tests/guests", "testbed", "testbed"),
+    ("tests/guests", "bad-describe", "bad-describe"),
+];
+
+/// Python guests: (app file, component name).
+const PYTHON_GUESTS: &[(&str, &str)] = &[
+    ("guest-python/examples/hello/app.py", "hello-python"),
+    ("tests/guests/python-testbed/app.py", "python-testbed"),
+];
+
+/// What a change to should rebuild the guests.
+const INPUTS: &[&str] = &[
+    "wit",
+    "guest-rust/Cargo.toml",
+    "guest-rust/sdk",
+    "guest-rust/examples/hello/src",
+    "guest-rust/examples/http-proxy/src",
+    "tests/guests/Cargo.toml",
+    "tests/guests/testbed/src",
+    "tests/guests/bad-describe/src",
+    "tests/guests/python-testbed",
+    "guest-python/cello",
+    "guest-python/examples",
+];
+
+fn main() {
+    let root = PathBuf::from(env("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let out = PathBuf::from(env("OUT_DIR"));
+    // A directory that outlives this build script's OUT_DIR, so a change
+    // here does not rebuild the guests from nothing.
+    let target = out
+        .ancestors()
+        .nth(4)
+        .expect("OUT_DIR is target/PROFILE/build/PKG/out");
+    let components = target.join("test-components");
+    std::fs::create_dir_all(&components).unwrap();
+    for input in INPUTS {
+        println!("cargo:rerun-if-changed={}", root.join(input).display());
+    }
+    println!("cargo:rerun-if-env-changed=CELLO_PYTHON");
+
+    let wasm_target = target.join("wasm-guests");
+    for workspace in ["guest-rust", "tests/guests"] {
+        build_rust_workspace(&root.join(workspace), &wasm_target);
+    }
+    for (_, package, name) in RUST_GUESTS {
+        let built = wasm_target
+            .join("wasm32-wasip2/release")
+            .join(format!("{}.wasm", package.replace('-', "_")));
+        std::fs::copy(&built, components.join(format!("{name}.wasm")))
+            .unwrap_or_else(|e| panic!("cannot copy {}: {e}", built.display()));
+    }
+
+    let python = python(&root);
+    for (app, name) in PYTHON_GUESTS {
+        build_python(&root, &python, &root.join(app), &components, name);
+    }
+    println!(
+        "cargo:rustc-env=CELLO_TEST_COMPONENTS={}",
+        components.display()
+    );
+}
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set"))
+}
+
+fn build_rust_workspace(workspace: &Path, target_dir: &Path) {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--manifest-path",
+        ])
+        .arg(workspace.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(target_dir)
+        // Flags meant for the host build must not leak into the guest build.
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET")
+        .status()
+        .expect("cannot run cargo");
+    assert!(
+        status.success(),
+        "building the guests in {} failed; is the wasm32-wasip2 target installed? \
+         (`rustup target add wasm32-wasip2`, or run `make test`)",
+        workspace.display()
+    );
+}
+
+fn python(root: &Path) -> PathBuf {
+    let python = std::env::var_os("CELLO_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join(".venv/bin/python"));
+    assert!(
+        python.exists(),
+        "{} not found: the Python guests need the project's .venv with componentize-py. \
+         Run `make test`, or set CELLO_PYTHON to a Python that has it.",
+        python.display()
+    );
+    python
+}
+
+/// Builds one Python app, skipped when its inputs hash to what built it last.
+fn build_python(root: &Path, python: &Path, app: &Path, components: &Path, name: &str) {
+    let output = components.join(format!("{name}.wasm"));
+    let stamp = components.join(format!("{name}.inputs"));
+    let mut hasher = DefaultHasher::new();
+    for input in [
+        app.parent().unwrap(),
+        &root.join("guest-python/cello"),
+        &root.join("wit"),
+    ] {
+        hash_tree(input, &mut hasher);
+    }
+    let fingerprint = format!("{:016x}", hasher.finish());
+    if output.exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(&fingerprint) {
+        return;
+    }
+    let status = Command::new(python)
+        .args(["-m", "cello", "build"])
+        .arg(app)
+        .arg("-o")
+        .arg(&output)
+        .env("PYTHONPATH", root.join("guest-python"))
+        .status()
+        .expect("cannot run python");
+    assert!(status.success(), "building {} failed", app.display());
+    std::fs::write(stamp, fingerprint).unwrap();
+}
+
+fn hash_tree(path: &Path, hasher: &mut DefaultHasher) {
+    if path.is_dir() {
+        let mut entries: Vec<_> = std::fs::read_dir(path)
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| !p.ends_with("__pycache__"))
+            .collect();
+        entries.sort();
+        for entry in entries {
+            hash_tree(&entry, hasher);
+        }
+    } else if let Ok(bytes) = std::fs::read(path) {
+        path.file_name().hash(hasher);
+        bytes.hash(hasher);
+    }
+}

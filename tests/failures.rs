@@ -1,0 +1,158 @@
+//! Bad components and failing guests: a clear error, and everything else
+//! keeps working.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use support::Components;
+
+/// A core module (not a component): the smallest valid one.
+const CORE_MODULE: &[u8] = b"\0asm\x01\0\0\0";
+
+#[tokio::test]
+async fn broken_files_are_reported_by_name_and_the_rest_is_served() {
+    let host = Components::new()
+        .with("testbed")
+        .with_file("garbage.wasm", b"this is not wasm")
+        .with_file("core.wasm", CORE_MODULE)
+        .with("bad-describe")
+        .serve();
+    let log = host.log();
+    assert!(
+        log.contains("garbage.wasm: not a WebAssembly binary"),
+        "{log}"
+    );
+    assert!(
+        log.contains("core.wasm: a core WebAssembly module, not a component"),
+        "{log}"
+    );
+    assert!(
+        log.contains("bad-describe.wasm: describe() failed"),
+        "{log}"
+    );
+    assert_eq!(host.get("/count").await.status, 200);
+}
+
+#[test]
+fn check_lists_every_problem_and_exits_non_zero() {
+    let components = Components::new()
+        .with("testbed")
+        .with_file("garbage.wasm", b"this is not wasm")
+        .with("bad-describe");
+    let output = components.check();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success());
+    assert!(
+        stdout.contains("problem: ") && stdout.contains("garbage.wasm"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("bad-describe.wasm"), "{stdout}");
+}
+
+#[test]
+fn check_passes_a_good_directory() {
+    let output = Components::new().with("testbed").with("http-proxy").check();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}
+
+#[test]
+fn a_route_conflict_stops_the_start_naming_both_components() {
+    let (status, output) = Components::new()
+        .with("testbed")
+        .with_as("testbed", "testbed-copy", None)
+        .serve_fails();
+    assert!(!status.success());
+    assert!(
+        output.contains("route conflict: /count is declared by both testbed-copy and testbed"),
+        "{output}"
+    );
+}
+
+#[test]
+fn an_invalid_sidecar_is_reported_with_its_file() {
+    let output = Components::new()
+        .with_sidecar("testbed", "prefix = \"no-slash\"")
+        .check();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success());
+    assert!(
+        stdout.contains("testbed.toml") && stdout.contains("must start with '/'"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn a_trapping_guest_gives_500_and_the_next_request_works() {
+    let host = Components::new().with("testbed").serve();
+    let reply = host.get("/trap").await;
+    assert_eq!(reply.status, 500);
+    assert_eq!(reply.json(), json!({ "detail": "Internal Server Error" }));
+    host.wait_for_log("guest trapped").await;
+    assert_eq!(host.get("/count").await.status, 200);
+}
+
+#[tokio::test]
+async fn a_trapping_async_guest_gives_500_and_the_next_request_works() {
+    let host = Components::new().with("testbed").serve();
+    let reply = host.get("/trap-async").await;
+    assert_eq!(reply.status, 500);
+    assert_eq!(reply.json(), json!({ "detail": "Internal Server Error" }));
+    assert_eq!(host.get("/wait/1").await.status, 200);
+}
+
+#[tokio::test]
+async fn a_python_exception_gives_500_with_the_traceback_only_in_the_log() {
+    let host = Components::new().with("python-testbed").serve();
+    let reply = host.get("/raise").await;
+    assert_eq!(reply.status, 500);
+    assert_eq!(reply.json(), json!({ "detail": "Internal Server Error" }));
+    let log = host
+        .wait_for_log("ValueError: the testbed was asked to fail")
+        .await;
+    assert!(log.contains("Traceback"), "{log}");
+    let reply = host.get("/raise-async").await;
+    assert_eq!(reply.status, 500);
+    assert!(!reply.body.contains("Traceback"));
+    assert_eq!(host.get("/wait/1").await.status, 200);
+}
+
+#[tokio::test]
+async fn an_invalid_status_from_the_guest_is_a_500() {
+    let host = Components::new().with("testbed").serve();
+    assert_eq!(host.get("/bad-status").await.status, 500);
+    assert_eq!(host.get("/count").await.status, 200);
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_413_before_the_guest_runs() {
+    let host = Components::new()
+        .with_sidecar("testbed", "[limits]\nmax-body-kb = 1")
+        .serve();
+    let reply = host.post("/echo", "text/plain", vec![b'x'; 2048]).await;
+    assert_eq!(reply.status, 413);
+    let reply = host.post("/echo", "text/plain", vec![b'x'; 512]).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body.len(), 512);
+}
+
+#[tokio::test]
+async fn sigterm_lets_a_request_in_flight_finish() {
+    let mut host = Components::new().with("testbed").serve();
+    let slow = {
+        let client = support::client();
+        let request = host.request(http::Method::GET, "/wait/1000", &[], Vec::new());
+        tokio::spawn(async move { support::send(&client, request).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    host.terminate();
+    let reply = slow.await.unwrap();
+    assert_eq!(reply.status, 200);
+    assert!(host.wait_exit(Duration::from_secs(10)).success());
+}

@@ -1,0 +1,181 @@
+//! Serving Cello apps in Rust and Python, and plain wasi:http components.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use serde_json::json;
+use support::{Components, Host};
+
+fn examples() -> Host {
+    Components::new()
+        .with_sidecar("hello-rust", "prefix = \"/rs\"")
+        .with_sidecar("hello-python", "prefix = \"/py\"")
+        .with_sidecar("http-proxy", "prefix = \"/proxy\"")
+        .with("python-testbed")
+        .serve()
+}
+
+#[tokio::test]
+async fn rust_sync_route_receives_path_params() {
+    let host = examples();
+    let reply = host.get("/rs/hello/world").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body, "Hello, world!");
+    assert_eq!(
+        reply.header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+}
+
+#[tokio::test]
+async fn rust_async_route_awaits_the_host() {
+    let host = examples();
+    let reply = host.get("/rs/slow/20").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.json(), json!({ "slept_ms": 20 }));
+}
+
+#[tokio::test]
+async fn rust_route_echoes_a_json_body() {
+    let host = examples();
+    let item = json!({ "name": "cello", "price": 9.5 });
+    let reply = host
+        .post("/rs/items", "application/json", item.to_string())
+        .await;
+    assert_eq!(reply.status, 201);
+    assert_eq!(reply.json(), item);
+}
+
+#[tokio::test]
+async fn rust_route_rejects_a_malformed_json_body_with_422() {
+    let host = examples();
+    let reply = host
+        .post("/rs/items", "application/json", "{\"name\":")
+        .await;
+    assert_eq!(reply.status, 422);
+    assert!(
+        reply.json()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Invalid JSON")
+    );
+}
+
+#[tokio::test]
+async fn python_sync_route_receives_path_params() {
+    let host = examples();
+    let reply = host.get("/py/hello/world").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.json(), json!({ "message": "Hello, world!" }));
+}
+
+#[tokio::test]
+async fn python_async_route_awaits_the_host() {
+    let host = examples();
+    let reply = host.get("/py/slow/20").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.json(), json!({ "slept_ms": 20 }));
+}
+
+#[tokio::test]
+async fn python_route_echoes_a_json_body_with_201() {
+    let host = examples();
+    let item = json!({ "name": "cello", "price": 9.5 });
+    let reply = host
+        .post("/py/items", "application/json", item.to_string())
+        .await;
+    assert_eq!(reply.status, 201);
+    assert_eq!(reply.json(), item);
+}
+
+#[tokio::test]
+async fn python_path_param_of_the_wrong_type_is_422() {
+    let host = examples();
+    let reply = host.get("/py/slow/soon").await;
+    assert_eq!(reply.status, 422);
+    assert_eq!(reply.json()["detail"][0]["loc"], json!(["path", "ms"]));
+}
+
+#[tokio::test]
+async fn python_query_params_fill_handler_arguments() {
+    let host = examples();
+    let reply = host.get("/search?q=cello&limit=3").await;
+    assert_eq!(reply.json(), json!({ "q": "cello", "limit": 3 }));
+    let reply = host.get("/search?q=viola").await;
+    assert_eq!(reply.json(), json!({ "q": "viola", "limit": 10 }));
+}
+
+#[tokio::test]
+async fn prefixed_app_root_answers_with_and_without_slash() {
+    let host = examples();
+    assert_eq!(host.get("/py").await.body, "Hello from Python!");
+    assert_eq!(host.get("/py/").await.body, "Hello from Python!");
+}
+
+#[tokio::test]
+async fn unknown_path_is_404_json() {
+    let host = examples();
+    let reply = host.get("/no/such/path").await;
+    assert_eq!(reply.status, 404);
+    assert_eq!(reply.json(), json!({ "detail": "Not Found" }));
+}
+
+#[tokio::test]
+async fn wrong_method_is_405_with_allow() {
+    let host = examples();
+    let reply = host
+        .send(http::Method::DELETE, "/rs/hello/x", &[], Vec::new())
+        .await;
+    assert_eq!(reply.status, 405);
+    assert_eq!(reply.header("allow"), Some("GET"));
+}
+
+#[tokio::test]
+async fn wasi_http_proxy_component_is_served_under_its_prefix() {
+    let host = examples();
+    let reply = host.get("/proxy/some/path?x=1").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.body,
+        "Hello from wasi:http! You asked for /proxy/some/path?x=1"
+    );
+    assert_eq!(host.get("/proxy").await.status, 200);
+}
+
+#[tokio::test]
+async fn wasi_http_proxy_component_without_prefix_takes_every_path() {
+    let host = Components::new().with("http-proxy").serve();
+    assert_eq!(
+        host.get("/").await.body,
+        "Hello from wasi:http! You asked for /"
+    );
+    assert_eq!(
+        host.get("/a/b").await.body,
+        "Hello from wasi:http! You asked for /a/b"
+    );
+}
+
+#[tokio::test]
+async fn request_id_is_returned_and_a_given_one_is_kept() {
+    let host = examples();
+    let made = host.get("/rs/hello/x").await;
+    assert!(!made.header("x-request-id").unwrap_or("").is_empty());
+    let kept = host
+        .send(
+            http::Method::GET,
+            "/rs/hello/x",
+            &[("x-request-id", "abc-123")],
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(kept.header("x-request-id"), Some("abc-123"));
+}
+
+#[tokio::test]
+async fn http2_requests_are_served() {
+    let host = examples();
+    let request = host.request(http::Method::GET, "/rs/hello/h2", &[], Vec::new());
+    let reply = support::send(&support::h2_client(), request).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body, "Hello, h2!");
+}

@@ -1,0 +1,306 @@
+//! Starting the real `cello-host` binary on an ephemeral port over a
+//! directory of real components, and talking to it over real HTTP.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// Where the build script put the components.
+pub fn components_dir() -> PathBuf {
+    PathBuf::from(env!("CELLO_TEST_COMPONENTS"))
+}
+
+/// The compile cache every test shares, so a component compiles once per run.
+fn state_dir() -> PathBuf {
+    components_dir().parent().unwrap().join("test-state")
+}
+
+/// How long a host may take to start: a cold compile of a Python component
+/// while other tests compile too.
+const START_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A directory of components for one test.
+pub struct Components {
+    dir: tempfile::TempDir,
+}
+
+impl Components {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    /// Adds built component `name` (as `NAME.wasm`).
+    pub fn with(self, name: &str) -> Self {
+        self.with_as(name, name, None)
+    }
+
+    /// Adds built component `name` with sidecar text.
+    pub fn with_sidecar(self, name: &str, sidecar: &str) -> Self {
+        self.with_as(name, name, Some(sidecar))
+    }
+
+    /// Adds built component `name` under the name `as_name`.
+    pub fn with_as(self, name: &str, as_name: &str, sidecar: Option<&str>) -> Self {
+        let source = components_dir().join(format!("{name}.wasm"));
+        std::fs::copy(&source, self.path().join(format!("{as_name}.wasm")))
+            .unwrap_or_else(|e| panic!("{}: {e}", source.display()));
+        if let Some(sidecar) = sidecar {
+            std::fs::write(self.path().join(format!("{as_name}.toml")), sidecar).unwrap();
+        }
+        self
+    }
+
+    /// Adds a file with arbitrary bytes.
+    pub fn with_file(self, file: &str, bytes: &[u8]) -> Self {
+        std::fs::write(self.path().join(file), bytes).unwrap();
+        self
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Runs `cello-host check` on the directory.
+    pub fn check(&self) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_cello-host"))
+            .arg("check")
+            .arg(self.path())
+            .arg("--state-dir")
+            .arg(state_dir())
+            .output()
+            .expect("cannot run cello-host")
+    }
+
+    /// Runs `cello-host serve` and waits until it listens.
+    pub fn serve(self) -> Host {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cello-host"))
+            .arg("serve")
+            .arg(self.path())
+            .args(["--listen", "127.0.0.1:0", "--state-dir"])
+            .arg(state_dir())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot run cello-host");
+        let log = Arc::new(Mutex::new(String::new()));
+        collect(child.stderr.take().unwrap(), log.clone());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        let stdout_log = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("listening on http://") {
+                    let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
+                }
+                stdout_log.lock().unwrap().push_str(&format!("{line}\n"));
+            }
+        });
+        let addr = match rx.recv_timeout(START_TIMEOUT) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait().ok();
+                std::thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "cello-host did not start ({status:?}); its output:\n{}",
+                    log.lock().unwrap()
+                );
+            }
+        };
+        Host {
+            child,
+            addr,
+            log,
+            _components: self,
+        }
+    }
+
+    /// Runs `cello-host serve` expecting it to exit at once; returns its
+    /// exit status and output.
+    pub fn serve_fails(self) -> (std::process::ExitStatus, String) {
+        let output = Command::new(env!("CARGO_BIN_EXE_cello-host"))
+            .arg("serve")
+            .arg(self.path())
+            .args(["--listen", "127.0.0.1:0", "--state-dir"])
+            .arg(state_dir())
+            .output()
+            .expect("cannot run cello-host");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status, text)
+    }
+}
+
+fn collect(stream: impl std::io::Read + Send + 'static, log: Arc<Mutex<String>>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            log.lock().unwrap().push_str(&format!("{line}\n"));
+        }
+    });
+}
+
+/// A running host; killed when dropped.
+pub struct Host {
+    child: Child,
+    pub addr: SocketAddr,
+    log: Arc<Mutex<String>>,
+    _components: Components,
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+impl Host {
+    /// Everything the host wrote to stdout and stderr so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the host's log contains `needle`.
+    pub async fn wait_for_log(&self, needle: &str) -> String {
+        for _ in 0..100 {
+            let log = self.log();
+            if log.contains(needle) {
+                return log;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the host never logged {needle:?}; its log:\n{}", self.log());
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send(http::Method::GET, path, &[], Vec::new()).await
+    }
+
+    pub async fn post(&self, path: &str, content_type: &str, body: impl Into<Vec<u8>>) -> Reply {
+        self.send(
+            http::Method::POST,
+            path,
+            &[("content-type", content_type)],
+            body.into(),
+        )
+        .await
+    }
+
+    pub async fn send(
+        &self,
+        method: http::Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Reply {
+        send(&client(), self.request(method, path, headers, body)).await
+    }
+
+    pub fn request(
+        &self,
+        method: http::Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> http::Request<Full<Bytes>> {
+        let mut builder = http::Request::builder().method(method).uri(self.url(path));
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(Full::new(Bytes::from(body))).unwrap()
+    }
+
+    /// Sends SIGTERM, as an operator's `kill` or an orchestrator would.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit after [`Host::terminate`].
+    pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the host did not exit within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP/1.1 client with keep-alive.
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// An HTTP/2 client (prior knowledge, cleartext).
+pub fn h2_client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
+}
+
+pub async fn send(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    req: http::Request<Full<Bytes>>,
+) -> Reply {
+    let response = client.request(req).await.expect("request failed");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
