@@ -4,13 +4,15 @@ VENV      := .venv
 PYTHON    := $(VENV)/bin/python
 WASM      := wasm32-wasip2
 LISTEN    ?= 127.0.0.1:8080
+OPS_LISTEN ?= 127.0.0.1:9090
 RUST_OUT  := guest-rust/target/$(WASM)/release
 
 .PHONY: run test setup components host lint fmt clean
 
-## Build the examples and the host, then serve them on $(LISTEN).
+## Build the examples and the host, then serve them on $(LISTEN)
+## (metrics and health on $(OPS_LISTEN)).
 run: components host
-	./target/release/cello-host serve components/ --listen $(LISTEN)
+	./target/release/cello-host serve components/ --listen $(LISTEN) --ops-listen $(OPS_LISTEN)
 
 ## Every test: the Rust workspace (integration tests build their own
 ## components) and the Python SDK's tests.

@@ -4,13 +4,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio::net::TcpListener;
 
 use crate::compile::CompileCache;
-use crate::config::Limits;
+use crate::config::HostConfig;
 use crate::loader::{LoadReport, Loaded, LoadedKind, Loader, build_router};
 
 #[derive(Parser)]
@@ -36,6 +37,9 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// Address for /metrics, /healthz and /readyz; none when not given.
+        #[arg(long)]
+        ops_listen: Option<SocketAddr>,
         #[command(flatten)]
         state: StateArgs,
     },
@@ -49,6 +53,10 @@ enum Command {
 
 #[derive(clap::Args)]
 struct StateArgs {
+    /// The host's config file: default limits for every component, and the
+    /// instance pool.
+    #[arg(long, env = "CELLO_CONFIG")]
+    config: Option<PathBuf>,
     /// Where the host keeps its state; compiled components go in `cache/`.
     #[arg(long, env = "CELLO_STATE_DIR", default_value = ".cello")]
     state_dir: PathBuf,
@@ -79,7 +87,12 @@ pub fn main() -> ExitCode {
 async fn run(cli: Cli) -> ExitCode {
     init_logging(cli.log_format);
     let result = match cli.command {
-        Command::Serve { dir, listen, state } => serve(&dir, listen, &state).await,
+        Command::Serve {
+            dir,
+            listen,
+            ops_listen,
+            state,
+        } => serve(&dir, listen, ops_listen, &state).await,
         Command::Check { dir, state } => check(&dir, &state).await,
     };
     match result {
@@ -104,17 +117,43 @@ fn init_logging(format: LogFormat) {
 }
 
 async fn load(dir: &Path, state: &StateArgs) -> anyhow::Result<LoadReport> {
-    let engine = crate::engine::new_engine()?;
+    let config = match &state.config {
+        Some(path) => HostConfig::from_file(path).map_err(anyhow::Error::msg)?,
+        None => HostConfig::default(),
+    };
+    let engine = crate::engine::new_engine(&config.pool)?;
     let cache = if state.no_compile_cache {
         CompileCache::disabled()
     } else {
         CompileCache::in_dir(state.state_dir.join("cache"))
     };
-    let loader = Loader::new(engine, cache, Limits::default())?;
+    let loader = Loader::new(
+        engine,
+        cache,
+        config.default_limits(),
+        config.pool.max_instances as usize,
+    )?;
     loader.load_dir(dir).await
 }
 
-async fn serve(dir: &Path, listen: SocketAddr, state: &StateArgs) -> anyhow::Result<ExitCode> {
+async fn serve(
+    dir: &Path,
+    listen: SocketAddr,
+    ops_listen: Option<SocketAddr>,
+    state: &StateArgs,
+) -> anyhow::Result<ExitCode> {
+    let ready = Arc::new(AtomicBool::new(false));
+    let (stopped, ops_stop) = tokio::sync::oneshot::channel::<()>();
+    if let Some(addr) = ops_listen {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} for ops"))?;
+        println!("ops listening on http://{}", listener.local_addr()?);
+        let stop = async {
+            let _ = ops_stop.await;
+        };
+        tokio::spawn(crate::ops::serve(listener, ready.clone(), stop));
+    }
     let report = load(dir, state).await?;
     for problem in &report.problems {
         tracing::error!("skipped {problem}");
@@ -131,7 +170,14 @@ async fn serve(dir: &Path, listen: SocketAddr, state: &StateArgs) -> anyhow::Res
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     println!("listening on http://{}", listener.local_addr()?);
-    crate::server::serve(listener, Arc::new(router), shutdown_signal()).await?;
+    ready.store(true, Ordering::Relaxed);
+    let draining = async {
+        shutdown_signal().await;
+        ready.store(false, Ordering::Relaxed);
+        tracing::info!("shutting down; waiting for requests in flight");
+    };
+    crate::server::serve(listener, Arc::new(router), draining).await?;
+    drop(stopped);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,9 +1,80 @@
-//! Settings: the sidecar `NAME.toml` next to each component, and the host's
-//! defaults for what a sidecar leaves out.
+//! Settings: the host's config file, the sidecar `NAME.toml` next to each
+//! component, and how they combine (sidecar over host defaults over
+//! built-in defaults).
 
 use std::path::Path;
+use std::time::Duration;
 
 use serde::Deserialize;
+
+/// The host's config file (`--config cello.toml`). Every field is optional.
+///
+/// ```toml
+/// [limits]                # defaults for every component; a sidecar overrides them
+/// timeout-ms = 30000
+///
+/// [pool]
+/// max-instances = 1000    # instances alive at once across all components
+/// ```
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct HostConfig {
+    /// Defaults for every component's limits.
+    #[serde(default)]
+    pub limits: LimitSettings,
+    /// The instance pool shared by all components.
+    #[serde(default)]
+    pub pool: PoolSettings,
+}
+
+impl HostConfig {
+    /// Reads a host config file.
+    pub fn from_file(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        toml::from_str(&text)
+            .map_err(|e| format!("{} is not a valid host config: {e}", path.display()))
+    }
+
+    /// The limits every component starts from.
+    pub fn default_limits(&self) -> Limits {
+        Limits::default().with(&self.limits)
+    }
+}
+
+/// Sizes of the engine's pooling allocator, all derived from one number so
+/// they stay consistent.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PoolSettings {
+    /// Component instances alive at once across all components; requests
+    /// that need another wait in their component's queue.
+    #[serde(default = "PoolSettings::default_max_instances")]
+    pub max_instances: u32,
+    /// Use the pooling allocator (copy-on-write memory images, reused slots).
+    /// When off, or when the address space cannot be reserved, instances
+    /// are allocated on demand.
+    #[serde(default = "PoolSettings::default_pooling")]
+    pub pooling: bool,
+}
+
+impl PoolSettings {
+    fn default_max_instances() -> u32 {
+        1000
+    }
+    fn default_pooling() -> bool {
+        true
+    }
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            max_instances: Self::default_max_instances(),
+            pooling: Self::default_pooling(),
+        }
+    }
+}
 
 /// The sidecar file `NAME.toml` beside `NAME.wasm`. Every field is optional.
 ///
@@ -12,9 +83,7 @@ use serde::Deserialize;
 ///
 /// [limits]
 /// memory-mb = 256            # all memories of one instance together
-/// max-instances = 8          # async event-loop instances; warm sync instances kept
-/// async-concurrency = 64     # async requests sharing one instance
-/// max-body-kb = 1024         # request body size; larger gets 413
+/// timeout-ms = 5000          # per request; then 504 and the instance is discarded
 /// ```
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -27,61 +96,116 @@ pub struct ComponentConfig {
     pub limits: LimitSettings,
 }
 
-/// Limits a sidecar may set; unset ones take the host's defaults.
+/// How instances are reused between requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Isolation {
+    /// Warm instances serve many requests (up to `max-requests-per-instance`).
+    Reuse,
+    /// Every request gets a fresh instance, discarded after it.
+    PerRequest,
+}
+
+/// Limits a config file may set; unset ones fall through to the defaults.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct LimitSettings {
     /// Linear memory per instance, all memories together, in MiB.
     pub memory_mb: Option<u64>,
-    /// Event-loop instances for async routes at once, and warm instances
-    /// kept for sync routes.
+    /// Time a request may take, in milliseconds.
+    pub timeout_ms: Option<u64>,
+    /// Instances of this component alive at once, sync and async together.
     pub max_instances: Option<usize>,
+    /// Requests that may wait for an instance; past that, 503.
+    pub queue: Option<usize>,
     /// Async requests in flight on one instance at once.
     pub async_concurrency: Option<usize>,
+    /// Requests one instance serves before it is replaced.
+    pub max_requests_per_instance: Option<u64>,
+    /// Seconds an unused instance is kept warm.
+    pub idle_timeout_s: Option<u64>,
+    /// `reuse` (default) or `per-request`.
+    pub isolation: Option<Isolation>,
     /// Largest request body accepted, in KiB.
     pub max_body_kb: Option<u64>,
+    /// Warn when an async handler runs this long without awaiting, in ms.
+    pub blocked_warn_ms: Option<u64>,
 }
 
 /// Limits in force for one component after defaults are applied.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Bytes of linear memory per instance.
+    /// Bytes of linear memory per instance, all memories together.
     pub memory_bytes: usize,
-    /// Event-loop instances at once; warm sync instances kept.
+    /// Time a request may take.
+    pub timeout: Duration,
+    /// Instances alive at once.
     pub max_instances: usize,
+    /// Requests waiting for an instance.
+    pub queue: usize,
     /// Async requests in flight on one instance.
     pub async_concurrency: usize,
+    /// Requests one instance serves.
+    pub max_requests_per_instance: u64,
+    /// How long an unused instance is kept.
+    pub idle_timeout: Duration,
     /// Largest request body in bytes.
     pub max_body_bytes: usize,
+    /// An async handler running this long without awaiting is logged.
+    pub blocked_warn: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
             memory_bytes: 512 << 20,
+            timeout: Duration::from_secs(30),
             max_instances: 32,
+            queue: 256,
             async_concurrency: 64,
+            max_requests_per_instance: 10_000,
+            idle_timeout: Duration::from_secs(60),
             max_body_bytes: 10 << 20,
+            blocked_warn: Duration::from_millis(100),
         }
     }
 }
 
 impl Limits {
-    /// These limits with the sidecar's settings laid over them.
+    /// These limits with `settings` laid over them.
     pub fn with(&self, settings: &LimitSettings) -> Self {
-        Self {
+        let mut limits = Self {
             memory_bytes: settings
                 .memory_mb
                 .map_or(self.memory_bytes, |mb| (mb as usize) << 20),
+            timeout: settings
+                .timeout_ms
+                .map_or(self.timeout, Duration::from_millis),
             max_instances: settings.max_instances.unwrap_or(self.max_instances).max(1),
+            queue: settings.queue.unwrap_or(self.queue),
             async_concurrency: settings
                 .async_concurrency
                 .unwrap_or(self.async_concurrency)
                 .max(1),
+            max_requests_per_instance: settings
+                .max_requests_per_instance
+                .unwrap_or(self.max_requests_per_instance)
+                .max(1),
+            idle_timeout: settings
+                .idle_timeout_s
+                .map_or(self.idle_timeout, Duration::from_secs),
             max_body_bytes: settings
                 .max_body_kb
                 .map_or(self.max_body_bytes, |kb| (kb as usize) << 10),
+            blocked_warn: settings
+                .blocked_warn_ms
+                .map_or(self.blocked_warn, Duration::from_millis),
+        };
+        if settings.isolation == Some(Isolation::PerRequest) {
+            limits.max_requests_per_instance = 1;
+            limits.async_concurrency = 1;
         }
+        limits
     }
 }
 

@@ -1,5 +1,7 @@
 //! Errors that become HTTP responses, turned into responses in one place.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
 use http_body_util::{BodyExt, Full};
@@ -18,7 +20,15 @@ pub enum CallError {
     /// The guest trapped; its instance was discarded.
     #[error("guest trapped: {0:#}")]
     Trap(wasmtime::Error),
-    /// The instance serving the call went away before answering.
+    /// The request ran past its time limit; its instance was discarded.
+    #[error("the request ran past its {0:?} limit; its instance was discarded")]
+    Timeout(Duration),
+    /// No instance could take the request: the queue was full, or the wait
+    /// outlasted the request's time limit.
+    #[error("every instance is busy and the queue is full")]
+    Overloaded,
+    /// The instance serving the call went away before answering, because
+    /// another request on it trapped or timed out.
     #[error("{0}")]
     InstanceLost(String),
     /// The host task running the call panicked.
@@ -35,12 +45,26 @@ impl CallError {
         }
     }
 
-    /// The status a client sees for this failure.
-    pub fn status(&self) -> StatusCode {
-        match self {
-            Self::StartFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
+    /// The response a client sees for this failure. Details stay in the log.
+    pub fn to_response(&self) -> http::Response<Body> {
+        let (status, detail) = match self {
+            Self::StartFailed(_) => (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable"),
+            Self::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "The request took too long."),
+            Self::Overloaded | Self::InstanceLost(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The service is busy; try again shortly.",
+            ),
+            Self::Instantiate(_) | Self::Trap(_) | Self::Panic(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
+            }
+        };
+        let mut response = error_response(status, detail);
+        if matches!(self, Self::Overloaded | Self::InstanceLost(_)) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
+        response
     }
 }
 

@@ -8,22 +8,29 @@
 //!   on a pool of instances and async routes on event-loop instances;
 //! - [`proxy`] runs standard `wasi:http/proxy` components;
 //! - [`capabilities`] are the host functions guests import;
+//! - [`capacity`] bounds the instances of each component and queues the
+//!   requests that wait for one;
 //! - [`error`] turns every failure into a response.
 //!
-//! Around them: [`cli`] is the `cello-host` command, [`loader`] turns a directory of `.wasm` files and sidecars
-//! ([`config`]) into components, [`compile`] keeps compiled artifacts on
-//! disk, [`engine`] holds the wasmtime configuration, [`state`] is what each
-//! instance's store carries, and [`bindings`] is the generated contract.
+//! Around them: [`cli`] is the `cello-host` command; [`loader`] turns a
+//! directory of `.wasm` files and sidecars ([`config`]) into components;
+//! [`compile`] keeps compiled artifacts on disk; [`engine`] holds the
+//! wasmtime configuration and the pooling allocator; [`state`] is what each
+//! instance's store carries; [`metrics`] and [`ops`] report on it all; and
+//! [`bindings`] is the generated contract.
 
 pub mod app;
 pub mod bindings;
 pub mod capabilities;
+pub mod capacity;
 pub mod cli;
 pub mod compile;
 pub mod config;
 pub mod engine;
 pub mod error;
 pub mod loader;
+pub mod metrics;
+pub mod ops;
 pub mod proxy;
 pub mod router;
 pub mod server;

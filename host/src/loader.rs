@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::Semaphore;
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
@@ -27,6 +28,8 @@ pub struct Loader {
     linker: Linker<InstanceState>,
     cache: CompileCache,
     limits: Limits,
+    /// Instances alive at once across every component.
+    global: Arc<Semaphore>,
 }
 
 /// One component that loaded.
@@ -65,7 +68,12 @@ pub struct LoadReport {
 impl Loader {
     /// A loader whose linker offers WASI (nothing reachable unless granted),
     /// `wasi:http`, and Cello's host interface.
-    pub fn new(engine: Engine, cache: CompileCache, limits: Limits) -> anyhow::Result<Self> {
+    pub fn new(
+        engine: Engine,
+        cache: CompileCache,
+        limits: Limits,
+        max_instances: usize,
+    ) -> anyhow::Result<Self> {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
@@ -75,6 +83,7 @@ impl Loader {
             linker,
             cache,
             limits,
+            global: Arc::new(Semaphore::new(max_instances)),
         })
     }
 
@@ -119,8 +128,14 @@ impl Loader {
         let label: Arc<str> = name.as_str().into();
         let kind = match World::of(&self.engine, &component) {
             World::App => {
-                let load =
-                    AppComponent::load(label, &self.engine, &self.linker, &component, limits);
+                let load = AppComponent::load(
+                    label,
+                    &self.engine,
+                    &self.linker,
+                    &component,
+                    limits,
+                    self.global.clone(),
+                );
                 let (app, manifest) = tokio::time::timeout(DESCRIBE_TIMEOUT, load)
                     .await
                     .map_err(|_| format!("describe() did not return within {DESCRIBE_TIMEOUT:?}"))?
@@ -128,9 +143,15 @@ impl Loader {
                 LoadedKind::App(Arc::new(app), manifest)
             }
             World::Proxy => {
-                let proxy =
-                    ProxyComponent::load(label, &self.engine, &self.linker, &component, limits)
-                        .map_err(|e| format!("{e:#}"))?;
+                let proxy = ProxyComponent::load(
+                    label,
+                    &self.engine,
+                    &self.linker,
+                    &component,
+                    limits,
+                    self.global.clone(),
+                )
+                .map_err(|e| format!("{e:#}"))?;
                 LoadedKind::Proxy(Arc::new(proxy))
             }
             World::Unknown(exports) => {

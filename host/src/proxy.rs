@@ -3,9 +3,10 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
 
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -17,17 +18,12 @@ use wasmtime_wasi_http::handler::{
     WorkerStatus,
 };
 
+use crate::capacity::{Capacity, Slot};
 use crate::config::Limits;
 use crate::error::CallError;
+use crate::metrics::ComponentMetrics;
 use crate::server::Body;
-use crate::state::InstanceState;
-
-/// Requests one instance serves before it is replaced.
-const REQUESTS_PER_INSTANCE: usize = 1;
-/// How long a request may run before its instance is retired.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long an idle instance is kept.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+use crate::state::{InstanceState, Owner};
 
 /// A loaded `wasi:http/proxy` component.
 pub struct ProxyComponent {
@@ -42,19 +38,24 @@ impl ProxyComponent {
         linker: &Linker<InstanceState>,
         component: &Component,
         limits: Limits,
+        global: Arc<Semaphore>,
     ) -> anyhow::Result<Self> {
         let pre = linker
             .instantiate_pre(component)
             .map_err(|e| anyhow::anyhow!("cannot link: {e:#}"))?;
         let pre = wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre)
             .map_err(|e| anyhow::anyhow!("wrong exports: {e:#}"))?;
+        let metrics = ComponentMetrics::new(&name);
         Ok(Self {
             handler: ProxyHandler::new(Instances {
-                name,
+                owner: Arc::new(Owner {
+                    component: name,
+                    metrics: metrics.clone(),
+                }),
                 engine: engine.clone(),
                 pre: ProxyPre::P2(pre),
+                capacity: Capacity::new(limits.max_instances, global, limits.queue, metrics),
                 limits,
-                instantiations: AtomicU64::new(0),
             }),
         })
     }
@@ -68,27 +69,41 @@ impl ProxyComponent {
             body.map_err(wasmtime_wasi_http::Error::Hyper)
                 .boxed_unsync()
         });
-        let response = self
-            .handler
-            .handle((), request)
-            .await
-            .map_err(CallError::Trap)?;
+        let state = self.handler.state();
+        let response = match self.handler.handle((), request).await {
+            Ok(response) => response,
+            Err(e) if e.is::<handler::ExpirationError>() => return Err(state.timed_out()),
+            Err(e) if e.is::<CallError>() => {
+                return Err(e.downcast::<CallError>().expect("checked"));
+            }
+            Err(e) => {
+                state.owner.metrics.traps.inc();
+                return Err(CallError::Trap(e));
+            }
+        };
         Ok(response.map(|body| body.map_err(Into::into).boxed_unsync()))
     }
 
-    /// Instances created since load.
-    pub fn instantiations(&self) -> u64 {
-        self.handler.state().instantiations.load(Ordering::Relaxed)
+    /// Who the component is, for logs and metrics.
+    pub fn owner(&self) -> &Arc<Owner> {
+        &self.handler.state().owner
     }
 }
 
 /// Creates the instances the `ProxyHandler` runs requests on.
 struct Instances {
-    name: Arc<str>,
+    owner: Arc<Owner>,
     engine: Engine,
     pre: ProxyPre<InstanceState>,
     limits: Limits,
-    instantiations: AtomicU64,
+    capacity: Capacity,
+}
+
+impl Instances {
+    fn timed_out(&self) -> CallError {
+        self.owner.metrics.timeouts.inc();
+        CallError::Timeout(self.limits.timeout)
+    }
 }
 
 impl HandlerState for Instances {
@@ -99,28 +114,39 @@ impl HandlerState for Instances {
     async fn instantiate(
         &self,
     ) -> wasmtime::Result<handler::Instance<InstanceState, Expiry, Worker>> {
-        let state = InstanceState::new(self.name.clone(), self.limits.memory_bytes);
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|state| state.limiter());
-        store.epoch_deadline_async_yield_and_update(1);
+        let slot = match self.capacity.try_slot() {
+            Some(slot) => slot,
+            None => {
+                let deadline = tokio::time::Instant::now() + self.limits.timeout;
+                self.capacity.slot_until(deadline).await?
+            }
+        };
+        let state = InstanceState::new(self.owner.clone(), self.limits.memory_bytes);
+        let mut store = state.into_store(&self.engine);
         let proxy = self.pre.instantiate_async(&mut store).await?;
-        self.instantiations.fetch_add(1, Ordering::Relaxed);
+        self.owner.metrics.instantiations.inc();
         Ok(handler::Instance {
             store,
             proxy,
             view: |state| state.http(),
-            expiration: Expiry::default(),
+            expiration: Expiry::new(&self.limits),
             state: Worker {
-                name: self.name.clone(),
+                owner: self.owner.clone(),
+                timeout: self.limits.timeout,
+                max_requests: self.limits.max_requests_per_instance,
+                _slot: slot,
             },
         })
     }
 }
 
-/// Per-instance policy: how many requests it takes and what to log when it
-/// goes.
+/// Per-instance policy: how many requests it takes, how long each may run,
+/// and what to log when it goes. Holds the instance's slot.
 struct Worker {
-    name: Arc<str>,
+    owner: Arc<Owner>,
+    timeout: Duration,
+    max_requests: u64,
+    _slot: Slot,
 }
 
 impl WorkerState for Worker {
@@ -128,7 +154,7 @@ impl WorkerState for Worker {
     type RequestData = ();
 
     fn should_accept_request(&self, concurrent: usize, total: usize) -> ShouldAccept {
-        if total >= REQUESTS_PER_INSTANCE {
+        if total as u64 >= self.max_requests {
             ShouldAccept::Never
         } else if concurrent == 0 {
             ShouldAccept::Yes
@@ -143,21 +169,35 @@ impl WorkerState for Worker {
         _data: (),
         _task: wasmtime::component::GuestTaskId,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + Sync + 'static>> {
-        Box::pin(tokio::time::sleep(REQUEST_TIMEOUT))
+        Box::pin(tokio::time::sleep(self.timeout))
     }
 
     fn drop(&self, _store: Store<InstanceState>, result: wasmtime::Result<()>) {
         if let Err(error) = result {
-            tracing::error!(component = %self.name, "wasi:http instance failed: {error:#}");
+            tracing::error!(
+                component = %self.owner.component,
+                "wasi:http instance discarded: {error:#}"
+            );
         }
     }
 }
 
 /// Retires an instance that sat idle, or whose request ran too long, checked
 /// from outside its event loop.
-#[derive(Default)]
 struct Expiry {
+    idle_timeout: Duration,
+    request_timeout: Duration,
     timer: Option<(WorkerStatus, Instant, Pin<Box<tokio::time::Sleep>>)>,
+}
+
+impl Expiry {
+    fn new(limits: &Limits) -> Self {
+        Self {
+            idle_timeout: limits.idle_timeout,
+            request_timeout: limits.timeout,
+            timer: None,
+        }
+    }
 }
 
 impl WorkerExpiration for Expiry {
@@ -171,8 +211,8 @@ impl WorkerExpiration for Expiry {
         let current = matches!(&this.timer, Some((s, t, _)) if *s == status && *t == start);
         if !current {
             let limit = match status {
-                WorkerStatus::Idle => IDLE_TIMEOUT,
-                WorkerStatus::Requests | WorkerStatus::PostReturn => REQUEST_TIMEOUT,
+                WorkerStatus::Idle => this.idle_timeout,
+                WorkerStatus::Requests | WorkerStatus::PostReturn => this.request_timeout,
             };
             let deadline = tokio::time::Instant::from_std(start + limit);
             this.timer = Some((status, start, Box::pin(tokio::time::sleep_until(deadline))));

@@ -9,6 +9,7 @@ use http::Method;
 use crate::app::AppComponent;
 use crate::bindings::Manifest;
 use crate::proxy::ProxyComponent;
+use crate::state::Owner;
 
 /// Where a matched request goes.
 #[derive(Clone)]
@@ -22,6 +23,16 @@ pub enum Target {
     },
     /// A `wasi:http/proxy` component, which takes every path under its prefix.
     Proxy(Arc<ProxyComponent>),
+}
+
+impl Target {
+    /// The component the target belongs to.
+    pub fn owner(&self) -> &Arc<Owner> {
+        match self {
+            Target::App { component, .. } => component.owner(),
+            Target::Proxy(proxy) => proxy.owner(),
+        }
+    }
 }
 
 /// Every method a path pattern answers, and the component that owns it.

@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode, header};
@@ -21,7 +21,9 @@ use tokio::net::TcpListener;
 
 use crate::bindings::{self, cello::component::types::Context};
 use crate::error::{error_response, full};
+use crate::metrics::ComponentMetrics;
 use crate::router::{RouteMatch, Router, Target};
+use crate::state::Owner;
 
 /// Any error a response body can end with.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -41,6 +43,24 @@ pub async fn serve(
     router: Arc<Router>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    accept(listener, shutdown, move |req, peer| {
+        let router = router.clone();
+        async move { handle(&router, req, peer).await }
+    })
+    .await
+}
+
+/// Accepts connections on `listener` and answers each request with
+/// `answer`, until `shutdown` resolves; then drains open connections.
+pub async fn accept<F, Fut>(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    answer: F,
+) -> anyhow::Result<()>
+where
+    F: Fn(http::Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = http::Response<Body>> + Send + 'static,
+{
     let builder = auto::Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -56,10 +76,10 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let router = router.clone();
+        let answer = answer.clone();
         let service = service_fn(move |req| {
-            let router = router.clone();
-            async move { Ok::<_, Infallible>(handle(&router, req, peer).await) }
+            let response = answer(req, peer);
+            async move { Ok::<_, Infallible>(response.await) }
         });
         let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         let connection = graceful.watch(connection.into_owned());
@@ -70,7 +90,6 @@ pub async fn serve(
         });
     }
     drop(listener);
-    tracing::info!("shutting down; waiting for requests in flight");
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
         .await
         .is_err()
@@ -86,6 +105,7 @@ async fn handle(
     req: http::Request<Incoming>,
     peer: SocketAddr,
 ) -> http::Response<Body> {
+    let started = Instant::now();
     let request_id = req
         .headers()
         .get(&REQUEST_ID)
@@ -93,36 +113,83 @@ async fn handle(
         .filter(|v| !v.is_empty() && v.len() <= 128)
         .map(str::to_string)
         .unwrap_or_else(new_request_id);
-    let mut response = route(router, req, peer, &request_id).await;
+    let path = req.uri().path().to_string();
+    let mut response = match router.at(req.method(), &path) {
+        RouteMatch::Found {
+            target,
+            params,
+            app_path,
+        } => {
+            let target = target.clone();
+            let owner = target.owner().clone();
+            let mut watch = AbortWatch(Some(&owner));
+            let call = Call {
+                params,
+                app_path,
+                peer,
+                request_id: &request_id,
+                path: &path,
+            };
+            let response = dispatch(target, req, call).await;
+            watch.0 = None;
+            owner
+                .metrics
+                .answered(response.status().as_u16(), started.elapsed());
+            response
+        }
+        RouteMatch::NotFound => {
+            ComponentMetrics::unrouted().answered(404, started.elapsed());
+            error_response(StatusCode::NOT_FOUND, "Not Found")
+        }
+        RouteMatch::MethodNotAllowed { allow } => {
+            ComponentMetrics::unrouted().answered(405, started.elapsed());
+            let mut response = error_response(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
+            if let Ok(allow) = HeaderValue::from_str(&allow) {
+                response.headers_mut().insert(header::ALLOW, allow);
+            }
+            response
+        }
+    };
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID, value);
     }
     response
 }
 
-async fn route(
-    router: &Router,
-    req: http::Request<Incoming>,
-    peer: SocketAddr,
-    request_id: &str,
-) -> http::Response<Body> {
-    let path = req.uri().path().to_string();
-    let (target, params, app_path) = match router.at(req.method(), &path) {
-        RouteMatch::Found {
-            target,
-            params,
-            app_path,
-        } => (target.clone(), params, app_path),
-        RouteMatch::NotFound => return error_response(StatusCode::NOT_FOUND, "Not Found"),
-        RouteMatch::MethodNotAllowed { allow } => {
-            let mut response = error_response(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
-            if let Ok(allow) = HeaderValue::from_str(&allow) {
-                response.headers_mut().insert(header::ALLOW, allow);
-            }
-            return response;
+/// Counts a client abort if the request is dropped before it is answered
+/// (hyper drops the future when the client hangs up).
+struct AbortWatch<'a>(Option<&'a Arc<Owner>>);
+
+impl Drop for AbortWatch<'_> {
+    fn drop(&mut self) {
+        if let Some(owner) = self.0 {
+            owner.metrics.client_aborts.inc();
         }
-    };
-    match target {
+    }
+}
+
+/// What the router learnt about a request.
+struct Call<'a> {
+    params: Vec<(String, String)>,
+    app_path: String,
+    peer: SocketAddr,
+    request_id: &'a str,
+    path: &'a str,
+}
+
+async fn dispatch(
+    target: Target,
+    req: http::Request<Incoming>,
+    call: Call<'_>,
+) -> http::Response<Body> {
+    let Call {
+        params,
+        app_path,
+        peer,
+        request_id,
+        path,
+    } = call;
+    let result = match target {
         Target::Proxy(proxy) => {
             let mut req = req;
             if !req.headers().contains_key(header::HOST) {
@@ -130,13 +197,7 @@ async fn route(
                 req.headers_mut()
                     .insert(header::HOST, HeaderValue::from_static("localhost"));
             }
-            match proxy.handle(req).await {
-                Ok(response) => response,
-                Err(e) => {
-                    tracing::error!(request_id, %path, "wasi:http component failed: {e}");
-                    error_response(e.status(), "Internal Server Error")
-                }
-            }
+            proxy.handle(req).await
         }
         Target::App {
             component,
@@ -179,24 +240,16 @@ async fn route(
                     claims: None,
                 },
             };
-            match component.handle(request, is_async).await {
-                Ok(response) => into_http(response, component.name()),
-                Err(e) => {
-                    tracing::error!(
-                        component = component.name(),
-                        request_id,
-                        %path,
-                        "request failed: {e}"
-                    );
-                    let detail = match e.status() {
-                        StatusCode::SERVICE_UNAVAILABLE => "Service Unavailable",
-                        _ => "Internal Server Error",
-                    };
-                    error_response(e.status(), detail)
-                }
-            }
+            component
+                .handle(request, is_async)
+                .await
+                .map(|response| into_http(response, component.name()))
         }
-    }
+    };
+    result.unwrap_or_else(|e| {
+        tracing::error!(request_id, path, "request failed: {e}");
+        e.to_response()
+    })
 }
 
 /// A guest's response as an HTTP response; an invalid status or header from

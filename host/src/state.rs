@@ -1,45 +1,180 @@
 //! What a store holds for one component instance: its WASI context, its
-//! resources, and who it is (for logs).
+//! resources, its memory budget, and who it is (for logs and metrics).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use wasmtime::component::ResourceTable;
-use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{CallHook, ResourceLimiter, Store, StoreContextMut, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
+use crate::engine::{EPOCH_TICK, TICKS};
+use crate::metrics::ComponentMetrics;
+
+/// Who an instance belongs to, shared by all its instances.
+pub struct Owner {
+    /// The component's name, for logs.
+    pub component: Arc<str>,
+    pub metrics: ComponentMetrics,
+}
+
 /// Per-instance host state, the `T` of every `Store<T>`.
 pub struct InstanceState {
-    /// The component's name, for log lines the guest writes.
-    pub component: Arc<str>,
+    pub owner: Arc<Owner>,
     wasi: WasiCtx,
     http: WasiHttpCtx,
     hooks: DenyOutbound,
     table: ResourceTable,
-    limits: StoreLimits,
+    memory: MemoryBudget,
+    watch: Option<BlockedWatch>,
 }
 
 impl InstanceState {
     /// State with nothing reachable: no preopened directories, no network,
     /// no environment; stdout and stderr go to the host's.
-    pub fn new(component: Arc<str>, memory_limit: usize) -> Self {
+    pub fn new(owner: Arc<Owner>, memory_limit: usize) -> Self {
         let wasi = WasiCtx::builder().inherit_stdout().inherit_stderr().build();
         Self {
-            component,
+            owner,
             wasi,
             http: WasiHttpCtx::new(),
             hooks: DenyOutbound,
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(memory_limit)
-                .trap_on_grow_failure(false)
-                .build(),
+            memory: MemoryBudget {
+                limit: memory_limit,
+                used: 0,
+            },
+            watch: None,
         }
     }
 
-    /// The limiter the store consults when the guest grows memory or tables.
-    pub fn limiter(&mut self) -> &mut dyn ResourceLimiter {
-        &mut self.limits
+    /// A store for this state with the host's policies installed: the
+    /// memory budget, and a yield to the runtime on every epoch tick so a
+    /// busy guest never holds a runtime thread and deadlines can fire.
+    pub fn into_store(self, engine: &wasmtime::Engine) -> Store<Self> {
+        let mut store = Store::new(engine, self);
+        store.limiter(|state| &mut state.memory);
+        store.epoch_deadline_callback(|mut ctx: StoreContextMut<'_, Self>| {
+            let state = ctx.data_mut();
+            if let Some(watch) = &mut state.watch {
+                watch.on_tick(&state.owner);
+            }
+            Ok(UpdateDeadline::Yield(1))
+        });
+        store.set_epoch_deadline(1);
+        store
+    }
+
+    /// Watches an event-loop instance for guest code that runs longer than
+    /// `threshold` without awaiting, and logs it: the Python "event loop
+    /// blocked" warning, seen from the host.
+    pub fn watch_blocking(store: &mut Store<Self>, threshold: Duration) {
+        let ticks = (threshold.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+        store.data_mut().watch = Some(BlockedWatch {
+            threshold_ticks: ticks,
+            running_since: None,
+            warned: false,
+            routes: Vec::new(),
+        });
+        store.call_hook(|mut ctx, hook| {
+            if let Some(watch) = &mut ctx.data_mut().watch {
+                watch.on_transition(hook);
+            }
+            Ok(())
+        });
+    }
+
+    /// Records that an async call for `route` started (or, with `done`,
+    /// ended), so a blocked-loop warning can name it.
+    pub fn track_route(&mut self, route: &Arc<str>, done: bool) {
+        if let Some(watch) = &mut self.watch {
+            if done {
+                if let Some(i) = watch.routes.iter().position(|r| Arc::ptr_eq(r, route)) {
+                    watch.routes.swap_remove(i);
+                }
+            } else {
+                watch.routes.push(route.clone());
+            }
+        }
+    }
+}
+
+/// Caps the linear memory of an instance, all its memories together.
+struct MemoryBudget {
+    limit: usize,
+    used: usize,
+}
+
+impl ResourceLimiter for MemoryBudget {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let after = self.used - current.min(self.used) + desired;
+        if after > self.limit {
+            return Ok(false);
+        }
+        self.used = after;
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+/// Tracks how long guest code has run without returning to the host.
+struct BlockedWatch {
+    threshold_ticks: u64,
+    /// The tick at which the guest last started running.
+    running_since: Option<u64>,
+    warned: bool,
+    /// Routes of the async calls in flight on the instance.
+    routes: Vec<Arc<str>>,
+}
+
+impl BlockedWatch {
+    /// Only entering and leaving wasm count: a sync host call (a clock read,
+    /// a log line) does not free the event loop, only returning to it does.
+    fn on_transition(&mut self, hook: CallHook) {
+        match hook {
+            CallHook::CallingWasm => {
+                self.running_since = Some(TICKS.load(Ordering::Relaxed));
+                self.warned = false;
+            }
+            CallHook::ReturningFromWasm => self.running_since = None,
+            CallHook::CallingHost | CallHook::ReturningFromHost => {}
+        }
+    }
+
+    fn on_tick(&mut self, owner: &Owner) {
+        let Some(since) = self.running_since else {
+            return;
+        };
+        let ran = TICKS.load(Ordering::Relaxed).saturating_sub(since);
+        if ran >= self.threshold_ticks && !self.warned {
+            self.warned = true;
+            owner.metrics.blocked_loops.inc();
+            let mut routes: Vec<&str> = self.routes.iter().map(|r| &**r).collect();
+            routes.sort_unstable();
+            routes.dedup();
+            tracing::warn!(
+                component = %owner.component,
+                routes = routes.join(", "),
+                "an async handler ran for {} ms without awaiting; it blocks every \
+                 other request on its instance (use `def` for CPU-bound work)",
+                ran * EPOCH_TICK.as_millis() as u64
+            );
+        }
     }
 }
 
@@ -66,19 +201,18 @@ impl WasiHttpView for InstanceState {
 /// request the guest sends is refused with `HTTP-request-denied`.
 struct DenyOutbound;
 
+type IoFuture = Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>;
+
 impl WasiHttpHooks for DenyOutbound {
     fn send_request(
         &mut self,
         _request: http::Request<wasmtime_wasi_http::WasiBody>,
         _options: Option<wasmtime_wasi_http::RequestOptions>,
-        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+        _fut: IoFuture,
     ) -> Box<
         dyn Future<
                 Output = Result<
-                    (
-                        http::Response<wasmtime_wasi_http::WasiBody>,
-                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-                    ),
+                    (http::Response<wasmtime_wasi_http::WasiBody>, IoFuture),
                     wasmtime_wasi_http::Error,
                 >,
             > + Send,

@@ -85,11 +85,22 @@ impl Components {
 
     /// Runs `cello-host serve` and waits until it listens.
     pub fn serve(self) -> Host {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cello-host"))
+        self.serve_with(&[])
+    }
+
+    /// Runs `cello-host serve` with extra arguments (a `--state-dir` among
+    /// them replaces the shared one) and waits until it listens.
+    pub fn serve_with(self, args: &[&str]) -> Host {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_cello-host"));
+        command
             .arg("serve")
             .arg(self.path())
-            .args(["--listen", "127.0.0.1:0", "--state-dir"])
-            .arg(state_dir())
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args);
+        if !args.contains(&"--state-dir") {
+            command.arg("--state-dir").arg(state_dir());
+        }
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -99,10 +110,15 @@ impl Components {
         let (tx, rx) = std::sync::mpsc::channel();
         let stdout = child.stdout.take().unwrap();
         let stdout_log = log.clone();
+        let ops = Arc::new(Mutex::new(None));
+        let ops_addr = ops.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(addr) = line.strip_prefix("listening on http://") {
                     let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
+                }
+                if let Some(addr) = line.strip_prefix("ops listening on http://") {
+                    *ops_addr.lock().unwrap() = Some(addr.parse::<SocketAddr>().unwrap());
                 }
                 stdout_log.lock().unwrap().push_str(&format!("{line}\n"));
             }
@@ -119,9 +135,11 @@ impl Components {
                 );
             }
         };
+        let ops = *ops.lock().unwrap();
         Host {
             child,
             addr,
+            ops,
             log,
             _components: self,
         }
@@ -158,6 +176,8 @@ fn collect(stream: impl std::io::Read + Send + 'static, log: Arc<Mutex<String>>)
 pub struct Host {
     child: Child,
     pub addr: SocketAddr,
+    /// The ops listener, when `--ops-listen` was given.
+    pub ops: Option<SocketAddr>,
     log: Arc<Mutex<String>>,
     _components: Components,
 }
@@ -201,6 +221,32 @@ impl Host {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// GET on the ops listener.
+    pub async fn ops_get(&self, path: &str) -> Reply {
+        let addr = self.ops.expect("the host was started without --ops-listen");
+        let request = http::Request::get(format!("http://{addr}{path}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        send(&client(), request).await
+    }
+
+    /// The value of metric `name` with `labels` (as written between the
+    /// braces), or 0 when it is absent.
+    pub async fn metric(&self, name: &str, labels: &str) -> f64 {
+        let text = self.ops_get("/metrics").await.body;
+        let key = format!("{name}{{{labels}}} ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(&key))
+            .map_or(0.0, |value| value.trim().parse().unwrap())
+    }
+
+    /// Sends a GET without waiting for it.
+    pub fn spawn_get(&self, path: &str) -> tokio::task::JoinHandle<Reply> {
+        let client = client();
+        let request = self.request(http::Method::GET, path, &[], Vec::new());
+        tokio::spawn(async move { send(&client, request).await })
     }
 
     pub async fn get(&self, path: &str) -> Reply {

@@ -1,23 +1,27 @@
-//! Instances for `async def` routes: each instance runs an event loop (a
-//! `run_concurrent` on its store) that accepts calls from a queue of its own
-//! and keeps many of them in flight, each suspended while it awaits the host.
+//! Instances for `async def` routes. Each runs an event loop (a
+//! `run_concurrent` on its store) that takes calls from a queue of its own
+//! and keeps up to `async-concurrency` of them in flight, each suspended
+//! while it awaits the host.
+//!
+//! A call that outlives its deadline gets 504, and its instance is killed:
+//! a task cannot be cancelled alone, and one that ran away may hold the
+//! instance. The other calls on it fail with 503 and Retry-After.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::time::Instant;
 
-use super::{Instance, Shared};
+use super::{Instance, Shared, retire};
 use crate::bindings::{Request, Response};
-use crate::config::Limits;
+use crate::capacity::Slot;
 use crate::error::CallError;
-
-/// How long an instance with nothing in flight waits for work before it is
-/// retired.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+use crate::state::InstanceState;
 
 type Reply = oneshot::Sender<Result<Response, CallError>>;
 
@@ -28,162 +32,306 @@ struct Job {
 }
 
 /// The event-loop instances of one component.
+#[derive(Default)]
 pub(super) struct AsyncPool {
-    workers: Arc<Mutex<Vec<Worker>>>,
-    limits: Limits,
+    /// Instances accepting calls.
+    workers: Mutex<Vec<Arc<Worker>>>,
+    /// Signalled when a call finishes, making room on an instance.
+    room: Notify,
 }
 
 /// The dispatcher's handle on one event-loop instance.
 struct Worker {
     jobs: mpsc::UnboundedSender<Job>,
-    in_flight: Arc<AtomicUsize>,
+    /// Calls sent to it and not yet answered.
+    in_flight: AtomicUsize,
+    /// Calls sent to it in its life.
+    accepted: AtomicU64,
+    /// Set once it takes no more calls; it exits when the last one ends.
+    retired: AtomicBool,
+    /// Ends the instance at once, failing its calls.
+    kill: Notify,
 }
 
 impl AsyncPool {
-    pub(super) fn new(limits: Limits) -> Self {
-        Self {
-            workers: Arc::default(),
-            limits,
-        }
-    }
-
     /// Sends `req` to the least busy instance with room, starting a new
-    /// instance when all are full and the component may have another.
+    /// instance when all are full and a slot is free, or waiting in the
+    /// component's queue for either.
     pub(super) async fn call(
-        &self,
+        self: &Arc<Self>,
         shared: &Arc<Shared>,
         req: Request,
     ) -> Result<Response, CallError> {
+        let deadline = Instant::now() + shared.limits.timeout;
         let (reply, response) = oneshot::channel();
-        self.dispatch(shared, Job { req, reply });
-        response.await.unwrap_or_else(|_| {
-            Err(CallError::InstanceLost(format!(
+        let worker = self.dispatch(shared, Job { req, reply }, deadline).await?;
+        match tokio::time::timeout_at(deadline, response).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(CallError::InstanceLost(format!(
                 "the instance of {} serving this request stopped",
-                shared.name
-            )))
-        })
+                shared.owner.component
+            ))),
+            Err(_) => {
+                self.stop_accepting(&worker);
+                worker.kill.notify_one();
+                Err(shared.timed_out())
+            }
+        }
     }
 
-    fn dispatch(&self, shared: &Arc<Shared>, job: Job) {
-        let mut workers = self.workers.lock().unwrap();
-        workers.retain(|w| !w.jobs.is_closed());
-        let least_busy = workers
-            .iter()
-            .min_by_key(|w| w.in_flight.load(Ordering::Relaxed));
-        let has_room = least_busy
-            .is_some_and(|w| w.in_flight.load(Ordering::Relaxed) < self.limits.async_concurrency);
-        let worker = if has_room || workers.len() >= self.limits.max_instances {
-            least_busy.expect("max_instances is at least one")
-        } else {
-            workers.push(self.start_worker(shared));
-            workers.last().unwrap()
-        };
+    async fn dispatch(
+        self: &Arc<Self>,
+        shared: &Arc<Shared>,
+        job: Job,
+        deadline: Instant,
+    ) -> Result<Arc<Worker>, CallError> {
+        let mut queued = None;
+        loop {
+            let mut room = pin!(self.room.notified());
+            room.as_mut().enable();
+            {
+                let mut workers = self.workers.lock().unwrap();
+                let limit = shared.limits.async_concurrency;
+                let free = workers
+                    .iter()
+                    .filter(|w| w.in_flight.load(Ordering::Relaxed) < limit)
+                    .min_by_key(|w| w.in_flight.load(Ordering::Relaxed))
+                    .cloned();
+                if let Some(worker) = free {
+                    return Ok(self.assign(&mut workers, shared, worker, job));
+                }
+                if let Some(slot) = shared.capacity.try_slot() {
+                    let worker = self.start_worker(shared, slot);
+                    workers.push(worker.clone());
+                    return Ok(self.assign(&mut workers, shared, worker, job));
+                }
+            }
+            if queued.is_none() {
+                queued = Some(shared.capacity.enqueue()?);
+            }
+            tokio::select! {
+                () = room => continue,
+                slot = shared.capacity.slot_until(deadline) => {
+                    let worker = self.start_worker(shared, slot?);
+                    let mut workers = self.workers.lock().unwrap();
+                    workers.push(worker.clone());
+                    return Ok(self.assign(&mut workers, shared, worker, job));
+                }
+            }
+        }
+    }
+
+    /// Hands `job` to `worker`, under the pool's lock.
+    fn assign(
+        &self,
+        workers: &mut Vec<Arc<Worker>>,
+        shared: &Shared,
+        worker: Arc<Worker>,
+        job: Job,
+    ) -> Arc<Worker> {
         worker.in_flight.fetch_add(1, Ordering::Relaxed);
-        // A send fails only when the worker just stopped; dropping the job's
+        let accepted = worker.accepted.fetch_add(1, Ordering::Relaxed) + 1;
+        if accepted >= shared.limits.max_requests_per_instance {
+            worker.retired.store(true, Ordering::Relaxed);
+            workers.retain(|w| !Arc::ptr_eq(w, &worker));
+        }
+        // A send fails only when the instance just died; dropping the job's
         // reply then tells the caller.
         let _ = worker.jobs.send(job);
+        worker
     }
 
-    fn start_worker(&self, shared: &Arc<Shared>) -> Worker {
+    fn stop_accepting(&self, worker: &Arc<Worker>) {
+        worker.retired.store(true, Ordering::Relaxed);
+        self.workers
+            .lock()
+            .unwrap()
+            .retain(|w| !Arc::ptr_eq(w, worker));
+    }
+
+    /// Removes an idle worker, under the lock so that no call can be sent to
+    /// it once it has decided to go.
+    fn retire_if_idle(&self, worker: &Arc<Worker>) -> bool {
+        let mut workers = self.workers.lock().unwrap();
+        if worker.in_flight.load(Ordering::Relaxed) != 0 {
+            return false;
+        }
+        worker.retired.store(true, Ordering::Relaxed);
+        workers.retain(|w| !Arc::ptr_eq(w, worker));
+        true
+    }
+
+    fn start_worker(self: &Arc<Self>, shared: &Arc<Shared>, slot: Slot) -> Arc<Worker> {
         let (jobs, queue) = mpsc::unbounded_channel();
-        let in_flight = Arc::new(AtomicUsize::new(0));
+        let worker = Arc::new(Worker {
+            jobs,
+            in_flight: AtomicUsize::new(0),
+            accepted: AtomicU64::new(0),
+            retired: AtomicBool::new(false),
+            kill: Notify::new(),
+        });
         let event_loop = EventLoop {
+            pool: self.clone(),
             shared: shared.clone(),
-            workers: self.workers.clone(),
-            in_flight: in_flight.clone(),
+            worker: worker.clone(),
             queue,
         };
-        tokio::spawn(event_loop.run());
-        Worker { jobs, in_flight }
+        tokio::spawn(event_loop.run(slot));
+        worker
     }
 }
 
 /// The task that owns one instance and runs its calls.
 struct EventLoop {
+    pool: Arc<AsyncPool>,
     shared: Arc<Shared>,
-    workers: Arc<Mutex<Vec<Worker>>>,
-    in_flight: Arc<AtomicUsize>,
+    worker: Arc<Worker>,
     queue: mpsc::UnboundedReceiver<Job>,
 }
 
+/// How an event loop ended.
+enum End {
+    /// Retired in good order: run `on-stop`.
+    Retired,
+    /// The guest trapped; every call in flight failed with it.
+    Trapped(String),
+    /// Killed because a request on it ran past its deadline.
+    Killed,
+}
+
+/// Replies of the calls in flight, kept outside the event loop so that a
+/// trap, which ends the loop at once, can still answer every caller.
+#[derive(Default)]
+struct Pending {
+    next: u64,
+    replies: HashMap<u64, Reply>,
+}
+
+impl Pending {
+    fn add(&mut self, reply: Reply) -> u64 {
+        self.next += 1;
+        self.replies.insert(self.next, reply);
+        self.next
+    }
+
+    fn answer(&mut self, id: u64, result: Result<Response, CallError>) {
+        if let Some(reply) = self.replies.remove(&id) {
+            let _ = reply.send(result);
+        }
+    }
+
+    /// Fails every call still in flight.
+    fn fail_all(&mut self, error: impl Fn() -> CallError) {
+        for (_, reply) in self.replies.drain() {
+            let _ = reply.send(Err(error()));
+        }
+    }
+}
+
 impl EventLoop {
-    async fn run(mut self) {
-        let Instance {
-            mut store,
-            bindings,
-        } = match self.shared.instantiate().await {
+    async fn run(mut self, slot: Slot) {
+        let mut instance = match self.shared.instantiate(slot, true).await {
             Ok(instance) => instance,
             Err(error) => return self.fail_queued(error),
         };
-        let in_flight = &self.in_flight;
-        let workers = &self.workers;
-        let queue = &mut self.queue;
-        let bindings = &bindings;
-        let outcome = store
-            .run_concurrent(async |accessor| {
-                let mut calls = FuturesUnordered::new();
-                loop {
-                    tokio::select! {
-                        Some((reply, result)) = calls.next(), if !calls.is_empty() => {
-                            in_flight.fetch_sub(1, Ordering::Relaxed);
-                            let result: wasmtime::Result<Response> = result;
-                            match result {
-                                Ok(response) => { let _ = Reply::send(reply, Ok(response)); }
-                                Err(trap) => {
-                                    let message = format!("{trap:#}");
-                                    let _ = Reply::send(reply, Err(CallError::Trap(trap)));
-                                    return Err(message);
-                                }
-                            }
+        let pending = Mutex::new(Pending::default());
+        let end = self.serve(&mut instance, &pending).await;
+        self.pool.stop_accepting(&self.worker);
+        // Calls still queued here fail when their replies drop with the queue.
+        self.queue.close();
+        self.pool.room.notify_one();
+        let component = &self.shared.owner.component;
+        let mut pending = pending.into_inner().unwrap();
+        match end {
+            End::Retired => retire(instance),
+            End::Trapped(reason) => {
+                tracing::error!(%component, "async instance trapped and was discarded: {reason}");
+                self.shared.owner.metrics.traps.inc();
+                pending.fail_all(|| CallError::Trap(wasmtime::Error::msg(reason.clone())));
+            }
+            End::Killed => {
+                tracing::error!(
+                    %component,
+                    "async instance discarded: a request on it ran past its time limit"
+                );
+                pending.fail_all(|| {
+                    CallError::InstanceLost("another request on its instance timed out".into())
+                });
+            }
+        }
+    }
+
+    async fn serve(&mut self, instance: &mut Instance, pending: &Mutex<Pending>) -> End {
+        let Self {
+            pool,
+            shared,
+            worker,
+            queue,
+        } = self;
+        let bindings = &instance.bindings;
+        let idle_timeout = shared.limits.idle_timeout;
+        let event_loop = instance.store.run_concurrent(async |accessor| {
+            let mut calls = FuturesUnordered::new();
+            loop {
+                tokio::select! {
+                    Some((id, route, result)) = calls.next(), if !calls.is_empty() => {
+                        accessor.with(|mut store| {
+                            InstanceState::track_route(store.data_mut(), &route, true);
+                        });
+                        worker.in_flight.fetch_sub(1, Ordering::Relaxed);
+                        pool.room.notify_one();
+                        let result: wasmtime::Result<Response> = result;
+                        match result {
+                            Ok(response) => pending.lock().unwrap().answer(id, Ok(response)),
+                            Err(trap) => return End::Trapped(format!("{trap:#}")),
                         }
-                        job = queue.recv() => match job {
-                            Some(Job { req, reply }) => calls.push(async move {
-                                (reply, bindings.call_handle_async(accessor, req).await)
-                            }),
-                            None => return Ok(()),
-                        },
-                        _ = tokio::time::sleep(IDLE_TIMEOUT), if calls.is_empty() => {
-                            if retire(workers, in_flight) {
-                                return Ok(());
-                            }
+                        if calls.is_empty() && worker.retired.load(Ordering::Relaxed) {
+                            return End::Retired;
+                        }
+                    }
+                    job = queue.recv() => {
+                        let Some(Job { req, reply }) = job else { return End::Retired };
+                        let route = shared.route_name(req.route);
+                        accessor.with(|mut store| {
+                            InstanceState::track_route(store.data_mut(), &route, false);
+                        });
+                        let id = pending.lock().unwrap().add(reply);
+                        calls.push(async move {
+                            let result = bindings.call_handle_async(accessor, req).await;
+                            (id, route, result)
+                        });
+                    }
+                    () = tokio::time::sleep(idle_timeout), if calls.is_empty() => {
+                        if pool.retire_if_idle(worker) {
+                            return End::Retired;
                         }
                     }
                 }
-            })
-            .await;
-        // Whatever is still queued or in flight gets an error when its reply
-        // is dropped with this task.
-        queue.close();
-        match outcome {
-            Ok(Ok(())) => {}
-            Ok(Err(trap)) => tracing::error!(
-                component = %self.shared.name,
-                "async instance trapped and was discarded: {trap}"
-            ),
-            Err(trap) => tracing::error!(
-                component = %self.shared.name,
-                "async instance failed and was discarded: {trap:#}"
-            ),
+            }
+        });
+        // A guest that spins never lets the event loop poll its own futures,
+        // so the kill is raced from outside it; the epoch yield lets this
+        // select run, and dropping the loop abandons the guest mid-call.
+        tokio::select! {
+            biased;
+            () = worker.kill.notified() => End::Killed,
+            outcome = event_loop => {
+                outcome.unwrap_or_else(|trap| End::Trapped(format!("{trap:#}")))
+            }
         }
     }
 
     /// Instantiation failed: every caller already queued here gets the error.
     fn fail_queued(mut self, error: CallError) {
-        tracing::error!(component = %self.shared.name, "cannot start an instance: {error}");
+        tracing::error!(
+            component = %self.shared.owner.component,
+            "cannot start an instance: {error}"
+        );
+        self.pool.stop_accepting(&self.worker);
         self.queue.close();
         while let Ok(job) = self.queue.try_recv() {
             let _ = job.reply.send(Err(error.again()));
         }
+        self.pool.room.notify_one();
     }
-}
-
-/// Removes an idle worker from the pool. Done under the pool's lock, so no
-/// job can be dispatched to it once it has decided to go.
-fn retire(workers: &Mutex<Vec<Worker>>, in_flight: &Arc<AtomicUsize>) -> bool {
-    let mut workers = workers.lock().unwrap();
-    if in_flight.load(Ordering::Relaxed) != 0 {
-        return false;
-    }
-    workers.retain(|w| !Arc::ptr_eq(&w.in_flight, in_flight));
-    true
 }

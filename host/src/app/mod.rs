@@ -5,43 +5,60 @@
 //! [`sync_pool`] until it returns. An `async def` route is a
 //! component-model async call on an instance from [`async_pool`], where many
 //! calls are in flight at once, each suspended while it awaits the host.
+//! Both kinds take their instances' slots from one [`Capacity`].
 
 mod async_pool;
 mod sync_pool;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store};
 
 use crate::bindings::{App as AppBindings, AppPre, Manifest, Request, Response};
+use crate::capacity::{Capacity, Slot};
 use crate::config::Limits;
 use crate::error::CallError;
-use crate::state::InstanceState;
+use crate::metrics::ComponentMetrics;
+use crate::state::{InstanceState, Owner};
 use async_pool::AsyncPool;
 use sync_pool::SyncPool;
 
+/// How long `on-start` may take before the instance is given up.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `on-stop` may take when an instance is retired.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A loaded app component, ready to serve its routes.
 pub struct AppComponent {
-    inner: Arc<Shared>,
-    sync_pool: SyncPool,
-    async_pool: AsyncPool,
+    shared: Arc<Shared>,
+    sync_pool: Arc<SyncPool>,
+    async_pool: Arc<AsyncPool>,
 }
 
 /// What every instance of one component is made from.
 struct Shared {
-    name: Arc<str>,
+    owner: Arc<Owner>,
     engine: Engine,
     pre: AppPre<InstanceState>,
     limits: Limits,
-    instantiations: AtomicU64,
+    capacity: Capacity,
+    /// Route paths by index, to name routes in logs.
+    routes: Vec<Arc<str>>,
 }
 
 /// An instance with its store, after `on-start` succeeded.
 struct Instance {
     store: Store<InstanceState>,
     bindings: AppBindings,
+    /// Requests it has served.
+    served: u64,
+    /// When it last went idle.
+    idle_since: Instant,
+    slot: Slot,
 }
 
 impl AppComponent {
@@ -54,23 +71,34 @@ impl AppComponent {
         linker: &Linker<InstanceState>,
         component: &Component,
         limits: Limits,
+        global: Arc<Semaphore>,
     ) -> anyhow::Result<(Self, Manifest)> {
         let pre = linker
             .instantiate_pre(component)
             .map_err(|e| anyhow::anyhow!("cannot link: {e:#}"))?;
         let pre = AppPre::new(pre).map_err(|e| anyhow::anyhow!("wrong exports: {e:#}"))?;
+        let metrics = ComponentMetrics::new(&name);
+        let owner = Arc::new(Owner {
+            component: name,
+            metrics: metrics.clone(),
+        });
+        let manifest = describe(&owner, engine, &pre, &limits).await?;
         let shared = Arc::new(Shared {
-            name,
+            capacity: Capacity::new(limits.max_instances, global, limits.queue, metrics),
+            routes: manifest
+                .routes
+                .iter()
+                .map(|r| r.path.as_str().into())
+                .collect(),
+            owner,
             engine: engine.clone(),
             pre,
             limits,
-            instantiations: AtomicU64::new(0),
         });
-        let manifest = shared.describe().await?;
         let app = Self {
-            sync_pool: SyncPool::new(shared.limits.max_instances),
-            async_pool: AsyncPool::new(shared.limits.clone()),
-            inner: shared,
+            sync_pool: SyncPool::new(&shared),
+            async_pool: Arc::new(AsyncPool::default()),
+            shared,
         };
         Ok((app, manifest))
     }
@@ -78,68 +106,116 @@ impl AppComponent {
     /// Serves `req` on a sync (`def`) or async (`async def`) route.
     pub async fn handle(&self, req: Request, is_async: bool) -> Result<Response, CallError> {
         if is_async {
-            self.async_pool.call(&self.inner, req).await
+            self.async_pool.call(&self.shared, req).await
         } else {
-            self.sync_pool.call(&self.inner, req).await
+            self.sync_pool.call(&self.shared, req).await
         }
-    }
-
-    /// How many instances this component has created since it was loaded,
-    /// not counting the one `describe` ran on.
-    pub fn instantiations(&self) -> u64 {
-        self.inner.instantiations.load(Ordering::Relaxed)
     }
 
     /// Largest request body this component accepts.
     pub fn max_body_bytes(&self) -> usize {
-        self.inner.limits.max_body_bytes
+        self.shared.limits.max_body_bytes
     }
 
     /// The component's name.
     pub fn name(&self) -> &str {
-        &self.inner.name
+        &self.shared.owner.component
+    }
+
+    /// Who the component is, for logs and metrics.
+    pub fn owner(&self) -> &Arc<Owner> {
+        &self.shared.owner
     }
 }
 
+/// Runs `describe` on an instance made for it alone.
+async fn describe(
+    owner: &Arc<Owner>,
+    engine: &Engine,
+    pre: &AppPre<InstanceState>,
+    limits: &Limits,
+) -> anyhow::Result<Manifest> {
+    let mut store = InstanceState::new(owner.clone(), limits.memory_bytes).into_store(engine);
+    let bindings = pre
+        .instantiate_async(&mut store)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot instantiate: {e:#}"))?;
+    bindings
+        .call_describe(&mut store)
+        .await
+        .map_err(|e| anyhow::anyhow!("describe() failed: {e:#}"))
+}
+
 impl Shared {
-    fn new_store(&self) -> Store<InstanceState> {
-        let state = InstanceState::new(self.name.clone(), self.limits.memory_bytes);
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|state| state.limiter());
-        // Yield to the runtime on every epoch tick, so a busy guest never
-        // holds a runtime thread for long.
-        store.epoch_deadline_async_yield_and_update(1);
-        store
-    }
-
-    async fn describe(&self) -> anyhow::Result<Manifest> {
-        let mut store = self.new_store();
-        let bindings = self
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot instantiate: {e:#}"))?;
-        bindings
-            .call_describe(&mut store)
-            .await
-            .map_err(|e| anyhow::anyhow!("describe() failed: {e:#}"))
-    }
-
-    /// A fresh instance, with its `on-start` hook run.
-    async fn instantiate(&self) -> Result<Instance, CallError> {
-        let mut store = self.new_store();
+    /// A fresh instance in `slot`, with its `on-start` hook run. An event-loop
+    /// instance (`watch`) is watched for handlers that block it.
+    async fn instantiate(&self, slot: Slot, watch: bool) -> Result<Instance, CallError> {
+        let state = InstanceState::new(self.owner.clone(), self.limits.memory_bytes);
+        let mut store = state.into_store(&self.engine);
+        if watch {
+            InstanceState::watch_blocking(&mut store, self.limits.blocked_warn);
+        }
         let bindings = self
             .pre
             .instantiate_async(&mut store)
             .await
             .map_err(CallError::Instantiate)?;
-        self.instantiations.fetch_add(1, Ordering::Relaxed);
-        let started = store
-            .run_concurrent(async |accessor| bindings.call_on_start(accessor).await)
-            .await
-            .and_then(|result| result)
-            .map_err(CallError::Trap)?;
-        started.map_err(CallError::StartFailed)?;
-        Ok(Instance { store, bindings })
+        self.owner.metrics.instantiations.inc();
+        let start = store.run_concurrent(async |accessor| bindings.call_on_start(accessor).await);
+        match tokio::time::timeout(START_TIMEOUT, start).await {
+            Err(_) => {
+                return Err(CallError::StartFailed(format!(
+                    "on-start took over {START_TIMEOUT:?}"
+                )));
+            }
+            Ok(Err(trap) | Ok(Err(trap))) => return Err(CallError::Trap(trap)),
+            Ok(Ok(Ok(Err(message)))) => return Err(CallError::StartFailed(message)),
+            Ok(Ok(Ok(Ok(())))) => {}
+        }
+        Ok(Instance {
+            store,
+            bindings,
+            served: 0,
+            idle_since: Instant::now(),
+            slot,
+        })
     }
+
+    /// The path of route `index`, for logs.
+    fn route_name(&self, index: u32) -> Arc<str> {
+        self.routes
+            .get(index as usize)
+            .cloned()
+            .unwrap_or_else(|| "?".into())
+    }
+
+    /// Counts a trap and turns it into the error callers see.
+    fn trapped(&self, trap: wasmtime::Error) -> CallError {
+        self.owner.metrics.traps.inc();
+        CallError::Trap(trap)
+    }
+
+    /// Counts a timeout.
+    fn timed_out(&self) -> CallError {
+        self.owner.metrics.timeouts.inc();
+        CallError::Timeout(self.limits.timeout)
+    }
+}
+
+/// Retires a healthy instance: runs its `on-stop` hook (within a deadline)
+/// off the request path, then frees its slot.
+fn retire(mut instance: Instance) {
+    tokio::spawn(async move {
+        let component = instance.store.data().owner.component.clone();
+        let bindings = &instance.bindings;
+        let stop = instance
+            .store
+            .run_concurrent(async |accessor| bindings.call_on_stop(accessor).await);
+        match tokio::time::timeout(STOP_TIMEOUT, stop).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e)) | Err(e)) => tracing::warn!(%component, "on-stop failed: {e:#}"),
+            Err(_) => tracing::warn!(%component, "on-stop took over {STOP_TIMEOUT:?}"),
+        }
+        drop(instance.slot);
+    });
 }

@@ -17,7 +17,7 @@ impl crate::bindings::cello::component::types::Host for InstanceState {}
 
 impl host::Host for InstanceState {
     fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
-        let component = &*self.component;
+        let component = &*self.owner.component;
         match level {
             Level::Trace => tracing::trace!(target: "guest", component, "{message}"),
             Level::Debug => tracing::debug!(target: "guest", component, "{message}"),

@@ -16,6 +16,20 @@ fn instance_id() -> String {
     format!("{:016x}", INSTANCE_ID.with(|id| *id))
 }
 
+/// Runs on the CPU for `ms` without returning to the host.
+fn busy(ms: u64) -> u64 {
+    let start = std::time::Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < Duration::from_millis(ms) {
+        n = std::hint::black_box(n.wrapping_add(1));
+    }
+    n
+}
+
+fn ms(req: &Request) -> u64 {
+    req.param("ms").and_then(|v| v.parse().ok()).unwrap_or(100)
+}
+
 fn app() -> App {
     App::new("testbed")
         // Awaits the host for `ms` and names the instance that served it.
@@ -38,6 +52,31 @@ fn app() -> App {
         })
         .get_async("/trap-async", async |_req: Request| -> Response {
             panic!("the testbed was asked to trap in an async handler")
+        })
+        .get("/spin", |_req: Request| -> Response {
+            loop {
+                std::hint::black_box(busy(1000));
+            }
+        })
+        .get_async("/spin-async", async |_req: Request| -> Response {
+            loop {
+                std::hint::black_box(busy(1000));
+            }
+        })
+        .get("/busy/{ms}", |req: Request| format!("{}", busy(ms(&req))))
+        // An async handler that hogs its event loop instead of awaiting.
+        .get_async("/block/{ms}", async |req: Request| {
+            format!("{}", busy(ms(&req)))
+        })
+        // Allocates until memory runs out, which aborts: a trap.
+        .get("/hog", |_req: Request| {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(vec![1u8; 8 << 20]);
+                std::hint::black_box(&hoard);
+            }
+            #[allow(unreachable_code)]
+            Response::status(200)
         })
         .get("/bad-status", |_req: Request| Response::status(42))
         .route(&[], "/any", |req: Request| req.method.clone())

@@ -1,0 +1,173 @@
+//! Prometheus metrics, per component. Handles are made once when a
+//! component loads, so the request path only touches atomics.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Every metric family the host exports.
+struct Families {
+    registry: Registry,
+    requests: Family<Labels, Counter>,
+    duration: Family<Labels, Histogram, fn() -> Histogram>,
+    instances_live: Family<Labels, Gauge>,
+    instances_idle: Family<Labels, Gauge>,
+    instantiations: Family<Labels, Counter>,
+    traps: Family<Labels, Counter>,
+    timeouts: Family<Labels, Counter>,
+    queue_rejections: Family<Labels, Counter>,
+    client_aborts: Family<Labels, Counter>,
+    blocked_loops: Family<Labels, Counter>,
+}
+
+fn families() -> &'static Families {
+    static FAMILIES: OnceLock<Families> = OnceLock::new();
+    FAMILIES.get_or_init(|| {
+        fn latency() -> Histogram {
+            Histogram::new(exponential_buckets(0.000_1, 2.0, 20))
+        }
+        let mut registry = Registry::with_prefix("cello");
+        let families = Families {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(latency),
+            instances_live: Family::default(),
+            instances_idle: Family::default(),
+            instantiations: Family::default(),
+            traps: Family::default(),
+            timeouts: Family::default(),
+            queue_rejections: Family::default(),
+            client_aborts: Family::default(),
+            blocked_loops: Family::default(),
+            registry: Registry::default(),
+        };
+        let f = &families;
+        registry.register(
+            "requests",
+            "Requests answered, by status class",
+            f.requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time to answer a request",
+            f.duration.clone(),
+        );
+        registry.register(
+            "instances_live",
+            "Instances alive",
+            f.instances_live.clone(),
+        );
+        registry.register(
+            "instances_idle",
+            "Warm instances waiting for work",
+            f.instances_idle.clone(),
+        );
+        registry.register(
+            "instantiations",
+            "Instances created",
+            f.instantiations.clone(),
+        );
+        registry.register(
+            "traps",
+            "Guest traps; each discards its instance",
+            f.traps.clone(),
+        );
+        registry.register(
+            "timeouts",
+            "Requests over their time limit (504)",
+            f.timeouts.clone(),
+        );
+        registry.register(
+            "queue_rejections",
+            "Requests refused with 503 because the queue was full",
+            f.queue_rejections.clone(),
+        );
+        registry.register(
+            "client_aborts",
+            "Requests whose client hung up before the response",
+            f.client_aborts.clone(),
+        );
+        registry.register(
+            "blocked_loops",
+            "Async handlers that ran too long without awaiting",
+            f.blocked_loops.clone(),
+        );
+        Families {
+            registry,
+            ..families
+        }
+    })
+}
+
+/// The metrics of one component (or `-` for requests no component took).
+#[derive(Clone)]
+pub struct ComponentMetrics {
+    by_class: [Counter; 5],
+    duration: Histogram,
+    pub instances_live: Gauge,
+    pub instances_idle: Gauge,
+    pub instantiations: Counter,
+    pub traps: Counter,
+    pub timeouts: Counter,
+    pub queue_rejections: Counter,
+    pub client_aborts: Counter,
+    pub blocked_loops: Counter,
+}
+
+impl ComponentMetrics {
+    /// Handles for `component`, registered on first use.
+    pub fn new(component: &str) -> Self {
+        let f = families();
+        let labels = vec![("component", component.to_string())];
+        let class = |class: &str| {
+            let mut labels = labels.clone();
+            labels.push(("status", class.to_string()));
+            f.requests.get_or_create(&labels).clone()
+        };
+        Self {
+            by_class: [
+                class("1xx"),
+                class("2xx"),
+                class("3xx"),
+                class("4xx"),
+                class("5xx"),
+            ],
+            duration: f.duration.get_or_create(&labels).clone(),
+            instances_live: f.instances_live.get_or_create(&labels).clone(),
+            instances_idle: f.instances_idle.get_or_create(&labels).clone(),
+            instantiations: f.instantiations.get_or_create(&labels).clone(),
+            traps: f.traps.get_or_create(&labels).clone(),
+            timeouts: f.timeouts.get_or_create(&labels).clone(),
+            queue_rejections: f.queue_rejections.get_or_create(&labels).clone(),
+            client_aborts: f.client_aborts.get_or_create(&labels).clone(),
+            blocked_loops: f.blocked_loops.get_or_create(&labels).clone(),
+        }
+    }
+
+    /// Handles for requests that no component took (404, 405).
+    pub fn unrouted() -> &'static Self {
+        static UNROUTED: OnceLock<ComponentMetrics> = OnceLock::new();
+        UNROUTED.get_or_init(|| Self::new("-"))
+    }
+
+    /// Counts an answered request.
+    pub fn answered(&self, status: u16, elapsed: Duration) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.by_class[class].inc();
+        self.duration.observe(elapsed.as_secs_f64());
+    }
+}
+
+/// Every metric in Prometheus' text format.
+pub fn render() -> String {
+    let mut text = String::new();
+    encode(&mut text, &families().registry).expect("writing to a String cannot fail");
+    text
+}

@@ -1,0 +1,159 @@
+//! The instance model under stress: time and memory limits, reuse,
+//! backpressure, and the compile cache.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use support::Components;
+
+#[tokio::test]
+async fn a_looping_guest_gets_504_while_other_requests_are_served() {
+    let host = Components::new()
+        .with_sidecar("testbed", "[limits]\ntimeout-ms = 1000")
+        .serve();
+    let spinning = host.spawn_get("/spin");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Served by another instance while the first one spins.
+    let other = host.get("/count").await;
+    assert_eq!(other.status, 200);
+    assert!(!spinning.is_finished(), "the loop ended before its limit");
+    let spun = spinning.await.unwrap();
+    assert_eq!(spun.status, 504);
+    assert_eq!(
+        spun.json(),
+        json!({ "detail": "The request took too long." })
+    );
+    assert_eq!(host.get("/count").await.status, 200);
+}
+
+#[tokio::test]
+async fn a_looping_async_guest_gets_504_and_the_next_request_works() {
+    let host = Components::new()
+        .with_sidecar("testbed", "[limits]\ntimeout-ms = 500")
+        .serve();
+    assert_eq!(host.get("/spin-async").await.status, 504);
+    assert_eq!(host.get("/wait/1").await.status, 200);
+    host.wait_for_log("ran past its time limit").await;
+}
+
+#[tokio::test]
+async fn a_memory_hungry_guest_gets_an_error_and_the_host_lives() {
+    let host = Components::new()
+        .with_sidecar("testbed", "[limits]\nmemory-mb = 64")
+        .serve();
+    let reply = host.get("/hog").await;
+    assert_eq!(reply.status, 500);
+    assert_eq!(reply.json(), json!({ "detail": "Internal Server Error" }));
+    assert_eq!(host.get("/count").await.status, 200);
+}
+
+#[tokio::test]
+async fn a_trap_discards_the_instance() {
+    let host = Components::new().with("testbed").serve();
+    assert_eq!(host.get("/count").await.body, "1");
+    assert_eq!(host.get("/count").await.body, "2");
+    assert_eq!(host.get("/trap").await.status, 500);
+    // A new instance: its counter starts again.
+    assert_eq!(host.get("/count").await.body, "1");
+}
+
+#[tokio::test]
+async fn instances_are_reused_up_to_max_requests_per_instance() {
+    let host = Components::new()
+        .with_sidecar("testbed", "[limits]\nmax-requests-per-instance = 2")
+        .serve();
+    let mut counts = Vec::new();
+    for _ in 0..5 {
+        counts.push(host.get("/count").await.body);
+    }
+    assert_eq!(counts, ["1", "2", "1", "2", "1"]);
+}
+
+#[tokio::test]
+async fn per_request_isolation_gives_every_request_a_fresh_instance() {
+    let host = Components::new()
+        .with_sidecar("testbed", "[limits]\nisolation = \"per-request\"")
+        .serve();
+    for _ in 0..3 {
+        assert_eq!(host.get("/count").await.body, "1");
+    }
+}
+
+#[tokio::test]
+async fn a_full_queue_answers_503_with_retry_after() {
+    let host = Components::new()
+        .with_sidecar("testbed", "[limits]\nmax-instances = 1\nqueue = 1")
+        .serve();
+    let running = host.spawn_get("/busy/1500");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let queued = host.spawn_get("/busy/1");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let refused = host.get("/count").await;
+    assert_eq!(refused.status, 503);
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert_eq!(running.await.unwrap().status, 200);
+    assert_eq!(queued.await.unwrap().status, 200);
+}
+
+#[tokio::test]
+async fn the_host_wide_instance_limit_is_shared_by_all_components() {
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        config.path(),
+        "[pool]\nmax-instances = 1\n[limits]\nqueue = 0\n",
+    )
+    .unwrap();
+    let host = Components::new()
+        .with_sidecar("testbed", "prefix = \"/a\"")
+        .with_sidecar("hello-rust", "prefix = \"/b\"")
+        .serve_with(&["--config", config.path().to_str().unwrap()]);
+    let running = host.spawn_get("/a/busy/1000");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(host.get("/b/hello/x").await.status, 503);
+    assert_eq!(running.await.unwrap().status, 200);
+}
+
+#[tokio::test]
+async fn a_corrupt_compile_cache_entry_is_rebuilt() {
+    let state = tempfile::tempdir().unwrap();
+    let state_arg = state.path().to_str().unwrap();
+    let host = Components::new()
+        .with("testbed")
+        .serve_with(&["--state-dir", state_arg]);
+    assert_eq!(host.get("/count").await.status, 200);
+    drop(host);
+    let cache = state.path().join("cache");
+    let entries: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let mut bytes = std::fs::read(&entries[0]).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&entries[0], bytes).unwrap();
+
+    let host = Components::new()
+        .with("testbed")
+        .serve_with(&["--state-dir", state_arg]);
+    assert_eq!(host.get("/count").await.body, "1");
+    assert!(
+        host.log()
+            .contains("unusable (checksum mismatch); recompiling"),
+        "{}",
+        host.log()
+    );
+}
+
+#[tokio::test]
+async fn an_async_handler_that_blocks_its_loop_is_logged() {
+    let host = Components::new()
+        .with_sidecar("testbed", "[limits]\nblocked-warn-ms = 100")
+        .serve();
+    assert_eq!(host.get("/block/400").await.status, 200);
+    let log = host.wait_for_log("without awaiting").await;
+    assert!(log.contains("/block/{ms}"), "{log}");
+}

@@ -1,0 +1,94 @@
+//! The operations listener: metrics, health and readiness.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use support::Components;
+
+const OPS: &[&str] = &["--ops-listen", "127.0.0.1:0"];
+
+#[tokio::test]
+async fn health_and_readiness_answer_200() {
+    let host = Components::new().with("testbed").serve_with(OPS);
+    assert_eq!(host.ops_get("/healthz").await.status, 200);
+    assert_eq!(host.ops_get("/readyz").await.status, 200);
+}
+
+#[tokio::test]
+async fn metrics_count_requests_instances_and_traps() {
+    let host = Components::new().with("testbed").serve_with(OPS);
+    for _ in 0..3 {
+        assert_eq!(host.get("/count").await.status, 200);
+    }
+    assert_eq!(host.get("/trap").await.status, 500);
+    assert_eq!(host.get("/nowhere").await.status, 404);
+    let testbed = r#"component="testbed""#;
+    assert_eq!(
+        host.metric(
+            "cello_requests_total",
+            &format!(r#"{testbed},status="2xx""#)
+        )
+        .await,
+        3.0
+    );
+    assert_eq!(
+        host.metric(
+            "cello_requests_total",
+            &format!(r#"{testbed},status="5xx""#)
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        host.metric("cello_requests_total", r#"component="-",status="4xx""#)
+            .await,
+        1.0
+    );
+    assert_eq!(host.metric("cello_traps_total", testbed).await, 1.0);
+    // One instance served the three requests and trapped on the fourth.
+    assert_eq!(
+        host.metric("cello_instantiations_total", testbed).await,
+        1.0
+    );
+    assert_eq!(host.metric("cello_instances_live", testbed).await, 0.0);
+    let text = host.ops_get("/metrics").await;
+    assert!(
+        text.body.contains("cello_request_duration_seconds_bucket"),
+        "{}",
+        text.body
+    );
+}
+
+#[tokio::test]
+async fn timeouts_and_queue_rejections_are_counted() {
+    let host = Components::new()
+        .with_sidecar(
+            "testbed",
+            "[limits]\ntimeout-ms = 300\nmax-instances = 1\nqueue = 0",
+        )
+        .serve_with(OPS);
+    let spinning = host.spawn_get("/spin");
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(host.get("/count").await.status, 503);
+    assert_eq!(spinning.await.unwrap().status, 504);
+    let testbed = r#"component="testbed""#;
+    assert_eq!(host.metric("cello_timeouts_total", testbed).await, 1.0);
+    assert_eq!(
+        host.metric("cello_queue_rejections_total", testbed).await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn a_blocked_event_loop_is_counted() {
+    let host = Components::new()
+        .with_sidecar("testbed", "[limits]\nblocked-warn-ms = 100")
+        .serve_with(OPS);
+    assert_eq!(host.get("/block/300").await.status, 200);
+    host.wait_for_log("without awaiting").await;
+    assert_eq!(
+        host.metric("cello_blocked_loops_total", r#"component="testbed""#)
+            .await,
+        1.0
+    );
+}
