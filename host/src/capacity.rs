@@ -2,9 +2,13 @@
 //! requests waiting for one. An instance holds a [`Slot`] for its whole life:
 //! one permit from its component's limit and one from the host-wide limit,
 //! both taken before it is instantiated.
+//!
+//! Idle instances hold slots too, so a request that finds none free first
+//! evicts an idle instance (its own component's for the component limit,
+//! any component's for the host-wide one) and then waits for the slot.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -12,10 +16,46 @@ use tokio::time::Instant;
 use crate::error::CallError;
 use crate::metrics::ComponentMetrics;
 
+/// A pool that can give up an idle instance to make room.
+pub trait Evict: Send + Sync {
+    /// Retires one idle instance, whose slot frees shortly; false when none
+    /// is idle.
+    fn evict_one(&self) -> bool;
+}
+
+/// The host-wide instance limit, and every pool that can make room in it.
+pub struct HostCapacity {
+    slots: Arc<Semaphore>,
+    pools: Mutex<Vec<Weak<dyn Evict>>>,
+}
+
+impl HostCapacity {
+    /// Room for `max_instances` instances across every component.
+    pub fn new(max_instances: usize) -> Arc<Self> {
+        Arc::new(Self {
+            slots: Arc::new(Semaphore::new(max_instances)),
+            pools: Mutex::default(),
+        })
+    }
+}
+
+/// Asks each live pool in turn to evict an idle instance, forgetting pools
+/// that are gone.
+fn evict_from(pools: &Mutex<Vec<Weak<dyn Evict>>>) -> bool {
+    let live: Vec<Arc<dyn Evict>> = {
+        let mut pools = pools.lock().unwrap();
+        pools.retain(|pool| pool.strong_count() > 0);
+        pools.iter().filter_map(Weak::upgrade).collect()
+    };
+    live.iter().any(|pool| pool.evict_one())
+}
+
 /// Instance slots of one component.
 pub struct Capacity {
     component: Arc<Semaphore>,
-    global: Arc<Semaphore>,
+    host: Arc<HostCapacity>,
+    /// This component's pools, to evict from for the component limit.
+    pools: Mutex<Vec<Weak<dyn Evict>>>,
     waiting: AtomicUsize,
     queue: usize,
     metrics: ComponentMetrics,
@@ -48,23 +88,37 @@ impl Capacity {
     /// limit, with room for `queue` waiting requests.
     pub fn new(
         max_instances: usize,
-        global: Arc<Semaphore>,
+        host: Arc<HostCapacity>,
         queue: usize,
         metrics: ComponentMetrics,
     ) -> Self {
         Self {
             component: Arc::new(Semaphore::new(max_instances)),
-            global,
+            host,
+            pools: Mutex::default(),
             waiting: AtomicUsize::new(0),
             queue,
             metrics,
         }
     }
 
-    /// A slot if one is free now.
+    /// Registers a pool of this component's idle instances for eviction.
+    pub fn register(&self, pool: Weak<dyn Evict>) {
+        self.pools.lock().unwrap().push(pool.clone());
+        self.host.pools.lock().unwrap().push(pool);
+    }
+
+    /// A slot if one is free now. When none is, an idle instance is evicted
+    /// so that one frees shortly for [`Capacity::slot_until`].
     pub fn try_slot(&self) -> Option<Slot> {
-        let component = self.component.clone().try_acquire_owned().ok()?;
-        let global = self.global.clone().try_acquire_owned().ok()?;
+        let Ok(component) = self.component.clone().try_acquire_owned() else {
+            evict_from(&self.pools);
+            return None;
+        };
+        let Ok(global) = self.host.slots.clone().try_acquire_owned() else {
+            evict_from(&self.host.pools);
+            return None;
+        };
         Some(self.slot_from(component, global))
     }
 
@@ -72,7 +126,7 @@ impl Capacity {
     pub async fn slot_until(&self, deadline: Instant) -> Result<Slot, CallError> {
         let acquire = async {
             let component = self.component.clone().acquire_owned().await.ok()?;
-            let global = self.global.clone().acquire_owned().await.ok()?;
+            let global = self.host.slots.clone().acquire_owned().await.ok()?;
             Some(self.slot_from(component, global))
         };
         match tokio::time::timeout_at(deadline, acquire).await {

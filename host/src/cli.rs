@@ -122,6 +122,7 @@ async fn load(dir: &Path, state: &StateArgs) -> anyhow::Result<LoadReport> {
         None => HostConfig::default(),
     };
     let engine = crate::engine::new_engine(&config.pool)?;
+    tracing::debug!("engine ready");
     let cache = if state.no_compile_cache {
         CompileCache::disabled()
     } else {
@@ -169,8 +170,8 @@ async fn serve(
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
-    println!("listening on http://{}", listener.local_addr()?);
     ready.store(true, Ordering::Relaxed);
+    println!("listening on http://{}", listener.local_addr()?);
     let draining = async {
         shutdown_signal().await;
         ready.store(false, Ordering::Relaxed);

@@ -1,22 +1,20 @@
 //! Compiling components, with an on-disk cache of compiled artifacts.
 //!
-//! An entry is keyed by the SHA-256 of the component's bytes together with
-//! the engine's compatibility hash, so a restart reuses the work and a new
-//! wasmtime or different settings never load a stale artifact. Only this
-//! module writes the cache, and it never loads an artifact it did not write:
-//! each entry carries a checksum of the artifact, checked before wasmtime
-//! sees it, and an entry that fails the check or will not load is rebuilt.
+//! An entry is keyed by a BLAKE3 hash of the component's bytes together
+//! with the engine's compatibility hash, so a restart reuses the work and a
+//! new wasmtime or different settings never load a stale artifact; the hash
+//! is cryptographic, so no upload can be made to collide with another's
+//! entry. Only this module writes the cache, and it never loads an artifact
+//! it did not write: each `KEY.cwasm` has a `KEY.sum` beside it holding the
+//! artifact's checksum, checked before wasmtime maps the file, and an entry
+//! that fails the check or will not load is rebuilt.
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 use xxhash_rust::xxh3::xxh3_128;
-
-/// Length of the checksum in front of each artifact.
-const CHECKSUM_LEN: usize = 16;
 
 /// Where compiled components are kept, if anywhere.
 #[derive(Debug, Clone)]
@@ -43,50 +41,50 @@ impl CompileCache {
         let Some(dir) = &self.dir else {
             return Component::new(engine, bytes);
         };
-        let path = dir.join(format!("{}.cwasm", cache_key(engine, bytes)));
-        match load(engine, &path) {
+        let entry = dir.join(cache_key(engine, bytes));
+        match load(engine, &entry) {
             Ok(Some(component)) => return Ok(component),
             Ok(None) => {}
             Err(reason) => tracing::warn!(
-                path = %path.display(),
+                entry = %entry.display(),
                 "compile cache entry is unusable ({reason}); recompiling"
             ),
         }
         let component = Component::new(engine, bytes)?;
-        if let Err(e) = store(&path, &component) {
-            tracing::warn!(path = %path.display(), "cannot write compile cache entry: {e:#}");
+        if let Err(e) = store(&entry, &component) {
+            tracing::warn!(entry = %entry.display(), "cannot write compile cache entry: {e:#}");
         }
         Ok(component)
     }
 }
 
-/// The cached component at `path`: `None` when there is no entry, an error
+/// The cached component at `entry`: `None` when there is none, an error
 /// saying why when there is one that cannot be used.
-fn load(engine: &Engine, path: &Path) -> Result<Option<Component>, String> {
-    let entry = match std::fs::read(path) {
-        Ok(entry) => entry,
+fn load(engine: &Engine, entry: &Path) -> Result<Option<Component>, String> {
+    let artifact_path = entry.with_extension("cwasm");
+    let sum = match std::fs::read(entry.with_extension("sum")) {
+        Ok(sum) => sum,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e.to_string()),
     };
-    if entry.len() < CHECKSUM_LEN {
-        return Err("truncated".into());
-    }
-    let (checksum, artifact) = entry.split_at(CHECKSUM_LEN);
-    if checksum != xxh3_128(artifact).to_le_bytes() {
+    let artifact = std::fs::read(&artifact_path).map_err(|e| e.to_string())?;
+    if sum != xxh3_128(&artifact).to_le_bytes() {
         return Err("checksum mismatch".into());
     }
-    // SAFETY: the artifact was written by `store` below from a component
-    // this host compiled, and the checksum shows it is unchanged; wasmtime
-    // also checks that it was compiled by a compatible engine.
-    unsafe { Component::deserialize(engine, artifact) }
+    drop(artifact);
+    // SAFETY: the file was written by `store` below from a component this
+    // host compiled, and its checksum shows it is unchanged; wasmtime also
+    // checks that a compatible engine compiled it. Mapping the file rather
+    // than copying it spares tens of milliseconds for a Python component.
+    unsafe { Component::deserialize_file(engine, &artifact_path) }
         .map(Some)
         .map_err(|e| format!("{e:#}"))
 }
 
-/// Hex SHA-256 over the engine's compatibility hash and the component bytes.
+/// Hex BLAKE3 over the engine's compatibility hash and the component bytes.
 fn cache_key(engine: &Engine, bytes: &[u8]) -> String {
-    struct Sha(Sha256);
-    impl Hasher for Sha {
+    struct Blake(blake3::Hasher);
+    impl Hasher for Blake {
         fn finish(&self) -> u64 {
             unreachable!("only written to")
         }
@@ -94,27 +92,31 @@ fn cache_key(engine: &Engine, bytes: &[u8]) -> String {
             self.0.update(bytes);
         }
     }
-    let mut sha = Sha(Sha256::new());
-    engine.precompile_compatibility_hash().hash(&mut sha);
-    sha.0.update(bytes);
-    sha.0
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    let mut hasher = Blake(blake3::Hasher::new());
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    hasher.0.update(bytes);
+    hasher.0.finalize().to_hex().to_string()
 }
 
-/// Writes checksum and artifact beside the final name, then renames the
-/// file into place, so a reader never sees half an entry.
-fn store(path: &Path, component: &Component) -> anyhow::Result<()> {
-    let dir = path.parent().expect("cache entries live in a directory");
+/// Writes the artifact, then its checksum, each beside its final name and
+/// renamed into place, so a reader never sees half a file. The checksum
+/// goes last: an entry without one is not there yet.
+fn store(entry: &Path, component: &Component) -> anyhow::Result<()> {
+    let dir = entry.parent().expect("cache entries live in a directory");
     std::fs::create_dir_all(dir)?;
     let artifact = component.serialize()?;
-    let mut entry = Vec::with_capacity(CHECKSUM_LEN + artifact.len());
-    entry.extend_from_slice(&xxh3_128(&artifact).to_le_bytes());
-    entry.extend_from_slice(&artifact);
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, entry)?;
-    std::fs::rename(&tmp, path)?;
+    let sum = xxh3_128(&artifact).to_le_bytes();
+    write_atomically(&entry.with_extension("cwasm"), &artifact)?;
+    write_atomically(&entry.with_extension("sum"), &sum)?;
     Ok(())
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!(
+        "{}.tmp{}",
+        path.extension().and_then(|e| e.to_str()).unwrap_or(""),
+        std::process::id()
+    ));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
 }

@@ -7,12 +7,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
 use crate::app::AppComponent;
 use crate::bindings::Manifest;
+use crate::capacity::HostCapacity;
 use crate::compile::CompileCache;
 use crate::config::{ComponentConfig, Limits};
 use crate::proxy::ProxyComponent;
@@ -29,7 +29,7 @@ pub struct Loader {
     cache: CompileCache,
     limits: Limits,
     /// Instances alive at once across every component.
-    global: Arc<Semaphore>,
+    host: Arc<HostCapacity>,
 }
 
 /// One component that loaded.
@@ -83,7 +83,7 @@ impl Loader {
             linker,
             cache,
             limits,
-            global: Arc::new(Semaphore::new(max_instances)),
+            host: HostCapacity::new(max_instances),
         })
     }
 
@@ -120,10 +120,16 @@ impl Loader {
         check_header(&bytes)?;
         let engine = self.engine.clone();
         let cache = self.cache.clone();
+        let started = std::time::Instant::now();
         let component = tokio::task::spawn_blocking(move || cache.compile(&engine, &bytes))
             .await
             .map_err(|e| format!("compiler task failed: {e}"))?
             .map_err(|e| format!("not a valid WebAssembly component: {e:#}"))?;
+        tracing::debug!(
+            component = name,
+            "compiled or loaded in {:?}",
+            started.elapsed()
+        );
         let limits = self.limits.with(&config.limits);
         let label: Arc<str> = name.as_str().into();
         let kind = match World::of(&self.engine, &component) {
@@ -134,12 +140,13 @@ impl Loader {
                     &self.linker,
                     &component,
                     limits,
-                    self.global.clone(),
+                    self.host.clone(),
                 );
                 let (app, manifest) = tokio::time::timeout(DESCRIBE_TIMEOUT, load)
                     .await
                     .map_err(|_| format!("describe() did not return within {DESCRIBE_TIMEOUT:?}"))?
                     .map_err(|e| format!("{e:#}"))?;
+                tracing::debug!(component = name, "described in {:?}", started.elapsed());
                 LoadedKind::App(Arc::new(app), manifest)
             }
             World::Proxy => {
@@ -149,7 +156,7 @@ impl Loader {
                     &self.linker,
                     &component,
                     limits,
-                    self.global.clone(),
+                    self.host.clone(),
                 )
                 .map_err(|e| format!("{e:#}"))?;
                 LoadedKind::Proxy(Arc::new(proxy))

@@ -1,5 +1,10 @@
 //! The `cello-host` binary.
 
+// The request path allocates small, short-lived buffers on two threads at
+// once; mimalloc serves that pattern markedly faster than glibc's malloc.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     cello_host::cli::main()
 }

@@ -21,6 +21,7 @@ struct Families {
     instances_live: Family<Labels, Gauge>,
     instances_idle: Family<Labels, Gauge>,
     instantiations: Family<Labels, Counter>,
+    instantiation_time: Family<Labels, Histogram, fn() -> Histogram>,
     traps: Family<Labels, Counter>,
     timeouts: Family<Labels, Counter>,
     queue_rejections: Family<Labels, Counter>,
@@ -41,6 +42,7 @@ fn families() -> &'static Families {
             instances_live: Family::default(),
             instances_idle: Family::default(),
             instantiations: Family::default(),
+            instantiation_time: Family::new_with_constructor(latency),
             traps: Family::default(),
             timeouts: Family::default(),
             queue_rejections: Family::default(),
@@ -73,6 +75,11 @@ fn families() -> &'static Families {
             "instantiations",
             "Instances created",
             f.instantiations.clone(),
+        );
+        registry.register(
+            "instantiation_duration_seconds",
+            "Time to create an instance, on-start included",
+            f.instantiation_time.clone(),
         );
         registry.register(
             "traps",
@@ -113,7 +120,8 @@ pub struct ComponentMetrics {
     duration: Histogram,
     pub instances_live: Gauge,
     pub instances_idle: Gauge,
-    pub instantiations: Counter,
+    instantiations: Counter,
+    instantiation_time: Histogram,
     pub traps: Counter,
     pub timeouts: Counter,
     pub queue_rejections: Counter,
@@ -143,6 +151,7 @@ impl ComponentMetrics {
             instances_live: f.instances_live.get_or_create(&labels).clone(),
             instances_idle: f.instances_idle.get_or_create(&labels).clone(),
             instantiations: f.instantiations.get_or_create(&labels).clone(),
+            instantiation_time: f.instantiation_time.get_or_create(&labels).clone(),
             traps: f.traps.get_or_create(&labels).clone(),
             timeouts: f.timeouts.get_or_create(&labels).clone(),
             queue_rejections: f.queue_rejections.get_or_create(&labels).clone(),
@@ -155,6 +164,12 @@ impl ComponentMetrics {
     pub fn unrouted() -> &'static Self {
         static UNROUTED: OnceLock<ComponentMetrics> = OnceLock::new();
         UNROUTED.get_or_init(|| Self::new("-"))
+    }
+
+    /// Counts an instance created in `elapsed`.
+    pub fn instantiated(&self, elapsed: Duration) {
+        self.instantiations.inc();
+        self.instantiation_time.observe(elapsed.as_secs_f64());
     }
 
     /// Counts an answered request.

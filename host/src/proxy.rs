@@ -6,8 +6,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Semaphore;
-
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use wasmtime::component::{Component, Linker};
@@ -18,7 +16,7 @@ use wasmtime_wasi_http::handler::{
     WorkerStatus,
 };
 
-use crate::capacity::{Capacity, Slot};
+use crate::capacity::{Capacity, HostCapacity, Slot};
 use crate::config::Limits;
 use crate::error::CallError;
 use crate::metrics::ComponentMetrics;
@@ -38,7 +36,7 @@ impl ProxyComponent {
         linker: &Linker<InstanceState>,
         component: &Component,
         limits: Limits,
-        global: Arc<Semaphore>,
+        host: Arc<HostCapacity>,
     ) -> anyhow::Result<Self> {
         let pre = linker
             .instantiate_pre(component)
@@ -54,7 +52,7 @@ impl ProxyComponent {
                 }),
                 engine: engine.clone(),
                 pre: ProxyPre::P2(pre),
-                capacity: Capacity::new(limits.max_instances, global, limits.queue, metrics),
+                capacity: Capacity::new(limits.max_instances, host, limits.queue, metrics),
                 limits,
             }),
         })
@@ -121,10 +119,11 @@ impl HandlerState for Instances {
                 self.capacity.slot_until(deadline).await?
             }
         };
+        let started = std::time::Instant::now();
         let state = InstanceState::new(self.owner.clone(), self.limits.memory_bytes);
         let mut store = state.into_store(&self.engine);
         let proxy = self.pre.instantiate_async(&mut store).await?;
-        self.owner.metrics.instantiations.inc();
+        self.owner.metrics.instantiated(started.elapsed());
         Ok(handler::Instance {
             store,
             proxy,

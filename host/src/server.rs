@@ -78,7 +78,9 @@ where
         let _ = stream.set_nodelay(true);
         let answer = answer.clone();
         let service = service_fn(move |req| {
-            let response = answer(req, peer);
+            // Boxed, so hyper moves a pointer rather than the whole state
+            // machine of a request.
+            let response = Box::pin(answer(req, peer));
             async move { Ok::<_, Infallible>(response.await) }
         });
         let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
@@ -228,7 +230,13 @@ async fn dispatch(
                 headers: parts
                     .headers
                     .iter()
-                    .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
+                    .map(|(k, v)| {
+                        let value = match v.to_str() {
+                            Ok(text) => text.to_owned(),
+                            Err(_) => String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                        };
+                        (k.as_str().to_owned(), value)
+                    })
                     .collect(),
                 body: body.to_vec(),
                 route,
@@ -255,14 +263,24 @@ async fn dispatch(
 /// A guest's response as an HTTP response; an invalid status or header from
 /// the guest is a 500, never a panic.
 fn into_http(response: bindings::Response, component: &str) -> http::Response<Body> {
-    let mut builder = http::Response::builder().status(response.status);
-    for (name, value) in &response.headers {
-        builder = builder.header(name.as_str(), value.as_str());
-    }
-    builder.body(full(response.body)).unwrap_or_else(|e| {
-        tracing::error!(component, "guest returned an invalid response: {e}");
+    let invalid = |what: &str| {
+        tracing::error!(component, "guest returned an invalid response: {what}");
         error_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
-    })
+    };
+    let Ok(status) = StatusCode::from_u16(response.status) else {
+        return invalid(&format!("status {}", response.status));
+    };
+    let mut http = http::Response::new(full(response.body));
+    *http.status_mut() = status;
+    let headers = http.headers_mut();
+    for (name, value) in response.headers {
+        let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value))
+        else {
+            return invalid("a header name or value");
+        };
+        headers.append(name, value);
+    }
+    http
 }
 
 /// A request id unique within this process and unlikely to repeat across
@@ -275,5 +293,17 @@ fn new_request_id() -> String {
             .map_or(0, |d| d.as_nanos() as u64)
     });
     let n = REQUEST_IDS.fetch_add(1, Ordering::Relaxed);
-    format!("{:012x}-{n:08x}", start & 0xffff_ffff_ffff)
+    let mut id = String::with_capacity(21);
+    push_hex(&mut id, start, 12);
+    id.push('-');
+    push_hex(&mut id, n, 8);
+    id
+}
+
+/// Appends the low `digits` hex digits of `value`.
+fn push_hex(out: &mut String, value: u64, digits: u32) {
+    for shift in (0..digits).rev() {
+        let nibble = (value >> (shift * 4)) & 0xf;
+        out.push(char::from_digit(nibble as u32, 16).expect("a nibble is a hex digit"));
+    }
 }

@@ -29,7 +29,14 @@ pub struct InstanceState {
     table: ResourceTable,
     memory: MemoryBudget,
     watch: Option<BlockedWatch>,
+    /// The epoch tick by which the current sync call must end.
+    deadline: Option<u64>,
 }
+
+/// The trap a sync call gets when it runs past its deadline.
+#[derive(Debug, thiserror::Error)]
+#[error("the call ran past its deadline")]
+pub struct DeadlineExceeded;
 
 impl InstanceState {
     /// State with nothing reachable: no preopened directories, no network,
@@ -47,7 +54,19 @@ impl InstanceState {
                 used: 0,
             },
             watch: None,
+            deadline: None,
         }
+    }
+
+    /// Makes the next epoch tick at or after `timeout` from now trap the
+    /// running call with [`DeadlineExceeded`]; `None` clears it. Cheaper on
+    /// the request path than a timer: the check rides on the tick the store
+    /// takes anyway.
+    pub fn set_deadline(&mut self, timeout: Option<Duration>) {
+        self.deadline = timeout.map(|t| {
+            let ticks = t.as_millis().div_ceil(EPOCH_TICK.as_millis()) as u64;
+            TICKS.load(Ordering::Relaxed) + ticks.max(1)
+        });
     }
 
     /// A store for this state with the host's policies installed: the
@@ -60,6 +79,12 @@ impl InstanceState {
             let state = ctx.data_mut();
             if let Some(watch) = &mut state.watch {
                 watch.on_tick(&state.owner);
+            }
+            if state
+                .deadline
+                .is_some_and(|deadline| TICKS.load(Ordering::Relaxed) >= deadline)
+            {
+                return Err(DeadlineExceeded.into());
             }
             Ok(UpdateDeadline::Yield(1))
         });

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 use super::{Instance, Shared, retire};
 use crate::bindings::{Request, Response};
-use crate::capacity::Slot;
+use crate::capacity::{Evict, Slot};
 use crate::error::CallError;
 use crate::state::InstanceState;
 
@@ -51,6 +51,15 @@ struct Worker {
     retired: AtomicBool,
     /// Ends the instance at once, failing its calls.
     kill: Notify,
+    /// Ends an idle instance in good order.
+    stop: Notify,
+}
+
+impl Worker {
+    /// True once it takes no more calls and has none left.
+    fn done(&self) -> bool {
+        self.retired.load(Ordering::Relaxed) && self.in_flight.load(Ordering::Relaxed) == 0
+    }
 }
 
 impl AsyncPool {
@@ -169,6 +178,7 @@ impl AsyncPool {
             accepted: AtomicU64::new(0),
             retired: AtomicBool::new(false),
             kill: Notify::new(),
+            stop: Notify::new(),
         });
         let event_loop = EventLoop {
             pool: self.clone(),
@@ -178,6 +188,26 @@ impl AsyncPool {
         };
         tokio::spawn(event_loop.run(slot));
         worker
+    }
+}
+
+impl Evict for AsyncPool {
+    /// Retires an instance with no calls in flight.
+    fn evict_one(&self) -> bool {
+        let idle = self
+            .workers
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|w| w.in_flight.load(Ordering::Relaxed) == 0)
+            .cloned();
+        match idle {
+            Some(worker) if self.retire_if_idle(&worker) => {
+                worker.stop.notify_one();
+                true
+            }
+            _ => false,
+        }
     }
 }
 
@@ -285,7 +315,9 @@ impl EventLoop {
                             Ok(response) => pending.lock().unwrap().answer(id, Ok(response)),
                             Err(trap) => return End::Trapped(format!("{trap:#}")),
                         }
-                        if calls.is_empty() && worker.retired.load(Ordering::Relaxed) {
+                        // Calls sent but not yet received count as in flight, so
+                        // none is left behind in the queue.
+                        if worker.done() {
                             return End::Retired;
                         }
                     }
@@ -300,6 +332,11 @@ impl EventLoop {
                             let result = bindings.call_handle_async(accessor, req).await;
                             (id, route, result)
                         });
+                    }
+                    () = worker.stop.notified(), if calls.is_empty() => {
+                        if worker.done() {
+                            return End::Retired;
+                        }
                     }
                     () = tokio::time::sleep(idle_timeout), if calls.is_empty() => {
                         if pool.retire_if_idle(worker) {

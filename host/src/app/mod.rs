@@ -13,13 +13,12 @@ mod sync_pool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store};
 
 use crate::bindings::{App as AppBindings, AppPre, Manifest, Request, Response};
-use crate::capacity::{Capacity, Slot};
+use crate::capacity::{Capacity, HostCapacity, Slot};
 use crate::config::Limits;
 use crate::error::CallError;
 use crate::metrics::ComponentMetrics;
@@ -71,7 +70,7 @@ impl AppComponent {
         linker: &Linker<InstanceState>,
         component: &Component,
         limits: Limits,
-        global: Arc<Semaphore>,
+        host: Arc<HostCapacity>,
     ) -> anyhow::Result<(Self, Manifest)> {
         let pre = linker
             .instantiate_pre(component)
@@ -84,7 +83,7 @@ impl AppComponent {
         });
         let manifest = describe(&owner, engine, &pre, &limits).await?;
         let shared = Arc::new(Shared {
-            capacity: Capacity::new(limits.max_instances, global, limits.queue, metrics),
+            capacity: Capacity::new(limits.max_instances, host, limits.queue, metrics),
             routes: manifest
                 .routes
                 .iter()
@@ -95,9 +94,13 @@ impl AppComponent {
             pre,
             limits,
         });
+        let sync_pool = SyncPool::new(&shared);
+        let async_pool = Arc::new(AsyncPool::default());
+        shared.capacity.register(Arc::downgrade(&sync_pool) as _);
+        shared.capacity.register(Arc::downgrade(&async_pool) as _);
         let app = Self {
-            sync_pool: SyncPool::new(&shared),
-            async_pool: Arc::new(AsyncPool::default()),
+            sync_pool,
+            async_pool,
             shared,
         };
         Ok((app, manifest))
@@ -150,6 +153,7 @@ impl Shared {
     /// A fresh instance in `slot`, with its `on-start` hook run. An event-loop
     /// instance (`watch`) is watched for handlers that block it.
     async fn instantiate(&self, slot: Slot, watch: bool) -> Result<Instance, CallError> {
+        let started = std::time::Instant::now();
         let state = InstanceState::new(self.owner.clone(), self.limits.memory_bytes);
         let mut store = state.into_store(&self.engine);
         if watch {
@@ -160,7 +164,6 @@ impl Shared {
             .instantiate_async(&mut store)
             .await
             .map_err(CallError::Instantiate)?;
-        self.owner.metrics.instantiations.inc();
         let start = store.run_concurrent(async |accessor| bindings.call_on_start(accessor).await);
         match tokio::time::timeout(START_TIMEOUT, start).await {
             Err(_) => {
@@ -172,6 +175,7 @@ impl Shared {
             Ok(Ok(Ok(Err(message)))) => return Err(CallError::StartFailed(message)),
             Ok(Ok(Ok(Ok(())))) => {}
         }
+        self.owner.metrics.instantiated(started.elapsed());
         Ok(Instance {
             store,
             bindings,

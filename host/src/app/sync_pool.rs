@@ -12,7 +12,9 @@ use tokio::time::Instant;
 
 use super::{Instance, Shared, retire};
 use crate::bindings::{Request, Response};
+use crate::capacity::Evict;
 use crate::error::CallError;
+use crate::state::DeadlineExceeded;
 
 /// Warm instances waiting for their next sync call.
 pub(super) struct SyncPool {
@@ -31,9 +33,8 @@ impl SyncPool {
         pool
     }
 
-    /// Runs `handle` on a warm instance or a new one. The call runs on a task
-    /// of its own, so a client that hangs up does not abandon an instance
-    /// halfway through a call.
+    /// Runs `handle` on a warm instance or a new one. If the client hangs up
+    /// mid-call, the instance is dropped with the call, never reused.
     pub(super) async fn call(
         self: &Arc<Self>,
         shared: &Arc<Shared>,
@@ -41,22 +42,23 @@ impl SyncPool {
     ) -> Result<Response, CallError> {
         let deadline = Instant::now() + shared.limits.timeout;
         let mut instance = self.checkout(shared, deadline).await?;
-        let pool = self.clone();
-        let shared = shared.clone();
-        let task = tokio::spawn(async move {
-            let call = instance.bindings.call_handle(&mut instance.store, &req);
-            // On a timeout or a trap the instance is dropped here: its state
-            // can no longer be trusted.
-            let response = match tokio::time::timeout_at(deadline, call).await {
-                Err(_) => return Err(shared.timed_out()),
-                Ok(Err(trap)) => return Err(shared.trapped(trap)),
-                Ok(Ok(response)) => response,
-            };
-            instance.served += 1;
-            pool.checkin(&shared, instance);
-            Ok(response)
-        });
-        task.await.map_err(|e| CallError::Panic(e.to_string()))?
+        let left = deadline.saturating_duration_since(Instant::now());
+        instance.store.data_mut().set_deadline(Some(left));
+        // On a timeout or a trap the instance is dropped here: its state can
+        // no longer be trusted.
+        let response = match instance
+            .bindings
+            .call_handle(&mut instance.store, &req)
+            .await
+        {
+            Ok(response) => response,
+            Err(trap) if trap.is::<DeadlineExceeded>() => return Err(shared.timed_out()),
+            Err(trap) => return Err(shared.trapped(trap)),
+        };
+        instance.store.data_mut().set_deadline(None);
+        instance.served += 1;
+        self.checkin(shared, instance);
+        Ok(response)
     }
 
     /// A warm instance, a new one if a slot is free, or the first of either
@@ -100,6 +102,24 @@ impl SyncPool {
         self.idle.lock().unwrap().push(instance);
         shared.owner.metrics.instances_idle.inc();
         self.returned.notify_one();
+    }
+}
+
+impl Evict for SyncPool {
+    /// Retires the least recently used idle instance.
+    fn evict_one(&self) -> bool {
+        let oldest = {
+            let mut idle = self.idle.lock().unwrap();
+            (!idle.is_empty()).then(|| idle.remove(0))
+        };
+        match oldest {
+            Some(instance) => {
+                instance.store.data().owner.metrics.instances_idle.dec();
+                retire(instance);
+                true
+            }
+            None => false,
+        }
     }
 }
 

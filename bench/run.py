@@ -1,0 +1,420 @@
+"""`make bench`: Cello against native hyper, `wasmtime serve`, FastAPI and
+Starlette, all on this machine in one run, with wrk as the load.
+
+Writes bench/RESULTS.md and bench/results.png. BENCH_SECONDS sets the length
+of each load run (default 10).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+OUT = BENCH / "out"
+COMPONENTS = OUT / "components"
+HOST = ROOT / "target/release/cello-host"
+HYPER = ROOT / "target/release/hyper-hello"
+SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
+CONNECTIONS = 32
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def wait_until_ok(url: str, limit: float = 120.0) -> float:
+    """Seconds until `url` first answers 200."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < limit:
+        try:
+            if get(url, timeout=1.0)[0] == 200:
+                return time.perf_counter() - start
+        except OSError:
+            pass
+        time.sleep(0.002)
+    raise RuntimeError(f"{url} did not answer 200 within {limit}s")
+
+
+class Server:
+    """A server process for one measurement."""
+
+    def __init__(self, command: list[str], url: str, cwd: Path | None = None, env=None):
+        self.url = url
+        self.started = time.perf_counter()
+        self.process = subprocess.Popen(
+            command,
+            cwd=cwd,
+            env={**os.environ, **(env or {})},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def __enter__(self) -> Server:
+        wait_until_ok(self.url)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def cpu_seconds(self) -> float:
+        """User and system CPU time of the server process and its threads."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+    def rss_bytes(self) -> int:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS")
+
+
+@dataclass
+class Load:
+    name: str
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    cpu_seconds: float
+    requests: int
+    errors: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def per_cpu_second(self) -> float:
+        return self.requests / self.cpu_seconds if self.cpu_seconds else 0.0
+
+
+def duration_ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def wrk(name: str, server: Server, path: str) -> Load:
+    url = server.url.rsplit("/", 1)[0] + path if path else server.url
+    # Warm up: instances, caches and connections.
+    subprocess.run(["wrk", "-t1", f"-c{CONNECTIONS}", "-d2s", url], capture_output=True, check=True)
+    cpu_before = server.cpu_seconds()
+    result = subprocess.run(
+        ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{SECONDS}s", "--latency", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    cpu = server.cpu_seconds() - cpu_before
+    out = result.stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.MULTILINE))
+    errors = 0
+    for match in re.finditer(r"Non-2xx or 3xx responses: (\d+)", out):
+        errors += int(match.group(1))
+    for match in re.finditer(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
+        errors += sum(int(g) for g in match.groups())
+    load = Load(
+        name=name,
+        rps=rps,
+        p50_ms=duration_ms(percentiles["50"]),
+        p99_ms=duration_ms(percentiles["99"]),
+        cpu_seconds=cpu,
+        requests=requests,
+        errors=errors,
+    )
+    print(
+        f"  {name:58} {rps:>10,.0f} req/s  p50 {load.p50_ms:6.2f} ms  "
+        f"p99 {load.p99_ms:6.2f} ms  {load.per_cpu_second:>9,.0f} req/CPU-s  errors {errors}",
+        flush=True,
+    )
+    return load
+
+
+def component_dir(*names: str, sidecars: dict[str, str] | None = None) -> Path:
+    """A fresh directory holding the named components (and sidecars)."""
+    directory = Path(tempfile.mkdtemp(prefix="cello-bench-"))
+    for name in names:
+        shutil.copy(COMPONENTS / f"{name}.wasm", directory / f"{name}.wasm")
+        if sidecars and name in sidecars:
+            (directory / f"{name}.toml").write_text(sidecars[name])
+    return directory
+
+
+def cello(directory: Path, path: str, state: Path, ops: int | None = None) -> Server:
+    port = free_port()
+    command = [str(HOST), "serve", str(directory), "--listen", f"127.0.0.1:{port}"]
+    command += ["--state-dir", str(state), "--log-format", "json"]
+    if ops:
+        command += ["--ops-listen", f"127.0.0.1:{ops}"]
+    return Server(command, f"http://127.0.0.1:{port}{path}", env={"CELLO_LOG": "warn"})
+
+
+def uvicorn(module: str, path: str) -> Server:
+    port = free_port()
+    command = [
+        sys.executable, "-m", "uvicorn", f"{module}:app", "--port", str(port),
+        "--workers", "1", "--loop", "uvloop", "--http", "httptools",
+        "--log-level", "warning", "--no-access-log",
+    ]  # fmt: skip
+    return Server(command, f"http://127.0.0.1:{port}{path}", cwd=BENCH / "apps")
+
+
+def wasmtime_serve(extra: list[str]) -> Server:
+    wasmtime = shutil.which("wasmtime", path=str(Path(sys.executable).parent))
+    port = free_port()
+    command = [wasmtime, "serve", "--addr", f"127.0.0.1:{port}", "-S", "cli", *extra]
+    command.append(str(COMPONENTS / "http-proxy.wasm"))
+    return Server(command, f"http://127.0.0.1:{port}/")
+
+
+def metric(ops: int, name: str, component: str) -> float:
+    text = get(f"http://127.0.0.1:{ops}/metrics")[1].decode()
+    match = re.search(rf'^{name}{{component="{component}"}} (\S+)$', text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+def throughput(state: Path) -> list[Load]:
+    print(f"throughput: wrk -t1 -c{CONNECTIONS} -d{SECONDS}s, each server alone", flush=True)
+    loads = []
+    with Server([str(HYPER), f"127.0.0.1:{(port := free_port())}"], f"http://127.0.0.1:{port}/") as s:
+        loads.append(wrk("native hyper", s, "/"))
+    with wasmtime_serve([]) as s:
+        loads.append(wrk("wasmtime serve, wasi:http hello (fresh instances)", s, "/"))
+    with wasmtime_serve(["--max-instance-reuse-count", "128"]) as s:
+        loads.append(wrk("wasmtime serve, wasi:http hello (reuse 128)", s, "/"))
+    with cello(component_dir("http-proxy"), "/", state) as s:
+        loads.append(wrk("cello-host, the same wasi:http hello", s, "/"))
+    with cello(component_dir("hello-rust"), "/", state) as s:
+        loads.append(wrk("cello-host, Rust SDK hello route", s, "/"))
+    with cello(component_dir("bench-python"), "/sync", state) as s:
+        loads.append(wrk("cello-host, Python SDK hello (def)", s, "/sync"))
+        loads.append(wrk("cello-host, Python SDK hello (async def)", s, "/async"))
+    with uvicorn("fastapi_app", "/sync") as s:
+        loads.append(wrk("FastAPI + uvicorn, hello (def)", s, "/sync"))
+        loads.append(wrk("FastAPI + uvicorn, hello (async def)", s, "/async"))
+    with uvicorn("starlette_app", "/async") as s:
+        loads.append(wrk("Starlette + uvicorn, hello (async def)", s, "/async"))
+    return loads
+
+
+def cold_start() -> dict[str, float]:
+    """First 200 after process start for the Python component, cache empty and warm."""
+    print("cold start: Python component, first response after process start", flush=True)
+    state = Path(tempfile.mkdtemp(prefix="cello-bench-state-"))
+    directory = component_dir("bench-python")
+    figures = {}
+    with cello(directory, "/sync", state) as s:
+        figures["empty compile cache"] = time.perf_counter() - s.started
+    warm = []
+    for _ in range(5):
+        with cello(directory, "/sync", state) as s:
+            warm.append(time.perf_counter() - s.started)
+    figures["warm compile cache (median of 5)"] = statistics.median(warm)
+    for name, seconds in figures.items():
+        print(f"  {name:40} {seconds * 1000:8.1f} ms", flush=True)
+    return figures
+
+
+def instantiation(state: Path) -> dict[str, float]:
+    """Mean time to create an instance, from the host's own histogram."""
+    print("instantiation: per-request isolation, 200 sequential requests each", flush=True)
+    fresh = '[limits]\nisolation = "per-request"\n'
+    sidecars = {
+        "hello-rust": 'prefix = "/rs"\n' + fresh,
+        "bench-python": 'prefix = "/py"\n' + fresh,
+        "http-proxy": 'prefix = "/proxy"\n' + fresh,
+    }
+    directory = component_dir(*sidecars, sidecars=sidecars)
+    ops = free_port()
+    figures = {}
+    with cello(directory, "/rs/", state, ops=ops) as s:
+        base = s.url.rsplit("/rs/", 1)[0]
+        for component, path in [("hello-rust", "/rs/"), ("bench-python", "/py/sync"), ("http-proxy", "/proxy/")]:
+            for _ in range(200):
+                assert get(base + path)[0] == 200
+            total = metric(ops, "cello_instantiation_duration_seconds_sum", component)
+            count = metric(ops, "cello_instantiation_duration_seconds_count", component)
+            figures[component] = total / count
+            print(f"  {component:20} {figures[component] * 1000:8.3f} ms", flush=True)
+    return figures
+
+
+def memory(state: Path) -> dict[str, float]:
+    """Resident memory each idle warm Python instance adds."""
+    print("memory: resident set per idle warm Python instance", flush=True)
+    directory = component_dir("bench-python")
+    ops = free_port()
+    with cello(directory, "/sync", state, ops=ops) as s:
+        base = s.url.rsplit("/", 1)[0]
+        time.sleep(0.5)
+        before_rss = s.rss_bytes()
+        before = metric(ops, "cello_instances_live", "bench-python")
+        subprocess.run(
+            ["wrk", "-t1", "-c16", "-d2s", base + "/work/200"], capture_output=True, check=True
+        )
+        time.sleep(0.5)
+        after_rss = s.rss_bytes()
+        after = metric(ops, "cello_instances_live", "bench-python")
+    added = after - before
+    per_instance = (after_rss - before_rss) / added if added else 0.0
+    print(f"  {added:.0f} instances added {per_instance / 2**20:.1f} MiB each", flush=True)
+    return {"instances added": added, "MiB per instance": per_instance / 2**20}
+
+
+def write_results(loads, cold, inst, mem) -> None:
+    by_name = {load.name: load for load in loads}
+    hyper = by_name["native hyper"]
+    best_wasmtime = max(
+        (l for l in loads if l.name.startswith("wasmtime serve")), key=lambda l: l.rps
+    )
+    starlette = by_name["Starlette + uvicorn, hello (async def)"]
+    fastapi = by_name["FastAPI + uvicorn, hello (def)"]
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Made by `make bench` on {time.strftime('%Y-%m-%d')}: {os.cpu_count()} cores, "
+        f"{platform.machine()}, load from `wrk -t1 -c{CONNECTIONS} -d{SECONDS}s` over loopback, "
+        "server and wrk sharing the machine. Each server ran alone. *req/CPU-s* is requests "
+        "served per second of the server's own CPU time, the fair figure when server and "
+        "load generator share cores.",
+        "",
+        "## Throughput",
+        "",
+        "| system | req/s | p50 ms | p99 ms | req/CPU-s | × native hyper | × best `wasmtime serve` | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for load in loads:
+        lines.append(
+            f"| {load.name} | {load.rps:,.0f} | {load.p50_ms:.2f} | {load.p99_ms:.2f} | "
+            f"{load.per_cpu_second:,.0f} | {load.rps / hyper.rps:.2f} | "
+            f"{load.rps / best_wasmtime.rps:.2f} | {load.errors} |"
+        )
+
+    def target(label: str, value: float, goal: float) -> str:
+        verdict = "met" if value >= goal else "**not met**"
+        return f"| {label} | {value:.2f} | ≥ {goal:.2f} | {verdict} |"
+
+    py_sync = by_name["cello-host, Python SDK hello (def)"]
+    py_async = by_name["cello-host, Python SDK hello (async def)"]
+    lines += [
+        "",
+        "## Against the targets",
+        "",
+        "| target | measured | goal | |",
+        "|---|---:|---:|---|",
+        target(
+            "cello wasi:http ÷ best `wasmtime serve` (req/s)",
+            by_name["cello-host, the same wasi:http hello"].rps / best_wasmtime.rps,
+            1.0,
+        ),
+        target("Rust SDK hello ÷ native hyper (req/s)", by_name["cello-host, Rust SDK hello route"].rps / hyper.rps, 0.7),
+        target("Python def ÷ Starlette (req/s)", py_sync.rps / starlette.rps, 1.0),
+        target("Python def ÷ Starlette (req/CPU-s)", py_sync.per_cpu_second / starlette.per_cpu_second, 1.0),
+        target("Python def ÷ FastAPI (req/s)", py_sync.rps / fastapi.rps, 2.4),
+        target("Python async def ÷ def (req/s), within 1.5×", py_async.rps / py_sync.rps, 1 / 1.5),
+        "",
+        "## Cold start (Python component)",
+        "",
+        "First 200 response, measured from process start.",
+        "",
+        "| compile cache | first response |",
+        "|---|---:|",
+    ]
+    lines += [f"| {name} | {seconds * 1000:.1f} ms |" for name, seconds in cold.items()]
+    lines += [
+        "",
+        "## Instantiation",
+        "",
+        "Mean time to create an instance (on-start included), from the host's "
+        "`cello_instantiation_duration_seconds`, over 200 requests with per-request isolation.",
+        "",
+        "| component | instantiation |",
+        "|---|---:|",
+    ]
+    lines += [f"| {name} | {seconds * 1000:.3f} ms |" for name, seconds in inst.items()]
+    lines += [
+        "",
+        "## Memory",
+        "",
+        f"Resident memory added per idle warm Python instance: "
+        f"**{mem['MiB per instance']:.1f} MiB** ({mem['instances added']:.0f} instances made warm "
+        "by 16 concurrent CPU-bound requests, RSS measured before and after).",
+        "",
+        "![requests per second](results.png)",
+        "",
+    ]
+    (BENCH / "RESULTS.md").write_text("\n".join(lines))
+    chart(loads)
+
+
+def chart(loads) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [load.name for load in loads][::-1]
+    rps = [load.rps for load in loads][::-1]
+    colors = ["#b5651d" if n.startswith("cello") else "#888888" for n in names]
+    fig, ax = plt.subplots(figsize=(10, 0.5 * len(names) + 1.2))
+    bars = ax.barh(names, rps, color=colors)
+    ax.bar_label(bars, labels=[f"{v:,.0f}" for v in rps], padding=3, fontsize=8)
+    ax.set_xlabel(f"requests per second (wrk -t1 -c{CONNECTIONS}, loopback, {os.cpu_count()} cores)")
+    ax.set_title("Hello world: Cello (brown) and the baselines")
+    ax.set_xlim(0, max(rps) * 1.15)
+    fig.tight_layout()
+    fig.savefig(BENCH / "results.png", dpi=120)
+
+
+def build_python_app() -> None:
+    COMPONENTS.mkdir(parents=True, exist_ok=True)
+    for name in ["hello-rust", "http-proxy"]:
+        shutil.copy(ROOT / "components" / f"{name}.wasm", COMPONENTS / f"{name}.wasm")
+    python = ROOT / ".venv/bin/python"
+    subprocess.run(
+        [str(python), "-m", "cello", "build", "cello_app.py", "-o", str(COMPONENTS / "bench-python.wasm")],
+        cwd=BENCH / "apps",
+        check=True,
+    )
+
+
+def main() -> None:
+    build_python_app()
+    state = Path(tempfile.mkdtemp(prefix="cello-bench-state-"))
+    loads = throughput(state)
+    cold = cold_start()
+    inst = instantiation(state)
+    mem = memory(state)
+    write_results(loads, cold, inst, mem)
+    print(f"wrote {BENCH / 'RESULTS.md'} and {BENCH / 'results.png'}")
+
+
+if __name__ == "__main__":
+    main()
