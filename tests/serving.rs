@@ -140,6 +140,10 @@ async fn wasi_http_proxy_component_is_served_under_its_prefix() {
         "Hello from wasi:http! You asked for /proxy/some/path?x=1"
     );
     assert_eq!(host.get("/proxy").await.status, 200);
+    assert_eq!(
+        host.get("/proxy/").await.body,
+        "Hello from wasi:http! You asked for /proxy/"
+    );
 }
 
 #[tokio::test]

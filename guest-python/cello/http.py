@@ -34,7 +34,11 @@ class Headers(Mapping[str, str]):
 
 
 class Request:
-    """An HTTP request, as routed by the host."""
+    """An HTTP request, as routed by the host.
+
+    Headers and query parameters are parsed on first use: a handler that
+    reads neither pays for neither.
+    """
 
     def __init__(
         self,
@@ -50,14 +54,29 @@ class Request:
         self.method = method
         self.path = path
         self.query_string = query
-        self.headers = Headers(headers)
         self.body = body
-        self.params: dict[str, str] = dict(params or {})
+        self.params: dict[str, str] = dict(params) if params else {}
         self.request_id = request_id
         self.client = client
-        self.query: dict[str, str] = {}
-        for key, value in parse_qsl(query, keep_blank_values=True):
-            self.query.setdefault(key, value)
+        self._raw_headers = headers
+        self._headers: Headers | None = None
+        self._query: dict[str, str] | None = None
+
+    @property
+    def headers(self) -> Headers:
+        """Case-insensitive headers (first value of each name)."""
+        if self._headers is None:
+            self._headers = Headers(self._raw_headers)
+        return self._headers
+
+    @property
+    def query(self) -> dict[str, str]:
+        """Query parameters, the first value of each key."""
+        if self._query is None:
+            self._query = {}
+            for key, value in parse_qsl(self.query_string, keep_blank_values=True):
+                self._query.setdefault(key, value)
+        return self._query
 
     def text(self) -> str:
         """The body decoded as UTF-8."""

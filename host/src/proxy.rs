@@ -133,6 +133,7 @@ impl HandlerState for Instances {
                 owner: self.owner.clone(),
                 timeout: self.limits.timeout,
                 max_requests: self.limits.max_requests_per_instance,
+                concurrency: self.limits.async_concurrency,
                 _slot: slot,
             },
         })
@@ -145,6 +146,9 @@ struct Worker {
     owner: Arc<Owner>,
     timeout: Duration,
     max_requests: u64,
+    /// Requests accepted at once; a wasi:http 0.2 handler runs them one
+    /// after another, so more only queue on the instance.
+    concurrency: usize,
     _slot: Slot,
 }
 
@@ -155,7 +159,7 @@ impl WorkerState for Worker {
     fn should_accept_request(&self, concurrent: usize, total: usize) -> ShouldAccept {
         if total as u64 >= self.max_requests {
             ShouldAccept::Never
-        } else if concurrent == 0 {
+        } else if concurrent < self.concurrency {
             ShouldAccept::Yes
         } else {
             ShouldAccept::No
@@ -186,7 +190,10 @@ impl WorkerState for Worker {
 struct Expiry {
     idle_timeout: Duration,
     request_timeout: Duration,
-    timer: Option<(WorkerStatus, Instant, Pin<Box<tokio::time::Sleep>>)>,
+    /// The state and start the timer was last set for, and the timer, which
+    /// is reset in place rather than made anew for every request.
+    current: Option<(WorkerStatus, Instant)>,
+    timer: Pin<Box<tokio::time::Sleep>>,
 }
 
 impl Expiry {
@@ -194,7 +201,8 @@ impl Expiry {
         Self {
             idle_timeout: limits.idle_timeout,
             request_timeout: limits.timeout,
-            timer: None,
+            current: None,
+            timer: Box::pin(tokio::time::sleep(limits.idle_timeout)),
         }
     }
 }
@@ -207,16 +215,16 @@ impl WorkerExpiration for Expiry {
         start: Instant,
     ) -> Poll<()> {
         let this = self.get_mut();
-        let current = matches!(&this.timer, Some((s, t, _)) if *s == status && *t == start);
-        if !current {
+        if this.current != Some((status, start)) {
             let limit = match status {
                 WorkerStatus::Idle => this.idle_timeout,
                 WorkerStatus::Requests | WorkerStatus::PostReturn => this.request_timeout,
             };
-            let deadline = tokio::time::Instant::from_std(start + limit);
-            this.timer = Some((status, start, Box::pin(tokio::time::sleep_until(deadline))));
+            this.timer
+                .as_mut()
+                .reset(tokio::time::Instant::from_std(start + limit));
+            this.current = Some((status, start));
         }
-        let (_, _, sleep) = this.timer.as_mut().expect("set above");
-        sleep.as_mut().poll(cx)
+        this.timer.as_mut().poll(cx)
     }
 }

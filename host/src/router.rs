@@ -114,8 +114,13 @@ impl RouterBuilder {
     /// Adds a proxy component as a catch-all under `prefix`.
     pub fn add_proxy(&mut self, owner: &str, prefix: &str, component: &Arc<ProxyComponent>) {
         let target = Target::Proxy(component.clone());
-        let root = if prefix.is_empty() { "/" } else { prefix };
-        self.add(owner, prefix, root, None, target.clone());
+        if prefix.is_empty() {
+            self.add(owner, prefix, "/", None, target.clone());
+        } else {
+            self.add(owner, prefix, prefix, None, target.clone());
+            let slash = format!("{prefix}/");
+            self.add(owner, prefix, &slash, None, target.clone());
+        }
         self.add(
             owner,
             prefix,
