@@ -186,3 +186,13 @@ async fn idle_instances_of_one_component_make_room_for_another() {
     assert_eq!(host.get("/b/hello/x").await.body, "Hello, x!");
     assert_eq!(host.get("/a/count").await.body, "1");
 }
+
+#[tokio::test]
+async fn a_guest_holding_too_many_host_resources_is_stopped() {
+    let host = Components::new()
+        .with_sidecar("testbed", "[limits]\nmax-resources = 100")
+        .serve();
+    assert_eq!(host.get("/resources/50").await.body, "50");
+    assert_eq!(host.get("/resources/1000").await.status, 500);
+    assert_eq!(host.get("/resources/50").await.status, 200);
+}

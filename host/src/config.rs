@@ -130,6 +130,8 @@ pub struct LimitSettings {
     pub max_body_kb: Option<u64>,
     /// Warn when an async handler runs this long without awaiting, in ms.
     pub blocked_warn_ms: Option<u64>,
+    /// Host resources (streams, pollables, ...) one instance may hold.
+    pub max_resources: Option<usize>,
 }
 
 /// Limits in force for one component after defaults are applied.
@@ -153,6 +155,8 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// An async handler running this long without awaiting is logged.
     pub blocked_warn: Duration,
+    /// Host resources one instance may hold at once.
+    pub max_resources: usize,
 }
 
 impl Default for Limits {
@@ -167,6 +171,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(60),
             max_body_bytes: 10 << 20,
             blocked_warn: Duration::from_millis(100),
+            max_resources: 10_000,
         }
     }
 }
@@ -200,6 +205,7 @@ impl Limits {
             blocked_warn: settings
                 .blocked_warn_ms
                 .map_or(self.blocked_warn, Duration::from_millis),
+            max_resources: settings.max_resources.unwrap_or(self.max_resources),
         };
         if settings.isolation == Some(Isolation::PerRequest) {
             limits.max_requests_per_instance = 1;

@@ -120,7 +120,7 @@ impl HandlerState for Instances {
             }
         };
         let started = std::time::Instant::now();
-        let state = InstanceState::new(self.owner.clone(), self.limits.memory_bytes);
+        let state = InstanceState::new(self.owner.clone(), &self.limits);
         let mut store = state.into_store(&self.engine);
         let proxy = self.pre.instantiate_async(&mut store).await?;
         self.owner.metrics.instantiated(started.elapsed());

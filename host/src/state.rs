@@ -10,6 +10,7 @@ use wasmtime::{CallHook, ResourceLimiter, Store, StoreContextMut, UpdateDeadline
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
+use crate::config::Limits;
 use crate::engine::{EPOCH_TICK, TICKS};
 use crate::metrics::ComponentMetrics;
 
@@ -40,17 +41,27 @@ pub struct DeadlineExceeded;
 
 impl InstanceState {
     /// State with nothing reachable: no preopened directories, no network,
-    /// no environment; stdout and stderr go to the host's.
-    pub fn new(owner: Arc<Owner>, memory_limit: usize) -> Self {
-        let wasi = WasiCtx::builder().inherit_stdout().inherit_stderr().build();
+    /// no environment; stdout and stderr go to the host's. The guest may
+    /// hold at most `limits.max_resources` host resources, ask for at most
+    /// 1 MiB of random bytes at once, and send headers of at most 64 KiB.
+    pub fn new(owner: Arc<Owner>, limits: &Limits) -> Self {
+        let wasi = WasiCtx::builder()
+            .inherit_stdout()
+            .inherit_stderr()
+            .max_random_size(1 << 20)
+            .build();
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(64 << 10);
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(limits.max_resources);
         Self {
             owner,
             wasi,
-            http: WasiHttpCtx::new(),
+            http,
             hooks: DenyOutbound,
-            table: ResourceTable::new(),
+            table,
             memory: MemoryBudget {
-                limit: memory_limit,
+                limit: limits.memory_bytes,
                 used: 0,
             },
             watch: None,

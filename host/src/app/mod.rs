@@ -138,7 +138,7 @@ async fn describe(
     pre: &AppPre<InstanceState>,
     limits: &Limits,
 ) -> anyhow::Result<Manifest> {
-    let mut store = InstanceState::new(owner.clone(), limits.memory_bytes).into_store(engine);
+    let mut store = InstanceState::new(owner.clone(), limits).into_store(engine);
     let bindings = pre
         .instantiate_async(&mut store)
         .await
@@ -154,7 +154,7 @@ impl Shared {
     /// instance (`watch`) is watched for handlers that block it.
     async fn instantiate(&self, slot: Slot, watch: bool) -> Result<Instance, CallError> {
         let started = std::time::Instant::now();
-        let state = InstanceState::new(self.owner.clone(), self.limits.memory_bytes);
+        let state = InstanceState::new(self.owner.clone(), &self.limits);
         let mut store = state.into_store(&self.engine);
         if watch {
             InstanceState::watch_blocking(&mut store, self.limits.blocked_warn);

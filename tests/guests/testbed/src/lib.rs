@@ -78,6 +78,14 @@ fn app() -> App {
             #[allow(unreachable_code)]
             Response::status(200)
         })
+        // Holds `n` host resources (WASI pollables) at once.
+        .get("/resources/{n}", |req: Request| {
+            let n: u64 = req.param("n").and_then(|v| v.parse().ok()).unwrap_or(1);
+            let held: Vec<_> = (0..n)
+                .map(|_| wasip2::clocks::monotonic_clock::subscribe_duration(1))
+                .collect();
+            format!("{}", held.len())
+        })
         .get("/bad-status", |_req: Request| Response::status(42))
         .route(&[], "/any", |req: Request| req.method.clone())
         .post("/echo", |req: Request| {
