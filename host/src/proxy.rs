@@ -177,6 +177,10 @@ impl WorkerState for Worker {
 
     fn drop(&self, _store: Store<InstanceState>, result: wasmtime::Result<()>) {
         if let Err(error) = result {
+            if crate::server::SHUTTING_DOWN.load(std::sync::atomic::Ordering::Relaxed) {
+                tracing::debug!(component = %self.owner.component, "instance dropped at shutdown");
+                return;
+            }
             tracing::error!(
                 component = %self.owner.component,
                 "wasi:http instance discarded: {error:#}"

@@ -34,6 +34,10 @@ pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 static REQUEST_IDS: AtomicU64 = AtomicU64::new(0);
+
+/// Set once the server stops accepting: instances dropped from then on are
+/// shutdown, not failures.
+pub static SHUTTING_DOWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Serves `router` on `listener` until `shutdown` resolves, then stops
@@ -92,6 +96,7 @@ where
         });
     }
     drop(listener);
+    SHUTTING_DOWN.store(true, Ordering::Relaxed);
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
         .await
         .is_err()
