@@ -11,7 +11,7 @@
 Build it into a component with ``python -m cello build app.py -o app.wasm``.
 """
 
-from .app import App
+from .app import App, cache
 from .http import HTTPException, Request, Response
 
-__all__ = ["App", "HTTPException", "Request", "Response"]
+__all__ = ["App", "HTTPException", "Request", "Response", "cache"]

@@ -2,13 +2,15 @@
 
 Imported only inside a component, where componentize-py provides
 ``wit_world``. Everything at module level here, and in the app module,
-runs once at build time and is captured in the component's snapshot.
+runs once at build time and is captured in the component's snapshot; the
+WIT bindings must be imported here, at build time, because only modules in
+the snapshot exist at run time.
 """
 
 import logging
 
 import wit_world
-from wit_world.imports import host, types
+from wit_world.imports import cache, host, types
 
 from .app import App
 from .http import Request, Response
@@ -53,13 +55,22 @@ def _response(response: Response) -> types.Response:
     return types.Response(status=response.status, headers=response.headers, body=response.body)
 
 
+def _policy(route) -> types.RoutePolicy:
+    cache = route.cache
+    if cache is not None:
+        cache = types.CachePolicy(
+            ttl_seconds=cache.ttl, tags=list(cache.tags), vary=list(cache.vary)
+        )
+    return types.RoutePolicy(cache=cache, roles=[], scopes=[], rate_limit=None)
+
+
 def make_world(app: App) -> type:
     """The ``WitWorld`` class componentize-py exports for ``app``."""
     _install_logging()
+    app._invalidate = cache.invalidate
 
     class WitWorld(wit_world.WitWorld):
         def describe(self) -> types.Manifest:
-            no_policy = types.RoutePolicy(cache=None, roles=[], scopes=[], rate_limit=None)
             return types.Manifest(
                 name=app.name,
                 routes=[
@@ -67,7 +78,7 @@ def make_world(app: App) -> type:
                         methods=route.methods,
                         path=route.path,
                         is_async=route.is_async,
-                        policy=no_policy,
+                        policy=_policy(route),
                     )
                     for route in app.routes
                 ],

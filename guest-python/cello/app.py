@@ -18,6 +18,34 @@ _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _EMPTY = inspect.Parameter.empty
 
 
+@dataclass(frozen=True)
+class CachePolicy:
+    """How long the host may keep a route's responses, under which tags."""
+
+    ttl: int
+    tags: tuple[str, ...] = ()
+    vary: tuple[str, ...] = ()
+
+
+def cache(ttl: int, tags: list[str] | tuple[str, ...] = (), vary: list[str] | tuple[str, ...] = ()):
+    """Lets the host cache a GET route's responses for ``ttl`` seconds.
+
+    The host stores 2xx responses (without Set-Cookie), keyed by path, query,
+    the ``vary`` request headers and the caller's credentials, and answers
+    repeats without calling the handler. ``app.invalidate_cache(tags)`` drops
+    them early. Put it above or below the route decorator.
+    """
+    if ttl <= 0:
+        raise ValueError("cache ttl must be a positive number of seconds")
+    policy = CachePolicy(int(ttl), tuple(tags), tuple(h.lower() for h in vary))
+
+    def mark(handler: Callable[..., Any]) -> Callable[..., Any]:
+        handler.__cello_cache__ = policy
+        return handler
+
+    return mark
+
+
 @dataclass
 class Route:
     """One route: its methods, path pattern, handler and how to call it."""
@@ -31,6 +59,11 @@ class Route:
     def call_args(self, request: Request) -> dict[str, Any]:
         return dict(resolve(request) for resolve in self.arguments)
 
+    @property
+    def cache(self) -> CachePolicy | None:
+        """The route's cache policy, from ``@cache`` in either order."""
+        return getattr(self.handler, "__cello_cache__", None)
+
 
 class App:
     """An app: a name and its routes in declaration order."""
@@ -38,6 +71,8 @@ class App:
     def __init__(self, name: str = "app"):
         self.name = name
         self.routes: list[Route] = []
+        # Set by the component glue to the host's `cache.invalidate`.
+        self._invalidate: Callable[[list[str]], int] | None = None
 
     def route(self, path: str, methods: list[str] | None = None):
         """Registers a handler for ``path``; ``{name}`` segments are path params."""
@@ -72,6 +107,13 @@ class App:
 
     def delete(self, path: str):
         return self.route(path, ["DELETE"])
+
+    def invalidate_cache(self, tags: list[str]) -> int:
+        """Drops this app's cached responses tagged with any of ``tags``;
+        returns how many were dropped (0 when run outside the host)."""
+        if self._invalidate is None:
+            return 0
+        return self._invalidate(list(tags))
 
     def dispatch(self, index: int, request: Request) -> Response:
         """Runs the sync handler of route ``index``."""

@@ -167,3 +167,35 @@ def test_an_uncaught_exception_is_500_and_its_traceback_is_logged(caplog):
     assert response.body == b'{"detail":"Internal Server Error"}'
     assert "ValueError: kaput" in caplog.text
     assert "Traceback" in caplog.text
+
+
+def test_cache_declares_a_policy_in_either_decorator_order():
+    from cello import cache
+
+    app = App()
+
+    @app.get("/below")
+    @cache(ttl=60, tags=["items"], vary=["Accept-Language"])
+    def below():
+        return "b"
+
+    @cache(ttl=5)
+    @app.get("/above")
+    def above():
+        return "a"
+
+    assert app.routes[0].cache.ttl == 60
+    assert app.routes[0].cache.tags == ("items",)
+    assert app.routes[0].cache.vary == ("accept-language",)
+    assert app.routes[1].cache.ttl == 5
+
+
+def test_cache_needs_a_positive_ttl():
+    from cello import cache
+
+    with pytest.raises(ValueError, match="positive"):
+        cache(ttl=0)
+
+
+def test_invalidating_outside_the_host_drops_nothing():
+    assert App().invalidate_cache(["items"]) == 0

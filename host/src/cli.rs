@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use crate::compile::CompileCache;
 use crate::config::HostConfig;
 use crate::loader::{LoadReport, Loaded, LoadedKind, Loader, build_router};
+use crate::response_cache::ResponseCache;
 
 #[derive(Parser)]
 #[command(
@@ -116,11 +117,19 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-async fn load(dir: &Path, state: &StateArgs) -> anyhow::Result<LoadReport> {
-    let config = match &state.config {
-        Some(path) => HostConfig::from_file(path).map_err(anyhow::Error::msg)?,
-        None => HostConfig::default(),
-    };
+fn host_config(state: &StateArgs) -> anyhow::Result<HostConfig> {
+    match &state.config {
+        Some(path) => HostConfig::from_file(path).map_err(anyhow::Error::msg),
+        None => Ok(HostConfig::default()),
+    }
+}
+
+async fn load(
+    dir: &Path,
+    state: &StateArgs,
+    config: &HostConfig,
+    responses: Arc<ResponseCache>,
+) -> anyhow::Result<LoadReport> {
     let engine = crate::engine::new_engine(&config.pool)?;
     tracing::debug!("engine ready");
     let cache = if state.no_compile_cache {
@@ -133,6 +142,7 @@ async fn load(dir: &Path, state: &StateArgs) -> anyhow::Result<LoadReport> {
         cache,
         config.default_limits(),
         config.pool.max_instances as usize,
+        responses,
     )?;
     loader.load_dir(dir).await
 }
@@ -143,6 +153,8 @@ async fn serve(
     ops_listen: Option<SocketAddr>,
     state: &StateArgs,
 ) -> anyhow::Result<ExitCode> {
+    let config = host_config(state)?;
+    let responses = ResponseCache::new(config.cache.max_mb << 20);
     let ready = Arc::new(AtomicBool::new(false));
     let (stopped, ops_stop) = tokio::sync::oneshot::channel::<()>();
     if let Some(addr) = ops_listen {
@@ -153,9 +165,14 @@ async fn serve(
         let stop = async {
             let _ = ops_stop.await;
         };
-        tokio::spawn(crate::ops::serve(listener, ready.clone(), stop));
+        tokio::spawn(crate::ops::serve(
+            listener,
+            ready.clone(),
+            responses.clone(),
+            stop,
+        ));
     }
-    let report = load(dir, state).await?;
+    let report = load(dir, state, &config, responses).await?;
     for problem in &report.problems {
         tracing::error!("skipped {problem}");
     }
@@ -183,7 +200,9 @@ async fn serve(
 }
 
 async fn check(dir: &Path, state: &StateArgs) -> anyhow::Result<ExitCode> {
-    let report = load(dir, state).await?;
+    let config = host_config(state)?;
+    let responses = ResponseCache::new(config.cache.max_mb << 20);
+    let report = load(dir, state, &config, responses).await?;
     let mut problems: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
     if let Err(conflicts) = build_router(&report.loaded) {
         problems.extend(conflicts);

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::response_cache::CachePolicy;
+
 /// The host's config file (`--config cello.toml`). Every field is optional.
 ///
 /// ```toml
@@ -25,6 +27,32 @@ pub struct HostConfig {
     /// The instance pool shared by all components.
     #[serde(default)]
     pub pool: PoolSettings,
+    /// The response cache shared by all components.
+    #[serde(default)]
+    pub cache: ResponseCacheSettings,
+}
+
+/// The size of the response cache.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ResponseCacheSettings {
+    /// Bytes of responses kept, in MiB; the least used go first.
+    #[serde(default = "ResponseCacheSettings::default_max_mb")]
+    pub max_mb: u64,
+}
+
+impl ResponseCacheSettings {
+    fn default_max_mb() -> u64 {
+        64
+    }
+}
+
+impl Default for ResponseCacheSettings {
+    fn default() -> Self {
+        Self {
+            max_mb: Self::default_max_mb(),
+        }
+    }
 }
 
 impl HostConfig {
@@ -94,6 +122,27 @@ pub struct ComponentConfig {
     /// Resource limits for this component.
     #[serde(default)]
     pub limits: LimitSettings,
+    /// A cache policy for every GET route that declares none itself.
+    #[serde(default)]
+    pub cache: Option<CacheSettings>,
+}
+
+/// A default cache policy, as a sidecar writes it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CacheSettings {
+    pub ttl_seconds: u32,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub vary: Vec<String>,
+}
+
+impl CacheSettings {
+    /// The policy, or a sentence naming the bad `vary` header.
+    pub fn policy(&self) -> Result<CachePolicy, String> {
+        CachePolicy::new(self.ttl_seconds, &self.tags, &self.vary)
+    }
 }
 
 /// How instances are reused between requests.

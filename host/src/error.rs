@@ -31,6 +31,9 @@ pub enum CallError {
     /// another request on it trapped or timed out.
     #[error("{0}")]
     InstanceLost(String),
+    /// The guest answered with a status or header HTTP does not allow.
+    #[error("the guest returned an invalid response: {0}")]
+    InvalidResponse(String),
     /// The host task running the call panicked.
     #[error("host task failed: {0}")]
     Panic(String),
@@ -54,7 +57,7 @@ impl CallError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "The service is busy; try again shortly.",
             ),
-            Self::Instantiate(_) | Self::Trap(_) | Self::Panic(_) => {
+            Self::Instantiate(_) | Self::Trap(_) | Self::Panic(_) | Self::InvalidResponse(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
             }
         };

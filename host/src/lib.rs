@@ -6,6 +6,7 @@
 //! - [`router`] picks the component and route for its method and path;
 //! - [`app`] runs Cello app components (`cello:component/app`), sync routes
 //!   on a pool of instances and async routes on event-loop instances;
+//! - [`response_cache`] answers cacheable requests without the guest;
 //! - [`proxy`] runs standard `wasi:http/proxy` components;
 //! - [`capabilities`] are the host functions guests import;
 //! - [`capacity`] bounds the instances of each component and queues the
@@ -32,6 +33,7 @@ pub mod loader;
 pub mod metrics;
 pub mod ops;
 pub mod proxy;
+pub mod response_cache;
 pub mod router;
 pub mod server;
 pub mod state;

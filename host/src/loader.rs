@@ -16,20 +16,28 @@ use crate::capacity::HostCapacity;
 use crate::compile::CompileCache;
 use crate::config::{ComponentConfig, Limits};
 use crate::proxy::ProxyComponent;
+use crate::response_cache::ResponseCache;
 use crate::router::{Router, RouterBuilder};
 use crate::state::InstanceState;
 
 /// How long `describe()` may take before the component is refused.
 const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// What every component is loaded with: the engine and linker, and the
+/// resources all components share.
+pub struct Runtime {
+    pub engine: Engine,
+    pub linker: Linker<InstanceState>,
+    /// Instances alive at once across every component.
+    pub capacity: Arc<HostCapacity>,
+    pub responses: Arc<ResponseCache>,
+}
+
 /// Everything needed to turn component files into servable components.
 pub struct Loader {
-    engine: Engine,
-    linker: Linker<InstanceState>,
+    runtime: Runtime,
     cache: CompileCache,
     limits: Limits,
-    /// Instances alive at once across every component.
-    host: Arc<HostCapacity>,
 }
 
 /// One component that loaded.
@@ -73,17 +81,21 @@ impl Loader {
         cache: CompileCache,
         limits: Limits,
         max_instances: usize,
+        responses: Arc<ResponseCache>,
     ) -> anyhow::Result<Self> {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         crate::capabilities::host::add_to_linker(&mut linker)?;
         Ok(Self {
-            engine,
-            linker,
+            runtime: Runtime {
+                engine,
+                linker,
+                capacity: HostCapacity::new(max_instances),
+                responses,
+            },
             cache,
             limits,
-            host: HostCapacity::new(max_instances),
         })
     }
 
@@ -118,7 +130,7 @@ impl Loader {
         let config = ComponentConfig::for_component(file)?;
         let bytes = std::fs::read(file).map_err(|e| format!("cannot read: {e}"))?;
         check_header(&bytes)?;
-        let engine = self.engine.clone();
+        let engine = self.runtime.engine.clone();
         let cache = self.cache.clone();
         let started = std::time::Instant::now();
         let component = tokio::task::spawn_blocking(move || cache.compile(&engine, &bytes))
@@ -132,16 +144,11 @@ impl Loader {
         );
         let limits = self.limits.with(&config.limits);
         let label: Arc<str> = name.as_str().into();
-        let kind = match World::of(&self.engine, &component) {
+        let kind = match World::of(&self.runtime.engine, &component) {
             World::App => {
-                let load = AppComponent::load(
-                    label,
-                    &self.engine,
-                    &self.linker,
-                    &component,
-                    limits,
-                    self.host.clone(),
-                );
+                let default_cache = config.cache.as_ref().map(|c| c.policy()).transpose()?;
+                let load =
+                    AppComponent::load(label, &component, limits, default_cache, &self.runtime);
                 let (app, manifest) = tokio::time::timeout(DESCRIBE_TIMEOUT, load)
                     .await
                     .map_err(|_| format!("describe() did not return within {DESCRIBE_TIMEOUT:?}"))?
@@ -150,15 +157,8 @@ impl Loader {
                 LoadedKind::App(Arc::new(app), manifest)
             }
             World::Proxy => {
-                let proxy = ProxyComponent::load(
-                    label,
-                    &self.engine,
-                    &self.linker,
-                    &component,
-                    limits,
-                    self.host.clone(),
-                )
-                .map_err(|e| format!("{e:#}"))?;
+                let proxy = ProxyComponent::load(label, &component, limits, &self.runtime)
+                    .map_err(|e| format!("{e:#}"))?;
                 LoadedKind::Proxy(Arc::new(proxy))
             }
             World::Unknown(exports) => {

@@ -27,6 +27,7 @@ struct Families {
     queue_rejections: Family<Labels, Counter>,
     client_aborts: Family<Labels, Counter>,
     blocked_loops: Family<Labels, Counter>,
+    cache: [Family<Labels, Counter>; 5],
 }
 
 fn families() -> &'static Families {
@@ -48,6 +49,7 @@ fn families() -> &'static Families {
             queue_rejections: Family::default(),
             client_aborts: Family::default(),
             blocked_loops: Family::default(),
+            cache: Default::default(),
             registry: Registry::default(),
         };
         let f = &families;
@@ -106,6 +108,16 @@ fn families() -> &'static Families {
             "Async handlers that ran too long without awaiting",
             f.blocked_loops.clone(),
         );
+        let help = [
+            ("cache_hits", "Responses served from the cache"),
+            ("cache_misses", "Cacheable requests that called the guest"),
+            ("cache_stores", "Responses stored in the cache"),
+            ("cache_evictions", "Cache entries evicted for space"),
+            ("cache_invalidations", "Cache entries dropped by tag"),
+        ];
+        for ((name, text), family) in help.into_iter().zip(&f.cache) {
+            registry.register(name, text, family.clone());
+        }
         Families {
             registry,
             ..families
@@ -127,6 +139,11 @@ pub struct ComponentMetrics {
     pub queue_rejections: Counter,
     pub client_aborts: Counter,
     pub blocked_loops: Counter,
+    pub cache_hits: Counter,
+    pub cache_misses: Counter,
+    pub cache_stores: Counter,
+    pub cache_evictions: Counter,
+    pub cache_invalidations: Counter,
 }
 
 impl ComponentMetrics {
@@ -157,6 +174,11 @@ impl ComponentMetrics {
             queue_rejections: f.queue_rejections.get_or_create(&labels).clone(),
             client_aborts: f.client_aborts.get_or_create(&labels).clone(),
             blocked_loops: f.blocked_loops.get_or_create(&labels).clone(),
+            cache_hits: f.cache[0].get_or_create(&labels).clone(),
+            cache_misses: f.cache[1].get_or_create(&labels).clone(),
+            cache_stores: f.cache[2].get_or_create(&labels).clone(),
+            cache_evictions: f.cache[3].get_or_create(&labels).clone(),
+            cache_invalidations: f.cache[4].get_or_create(&labels).clone(),
         }
     }
 

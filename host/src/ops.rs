@@ -1,16 +1,20 @@
-//! The operations listener: `/metrics` in Prometheus' text format, and
-//! `/healthz` and `/readyz` for load balancers and orchestrators. It sits on
-//! its own address, apart from the traffic.
+//! The operations listener: `/metrics` in Prometheus' text format,
+//! `/healthz` and `/readyz` for load balancers and orchestrators, and
+//! `POST /cache/invalidate` for operators. It sits on its own address, apart
+//! from the traffic.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use http::{HeaderValue, StatusCode, header};
+use http::{HeaderValue, Method, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
+use serde::Deserialize;
 use tokio::net::TcpListener;
 
 use crate::error::{error_response, full};
+use crate::response_cache::ResponseCache;
 use crate::server::{Body, accept};
 
 /// Serves the ops endpoints until `shutdown` resolves. `/readyz` answers
@@ -18,13 +22,54 @@ use crate::server::{Body, accept};
 pub async fn serve(
     listener: TcpListener,
     ready: Arc<AtomicBool>,
+    responses: Arc<ResponseCache>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     accept(listener, shutdown, move |req, _peer: SocketAddr| {
         let ready = ready.clone();
-        async move { answer(&req, &ready) }
+        let responses = responses.clone();
+        async move {
+            if req.method() == Method::POST && req.uri().path() == "/cache/invalidate" {
+                return invalidate(req, &responses).await;
+            }
+            answer(&req, &ready)
+        }
     })
     .await
+}
+
+/// The operator's request to drop cached responses.
+#[derive(Deserialize)]
+struct Invalidate {
+    component: String,
+    tags: Vec<String>,
+}
+
+/// `POST /cache/invalidate` with `{"component": "...", "tags": [...]}`;
+/// answers `{"invalidated": N}`.
+async fn invalidate(
+    req: http::Request<Incoming>,
+    responses: &ResponseCache,
+) -> http::Response<Body> {
+    let body = match Limited::new(req.into_body(), 64 << 10).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(e) => return error_response(StatusCode::BAD_REQUEST, &format!("unreadable body: {e}")),
+    };
+    let request: Invalidate = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => {
+            let detail = format!("expected {{\"component\": \"...\", \"tags\": [...]}}: {e}");
+            return error_response(StatusCode::UNPROCESSABLE_ENTITY, &detail);
+        }
+    };
+    let dropped = responses.invalidate(&request.component, &request.tags);
+    let body = serde_json::json!({ "invalidated": dropped }).to_string();
+    let mut response = http::Response::new(full(body));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 fn answer(req: &http::Request<Incoming>, ready: &AtomicBool) -> http::Response<Body> {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::Component;
 use wasmtime::{Engine, Store, StoreContextMut};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::handler::{
@@ -16,10 +16,10 @@ use wasmtime_wasi_http::handler::{
     WorkerStatus,
 };
 
-use crate::capacity::{Capacity, HostCapacity, Slot};
+use crate::capacity::{Capacity, Slot};
 use crate::config::Limits;
 use crate::error::CallError;
-use crate::metrics::ComponentMetrics;
+use crate::loader::Runtime;
 use crate::server::Body;
 use crate::state::{InstanceState, Owner};
 
@@ -32,27 +32,29 @@ impl ProxyComponent {
     /// Prepares `component`; fails when it imports what the host lacks.
     pub fn load(
         name: Arc<str>,
-        engine: &Engine,
-        linker: &Linker<InstanceState>,
         component: &Component,
         limits: Limits,
-        host: Arc<HostCapacity>,
+        runtime: &Runtime,
     ) -> anyhow::Result<Self> {
-        let pre = linker
+        let pre = runtime
+            .linker
             .instantiate_pre(component)
             .map_err(|e| anyhow::anyhow!("cannot link: {e:#}"))?;
         let pre = wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre)
             .map_err(|e| anyhow::anyhow!("wrong exports: {e:#}"))?;
-        let metrics = ComponentMetrics::new(&name);
+        let owner = Owner::new(name, runtime.responses.clone());
+        let capacity = Capacity::new(
+            limits.max_instances,
+            runtime.capacity.clone(),
+            limits.queue,
+            owner.metrics.clone(),
+        );
         Ok(Self {
             handler: ProxyHandler::new(Instances {
-                owner: Arc::new(Owner {
-                    component: name,
-                    metrics: metrics.clone(),
-                }),
-                engine: engine.clone(),
+                owner,
+                engine: runtime.engine.clone(),
                 pre: ProxyPre::P2(pre),
-                capacity: Capacity::new(limits.max_instances, host, limits.queue, metrics),
+                capacity,
                 limits,
             }),
         })

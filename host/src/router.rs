@@ -202,10 +202,19 @@ impl Router {
             return RouteMatch::NotFound;
         };
         let endpoint = matched.value;
-        let found = endpoint
-            .methods
-            .iter()
-            .find(|(m, _)| m.as_ref() == Some(method))
+        let find = |method: &Method| {
+            endpoint
+                .methods
+                .iter()
+                .find(|(m, _)| m.as_ref() == Some(method))
+        };
+        // HEAD is answered by a GET route when there is no HEAD route.
+        let found = find(method)
+            .or_else(|| {
+                (method == Method::HEAD)
+                    .then(|| find(&Method::GET))
+                    .flatten()
+            })
             .or_else(|| endpoint.methods.iter().find(|(m, _)| m.is_none()));
         let Some((_, target)) = found else {
             let mut allow: Vec<&str> = endpoint

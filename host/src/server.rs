@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -20,8 +20,9 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use crate::bindings::{self, cello::component::types::Context};
-use crate::error::{error_response, full};
+use crate::error::{CallError, error_response};
 use crate::metrics::ComponentMetrics;
+use crate::response_cache::{Fetched, Key};
 use crate::router::{RouteMatch, Router, Target};
 use crate::state::Owner;
 
@@ -253,10 +254,30 @@ async fn dispatch(
                     claims: None,
                 },
             };
-            component
-                .handle(request, is_async)
-                .await
-                .map(|response| into_http(response, component.name()))
+            let cacheable = matches!(parts.method, Method::GET | Method::HEAD);
+            match component.cache_policy(route).filter(|_| cacheable) {
+                Some(policy) => {
+                    let owner = component.owner();
+                    let key = Key::new(
+                        &owner.component,
+                        route,
+                        &request.path,
+                        parts.uri.query(),
+                        &parts.headers,
+                        policy,
+                    );
+                    let fetch = || {
+                        let request = request.clone();
+                        let component = &component;
+                        async move { fetched(component.handle(request, is_async).await?) }
+                    };
+                    owner.cache.respond(owner, key, policy, &parts, fetch).await
+                }
+                None => {
+                    let response = component.handle(request, is_async).await;
+                    response.and_then(fetched).map(Fetched::into_response)
+                }
+            }
         }
     };
     result.unwrap_or_else(|e| {
@@ -265,27 +286,24 @@ async fn dispatch(
     })
 }
 
-/// A guest's response as an HTTP response; an invalid status or header from
-/// the guest is a 500, never a panic.
-fn into_http(response: bindings::Response, component: &str) -> http::Response<Body> {
-    let invalid = |what: &str| {
-        tracing::error!(component, "guest returned an invalid response: {what}");
-        error_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
-    };
-    let Ok(status) = StatusCode::from_u16(response.status) else {
-        return invalid(&format!("status {}", response.status));
-    };
-    let mut http = http::Response::new(full(response.body));
-    *http.status_mut() = status;
-    let headers = http.headers_mut();
+/// A guest's response as HTTP parts; an invalid status or header from the
+/// guest is an error (a 500), never a panic.
+fn fetched(response: bindings::Response) -> Result<Fetched, CallError> {
+    let status = StatusCode::from_u16(response.status)
+        .map_err(|_| CallError::InvalidResponse(format!("status {}", response.status)))?;
+    let mut headers = HeaderMap::with_capacity(response.headers.len());
     for (name, value) in response.headers {
         let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value))
         else {
-            return invalid("a header name or value");
+            return Err(CallError::InvalidResponse("a header name or value".into()));
         };
         headers.append(name, value);
     }
-    http
+    Ok(Fetched {
+        status,
+        headers,
+        body: response.body.into(),
+    })
 }
 
 /// A request id unique within this process and unlikely to repeat across

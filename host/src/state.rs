@@ -13,12 +13,26 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpVi
 use crate::config::Limits;
 use crate::engine::{EPOCH_TICK, TICKS};
 use crate::metrics::ComponentMetrics;
+use crate::response_cache::ResponseCache;
 
 /// Who an instance belongs to, shared by all its instances.
 pub struct Owner {
     /// The component's name, for logs.
     pub component: Arc<str>,
     pub metrics: ComponentMetrics,
+    /// The host's response cache, where this component's entries live.
+    pub cache: Arc<ResponseCache>,
+}
+
+impl Owner {
+    /// The owner of `component`'s instances.
+    pub fn new(component: Arc<str>, cache: Arc<ResponseCache>) -> Arc<Self> {
+        Arc::new(Self {
+            metrics: ComponentMetrics::new(&component),
+            component,
+            cache,
+        })
+    }
 }
 
 /// Per-instance host state, the `T` of every `Store<T>`.

@@ -17,6 +17,39 @@ pub(crate) struct Route {
     pub(crate) methods: Vec<String>,
     pub(crate) path: String,
     pub(crate) handler: Handler,
+    pub(crate) cache: Option<Cache>,
+}
+
+/// How long the host may keep a GET route's responses, under which tags and
+/// request headers: `Cache::ttl(60).tags(&["items"]).vary(&["accept-language"])`.
+#[derive(Debug, Clone)]
+pub struct Cache {
+    pub(crate) ttl_seconds: u32,
+    pub(crate) tags: Vec<String>,
+    pub(crate) vary: Vec<String>,
+}
+
+impl Cache {
+    /// Responses stay fresh for `seconds`.
+    pub fn ttl(seconds: u32) -> Self {
+        Self {
+            ttl_seconds: seconds,
+            tags: Vec::new(),
+            vary: Vec::new(),
+        }
+    }
+
+    /// Tags that [`crate::cache::invalidate`] drops the entries by.
+    pub fn tags(mut self, tags: &[&str]) -> Self {
+        self.tags = tags.iter().map(|t| t.to_string()).collect();
+        self
+    }
+
+    /// Request headers whose values key separate entries.
+    pub fn vary(mut self, headers: &[&str]) -> Self {
+        self.vary = headers.iter().map(|h| h.to_ascii_lowercase()).collect();
+        self
+    }
 }
 
 /// An app: a name and its routes, in the order they were declared.
@@ -62,6 +95,15 @@ impl App {
         "DELETE" => delete, delete_async;
     }
 
+    /// Lets the host cache the responses of the route declared last:
+    /// `.get("/items", list).cached(Cache::ttl(60).tags(&["items"]))`.
+    pub fn cached(mut self, policy: Cache) -> Self {
+        if let Some(route) = self.routes.last_mut() {
+            route.cache = Some(policy);
+        }
+        self
+    }
+
     /// Serves `path` for each of `methods` (empty: every method) with a sync
     /// handler. `{name}` segments in `path` become [`Request::param`]s.
     pub fn route<R: IntoResponse>(
@@ -74,6 +116,7 @@ impl App {
             methods: methods.iter().map(|m| m.to_ascii_uppercase()).collect(),
             path: path.to_string(),
             handler: Handler::Sync(Box::new(move |req| handler(req).into_response())),
+            cache: None,
         });
         self
     }
@@ -96,6 +139,7 @@ impl App {
                 let response = handler(req);
                 Box::pin(async move { response.await.into_response() })
             })),
+            cache: None,
         });
         self
     }

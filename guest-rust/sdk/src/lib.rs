@@ -27,7 +27,7 @@ mod response;
 #[doc(hidden)]
 pub mod runtime;
 
-pub use app::App;
+pub use app::{App, Cache};
 pub use request::Request;
 pub use response::{IntoResponse, Json, Response};
 
@@ -60,6 +60,16 @@ pub mod host {
     /// meanwhile.
     pub async fn sleep(duration: Duration) {
         host::sleep(duration.as_millis().min(u32::MAX as u128) as u32).await;
+    }
+}
+
+/// The host's response cache.
+pub mod cache {
+    /// Drops this component's cached responses tagged with any of `tags`;
+    /// returns how many were dropped.
+    pub fn invalidate(tags: &[&str]) -> u32 {
+        let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
+        crate::bindings::cello::component::cache::invalidate(&tags)
     }
 }
 

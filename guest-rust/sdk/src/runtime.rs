@@ -5,7 +5,7 @@ use std::cell::OnceCell;
 use std::rc::Rc;
 
 use crate::app::Handler;
-use crate::bindings::cello::component::types::{Route as WitRoute, RoutePolicy};
+use crate::bindings::cello::component::types::{CachePolicy, Route as WitRoute, RoutePolicy};
 use crate::bindings::{Manifest, Request as WitRequest, Response as WitResponse};
 use crate::{App, Request, Response};
 
@@ -29,7 +29,11 @@ pub fn describe(build: fn() -> App) -> Manifest {
                 path: route.path.clone(),
                 is_async: matches!(route.handler, Handler::Async(_)),
                 policy: RoutePolicy {
-                    cache: None,
+                    cache: route.cache.as_ref().map(|c| CachePolicy {
+                        ttl_seconds: c.ttl_seconds,
+                        tags: c.tags.clone(),
+                        vary: c.vary.clone(),
+                    }),
                     roles: Vec::new(),
                     scopes: Vec::new(),
                     rate_limit: None,

@@ -14,14 +14,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::Component;
 use wasmtime::{Engine, Store};
 
 use crate::bindings::{App as AppBindings, AppPre, Manifest, Request, Response};
-use crate::capacity::{Capacity, HostCapacity, Slot};
+use crate::capacity::{Capacity, Slot};
 use crate::config::Limits;
 use crate::error::CallError;
-use crate::metrics::ComponentMetrics;
+use crate::loader::Runtime;
+use crate::response_cache::CachePolicy;
 use crate::state::{InstanceState, Owner};
 use async_pool::AsyncPool;
 use sync_pool::SyncPool;
@@ -47,6 +48,8 @@ struct Shared {
     capacity: Capacity,
     /// Route paths by index, to name routes in logs.
     routes: Vec<Arc<str>>,
+    /// Each route's cache policy, by index.
+    cache_policies: Vec<Option<CachePolicy>>,
 }
 
 /// An instance with its store, after `on-start` succeeded.
@@ -66,24 +69,28 @@ impl AppComponent {
     /// what the host does not provide or `describe` traps.
     pub async fn load(
         name: Arc<str>,
-        engine: &Engine,
-        linker: &Linker<InstanceState>,
         component: &Component,
         limits: Limits,
-        host: Arc<HostCapacity>,
+        default_cache: Option<CachePolicy>,
+        runtime: &Runtime,
     ) -> anyhow::Result<(Self, Manifest)> {
-        let pre = linker
+        let engine = &runtime.engine;
+        let pre = runtime
+            .linker
             .instantiate_pre(component)
             .map_err(|e| anyhow::anyhow!("cannot link: {e:#}"))?;
         let pre = AppPre::new(pre).map_err(|e| anyhow::anyhow!("wrong exports: {e:#}"))?;
-        let metrics = ComponentMetrics::new(&name);
-        let owner = Arc::new(Owner {
-            component: name,
-            metrics: metrics.clone(),
-        });
+        let owner = Owner::new(name, runtime.responses.clone());
         let manifest = describe(&owner, engine, &pre, &limits).await?;
+        let cache_policies = cache_policies(&manifest, default_cache)?;
         let shared = Arc::new(Shared {
-            capacity: Capacity::new(limits.max_instances, host, limits.queue, metrics),
+            capacity: Capacity::new(
+                limits.max_instances,
+                runtime.capacity.clone(),
+                limits.queue,
+                owner.metrics.clone(),
+            ),
+            cache_policies,
             routes: manifest
                 .routes
                 .iter()
@@ -115,6 +122,11 @@ impl AppComponent {
         }
     }
 
+    /// The cache policy of `route`, if its responses may be cached.
+    pub fn cache_policy(&self, route: u32) -> Option<&CachePolicy> {
+        self.shared.cache_policies.get(route as usize)?.as_ref()
+    }
+
     /// Largest request body this component accepts.
     pub fn max_body_bytes(&self) -> usize {
         self.shared.limits.max_body_bytes
@@ -129,6 +141,25 @@ impl AppComponent {
     pub fn owner(&self) -> &Arc<Owner> {
         &self.shared.owner
     }
+}
+
+/// Each route's cache policy: its own, or for a GET route without one, the
+/// sidecar's default.
+fn cache_policies(
+    manifest: &Manifest,
+    default: Option<CachePolicy>,
+) -> anyhow::Result<Vec<Option<CachePolicy>>> {
+    manifest
+        .routes
+        .iter()
+        .map(|route| match &route.policy.cache {
+            Some(cache) => CachePolicy::new(cache.ttl_seconds, &cache.tags, &cache.vary)
+                .map(Some)
+                .map_err(|e| anyhow::anyhow!("route {}: {e}", route.path)),
+            None if route.methods.iter().any(|m| m == "GET") => Ok(default.clone()),
+            None => Ok(None),
+        })
+        .collect()
 }
 
 /// Runs `describe` on an instance made for it alone.

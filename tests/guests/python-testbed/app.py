@@ -2,7 +2,7 @@
 
 import os
 
-from cello import App
+from cello import App, Request, Response, cache
 from cello.host import sleep
 
 app = App("python-testbed")
@@ -39,3 +39,81 @@ async def fail_async():
 @app.get("/search")
 def search(q: str, limit: int = 10):
     return {"q": q, "limit": limit}
+
+
+# The response cache. Each route counts its calls in module state, so a test
+# can tell whether the guest ran; the tests give this component one instance.
+_calls: dict[str, int] = {}
+_items: dict[str, str] = {}
+
+
+def called(route: str) -> int:
+    _calls[route] = _calls.get(route, 0) + 1
+    return _calls[route]
+
+
+@app.get("/cached/{name}")
+@cache(ttl=60, tags=["items"])
+def cached_item(name: str):
+    return {
+        "name": name,
+        "value": _items.get(name, "original"),
+        "calls": called("item"),
+    }
+
+
+@app.post("/cached/{name}")
+def update_item(name: str, request: Request):
+    _items[name] = request.text()
+    return {"invalidated": app.invalidate_cache(["items"])}
+
+
+@cache(ttl=1)
+@app.get("/short")
+def short_lived():
+    return {"calls": called("short")}
+
+
+@app.get("/lang")
+@cache(ttl=60, vary=["Accept-Language"])
+def by_language(request: Request):
+    return {"lang": request.headers.get("accept-language"), "calls": called("lang")}
+
+
+@app.get("/me")
+@cache(ttl=60)
+def whoami(request: Request):
+    return {
+        "authorization": request.headers.get("authorization"),
+        "calls": called("me"),
+    }
+
+
+@app.get("/slow-cached")
+@cache(ttl=60)
+async def slow_cached():
+    n = called("slow")
+    await sleep(0.3)
+    return {"calls": n}
+
+
+@app.get("/teapot")
+@cache(ttl=60)
+def teapot():
+    return {"calls": called("teapot")}, 418
+
+
+@app.get("/cookie")
+@cache(ttl=60)
+def with_cookie():
+    return Response.json(
+        {"calls": called("cookie")}, headers={"Set-Cookie": "session=1"}
+    )
+
+
+@app.get("/no-store")
+@cache(ttl=60)
+def no_store():
+    return Response.json(
+        {"calls": called("no-store")}, headers={"Cache-Control": "no-store"}
+    )

@@ -4,7 +4,7 @@ use std::cell::Cell;
 use std::hash::{BuildHasher, RandomState};
 use std::time::Duration;
 
-use cello::{App, Request, Response};
+use cello::{App, Cache, Request, Response};
 
 thread_local! {
     /// Random per instance: every instance has its own linear memory.
@@ -86,6 +86,16 @@ fn app() -> App {
                 .collect();
             format!("{}", held.len())
         })
+        // The call count, cached: a hit shows the count of the call that
+        // filled the entry.
+        .get("/cached-count", |_req: Request| {
+            let n = CALLS.with(|c| {
+                c.set(c.get() + 1);
+                c.get()
+            });
+            format!("{n}")
+        })
+        .cached(Cache::ttl(60).tags(&["counts"]))
         .get("/bad-status", |_req: Request| Response::status(42))
         .route(&[], "/any", |req: Request| req.method.clone())
         .post("/echo", |req: Request| {
