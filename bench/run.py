@@ -138,7 +138,8 @@ def wrk(name: str, server: Server, path: str) -> Load:
     errors = 0
     for match in re.finditer(r"Non-2xx or 3xx responses: (\d+)", out):
         errors += int(match.group(1))
-    for match in re.finditer(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
+    socket_errors = r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)"
+    for match in re.finditer(socket_errors, out):
         errors += sum(int(g) for g in match.groups())
     load = Load(
         name=name,
@@ -203,7 +204,9 @@ def metric(ops: int, name: str, component: str) -> float:
 def throughput(state: Path) -> list[Load]:
     print(f"throughput: wrk -t1 -c{CONNECTIONS} -d{SECONDS}s, each server alone", flush=True)
     loads = []
-    with Server([str(HYPER), f"127.0.0.1:{(port := free_port())}"], f"http://127.0.0.1:{port}/") as s:
+    with Server(
+        [str(HYPER), f"127.0.0.1:{(port := free_port())}"], f"http://127.0.0.1:{port}/"
+    ) as s:
         loads.append(wrk("native hyper", s, "/"))
     with wasmtime_serve([]) as s:
         loads.append(wrk("wasmtime serve, wasi:http hello (fresh instances)", s, "/"))
@@ -216,6 +219,8 @@ def throughput(state: Path) -> list[Load]:
     with cello(component_dir("bench-python"), "/sync", state) as s:
         loads.append(wrk("cello-host, Python SDK hello (def)", s, "/sync"))
         loads.append(wrk("cello-host, Python SDK hello (async def)", s, "/async"))
+        loads.append(wrk("cello-host, Python route with 5 ms of work, uncached", s, "/report"))
+        loads.append(wrk("cello-host, the same route, cached (@cache)", s, "/report-cached"))
     with uvicorn("fastapi_app", "/sync") as s:
         loads.append(wrk("FastAPI + uvicorn, hello (def)", s, "/sync"))
         loads.append(wrk("FastAPI + uvicorn, hello (async def)", s, "/async"))
@@ -256,7 +261,8 @@ def instantiation(state: Path) -> dict[str, float]:
     figures = {}
     with cello(directory, "/rs/", state, ops=ops) as s:
         base = s.url.rsplit("/rs/", 1)[0]
-        for component, path in [("hello-rust", "/rs/"), ("bench-python", "/py/sync"), ("http-proxy", "/proxy/")]:
+        routes = [("hello-rust", "/rs/"), ("bench-python", "/py/sync"), ("http-proxy", "/proxy/")]
+        for component, path in routes:
             for _ in range(200):
                 assert get(base + path)[0] == 200
             total = metric(ops, "cello_instantiation_duration_seconds_sum", component)
@@ -292,7 +298,8 @@ def write_results(loads, cold, inst, mem) -> None:
     by_name = {load.name: load for load in loads}
     hyper = by_name["native hyper"]
     best_wasmtime = max(
-        (l for l in loads if l.name.startswith("wasmtime serve")), key=lambda l: l.rps
+        (load for load in loads if load.name.startswith("wasmtime serve")),
+        key=lambda load: load.rps,
     )
     starlette = by_name["Starlette + uvicorn, hello (async def)"]
     fastapi = by_name["FastAPI + uvicorn, hello (def)"]
@@ -307,7 +314,8 @@ def write_results(loads, cold, inst, mem) -> None:
         "",
         "## Throughput",
         "",
-        "| system | req/s | p50 ms | p99 ms | req/CPU-s | × native hyper | × best `wasmtime serve` | errors |",
+        "| system | req/s | p50 ms | p99 ms | req/CPU-s | × native hyper "
+        "| × best `wasmtime serve` | errors |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for load in loads:
@@ -334,11 +342,25 @@ def write_results(loads, cold, inst, mem) -> None:
             by_name["cello-host, the same wasi:http hello"].rps / best_wasmtime.rps,
             1.0,
         ),
-        target("Rust SDK hello ÷ native hyper (req/s)", by_name["cello-host, Rust SDK hello route"].rps / hyper.rps, 0.7),
+        target(
+            "Rust SDK hello ÷ native hyper (req/s)",
+            by_name["cello-host, Rust SDK hello route"].rps / hyper.rps,
+            0.7,
+        ),
         target("Python def ÷ Starlette (req/s)", py_sync.rps / starlette.rps, 1.0),
-        target("Python def ÷ Starlette (req/CPU-s)", py_sync.per_cpu_second / starlette.per_cpu_second, 1.0),
+        target(
+            "Python def ÷ Starlette (req/CPU-s)",
+            py_sync.per_cpu_second / starlette.per_cpu_second,
+            1.0,
+        ),
         target("Python def ÷ FastAPI (req/s)", py_sync.rps / fastapi.rps, 2.4),
         target("Python async def ÷ def (req/s), within 1.5×", py_async.rps / py_sync.rps, 1 / 1.5),
+        target(
+            "cached 5 ms Python route ÷ Rust SDK hello (req/s)",
+            by_name["cello-host, the same route, cached (@cache)"].rps
+            / by_name["cello-host, Rust SDK hello route"].rps,
+            0.8,
+        ),
         target(
             "50 ms ÷ Python first response, warm compile cache",
             0.050 / cold["warm compile cache (median of 5)"],
@@ -391,7 +413,9 @@ def chart(loads) -> None:
     fig, ax = plt.subplots(figsize=(10, 0.5 * len(names) + 1.2))
     bars = ax.barh(names, rps, color=colors)
     ax.bar_label(bars, labels=[f"{v:,.0f}" for v in rps], padding=3, fontsize=8)
-    ax.set_xlabel(f"requests per second (wrk -t1 -c{CONNECTIONS}, loopback, {os.cpu_count()} cores)")
+    ax.set_xlabel(
+        f"requests per second (wrk -t1 -c{CONNECTIONS}, loopback, {os.cpu_count()} cores)"
+    )
     ax.set_title("Hello world: Cello (brown) and the baselines")
     ax.set_xlim(0, max(rps) * 1.15)
     fig.tight_layout()
@@ -404,7 +428,15 @@ def build_python_app() -> None:
         shutil.copy(ROOT / "components" / f"{name}.wasm", COMPONENTS / f"{name}.wasm")
     python = ROOT / ".venv/bin/python"
     subprocess.run(
-        [str(python), "-m", "cello", "build", "cello_app.py", "-o", str(COMPONENTS / "bench-python.wasm")],
+        [
+            str(python),
+            "-m",
+            "cello",
+            "build",
+            "cello_app.py",
+            "-o",
+            str(COMPONENTS / "bench-python.wasm"),
+        ],
         cwd=BENCH / "apps",
         check=True,
     )

@@ -2,7 +2,7 @@
 
 import time
 
-from cello import App, Response
+from cello import App, Response, cache
 
 app = App("bench-python")
 
@@ -17,11 +17,26 @@ async def hello_async():
     return Response.text("Hello, world!")
 
 
-@app.get("/work/{ms}")
-def work(ms: int):
-    # CPU-bound work, to hold an instance for a while.
+def busy(ms: float) -> int:
+    """CPU-bound work for `ms` milliseconds."""
     end = time.monotonic() + ms / 1000
     n = 0
     while time.monotonic() < end:
         n += 1
-    return Response.text(str(n))
+    return n
+
+
+@app.get("/work/{ms}")
+def work(ms: int):
+    return Response.text(str(busy(ms)))
+
+
+@app.get("/report")
+def report():
+    return Response.text(f"report {busy(5)}")
+
+
+@app.get("/report-cached")
+@cache(ttl=300)
+def report_cached():
+    return Response.text(f"report {busy(5)}")

@@ -5,7 +5,6 @@ import dataclasses
 import logging
 
 import pytest
-
 from cello import App, HTTPException, Request, Response
 from cello.http import to_response
 
