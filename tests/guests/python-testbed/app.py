@@ -106,14 +106,10 @@ def teapot():
 @app.get("/cookie")
 @cache(ttl=60)
 def with_cookie():
-    return Response.json(
-        {"calls": called("cookie")}, headers={"Set-Cookie": "session=1"}
-    )
+    return Response.json({"calls": called("cookie")}, headers={"Set-Cookie": "session=1"})
 
 
 @app.get("/no-store")
 @cache(ttl=60)
 def no_store():
-    return Response.json(
-        {"calls": called("no-store")}, headers={"Cache-Control": "no-store"}
-    )
+    return Response.json({"calls": called("no-store")}, headers={"Cache-Control": "no-store"})
