@@ -24,11 +24,11 @@ async fn hundred_waits(host: &Host, ms: u32) -> HashSet<String> {
     replies.into_iter().map(|r| r.body).collect()
 }
 
-#[tokio::test]
-async fn hundred_async_rust_requests_run_on_few_instances() {
-    let host = Components::new().with("testbed").serve();
+/// 100 requests that each await the host for 100 ms, on `component` with
+/// default limits: 64 fit on one instance, so two instances serve them.
+async fn assert_few_instances(component: &str) {
+    let host = Components::new().with(component).serve();
     let instances = hundred_waits(&host, 100).await;
-    // 64 requests fit on one instance by default: two instances, not 100.
     assert!(
         instances.len() <= 2,
         "served by {} instances",
@@ -37,14 +37,13 @@ async fn hundred_async_rust_requests_run_on_few_instances() {
 }
 
 #[tokio::test]
+async fn hundred_async_rust_requests_run_on_few_instances() {
+    assert_few_instances("testbed").await;
+}
+
+#[tokio::test]
 async fn hundred_async_python_requests_run_on_few_instances() {
-    let host = Components::new().with("python-testbed").serve();
-    let instances = hundred_waits(&host, 100).await;
-    assert!(
-        instances.len() <= 2,
-        "served by {} instances",
-        instances.len()
-    );
+    assert_few_instances("python-testbed").await;
 }
 
 #[tokio::test]

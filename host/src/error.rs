@@ -73,8 +73,12 @@ impl CallError {
 
 /// A JSON error response, `{"detail": "..."}`, the shape FastAPI uses.
 pub fn error_response(status: StatusCode, detail: &str) -> http::Response<Body> {
-    let body = serde_json::json!({ "detail": detail }).to_string();
-    let mut response = http::Response::new(full(body));
+    json_response(status, &serde_json::json!({ "detail": detail }))
+}
+
+/// `value` as a JSON response with `status`.
+pub fn json_response(status: StatusCode, value: &serde_json::Value) -> http::Response<Body> {
+    let mut response = http::Response::new(full(value.to_string()));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 
-use crate::error::{error_response, full};
+use crate::error::{error_response, full, json_response};
 use crate::response_cache::ResponseCache;
 use crate::server::{Body, accept};
 
@@ -63,13 +63,10 @@ async fn invalidate(
         }
     };
     let dropped = responses.invalidate(&request.component, &request.tags);
-    let body = serde_json::json!({ "invalidated": dropped }).to_string();
-    let mut response = http::Response::new(full(body));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
+    json_response(
+        StatusCode::OK,
+        &serde_json::json!({ "invalidated": dropped }),
+    )
 }
 
 fn answer(req: &http::Request<Incoming>, ready: &AtomicBool) -> http::Response<Body> {

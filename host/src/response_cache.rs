@@ -284,16 +284,19 @@ fn storable(fetched: &Fetched) -> bool {
     if !fetched.status.is_success() || fetched.headers.contains_key(header::SET_COOKIE) {
         return false;
     }
-    let directives = fetched
-        .headers
-        .get_all(header::CACHE_CONTROL)
-        .iter()
+    !list_values(&fetched.headers, header::CACHE_CONTROL)
+        .map(str::to_ascii_lowercase)
+        .any(|d| d == "no-store" || d == "private" || d == "no-cache")
+}
+
+/// The items of a comma-separated header, over all its lines, trimmed.
+fn list_values(headers: &HeaderMap, name: HeaderName) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(name)
+        .into_iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|d| d.trim().to_ascii_lowercase());
-    !directives
-        .into_iter()
-        .any(|d| d == "no-store" || d == "private" || d == "no-cache")
+        .map(str::trim)
 }
 
 fn uncached(fetched: Fetched) -> http::Response<Body> {
@@ -343,16 +346,9 @@ impl Entry {
     /// names this entry, without a body for HEAD.
     fn to_response(&self, request: &http::request::Parts, hit: bool) -> http::Response<Body> {
         let age = self.stored.elapsed();
-        let not_modified = request
-            .headers
-            .get_all(header::IF_NONE_MATCH)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|tag| {
-                let tag = tag.trim();
-                tag == "*" || tag.trim_start_matches("W/").as_bytes() == self.etag.as_bytes()
-            });
+        let not_modified = list_values(&request.headers, header::IF_NONE_MATCH).any(|tag| {
+            tag == "*" || tag.trim_start_matches("W/").as_bytes() == self.etag.as_bytes()
+        });
         let (status, body) = if not_modified {
             (StatusCode::NOT_MODIFIED, Bytes::new())
         } else if request.method == Method::HEAD {
