@@ -283,7 +283,7 @@ def memory(state: Path) -> dict[str, float]:
         before_rss = s.rss_bytes()
         before = metric(ops, "cello_instances_live", "bench-python")
         subprocess.run(
-            ["wrk", "-t1", "-c16", "-d2s", base + "/work/200"], capture_output=True, check=True
+            ["wrk", "-t1", "-c16", "-d2s", base + "/busy/200"], capture_output=True, check=True
         )
         time.sleep(0.5)
         after_rss = s.rss_bytes()

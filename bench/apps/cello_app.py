@@ -26,8 +26,8 @@ def busy(ms: float) -> int:
     return n
 
 
-@app.get("/work/{ms}")
-def work(ms: int):
+@app.get("/busy/{ms}")
+def busy_route(ms: int):
     return Response.text(str(busy(ms)))
 
 
