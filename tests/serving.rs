@@ -183,3 +183,14 @@ async fn http2_requests_are_served() {
     assert_eq!(reply.status, 200);
     assert_eq!(reply.body, "Hello, h2!");
 }
+
+#[tokio::test]
+async fn python_router_routes_are_served_under_their_prefix_with_their_status() {
+    let host = examples();
+    let thing = json!({ "name": "bow" });
+    let reply = host
+        .post("/admin/things", "application/json", thing.to_string())
+        .await;
+    assert_eq!(reply.status, 201);
+    assert_eq!(reply.json(), thing);
+}

@@ -11,7 +11,7 @@
 Build it into a component with ``python -m cello build app.py -o app.wasm``.
 """
 
-from .app import App, cache
+from .app import App, Router, cache
 from .http import HTTPException, Request, Response
 
-__all__ = ["App", "HTTPException", "Request", "Response", "cache"]
+__all__ = ["App", "HTTPException", "Request", "Response", "Router", "cache"]

@@ -55,6 +55,8 @@ class Route:
     handler: Callable[..., Any]
     is_async: bool
     arguments: list[Callable[[Request], Any]]
+    status_code: int | None = None
+    tags: tuple[str, ...] = ()
 
     def call_args(self, request: Request) -> dict[str, Any]:
         return dict(resolve(request) for resolve in self.arguments)
@@ -65,48 +67,90 @@ class Route:
         return getattr(self.handler, "__cello_cache__", None)
 
 
-class App:
-    """An app: a name and its routes in declaration order."""
+class Router:
+    """A group of routes under a path prefix, mounted on an App (or another
+    Router) with ``include_router``: FastAPI's APIRouter, Flask's Blueprint."""
 
-    def __init__(self, name: str = "app"):
-        self.name = name
+    def __init__(self, prefix: str = "", tags: list[str] | None = None):
+        if prefix and (not prefix.startswith("/") or prefix.endswith("/")):
+            raise ValueError(f"router prefix {prefix!r} must start with '/' and not end with '/'")
+        self.prefix = prefix
+        self.tags = tuple(tags or ())
         self.routes: list[Route] = []
-        # Set by the component glue to the host's `cache.invalidate`.
-        self._invalidate: Callable[[list[str]], int] | None = None
 
-    def route(self, path: str, methods: list[str] | None = None):
+    def route(self, path: str, methods: list[str] | None = None, status_code: int | None = None):
         """Registers a handler for ``path``; ``{name}`` segments are path params."""
 
         def register(handler: Callable[..., Any]) -> Callable[..., Any]:
+            full_path = self.prefix + path if path != "/" or not self.prefix else self.prefix
             self.routes.append(
                 Route(
                     methods=[m.upper() for m in (methods or ["GET"])],
-                    path=path,
+                    path=full_path,
                     handler=handler,
                     # Fixed once here, like a compiled flag: the host calls
                     # `handle-async` for these routes, `handle` for the rest.
                     is_async=inspect.iscoroutinefunction(handler),
-                    arguments=_resolvers(handler, path),
+                    arguments=_resolvers(handler, full_path),
+                    status_code=status_code,
+                    tags=self.tags,
                 )
             )
             return handler
 
         return register
 
-    def get(self, path: str):
-        return self.route(path, ["GET"])
+    def get(self, path: str, status_code: int | None = None):
+        return self.route(path, ["GET"], status_code)
 
-    def post(self, path: str):
-        return self.route(path, ["POST"])
+    def post(self, path: str, status_code: int | None = None):
+        return self.route(path, ["POST"], status_code)
 
-    def put(self, path: str):
-        return self.route(path, ["PUT"])
+    def put(self, path: str, status_code: int | None = None):
+        return self.route(path, ["PUT"], status_code)
 
-    def patch(self, path: str):
-        return self.route(path, ["PATCH"])
+    def patch(self, path: str, status_code: int | None = None):
+        return self.route(path, ["PATCH"], status_code)
 
-    def delete(self, path: str):
-        return self.route(path, ["DELETE"])
+    def delete(self, path: str, status_code: int | None = None):
+        return self.route(path, ["DELETE"], status_code)
+
+    def include_router(self, router: Router, prefix: str = "") -> None:
+        """Mounts ``router``'s routes under this one's prefix (and ``prefix``)."""
+        for route in router.routes:
+            path = self.prefix + prefix + route.path
+            self.routes.append(
+                Route(
+                    methods=route.methods,
+                    path=path,
+                    handler=route.handler,
+                    is_async=route.is_async,
+                    arguments=_resolvers(route.handler, path),
+                    status_code=route.status_code,
+                    tags=self.tags + route.tags,
+                )
+            )
+
+
+class App(Router):
+    """An app: a name and its routes in declaration order."""
+
+    def __init__(self, name: str = "app"):
+        super().__init__()
+        self.name = name
+        self.exception_handlers: dict[type[BaseException], Callable[..., Any]] = {}
+        # Set by the component glue to the host's `cache.invalidate`.
+        self._invalidate: Callable[[list[str]], int] | None = None
+
+    def exception_handler(self, exc_type: type[BaseException]):
+        """Registers ``handler(request, exc)`` for exceptions of ``exc_type``;
+        its return value is coerced like a route's."""
+
+        def register(handler: Callable[..., Any]) -> Callable[..., Any]:
+            self.exception_handlers[exc_type] = handler
+            return handler
+
+        return register
 
     def invalidate_cache(self, tags: list[str]) -> int:
         """Drops this app's cached responses tagged with any of ``tags``;
@@ -122,9 +166,9 @@ class App:
             result = route.handler(**route.call_args(request))
             if inspect.isawaitable(result):
                 raise TypeError(f"{route.path}: async handler called synchronously")
-            return to_response(result)
+            return to_response(result, route.status_code)
         except Exception as error:  # noqa: BLE001 - every failure becomes a response
-            return _error_response(error, route)
+            return self._error_response(error, route, request)
 
     async def dispatch_async(self, index: int, request: Request) -> Response:
         """Runs the handler of route ``index``, awaiting it if it is async."""
@@ -133,17 +177,29 @@ class App:
             result = route.handler(**route.call_args(request))
             if inspect.isawaitable(result):
                 result = await result
-            return to_response(result)
+            return to_response(result, route.status_code)
         except Exception as error:  # noqa: BLE001
-            return _error_response(error, route)
+            return self._error_response(error, route, request)
 
-
-def _error_response(error: Exception, route: Route) -> Response:
-    if isinstance(error, HTTPException):
-        return error.to_response()
-    # The traceback goes to the host's log, never to the client.
-    log.error("unhandled error in %s %s\n%s", route.methods, route.path, traceback.format_exc())
-    return Response.json({"detail": "Internal Server Error"}, 500)
+    def _error_response(self, error: Exception, route: Route, request: Request) -> Response:
+        for exc_type in type(error).__mro__:
+            handler = self.exception_handlers.get(exc_type)
+            if handler is not None:
+                try:
+                    return to_response(handler(request, error))
+                except Exception as failure:  # noqa: BLE001
+                    error = failure
+                    break
+        if isinstance(error, HTTPException):
+            return error.to_response()
+        # The traceback goes to the host's log, never to the client.
+        log.error(
+            "unhandled error in %s %s\n%s",
+            route.methods,
+            route.path,
+            "".join(traceback.format_exception(error)),
+        )
+        return Response.json({"detail": "Internal Server Error"}, 500)
 
 
 def _resolvers(handler: Callable[..., Any], path: str) -> list[Callable[[Request], Any]]:

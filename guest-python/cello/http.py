@@ -118,6 +118,38 @@ class Response:
         """A ``text/plain`` body."""
         return cls(value, status, headers, media_type="text/plain; charset=utf-8")
 
+    @classmethod
+    def html(cls, value: str, status: int = 200, headers: Mapping[str, str] | None = None):
+        """A ``text/html`` body."""
+        return cls(value, status, headers, media_type="text/html; charset=utf-8")
+
+    @classmethod
+    def binary(
+        cls,
+        value: bytes,
+        media_type: str = "application/octet-stream",
+        status: int = 200,
+        headers: Mapping[str, str] | None = None,
+    ):
+        """Bytes with their media type."""
+        return cls(value, status, headers, media_type=media_type)
+
+    @classmethod
+    def redirect(cls, location: str, status: int = 307):
+        """A redirect to ``location`` (307 by default, as in FastAPI)."""
+        return cls(b"", status, {"location": location})
+
+    @classmethod
+    def created(cls, value: Any = None, location: str | None = None):
+        """201, with ``value`` as JSON and a ``Location`` when given."""
+        headers = {"location": location} if location else None
+        return cls.json(value, 201, headers)
+
+    @classmethod
+    def no_content(cls):
+        """204 with no body."""
+        return cls(b"", 204)
+
     def header(self, name: str) -> str | None:
         """The first value of header ``name``."""
         name = name.lower()
@@ -142,7 +174,16 @@ class HTTPException(Exception):
         return Response.json({"detail": self.detail}, self.status_code, self.headers)
 
 
-def to_response(value: Any) -> Response:
+def to_response(value: Any, status_code: int | None = None) -> Response:
+    """Coerces a handler's return value, with the route's ``status_code``
+    for plain values."""
+    response = _coerce(value)
+    if status_code is not None and not isinstance(value, Response | tuple):
+        response.status = status_code
+    return response
+
+
+def _coerce(value: Any) -> Response:
     """Coerces a handler's return value into a Response.
 
     dict/list/dataclass → 200 JSON, str → 200 text/plain, bytes → 200
@@ -152,7 +193,7 @@ def to_response(value: Any) -> Response:
     if isinstance(value, Response):
         return value
     if isinstance(value, tuple) and len(value) in (2, 3) and isinstance(value[1], int):
-        response = to_response(value[0])
+        response = _coerce(value[0])
         response.status = value[1]
         if len(value) == 3:
             response.headers.extend((k.lower(), str(v)) for k, v in value[2].items())

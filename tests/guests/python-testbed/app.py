@@ -2,7 +2,7 @@
 
 import os
 
-from cello import App, Request, Response, cache
+from cello import App, Request, Response, Router, cache
 from cello.host import sleep
 
 app = App("python-testbed")
@@ -113,3 +113,15 @@ def with_cookie():
 @cache(ttl=60)
 def no_store():
     return Response.json({"calls": called("no-store")}, headers={"Cache-Control": "no-store"})
+
+
+# A router mounted under a prefix, with a status code on its decorator.
+admin = Router(prefix="/admin")
+
+
+@admin.post("/things", status_code=201)
+def make_thing(request: Request):
+    return request.json()
+
+
+app.include_router(admin)
