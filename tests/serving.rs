@@ -194,3 +194,36 @@ async fn python_router_routes_are_served_under_their_prefix_with_their_status() 
     assert_eq!(reply.status, 201);
     assert_eq!(reply.json(), thing);
 }
+
+#[tokio::test]
+async fn python_typed_body_and_uuid_path_validate_in_the_component() {
+    let host = examples();
+    let id = "0b6a1b2c-3d4e-4f60-8a7b-9c0d1e2f3a4b";
+    let good = json!({ "name": "bow", "price": 9 });
+    let reply = host
+        .post(
+            &format!("/typed/{id}"),
+            "application/json",
+            good.to_string(),
+        )
+        .await;
+    assert_eq!(
+        reply.json(),
+        json!({ "id": id, "name": "bow", "price": 9.0 })
+    );
+    let bad = json!({ "name": "bow", "price": "cheap" });
+    let reply = host
+        .post("/typed/nope", "application/json", bad.to_string())
+        .await;
+    assert_eq!(reply.status, 422);
+    let locs: Vec<_> = reply.json()["detail"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["loc"].clone())
+        .collect();
+    assert_eq!(
+        locs,
+        [json!(["path", "thing_id"]), json!(["body", "price"])]
+    );
+}

@@ -13,5 +13,15 @@ Build it into a component with ``python -m cello build app.py -o app.wasm``.
 
 from .app import App, Router, cache
 from .http import HTTPException, Request, Response
+from .params import Cookie, Header
 
-__all__ = ["App", "HTTPException", "Request", "Response", "Router", "cache"]
+__all__ = [
+    "App",
+    "Cookie",
+    "HTTPException",
+    "Header",
+    "Request",
+    "Response",
+    "Router",
+    "cache",
+]

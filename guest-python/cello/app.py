@@ -10,12 +10,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from . import params
 from .http import HTTPException, Request, Response, to_response
 
 log = logging.getLogger("cello")
 
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_EMPTY = inspect.Parameter.empty
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class Route:
     tags: tuple[str, ...] = ()
 
     def call_args(self, request: Request) -> dict[str, Any]:
-        return dict(resolve(request) for resolve in self.arguments)
+        return params.resolve_all(self.arguments, request)
 
     @property
     def cache(self) -> CachePolicy | None:
@@ -202,72 +202,6 @@ class App(Router):
         return Response.json({"detail": "Internal Server Error"}, 500)
 
 
-def _resolvers(handler: Callable[..., Any], path: str) -> list[Callable[[Request], Any]]:
+def _resolvers(handler: Callable[..., Any], path: str) -> list[params.Resolver]:
     """For each parameter of ``handler``, a function that finds its value."""
-    path_params = set(_PARAM.findall(path))
-    hints = _annotations(handler)
-    resolvers = []
-    for name, parameter in inspect.signature(handler).parameters.items():
-        annotation = hints.get(name, _EMPTY)
-        if annotation is Request or (annotation is _EMPTY and name in ("request", "req")):
-            resolvers.append(lambda request, name=name: (name, request))
-        elif name in path_params:
-            resolvers.append(_path_param(name, annotation))
-        else:
-            resolvers.append(_query_param(name, annotation, parameter.default))
-    return resolvers
-
-
-def _annotations(handler: Callable[..., Any]) -> dict[str, Any]:
-    try:
-        return inspect.get_annotations(handler, eval_str=True)
-    except Exception:  # noqa: BLE001 - unresolvable hints fall back to strings
-        return {}
-
-
-def _convert(value: str, annotation: Any, where: str, name: str) -> Any:
-    if annotation in (_EMPTY, str, Any):
-        return value
-    try:
-        if annotation is bool:
-            lowered = value.lower()
-            if lowered in ("true", "1", "yes", "on"):
-                return True
-            if lowered in ("false", "0", "no", "off"):
-                return False
-            raise ValueError(value)
-        return annotation(value)
-    except (TypeError, ValueError):
-        kind = getattr(annotation, "__name__", str(annotation))
-        raise HTTPException(
-            422,
-            [
-                {
-                    "type": f"{kind}_parsing",
-                    "loc": [where, name],
-                    "msg": f"Input should be a valid {kind}",
-                    "input": value,
-                }
-            ],
-        ) from None
-
-
-def _path_param(name: str, annotation: Any) -> Callable[[Request], Any]:
-    def resolve(request: Request) -> tuple[str, Any]:
-        return name, _convert(request.params[name], annotation, "path", name)
-
-    return resolve
-
-
-def _query_param(name: str, annotation: Any, default: Any) -> Callable[[Request], Any]:
-    def resolve(request: Request) -> tuple[str, Any]:
-        if name in request.query:
-            return name, _convert(request.query[name], annotation, "query", name)
-        if default is not _EMPTY:
-            return name, default
-        raise HTTPException(
-            422,
-            [{"type": "missing", "loc": ["query", name], "msg": "Field required", "input": None}],
-        )
-
-    return resolve
+    return params.resolvers(handler, set(_PARAM.findall(path)))

@@ -78,6 +78,10 @@ class Request:
                 self._query.setdefault(key, value)
         return self._query
 
+    def query_pairs(self) -> list[tuple[str, str]]:
+        """Every query parameter, repeated keys included, in order."""
+        return parse_qsl(self.query_string, keep_blank_values=True)
+
     def text(self) -> str:
         """The body decoded as UTF-8."""
         return self.body.decode("utf-8", errors="replace")

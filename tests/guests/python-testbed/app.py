@@ -1,6 +1,8 @@
 """Routes that let the tests observe the host from inside a Python guest."""
 
 import os
+import uuid
+from dataclasses import dataclass
 
 from cello import App, Request, Response, Router, cache
 from cello.host import sleep
@@ -125,3 +127,14 @@ def make_thing(request: Request):
 
 
 app.include_router(admin)
+
+
+@dataclass
+class Thing:
+    name: str
+    price: float
+
+
+@app.post("/typed/{thing_id}")
+def typed(thing_id: uuid.UUID, thing: Thing):
+    return {"id": str(thing_id), "name": thing.name, "price": thing.price}
