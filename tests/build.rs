@@ -76,6 +76,7 @@ fn main() {
         "cargo:rustc-env=CELLO_TEST_COMPONENTS={}",
         components.display()
     );
+    println!("cargo:rustc-env=CELLO_TEST_PYTHON={}", python.display());
 }
 
 fn env(name: &str) -> String {

@@ -227,3 +227,37 @@ async fn python_typed_body_and_uuid_path_validate_in_the_component() {
         [json!(["path", "thing_id"]), json!(["body", "price"])]
     );
 }
+
+#[tokio::test]
+async fn a_python_apps_openapi_document_is_served_and_valid() {
+    let host = examples();
+    let doc = host.get("/py/openapi.json").await;
+    assert_eq!(doc.status, 200);
+    assert!(
+        doc.json()["paths"]["/hello/{name}"]["get"].is_object(),
+        "{}",
+        doc.body
+    );
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &doc.body).unwrap();
+    let check = "import json, sys\n\
+                 from openapi_spec_validator import validate\n\
+                 validate(json.load(open(sys.argv[1])))";
+    let validated = std::process::Command::new(env!("CELLO_TEST_PYTHON"))
+        .args(["-c", check])
+        .arg(file.path())
+        .output()
+        .unwrap();
+    assert!(
+        validated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&validated.stderr)
+    );
+    let page = host.get("/py/docs").await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.header("content-type")
+            .unwrap()
+            .starts_with("text/html")
+    );
+}

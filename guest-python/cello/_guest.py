@@ -67,6 +67,7 @@ def _policy(route) -> types.RoutePolicy:
 def make_world(app: App) -> type:
     """The ``WitWorld`` class componentize-py exports for ``app``."""
     _install_logging()
+    app.finalize()
     app._invalidate = cache.invalidate
 
     class WitWorld(wit_world.WitWorld):

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import params
+from . import openapi, params
 from .http import HTTPException, Request, Response, to_response
 
 log = logging.getLogger("cello")
@@ -135,12 +135,43 @@ class Router:
 class App(Router):
     """An app: a name and its routes in declaration order."""
 
-    def __init__(self, name: str = "app"):
+    def __init__(
+        self,
+        name: str = "app",
+        version: str = "0.1.0",
+        openapi_url: str | None = "/openapi.json",
+        docs_url: str | None = "/docs",
+    ):
+        """``openapi_url`` serves the app's OpenAPI 3.1 document and
+        ``docs_url`` a page that shows it; ``None`` turns either off."""
         super().__init__()
         self.name = name
+        self.version = version
         self.exception_handlers: dict[type[BaseException], Callable[..., Any]] = {}
         # Set by the component glue to the host's `cache.invalidate`.
         self._invalidate: Callable[[list[str]], int] | None = None
+        self._openapi: dict[str, Any] | None = None
+        self._docs = (openapi_url, docs_url)
+        self._finalized = False
+
+    def finalize(self) -> App:
+        """Adds the built-in routes after the app's own, once. The component
+        glue and the TestClient call it; an app need not."""
+        if not self._finalized:
+            self._finalized = True
+            openapi_url, docs_url = self._docs
+            own = {url for url in self._docs if url}
+            if openapi_url:
+                self.get(openapi_url)(lambda: Response.json(self.openapi(skip=own)))
+            if docs_url:
+                self.get(docs_url)(lambda: Response.html(openapi.DOCS_PAGE))
+        return self
+
+    def openapi(self, skip: set[str] | None = None) -> dict[str, Any]:
+        """The app's OpenAPI 3.1 document, made on first use."""
+        if self._openapi is None:
+            self._openapi = openapi.document(self, skip or set())
+        return self._openapi
 
     def exception_handler(self, exc_type: type[BaseException]):
         """Registers ``handler(request, exc)`` for exceptions of ``exc_type``;

@@ -58,10 +58,27 @@ class Invalid(Exception):
         self.errors = errors
 
 
-Resolver = Callable[[Request], tuple[str, Any]]
+@dataclasses.dataclass(frozen=True)
+class Param:
+    """One handler parameter: where its value comes from, and how to get it."""
+
+    name: str
+    #: "request", "path", "query", "header", "cookie" or "body".
+    source: str
+    #: The path segment, query key, header or cookie name it is read by.
+    key: str
+    annotation: Any
+    required: bool
+    read: Callable[[Request], tuple[str, Any]]
+
+    def __call__(self, request: Request) -> tuple[str, Any]:
+        return self.read(request)
 
 
-def resolvers(handler: Callable[..., Any], path_params: set[str]) -> list[Resolver]:
+Resolver = Param
+
+
+def resolvers(handler: Callable[..., Any], path_params: set[str]) -> list[Param]:
     """For each parameter of ``handler``, a function that finds its value."""
     hints = _hints(handler)
     found = []
@@ -69,7 +86,8 @@ def resolvers(handler: Callable[..., Any], path_params: set[str]) -> list[Resolv
         annotation = hints.get(name, _EMPTY)
         default = parameter.default
         if annotation is Request or (annotation is _EMPTY and name in ("request", "req")):
-            found.append(lambda request, name=name: (name, request))
+            read = lambda request, name=name: (name, request)  # noqa: E731
+            found.append(Param(name, "request", name, Request, False, read))
         elif name in path_params:
             found.append(_path(name, annotation))
         elif isinstance(default, Header | Cookie):
@@ -81,7 +99,7 @@ def resolvers(handler: Callable[..., Any], path_params: set[str]) -> list[Resolv
     return found
 
 
-def resolve_all(resolvers: list[Resolver], request: Request) -> dict[str, Any]:
+def resolve_all(resolvers: list[Param], request: Request) -> dict[str, Any]:
     """Every argument, or one 422 listing every problem."""
     arguments, errors = {}, []
     for resolve in resolvers:
@@ -102,14 +120,14 @@ def _hints(handler: Callable[..., Any]) -> dict[str, Any]:
         return {}
 
 
-def _path(name: str, annotation: Any) -> Resolver:
+def _path(name: str, annotation: Any) -> Param:
     def resolve(request: Request) -> tuple[str, Any]:
         return name, validate(request.params[name], annotation, ["path", name], text=True)
 
-    return resolve
+    return Param(name, "path", name, annotation, True, resolve)
 
 
-def _header_or_cookie(name: str, annotation: Any, marker: Header | Cookie) -> Resolver:
+def _header_or_cookie(name: str, annotation: Any, marker: Header | Cookie) -> Param:
     is_header = isinstance(marker, Header)
     key = marker.alias or (name.replace("_", "-") if is_header else name)
     where = "header" if is_header else "cookie"
@@ -128,10 +146,11 @@ def _header_or_cookie(name: str, annotation: Any, marker: Header | Cookie) -> Re
             raise Invalid([_error("missing", [where, key], "Field required", None)])
         return name, validate(raw, annotation, [where, key], text=True)
 
-    return resolve
+    required = marker.default is _MISSING and not _optional(annotation)
+    return Param(name, where, key, annotation, required, resolve)
 
 
-def _query(name: str, annotation: Any, default: Any) -> Resolver:
+def _query(name: str, annotation: Any, default: Any) -> Param:
     many = typing.get_origin(_strip_optional(annotation)) is list
 
     def resolve(request: Request) -> tuple[str, Any]:
@@ -147,10 +166,11 @@ def _query(name: str, annotation: Any, default: Any) -> Resolver:
             return name, None
         raise Invalid([_error("missing", ["query", name], "Field required", None)])
 
-    return resolve
+    required = default is _EMPTY and not _optional(annotation)
+    return Param(name, "query", name, annotation, required, resolve)
 
 
-def _body(name: str, annotation: Any, default: Any) -> Resolver:
+def _body(name: str, annotation: Any, default: Any) -> Param:
     def resolve(request: Request) -> tuple[str, Any]:
         if not request.body:
             if default is not _EMPTY:
@@ -166,7 +186,8 @@ def _body(name: str, annotation: Any, default: Any) -> Resolver:
             ) from None
         return name, validate(data, annotation, ["body"])
 
-    return resolve
+    required = default is _EMPTY and not _optional(annotation)
+    return Param(name, "body", name, annotation, required, resolve)
 
 
 def _is_body(annotation: Any) -> bool:

@@ -60,7 +60,7 @@ class TestClient:
     __test__ = False
 
     def __init__(self, app: App):
-        self.app = app
+        self.app = app.finalize()
         self._patterns = [(index, _compile(route.path)) for index, route in enumerate(app.routes)]
 
     def request(
