@@ -64,11 +64,11 @@ async fn timeouts_and_queue_rejections_are_counted() {
     let host = Components::new()
         .with_sidecar(
             "testbed",
-            "[limits]\ntimeout-ms = 300\nmax-instances = 1\nqueue = 0",
+            "[limits]\ntimeout-ms = 1000\nmax-instances = 1\nqueue = 0",
         )
         .serve_with(OPS);
     let spinning = host.spawn_get("/spin");
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(host.get("/count").await.status, 503);
     assert_eq!(spinning.await.unwrap().status, 504);
     let testbed = r#"component="testbed""#;

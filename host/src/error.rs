@@ -34,9 +34,6 @@ pub enum CallError {
     /// The guest answered with a status or header HTTP does not allow.
     #[error("the guest returned an invalid response: {0}")]
     InvalidResponse(String),
-    /// The host task running the call panicked.
-    #[error("host task failed: {0}")]
-    Panic(String),
 }
 
 impl CallError {
@@ -57,7 +54,7 @@ impl CallError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "The service is busy; try again shortly.",
             ),
-            Self::Instantiate(_) | Self::Trap(_) | Self::Panic(_) | Self::InvalidResponse(_) => {
+            Self::Instantiate(_) | Self::Trap(_) | Self::InvalidResponse(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
             }
         };
