@@ -72,14 +72,13 @@ impl ProxyComponent {
         let state = self.handler.state();
         let response = match self.handler.handle((), request).await {
             Ok(response) => response,
-            Err(e) if e.is::<handler::ExpirationError>() => return Err(state.timed_out()),
+            Err(e) if e.is::<handler::ExpirationError>() => {
+                return Err(state.owner.timed_out(state.limits.timeout));
+            }
             Err(e) if e.is::<CallError>() => {
                 return Err(e.downcast::<CallError>().expect("checked"));
             }
-            Err(e) => {
-                state.owner.metrics.traps.inc();
-                return Err(CallError::Trap(e));
-            }
+            Err(e) => return Err(state.owner.trapped(e)),
         };
         Ok(response.map(|body| body.map_err(Into::into).boxed_unsync()))
     }
@@ -97,13 +96,6 @@ struct Instances {
     pre: ProxyPre<InstanceState>,
     limits: Limits,
     capacity: Capacity,
-}
-
-impl Instances {
-    fn timed_out(&self) -> CallError {
-        self.owner.metrics.timeouts.inc();
-        CallError::Timeout(self.limits.timeout)
-    }
 }
 
 impl HandlerState for Instances {

@@ -122,6 +122,14 @@ pub struct Fetched {
     pub body: Bytes,
 }
 
+/// Why a fill of the cache stored nothing.
+enum Miss {
+    /// The guest call failed.
+    Failed(CallError),
+    /// The guest answered with a response that must not be shared.
+    NotStored,
+}
+
 /// The host's response cache, shared by every component.
 pub struct ResponseCache {
     entries: Cache<Arc<Key>, Arc<Entry>>,
@@ -201,10 +209,12 @@ impl ResponseCache {
             .entries
             .try_get_with(key.clone(), async {
                 fetched_here.store(true, Ordering::Relaxed);
-                let fetched = fetch().await?;
+                let fetched = fetch().await.map_err(Miss::Failed)?;
                 if !storable(&fetched) {
+                    // Kept here: the error moka hands back is shared by
+                    // every waiter, so it cannot carry the response out.
                     *not_stored.lock().unwrap() = Some(fetched);
-                    return Err(CallError::InstanceLost("not stored".into()));
+                    return Err(Miss::NotStored);
                 }
                 owner.metrics.cache_stores.inc();
                 let mut index = self.tagged.lock().unwrap();
@@ -230,7 +240,7 @@ impl ResponseCache {
                 counter.inc();
                 Ok(entry.to_response(request, hit))
             }
-            Err(error) => {
+            Err(miss) => {
                 if let Some(fetched) = not_stored.into_inner().unwrap() {
                     owner.metrics.cache_misses.inc();
                     return Ok(uncached(fetched));
@@ -241,9 +251,12 @@ impl ResponseCache {
                     owner.metrics.cache_misses.inc();
                     return fetch().await.map(uncached);
                 }
-                Err(Arc::into_inner(error).unwrap_or_else(|| {
-                    CallError::InstanceLost("the guest call for this response failed".into())
-                }))
+                match Arc::into_inner(miss) {
+                    Some(Miss::Failed(error)) => Err(error),
+                    _ => Err(CallError::InstanceLost(
+                        "the guest call for this response failed".into(),
+                    )),
+                }
             }
         }
     }

@@ -12,6 +12,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpVi
 
 use crate::config::Limits;
 use crate::engine::{EPOCH_TICK, TICKS};
+use crate::error::CallError;
 use crate::metrics::ComponentMetrics;
 use crate::response_cache::ResponseCache;
 
@@ -32,6 +33,18 @@ impl Owner {
             component,
             cache,
         })
+    }
+
+    /// Counts a request over its time limit and makes its error.
+    pub fn timed_out(&self, limit: Duration) -> CallError {
+        self.metrics.timeouts.inc();
+        CallError::Timeout(limit)
+    }
+
+    /// Counts a trap and makes its error.
+    pub fn trapped(&self, trap: wasmtime::Error) -> CallError {
+        self.metrics.traps.inc();
+        CallError::Trap(trap)
     }
 }
 

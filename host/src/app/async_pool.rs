@@ -83,7 +83,7 @@ impl AsyncPool {
             Err(_) => {
                 self.stop_accepting(&worker);
                 worker.kill.notify_one();
-                Err(shared.timed_out())
+                Err(shared.owner.timed_out(shared.limits.timeout))
             }
         }
     }

@@ -223,18 +223,6 @@ impl Shared {
             .cloned()
             .unwrap_or_else(|| "?".into())
     }
-
-    /// Counts a trap and turns it into the error callers see.
-    fn trapped(&self, trap: wasmtime::Error) -> CallError {
-        self.owner.metrics.traps.inc();
-        CallError::Trap(trap)
-    }
-
-    /// Counts a timeout.
-    fn timed_out(&self) -> CallError {
-        self.owner.metrics.timeouts.inc();
-        CallError::Timeout(self.limits.timeout)
-    }
 }
 
 /// Retires a healthy instance: runs its `on-stop` hook (within a deadline)

@@ -52,8 +52,10 @@ impl SyncPool {
             .await
         {
             Ok(response) => response,
-            Err(trap) if trap.is::<DeadlineExceeded>() => return Err(shared.timed_out()),
-            Err(trap) => return Err(shared.trapped(trap)),
+            Err(trap) if trap.is::<DeadlineExceeded>() => {
+                return Err(shared.owner.timed_out(shared.limits.timeout));
+            }
+            Err(trap) => return Err(shared.owner.trapped(trap)),
         };
         instance.store.data_mut().set_deadline(None);
         instance.served += 1;
