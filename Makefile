@@ -68,14 +68,14 @@ lint: setup
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy --manifest-path guest-rust/Cargo.toml --target $(WASM) -- -D warnings
-	$(VENV)/bin/ruff check --config guest-python/pyproject.toml guest-python tests/guests/python-testbed bench
-	$(VENV)/bin/ruff format --check --config guest-python/pyproject.toml guest-python tests/guests/python-testbed bench
+	$(VENV)/bin/ruff check --config guest-python/pyproject.toml guest-python tests/guests bench
+	$(VENV)/bin/ruff format --check --config guest-python/pyproject.toml guest-python tests/guests bench
 
 fmt: setup
 	cargo fmt --all
 	cargo fmt --manifest-path guest-rust/Cargo.toml --all
 	cargo fmt --manifest-path tests/guests/Cargo.toml --all
-	$(VENV)/bin/ruff format --config guest-python/pyproject.toml guest-python tests/guests/python-testbed bench
+	$(VENV)/bin/ruff format --config guest-python/pyproject.toml guest-python tests/guests bench
 
 clean:
 	cargo clean

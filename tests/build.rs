@@ -14,12 +14,14 @@ const RUST_GUESTS: &[(&str, &str, &str)] = &[
     ("guest-rust", "http-proxy", "http-proxy"),
     ("tests/guests", "testbed", "testbed"),
     ("tests/guests", "bad-describe", "bad-describe"),
+    ("tests/guests", "rust-caps", "rust-caps"),
 ];
 
 /// Python guests: (app file, component name).
 const PYTHON_GUESTS: &[(&str, &str)] = &[
     ("guest-python/examples/hello/app.py", "hello-python"),
     ("tests/guests/python-testbed/app.py", "python-testbed"),
+    ("tests/guests/python-caps/app.py", "python-caps"),
 ];
 
 /// What a change to should rebuild the guests.
@@ -32,7 +34,9 @@ const INPUTS: &[&str] = &[
     "tests/guests/Cargo.toml",
     "tests/guests/testbed/src",
     "tests/guests/bad-describe/src",
+    "tests/guests/rust-caps/src",
     "tests/guests/python-testbed",
+    "tests/guests/python-caps",
     "guest-python/cello",
     "guest-python/examples",
 ];

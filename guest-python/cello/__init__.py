@@ -12,16 +12,20 @@ Build it into a component with ``python -m cello build app.py -o app.wasm``.
 """
 
 from .app import App, Router, cache
-from .http import HTTPException, Request, Response
+from .deps import BackgroundTasks, Depends, singleton
+from .messages import HTTPException, Request, Response
 from .params import Cookie, Header
 
 __all__ = [
     "App",
+    "BackgroundTasks",
     "Cookie",
+    "Depends",
     "HTTPException",
     "Header",
     "Request",
     "Response",
     "Router",
     "cache",
+    "singleton",
 ]

@@ -7,13 +7,19 @@ WIT bindings must be imported here, at build time, because only modules in
 the snapshot exist at run time.
 """
 
+import asyncio
 import logging
+import math
+import time
+import traceback
 
 import wit_world
+from componentize_py_types import Err
 from wit_world.imports import cache, host, types
 
+from . import host as _sleeps
 from .app import App
-from .http import Request, Response
+from .messages import Request, Response
 
 _LEVELS = {
     logging.DEBUG: host.Level.DEBUG,
@@ -51,8 +57,21 @@ def _request(req: types.Request) -> Request:
     )
 
 
-def _response(response: Response) -> types.Response:
-    return types.Response(status=response.status, headers=response.headers, body=response.body)
+#: Background tasks by request id, from the response until the host calls
+#: ``run-background``.
+_PENDING: dict = {}
+
+
+def _response(response: Response, request_id: str) -> types.Response:
+    background = response.background is not None
+    if background:
+        _PENDING[request_id] = response.background
+    return types.Response(
+        status=response.status,
+        headers=response.headers,
+        body=response.body,
+        background=background,
+    )
 
 
 def _policy(route) -> types.RoutePolicy:
@@ -62,6 +81,52 @@ def _policy(route) -> types.RoutePolicy:
             ttl_seconds=cache.ttl, tags=list(cache.tags), vary=list(cache.vary)
         )
     return types.RoutePolicy(cache=cache, roles=[], scopes=[], rate_limit=None)
+
+
+def _call_at(self, when, callback, *args, context=None):
+    """A timer on host sleeps. A cancelled one is never cancelled as a task
+    (componentize-py cannot cancel a pending host call): it notices at the
+    end of its current slice and stops."""
+    handle = asyncio.TimerHandle(when, callback, args, self, context)
+
+    async def fire() -> None:
+        while not handle.cancelled():
+            delay = when - self.time()
+            if delay <= 0:
+                handle._run()
+                return
+            await _sleeps._slept(host, min(math.ceil(delay * 1000), _sleeps.SLICE_MS))
+
+    self.create_task(fire())
+    return handle
+
+
+def _call_later(self, delay, callback, *args, context=None):
+    return self.call_at(self.time() + delay, callback, *args, context=context)
+
+
+def _timer_handle_cancelled(self, handle) -> None:
+    return None
+
+
+_timed_loops: set = set()
+
+
+def _add_timers() -> None:
+    """Gives componentize-py's event loop (whose timer methods raise
+    NotImplementedError in 0.25) timers on host sleeps, so
+    ``asyncio.wait_for``, ``asyncio.timeout`` and ``asyncio.sleep`` work."""
+    loop_type = type(asyncio.get_running_loop())
+    if loop_type in _timed_loops:
+        return
+    _timed_loops.add(loop_type)
+    for name, method in (
+        ("time", lambda self: time.monotonic()),
+        ("call_at", _call_at),
+        ("call_later", _call_later),
+        ("_timer_handle_cancelled", _timer_handle_cancelled),
+    ):
+        setattr(loop_type, name, method)
 
 
 def make_world(app: App) -> type:
@@ -86,15 +151,37 @@ def make_world(app: App) -> type:
             )
 
         def handle(self, req: types.Request) -> types.Response:
-            return _response(app.dispatch(req.route, _request(req)))
+            return _response(app.dispatch(req.route, _request(req)), req.context.request_id)
 
         async def handle_async(self, req: types.Request) -> types.Response:
-            return _response(await app.dispatch_async(req.route, _request(req)))
+            _add_timers()
+            settles = _sleeps.track()
+            response = await app.dispatch_async(req.route, _request(req))
+            await _sleeps.settle(settles)
+            return _response(response, req.context.request_id)
 
         async def on_start(self) -> None:
-            return None
+            _add_timers()
+            try:
+                await app.run_event("startup")
+            except Exception as error:  # noqa: BLE001 - reported to the host
+                logging.getLogger("cello").error(
+                    "startup failed\n%s", "".join(traceback.format_exception(error))
+                )
+                raise Err(f"{type(error).__name__}: {error}") from None
 
         async def on_stop(self) -> None:
-            return None
+            try:
+                await app.run_event("shutdown")
+            except Exception:  # noqa: BLE001
+                logging.getLogger("cello").exception("shutdown hook failed")
+
+        async def run_background(self, request_id: str) -> None:
+            tasks = _PENDING.pop(request_id, None)
+            if tasks is not None:
+                _add_timers()
+                settles = _sleeps.track()
+                await tasks.run()
+                await _sleeps.settle(settles)
 
     return WitWorld

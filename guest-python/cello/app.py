@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import openapi, params
-from .http import HTTPException, Request, Response, to_response
+from .deps import Scope, drive
+from .messages import HTTPException, Request, Response, to_response
 
 log = logging.getLogger("cello")
 
@@ -57,6 +58,11 @@ class Route:
     arguments: list[Callable[[Request], Any]]
     status_code: int | None = None
     tags: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.path_params = frozenset(_PARAM.findall(self.path))
+        # Routes without dependencies or background tasks skip the scope.
+        self.scoped = any(p.source in ("depends", "background") for p in self.arguments)
 
     def call_args(self, request: Request) -> dict[str, Any]:
         return params.resolve_all(self.arguments, request)
@@ -148,6 +154,11 @@ class App(Router):
         self.name = name
         self.version = version
         self.exception_handlers: dict[type[BaseException], Callable[..., Any]] = {}
+        #: Replacements for dependencies, for tests: ``{get_db: fake_db}``.
+        self.dependency_overrides: dict[Callable[..., Any], Callable[..., Any]] = {}
+        self._singletons: dict[Callable[..., Any], Any] = {}
+        self._dependency_params: dict[Any, list[params.Param]] = {}
+        self._handlers: dict[str, list[Callable[[], Any]]] = {"startup": [], "shutdown": []}
         # Set by the component glue to the host's `cache.invalidate`.
         self._invalidate: Callable[[list[str]], int] | None = None
         self._openapi: dict[str, Any] | None = None
@@ -173,6 +184,30 @@ class App(Router):
             self._openapi = openapi.document(self, skip or set())
         return self._openapi
 
+    def on_event(self, event: str):
+        """Registers a ``startup`` or ``shutdown`` hook (sync or async).
+
+        Startup hooks run once per instance, before its first request (the
+        host calls ``on-start``); an exception in one keeps the instance
+        from serving, and the host answers 503. Shutdown hooks run when the
+        instance is retired. Code at module level runs once, at build time.
+        """
+        if event not in self._handlers:
+            raise ValueError(f"unknown event {event!r}: use 'startup' or 'shutdown'")
+
+        def register(handler: Callable[[], Any]) -> Callable[[], Any]:
+            self._handlers[event].append(handler)
+            return handler
+
+        return register
+
+    async def run_event(self, event: str) -> None:
+        """Runs the hooks registered for ``event``, in order."""
+        for handler in self._handlers[event]:
+            result = handler()
+            if inspect.isawaitable(result):
+                await result
+
     def exception_handler(self, exc_type: type[BaseException]):
         """Registers ``handler(request, exc)`` for exceptions of ``exc_type``;
         its return value is coerced like a route's."""
@@ -193,6 +228,8 @@ class App(Router):
     def dispatch(self, index: int, request: Request) -> Response:
         """Runs the sync handler of route ``index``."""
         route = self.routes[index]
+        if route.scoped:
+            return drive(self._dispatch_scoped(route, request, run_async=False))
         try:
             result = route.handler(**route.call_args(request))
             if inspect.isawaitable(result):
@@ -204,6 +241,8 @@ class App(Router):
     async def dispatch_async(self, index: int, request: Request) -> Response:
         """Runs the handler of route ``index``, awaiting it if it is async."""
         route = self.routes[index]
+        if route.scoped:
+            return await self._dispatch_scoped(route, request, run_async=True)
         try:
             result = route.handler(**route.call_args(request))
             if inspect.isawaitable(result):
@@ -211,6 +250,26 @@ class App(Router):
             return to_response(result, route.status_code)
         except Exception as error:  # noqa: BLE001
             return self._error_response(error, route, request)
+
+    async def _dispatch_scoped(self, route: Route, request: Request, run_async: bool) -> Response:
+        """Runs a handler with dependencies: solves them, calls it, closes
+        generator dependencies, and attaches queued background tasks."""
+        scope = Scope(self, request, route.path_params)
+        failure = None
+        try:
+            result = route.handler(**await scope.solve(route.arguments))
+            if inspect.isawaitable(result):
+                if not run_async:
+                    raise TypeError(f"{route.path}: async handler called synchronously")
+                result = await result
+            response = to_response(result, route.status_code)
+        except Exception as error:  # noqa: BLE001
+            failure = error
+            response = self._error_response(error, route, request)
+        await scope.close(failure)
+        if scope.background is not None and scope.background.tasks:
+            response.background = scope.background
+        return response
 
     def _error_response(self, error: Exception, route: Route, request: Request) -> Response:
         for exc_type in type(error).__mro__:

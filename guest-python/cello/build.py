@@ -14,8 +14,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-WORLD = "cello:component/app"
+PACKAGE = "cello:component@0.1.0"
 ENTRY = "cello_entry"
+#: SDK modules whose import means the app uses a host capability, and the
+#: WIT interface each one needs.
+CAPABILITIES = {"cello.kv": "kv", "cello.config": "config", "cello.http": "outbound"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,9 +52,10 @@ def build_component(app: str, output: Path, wit: str | None = None) -> None:
         raise BuildError(f"WIT directory {wit_dir} not found; pass --wit")
     sdk_parent = Path(__file__).resolve().parent.parent
     module = path.stem
-    _check_imports(path.parent, module, attr, sdk_parent)
+    capabilities = _check_imports(path.parent, module, attr, sdk_parent)
     componentize = _componentize_py()
     with tempfile.TemporaryDirectory(prefix="cello-build-") as tmp:
+        world = _world(wit_dir, Path(tmp) / "wit", capabilities)
         (Path(tmp) / f"{ENTRY}.py").write_text(
             f"import {module} as _app_module\n"
             "from cello._guest import make_world\n"
@@ -59,7 +63,7 @@ def build_component(app: str, output: Path, wit: str | None = None) -> None:
         )
         output.parent.mkdir(parents=True, exist_ok=True)
         command = [
-            componentize, "-d", str(wit_dir), "-w", WORLD,
+            componentize, "-d", str(Path(tmp) / "wit"), "-w", world,
             "componentize", ENTRY,
             "-p", tmp, "-p", str(path.parent), "-p", str(sdk_parent),
             "-o", str(output.resolve()),
@@ -67,11 +71,25 @@ def build_component(app: str, output: Path, wit: str | None = None) -> None:
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:
             raise BuildError(f"componentize-py failed to build {file}:\n{result.stderr.strip()}")
-    print(f"built {output} from {file}")
+    uses = f" (imports {', '.join(capabilities)})" if capabilities else ""
+    print(f"built {output} from {file}{uses}")
 
 
-def _check_imports(directory: Path, module: str, attr: str, sdk_parent: Path) -> None:
-    """Imports the app natively; an exception in it becomes a BuildError."""
+def _world(wit_dir: Path, into: Path, capabilities: list[str]) -> str:
+    """A WIT directory whose world imports exactly ``capabilities`` beside
+    the app world, so the component asks the host for nothing it does not
+    use; returns the world's name."""
+    shutil.copytree(wit_dir, into)
+    imports = "".join(f"  import {name};\n" for name in capabilities)
+    (into / "cello-build.wit").write_text(
+        f"package {PACKAGE};\n\nworld app-build {{\n  include app;\n{imports}}}\n"
+    )
+    return "cello:component/app-build"
+
+
+def _check_imports(directory: Path, module: str, attr: str, sdk_parent: Path) -> list[str]:
+    """Imports the app natively; an exception in it becomes a BuildError.
+    Returns the capabilities (WIT interfaces) the app's imports need."""
     probe = (
         "import sys, importlib\n"
         f"sys.path[:0] = [{str(directory)!r}, {str(sdk_parent)!r}]\n"
@@ -80,10 +98,13 @@ def _check_imports(directory: Path, module: str, attr: str, sdk_parent: Path) ->
         f"a = getattr(m, {attr!r}, None)\n"
         "if not isinstance(a, App):\n"
         f"    sys.exit({f'{module}.py defines no cello.App named {attr!r}'!r})\n"
+        f"print(' '.join(w for m, w in {CAPABILITIES!r}.items() if m in sys.modules))\n"
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     if result.returncode != 0:
         raise BuildError(f"{module}.py cannot be imported:\n{result.stderr.strip()}")
+    lines = result.stdout.strip().splitlines()
+    return lines[-1].split() if lines else []
 
 
 def _componentize_py() -> str:

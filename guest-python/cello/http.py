@@ -1,226 +1,218 @@
-"""Requests, responses, and how handler return values become responses."""
+"""An async HTTP client, httpx-like, over the host's outbound capability.
+
+    from cello import http
+
+    @app.get("/weather")
+    async def weather(city: str):
+        response = await http.get("https://api.example.com/weather", params={"q": city})
+        response.raise_for_status()
+        return response.json()
+
+Calls are awaited without blocking the instance: ``asyncio.gather`` over
+several runs them at once. A URL outside the sidecar's allow-list
+(``outbound = [...]`` under ``[grants]``) raises ``Denied``; no response in
+time raises ``Timeout`` (a ``TimeoutError``). Use it from ``async def``
+routes. Run natively, requests go out through urllib in a thread.
+"""
 
 from __future__ import annotations
 
-import dataclasses
+import asyncio
 import json as _json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import urlencode
+
+from .messages import Headers
+
+try:
+    from wit_world.imports import outbound as _wit
+except ImportError:  # run natively
+    _wit = None
 
 
-class Headers(Mapping[str, str]):
-    """Case-insensitive, read-only header mapping (first value wins)."""
-
-    def __init__(self, pairs: Iterable[tuple[str, str]] = ()):
-        self._pairs = [(k.lower(), v) for k, v in pairs]
-        self._first: dict[str, str] = {}
-        for key, value in self._pairs:
-            self._first.setdefault(key, value)
-
-    def __getitem__(self, key: str) -> str:
-        return self._first[key.lower()]
-
-    def __iter__(self):
-        return iter(self._first)
-
-    def __len__(self) -> int:
-        return len(self._first)
-
-    def get_all(self, key: str) -> list[str]:
-        """Every value of header ``key``."""
-        key = key.lower()
-        return [v for k, v in self._pairs if k == key]
+class HTTPError(Exception):
+    """An outbound request failed."""
 
 
-class Request:
-    """An HTTP request, as routed by the host.
+class Denied(HTTPError):
+    """The URL is outside the component's outbound allow-list."""
 
-    Headers and query parameters are parsed on first use: a handler that
-    reads neither pays for neither.
-    """
 
-    def __init__(
-        self,
-        method: str = "GET",
-        path: str = "/",
-        query: str = "",
-        headers: Iterable[tuple[str, str]] = (),
-        body: bytes = b"",
-        params: Mapping[str, str] | None = None,
-        request_id: str = "",
-        client: str = "",
-    ):
-        self.method = method
-        self.path = path
-        self.query_string = query
-        self.body = body
-        self.params: dict[str, str] = dict(params) if params else {}
-        self.request_id = request_id
-        self.client = client
-        self._raw_headers = headers
-        self._headers: Headers | None = None
-        self._query: dict[str, str] | None = None
+class Timeout(HTTPError, TimeoutError):
+    """No complete response within the timeout."""
+
+
+class HTTPStatusError(HTTPError):
+    """``raise_for_status`` on a 4xx or 5xx response."""
+
+    def __init__(self, message: str, response: HTTPResponse):
+        super().__init__(message)
+        self.response = response
+
+
+class HTTPResponse:
+    """A response: ``status_code``, ``headers``, ``content``, ``text``, ``json()``."""
+
+    def __init__(self, status_code: int, headers: list[tuple[str, str]], content: bytes, url: str):
+        self.status_code = status_code
+        self.headers = Headers(headers)
+        self.content = content
+        self.url = url
 
     @property
-    def headers(self) -> Headers:
-        """Case-insensitive headers (first value of each name)."""
-        if self._headers is None:
-            self._headers = Headers(self._raw_headers)
-        return self._headers
-
-    @property
-    def query(self) -> dict[str, str]:
-        """Query parameters, the first value of each key."""
-        if self._query is None:
-            self._query = {}
-            for key, value in parse_qsl(self.query_string, keep_blank_values=True):
-                self._query.setdefault(key, value)
-        return self._query
-
-    def query_pairs(self) -> list[tuple[str, str]]:
-        """Every query parameter, repeated keys included, in order."""
-        return parse_qsl(self.query_string, keep_blank_values=True)
-
     def text(self) -> str:
-        """The body decoded as UTF-8."""
-        return self.body.decode("utf-8", errors="replace")
+        return self.content.decode("utf-8", errors="replace")
 
     def json(self) -> Any:
-        """The body parsed as JSON; malformed JSON raises a 422 HTTPException."""
-        try:
-            return _json.loads(self.body)
-        except ValueError as e:
-            raise HTTPException(422, f"Invalid JSON body: {e}") from None
+        return _json.loads(self.content)
+
+    @property
+    def is_success(self) -> bool:
+        return 200 <= self.status_code < 300
+
+    def raise_for_status(self) -> HTTPResponse:
+        if self.status_code >= 400:
+            raise HTTPStatusError(f"{self.status_code} from {self.url}", self)
+        return self
+
+    def __repr__(self) -> str:
+        return f"<HTTPResponse [{self.status_code}]>"
 
 
-class Response:
-    """An HTTP response. Handlers may return one, or a value coerced into one."""
+class AsyncClient:
+    """Sends requests; ``base_url`` and ``headers`` apply to each one."""
 
     def __init__(
         self,
-        body: bytes | str = b"",
-        status: int = 200,
-        headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
-        media_type: str | None = None,
-    ):
-        self.body = body.encode() if isinstance(body, str) else bytes(body)
-        self.status = status
-        pairs = headers.items() if isinstance(headers, Mapping) else (headers or ())
-        self.headers: list[tuple[str, str]] = [(k.lower(), str(v)) for k, v in pairs]
-        if media_type and not any(k == "content-type" for k, _ in self.headers):
-            self.headers.append(("content-type", media_type))
-
-    @classmethod
-    def json(cls, value: Any, status: int = 200, headers: Mapping[str, str] | None = None):
-        """``value`` encoded as a JSON body."""
-        body = _json.dumps(value, default=_encode_default, separators=(",", ":"))
-        return cls(body, status, headers, media_type="application/json")
-
-    @classmethod
-    def text(cls, value: str, status: int = 200, headers: Mapping[str, str] | None = None):
-        """A ``text/plain`` body."""
-        return cls(value, status, headers, media_type="text/plain; charset=utf-8")
-
-    @classmethod
-    def html(cls, value: str, status: int = 200, headers: Mapping[str, str] | None = None):
-        """A ``text/html`` body."""
-        return cls(value, status, headers, media_type="text/html; charset=utf-8")
-
-    @classmethod
-    def binary(
-        cls,
-        value: bytes,
-        media_type: str = "application/octet-stream",
-        status: int = 200,
+        base_url: str = "",
         headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
     ):
-        """Bytes with their media type."""
-        return cls(value, status, headers, media_type=media_type)
-
-    @classmethod
-    def redirect(cls, location: str, status: int = 307):
-        """A redirect to ``location`` (307 by default, as in FastAPI)."""
-        return cls(b"", status, {"location": location})
-
-    @classmethod
-    def created(cls, value: Any = None, location: str | None = None):
-        """201, with ``value`` as JSON and a ``Location`` when given."""
-        headers = {"location": location} if location else None
-        return cls.json(value, 201, headers)
-
-    @classmethod
-    def no_content(cls):
-        """204 with no body."""
-        return cls(b"", 204)
-
-    def header(self, name: str) -> str | None:
-        """The first value of header ``name``."""
-        name = name.lower()
-        return next((v for k, v in self.headers if k == name), None)
-
-    def __repr__(self) -> str:
-        return f"Response(status={self.status}, body={self.body[:60]!r})"
-
-
-class HTTPException(Exception):
-    """Raise to answer with ``status_code`` and ``{"detail": detail}``."""
-
-    def __init__(
-        self, status_code: int, detail: Any = None, headers: Mapping[str, str] | None = None
-    ):
-        super().__init__(detail)
-        self.status_code = status_code
-        self.detail = detail if detail is not None else _reason(status_code)
+        self.base_url = base_url.rstrip("/")
         self.headers = dict(headers or {})
+        self.timeout = timeout
 
-    def to_response(self) -> Response:
-        return Response.json({"detail": self.detail}, self.status_code, self.headers)
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        content: bytes | str | None = None,
+        json: Any = None,
+        timeout: float | None = None,
+    ) -> HTTPResponse:
+        if self.base_url and not url.startswith(("http://", "https://")):
+            url = self.base_url + "/" + url.lstrip("/")
+        if params:
+            url += ("&" if "?" in url else "?") + urlencode(params, doseq=True)
+        pairs = {**self.headers, **(headers or {})}
+        body = b""
+        if json is not None:
+            body = _json.dumps(json).encode()
+            pairs.setdefault("content-type", "application/json")
+        elif content is not None:
+            body = content.encode() if isinstance(content, str) else bytes(content)
+        timeout = timeout if timeout is not None else self.timeout
+        header_list = [(k.lower(), str(v)) for k, v in pairs.items()]
+        if _wit is None:
+            return await _native(method.upper(), url, header_list, body, timeout)
+        return await _send(method.upper(), url, header_list, body, timeout)
+
+    async def get(self, url: str, **kwargs: Any) -> HTTPResponse:
+        return await self.request("GET", url, **kwargs)
+
+    async def post(self, url: str, **kwargs: Any) -> HTTPResponse:
+        return await self.request("POST", url, **kwargs)
+
+    async def put(self, url: str, **kwargs: Any) -> HTTPResponse:
+        return await self.request("PUT", url, **kwargs)
+
+    async def patch(self, url: str, **kwargs: Any) -> HTTPResponse:
+        return await self.request("PATCH", url, **kwargs)
+
+    async def delete(self, url: str, **kwargs: Any) -> HTTPResponse:
+        return await self.request("DELETE", url, **kwargs)
 
 
-def to_response(value: Any, status_code: int | None = None) -> Response:
-    """Coerces a handler's return value, with the route's ``status_code``
-    for plain values."""
-    response = _coerce(value)
-    if status_code is not None and not isinstance(value, Response | tuple):
-        response.status = status_code
-    return response
-
-
-def _coerce(value: Any) -> Response:
-    """Coerces a handler's return value into a Response.
-
-    dict/list/dataclass → 200 JSON, str → 200 text/plain, bytes → 200
-    application/octet-stream, None → 204, ``(body, status)`` and
-    ``(body, status, headers)`` tuples, Response as it is.
-    """
-    if isinstance(value, Response):
-        return value
-    if isinstance(value, tuple) and len(value) in (2, 3) and isinstance(value[1], int):
-        response = _coerce(value[0])
-        response.status = value[1]
-        if len(value) == 3:
-            response.headers.extend((k.lower(), str(v)) for k, v in value[2].items())
-        return response
-    if value is None:
-        return Response(status=204)
-    if isinstance(value, str):
-        return Response.text(value)
-    if isinstance(value, bytes | bytearray):
-        return Response(bytes(value), media_type="application/octet-stream")
-    return Response.json(value)
-
-
-def _encode_default(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def _reason(status: int) -> str:
-    from http import HTTPStatus
-
+async def _send(
+    method: str, url: str, headers: list[tuple[str, str]], body: bytes, timeout: float | None
+) -> HTTPResponse:
+    request = _wit.OutgoingRequest(
+        method=method,
+        url=url,
+        headers=headers,
+        body=body,
+        timeout_ms=None if timeout is None else max(1, round(timeout * 1000)),
+    )
     try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Error"
+        response = await _wit.send(request)
+    except Exception as error:  # componentize-py's Err carries the variant
+        if type(error).__name__ != "Err":
+            raise
+        raise _error(error.value, url) from None
+    return HTTPResponse(response.status, list(response.headers), bytes(response.body), url)
+
+
+def _error(variant: Any, url: str) -> HTTPError:
+    kind = type(variant).__name__.rsplit("_", 1)[-1]
+    detail = getattr(variant, "value", None)
+    if kind == "Denied":
+        return Denied(f"{url}: {detail}")
+    if kind == "Timeout":
+        return Timeout(f"{url}: no response in time")
+    return HTTPError(f"{url}: {detail}")
+
+
+async def _native(
+    method: str, url: str, headers: list[tuple[str, str]], body: bytes, timeout: float | None
+) -> HTTPResponse:
+    import urllib.error
+    import urllib.request
+
+    def fetch() -> HTTPResponse:
+        request = urllib.request.Request(
+            url, data=body or None, method=method, headers=dict(headers)
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout or 30) as reply:
+                return HTTPResponse(reply.status, list(reply.headers.items()), reply.read(), url)
+        except urllib.error.HTTPError as reply:
+            return HTTPResponse(reply.code, list(reply.headers.items()), reply.read(), url)
+        except TimeoutError:
+            raise Timeout(f"{url}: no response in time") from None
+        except OSError as error:
+            raise HTTPError(f"{url}: {error}") from None
+
+    return await asyncio.to_thread(fetch)
+
+
+_DEFAULT = AsyncClient()
+
+
+async def get(url: str, **kwargs: Any) -> HTTPResponse:
+    return await _DEFAULT.get(url, **kwargs)
+
+
+async def post(url: str, **kwargs: Any) -> HTTPResponse:
+    return await _DEFAULT.post(url, **kwargs)
+
+
+async def put(url: str, **kwargs: Any) -> HTTPResponse:
+    return await _DEFAULT.put(url, **kwargs)
+
+
+async def delete(url: str, **kwargs: Any) -> HTTPResponse:
+    return await _DEFAULT.delete(url, **kwargs)
+
+
+async def request(method: str, url: str, **kwargs: Any) -> HTTPResponse:
+    return await _DEFAULT.request(method, url, **kwargs)

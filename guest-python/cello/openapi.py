@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from .http import Request
+from .messages import Request
 
 _EMPTY = inspect.Parameter.empty
 
@@ -70,6 +70,18 @@ def document(app, skip: set[str]) -> dict[str, Any]:
     return doc
 
 
+def _flatten(arguments: list, path_params: frozenset[str], depth: int = 0):
+    """The parameters of a route and, recursively, of its dependencies."""
+    from .params import resolvers
+
+    for param in arguments:
+        if param.source == "depends" and depth < 16:
+            inner = resolvers(param.dependency.dependency, set(path_params))
+            yield from _flatten(inner, path_params, depth + 1)
+        else:
+            yield param
+
+
 def _operation(route, schemas: dict[str, Any]) -> dict[str, Any]:
     doc = inspect.getdoc(route.handler) or ""
     operation: dict[str, Any] = {
@@ -77,9 +89,12 @@ def _operation(route, schemas: dict[str, Any]) -> dict[str, Any]:
     }
     if route.tags:
         operation["tags"] = list(route.tags)
-    parameters, body = [], None
-    for param in route.arguments:
+    parameters, body, seen = [], None, set()
+    for param in _flatten(route.arguments, route.path_params):
         if param.source in ("path", "query", "header", "cookie"):
+            if (param.source, param.key) in seen:
+                continue
+            seen.add((param.source, param.key))
             parameters.append(
                 {
                     "name": param.key,

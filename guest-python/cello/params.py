@@ -28,7 +28,7 @@ from collections.abc import Callable
 from http.cookies import SimpleCookie
 from typing import Any
 
-from .http import HTTPException, Request
+from .messages import HTTPException, Request
 
 _EMPTY = inspect.Parameter.empty
 _MISSING = object()
@@ -70,6 +70,8 @@ class Param:
     annotation: Any
     required: bool
     read: Callable[[Request], tuple[str, Any]]
+    #: For a "depends" parameter, what fills it.
+    dependency: Any = None
 
     def __call__(self, request: Request) -> tuple[str, Any]:
         return self.read(request)
@@ -80,12 +82,22 @@ Resolver = Param
 
 def resolvers(handler: Callable[..., Any], path_params: set[str]) -> list[Param]:
     """For each parameter of ``handler``, a function that finds its value."""
+    from .deps import BackgroundTasks, Depends
+
     hints = _hints(handler)
     found = []
     for name, parameter in inspect.signature(handler).parameters.items():
         annotation = hints.get(name, _EMPTY)
         default = parameter.default
-        if annotation is Request or (annotation is _EMPTY and name in ("request", "req")):
+        depends = default if isinstance(default, Depends) else _annotated(annotation, Depends)
+        if depends is not None:
+            if depends.dependency is None:
+                # `db: Database = Depends()` depends on the annotated class.
+                depends = Depends(_unannotated(annotation), use_cache=depends.use_cache)
+            found.append(Param(name, "depends", name, annotation, False, _unread, depends))
+        elif annotation is BackgroundTasks:
+            found.append(Param(name, "background", name, annotation, False, _unread))
+        elif annotation is Request or (annotation is _EMPTY and name in ("request", "req")):
             read = lambda request, name=name: (name, request)  # noqa: E731
             found.append(Param(name, "request", name, Request, False, read))
         elif name in path_params:
@@ -97,6 +109,25 @@ def resolvers(handler: Callable[..., Any], path_params: set[str]) -> list[Param]
         else:
             found.append(_query(name, annotation, default))
     return found
+
+
+def _unread(request: Request) -> tuple[str, Any]:
+    raise AssertionError("resolved by the request's dependency scope")
+
+
+def _annotated(annotation: Any, marker: type) -> Any:
+    """The first ``marker`` instance in ``Annotated[T, ...]`` metadata."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        for extra in annotation.__metadata__:
+            if isinstance(extra, marker):
+                return extra
+    return None
+
+
+def _unannotated(annotation: Any) -> Any:
+    if typing.get_origin(annotation) is typing.Annotated:
+        return _args(annotation)[0]
+    return annotation
 
 
 def resolve_all(resolvers: list[Param], request: Request) -> dict[str, Any]:
@@ -114,6 +145,8 @@ def resolve_all(resolvers: list[Param], request: Request) -> dict[str, Any]:
 
 
 def _hints(handler: Callable[..., Any]) -> dict[str, Any]:
+    if inspect.isclass(handler):  # a class dependency: its constructor's
+        handler = handler.__init__
     try:
         return typing.get_type_hints(handler, include_extras=True)
     except Exception:  # noqa: BLE001 - unresolvable hints fall back to strings

@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from .app import App
-from .http import Headers, Request, Response
+from .messages import Headers, Request, Response
 
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -59,9 +59,28 @@ class TestClient:
 
     __test__ = False
 
-    def __init__(self, app: App):
+    def __init__(self, app: App, dependency_overrides: Mapping[Any, Any] | None = None):
+        """``dependency_overrides`` are added to ``app.dependency_overrides``.
+        Startup hooks run before the first request (or on ``with``), and
+        shutdown hooks when the ``with`` block ends."""
         self.app = app.finalize()
+        self.app.dependency_overrides.update(dependency_overrides or {})
         self._patterns = [(index, _compile(route.path)) for index, route in enumerate(app.routes)]
+        self._started = False
+
+    def __enter__(self) -> TestClient:
+        self._start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._started:
+            self._started = False
+            asyncio.run(self.app.run_event("shutdown"))
+
+    def _start(self) -> None:
+        if not self._started:
+            self._started = True
+            asyncio.run(self.app.run_event("startup"))
 
     def request(
         self,
@@ -129,6 +148,12 @@ class TestClient:
         return Response.json({"detail": "Method Not Allowed"}, 405, {"allow": ", ".join(allow)})
 
     def _call(self, index: int, request: Request) -> Response:
+        self._start()
         if self.app.routes[index].is_async:
-            return asyncio.run(self.app.dispatch_async(index, request))
-        return self.app.dispatch(index, request)
+            response = asyncio.run(self.app.dispatch_async(index, request))
+        else:
+            response = self.app.dispatch(index, request)
+        # As on the host, background tasks run once the response is made.
+        if response.background is not None:
+            asyncio.run(response.background.run())
+        return response

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 from cello import App, HTTPException, Request, Response
-from cello.http import to_response
+from cello.messages import to_response
 
 
 def call(app: App, index: int, **request) -> Response:

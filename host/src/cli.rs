@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio::net::TcpListener;
 
+use crate::capabilities::kv::KvStore;
 use crate::compile::CompileCache;
 use crate::config::HostConfig;
 use crate::loader::{LoadReport, Loaded, LoadedKind, Loader, build_router};
@@ -64,6 +65,19 @@ struct StateArgs {
     /// Compile every component afresh instead of using the compile cache.
     #[arg(long)]
     no_compile_cache: bool,
+    /// The key-value store's file (over `[kv] path` in the config; by
+    /// default `kv.redb` in the state directory).
+    #[arg(long, env = "CELLO_KV_PATH")]
+    kv_path: Option<PathBuf>,
+}
+
+impl StateArgs {
+    fn kv(&self, config: &HostConfig) -> KvStore {
+        match &self.kv_path {
+            Some(path) => KvStore::at(path),
+            None => KvStore::at(&config.kv_path(&self.state_dir)),
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -129,6 +143,7 @@ async fn load(
     state: &StateArgs,
     config: &HostConfig,
     responses: Arc<ResponseCache>,
+    kv: KvStore,
 ) -> anyhow::Result<LoadReport> {
     let engine = crate::engine::new_engine(&config.pool)?;
     tracing::debug!("engine ready");
@@ -143,6 +158,7 @@ async fn load(
         config.default_limits(),
         config.pool.max_instances as usize,
         responses,
+        kv,
     )?;
     loader.load_dir(dir).await
 }
@@ -172,9 +188,13 @@ async fn serve(
             stop,
         ));
     }
-    let report = load(dir, state, &config, responses).await?;
+    let kv = state.kv(&config);
+    let report = load(dir, state, &config, responses, kv.clone()).await?;
     for problem in &report.problems {
         tracing::error!("skipped {problem}");
+    }
+    if report.loaded.iter().any(|l| l.config.grants.kv) {
+        kv.open().map_err(anyhow::Error::msg)?;
     }
     let router = build_router(&report.loaded).map_err(|conflicts| {
         anyhow::anyhow!(
@@ -202,7 +222,7 @@ async fn serve(
 async fn check(dir: &Path, state: &StateArgs) -> anyhow::Result<ExitCode> {
     let config = host_config(state)?;
     let responses = ResponseCache::new(config.cache.max_mb << 20);
-    let report = load(dir, state, &config, responses).await?;
+    let report = load(dir, state, &config, responses, state.kv(&config)).await?;
     let mut problems: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
     if let Err(conflicts) = build_router(&report.loaded) {
         problems.extend(conflicts);

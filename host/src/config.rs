@@ -2,11 +2,15 @@
 //! component, and how they combine (sidecar over host defaults over
 //! built-in defaults).
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::capabilities::config::ValueSource;
+use crate::capabilities::outbound::OutboundSettings;
+use crate::capabilities::{GrantSettings, Grants};
 use crate::response_cache::CachePolicy;
 
 /// The host's config file (`--config cello.toml`). Every field is optional.
@@ -30,6 +34,17 @@ pub struct HostConfig {
     /// The response cache shared by all components.
     #[serde(default)]
     pub cache: ResponseCacheSettings,
+    /// Where the key-value capability keeps its data.
+    #[serde(default)]
+    pub kv: KvSettings,
+}
+
+/// Where the key-value store lives.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct KvSettings {
+    /// The store's file; by default `kv.redb` in the state directory.
+    pub path: Option<std::path::PathBuf>,
 }
 
 /// The size of the response cache.
@@ -62,6 +77,14 @@ impl HostConfig {
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         toml::from_str(&text)
             .map_err(|e| format!("{} is not a valid host config: {e}", path.display()))
+    }
+
+    /// The key-value store's file, given the state directory.
+    pub fn kv_path(&self, state_dir: &Path) -> std::path::PathBuf {
+        self.kv
+            .path
+            .clone()
+            .unwrap_or_else(|| state_dir.join("kv.redb"))
     }
 
     /// The limits every component starts from.
@@ -125,6 +148,30 @@ pub struct ComponentConfig {
     /// A cache policy for every GET route that declares none itself.
     #[serde(default)]
     pub cache: Option<CacheSettings>,
+    /// The capabilities the component may import.
+    #[serde(default)]
+    pub grants: Grants,
+    /// Limits on outbound HTTP, when `grants.outbound` allows any.
+    #[serde(default)]
+    pub outbound: OutboundSettings,
+    /// Config variables: literals or `{ env = "VAR" }`.
+    #[serde(default)]
+    pub variables: HashMap<String, ValueSource>,
+    /// Secrets, like variables but never logged.
+    #[serde(default)]
+    pub secrets: HashMap<String, ValueSource>,
+}
+
+impl ComponentConfig {
+    /// The fields that say what the component is granted.
+    pub fn grant_settings(&self) -> GrantSettings<'_> {
+        GrantSettings {
+            grants: &self.grants,
+            outbound: &self.outbound,
+            variables: &self.variables,
+            secrets: &self.secrets,
+        }
+    }
 }
 
 /// A default cache policy, as a sidecar writes it.
@@ -181,6 +228,8 @@ pub struct LimitSettings {
     pub blocked_warn_ms: Option<u64>,
     /// Host resources (streams, pollables, ...) one instance may hold.
     pub max_resources: Option<usize>,
+    /// Time a request's background tasks may take after its response, in ms.
+    pub background_timeout_ms: Option<u64>,
 }
 
 /// Limits in force for one component after defaults are applied.
@@ -206,6 +255,8 @@ pub struct Limits {
     pub blocked_warn: Duration,
     /// Host resources one instance may hold at once.
     pub max_resources: usize,
+    /// Time a request's background tasks may take after its response.
+    pub background_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -221,6 +272,7 @@ impl Default for Limits {
             max_body_bytes: 10 << 20,
             blocked_warn: Duration::from_millis(100),
             max_resources: 10_000,
+            background_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -255,6 +307,9 @@ impl Limits {
                 .blocked_warn_ms
                 .map_or(self.blocked_warn, Duration::from_millis),
             max_resources: settings.max_resources.unwrap_or(self.max_resources),
+            background_timeout: settings
+                .background_timeout_ms
+                .map_or(self.background_timeout, Duration::from_millis),
         };
         if settings.isolation == Some(Isolation::PerRequest) {
             limits.max_requests_per_instance = 1;

@@ -3,8 +3,9 @@
 //! build one router over all of them. A bad file is reported by name and
 //! skipped; the others still load.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use wasmtime::Engine;
@@ -12,25 +13,43 @@ use wasmtime::component::{Component, Linker};
 
 use crate::app::AppComponent;
 use crate::bindings::Manifest;
+use crate::capabilities::kv::KvStore;
+use crate::capabilities::{self, Capabilities, GrantSet};
 use crate::capacity::HostCapacity;
 use crate::compile::CompileCache;
 use crate::config::{ComponentConfig, Limits};
 use crate::proxy::ProxyComponent;
 use crate::response_cache::ResponseCache;
 use crate::router::{Router, RouterBuilder};
-use crate::state::InstanceState;
+use crate::state::{InstanceState, Owner};
 
 /// How long `describe()` may take before the component is refused.
 const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// What every component is loaded with: the engine and linker, and the
-/// resources all components share.
+/// What every component is loaded with: the engine, and the resources all
+/// components share.
 pub struct Runtime {
     pub engine: Engine,
-    pub linker: Linker<InstanceState>,
+    /// One linker per set of granted capabilities, made on first use.
+    linkers: Mutex<HashMap<GrantSet, Linker<InstanceState>>>,
     /// Instances alive at once across every component.
     pub capacity: Arc<HostCapacity>,
     pub responses: Arc<ResponseCache>,
+    /// The key-value store behind every component's namespace.
+    pub kv: KvStore,
+}
+
+impl Runtime {
+    /// The linker offering exactly the capabilities in `granted`.
+    fn linker(&self, granted: GrantSet) -> anyhow::Result<Linker<InstanceState>> {
+        let mut linkers = self.linkers.lock().unwrap();
+        if let Some(linker) = linkers.get(&granted) {
+            return Ok(linker.clone());
+        }
+        let linker = capabilities::linker(&self.engine, granted)?;
+        linkers.insert(granted, linker.clone());
+        Ok(linker)
+    }
 }
 
 /// Everything needed to turn component files into servable components.
@@ -74,25 +93,23 @@ pub struct LoadReport {
 }
 
 impl Loader {
-    /// A loader whose linker offers WASI (nothing reachable unless granted),
-    /// `wasi:http`, and Cello's host interface.
+    /// A loader that links WASI (nothing reachable unless granted),
+    /// `wasi:http`, Cello's host interface, and each component's grants.
     pub fn new(
         engine: Engine,
         cache: CompileCache,
         limits: Limits,
         max_instances: usize,
         responses: Arc<ResponseCache>,
+        kv: KvStore,
     ) -> anyhow::Result<Self> {
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-        crate::capabilities::host::add_to_linker(&mut linker)?;
         Ok(Self {
             runtime: Runtime {
                 engine,
-                linker,
+                linkers: Mutex::default(),
                 capacity: HostCapacity::new(max_instances),
                 responses,
+                kv,
             },
             cache,
             limits,
@@ -143,12 +160,32 @@ impl Loader {
             started.elapsed()
         );
         let limits = self.limits.with(&config.limits);
-        let label: Arc<str> = name.as_str().into();
+        let sidecar = format!("{name}.toml");
+        let capabilities = Capabilities::grant(config.grant_settings(), &name, &self.runtime.kv)
+            .map_err(|e| format!("{sidecar}: {e}"))?;
+        let granted = capabilities.set();
+        let ungranted =
+            capabilities::ungranted_imports(&self.runtime.engine, &component, granted, &sidecar);
+        if !ungranted.is_empty() {
+            return Err(ungranted.join("; "));
+        }
+        let linker = self.runtime.linker(granted).map_err(|e| format!("{e:#}"))?;
+        let owner = Owner::new(
+            name.as_str().into(),
+            self.runtime.responses.clone(),
+            capabilities,
+        );
         let kind = match World::of(&self.runtime.engine, &component) {
             World::App => {
                 let default_cache = config.cache.as_ref().map(|c| c.policy()).transpose()?;
-                let load =
-                    AppComponent::load(label, &component, limits, default_cache, &self.runtime);
+                let load = AppComponent::load(
+                    owner,
+                    &component,
+                    &linker,
+                    limits,
+                    default_cache,
+                    &self.runtime,
+                );
                 let (app, manifest) = tokio::time::timeout(DESCRIBE_TIMEOUT, load)
                     .await
                     .map_err(|_| format!("describe() did not return within {DESCRIBE_TIMEOUT:?}"))?
@@ -157,7 +194,7 @@ impl Loader {
                 LoadedKind::App(Arc::new(app), manifest)
             }
             World::Proxy => {
-                let proxy = ProxyComponent::load(label, &component, limits, &self.runtime)
+                let proxy = ProxyComponent::load(owner, &component, &linker, limits, &self.runtime)
                     .map_err(|e| format!("{e:#}"))?;
                 LoadedKind::Proxy(Arc::new(proxy))
             }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use wasmtime::component::Component;
+use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store, StoreContextMut};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::handler::{
@@ -31,18 +31,17 @@ pub struct ProxyComponent {
 impl ProxyComponent {
     /// Prepares `component`; fails when it imports what the host lacks.
     pub fn load(
-        name: Arc<str>,
+        owner: Arc<Owner>,
         component: &Component,
+        linker: &Linker<InstanceState>,
         limits: Limits,
         runtime: &Runtime,
     ) -> anyhow::Result<Self> {
-        let pre = runtime
-            .linker
+        let pre = linker
             .instantiate_pre(component)
             .map_err(|e| anyhow::anyhow!("cannot link: {e:#}"))?;
         let pre = wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre)
             .map_err(|e| anyhow::anyhow!("wrong exports: {e:#}"))?;
-        let owner = Owner::new(name, runtime.responses.clone());
         let capacity = Capacity::new(
             limits.max_instances,
             runtime.capacity.clone(),

@@ -8,8 +8,10 @@ use std::time::Duration;
 use wasmtime::component::ResourceTable;
 use wasmtime::{CallHook, ResourceLimiter, Store, StoreContextMut, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use crate::capabilities::Capabilities;
+use crate::capabilities::outbound::OutboundHooks;
 use crate::config::Limits;
 use crate::engine::{EPOCH_TICK, TICKS};
 use crate::error::CallError;
@@ -23,15 +25,22 @@ pub struct Owner {
     pub metrics: ComponentMetrics,
     /// The host's response cache, where this component's entries live.
     pub cache: Arc<ResponseCache>,
+    /// What the component was granted.
+    pub capabilities: Capabilities,
 }
 
 impl Owner {
     /// The owner of `component`'s instances.
-    pub fn new(component: Arc<str>, cache: Arc<ResponseCache>) -> Arc<Self> {
+    pub fn new(
+        component: Arc<str>,
+        cache: Arc<ResponseCache>,
+        capabilities: Capabilities,
+    ) -> Arc<Self> {
         Arc::new(Self {
             metrics: ComponentMetrics::new(&component),
             component,
             cache,
+            capabilities,
         })
     }
 
@@ -53,7 +62,7 @@ pub struct InstanceState {
     pub owner: Arc<Owner>,
     wasi: WasiCtx,
     http: WasiHttpCtx,
-    hooks: DenyOutbound,
+    hooks: OutboundHooks,
     table: ResourceTable,
     memory: MemoryBudget,
     watch: Option<BlockedWatch>,
@@ -82,10 +91,10 @@ impl InstanceState {
         let mut table = ResourceTable::new();
         table.set_max_capacity(limits.max_resources);
         Self {
+            hooks: OutboundHooks(owner.capabilities.outbound.clone()),
             owner,
             wasi,
             http,
-            hooks: DenyOutbound,
             table,
             memory: MemoryBudget {
                 limit: limits.memory_bytes,
@@ -257,29 +266,5 @@ impl WasiHttpView for InstanceState {
             table: &mut self.table,
             ctx: &mut self.http,
         }
-    }
-}
-
-/// Outbound HTTP is a capability; until a component is granted it, every
-/// request the guest sends is refused with `HTTP-request-denied`.
-struct DenyOutbound;
-
-type IoFuture = Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>;
-
-impl WasiHttpHooks for DenyOutbound {
-    fn send_request(
-        &mut self,
-        _request: http::Request<wasmtime_wasi_http::WasiBody>,
-        _options: Option<wasmtime_wasi_http::RequestOptions>,
-        _fut: IoFuture,
-    ) -> Box<
-        dyn Future<
-                Output = Result<
-                    (http::Response<wasmtime_wasi_http::WasiBody>, IoFuture),
-                    wasmtime_wasi_http::Error,
-                >,
-            > + Send,
-    > {
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
     }
 }

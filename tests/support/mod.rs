@@ -32,12 +32,15 @@ const START_TIMEOUT: Duration = Duration::from_secs(300);
 /// A directory of components for one test.
 pub struct Components {
     dir: tempfile::TempDir,
+    /// The key-value store's directory, private to the test.
+    kv: tempfile::TempDir,
 }
 
 impl Components {
     pub fn new() -> Self {
         Self {
             dir: tempfile::tempdir().expect("temp dir"),
+            kv: tempfile::tempdir().expect("temp dir"),
         }
     }
 
@@ -66,6 +69,11 @@ impl Components {
     pub fn with_file(self, file: &str, bytes: &[u8]) -> Self {
         std::fs::write(self.path().join(file), bytes).unwrap();
         self
+    }
+
+    /// The key-value store file this test's hosts share.
+    pub fn kv_path(&self) -> PathBuf {
+        self.kv.path().join("kv.redb")
     }
 
     pub fn path(&self) -> &Path {
@@ -99,6 +107,9 @@ impl Components {
             .args(args);
         if !args.contains(&"--state-dir") {
             command.arg("--state-dir").arg(state_dir());
+        }
+        if !args.contains(&"--kv-path") {
+            command.arg("--kv-path").arg(self.kv_path());
         }
         let mut child = command
             .stdout(Stdio::piped())
@@ -141,7 +152,7 @@ impl Components {
             addr,
             ops,
             log,
-            _components: self,
+            components: Some(self),
         }
     }
 
@@ -179,7 +190,7 @@ pub struct Host {
     /// The ops listener, when `--ops-listen` was given.
     pub ops: Option<SocketAddr>,
     log: Arc<Mutex<String>>,
-    _components: Components,
+    components: Option<Components>,
 }
 
 /// A response, read whole.
@@ -294,6 +305,14 @@ impl Host {
             .status()
             .unwrap();
         assert!(status.success());
+    }
+
+    /// Shuts the host down gracefully and hands back its components, to
+    /// serve them again.
+    pub fn stop(mut self) -> Components {
+        self.terminate();
+        self.wait_exit(Duration::from_secs(20));
+        self.components.take().expect("components")
     }
 
     /// Waits for the process to exit after [`Host::terminate`].

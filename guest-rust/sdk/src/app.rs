@@ -56,6 +56,8 @@ impl Cache {
 pub struct App {
     pub(crate) name: String,
     pub(crate) routes: Vec<Route>,
+    pub(crate) on_start: Option<Box<dyn Fn() -> Result<(), String>>>,
+    pub(crate) on_stop: Option<Box<dyn Fn()>>,
 }
 
 macro_rules! method_routes {
@@ -84,7 +86,22 @@ impl App {
         Self {
             name: name.to_string(),
             routes: Vec::new(),
+            on_start: None,
+            on_stop: None,
         }
+    }
+
+    /// Runs `hook` once per instance before its first request; an `Err`
+    /// keeps the instance from serving (the host answers 503 and logs it).
+    pub fn on_start(mut self, hook: impl Fn() -> Result<(), String> + 'static) -> Self {
+        self.on_start = Some(Box::new(hook));
+        self
+    }
+
+    /// Runs `hook` when the instance is retired or the host shuts down.
+    pub fn on_stop(mut self, hook: impl Fn() + 'static) -> Self {
+        self.on_stop = Some(Box::new(hook));
+        self
     }
 
     method_routes! {

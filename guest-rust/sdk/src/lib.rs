@@ -22,21 +22,24 @@
 extern crate self as cello;
 
 mod app;
+mod capabilities;
 mod request;
 mod response;
 #[doc(hidden)]
 pub mod runtime;
 
 pub use app::{App, Cache};
+pub use capabilities::{background, config, http, kv};
 pub use request::Request;
 pub use response::{IntoResponse, Json, Response};
 
-/// The generated bindings for the `cello:component/app` world.
+/// The generated bindings for the `cello:component/app` world, with every
+/// capability; a component imports only those it calls.
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../../wit",
-        world: "app",
+        world: "app-with-capabilities",
         pub_export_macro: true,
         default_bindings_module: "::cello::bindings",
         runtime_path: "::cello::bindings::wit_bindgen::rt",
@@ -94,6 +97,9 @@ macro_rules! export_app {
             }
             async fn on_stop() {
                 $crate::runtime::on_stop($build).await
+            }
+            async fn run_background(request_id: ::std::string::String) {
+                $crate::runtime::run_background(&request_id).await
             }
         }
 

@@ -65,6 +65,7 @@ impl Response {
             status: self.status,
             headers: self.headers,
             body: self.body,
+            background: false,
         }
     }
 }

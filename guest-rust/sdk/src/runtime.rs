@@ -51,24 +51,46 @@ fn not_routed(route: u32) -> WitResponse {
 
 pub fn handle(build: fn() -> App, req: WitRequest) -> WitResponse {
     let app = app(build);
-    match app.routes.get(req.route as usize).map(|r| &r.handler) {
+    let id = req.context.request_id.clone();
+    let response = match app.routes.get(req.route as usize).map(|r| &r.handler) {
         Some(Handler::Sync(handler)) => handler(Request::from_wit(req)).into_wit(),
         _ => not_routed(req.route),
-    }
+    };
+    with_background(response, &id)
 }
 
 pub async fn handle_async(build: fn() -> App, req: WitRequest) -> WitResponse {
     let app = app(build);
-    match app.routes.get(req.route as usize).map(|r| &r.handler) {
+    let id = req.context.request_id.clone();
+    let response = match app.routes.get(req.route as usize).map(|r| &r.handler) {
         Some(Handler::Async(handler)) => handler(Request::from_wit(req)).await.into_wit(),
         Some(Handler::Sync(handler)) => handler(Request::from_wit(req)).into_wit(),
         None => not_routed(req.route),
-    }
+    };
+    with_background(response, &id)
+}
+
+/// Tells the host to call `run-background` when the handler queued tasks.
+fn with_background(mut response: WitResponse, request_id: &str) -> WitResponse {
+    response.background = crate::background::has(request_id);
+    response
+}
+
+pub async fn run_background(request_id: &str) {
+    crate::background::run(request_id).await;
 }
 
 pub async fn on_start(build: fn() -> App) -> Result<(), String> {
-    app(build);
-    Ok(())
+    let app = app(build);
+    match &app.on_start {
+        Some(hook) => hook(),
+        None => Ok(()),
+    }
 }
 
-pub async fn on_stop(_build: fn() -> App) {}
+pub async fn on_stop(build: fn() -> App) {
+    let app = app(build);
+    if let Some(hook) = &app.on_stop {
+        hook();
+    }
+}

@@ -227,6 +227,16 @@ enum End {
     Trapped(String),
     /// Killed because a request on it ran past its deadline.
     Killed,
+    /// Killed because a request's background tasks ran past their limit.
+    BackgroundOverran,
+}
+
+/// What finished on an event loop.
+enum Finished {
+    /// A request's handler returned (or trapped).
+    Call(u64, Arc<str>, wasmtime::Result<Response>, String),
+    /// A request's background tasks ended, or ran out of time.
+    Background(Option<wasmtime::Result<()>>),
 }
 
 /// Replies of the calls in flight, kept outside the event loop so that a
@@ -279,13 +289,15 @@ impl EventLoop {
                 self.shared.owner.metrics.traps.inc();
                 pending.fail_all(|| CallError::Trap(wasmtime::Error::msg(reason.clone())));
             }
-            End::Killed => {
-                tracing::error!(
-                    %component,
-                    "async instance discarded: a request on it ran past its time limit"
-                );
+            End::Killed | End::BackgroundOverran => {
+                let why = if matches!(end, End::Killed) {
+                    "a request on it ran past its time limit"
+                } else {
+                    "background tasks on it ran past their time limit"
+                };
+                tracing::error!(%component, "async instance discarded: {why}");
                 pending.fail_all(|| {
-                    CallError::InstanceLost("another request on its instance timed out".into())
+                    CallError::InstanceLost(format!("its instance was discarded: {why}"))
                 });
             }
         }
@@ -300,21 +312,40 @@ impl EventLoop {
         } = self;
         let bindings = &instance.bindings;
         let idle_timeout = shared.limits.idle_timeout;
+        let background_timeout = shared.limits.background_timeout;
         let event_loop = instance.store.run_concurrent(async |accessor| {
-            let mut calls = FuturesUnordered::new();
+            let mut calls: FuturesUnordered<std::pin::Pin<Box<dyn Future<Output = Finished> + Send + '_>>> =
+                FuturesUnordered::new();
             loop {
                 tokio::select! {
-                    Some((id, route, result)) = calls.next(), if !calls.is_empty() => {
-                        accessor.with(|mut store| {
-                            InstanceState::track_route(store.data_mut(), &route, true);
-                        });
+                    Some(finished) = calls.next(), if !calls.is_empty() => {
+                        match finished {
+                            Finished::Call(id, route, result, request_id) => {
+                                accessor.with(|mut store| {
+                                    InstanceState::track_route(store.data_mut(), &route, true);
+                                });
+                                match result {
+                                    Ok(response) if response.background => {
+                                        pending.lock().unwrap().answer(id, Ok(response));
+                                        // Still in flight until its tasks end.
+                                        calls.push(Box::pin(async move {
+                                            let run = bindings.call_run_background(accessor, request_id);
+                                            Finished::Background(tokio::time::timeout(background_timeout, run).await.ok())
+                                        }));
+                                        continue;
+                                    }
+                                    Ok(response) => pending.lock().unwrap().answer(id, Ok(response)),
+                                    Err(trap) => return End::Trapped(format!("{trap:#}")),
+                                }
+                            }
+                            Finished::Background(None) => return End::BackgroundOverran,
+                            Finished::Background(Some(Err(trap))) => {
+                                return End::Trapped(format!("background tasks: {trap:#}"));
+                            }
+                            Finished::Background(Some(Ok(()))) => {}
+                        }
                         worker.in_flight.fetch_sub(1, Ordering::Relaxed);
                         pool.room.notify_one();
-                        let result: wasmtime::Result<Response> = result;
-                        match result {
-                            Ok(response) => pending.lock().unwrap().answer(id, Ok(response)),
-                            Err(trap) => return End::Trapped(format!("{trap:#}")),
-                        }
                         // Calls sent but not yet received count as in flight, so
                         // none is left behind in the queue.
                         if worker.done() {
@@ -328,10 +359,11 @@ impl EventLoop {
                             InstanceState::track_route(store.data_mut(), &route, false);
                         });
                         let id = pending.lock().unwrap().add(reply);
-                        calls.push(async move {
+                        let request_id = req.context.request_id.clone();
+                        calls.push(Box::pin(async move {
                             let result = bindings.call_handle_async(accessor, req).await;
-                            (id, route, result)
-                        });
+                            Finished::Call(id, route, result, request_id)
+                        }));
                     }
                     () = worker.stop.notified(), if calls.is_empty() => {
                         if worker.done() {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use wasmtime::component::Component;
+use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store};
 
 use crate::bindings::{App as AppBindings, AppPre, Manifest, Request, Response};
@@ -68,19 +68,18 @@ impl AppComponent {
     /// throwaway instance. Fails with a sentence when the component imports
     /// what the host does not provide or `describe` traps.
     pub async fn load(
-        name: Arc<str>,
+        owner: Arc<Owner>,
         component: &Component,
+        linker: &Linker<InstanceState>,
         limits: Limits,
         default_cache: Option<CachePolicy>,
         runtime: &Runtime,
     ) -> anyhow::Result<(Self, Manifest)> {
         let engine = &runtime.engine;
-        let pre = runtime
-            .linker
+        let pre = linker
             .instantiate_pre(component)
             .map_err(|e| anyhow::anyhow!("cannot link: {e:#}"))?;
         let pre = AppPre::new(pre).map_err(|e| anyhow::anyhow!("wrong exports: {e:#}"))?;
-        let owner = Owner::new(name, runtime.responses.clone());
         let manifest = describe(&owner, engine, &pre, &limits).await?;
         let cache_policies = cache_policies(&manifest, default_cache)?;
         let shared = Arc::new(Shared {
@@ -214,6 +213,38 @@ impl Shared {
             idle_since: Instant::now(),
             slot,
         })
+    }
+
+    /// Runs the background tasks request `request_id` queued on `instance`,
+    /// after its response has gone out. Returns the instance if it can be
+    /// reused; one whose tasks trapped or overran the time limit is
+    /// discarded. A failing task never reaches the client: its response
+    /// was sent already.
+    async fn run_background(&self, mut instance: Instance, request_id: String) -> Option<Instance> {
+        let limit = self.limits.background_timeout;
+        instance.store.data_mut().set_deadline(Some(limit));
+        let bindings = &instance.bindings;
+        let run = instance.store.run_concurrent(async |accessor| {
+            bindings.call_run_background(accessor, request_id).await
+        });
+        let outcome = tokio::time::timeout(limit, run).await;
+        let component = &self.owner.component;
+        match outcome {
+            Ok(Ok(Ok(()))) => {
+                instance.store.data_mut().set_deadline(None);
+                Some(instance)
+            }
+            Ok(Ok(Err(trap)) | Err(trap)) => {
+                self.owner.metrics.traps.inc();
+                tracing::error!(%component, "background tasks trapped: {trap:#}");
+                None
+            }
+            Err(_) => {
+                self.owner.metrics.timeouts.inc();
+                tracing::error!(%component, "background tasks ran past {limit:?}; instance discarded");
+                None
+            }
+        }
     }
 
     /// The path of route `index`, for logs.

@@ -59,7 +59,19 @@ impl SyncPool {
         };
         instance.store.data_mut().set_deadline(None);
         instance.served += 1;
-        self.checkin(shared, instance);
+        if response.background {
+            // The instance stays checked out until its tasks are done.
+            let pool = self.clone();
+            let shared = shared.clone();
+            let request_id = req.context.request_id.clone();
+            tokio::spawn(async move {
+                if let Some(instance) = shared.run_background(instance, request_id).await {
+                    pool.checkin(&shared, instance);
+                }
+            });
+        } else {
+            self.checkin(shared, instance);
+        }
         Ok(response)
     }
 

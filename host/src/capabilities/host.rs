@@ -3,15 +3,10 @@
 
 use std::time::Duration;
 
-use wasmtime::component::{Accessor, HasSelf, Linker};
+use wasmtime::component::{Accessor, HasSelf};
 
 use crate::bindings::cello::component::host::{self, Level};
 use crate::state::InstanceState;
-
-/// Adds `cello:component/host` to `linker`.
-pub fn add_to_linker(linker: &mut Linker<InstanceState>) -> wasmtime::Result<()> {
-    crate::bindings::App::add_to_linker::<_, HasSelf<InstanceState>>(linker, |state| state)
-}
 
 impl crate::bindings::cello::component::types::Host for InstanceState {}
 

@@ -1,0 +1,229 @@
+"""Requests, responses, and how handler return values become responses."""
+
+from __future__ import annotations
+
+import dataclasses
+import json as _json
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import parse_qsl
+
+
+class Headers(Mapping[str, str]):
+    """Case-insensitive, read-only header mapping (first value wins)."""
+
+    def __init__(self, pairs: Iterable[tuple[str, str]] = ()):
+        self._pairs = [(k.lower(), v) for k, v in pairs]
+        self._first: dict[str, str] = {}
+        for key, value in self._pairs:
+            self._first.setdefault(key, value)
+
+    def __getitem__(self, key: str) -> str:
+        return self._first[key.lower()]
+
+    def __iter__(self):
+        return iter(self._first)
+
+    def __len__(self) -> int:
+        return len(self._first)
+
+    def get_all(self, key: str) -> list[str]:
+        """Every value of header ``key``."""
+        key = key.lower()
+        return [v for k, v in self._pairs if k == key]
+
+
+class Request:
+    """An HTTP request, as routed by the host.
+
+    Headers and query parameters are parsed on first use: a handler that
+    reads neither pays for neither.
+    """
+
+    def __init__(
+        self,
+        method: str = "GET",
+        path: str = "/",
+        query: str = "",
+        headers: Iterable[tuple[str, str]] = (),
+        body: bytes = b"",
+        params: Mapping[str, str] | None = None,
+        request_id: str = "",
+        client: str = "",
+    ):
+        self.method = method
+        self.path = path
+        self.query_string = query
+        self.body = body
+        self.params: dict[str, str] = dict(params) if params else {}
+        self.request_id = request_id
+        self.client = client
+        self._raw_headers = headers
+        self._headers: Headers | None = None
+        self._query: dict[str, str] | None = None
+
+    @property
+    def headers(self) -> Headers:
+        """Case-insensitive headers (first value of each name)."""
+        if self._headers is None:
+            self._headers = Headers(self._raw_headers)
+        return self._headers
+
+    @property
+    def query(self) -> dict[str, str]:
+        """Query parameters, the first value of each key."""
+        if self._query is None:
+            self._query = {}
+            for key, value in parse_qsl(self.query_string, keep_blank_values=True):
+                self._query.setdefault(key, value)
+        return self._query
+
+    def query_pairs(self) -> list[tuple[str, str]]:
+        """Every query parameter, repeated keys included, in order."""
+        return parse_qsl(self.query_string, keep_blank_values=True)
+
+    def text(self) -> str:
+        """The body decoded as UTF-8."""
+        return self.body.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        """The body parsed as JSON; malformed JSON raises a 422 HTTPException."""
+        try:
+            return _json.loads(self.body)
+        except ValueError as e:
+            raise HTTPException(422, f"Invalid JSON body: {e}") from None
+
+
+class Response:
+    """An HTTP response. Handlers may return one, or a value coerced into one."""
+
+    #: Tasks to run once the response is sent (set by the app, not by hand).
+    background: Any = None
+
+    def __init__(
+        self,
+        body: bytes | str = b"",
+        status: int = 200,
+        headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+        media_type: str | None = None,
+    ):
+        self.body = body.encode() if isinstance(body, str) else bytes(body)
+        self.status = status
+        pairs = headers.items() if isinstance(headers, Mapping) else (headers or ())
+        self.headers: list[tuple[str, str]] = [(k.lower(), str(v)) for k, v in pairs]
+        if media_type and not any(k == "content-type" for k, _ in self.headers):
+            self.headers.append(("content-type", media_type))
+
+    @classmethod
+    def json(cls, value: Any, status: int = 200, headers: Mapping[str, str] | None = None):
+        """``value`` encoded as a JSON body."""
+        body = _json.dumps(value, default=_encode_default, separators=(",", ":"))
+        return cls(body, status, headers, media_type="application/json")
+
+    @classmethod
+    def text(cls, value: str, status: int = 200, headers: Mapping[str, str] | None = None):
+        """A ``text/plain`` body."""
+        return cls(value, status, headers, media_type="text/plain; charset=utf-8")
+
+    @classmethod
+    def html(cls, value: str, status: int = 200, headers: Mapping[str, str] | None = None):
+        """A ``text/html`` body."""
+        return cls(value, status, headers, media_type="text/html; charset=utf-8")
+
+    @classmethod
+    def binary(
+        cls,
+        value: bytes,
+        media_type: str = "application/octet-stream",
+        status: int = 200,
+        headers: Mapping[str, str] | None = None,
+    ):
+        """Bytes with their media type."""
+        return cls(value, status, headers, media_type=media_type)
+
+    @classmethod
+    def redirect(cls, location: str, status: int = 307):
+        """A redirect to ``location`` (307 by default, as in FastAPI)."""
+        return cls(b"", status, {"location": location})
+
+    @classmethod
+    def created(cls, value: Any = None, location: str | None = None):
+        """201, with ``value`` as JSON and a ``Location`` when given."""
+        headers = {"location": location} if location else None
+        return cls.json(value, 201, headers)
+
+    @classmethod
+    def no_content(cls):
+        """204 with no body."""
+        return cls(b"", 204)
+
+    def header(self, name: str) -> str | None:
+        """The first value of header ``name``."""
+        name = name.lower()
+        return next((v for k, v in self.headers if k == name), None)
+
+    def __repr__(self) -> str:
+        return f"Response(status={self.status}, body={self.body[:60]!r})"
+
+
+class HTTPException(Exception):
+    """Raise to answer with ``status_code`` and ``{"detail": detail}``."""
+
+    def __init__(
+        self, status_code: int, detail: Any = None, headers: Mapping[str, str] | None = None
+    ):
+        super().__init__(detail)
+        self.status_code = status_code
+        self.detail = detail if detail is not None else _reason(status_code)
+        self.headers = dict(headers or {})
+
+    def to_response(self) -> Response:
+        return Response.json({"detail": self.detail}, self.status_code, self.headers)
+
+
+def to_response(value: Any, status_code: int | None = None) -> Response:
+    """Coerces a handler's return value, with the route's ``status_code``
+    for plain values."""
+    response = _coerce(value)
+    if status_code is not None and not isinstance(value, Response | tuple):
+        response.status = status_code
+    return response
+
+
+def _coerce(value: Any) -> Response:
+    """Coerces a handler's return value into a Response.
+
+    dict/list/dataclass → 200 JSON, str → 200 text/plain, bytes → 200
+    application/octet-stream, None → 204, ``(body, status)`` and
+    ``(body, status, headers)`` tuples, Response as it is.
+    """
+    if isinstance(value, Response):
+        return value
+    if isinstance(value, tuple) and len(value) in (2, 3) and isinstance(value[1], int):
+        response = _coerce(value[0])
+        response.status = value[1]
+        if len(value) == 3:
+            response.headers.extend((k.lower(), str(v)) for k, v in value[2].items())
+        return response
+    if value is None:
+        return Response(status=204)
+    if isinstance(value, str):
+        return Response.text(value)
+    if isinstance(value, bytes | bytearray):
+        return Response(bytes(value), media_type="application/octet-stream")
+    return Response.json(value)
+
+
+def _encode_default(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _reason(status: int) -> str:
+    from http import HTTPStatus
+
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"

@@ -1,0 +1,309 @@
+//! `cello:component/kv`: a persistent key-value store, one namespace per
+//! component.
+//!
+//! The store is one redb file under the state directory. redb is pure Rust
+//! (nothing to build in C), keeps a copy-on-write B-tree with checksummed
+//! commits, and makes a write transaction durable (fsync) before `commit`
+//! returns: a set the guest saw succeed survives a crash, and a crash
+//! mid-write leaves the previous commit intact. Write transactions are
+//! serialised, which makes `increment` atomic without a lock of our own.
+//!
+//! Values carry their expiry (milliseconds since the Unix epoch, 0 for
+//! none) in an 8-byte prefix; an expired value reads as absent and is
+//! removed when it is next written or listed.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use crate::bindings::cello::component::kv;
+use crate::state::InstanceState;
+
+/// (namespace, key) → expiry (8 bytes, little-endian) followed by the value.
+const TABLE: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("kv");
+
+/// Longest key, in bytes.
+pub const MAX_KEY_BYTES: usize = 1024;
+/// Largest value, in bytes.
+pub const MAX_VALUE_BYTES: usize = 1 << 20;
+/// Most keys one `list-keys` returns.
+pub const MAX_LISTED: usize = 10_000;
+
+/// The host's key-value store, shared by every component. The file is
+/// opened on first use, so a host whose components hold no `kv` grant (or
+/// `cello-host check`) never touches it.
+#[derive(Clone)]
+pub struct KvStore {
+    path: Arc<PathBuf>,
+    db: Arc<OnceLock<Result<Database, String>>>,
+}
+
+/// One component's view of the store.
+#[derive(Clone)]
+pub struct KvNamespace {
+    store: KvStore,
+    namespace: Arc<str>,
+}
+
+impl KvStore {
+    /// The store kept in the file `path`.
+    pub fn at(path: &Path) -> Self {
+        Self {
+            path: Arc::new(path.to_path_buf()),
+            db: Arc::default(),
+        }
+    }
+
+    /// Opens (or creates) the file now; the error is a sentence.
+    pub fn open(&self) -> Result<&Database, String> {
+        self.db
+            .get_or_init(|| open(&self.path))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// The namespace `name`, which no other name can see into.
+    pub fn namespace(&self, name: &str) -> KvNamespace {
+        KvNamespace {
+            store: self.clone(),
+            namespace: name.into(),
+        }
+    }
+}
+
+fn open(path: &Path) -> Result<Database, String> {
+    let fail = |e: &dyn std::fmt::Display| {
+        format!("cannot open the key-value store {}: {e}", path.display())
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
+    }
+    let db = Database::create(path).map_err(|e| fail(&e))?;
+    let write = db.begin_write().map_err(|e| fail(&e))?;
+    write.open_table(TABLE).map_err(|e| fail(&e))?;
+    write.commit().map_err(|e| fail(&e))?;
+    Ok(db)
+}
+
+impl std::fmt::Debug for KvNamespace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KvNamespace({})", self.namespace)
+    }
+}
+
+/// A failure the guest sees as the error of its call.
+type KvResult<T> = Result<T, String>;
+
+impl KvNamespace {
+    pub fn get(&self, key: &str) -> KvResult<Option<Vec<u8>>> {
+        check_key(key)?;
+        let read = self.store.open()?.begin_read().map_err(internal)?;
+        let table = read.open_table(TABLE).map_err(internal)?;
+        let value = table.get((&*self.namespace, key)).map_err(internal)?;
+        Ok(value.and_then(|v| live(v.value()).map(<[u8]>::to_vec)))
+    }
+
+    pub fn set(&self, key: &str, value: &[u8], ttl_seconds: Option<u32>) -> KvResult<()> {
+        check_key(key)?;
+        if value.len() > MAX_VALUE_BYTES {
+            return Err(format!(
+                "value of {} bytes is over the limit of {MAX_VALUE_BYTES}",
+                value.len()
+            ));
+        }
+        let expires = match ttl_seconds {
+            Some(0) => return Err("ttl-seconds must be positive".into()),
+            Some(ttl) => now_ms() + u64::from(ttl) * 1000,
+            None => 0,
+        };
+        let mut stored = Vec::with_capacity(8 + value.len());
+        stored.extend_from_slice(&expires.to_le_bytes());
+        stored.extend_from_slice(value);
+        self.write(|table| {
+            table.insert((&*self.namespace, key), stored.as_slice())?;
+            Ok(())
+        })
+    }
+
+    pub fn delete(&self, key: &str) -> KvResult<bool> {
+        check_key(key)?;
+        self.write(|table| {
+            let old = table.remove((&*self.namespace, key))?;
+            Ok(old.is_some_and(|v| live(v.value()).is_some()))
+        })
+    }
+
+    pub fn list_keys(&self, prefix: &str) -> KvResult<Vec<String>> {
+        let read = self.store.open()?.begin_read().map_err(internal)?;
+        let table = read.open_table(TABLE).map_err(internal)?;
+        let mut keys = Vec::new();
+        for entry in table
+            .range((&*self.namespace, prefix)..)
+            .map_err(internal)?
+        {
+            let (key, value) = entry.map_err(internal)?;
+            let (namespace, key) = key.value();
+            if namespace != &*self.namespace || !key.starts_with(prefix) {
+                break;
+            }
+            if live(value.value()).is_some() {
+                if keys.len() == MAX_LISTED {
+                    return Err(format!(
+                        "more than {MAX_LISTED} keys start with {prefix:?}; use a longer prefix"
+                    ));
+                }
+                keys.push(key.to_string());
+            }
+        }
+        Ok(keys)
+    }
+
+    pub fn increment(&self, key: &str, delta: i64) -> KvResult<i64> {
+        check_key(key)?;
+        self.write(|table| {
+            let (current, expires) = match table.get((&*self.namespace, key))? {
+                Some(stored) => match live(stored.value()) {
+                    Some(value) => (parse_counter(key, value)?, expiry(stored.value())),
+                    None => (0, 0),
+                },
+                None => (0, 0),
+            };
+            let next = current.checked_add(delta).ok_or_else(|| {
+                WriteError::Guest(format!("{key:?} would overflow a 64-bit integer"))
+            })?;
+            let mut stored = expires.to_le_bytes().to_vec();
+            stored.extend_from_slice(next.to_string().as_bytes());
+            table.insert((&*self.namespace, key), stored.as_slice())?;
+            Ok(next)
+        })
+    }
+
+    /// Runs `change` in one durable write transaction.
+    fn write<T>(
+        &self,
+        change: impl FnOnce(&mut redb::Table<(&str, &str), &[u8]>) -> Result<T, WriteError>,
+    ) -> KvResult<T> {
+        let write = self.store.open()?.begin_write().map_err(internal)?;
+        let result = {
+            let mut table = write.open_table(TABLE).map_err(internal)?;
+            change(&mut table)
+        };
+        match result {
+            Ok(value) => {
+                write.commit().map_err(internal)?;
+                Ok(value)
+            }
+            Err(WriteError::Guest(message)) => Err(message),
+            Err(WriteError::Storage(e)) => Err(internal(e)),
+        }
+    }
+}
+
+/// Why a write failed: the guest's mistake, or the store's.
+enum WriteError {
+    Guest(String),
+    Storage(redb::StorageError),
+}
+
+impl From<redb::StorageError> for WriteError {
+    fn from(e: redb::StorageError) -> Self {
+        Self::Storage(e)
+    }
+}
+
+fn check_key(key: &str) -> KvResult<()> {
+    if key.is_empty() {
+        return Err("the key is empty".into());
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(format!(
+            "key of {} bytes is over the limit of {MAX_KEY_BYTES}",
+            key.len()
+        ));
+    }
+    Ok(())
+}
+
+fn parse_counter(key: &str, value: &[u8]) -> Result<i64, WriteError> {
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(|| WriteError::Guest(format!("{key:?} does not hold an integer")))
+}
+
+fn expiry(stored: &[u8]) -> u64 {
+    stored
+        .get(..8)
+        .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap()))
+}
+
+/// The value, unless it has expired.
+fn live(stored: &[u8]) -> Option<&[u8]> {
+    let expires = expiry(stored);
+    (expires == 0 || expires > now_ms()).then(|| stored.get(8..).unwrap_or_default())
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A storage failure: logged in full, reported to the guest in a sentence.
+fn internal(error: impl std::fmt::Display) -> String {
+    tracing::error!("key-value store error: {error}");
+    format!("the key-value store failed: {error}")
+}
+
+impl InstanceState {
+    /// This component's namespace; linked only when granted, so present.
+    fn kv(&self) -> wasmtime::Result<KvNamespace> {
+        self.owner
+            .capabilities
+            .kv
+            .clone()
+            .ok_or_else(|| wasmtime::Error::msg("kv called without the kv grant"))
+    }
+}
+
+/// Runs a store operation off the async runtime's threads: a commit waits
+/// for the disk.
+async fn blocking<T: Send + 'static>(
+    op: impl FnOnce() -> KvResult<T> + Send + 'static,
+) -> wasmtime::Result<KvResult<T>> {
+    Ok(tokio::task::spawn_blocking(op).await?)
+}
+
+impl kv::Host for InstanceState {
+    async fn get(&mut self, key: String) -> wasmtime::Result<KvResult<Option<Vec<u8>>>> {
+        let kv = self.kv()?;
+        blocking(move || kv.get(&key)).await
+    }
+
+    async fn set(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+        ttl_seconds: Option<u32>,
+    ) -> wasmtime::Result<KvResult<()>> {
+        let kv = self.kv()?;
+        blocking(move || kv.set(&key, &value, ttl_seconds)).await
+    }
+
+    async fn delete(&mut self, key: String) -> wasmtime::Result<KvResult<bool>> {
+        let kv = self.kv()?;
+        blocking(move || kv.delete(&key)).await
+    }
+
+    async fn list_keys(&mut self, prefix: String) -> wasmtime::Result<KvResult<Vec<String>>> {
+        let kv = self.kv()?;
+        blocking(move || kv.list_keys(&prefix)).await
+    }
+
+    async fn increment(&mut self, key: String, delta: i64) -> wasmtime::Result<KvResult<i64>> {
+        let kv = self.kv()?;
+        blocking(move || kv.increment(&key, delta)).await
+    }
+}

@@ -1,0 +1,155 @@
+"""A Python guest that uses every capability: key-value, config, outbound
+HTTP, dependencies, lifecycle hooks and background tasks."""
+
+import asyncio
+import time
+
+from cello import App, BackgroundTasks, Depends, Header, HTTPException, Request, config, http, kv
+from cello.host import sleep
+
+app = App("python-caps")
+
+
+@app.on_event("startup")
+def fill_store():
+    if config.get("fail-startup") == "yes":
+        raise RuntimeError("the sidecar asked this instance to fail at startup")
+    kv.sync.set("startup:greeting", "filled at startup")
+    kv.sync.incr("startup:count")
+
+
+@app.get("/startup")
+async def startup_value():
+    return {"greeting": await kv.get_text("startup:greeting")}
+
+
+@app.get("/kv/{key}")
+async def read(key: str):
+    value = await kv.get_text(key)
+    if value is None:
+        raise HTTPException(404, f"no key {key}")
+    return {"key": key, "value": value}
+
+
+@app.put("/kv/{key}")
+def write(key: str, request: Request, ttl: int | None = None):
+    kv.sync.set(key, request.text(), ttl)
+    return {"stored": key}
+
+
+@app.delete("/kv/{key}")
+async def remove(key: str):
+    return {"deleted": await kv.delete(key)}
+
+
+@app.get("/keys")
+async def list_keys(prefix: str = ""):
+    return await kv.keys(prefix)
+
+
+@app.post("/incr/{key}")
+async def incr(key: str, by: int = 1):
+    try:
+        return {"value": await kv.incr(key, by)}
+    except kv.KVError as error:
+        raise HTTPException(409, str(error)) from None
+
+
+# A dependency chain: a "connection" that logs its life in the store, a user
+# looked up through it, and a handler that depends on the user.
+class Connection:
+    def __init__(self, request_id: str):
+        self.request_id = request_id
+
+    def log(self, event: str) -> None:
+        kv.sync.set(f"db:{self.request_id}:{event}", str(time.time_ns()))
+
+
+def get_db(request: Request):
+    db = Connection(request.headers.get("x-trace", "untraced"))
+    db.log("opened")
+    try:
+        yield db
+    finally:
+        db.log("closed")
+
+
+def get_current_user(x_user: str = Header(), db: Connection = Depends(get_db)):
+    if x_user == "nobody":
+        raise HTTPException(401, "unknown user")
+    db.log("user")
+    return {"name": x_user}
+
+
+@app.get("/me")
+def me(user: dict = Depends(get_current_user), db: Connection = Depends(get_db)):
+    # get_db is computed once per request: the user's connection is this one.
+    db.log("handler")
+    return {"user": user["name"]}
+
+
+@app.get("/config")
+def show_config():
+    token = config.secret("api-token")
+    return {
+        "greeting": config.get("greeting"),
+        "missing": config.get("nope", "default"),
+        "token": repr(token),
+        "token_length": len(token.reveal()) if token else 0,
+    }
+
+
+async def record_later(key: str):
+    kv.sync.set(f"{key}:task-started", str(time.time_ns()))
+    await sleep(0.3)
+    kv.sync.set(f"{key}:task-done", str(time.time_ns()))
+
+
+def failing_task():
+    raise RuntimeError("this background task fails on purpose")
+
+
+@app.post("/background/{key}")
+async def background(key: str, tasks: BackgroundTasks):
+    tasks.add_task(failing_task)
+    tasks.add_task(record_later, key)
+    responded = time.time_ns()
+    kv.sync.set(f"{key}:responded", str(responded))
+    return {"responded": responded}
+
+
+@app.post("/background-sync/{key}")
+def background_sync(key: str, tasks: BackgroundTasks):
+    tasks.add_task(record_later, key)
+    kv.sync.set(f"{key}:responded", str(time.time_ns()))
+    return {"queued": True}
+
+
+@app.get("/fetch")
+async def fetch(url: str):
+    try:
+        response = await http.get(url)
+    except http.Denied as error:
+        return {"error": "denied", "detail": str(error)}
+    except http.HTTPError as error:
+        return {"error": type(error).__name__, "detail": str(error)}
+    return {"status": response.status_code, "body": response.text}
+
+
+@app.get("/gather")
+async def gather(url: str):
+    started = time.monotonic()
+    replies = await asyncio.gather(*(http.get(f"{url}?n={n}") for n in range(3)))
+    return {
+        "bodies": [r.text for r in replies],
+        "elapsed_ms": round((time.monotonic() - started) * 1000),
+    }
+
+
+@app.get("/wait-for")
+async def wait_for(timeout_ms: int, sleep_ms: int):
+    try:
+        await asyncio.wait_for(sleep(sleep_ms / 1000), timeout=timeout_ms / 1000)
+    except TimeoutError:
+        return {"timed_out": True}
+    return {"timed_out": False}
