@@ -94,6 +94,44 @@ async fn a_startup_hook_fills_the_store_before_the_first_request() {
 }
 
 #[tokio::test]
+async fn shutdown_hooks_run_for_every_instance_on_a_graceful_stop() {
+    let host = python_caps().serve();
+    // One event-loop instance (async route) and one sync instance.
+    assert_eq!(host.get("/startup").await.status, 200);
+    assert_eq!(host.get("/config").await.status, 200);
+    let host = host.stop().serve();
+    let reply = host.get("/kv/shutdown:count").await;
+    assert_eq!(reply.status, 200, "{}", host.log());
+    assert_eq!(reply.json()["value"], "2");
+}
+
+#[tokio::test]
+async fn guest_log_lines_carry_component_route_and_request_id() {
+    let host = python_caps().serve_with(&["--log-format", "json"]);
+    let reply = host
+        .send(
+            Method::GET,
+            "/log",
+            &[("x-request-id", "trace-me-7")],
+            vec![],
+        )
+        .await;
+    assert_eq!(reply.status, 200);
+    let line = host.wait_for_log("a line from the log route").await;
+    let line = line
+        .lines()
+        .find(|l| l.contains("a line from the log route"))
+        .unwrap();
+    for field in [
+        r#""component":"python-caps""#,
+        r#""route":"/log""#,
+        r#""request_id":"trace-me-7""#,
+    ] {
+        assert!(line.contains(field), "{field} missing from {line}");
+    }
+}
+
+#[tokio::test]
 async fn a_failing_startup_gives_503_for_that_component_only() {
     let failing = format!("prefix = \"/bad\"\n{GRANTS}")
         .replace("[variables]\n", "[variables]\nfail-startup = \"yes\"\n");

@@ -12,6 +12,9 @@ use tokio::net::TcpListener;
 
 use crate::capabilities::kv::KvStore;
 use crate::compile::CompileCache;
+
+/// How long a graceful shutdown waits for `on-stop` hooks.
+const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(6);
 use crate::config::HostConfig;
 use crate::loader::{LoadReport, Loaded, LoadedKind, Loader, build_router};
 use crate::response_cache::ResponseCache;
@@ -215,6 +218,15 @@ async fn serve(
         tracing::info!("shutting down; waiting for requests in flight");
     };
     crate::server::serve(listener, Arc::new(router), draining).await?;
+    let apps: Vec<_> = report
+        .loaded
+        .iter()
+        .filter_map(|loaded| match &loaded.kind {
+            LoadedKind::App(app, _) => Some(app.clone()),
+            LoadedKind::Proxy(_) => None,
+        })
+        .collect();
+    crate::app::retire_all(&apps, STOP_WAIT).await;
     drop(stopped);
     Ok(ExitCode::SUCCESS)
 }

@@ -68,6 +68,8 @@ pub struct InstanceState {
     watch: Option<BlockedWatch>,
     /// The epoch tick by which the current sync call must end.
     deadline: Option<u64>,
+    /// The calls in flight on the instance: route and request id.
+    calls: Vec<(Arc<str>, String)>,
 }
 
 /// The trap a sync call gets when it runs past its deadline.
@@ -102,6 +104,7 @@ impl InstanceState {
             },
             watch: None,
             deadline: None,
+            calls: Vec::new(),
         }
     }
 
@@ -125,7 +128,7 @@ impl InstanceState {
         store.epoch_deadline_callback(|mut ctx: StoreContextMut<'_, Self>| {
             let state = ctx.data_mut();
             if let Some(watch) = &mut state.watch {
-                watch.on_tick(&state.owner);
+                watch.on_tick(&state.owner, &state.calls);
             }
             if state
                 .deadline
@@ -148,7 +151,6 @@ impl InstanceState {
             threshold_ticks: ticks,
             running_since: None,
             warned: false,
-            routes: Vec::new(),
         });
         store.call_hook(|mut ctx, hook| {
             if let Some(watch) = &mut ctx.data_mut().watch {
@@ -158,17 +160,30 @@ impl InstanceState {
         });
     }
 
-    /// Records that an async call for `route` started (or, with `done`,
-    /// ended), so a blocked-loop warning can name it.
-    pub fn track_route(&mut self, route: &Arc<str>, done: bool) {
-        if let Some(watch) = &mut self.watch {
-            if done {
-                if let Some(i) = watch.routes.iter().position(|r| Arc::ptr_eq(r, route)) {
-                    watch.routes.swap_remove(i);
-                }
-            } else {
-                watch.routes.push(route.clone());
+    /// Records that the call for request `request_id` on `route` started
+    /// (or, with `done`, ended), so log lines and blocked-loop warnings can
+    /// name it.
+    pub fn track_call(&mut self, route: &Arc<str>, request_id: &str, done: bool) {
+        if done {
+            if let Some(i) = self.calls.iter().position(|(_, id)| id == request_id) {
+                self.calls.swap_remove(i);
             }
+        } else {
+            self.calls.push((route.clone(), request_id.to_string()));
+        }
+    }
+
+    /// Forgets every call in flight.
+    pub fn calls_clear(&mut self) {
+        self.calls.clear();
+    }
+
+    /// The route and request id of the one call in flight; with several
+    /// async calls at once, a host call cannot tell which made it.
+    pub fn current_call(&self) -> (Option<&str>, Option<&str>) {
+        match self.calls.as_slice() {
+            [(route, id)] => (Some(route), Some(id)),
+            _ => (None, None),
         }
     }
 }
@@ -210,8 +225,6 @@ struct BlockedWatch {
     /// The tick at which the guest last started running.
     running_since: Option<u64>,
     warned: bool,
-    /// Routes of the async calls in flight on the instance.
-    routes: Vec<Arc<str>>,
 }
 
 impl BlockedWatch {
@@ -228,7 +241,7 @@ impl BlockedWatch {
         }
     }
 
-    fn on_tick(&mut self, owner: &Owner) {
+    fn on_tick(&mut self, owner: &Owner, calls: &[(Arc<str>, String)]) {
         let Some(since) = self.running_since else {
             return;
         };
@@ -236,7 +249,7 @@ impl BlockedWatch {
         if ran >= self.threshold_ticks && !self.warned {
             self.warned = true;
             owner.metrics.blocked_loops.inc();
-            let mut routes: Vec<&str> = self.routes.iter().map(|r| &**r).collect();
+            let mut routes: Vec<&str> = calls.iter().map(|(r, _)| &**r).collect();
             routes.sort_unstable();
             routes.dedup();
             tracing::warn!(

@@ -21,7 +21,6 @@ use super::{Instance, Shared, retire};
 use crate::bindings::{Request, Response};
 use crate::capacity::{Evict, Slot};
 use crate::error::CallError;
-use crate::state::InstanceState;
 
 type Reply = oneshot::Sender<Result<Response, CallError>>;
 
@@ -231,6 +230,8 @@ enum End {
     BackgroundOverran,
 }
 
+type CallFuture<'a> = std::pin::Pin<Box<dyn Future<Output = Finished> + Send + 'a>>;
+
 /// What finished on an event loop.
 enum Finished {
     /// A request's handler returned (or trapped).
@@ -314,15 +315,14 @@ impl EventLoop {
         let idle_timeout = shared.limits.idle_timeout;
         let background_timeout = shared.limits.background_timeout;
         let event_loop = instance.store.run_concurrent(async |accessor| {
-            let mut calls: FuturesUnordered<std::pin::Pin<Box<dyn Future<Output = Finished> + Send + '_>>> =
-                FuturesUnordered::new();
+            let mut calls: FuturesUnordered<CallFuture<'_>> = FuturesUnordered::new();
             loop {
                 tokio::select! {
                     Some(finished) = calls.next(), if !calls.is_empty() => {
                         match finished {
                             Finished::Call(id, route, result, request_id) => {
                                 accessor.with(|mut store| {
-                                    InstanceState::track_route(store.data_mut(), &route, true);
+                                    store.data_mut().track_call(&route, &request_id, true);
                                 });
                                 match result {
                                     Ok(response) if response.background => {
@@ -355,11 +355,11 @@ impl EventLoop {
                     job = queue.recv() => {
                         let Some(Job { req, reply }) = job else { return End::Retired };
                         let route = shared.route_name(req.route);
+                        let request_id = req.context.request_id.clone();
                         accessor.with(|mut store| {
-                            InstanceState::track_route(store.data_mut(), &route, false);
+                            store.data_mut().track_call(&route, &request_id, false);
                         });
                         let id = pending.lock().unwrap().add(reply);
-                        let request_id = req.context.request_id.clone();
                         calls.push(Box::pin(async move {
                             let result = bindings.call_handle_async(accessor, req).await;
                             Finished::Call(id, route, result, request_id)

@@ -142,6 +142,28 @@ impl AppComponent {
     }
 }
 
+/// Retires every idle instance of `apps`, running their `on-stop` hooks,
+/// and waits for the hooks to end, at most `within`: the last step of a
+/// graceful shutdown, once requests have drained.
+pub async fn retire_all(apps: &[Arc<AppComponent>], within: Duration) {
+    use crate::capacity::Evict;
+    for app in apps {
+        while app.sync_pool.evict_one() {}
+        while app.async_pool.evict_one() {}
+    }
+    let deadline = Instant::now() + within;
+    while apps
+        .iter()
+        .any(|app| app.shared.owner.metrics.instances_live.get() > 0)
+    {
+        if Instant::now() >= deadline {
+            tracing::warn!("some instances did not stop within {within:?}");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Each route's cache policy: its own, or for a GET route without one, the
 /// sidecar's default.
 fn cache_policies(
@@ -222,7 +244,9 @@ impl Shared {
     /// was sent already.
     async fn run_background(&self, mut instance: Instance, request_id: String) -> Option<Instance> {
         let limit = self.limits.background_timeout;
-        instance.store.data_mut().set_deadline(Some(limit));
+        let state = instance.store.data_mut();
+        state.set_deadline(Some(limit));
+        state.track_call(&Arc::from("(background)"), &request_id, false);
         let bindings = &instance.bindings;
         let run = instance.store.run_concurrent(async |accessor| {
             bindings.call_run_background(accessor, request_id).await
@@ -231,7 +255,9 @@ impl Shared {
         let component = &self.owner.component;
         match outcome {
             Ok(Ok(Ok(()))) => {
-                instance.store.data_mut().set_deadline(None);
+                let state = instance.store.data_mut();
+                state.set_deadline(None);
+                state.calls_clear();
                 Some(instance)
             }
             Ok(Ok(Err(trap)) | Err(trap)) => {

@@ -43,7 +43,10 @@ impl SyncPool {
         let deadline = Instant::now() + shared.limits.timeout;
         let mut instance = self.checkout(shared, deadline).await?;
         let left = deadline.saturating_duration_since(Instant::now());
-        instance.store.data_mut().set_deadline(Some(left));
+        let route = shared.route_name(req.route);
+        let state = instance.store.data_mut();
+        state.set_deadline(Some(left));
+        state.track_call(&route, &req.context.request_id, false);
         // On a timeout or a trap the instance is dropped here: its state can
         // no longer be trusted.
         let response = match instance
@@ -57,7 +60,9 @@ impl SyncPool {
             }
             Err(trap) => return Err(shared.owner.trapped(trap)),
         };
-        instance.store.data_mut().set_deadline(None);
+        let state = instance.store.data_mut();
+        state.set_deadline(None);
+        state.track_call(&route, &req.context.request_id, true);
         instance.served += 1;
         if response.background {
             // The instance stays checked out until its tasks are done.

@@ -13,12 +13,23 @@ impl crate::bindings::cello::component::types::Host for InstanceState {}
 impl host::Host for InstanceState {
     fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
         let component = &*self.owner.component;
+        let (route, request_id) = self.current_call();
         match level {
-            Level::Trace => tracing::trace!(target: "guest", component, "{message}"),
-            Level::Debug => tracing::debug!(target: "guest", component, "{message}"),
-            Level::Info => tracing::info!(target: "guest", component, "{message}"),
-            Level::Warn => tracing::warn!(target: "guest", component, "{message}"),
-            Level::Error => tracing::error!(target: "guest", component, "{message}"),
+            Level::Trace => {
+                tracing::trace!(target: "guest", component, route, request_id, "{message}")
+            }
+            Level::Debug => {
+                tracing::debug!(target: "guest", component, route, request_id, "{message}")
+            }
+            Level::Info => {
+                tracing::info!(target: "guest", component, route, request_id, "{message}")
+            }
+            Level::Warn => {
+                tracing::warn!(target: "guest", component, route, request_id, "{message}")
+            }
+            Level::Error => {
+                tracing::error!(target: "guest", component, route, request_id, "{message}")
+            }
         }
         Ok(())
     }

@@ -4,7 +4,18 @@ HTTP, dependencies, lifecycle hooks and background tasks."""
 import asyncio
 import time
 
-from cello import App, BackgroundTasks, Depends, Header, HTTPException, Request, config, http, kv
+from cello import (
+    App,
+    BackgroundTasks,
+    Depends,
+    Header,
+    HTTPException,
+    Request,
+    config,
+    http,
+    kv,
+    log,
+)
 from cello.host import sleep
 
 app = App("python-caps")
@@ -16,6 +27,17 @@ def fill_store():
         raise RuntimeError("the sidecar asked this instance to fail at startup")
     kv.sync.set("startup:greeting", "filled at startup")
     kv.sync.incr("startup:count")
+
+
+@app.on_event("shutdown")
+async def count_shutdown():
+    await kv.incr("shutdown:count")
+
+
+@app.get("/log")
+def write_log():
+    log.info("a line from the log route")
+    return "logged"
 
 
 @app.get("/startup")
