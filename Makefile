@@ -59,6 +59,8 @@ components: setup
 	cp guest-rust/examples/http-proxy/sidecar.toml components/http-proxy.toml
 	cd guest-python/examples/hello && ../../../$(PYTHON) -m cello build app.py -o ../../../components/hello-python.wasm
 	cp guest-python/examples/hello/sidecar.toml components/hello-python.toml
+	cd guest-python/examples/items && ../../../$(PYTHON) -m cello build app.py -o ../../../components/items.wasm
+	cp guest-python/examples/items/sidecar.toml components/items.toml
 
 host:
 	cargo build --release -p cello-host

@@ -22,6 +22,7 @@ const PYTHON_GUESTS: &[(&str, &str)] = &[
     ("guest-python/examples/hello/app.py", "hello-python"),
     ("tests/guests/python-testbed/app.py", "python-testbed"),
     ("tests/guests/python-caps/app.py", "python-caps"),
+    ("guest-python/examples/items/app.py", "items"),
 ];
 
 /// What a change to should rebuild the guests.

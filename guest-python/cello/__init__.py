@@ -12,6 +12,7 @@ Build it into a component with ``python -m cello build app.py -o app.wasm``.
 """
 
 from .app import App, Router, cache
+from .controllers import controller
 from .deps import BackgroundTasks, Depends, singleton
 from .messages import HTTPException, Request, Response
 from .params import Cookie, Header
@@ -27,5 +28,6 @@ __all__ = [
     "Response",
     "Router",
     "cache",
+    "controller",
     "singleton",
 ]

@@ -121,8 +121,10 @@ class Router:
     def delete(self, path: str, status_code: int | None = None):
         return self.route(path, ["DELETE"], status_code)
 
-    def include_router(self, router: Router, prefix: str = "") -> None:
-        """Mounts ``router``'s routes under this one's prefix (and ``prefix``)."""
+    def include_router(self, router: Router | type, prefix: str = "") -> None:
+        """Mounts ``router``'s routes under this one's prefix (and ``prefix``);
+        a ``@controller`` class mounts the same way."""
+        router = getattr(router, "__cello_router__", router)
         for route in router.routes:
             path = self.prefix + prefix + route.path
             self.routes.append(
