@@ -169,6 +169,10 @@ async fn cached_responses_carry_no_internal_headers() {
         "x-request-id",
         "content-length",
         "date",
+        // The host's security headers, on every response.
+        "x-content-type-options",
+        "x-frame-options",
+        "referrer-policy",
     ];
     assert_eq!(names, HashSet::from(expected));
 }

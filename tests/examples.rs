@@ -33,10 +33,8 @@ fn native_replies() -> Vec<Value> {
 
 #[tokio::test]
 async fn the_items_example_answers_the_same_natively_and_as_a_component() {
-    let cases: Vec<Value> = serde_json::from_str(include_str!(
-        "../guest-python/examples/items/cases.json"
-    ))
-    .unwrap();
+    let cases: Vec<Value> =
+        serde_json::from_str(include_str!("../guest-python/examples/items/cases.json")).unwrap();
     let native = native_replies();
     assert_eq!(native.len(), cases.len());
     let host = Components::new()

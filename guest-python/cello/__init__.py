@@ -16,6 +16,7 @@ from .controllers import controller
 from .deps import BackgroundTasks, Depends, singleton
 from .messages import HTTPException, Request, Response
 from .params import Cookie, Header
+from .security import RateLimitConfig, RoleGuard, ScopeGuard
 
 __all__ = [
     "App",
@@ -24,9 +25,12 @@ __all__ = [
     "Depends",
     "HTTPException",
     "Header",
+    "RateLimitConfig",
     "Request",
     "Response",
+    "RoleGuard",
     "Router",
+    "ScopeGuard",
     "cache",
     "controller",
     "singleton",

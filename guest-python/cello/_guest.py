@@ -54,6 +54,7 @@ def _request(req: types.Request) -> Request:
         params=dict(req.params),
         request_id=req.context.request_id,
         client=req.context.client_addr,
+        claims=req.context.claims,
     )
 
 
@@ -74,13 +75,34 @@ def _response(response: Response, request_id: str) -> types.Response:
     )
 
 
-def _policy(route) -> types.RoutePolicy:
+_KINDS = {
+    "token-bucket": types.RateLimitKind.TOKEN_BUCKET,
+    "sliding-window": types.RateLimitKind.SLIDING_WINDOW,
+}
+_KEYS = {
+    "client-address": types.RateLimitKey.CLIENT_ADDRESS,
+    "subject": types.RateLimitKey.SUBJECT,
+    "tenant": types.RateLimitKey.TENANT,
+}
+
+
+def _policy(route, app: App) -> types.RoutePolicy:
     cache = route.cache
     if cache is not None:
         cache = types.CachePolicy(
             ttl_seconds=cache.ttl, tags=list(cache.tags), vary=list(cache.vary)
         )
-    return types.RoutePolicy(cache=cache, roles=[], scopes=[], rate_limit=None)
+    limit = route.rate_limit or app.rate_limit
+    if limit is not None:
+        limit = types.RateLimitPolicy(
+            kind=_KINDS[limit.kind],
+            key=_KEYS[limit.key],
+            capacity=limit.capacity,
+            period_seconds=limit.period_seconds,
+        )
+    return types.RoutePolicy(
+        cache=cache, roles=route.roles(), scopes=route.scopes(), rate_limit=limit
+    )
 
 
 def _call_at(self, when, callback, *args, context=None):
@@ -144,7 +166,7 @@ def make_world(app: App) -> type:
                         methods=route.methods,
                         path=route.path,
                         is_async=route.is_async,
-                        policy=_policy(route),
+                        policy=_policy(route, app),
                     )
                     for route in app.routes
                 ],

@@ -58,6 +58,16 @@ class Route:
     arguments: list[Callable[[Request], Any]]
     status_code: int | None = None
     tags: tuple[str, ...] = ()
+    guards: tuple = ()
+    rate_limit: Any = None
+
+    def roles(self) -> list[str]:
+        """Roles the host must find in the caller's token."""
+        return [r for g in self.guards for r in getattr(g, "roles", ())]
+
+    def scopes(self) -> list[str]:
+        """Scopes the host must find in the caller's token."""
+        return [s for g in self.guards for s in getattr(g, "scopes", ())]
 
     def __post_init__(self) -> None:
         self.path_params = frozenset(_PARAM.findall(self.path))
@@ -84,8 +94,17 @@ class Router:
         self.tags = tuple(tags or ())
         self.routes: list[Route] = []
 
-    def route(self, path: str, methods: list[str] | None = None, status_code: int | None = None):
-        """Registers a handler for ``path``; ``{name}`` segments are path params."""
+    def route(
+        self,
+        path: str,
+        methods: list[str] | None = None,
+        status_code: int | None = None,
+        guards: list | None = None,
+        rate_limit: Any = None,
+    ):
+        """Registers a handler for ``path``; ``{name}`` segments are path
+        params. ``guards`` (``RoleGuard``, ``ScopeGuard``) and ``rate_limit``
+        (a ``RateLimitConfig``) are enforced by the host before it runs."""
 
         def register(handler: Callable[..., Any]) -> Callable[..., Any]:
             full_path = self.prefix + path if path != "/" or not self.prefix else self.prefix
@@ -100,26 +119,28 @@ class Router:
                     arguments=_resolvers(handler, full_path),
                     status_code=status_code,
                     tags=self.tags,
+                    guards=tuple(guards or ()),
+                    rate_limit=rate_limit,
                 )
             )
             return handler
 
         return register
 
-    def get(self, path: str, status_code: int | None = None):
-        return self.route(path, ["GET"], status_code)
+    def get(self, path: str, status_code: int | None = None, **options: Any):
+        return self.route(path, ["GET"], status_code, **options)
 
-    def post(self, path: str, status_code: int | None = None):
-        return self.route(path, ["POST"], status_code)
+    def post(self, path: str, status_code: int | None = None, **options: Any):
+        return self.route(path, ["POST"], status_code, **options)
 
-    def put(self, path: str, status_code: int | None = None):
-        return self.route(path, ["PUT"], status_code)
+    def put(self, path: str, status_code: int | None = None, **options: Any):
+        return self.route(path, ["PUT"], status_code, **options)
 
-    def patch(self, path: str, status_code: int | None = None):
-        return self.route(path, ["PATCH"], status_code)
+    def patch(self, path: str, status_code: int | None = None, **options: Any):
+        return self.route(path, ["PATCH"], status_code, **options)
 
-    def delete(self, path: str, status_code: int | None = None):
-        return self.route(path, ["DELETE"], status_code)
+    def delete(self, path: str, status_code: int | None = None, **options: Any):
+        return self.route(path, ["DELETE"], status_code, **options)
 
     def include_router(self, router: Router | type, prefix: str = "") -> None:
         """Mounts ``router``'s routes under this one's prefix (and ``prefix``);
@@ -136,6 +157,8 @@ class Router:
                     arguments=_resolvers(route.handler, path),
                     status_code=route.status_code,
                     tags=self.tags + route.tags,
+                    guards=route.guards,
+                    rate_limit=route.rate_limit,
                 )
             )
 
@@ -161,6 +184,8 @@ class App(Router):
         self._singletons: dict[Callable[..., Any], Any] = {}
         self._dependency_params: dict[Any, list[params.Param]] = {}
         self._handlers: dict[str, list[Callable[[], Any]]] = {"startup": [], "shutdown": []}
+        #: The rate limit of every route that declares none.
+        self.rate_limit: Any = None
         # Set by the component glue to the host's `cache.invalidate`.
         self._invalidate: Callable[[list[str]], int] | None = None
         self._openapi: dict[str, Any] | None = None
@@ -185,6 +210,11 @@ class App(Router):
         if self._openapi is None:
             self._openapi = openapi.document(self, skip or set())
         return self._openapi
+
+    def enable_rate_limit(self, config: Any) -> None:
+        """Gives every route without its own ``rate_limit`` this one
+        (a ``RateLimitConfig``); the host counts it per route and caller."""
+        self.rate_limit = config
 
     def on_event(self, event: str):
         """Registers a ``startup`` or ``shutdown`` hook (sync or async).

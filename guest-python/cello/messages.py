@@ -50,6 +50,7 @@ class Request:
         params: Mapping[str, str] | None = None,
         request_id: str = "",
         client: str = "",
+        claims: str | dict | None = None,
     ):
         self.method = method
         self.path = path
@@ -61,6 +62,7 @@ class Request:
         self._raw_headers = headers
         self._headers: Headers | None = None
         self._query: dict[str, str] | None = None
+        self._claims = claims
 
     @property
     def headers(self) -> Headers:
@@ -77,6 +79,19 @@ class Request:
             for key, value in parse_qsl(self.query_string, keep_blank_values=True):
                 self._query.setdefault(key, value)
         return self._query
+
+    @property
+    def claims(self) -> dict[str, Any] | None:
+        """The verified JWT claims, when the host authenticated the caller."""
+        if isinstance(self._claims, str):
+            self._claims = _json.loads(self._claims)
+        return self._claims
+
+    @property
+    def user(self) -> str | None:
+        """The authenticated caller's subject (the ``sub`` claim)."""
+        claims = self.claims
+        return None if claims is None else claims.get("sub")
 
     def query_pairs(self) -> list[tuple[str, str]]:
         """Every query parameter, repeated keys included, in order."""

@@ -162,6 +162,7 @@ async fn load(
         config.pool.max_instances as usize,
         responses,
         kv,
+        config.middleware(state.config.as_deref()),
     )?;
     loader.load_dir(dir).await
 }
@@ -217,7 +218,8 @@ async fn serve(
         ready.store(false, Ordering::Relaxed);
         tracing::info!("shutting down; waiting for requests in flight");
     };
-    crate::server::serve(listener, Arc::new(router), draining).await?;
+    let front = Arc::new(crate::server::Front::new(&config));
+    crate::server::serve(listener, Arc::new(router), front, draining).await?;
     let apps: Vec<_> = report
         .loaded
         .iter()

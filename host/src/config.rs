@@ -11,6 +11,11 @@ use serde::Deserialize;
 use crate::capabilities::config::ValueSource;
 use crate::capabilities::outbound::OutboundSettings;
 use crate::capabilities::{GrantSettings, Grants};
+use crate::middleware::auth::AuthSettings;
+use crate::middleware::rate_limit::RateLimitSettings;
+use crate::middleware::{
+    self, AccessLogSettings, CompressionSettings, CorsSettings, SecurityHeaderSettings,
+};
 use crate::response_cache::CachePolicy;
 
 /// The host's config file (`--config cello.toml`). Every field is optional.
@@ -37,6 +42,21 @@ pub struct HostConfig {
     /// Where the key-value capability keeps its data.
     #[serde(default)]
     pub kv: KvSettings,
+    /// CORS for every component (a sidecar's `[cors]` replaces it).
+    #[serde(default)]
+    pub cors: Option<CorsSettings>,
+    /// JWT auth for every component (a sidecar's `[auth]` replaces it).
+    #[serde(default)]
+    pub auth: Option<AuthSettings>,
+    /// A rate limit for every component (a sidecar's replaces it).
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitSettings>,
+    #[serde(default)]
+    pub compression: CompressionSettings,
+    #[serde(default)]
+    pub security_headers: SecurityHeaderSettings,
+    #[serde(default)]
+    pub access_log: AccessLogSettings,
 }
 
 /// Where the key-value store lives.
@@ -77,6 +97,16 @@ impl HostConfig {
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         toml::from_str(&text)
             .map_err(|e| format!("{} is not a valid host config: {e}", path.display()))
+    }
+
+    /// The host-wide middleware tables; `file` is where the config was read.
+    pub fn middleware(&self, file: Option<&Path>) -> middleware::Settings {
+        let base = file.map_or_else(|| ".".into(), middleware::base_dir);
+        middleware::Settings {
+            cors: self.cors.clone(),
+            auth: self.auth.clone().map(|a| (a, base)),
+            rate_limit: self.rate_limit.clone(),
+        }
     }
 
     /// The key-value store's file, given the state directory.
@@ -160,9 +190,27 @@ pub struct ComponentConfig {
     /// Secrets, like variables but never logged.
     #[serde(default)]
     pub secrets: HashMap<String, ValueSource>,
+    /// CORS for this component, replacing the host's.
+    #[serde(default)]
+    pub cors: Option<CorsSettings>,
+    /// JWT auth for this component, replacing the host's.
+    #[serde(default)]
+    pub auth: Option<AuthSettings>,
+    /// A rate limit for the whole component, replacing the host's.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitSettings>,
 }
 
 impl ComponentConfig {
+    /// This sidecar's middleware tables; `wasm` is the component's file.
+    pub fn middleware(&self, wasm: &Path) -> middleware::Settings {
+        middleware::Settings {
+            cors: self.cors.clone(),
+            auth: self.auth.clone().map(|a| (a, middleware::base_dir(wasm))),
+            rate_limit: self.rate_limit.clone(),
+        }
+    }
+
     /// The fields that say what the component is granted.
     pub fn grant_settings(&self) -> GrantSettings<'_> {
         GrantSettings {

@@ -31,6 +31,7 @@ pub mod engine;
 pub mod error;
 pub mod loader;
 pub mod metrics;
+pub mod middleware;
 pub mod ops;
 pub mod proxy;
 pub mod response_cache;

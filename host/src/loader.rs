@@ -18,6 +18,7 @@ use crate::capabilities::{self, Capabilities, GrantSet};
 use crate::capacity::HostCapacity;
 use crate::compile::CompileCache;
 use crate::config::{ComponentConfig, Limits};
+use crate::middleware::{self, Middleware};
 use crate::proxy::ProxyComponent;
 use crate::response_cache::ResponseCache;
 use crate::router::{Router, RouterBuilder};
@@ -57,6 +58,8 @@ pub struct Loader {
     runtime: Runtime,
     cache: CompileCache,
     limits: Limits,
+    /// The host's CORS, auth and rate-limit tables, which sidecars override.
+    middleware: middleware::Settings,
 }
 
 /// One component that loaded.
@@ -102,6 +105,7 @@ impl Loader {
         max_instances: usize,
         responses: Arc<ResponseCache>,
         kv: KvStore,
+        middleware: middleware::Settings,
     ) -> anyhow::Result<Self> {
         Ok(Self {
             runtime: Runtime {
@@ -113,6 +117,7 @@ impl Loader {
             },
             cache,
             limits,
+            middleware,
         })
     }
 
@@ -170,10 +175,13 @@ impl Loader {
             return Err(ungranted.join("; "));
         }
         let linker = self.runtime.linker(granted).map_err(|e| format!("{e:#}"))?;
+        let settings = self.middleware.overridden_by(&config.middleware(file));
+        let middleware = Middleware::new(&settings).map_err(|e| format!("{sidecar}: {e}"))?;
         let owner = Owner::new(
             name.as_str().into(),
             self.runtime.responses.clone(),
             capabilities,
+            middleware,
         );
         let kind = match World::of(&self.runtime.engine, &component) {
             World::App => {

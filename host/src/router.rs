@@ -56,6 +56,8 @@ pub enum RouteMatch<'a> {
     /// The path exists but not for this method; `allow` lists the methods.
     MethodNotAllowed {
         allow: String,
+        /// The component the path belongs to (for CORS preflights).
+        owner: &'a Arc<Owner>,
     },
 }
 
@@ -225,6 +227,7 @@ impl Router {
             allow.sort_unstable();
             return RouteMatch::MethodNotAllowed {
                 allow: allow.join(", "),
+                owner: endpoint.methods[0].1.owner(),
             };
         };
         let params = matched

@@ -19,9 +19,19 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
+use tower::{Layer, ServiceExt};
+use tower_http::compression::CompressionLayer;
+use tower_http::compression::predicate::{
+    And, DefaultPredicate, NotForContentType, Predicate, SizeAbove,
+};
+use tower_http::cors::CorsLayer;
+
+use crate::app::RouteGuard;
 use crate::bindings::{self, cello::component::types::Context};
 use crate::error::{CallError, error_response};
 use crate::metrics::ComponentMetrics;
+use crate::middleware::auth::{Refusal, authorize};
+use crate::middleware::rate_limit::{Caller, Verdict};
 use crate::response_cache::{Fetched, Key};
 use crate::router::{RouteMatch, Router, Target};
 use crate::state::Owner;
@@ -41,16 +51,60 @@ static REQUEST_IDS: AtomicU64 = AtomicU64::new(0);
 pub static SHUTTING_DOWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// What the host does to every response on the way out: security headers,
+/// compression, the access log.
+#[derive(Default)]
+pub struct Front {
+    pub compression: Option<CompressionLayer<Compressible>>,
+    pub security_headers: Vec<(HeaderName, HeaderValue)>,
+    pub access_log: bool,
+}
+
+/// Which responses are worth compressing: large enough, and not of a type
+/// that is compressed already (images, archives, event streams, gRPC).
+pub type Compressible = And<And<DefaultPredicate, SizeAbove>, NotForContentType>;
+
+impl Front {
+    /// The front as the host config asks.
+    pub fn new(config: &crate::config::HostConfig) -> Self {
+        let compression = config.compression.enabled.then(|| {
+            let predicate = DefaultPredicate::new()
+                .and(SizeAbove::new(config.compression.min_bytes))
+                .and(NotForContentType::const_new("application/zip"));
+            CompressionLayer::new().compress_when(predicate)
+        });
+        Self {
+            compression,
+            security_headers: config.security_headers.headers(),
+            access_log: config.access_log.enabled,
+        }
+    }
+}
+
 /// Serves `router` on `listener` until `shutdown` resolves, then stops
 /// accepting and waits for open requests to finish.
 pub async fn serve(
     listener: TcpListener,
     router: Arc<Router>,
+    front: Arc<Front>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     accept(listener, shutdown, move |req, peer| {
         let router = router.clone();
-        async move { handle(&router, req, peer).await }
+        let front = front.clone();
+        async move {
+            match &front.compression {
+                Some(layer) => {
+                    let inner = tower::service_fn(|req| async {
+                        Ok::<_, Infallible>(handle(&router, &front, req, peer).await)
+                    });
+                    let response = layer.layer(inner).oneshot(req).await;
+                    let response = response.unwrap_or_else(|never| match never {});
+                    response.map(|body| body.map_err(BoxError::from).boxed_unsync())
+                }
+                None => handle(&router, &front, req, peer).await,
+            }
+        }
     })
     .await
 }
@@ -110,6 +164,7 @@ where
 /// Answers one request.
 async fn handle(
     router: &Router,
+    front: &Front,
     req: http::Request<Incoming>,
     peer: SocketAddr,
 ) -> http::Response<Body> {
@@ -122,6 +177,8 @@ async fn handle(
         .map(str::to_string)
         .unwrap_or_else(new_request_id);
     let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    let mut component = None;
     let mut response = match router.at(req.method(), &path) {
         RouteMatch::Found {
             target,
@@ -130,15 +187,20 @@ async fn handle(
         } => {
             let target = target.clone();
             let owner = target.owner().clone();
+            component = Some(owner.clone());
             let mut watch = AbortWatch(Some(&owner));
             let call = Call {
                 params,
                 app_path,
                 peer,
-                request_id: &request_id,
-                path: &path,
+                request_id: request_id.clone(),
+                path: path.clone(),
             };
-            let response = dispatch(target, req, call).await;
+            let guarded = |req| guarded(target, req, call);
+            let response = match &owner.middleware.cors {
+                Some(cors) => with_cors(cors, req, guarded).await,
+                None => guarded(req).await,
+            };
             watch.0 = None;
             owner
                 .metrics
@@ -149,19 +211,163 @@ async fn handle(
             ComponentMetrics::unrouted().answered(404, started.elapsed());
             error_response(StatusCode::NOT_FOUND, "Not Found")
         }
-        RouteMatch::MethodNotAllowed { allow } => {
+        RouteMatch::MethodNotAllowed { allow, owner } => {
             ComponentMetrics::unrouted().answered(405, started.elapsed());
-            let mut response = error_response(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
-            if let Ok(allow) = HeaderValue::from_str(&allow) {
-                response.headers_mut().insert(header::ALLOW, allow);
+            let not_allowed = async |_req| {
+                let mut response =
+                    error_response(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
+                if let Ok(allow) = HeaderValue::from_str(&allow) {
+                    response.headers_mut().insert(header::ALLOW, allow);
+                }
+                response
+            };
+            // A CORS preflight is an OPTIONS the routes do not declare.
+            match &owner.middleware.cors {
+                Some(cors) => with_cors(cors, req, not_allowed).await,
+                None => not_allowed(req).await,
+            }
+        }
+    };
+    let headers = response.headers_mut();
+    for (name, value) in &front.security_headers {
+        if !headers.contains_key(name) {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        headers.insert(REQUEST_ID, value);
+    }
+    if front.access_log {
+        let bytes = hyper::body::Body::size_hint(response.body()).exact();
+        tracing::info!(
+            target: "access",
+            %method,
+            path,
+            status = response.status().as_u16(),
+            bytes,
+            duration_us = started.elapsed().as_micros() as u64,
+            component = component.as_ref().map(|o| &*o.component),
+            request_id,
+        );
+    }
+    response
+}
+
+/// Runs `inner` inside tower-http's CORS layer: a preflight is answered
+/// there, and every response gets the CORS headers.
+async fn with_cors<F, Fut>(
+    cors: &CorsLayer,
+    req: http::Request<Incoming>,
+    inner: F,
+) -> http::Response<Body>
+where
+    F: FnOnce(http::Request<Incoming>) -> Fut,
+    Fut: Future<Output = http::Response<Body>>,
+{
+    let mut inner = Some(inner);
+    let service = tower::service_fn(move |req| {
+        let inner = inner.take().expect("called once");
+        async move { Ok::<_, Infallible>(inner(req).await) }
+    });
+    cors.layer(service)
+        .oneshot(req)
+        .await
+        .unwrap_or_else(|never| match never {})
+}
+
+/// Auth and rate limits, then the component.
+async fn guarded(target: Target, req: http::Request<Incoming>, call: Call) -> http::Response<Body> {
+    let owner = target.owner().clone();
+    let middleware = &owner.middleware;
+    let guard = match &target {
+        Target::App {
+            component, route, ..
+        } => component.guard(*route),
+        Target::Proxy(_) => None,
+    };
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let needs_token = middleware.auth.as_ref().is_some_and(|a| a.required)
+        || guard.is_some_and(RouteGuard::needs_auth);
+    let claims = match &middleware.auth {
+        Some(auth) if needs_token || token.is_some() => match auth.verify(token) {
+            Ok(claims) => Some(claims),
+            Err(refusal) => return refused(refusal),
+        },
+        None if needs_token => {
+            return refused(Refusal::Unauthenticated(
+                "this route requires a token, but its component has no [auth] configured".into(),
+            ));
+        }
+        _ => None,
+    };
+    if let (Some(guard), Some(claims)) = (guard, &claims)
+        && let Err(refusal) = authorize(claims, &guard.roles, &guard.scopes)
+    {
+        return refused(refusal);
+    }
+    let caller = Caller {
+        peer: call.peer,
+        headers: req.headers(),
+        claims: claims.as_ref(),
+        tenant: None,
+        trusted_proxies: &middleware.trusted_proxies,
+    };
+    let limiters = [
+        middleware.rate_limit.as_ref(),
+        guard.and_then(|g| g.limiter.as_ref()),
+    ];
+    let mut tightest: Option<Verdict> = None;
+    for limiter in limiters.into_iter().flatten() {
+        let verdict = limiter.check(&caller);
+        if !verdict.allowed {
+            let mut response = error_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                &format!(
+                    "Too many requests; try again in {} s.",
+                    verdict.reset_s.max(1)
+                ),
+            );
+            verdict.apply(response.headers_mut());
+            return response;
+        }
+        if tightest
+            .as_ref()
+            .is_none_or(|t| verdict.remaining < t.remaining)
+        {
+            tightest = Some(verdict);
+        }
+    }
+    let mut response = dispatch(target, req, call, claims).await;
+    if let Some(verdict) = tightest {
+        verdict.apply(response.headers_mut());
+    }
+    response
+}
+
+/// A 401 with `WWW-Authenticate`, or a 403.
+fn refused(refusal: Refusal) -> http::Response<Body> {
+    match refusal {
+        Refusal::Unauthenticated(why) => {
+            let mut response =
+                error_response(StatusCode::UNAUTHORIZED, &format!("Unauthorized: {why}."));
+            let challenge = format!(
+                "Bearer realm=\"cello\", error=\"invalid_token\", error_description=\"{}\"",
+                why.replace('"', "'")
+            );
+            if let Ok(value) = HeaderValue::from_str(&challenge) {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, value);
             }
             response
         }
-    };
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert(REQUEST_ID, value);
+        Refusal::Forbidden(why) => {
+            error_response(StatusCode::FORBIDDEN, &format!("Forbidden: {why}."))
+        }
     }
-    response
 }
 
 /// Counts a client abort if the request is dropped before it is answered
@@ -177,18 +383,19 @@ impl Drop for AbortWatch<'_> {
 }
 
 /// What the router learnt about a request.
-struct Call<'a> {
+struct Call {
     params: Vec<(String, String)>,
     app_path: String,
     peer: SocketAddr,
-    request_id: &'a str,
-    path: &'a str,
+    request_id: String,
+    path: String,
 }
 
 async fn dispatch(
     target: Target,
     req: http::Request<Incoming>,
-    call: Call<'_>,
+    call: Call,
+    claims: Option<serde_json::Value>,
 ) -> http::Response<Body> {
     let Call {
         params,
@@ -251,7 +458,7 @@ async fn dispatch(
                     request_id: request_id.to_string(),
                     client_addr: peer.to_string(),
                     tenant: None,
-                    claims: None,
+                    claims: claims.map(|c| c.to_string()),
                 },
             };
             let cacheable = matches!(parts.method, Method::GET | Method::HEAD);

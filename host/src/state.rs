@@ -16,6 +16,7 @@ use crate::config::Limits;
 use crate::engine::{EPOCH_TICK, TICKS};
 use crate::error::CallError;
 use crate::metrics::ComponentMetrics;
+use crate::middleware::Middleware;
 use crate::response_cache::ResponseCache;
 
 /// Who an instance belongs to, shared by all its instances.
@@ -27,6 +28,8 @@ pub struct Owner {
     pub cache: Arc<ResponseCache>,
     /// What the component was granted.
     pub capabilities: Capabilities,
+    /// CORS, auth and rate limits around it.
+    pub middleware: Middleware,
 }
 
 impl Owner {
@@ -35,12 +38,14 @@ impl Owner {
         component: Arc<str>,
         cache: Arc<ResponseCache>,
         capabilities: Capabilities,
+        middleware: Middleware,
     ) -> Arc<Self> {
         Arc::new(Self {
             metrics: ComponentMetrics::new(&component),
             component,
             cache,
             capabilities,
+            middleware,
         })
     }
 

@@ -199,6 +199,8 @@ pub struct Reply {
     pub status: u16,
     pub headers: http::HeaderMap,
     pub body: String,
+    /// The body as it came, for bodies that are not text.
+    pub bytes: Vec<u8>,
 }
 
 impl Reply {
@@ -367,5 +369,6 @@ pub async fn send(
         status,
         headers,
         body: String::from_utf8_lossy(&body).into_owned(),
+        bytes: body.to_vec(),
     }
 }

@@ -4,10 +4,9 @@ import json
 
 import pytest
 from app import app
-from replay import replay
-
 from cello import kv
 from cello.testing import TestClient
+from replay import replay
 
 
 @pytest.fixture(autouse=True)

@@ -18,6 +18,46 @@ pub(crate) struct Route {
     pub(crate) path: String,
     pub(crate) handler: Handler,
     pub(crate) cache: Option<Cache>,
+    pub(crate) roles: Vec<String>,
+    pub(crate) scopes: Vec<String>,
+    pub(crate) rate_limit: Option<RateLimit>,
+}
+
+/// A request budget the host enforces per caller before the handler runs.
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimit {
+    pub(crate) sliding: bool,
+    pub(crate) capacity: u32,
+    pub(crate) period_seconds: u32,
+    pub(crate) by_subject: bool,
+}
+
+impl RateLimit {
+    /// Bursts of `capacity`, refilled over `period_seconds`.
+    pub fn token_bucket(capacity: u32, period_seconds: u32) -> Self {
+        Self {
+            sliding: false,
+            capacity,
+            period_seconds,
+            by_subject: false,
+        }
+    }
+
+    /// At most `capacity` requests in any `window_seconds`.
+    pub fn sliding_window(capacity: u32, window_seconds: u32) -> Self {
+        Self {
+            sliding: true,
+            capacity,
+            period_seconds: window_seconds,
+            by_subject: false,
+        }
+    }
+
+    /// Counted per JWT subject rather than per client address.
+    pub fn per_subject(mut self) -> Self {
+        self.by_subject = true;
+        self
+    }
 }
 
 /// How long the host may keep a GET route's responses, under which tags and
@@ -112,6 +152,31 @@ impl App {
         "DELETE" => delete, delete_async;
     }
 
+    /// The route declared last needs a token holding every one of `roles`
+    /// (401 without one, 403 without the roles), checked by the host.
+    pub fn roles(mut self, roles: &[&str]) -> Self {
+        if let Some(route) = self.routes.last_mut() {
+            route.roles = roles.iter().map(|r| r.to_string()).collect();
+        }
+        self
+    }
+
+    /// The route declared last needs a token holding every one of `scopes`.
+    pub fn scopes(mut self, scopes: &[&str]) -> Self {
+        if let Some(route) = self.routes.last_mut() {
+            route.scopes = scopes.iter().map(|s| s.to_string()).collect();
+        }
+        self
+    }
+
+    /// A rate limit on the route declared last, enforced by the host.
+    pub fn rate_limit(mut self, limit: RateLimit) -> Self {
+        if let Some(route) = self.routes.last_mut() {
+            route.rate_limit = Some(limit);
+        }
+        self
+    }
+
     /// Lets the host cache the responses of the route declared last:
     /// `.get("/items", list).cached(Cache::ttl(60).tags(&["items"]))`.
     pub fn cached(mut self, policy: Cache) -> Self {
@@ -134,6 +199,9 @@ impl App {
             path: path.to_string(),
             handler: Handler::Sync(Box::new(move |req| handler(req).into_response())),
             cache: None,
+            roles: Vec::new(),
+            scopes: Vec::new(),
+            rate_limit: None,
         });
         self
     }
@@ -157,6 +225,9 @@ impl App {
                 Box::pin(async move { response.await.into_response() })
             })),
             cache: None,
+            roles: Vec::new(),
+            scopes: Vec::new(),
+            rate_limit: None,
         });
         self
     }

@@ -22,6 +22,8 @@ pub struct Request {
     pub request_id: String,
     /// The client's `ip:port`.
     pub client_addr: String,
+    /// The verified JWT claims, as JSON, when the host authenticated the caller.
+    pub claims_json: Option<String>,
 }
 
 impl Request {
@@ -35,7 +37,18 @@ impl Request {
             params: req.params,
             request_id: req.context.request_id,
             client_addr: req.context.client_addr,
+            claims_json: req.context.claims,
         }
+    }
+
+    /// The verified JWT claims, when the host authenticated the caller.
+    pub fn claims(&self) -> Option<serde_json::Value> {
+        serde_json::from_str(self.claims_json.as_deref()?).ok()
+    }
+
+    /// The authenticated caller's subject (the `sub` claim).
+    pub fn user(&self) -> Option<String> {
+        Some(self.claims()?.get("sub")?.as_str()?.to_string())
     }
 
     /// The value of the path segment `{name}`.

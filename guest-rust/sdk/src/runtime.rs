@@ -5,7 +5,9 @@ use std::cell::OnceCell;
 use std::rc::Rc;
 
 use crate::app::Handler;
-use crate::bindings::cello::component::types::{CachePolicy, Route as WitRoute, RoutePolicy};
+use crate::bindings::cello::component::types::{
+    CachePolicy, RateLimitKey, RateLimitKind, RateLimitPolicy, Route as WitRoute, RoutePolicy,
+};
 use crate::bindings::{Manifest, Request as WitRequest, Response as WitResponse};
 use crate::{App, Request, Response};
 
@@ -34,9 +36,22 @@ pub fn describe(build: fn() -> App) -> Manifest {
                         tags: c.tags.clone(),
                         vary: c.vary.clone(),
                     }),
-                    roles: Vec::new(),
-                    scopes: Vec::new(),
-                    rate_limit: None,
+                    roles: route.roles.clone(),
+                    scopes: route.scopes.clone(),
+                    rate_limit: route.rate_limit.map(|r| RateLimitPolicy {
+                        kind: if r.sliding {
+                            RateLimitKind::SlidingWindow
+                        } else {
+                            RateLimitKind::TokenBucket
+                        },
+                        key: if r.by_subject {
+                            RateLimitKey::Subject
+                        } else {
+                            RateLimitKey::ClientAddress
+                        },
+                        capacity: r.capacity,
+                        period_seconds: r.period_seconds,
+                    }),
                 },
             })
             .collect(),

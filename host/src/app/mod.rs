@@ -22,6 +22,7 @@ use crate::capacity::{Capacity, Slot};
 use crate::config::Limits;
 use crate::error::CallError;
 use crate::loader::Runtime;
+use crate::middleware::rate_limit::Limiter;
 use crate::response_cache::CachePolicy;
 use crate::state::{InstanceState, Owner};
 use async_pool::AsyncPool;
@@ -50,6 +51,22 @@ struct Shared {
     routes: Vec<Arc<str>>,
     /// Each route's cache policy, by index.
     cache_policies: Vec<Option<CachePolicy>>,
+    /// Each route's roles, scopes and rate limit, by index.
+    guards: Vec<RouteGuard>,
+}
+
+/// What a route requires of a caller before it runs.
+pub struct RouteGuard {
+    pub roles: Vec<String>,
+    pub scopes: Vec<String>,
+    pub limiter: Option<Limiter>,
+}
+
+impl RouteGuard {
+    /// True when a verified token is needed.
+    pub fn needs_auth(&self) -> bool {
+        !self.roles.is_empty() || !self.scopes.is_empty()
+    }
 }
 
 /// An instance with its store, after `on-start` succeeded.
@@ -82,6 +99,23 @@ impl AppComponent {
         let pre = AppPre::new(pre).map_err(|e| anyhow::anyhow!("wrong exports: {e:#}"))?;
         let manifest = describe(&owner, engine, &pre, &limits).await?;
         let cache_policies = cache_policies(&manifest, default_cache)?;
+        let guards = manifest
+            .routes
+            .iter()
+            .map(|route| {
+                let policy = &route.policy;
+                Ok(RouteGuard {
+                    roles: policy.roles.clone(),
+                    scopes: policy.scopes.clone(),
+                    limiter: policy
+                        .rate_limit
+                        .as_ref()
+                        .map(Limiter::new)
+                        .transpose()
+                        .map_err(|e| anyhow::anyhow!("route {}: {e}", route.path))?,
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let shared = Arc::new(Shared {
             capacity: Capacity::new(
                 limits.max_instances,
@@ -90,6 +124,7 @@ impl AppComponent {
                 owner.metrics.clone(),
             ),
             cache_policies,
+            guards,
             routes: manifest
                 .routes
                 .iter()
@@ -119,6 +154,11 @@ impl AppComponent {
         } else {
             self.sync_pool.call(&self.shared, req).await
         }
+    }
+
+    /// What `route` requires of its callers.
+    pub fn guard(&self, route: u32) -> Option<&RouteGuard> {
+        self.shared.guards.get(route as usize)
     }
 
     /// The cache policy of `route`, if its responses may be cached.

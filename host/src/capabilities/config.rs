@@ -25,7 +25,7 @@ pub enum ValueSource {
 
 impl ValueSource {
     /// The value, or a sentence naming the missing environment variable.
-    fn resolve(&self, section: &str, name: &str) -> Result<String, String> {
+    pub fn resolve(&self, section: &str, name: &str) -> Result<String, String> {
         match self {
             Self::Literal(value) => Ok(value.clone()),
             Self::Env { env, default } => std::env::var(env).ok().or_else(|| default.clone()).ok_or_else(|| {

@@ -4,7 +4,7 @@ import os
 import uuid
 from dataclasses import dataclass
 
-from cello import App, Request, Response, Router, cache
+from cello import App, RateLimitConfig, Request, Response, RoleGuard, Router, cache
 from cello.host import sleep
 
 app = App("python-testbed")
@@ -138,3 +138,14 @@ class Thing:
 @app.post("/typed/{thing_id}")
 def typed(thing_id: uuid.UUID, thing: Thing):
     return {"id": str(thing_id), "name": thing.name, "price": thing.price}
+
+
+# Middleware: declared here, enforced by the host before the handler runs.
+@app.get("/py-editor", guards=[RoleGuard(["editor"])])
+def py_editor(request: Request):
+    return {"user": request.user, "roles": request.claims["roles"]}
+
+
+@app.get("/py-limited", rate_limit=RateLimitConfig.sliding_window(capacity=1, window_seconds=60))
+def py_limited():
+    return "within the limit"

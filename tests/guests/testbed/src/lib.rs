@@ -4,12 +4,13 @@ use std::cell::Cell;
 use std::hash::{BuildHasher, RandomState};
 use std::time::Duration;
 
-use cello::{App, Cache, Request, Response};
+use cello::{App, Cache, RateLimit, Request, Response};
 
 thread_local! {
     /// Random per instance: every instance has its own linear memory.
     static INSTANCE_ID: u64 = RandomState::new().hash_one(0u8);
     static CALLS: Cell<u64> = const { Cell::new(0) };
+    static GUARDED: Cell<u64> = const { Cell::new(0) };
 }
 
 fn instance_id() -> String {
@@ -39,6 +40,26 @@ fn app() -> App {
             instance_id()
         })
         .get("/instance", |_req: Request| instance_id())
+        // Middleware: guarded and rate-limited routes, and what reached the guest.
+        .get("/editor", |req: Request| {
+            GUARDED.with(|c| c.set(c.get() + 1));
+            format!("hello {}", req.user().unwrap_or_default())
+        })
+        .roles(&["editor"])
+        .get("/scoped", |_req: Request| "scoped")
+        .scopes(&["items:write"])
+        .get("/guarded-calls", |_req: Request| {
+            format!("{}", GUARDED.with(|c| c.get()))
+        })
+        .get("/claims", |req: Request| {
+            req.claims_json.clone().unwrap_or_else(|| "none".into())
+        })
+        .get("/limited", |_req: Request| "limited")
+        .rate_limit(RateLimit::token_bucket(2, 60))
+        .get("/big/{n}", |req: Request| {
+            let n = req.param("n").and_then(|v| v.parse().ok()).unwrap_or(0);
+            "cello ".repeat(n)
+        })
         // Counts calls on this instance, to observe reuse.
         .get("/count", |_req: Request| {
             let n = CALLS.with(|c| {

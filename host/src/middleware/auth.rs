@@ -1,0 +1,212 @@
+//! JWT bearer authentication with jsonwebtoken: HS256, RS256 or ES256 keys
+//! from the config, a PEM file or a JWKS file; issuer, audience, and
+//! `exp`/`nbf` checked with leeway. Verified claims go to the guest; a
+//! route's required roles and scopes are checked before it runs.
+
+use std::path::{Path, PathBuf};
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::capabilities::config::ValueSource;
+
+/// `[auth]` in the host config or a sidecar.
+///
+/// ```toml
+/// [auth]
+/// algorithm = "HS256"                 # or RS256, ES256
+/// secret = { env = "JWT_SECRET" }     # HS256
+/// # public-key-file = "jwt.pem"       # RS256 / ES256
+/// # jwks-file = "jwks.json"           # any, keys picked by `kid`
+/// issuer = "https://auth.example"
+/// audience = "shop"
+/// leeway-s = 30
+/// required = false                    # true: every route needs a token
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AuthSettings {
+    pub algorithm: String,
+    #[serde(default)]
+    pub secret: Option<ValueSource>,
+    #[serde(default)]
+    pub public_key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    #[serde(default)]
+    pub issuer: Option<String>,
+    #[serde(default)]
+    pub audience: Option<String>,
+    #[serde(default = "AuthSettings::default_leeway")]
+    pub leeway_s: u64,
+    #[serde(default)]
+    pub required: bool,
+}
+
+impl AuthSettings {
+    fn default_leeway() -> u64 {
+        30
+    }
+}
+
+/// A verifier built from [`AuthSettings`].
+pub struct Auth {
+    /// Keys by `kid`; `None` matches a token without one.
+    keys: Vec<(Option<String>, DecodingKey)>,
+    validation: Validation,
+    /// Every route needs a valid token, not only guarded ones.
+    pub required: bool,
+}
+
+/// Why a request was refused.
+#[derive(Debug)]
+pub enum Refusal {
+    /// 401: no token, or not a valid one.
+    Unauthenticated(String),
+    /// 403: a valid token without a role or scope the route requires.
+    Forbidden(String),
+}
+
+impl Auth {
+    /// The verifier, or a sentence naming the bad field; relative paths are
+    /// taken from `base` (the directory of the file that set them).
+    pub fn new(settings: &AuthSettings, base: &Path) -> Result<Self, String> {
+        let algorithm = match settings.algorithm.as_str() {
+            "HS256" => Algorithm::HS256,
+            "RS256" => Algorithm::RS256,
+            "ES256" => Algorithm::ES256,
+            other => {
+                return Err(format!(
+                    "[auth] algorithm: unknown algorithm {other:?}; use HS256, RS256 or ES256"
+                ));
+            }
+        };
+        let read = |field: &str, path: &Path| {
+            let path = base.join(path);
+            std::fs::read(&path)
+                .map_err(|e| format!("[auth] {field}: cannot read {}: {e}", path.display()))
+        };
+        let mut keys = Vec::new();
+        if let Some(file) = &settings.jwks_file {
+            let set: JwkSet = serde_json::from_slice(&read("jwks-file", file)?)
+                .map_err(|e| format!("[auth] jwks-file: not a JWKS document: {e}"))?;
+            for jwk in &set.keys {
+                let key = DecodingKey::from_jwk(jwk)
+                    .map_err(|e| format!("[auth] jwks-file: unusable key: {e}"))?;
+                keys.push((jwk.common.key_id.clone(), key));
+            }
+        }
+        if let Some(file) = &settings.public_key_file {
+            let pem = read("public-key-file", file)?;
+            let key = match algorithm {
+                Algorithm::RS256 => DecodingKey::from_rsa_pem(&pem),
+                Algorithm::ES256 => DecodingKey::from_ec_pem(&pem),
+                _ => {
+                    return Err(
+                        "[auth] public-key-file: HS256 takes a secret, not a key file".into(),
+                    );
+                }
+            }
+            .map_err(|e| format!("[auth] public-key-file: not a PEM public key: {e}"))?;
+            keys.push((None, key));
+        }
+        if let Some(secret) = &settings.secret {
+            if algorithm != Algorithm::HS256 {
+                return Err(format!(
+                    "[auth] secret: {algorithm:?} takes a key file, not a secret"
+                ));
+            }
+            let secret = secret.resolve("auth", "secret")?;
+            keys.push((None, DecodingKey::from_secret(secret.as_bytes())));
+        }
+        if keys.is_empty() {
+            return Err("[auth] needs a key: secret, public-key-file or jwks-file".into());
+        }
+        let mut validation = Validation::new(algorithm);
+        validation.leeway = settings.leeway_s;
+        validation.validate_nbf = true;
+        match &settings.audience {
+            Some(audience) => validation.set_audience(&[audience]),
+            None => validation.validate_aud = false,
+        }
+        if let Some(issuer) = &settings.issuer {
+            validation.set_issuer(&[issuer]);
+        }
+        Ok(Self {
+            keys,
+            validation,
+            required: settings.required,
+        })
+    }
+
+    /// The verified claims of the request's bearer token.
+    pub fn verify(&self, authorization: Option<&str>) -> Result<Value, Refusal> {
+        let Some(header) = authorization else {
+            return Err(Refusal::Unauthenticated("no bearer token".into()));
+        };
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .ok_or_else(|| Refusal::Unauthenticated("not a bearer token".into()))?;
+        let kid = jsonwebtoken::decode_header(token)
+            .map_err(|e| Refusal::Unauthenticated(format!("malformed token: {e}")))?
+            .kid;
+        let key = self
+            .keys
+            .iter()
+            .find(|(id, _)| id.is_none() || *id == kid)
+            .map(|(_, key)| key)
+            .ok_or_else(|| Refusal::Unauthenticated("no key for the token's kid".into()))?;
+        jsonwebtoken::decode::<Value>(token, key, &self.validation)
+            .map(|data| data.claims)
+            .map_err(|e| Refusal::Unauthenticated(describe(&e)))
+    }
+}
+
+fn describe(error: &jsonwebtoken::errors::Error) -> String {
+    use jsonwebtoken::errors::ErrorKind;
+    match error.kind() {
+        ErrorKind::ExpiredSignature => "the token has expired".into(),
+        ErrorKind::ImmatureSignature => "the token is not valid yet".into(),
+        ErrorKind::InvalidSignature => "the token's signature does not verify".into(),
+        ErrorKind::InvalidAudience => "the token is for another audience".into(),
+        ErrorKind::InvalidIssuer => "the token is from another issuer".into(),
+        ErrorKind::InvalidAlgorithm => "the token uses another algorithm".into(),
+        _ => format!("invalid token: {error}"),
+    }
+}
+
+/// Checks that `claims` hold every one of `roles` and `scopes`. Roles are
+/// read from `roles` (a list) or `role`; scopes from `scope` (space
+/// separated) or `scp`.
+pub fn authorize(claims: &Value, roles: &[String], scopes: &[String]) -> Result<(), Refusal> {
+    let held = |names: &[&str]| -> Vec<String> {
+        names
+            .iter()
+            .filter_map(|name| claims.get(*name))
+            .flat_map(|value| match value {
+                Value::String(s) => s.split_whitespace().map(str::to_string).collect(),
+                Value::Array(items) => items
+                    .iter()
+                    .filter_map(|i| i.as_str().map(str::to_string))
+                    .collect(),
+                _ => Vec::new(),
+            })
+            .collect()
+    };
+    let have_roles = held(&["roles", "role"]);
+    if let Some(missing) = roles.iter().find(|r| !have_roles.contains(r)) {
+        return Err(Refusal::Forbidden(format!(
+            "this route needs the role {missing:?}"
+        )));
+    }
+    let have_scopes = held(&["scope", "scp"]);
+    if let Some(missing) = scopes.iter().find(|s| !have_scopes.contains(s)) {
+        return Err(Refusal::Forbidden(format!(
+            "this route needs the scope {missing:?}"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,276 @@
+//! Native middleware around every component, in this order:
+//!
+//! 1. request id — `X-Request-Id` accepted or made, returned, and passed on
+//!    (in `server`);
+//! 2. CORS — preflights answered here, headers on every response
+//!    (tower-http);
+//! 3. auth — a bearer JWT verified, then the route's roles and scopes;
+//!    401/403 before the guest runs ([`auth`]);
+//! 4. rate limits — the component's, then the route's; 429
+//!    ([`rate_limit`]);
+//! 5. body limit (413) and timeout (504), per component (in `server` and
+//!    the pools);
+//! 6. the component;
+//! 7. security headers and compression on the way out (tower-http), and the
+//!    access log line.
+//!
+//! CORS, auth and rate limits are set in the host config and overridden per
+//! component by the same table in its sidecar; routes add roles, scopes and
+//! their own rate limits in `describe()`. Compression, security headers and
+//! the access log are host-wide.
+
+pub mod auth;
+pub mod rate_limit;
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Method};
+use serde::Deserialize;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use auth::{Auth, AuthSettings};
+use rate_limit::{Limiter, RateLimitSettings};
+
+/// `[cors]` in the host config or a sidecar.
+///
+/// ```toml
+/// [cors]
+/// allow-origins = ["https://app.example"]   # or ["*"]
+/// allow-methods = ["GET", "POST"]
+/// allow-headers = ["content-type", "authorization"]
+/// expose-headers = ["x-request-id"]
+/// allow-credentials = false
+/// max-age-s = 600
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CorsSettings {
+    pub allow_origins: Vec<String>,
+    #[serde(default = "CorsSettings::default_methods")]
+    pub allow_methods: Vec<String>,
+    #[serde(default = "CorsSettings::default_headers")]
+    pub allow_headers: Vec<String>,
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    #[serde(default)]
+    pub allow_credentials: bool,
+    #[serde(default = "CorsSettings::default_max_age")]
+    pub max_age_s: u64,
+}
+
+impl CorsSettings {
+    fn default_methods() -> Vec<String> {
+        ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+            .map(String::from)
+            .to_vec()
+    }
+    fn default_headers() -> Vec<String> {
+        ["content-type", "authorization"].map(String::from).to_vec()
+    }
+
+    fn default_max_age() -> u64 {
+        600
+    }
+
+    /// The tower-http layer, or a sentence naming the bad entry.
+    fn layer(&self) -> Result<CorsLayer, String> {
+        let origins = if self.allow_origins.iter().any(|o| o == "*") {
+            if self.allow_credentials {
+                return Err("[cors] allow-origins \"*\" cannot go with allow-credentials".into());
+            }
+            AllowOrigin::any()
+        } else {
+            let list = self
+                .allow_origins
+                .iter()
+                .map(|o| {
+                    HeaderValue::from_str(o)
+                        .map_err(|_| format!("[cors] allow-origins: {o:?} is not a valid origin"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            AllowOrigin::list(list)
+        };
+        let methods = self
+            .allow_methods
+            .iter()
+            .map(|m| {
+                Method::from_bytes(m.as_bytes())
+                    .map_err(|_| format!("[cors] allow-methods: {m:?} is not a method"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let names = |field: &str, list: &[String]| {
+            list.iter()
+                .map(|h| {
+                    HeaderName::from_bytes(h.as_bytes())
+                        .map_err(|_| format!("[cors] {field}: {h:?} is not a header name"))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        Ok(CorsLayer::new()
+            .allow_origin(origins)
+            .allow_methods(methods)
+            .allow_headers(names("allow-headers", &self.allow_headers)?)
+            .expose_headers(names("expose-headers", &self.expose_headers)?)
+            .allow_credentials(self.allow_credentials)
+            .max_age(Duration::from_secs(self.max_age_s)))
+    }
+}
+
+/// The per-component tables, wherever they were read, with the directory
+/// relative paths in them start from.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    pub cors: Option<CorsSettings>,
+    pub auth: Option<(AuthSettings, PathBuf)>,
+    pub rate_limit: Option<RateLimitSettings>,
+}
+
+impl Settings {
+    /// These settings with each table `over` sets replacing this one's.
+    pub fn overridden_by(&self, over: &Settings) -> Settings {
+        Settings {
+            cors: over.cors.clone().or_else(|| self.cors.clone()),
+            auth: over.auth.clone().or_else(|| self.auth.clone()),
+            rate_limit: over.rate_limit.clone().or_else(|| self.rate_limit.clone()),
+        }
+    }
+}
+
+/// The middleware of one component, built from its settings.
+#[derive(Default)]
+pub struct Middleware {
+    pub cors: Option<CorsLayer>,
+    pub auth: Option<Auth>,
+    pub rate_limit: Option<Limiter>,
+    /// Proxies whose `X-Forwarded-For` is believed, for client-address keys.
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+impl Middleware {
+    /// Builds every configured layer; the error names the table and field.
+    pub fn new(settings: &Settings) -> Result<Self, String> {
+        Ok(Self {
+            cors: settings
+                .cors
+                .as_ref()
+                .map(CorsSettings::layer)
+                .transpose()?,
+            auth: settings
+                .auth
+                .as_ref()
+                .map(|(auth, base)| Auth::new(auth, base))
+                .transpose()?,
+            rate_limit: settings
+                .rate_limit
+                .as_ref()
+                .map(|r| r.policy().and_then(|p| Limiter::new(&p)))
+                .transpose()
+                .map_err(|e| format!("[rate-limit] {e}"))?,
+            trusted_proxies: settings
+                .rate_limit
+                .as_ref()
+                .map(|r| r.trusted_proxies.clone())
+                .unwrap_or_default(),
+        })
+    }
+}
+
+/// `[compression]` in the host config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CompressionSettings {
+    #[serde(default = "enabled")]
+    pub enabled: bool,
+    /// Smaller bodies go out as they are.
+    #[serde(default = "CompressionSettings::default_min_bytes")]
+    pub min_bytes: u64,
+}
+
+impl CompressionSettings {
+    fn default_min_bytes() -> u64 {
+        1024
+    }
+}
+
+impl Default for CompressionSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            min_bytes: Self::default_min_bytes(),
+        }
+    }
+}
+
+/// `[security-headers]` in the host config: headers added to every
+/// response that does not set them itself.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SecurityHeaderSettings {
+    #[serde(default = "enabled")]
+    pub enabled: bool,
+    /// `Strict-Transport-Security` max-age; off unless set (TLS ends in
+    /// front of the host).
+    #[serde(default)]
+    pub hsts_max_age_s: Option<u64>,
+}
+
+impl Default for SecurityHeaderSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            hsts_max_age_s: None,
+        }
+    }
+}
+
+impl SecurityHeaderSettings {
+    /// The headers to add.
+    pub fn headers(&self) -> Vec<(HeaderName, HeaderValue)> {
+        if !self.enabled {
+            return Vec::new();
+        }
+        let mut headers = vec![
+            (
+                HeaderName::from_static("x-content-type-options"),
+                HeaderValue::from_static("nosniff"),
+            ),
+            (
+                HeaderName::from_static("x-frame-options"),
+                HeaderValue::from_static("DENY"),
+            ),
+            (
+                HeaderName::from_static("referrer-policy"),
+                HeaderValue::from_static("no-referrer"),
+            ),
+        ];
+        if let Some(age) = self.hsts_max_age_s {
+            headers.push((
+                HeaderName::from_static("strict-transport-security"),
+                HeaderValue::from_str(&format!("max-age={age}")).expect("a number"),
+            ));
+        }
+        headers
+    }
+}
+
+/// `[access-log]` in the host config.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AccessLogSettings {
+    /// One structured line per request (target `access`).
+    #[serde(default)]
+    pub enabled: bool,
+}
+
+fn enabled() -> bool {
+    true
+}
+
+/// The directory a config file's relative paths start from.
+pub fn base_dir(file: &Path) -> PathBuf {
+    file.parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
