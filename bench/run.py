@@ -119,13 +119,16 @@ def duration_ms(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
-def wrk(name: str, server: Server, path: str) -> Load:
+def wrk(name: str, server: Server, path: str, headers: dict[str, str] | None = None) -> Load:
     url = server.url.rsplit("/", 1)[0] + path if path else server.url
+    extra = [arg for k, v in (headers or {}).items() for arg in ("-H", f"{k}: {v}")]
     # Warm up: instances, caches and connections.
-    subprocess.run(["wrk", "-t1", f"-c{CONNECTIONS}", "-d2s", url], capture_output=True, check=True)
+    subprocess.run(
+        ["wrk", "-t1", f"-c{CONNECTIONS}", "-d2s", *extra, url], capture_output=True, check=True
+    )
     cpu_before = server.cpu_seconds()
     result = subprocess.run(
-        ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{SECONDS}s", "--latency", url],
+        ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{SECONDS}s", "--latency", *extra, url],
         capture_output=True,
         text=True,
         check=True,
@@ -168,13 +171,20 @@ def component_dir(*names: str, sidecars: dict[str, str] | None = None) -> Path:
     return directory
 
 
-def cello(directory: Path, path: str, state: Path, ops: int | None = None) -> Server:
+def cello(
+    directory: Path, path: str, state: Path, ops: int | None = None, config: str | None = None
+) -> Server:
     port = free_port()
     command = [str(HOST), "serve", str(directory), "--listen", f"127.0.0.1:{port}"]
     command += ["--state-dir", str(state), "--log-format", "json"]
+    if config is not None:
+        (directory / "host-config.toml").write_text(config)
+        command += ["--config", str(directory / "host-config.toml")]
     if ops:
         command += ["--ops-listen", f"127.0.0.1:{ops}"]
-    return Server(command, f"http://127.0.0.1:{port}{path}", env={"CELLO_LOG": "warn"})
+    # The access log (when on) is part of what is measured.
+    env = {"CELLO_LOG": "warn,access=info"}
+    return Server(command, f"http://127.0.0.1:{port}{path}", env=env)
 
 
 def uvicorn(module: str, path: str) -> Server:
@@ -201,6 +211,46 @@ def metric(ops: int, name: str, component: str) -> float:
     return float(match.group(1)) if match else 0.0
 
 
+#: Every host-wide layer off: no compression check, no security headers.
+CHAIN_OFF = "[compression]\nenabled = false\n[security-headers]\nenabled = false\n"
+
+#: Every layer on: CORS, required JWT auth (HS256), a rate limit too large
+#: to refuse, compression, security headers and the access log.
+CHAIN_ON = """
+[cors]
+allow-origins = ["https://app.example"]
+[auth]
+algorithm = "HS256"
+secret = "bench-secret-bench-secret-bench!"
+audience = "bench"
+required = true
+[rate-limit]
+capacity = 1000000000
+period-s = 1
+[access-log]
+enabled = true
+"""
+
+
+def bench_token() -> str:
+    """An HS256 JWT for CHAIN_ON's key, valid for an hour."""
+    import base64
+    import hashlib
+    import hmac
+    import json
+    import time
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    header = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    claims = {"sub": "bench", "aud": "bench", "exp": int(time.time()) + 3600}
+    signing = f"{header}.{b64(json.dumps(claims).encode())}"
+    secret = b"bench-secret-bench-secret-bench!"
+    signature = hmac.new(secret, signing.encode(), hashlib.sha256).digest()
+    return f"{signing}.{b64(signature)}"
+
+
 def throughput(state: Path) -> list[Load]:
     print(f"throughput: wrk -t1 -c{CONNECTIONS} -d{SECONDS}s, each server alone", flush=True)
     loads = []
@@ -216,6 +266,11 @@ def throughput(state: Path) -> list[Load]:
         loads.append(wrk("cello-host, the same wasi:http hello", s, "/"))
     with cello(component_dir("hello-rust"), "/", state) as s:
         loads.append(wrk("cello-host, Rust SDK hello route", s, "/"))
+    with cello(component_dir("hello-rust"), "/", state, config=CHAIN_OFF) as s:
+        loads.append(wrk("cello-host, Rust SDK hello, middleware off", s, "/"))
+    with cello(component_dir("hello-rust"), "/", state, config=CHAIN_ON) as s:
+        headers = {"Authorization": f"Bearer {bench_token()}", "Origin": "https://app.example"}
+        loads.append(wrk("cello-host, Rust SDK hello, full middleware chain", s, "/", headers))
     with cello(component_dir("bench-python"), "/sync", state) as s:
         loads.append(wrk("cello-host, Python SDK hello (def)", s, "/sync"))
         loads.append(wrk("cello-host, Python SDK hello (async def)", s, "/async"))
@@ -346,6 +401,12 @@ def write_results(loads, cold, inst, mem) -> None:
             "Rust SDK hello ÷ native hyper (req/s)",
             by_name["cello-host, Rust SDK hello route"].rps / hyper.rps,
             0.7,
+        ),
+        target(
+            "Rust hello, full middleware chain ÷ middleware off (req/s)",
+            by_name["cello-host, Rust SDK hello, full middleware chain"].rps
+            / by_name["cello-host, Rust SDK hello, middleware off"].rps,
+            0.9,
         ),
         target("Python def ÷ Starlette (req/s)", py_sync.rps / starlette.rps, 1.0),
         target(

@@ -381,3 +381,35 @@ fn bad_middleware_config_names_the_file_and_field() {
     );
     assert!(stdout.contains("missing.pem"), "{stdout}");
 }
+
+#[tokio::test]
+async fn the_access_log_has_a_structured_line_per_request() {
+    let components = Components::new()
+        .with("testbed")
+        .with_file("host-config.toml", b"[access-log]\nenabled = true\n");
+    let config = components.path().join("host-config.toml");
+    let host =
+        components.serve_with(&["--config", config.to_str().unwrap(), "--log-format", "json"]);
+    host.send(
+        Method::GET,
+        "/count",
+        &[("x-request-id", "logged-1")],
+        vec![],
+    )
+    .await;
+    let log = host.wait_for_log("logged-1").await;
+    let line: Value = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["target"] == "access")
+        .unwrap_or_else(|| panic!("no access line in:\n{log}"));
+    let fields = &line["fields"];
+    assert_eq!(fields["method"], "GET");
+    assert_eq!(fields["path"], "/count");
+    assert_eq!(fields["status"], 200);
+    assert_eq!(fields["bytes"], 1);
+    assert_eq!(fields["component"], "testbed");
+    assert_eq!(fields["route"], "/count");
+    assert_eq!(fields["request_id"], "logged-1");
+    assert!(fields["duration_us"].as_u64().is_some());
+}

@@ -134,11 +134,16 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// The host config, with its middleware tables checked now so a mistake
+/// there is reported against the file, not against every component.
 fn host_config(state: &StateArgs) -> anyhow::Result<HostConfig> {
-    match &state.config {
-        Some(path) => HostConfig::from_file(path).map_err(anyhow::Error::msg),
-        None => Ok(HostConfig::default()),
-    }
+    let Some(path) = &state.config else {
+        return Ok(HostConfig::default());
+    };
+    let config = HostConfig::from_file(path).map_err(anyhow::Error::msg)?;
+    crate::middleware::Middleware::new(&config.middleware(Some(path)))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(config)
 }
 
 async fn load(

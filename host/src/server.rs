@@ -179,6 +179,7 @@ async fn handle(
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     let mut component = None;
+    let mut route = None;
     let mut response = match router.at(req.method(), &path) {
         RouteMatch::Found {
             target,
@@ -188,6 +189,14 @@ async fn handle(
             let target = target.clone();
             let owner = target.owner().clone();
             component = Some(owner.clone());
+            if let Target::App {
+                component,
+                route: index,
+                ..
+            } = &target
+            {
+                route = Some(component.route_path(*index));
+            }
             let mut watch = AbortWatch(Some(&owner));
             let call = Call {
                 params,
@@ -247,6 +256,7 @@ async fn handle(
             bytes,
             duration_us = started.elapsed().as_micros() as u64,
             component = component.as_ref().map(|o| &*o.component),
+            route = route.as_deref(),
             request_id,
         );
     }

@@ -156,6 +156,11 @@ impl AppComponent {
         }
     }
 
+    /// The path pattern of `route`, for logs.
+    pub fn route_path(&self, route: u32) -> Arc<str> {
+        self.shared.route_name(route)
+    }
+
     /// What `route` requires of its callers.
     pub fn guard(&self, route: u32) -> Option<&RouteGuard> {
         self.shared.guards.get(route as usize)
