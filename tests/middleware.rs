@@ -413,3 +413,72 @@ async fn the_access_log_has_a_structured_line_per_request() {
     assert_eq!(fields["request_id"], "logged-1");
     assert!(fields["duration_us"].as_u64().is_some());
 }
+
+const CAPS_GRANTS: &str =
+    "[grants]\nkv = true\nconfig = true\noutbound = [\"http://127.0.0.1:*\"]\n";
+
+async fn preflight(host: &Host, origin: &str) -> support::Reply {
+    host.send(
+        Method::OPTIONS,
+        "/startup",
+        &[("origin", origin), ("access-control-request-method", "GET")],
+        vec![],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn an_apps_own_cors_and_logging_wishes_are_honoured_unless_the_operator_overrides() {
+    // python-caps calls app.enable_cors(["https://py.example"]) and
+    // app.enable_logging().
+    let host = Components::new()
+        .with_sidecar("python-caps", CAPS_GRANTS)
+        .serve_with(&["--log-format", "json"]);
+    let reply = preflight(&host, "https://py.example").await;
+    assert_eq!(
+        reply.header("access-control-allow-origin"),
+        Some("https://py.example"),
+        "{}",
+        host.log()
+    );
+    host.send(
+        Method::GET,
+        "/config",
+        &[("x-request-id", "wish-1")],
+        vec![],
+    )
+    .await;
+    let log = host.wait_for_log("wish-1").await;
+    assert!(
+        log.lines()
+            .any(|l| l.contains(r#""target":"access""#) && l.contains("wish-1"))
+    );
+
+    // The sidecar's own [cors] wins over the app's.
+    let sidecar = format!("{CAPS_GRANTS}[cors]\nallow-origins = [\"https://ops.example\"]\n");
+    let host = Components::new()
+        .with_sidecar("python-caps", &sidecar)
+        .serve();
+    assert_eq!(
+        preflight(&host, "https://py.example")
+            .await
+            .header("access-control-allow-origin"),
+        None
+    );
+    assert_eq!(
+        preflight(&host, "https://ops.example")
+            .await
+            .header("access-control-allow-origin"),
+        Some("https://ops.example")
+    );
+
+    // And the host config can refuse the wish outright.
+    let components = Components::new()
+        .with_sidecar("python-caps", CAPS_GRANTS)
+        .with_file("host-config.toml", b"[app-policy]\ncors = false\n");
+    let config = components.path().join("host-config.toml");
+    let host = components.serve_with(&["--config", config.to_str().unwrap()]);
+    let reply = preflight(&host, "https://py.example").await;
+    assert_eq!(reply.header("access-control-allow-origin"), None);
+    assert_eq!(reply.status, 405);
+}

@@ -170,6 +170,10 @@ def make_world(app: App) -> type:
                     )
                     for route in app.routes
                 ],
+                policy=types.AppPolicy(
+                    cors=types.CorsPolicy(**app.cors) if app.cors else None,
+                    access_log=app.access_log,
+                ),
             )
 
         def handle(self, req: types.Request) -> types.Response:

@@ -186,6 +186,9 @@ class App(Router):
         self._handlers: dict[str, list[Callable[[], Any]]] = {"startup": [], "shutdown": []}
         #: The rate limit of every route that declares none.
         self.rate_limit: Any = None
+        #: Wishes for the host: CORS rules and an access log.
+        self.cors: dict[str, Any] | None = None
+        self.access_log = False
         # Set by the component glue to the host's `cache.invalidate`.
         self._invalidate: Callable[[list[str]], int] | None = None
         self._openapi: dict[str, Any] | None = None
@@ -210,6 +213,32 @@ class App(Router):
         if self._openapi is None:
             self._openapi = openapi.document(self, skip or set())
         return self._openapi
+
+    def enable_cors(
+        self,
+        allow_origins: list[str],
+        allow_methods: list[str] | tuple[str, ...] = (),
+        allow_headers: list[str] | tuple[str, ...] = (),
+        expose_headers: list[str] | tuple[str, ...] = (),
+        allow_credentials: bool = False,
+        max_age: int = 600,
+    ) -> None:
+        """Asks the host to answer CORS for every route: preflights and
+        headers are handled in Rust, before and after the handler. Empty
+        methods and headers mean the usual ones. The operator's ``[cors]``
+        table, if any, wins, and the host config can refuse the wish."""
+        self.cors = {
+            "allow_origins": list(allow_origins),
+            "allow_methods": [m.upper() for m in allow_methods],
+            "allow_headers": [h.lower() for h in allow_headers],
+            "expose_headers": [h.lower() for h in expose_headers],
+            "allow_credentials": allow_credentials,
+            "max_age_seconds": int(max_age),
+        }
+
+    def enable_logging(self) -> None:
+        """Asks the host for an access log line per request to this app."""
+        self.access_log = True
 
     def enable_rate_limit(self, config: Any) -> None:
         """Gives every route without its own ``rate_limit`` this one

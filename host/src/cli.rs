@@ -163,11 +163,10 @@ async fn load(
     let loader = Loader::new(
         engine,
         cache,
-        config.default_limits(),
-        config.pool.max_instances as usize,
+        config,
+        state.config.as_deref(),
         responses,
         kv,
-        config.middleware(state.config.as_deref()),
     )?;
     loader.load_dir(dir).await
 }

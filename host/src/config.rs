@@ -14,7 +14,8 @@ use crate::capabilities::{GrantSettings, Grants};
 use crate::middleware::auth::AuthSettings;
 use crate::middleware::rate_limit::RateLimitSettings;
 use crate::middleware::{
-    self, AccessLogSettings, CompressionSettings, CorsSettings, SecurityHeaderSettings,
+    self, AccessLogSettings, AppPolicySettings, CompressionSettings, CorsSettings,
+    SecurityHeaderSettings,
 };
 use crate::response_cache::CachePolicy;
 
@@ -57,6 +58,9 @@ pub struct HostConfig {
     pub security_headers: SecurityHeaderSettings,
     #[serde(default)]
     pub access_log: AccessLogSettings,
+    /// Which wishes apps declare in `describe()` the host honours.
+    #[serde(default)]
+    pub app_policy: AppPolicySettings,
 }
 
 /// Where the key-value store lives.
@@ -106,6 +110,7 @@ impl HostConfig {
             cors: self.cors.clone(),
             auth: self.auth.clone().map(|a| (a, base)),
             rate_limit: self.rate_limit.clone(),
+            access_log: false,
         }
     }
 
@@ -208,6 +213,7 @@ impl ComponentConfig {
             cors: self.cors.clone(),
             auth: self.auth.clone().map(|a| (a, middleware::base_dir(wasm))),
             rate_limit: self.rate_limit.clone(),
+            access_log: false,
         }
     }
 

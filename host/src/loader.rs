@@ -17,7 +17,7 @@ use crate::capabilities::kv::KvStore;
 use crate::capabilities::{self, Capabilities, GrantSet};
 use crate::capacity::HostCapacity;
 use crate::compile::CompileCache;
-use crate::config::{ComponentConfig, Limits};
+use crate::config::{ComponentConfig, HostConfig, Limits};
 use crate::middleware::{self, Middleware};
 use crate::proxy::ProxyComponent;
 use crate::response_cache::ResponseCache;
@@ -60,6 +60,8 @@ pub struct Loader {
     limits: Limits,
     /// The host's CORS, auth and rate-limit tables, which sidecars override.
     middleware: middleware::Settings,
+    /// Which of an app's own wishes the host honours.
+    app_policy: middleware::AppPolicySettings,
 }
 
 /// One component that loaded.
@@ -97,27 +99,28 @@ pub struct LoadReport {
 
 impl Loader {
     /// A loader that links WASI (nothing reachable unless granted),
-    /// `wasi:http`, Cello's host interface, and each component's grants.
+    /// `wasi:http`, Cello's host interface, and each component's grants,
+    /// with the defaults of `config` (read from `config_file`, if any).
     pub fn new(
         engine: Engine,
         cache: CompileCache,
-        limits: Limits,
-        max_instances: usize,
+        config: &HostConfig,
+        config_file: Option<&Path>,
         responses: Arc<ResponseCache>,
         kv: KvStore,
-        middleware: middleware::Settings,
     ) -> anyhow::Result<Self> {
         Ok(Self {
             runtime: Runtime {
                 engine,
                 linkers: Mutex::default(),
-                capacity: HostCapacity::new(max_instances),
+                capacity: HostCapacity::new(config.pool.max_instances as usize),
                 responses,
                 kv,
             },
             cache,
-            limits,
-            middleware,
+            limits: config.default_limits(),
+            middleware: config.middleware(config_file),
+            app_policy: config.app_policy.clone(),
         })
     }
 
@@ -176,13 +179,16 @@ impl Loader {
         }
         let linker = self.runtime.linker(granted).map_err(|e| format!("{e:#}"))?;
         let settings = self.middleware.overridden_by(&config.middleware(file));
-        let middleware = Middleware::new(&settings).map_err(|e| format!("{sidecar}: {e}"))?;
         let owner = Owner::new(
             name.as_str().into(),
             self.runtime.responses.clone(),
             capabilities,
-            middleware,
         );
+        let middleware = |settings: &middleware::Settings| {
+            Middleware::new(settings).map_err(|e| format!("{sidecar}: {e}"))
+        };
+        // Checked before describe() runs, so a bad table is reported first.
+        middleware(&settings)?;
         let kind = match World::of(&self.runtime.engine, &component) {
             World::App => {
                 let default_cache = config.cache.as_ref().map(|c| c.policy()).transpose()?;
@@ -199,9 +205,12 @@ impl Loader {
                     .map_err(|_| format!("describe() did not return within {DESCRIBE_TIMEOUT:?}"))?
                     .map_err(|e| format!("{e:#}"))?;
                 tracing::debug!(component = name, "described in {:?}", started.elapsed());
+                let settings = settings.with_app(&manifest.policy, &self.app_policy);
+                app.owner().set_middleware(middleware(&settings)?);
                 LoadedKind::App(Arc::new(app), manifest)
             }
             World::Proxy => {
+                owner.set_middleware(middleware(&settings)?);
                 let proxy = ProxyComponent::load(owner, &component, &linker, limits, &self.runtime)
                     .map_err(|e| format!("{e:#}"))?;
                 LoadedKind::Proxy(Arc::new(proxy))

@@ -206,7 +206,7 @@ async fn handle(
                 path: path.clone(),
             };
             let guarded = |req| guarded(target, req, call);
-            let response = match &owner.middleware.cors {
+            let response = match &owner.middleware().cors {
                 Some(cors) => with_cors(cors, req, guarded).await,
                 None => guarded(req).await,
             };
@@ -231,7 +231,7 @@ async fn handle(
                 response
             };
             // A CORS preflight is an OPTIONS the routes do not declare.
-            match &owner.middleware.cors {
+            match &owner.middleware().cors {
                 Some(cors) => with_cors(cors, req, not_allowed).await,
                 None => not_allowed(req).await,
             }
@@ -246,7 +246,11 @@ async fn handle(
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         headers.insert(REQUEST_ID, value);
     }
-    if front.access_log {
+    if front.access_log
+        || component
+            .as_ref()
+            .is_some_and(|o| o.middleware().access_log)
+    {
         let bytes = hyper::body::Body::size_hint(response.body()).exact();
         tracing::info!(
             target: "access",
@@ -288,7 +292,7 @@ where
 /// Auth and rate limits, then the component.
 async fn guarded(target: Target, req: http::Request<Incoming>, call: Call) -> http::Response<Body> {
     let owner = target.owner().clone();
-    let middleware = &owner.middleware;
+    let middleware = owner.middleware();
     let guard = match &target {
         Target::App {
             component, route, ..

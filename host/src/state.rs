@@ -1,8 +1,8 @@
 //! What a store holds for one component instance: its WASI context, its
 //! resources, its memory budget, and who it is (for logs and metrics).
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use wasmtime::component::ResourceTable;
@@ -28,8 +28,8 @@ pub struct Owner {
     pub cache: Arc<ResponseCache>,
     /// What the component was granted.
     pub capabilities: Capabilities,
-    /// CORS, auth and rate limits around it.
-    pub middleware: Middleware,
+    /// CORS, auth and rate limits around it, set once its manifest is read.
+    middleware: OnceLock<Middleware>,
 }
 
 impl Owner {
@@ -38,15 +38,24 @@ impl Owner {
         component: Arc<str>,
         cache: Arc<ResponseCache>,
         capabilities: Capabilities,
-        middleware: Middleware,
     ) -> Arc<Self> {
         Arc::new(Self {
             metrics: ComponentMetrics::new(&component),
             component,
             cache,
             capabilities,
-            middleware,
+            middleware: OnceLock::new(),
         })
+    }
+
+    /// CORS, auth and rate limits around the component.
+    pub fn middleware(&self) -> &Middleware {
+        self.middleware.get_or_init(Middleware::default)
+    }
+
+    /// Sets the middleware, once, before the component serves.
+    pub fn set_middleware(&self, middleware: Middleware) {
+        let _ = self.middleware.set(middleware);
     }
 
     /// Counts a request over its time limit and makes its error.

@@ -92,12 +92,63 @@ impl Cache {
     }
 }
 
+/// Cross-origin rules the app asks the host for; an operator's `[cors]`
+/// table wins. `Cors::origins(&["https://app.example"]).credentials()`.
+#[derive(Debug, Clone, Default)]
+pub struct Cors {
+    pub(crate) origins: Vec<String>,
+    pub(crate) methods: Vec<String>,
+    pub(crate) headers: Vec<String>,
+    pub(crate) expose: Vec<String>,
+    pub(crate) credentials: bool,
+    pub(crate) max_age_seconds: u32,
+}
+
+impl Cors {
+    /// Allows `origins` (or `&["*"]`); methods and headers default to the
+    /// usual ones, the preflight is cached 600 s.
+    pub fn origins(origins: &[&str]) -> Self {
+        Self {
+            origins: origins.iter().map(|o| o.to_string()).collect(),
+            max_age_seconds: 600,
+            ..Self::default()
+        }
+    }
+
+    pub fn methods(mut self, methods: &[&str]) -> Self {
+        self.methods = methods.iter().map(|m| m.to_ascii_uppercase()).collect();
+        self
+    }
+
+    pub fn headers(mut self, headers: &[&str]) -> Self {
+        self.headers = headers.iter().map(|h| h.to_ascii_lowercase()).collect();
+        self
+    }
+
+    pub fn expose(mut self, headers: &[&str]) -> Self {
+        self.expose = headers.iter().map(|h| h.to_ascii_lowercase()).collect();
+        self
+    }
+
+    pub fn credentials(mut self) -> Self {
+        self.credentials = true;
+        self
+    }
+
+    pub fn max_age(mut self, seconds: u32) -> Self {
+        self.max_age_seconds = seconds;
+        self
+    }
+}
+
 /// An app: a name and its routes, in the order they were declared.
 pub struct App {
     pub(crate) name: String,
     pub(crate) routes: Vec<Route>,
     pub(crate) on_start: Option<Box<dyn Fn() -> Result<(), String>>>,
     pub(crate) on_stop: Option<Box<dyn Fn()>>,
+    pub(crate) cors: Option<Cors>,
+    pub(crate) access_log: bool,
 }
 
 macro_rules! method_routes {
@@ -128,7 +179,22 @@ impl App {
             routes: Vec::new(),
             on_start: None,
             on_stop: None,
+            cors: None,
+            access_log: false,
         }
+    }
+
+    /// Asks the host to answer CORS for every route (the operator's
+    /// `[cors]`, if any, wins).
+    pub fn cors(mut self, cors: Cors) -> Self {
+        self.cors = Some(cors);
+        self
+    }
+
+    /// Asks the host for an access log line per request to this app.
+    pub fn access_log(mut self) -> Self {
+        self.access_log = true;
+        self
     }
 
     /// Runs `hook` once per instance before its first request; an `Err`

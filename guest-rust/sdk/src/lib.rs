@@ -28,7 +28,7 @@ mod response;
 #[doc(hidden)]
 pub mod runtime;
 
-pub use app::{App, Cache, RateLimit};
+pub use app::{App, Cache, Cors, RateLimit};
 pub use capabilities::{background, config, http, kv};
 pub use request::Request;
 pub use response::{IntoResponse, Json, Response};

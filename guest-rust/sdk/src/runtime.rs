@@ -6,7 +6,7 @@ use std::rc::Rc;
 
 use crate::app::Handler;
 use crate::bindings::cello::component::types::{
-    CachePolicy, RateLimitKey, RateLimitKind, RateLimitPolicy, Route as WitRoute, RoutePolicy,
+    AppPolicy, CachePolicy, CorsPolicy, RateLimitKey, RateLimitKind, RateLimitPolicy, Route as WitRoute, RoutePolicy,
 };
 use crate::bindings::{Manifest, Request as WitRequest, Response as WitResponse};
 use crate::{App, Request, Response};
@@ -55,6 +55,17 @@ pub fn describe(build: fn() -> App) -> Manifest {
                 },
             })
             .collect(),
+        policy: AppPolicy {
+            cors: app.cors.as_ref().map(|c| CorsPolicy {
+                allow_origins: c.origins.clone(),
+                allow_methods: c.methods.clone(),
+                allow_headers: c.headers.clone(),
+                expose_headers: c.expose.clone(),
+                allow_credentials: c.credentials,
+                max_age_seconds: c.max_age_seconds,
+            }),
+            access_log: app.access_log,
+        },
     }
 }
 

@@ -30,6 +30,7 @@ use http::{HeaderName, HeaderValue, Method};
 use serde::Deserialize;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use crate::bindings::cello::component::types::{AppPolicy, CorsPolicy};
 use auth::{Auth, AuthSettings};
 use rate_limit::{Limiter, RateLimitSettings};
 
@@ -118,6 +119,48 @@ impl CorsSettings {
     }
 }
 
+impl From<&CorsPolicy> for CorsSettings {
+    /// An app's declared wish, with the defaults for empty lists.
+    fn from(policy: &CorsPolicy) -> Self {
+        let or = |list: &[String], default: Vec<String>| {
+            if list.is_empty() {
+                default
+            } else {
+                list.to_vec()
+            }
+        };
+        Self {
+            allow_origins: policy.allow_origins.clone(),
+            allow_methods: or(&policy.allow_methods, Self::default_methods()),
+            allow_headers: or(&policy.allow_headers, Self::default_headers()),
+            expose_headers: policy.expose_headers.clone(),
+            allow_credentials: policy.allow_credentials,
+            max_age_s: policy.max_age_seconds.into(),
+        }
+    }
+}
+
+/// `[app-policy]` in the host config: which of an app's own wishes (from
+/// `describe()`) the host honours. An operator's `[cors]` table replaces
+/// the app's wish either way.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AppPolicySettings {
+    #[serde(default = "enabled")]
+    pub cors: bool,
+    #[serde(default = "enabled")]
+    pub access_log: bool,
+}
+
+impl Default for AppPolicySettings {
+    fn default() -> Self {
+        Self {
+            cors: true,
+            access_log: true,
+        }
+    }
+}
+
 /// The per-component tables, wherever they were read, with the directory
 /// relative paths in them start from.
 #[derive(Debug, Clone, Default)]
@@ -125,6 +168,8 @@ pub struct Settings {
     pub cors: Option<CorsSettings>,
     pub auth: Option<(AuthSettings, PathBuf)>,
     pub rate_limit: Option<RateLimitSettings>,
+    /// An access log line for each of the component's requests.
+    pub access_log: bool,
 }
 
 impl Settings {
@@ -134,7 +179,18 @@ impl Settings {
             cors: over.cors.clone().or_else(|| self.cors.clone()),
             auth: over.auth.clone().or_else(|| self.auth.clone()),
             rate_limit: over.rate_limit.clone().or_else(|| self.rate_limit.clone()),
+            access_log: over.access_log || self.access_log,
         }
+    }
+
+    /// These settings with the wishes an app declared, as far as `allowed`
+    /// lets them: the operator's own tables win.
+    pub fn with_app(mut self, wishes: &AppPolicy, allowed: &AppPolicySettings) -> Settings {
+        if self.cors.is_none() && allowed.cors {
+            self.cors = wishes.cors.as_ref().map(CorsSettings::from);
+        }
+        self.access_log |= wishes.access_log && allowed.access_log;
+        self
     }
 }
 
@@ -146,6 +202,8 @@ pub struct Middleware {
     pub rate_limit: Option<Limiter>,
     /// Proxies whose `X-Forwarded-For` is believed, for client-address keys.
     pub trusted_proxies: Vec<IpAddr>,
+    /// An access log line for each request, whatever the host-wide setting.
+    pub access_log: bool,
 }
 
 impl Middleware {
@@ -173,6 +231,7 @@ impl Middleware {
                 .as_ref()
                 .map(|r| r.trusted_proxies.clone())
                 .unwrap_or_default(),
+            access_log: settings.access_log,
         })
     }
 }

@@ -19,6 +19,9 @@ from cello import (
 from cello.host import sleep
 
 app = App("python-caps")
+# Wishes for the host, which the operator may override or refuse.
+app.enable_cors(allow_origins=["https://py.example"], allow_methods=["GET"])
+app.enable_logging()
 
 
 @app.on_event("startup")
