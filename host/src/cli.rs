@@ -103,7 +103,8 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> ExitCode {
-    init_logging(cli.log_format);
+    // Held to the end, so every line is written before the process exits.
+    let _log_writer = crate::logging::init(matches!(cli.log_format, LogFormat::Json));
     let result = match cli.command {
         Command::Serve {
             dir,
@@ -119,18 +120,6 @@ async fn run(cli: Cli) -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CELLO_LOG")
-        .unwrap_or_else(|_| "info,cranelift=warn,wasmtime=warn".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Pretty => builder.init(),
-        LogFormat::Json => builder.json().init(),
     }
 }
 

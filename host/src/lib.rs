@@ -30,6 +30,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod loader;
+pub mod logging;
 pub mod metrics;
 pub mod middleware;
 pub mod ops;

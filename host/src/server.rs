@@ -30,7 +30,7 @@ use crate::app::RouteGuard;
 use crate::bindings::{self, cello::component::types::Context};
 use crate::error::{CallError, error_response};
 use crate::metrics::ComponentMetrics;
-use crate::middleware::auth::{Refusal, authorize};
+use crate::middleware::auth::{Refusal, Verified, authorize};
 use crate::middleware::rate_limit::{Caller, Verdict};
 use crate::response_cache::{Fetched, Key};
 use crate::router::{RouteMatch, Router, Target};
@@ -93,7 +93,12 @@ pub async fn serve(
         let router = router.clone();
         let front = front.clone();
         async move {
-            match &front.compression {
+            // Without Accept-Encoding nothing would be compressed: skip the layer.
+            let compress = front
+                .compression
+                .as_ref()
+                .filter(|_| req.headers().contains_key(header::ACCEPT_ENCODING));
+            match compress {
                 Some(layer) => {
                     let inner = tower::service_fn(|req| async {
                         Ok::<_, Infallible>(handle(&router, &front, req, peer).await)
@@ -253,7 +258,7 @@ async fn handle(
     {
         let bytes = hyper::body::Body::size_hint(response.body()).exact();
         tracing::info!(
-            target: "access",
+            target: crate::logging::ACCESS,
             %method,
             path,
             status = response.status().as_u16(),
@@ -317,15 +322,15 @@ async fn guarded(target: Target, req: http::Request<Incoming>, call: Call) -> ht
         }
         _ => None,
     };
-    if let (Some(guard), Some(claims)) = (guard, &claims)
-        && let Err(refusal) = authorize(claims, &guard.roles, &guard.scopes)
+    if let (Some(guard), Some(verified)) = (guard, &claims)
+        && let Err(refusal) = authorize(&verified.claims, &guard.roles, &guard.scopes)
     {
         return refused(refusal);
     }
     let caller = Caller {
         peer: call.peer,
         headers: req.headers(),
-        claims: claims.as_ref(),
+        claims: claims.as_ref().map(|v| &v.claims),
         tenant: None,
         trusted_proxies: &middleware.trusted_proxies,
     };
@@ -409,7 +414,7 @@ async fn dispatch(
     target: Target,
     req: http::Request<Incoming>,
     call: Call,
-    claims: Option<serde_json::Value>,
+    claims: Option<Arc<Verified>>,
 ) -> http::Response<Body> {
     let Call {
         params,
@@ -472,7 +477,7 @@ async fn dispatch(
                     request_id: request_id.to_string(),
                     client_addr: peer.to_string(),
                     tenant: None,
-                    claims: claims.map(|c| c.to_string()),
+                    claims: claims.map(|v| v.json.clone()),
                 },
             };
             let cacheable = matches!(parts.method, Method::GET | Method::HEAD);

@@ -4,6 +4,8 @@
 //! route's required roles and scopes are checked before it runs.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -58,7 +60,23 @@ pub struct Auth {
     validation: Validation,
     /// Every route needs a valid token, not only guarded ones.
     pub required: bool,
+    /// Tokens verified lately, by their exact text: a client sends the same
+    /// token many times, and checking its signature once is enough. An entry
+    /// is used only while the token's `exp` (with leeway) has not passed.
+    verified: moka::sync::Cache<String, Arc<Verified>>,
 }
+
+/// A token that verified: its claims, and as JSON for the guest.
+pub struct Verified {
+    pub claims: Value,
+    pub json: String,
+    /// `exp` plus leeway, in seconds since the Unix epoch.
+    valid_until: Option<u64>,
+}
+
+/// How many verified tokens are remembered, and for how long at most.
+const VERIFIED_TOKENS: u64 = 10_000;
+const VERIFIED_FOR: Duration = Duration::from_secs(60);
 
 /// Why a request was refused.
 #[derive(Debug)]
@@ -138,11 +156,15 @@ impl Auth {
             keys,
             validation,
             required: settings.required,
+            verified: moka::sync::Cache::builder()
+                .max_capacity(VERIFIED_TOKENS)
+                .time_to_live(VERIFIED_FOR)
+                .build(),
         })
     }
 
     /// The verified claims of the request's bearer token.
-    pub fn verify(&self, authorization: Option<&str>) -> Result<Value, Refusal> {
+    pub fn verify(&self, authorization: Option<&str>) -> Result<Arc<Verified>, Refusal> {
         let Some(header) = authorization else {
             return Err(Refusal::Unauthenticated("no bearer token".into()));
         };
@@ -150,6 +172,30 @@ impl Auth {
             .strip_prefix("Bearer ")
             .or_else(|| header.strip_prefix("bearer "))
             .ok_or_else(|| Refusal::Unauthenticated("not a bearer token".into()))?;
+        if let Some(verified) = self.verified.get(token) {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            if verified.valid_until.is_none_or(|until| now < until) {
+                return Ok(verified);
+            }
+            self.verified.invalidate(token);
+        }
+        let claims = self.check(token)?;
+        let verified = Arc::new(Verified {
+            json: claims.to_string(),
+            valid_until: claims
+                .get("exp")
+                .and_then(Value::as_u64)
+                .map(|exp| exp + self.validation.leeway),
+            claims,
+        });
+        self.verified.insert(token.to_string(), verified.clone());
+        Ok(verified)
+    }
+
+    /// Checks `token`'s signature and claims.
+    fn check(&self, token: &str) -> Result<Value, Refusal> {
         let kid = jsonwebtoken::decode_header(token)
             .map_err(|e| Refusal::Unauthenticated(format!("malformed token: {e}")))?
             .kid;
