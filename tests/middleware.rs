@@ -482,3 +482,26 @@ async fn an_apps_own_cors_and_logging_wishes_are_honoured_unless_the_operator_ov
     assert_eq!(reply.header("access-control-allow-origin"), None);
     assert_eq!(reply.status, 405);
 }
+
+#[test]
+fn a_bad_host_config_table_stops_the_start_naming_the_config_file() {
+    let components = Components::new().with("testbed").with_file(
+        "host-config.toml",
+        b"[rate-limit]\nkind = \"leaky\"\ncapacity = 1\nperiod-s = 1\n",
+    );
+    let config = components.path().join("host-config.toml");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_cello-host"))
+        .arg("check")
+        .arg(components.path())
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("host-config.toml"), "{stderr}");
+    assert!(
+        stderr.contains("[rate-limit] kind: \"leaky\" is not token-bucket or sliding-window"),
+        "{stderr}"
+    );
+}

@@ -223,9 +223,11 @@ impl Middleware {
             rate_limit: settings
                 .rate_limit
                 .as_ref()
-                .map(|r| r.policy().and_then(|p| Limiter::new(&p)))
-                .transpose()
-                .map_err(|e| format!("[rate-limit] {e}"))?,
+                .map(|r| {
+                    let policy = r.policy()?;
+                    Limiter::new(&policy).map_err(|e| format!("[rate-limit] {e}"))
+                })
+                .transpose()?,
             trusted_proxies: settings
                 .rate_limit
                 .as_ref()
