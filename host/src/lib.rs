@@ -4,11 +4,14 @@
 //!
 //! - [`server`] accepts connections and turns each request into a call;
 //! - [`router`] picks the component and route for its method and path;
+//! - [`middleware`] wraps the call: CORS, JWT auth with route roles and
+//!   scopes, rate limits (the rest of the chain is in [`server`]);
 //! - [`app`] runs Cello app components (`cello:component/app`), sync routes
 //!   on a pool of instances and async routes on event-loop instances;
 //! - [`response_cache`] answers cacheable requests without the guest;
 //! - [`proxy`] runs standard `wasi:http/proxy` components;
-//! - [`capabilities`] are the host functions guests import;
+//! - [`capabilities`] are the host functions guests import, each granted
+//!   per component: key-value, config, outbound HTTP;
 //! - [`capacity`] bounds the instances of each component and queues the
 //!   requests that wait for one;
 //! - [`error`] turns every failure into a response.
@@ -17,7 +20,8 @@
 //! directory of `.wasm` files and sidecars ([`config`]) into components;
 //! [`compile`] keeps compiled artifacts on disk; [`engine`] holds the
 //! wasmtime configuration and the pooling allocator; [`state`] is what each
-//! instance's store carries; [`metrics`] and [`ops`] report on it all; and
+//! instance's store carries; [`metrics`], [`ops`] and [`logging`] report on
+//! it all; and
 //! [`bindings`] is the generated contract.
 
 pub mod app;
