@@ -32,6 +32,9 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .messages import HTTPException
+from .params import Invalid, resolvers
+
 if TYPE_CHECKING:
     from .app import App
     from .messages import Request
@@ -98,9 +101,6 @@ class Scope:
 
     async def solve(self, arguments: list) -> dict[str, Any]:
         """Every argument in ``arguments``, or one 422 listing every problem."""
-        from .messages import HTTPException
-        from .params import Invalid
-
         values, errors = {}, []
         for param in arguments:
             try:
@@ -124,8 +124,6 @@ class Scope:
 
     async def call(self, depends: Depends) -> Any:
         """The value of one dependency, computed (or reused) for this request."""
-        from .params import resolvers
-
         original = depends.dependency
         fn = self.app.dependency_overrides.get(original, original)
         if getattr(fn, "__cello_singleton__", False) and fn in self.app._singletons:

@@ -9,8 +9,8 @@
 //! serialised, which makes `increment` atomic without a lock of our own.
 //!
 //! Values carry their expiry (milliseconds since the Unix epoch, 0 for
-//! none) in an 8-byte prefix; an expired value reads as absent and is
-//! removed when it is next written or listed.
+//! none) in an 8-byte prefix; an expired value reads as absent (and is not
+//! listed) until its key is written or deleted.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
