@@ -1,7 +1,8 @@
 //! How many instances a component may have alive, and the bounded queue of
 //! requests waiting for one. An instance holds a [`Slot`] for its whole life:
-//! one permit from its component's limit and one from the host-wide limit,
-//! both taken before it is instantiated.
+//! one permit from its component's limit, one from its tenant's (for a
+//! tenant's component) and one from the host-wide limit, all taken before it
+//! is instantiated.
 //!
 //! Idle instances hold slots too, so a request that finds none free first
 //! evicts an idle instance (its own component's for the component limit,
@@ -53,6 +54,8 @@ fn evict_from(pools: &Mutex<Vec<Weak<dyn Evict>>>) -> bool {
 /// Instance slots of one component.
 pub struct Capacity {
     component: Arc<Semaphore>,
+    /// The tenant's limit, shared by all its components.
+    tenant: Option<Arc<HostCapacity>>,
     host: Arc<HostCapacity>,
     /// This component's pools, to evict from for the component limit.
     pools: Mutex<Vec<Weak<dyn Evict>>>,
@@ -64,6 +67,7 @@ pub struct Capacity {
 /// The right to keep one instance alive; released when dropped.
 pub struct Slot {
     _component: OwnedSemaphorePermit,
+    _tenant: Option<OwnedSemaphorePermit>,
     _global: OwnedSemaphorePermit,
     metrics: ComponentMetrics,
 }
@@ -84,16 +88,19 @@ impl Drop for Queued<'_> {
 }
 
 impl Capacity {
-    /// `max_instances` for this component within the host-wide `global`
-    /// limit, with room for `queue` waiting requests.
+    /// `max_instances` for this component within its tenant's limit (if it
+    /// belongs to one) and the host-wide limit, with room for `queue`
+    /// waiting requests.
     pub fn new(
         max_instances: usize,
+        tenant: Option<Arc<HostCapacity>>,
         host: Arc<HostCapacity>,
         queue: usize,
         metrics: ComponentMetrics,
     ) -> Self {
         Self {
             component: Arc::new(Semaphore::new(max_instances)),
+            tenant,
             host,
             pools: Mutex::default(),
             waiting: AtomicUsize::new(0),
@@ -105,6 +112,9 @@ impl Capacity {
     /// Registers a pool of this component's idle instances for eviction.
     pub fn register(&self, pool: Weak<dyn Evict>) {
         self.pools.lock().unwrap().push(pool.clone());
+        if let Some(tenant) = &self.tenant {
+            tenant.pools.lock().unwrap().push(pool.clone());
+        }
         self.host.pools.lock().unwrap().push(pool);
     }
 
@@ -115,19 +125,33 @@ impl Capacity {
             evict_from(&self.pools);
             return None;
         };
+        let tenant = match &self.tenant {
+            Some(tenant) => match tenant.slots.clone().try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    evict_from(&tenant.pools);
+                    return None;
+                }
+            },
+            None => None,
+        };
         let Ok(global) = self.host.slots.clone().try_acquire_owned() else {
             evict_from(&self.host.pools);
             return None;
         };
-        Some(self.slot_from(component, global))
+        Some(self.slot_from(component, tenant, global))
     }
 
     /// Waits for a slot until `deadline`; fails with [`CallError::Overloaded`].
     pub async fn slot_until(&self, deadline: Instant) -> Result<Slot, CallError> {
         let acquire = async {
             let component = self.component.clone().acquire_owned().await.ok()?;
+            let tenant = match &self.tenant {
+                Some(tenant) => Some(tenant.slots.clone().acquire_owned().await.ok()?),
+                None => None,
+            };
             let global = self.host.slots.clone().acquire_owned().await.ok()?;
-            Some(self.slot_from(component, global))
+            Some(self.slot_from(component, tenant, global))
         };
         match tokio::time::timeout_at(deadline, acquire).await {
             Ok(Some(slot)) => Ok(slot),
@@ -151,10 +175,16 @@ impl Capacity {
         CallError::Overloaded
     }
 
-    fn slot_from(&self, component: OwnedSemaphorePermit, global: OwnedSemaphorePermit) -> Slot {
+    fn slot_from(
+        &self,
+        component: OwnedSemaphorePermit,
+        tenant: Option<OwnedSemaphorePermit>,
+        global: OwnedSemaphorePermit,
+    ) -> Slot {
         self.metrics.instances_live.inc();
         Slot {
             _component: component,
+            _tenant: tenant,
             _global: global,
             metrics: self.metrics.clone(),
         }

@@ -61,6 +61,27 @@ pub struct HostConfig {
     /// Which wishes apps declare in `describe()` the host honours.
     #[serde(default)]
     pub app_policy: AppPolicySettings,
+    /// How tenants are reached, and their default quotas.
+    #[serde(default)]
+    pub tenants: TenantSettings,
+}
+
+/// The `[tenants]` table.
+///
+/// ```toml
+/// [tenants]
+/// domain = "apps.example.com"   # also serve tenant T at T.apps.example.com
+/// [tenants.quotas]              # for tenants created without their own
+/// memory-mb = 128
+/// ```
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TenantSettings {
+    /// Tenants are always reached at `/t/{tenant}/...`; with a domain, at
+    /// `{tenant}.{domain}` as well.
+    pub domain: Option<String>,
+    #[serde(default)]
+    pub quotas: crate::tenants::Quotas,
 }
 
 /// Where the key-value store lives.
@@ -207,11 +228,11 @@ pub struct ComponentConfig {
 }
 
 impl ComponentConfig {
-    /// This sidecar's middleware tables; `wasm` is the component's file.
-    pub fn middleware(&self, wasm: &Path) -> middleware::Settings {
+    /// This sidecar's middleware tables; key files are relative to `dir`.
+    pub fn middleware(&self, dir: &Path) -> middleware::Settings {
         middleware::Settings {
             cors: self.cors.clone(),
-            auth: self.auth.clone().map(|a| (a, middleware::base_dir(wasm))),
+            auth: self.auth.clone().map(|a| (a, dir.to_path_buf())),
             rate_limit: self.rate_limit.clone(),
             access_log: false,
         }
@@ -390,7 +411,8 @@ impl ComponentConfig {
         Ok(config)
     }
 
-    fn validate(&self) -> Result<(), String> {
+    /// Checks what the types cannot: the prefix's form.
+    pub fn validate(&self) -> Result<(), String> {
         if let Some(prefix) = &self.prefix
             && (!prefix.starts_with('/') || prefix.ends_with('/') || prefix.contains('{'))
         {

@@ -24,6 +24,7 @@
 //! it all; and
 //! [`bindings`] is the generated contract.
 
+pub mod admin;
 pub mod app;
 pub mod bindings;
 pub mod capabilities;
@@ -39,7 +40,10 @@ pub mod metrics;
 pub mod middleware;
 pub mod ops;
 pub mod proxy;
+pub mod registry;
+pub mod reload;
 pub mod response_cache;
 pub mod router;
 pub mod server;
 pub mod state;
+pub mod tenants;

@@ -22,7 +22,7 @@ use crate::middleware::{self, Middleware};
 use crate::proxy::ProxyComponent;
 use crate::response_cache::ResponseCache;
 use crate::router::{Router, RouterBuilder};
-use crate::state::{InstanceState, Owner};
+use crate::state::{InstanceState, Owner, TenantScope};
 
 /// How long `describe()` may take before the component is refused.
 const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -98,6 +98,11 @@ pub struct LoadReport {
 }
 
 impl Loader {
+    /// The key-value store behind every component's namespace.
+    pub fn kv(&self) -> &KvStore {
+        &self.runtime.kv
+    }
+
     /// A loader that links WASI (nothing reachable unless granted),
     /// `wasi:http`, Cello's host interface, and each component's grants,
     /// with the defaults of `config` (read from `config_file`, if any).
@@ -154,44 +159,87 @@ impl Loader {
             .to_string();
         let config = ComponentConfig::for_component(file)?;
         let bytes = std::fs::read(file).map_err(|e| format!("cannot read: {e}"))?;
-        check_header(&bytes)?;
+        let sidecar = format!("{name}.toml");
+        let source = Source {
+            grant_hint: format!("under [grants] in {sidecar}"),
+            sidecar,
+            base_dir: middleware::base_dir(file),
+            name,
+            bytes,
+            config,
+            tenant: None,
+        };
+        self.load(source)
+            .await
+            .map_err(|problems| problems.join("; "))
+    }
+
+    /// Validates and loads one component: a real component of a known
+    /// world, importing only what it is granted, whose middleware tables
+    /// are sound and whose `describe()` returns in time. Every problem is
+    /// a sentence.
+    pub async fn load(&self, source: Source) -> Result<Loaded, Vec<String>> {
+        let Source {
+            name,
+            bytes,
+            config,
+            sidecar,
+            grant_hint,
+            base_dir,
+            tenant,
+        } = source;
+        let one = |problem: String| vec![problem];
+        check_header(&bytes).map_err(one)?;
         let engine = self.runtime.engine.clone();
         let cache = self.cache.clone();
         let started = std::time::Instant::now();
+        // Compiling takes seconds for a large component: off the async threads.
         let component = tokio::task::spawn_blocking(move || cache.compile(&engine, &bytes))
             .await
-            .map_err(|e| format!("compiler task failed: {e}"))?
-            .map_err(|e| format!("not a valid WebAssembly component: {e:#}"))?;
+            .map_err(|e| one(format!("compiler task failed: {e}")))?
+            .map_err(|e| one(format!("not a valid WebAssembly component: {e:#}")))?;
+        let label: Arc<str> = match &tenant {
+            Some(tenant) => format!("{}/{name}", tenant.name).into(),
+            None => name.as_str().into(),
+        };
         tracing::debug!(
-            component = name,
+            component = &*label,
             "compiled or loaded in {:?}",
             started.elapsed()
         );
         let limits = self.limits.with(&config.limits);
-        let sidecar = format!("{name}.toml");
-        let capabilities = Capabilities::grant(config.grant_settings(), &name, &self.runtime.kv)
-            .map_err(|e| format!("{sidecar}: {e}"))?;
+        let capabilities = Capabilities::grant(config.grant_settings(), &label, &self.runtime.kv)
+            .map_err(|e| one(format!("{sidecar}: {e}")))?;
         let granted = capabilities.set();
         let ungranted =
-            capabilities::ungranted_imports(&self.runtime.engine, &component, granted, &sidecar);
+            capabilities::ungranted_imports(&self.runtime.engine, &component, granted, &grant_hint);
         if !ungranted.is_empty() {
-            return Err(ungranted.join("; "));
+            return Err(ungranted);
         }
-        let linker = self.runtime.linker(granted).map_err(|e| format!("{e:#}"))?;
-        let settings = self.middleware.overridden_by(&config.middleware(file));
+        let linker = self
+            .runtime
+            .linker(granted)
+            .map_err(|e| one(format!("{e:#}")))?;
+        let settings = self.middleware.overridden_by(&config.middleware(&base_dir));
         let owner = Owner::new(
-            name.as_str().into(),
+            label.clone(),
             self.runtime.responses.clone(),
             capabilities,
+            tenant,
         );
         let middleware = |settings: &middleware::Settings| {
-            Middleware::new(settings).map_err(|e| format!("{sidecar}: {e}"))
+            Middleware::new(settings).map_err(|e| one(format!("{sidecar}: {e}")))
         };
         // Checked before describe() runs, so a bad table is reported first.
         middleware(&settings)?;
         let kind = match World::of(&self.runtime.engine, &component) {
             World::App => {
-                let default_cache = config.cache.as_ref().map(|c| c.policy()).transpose()?;
+                let default_cache = config
+                    .cache
+                    .as_ref()
+                    .map(|c| c.policy())
+                    .transpose()
+                    .map_err(one)?;
                 let load = AppComponent::load(
                     owner,
                     &component,
@@ -202,9 +250,13 @@ impl Loader {
                 );
                 let (app, manifest) = tokio::time::timeout(DESCRIBE_TIMEOUT, load)
                     .await
-                    .map_err(|_| format!("describe() did not return within {DESCRIBE_TIMEOUT:?}"))?
-                    .map_err(|e| format!("{e:#}"))?;
-                tracing::debug!(component = name, "described in {:?}", started.elapsed());
+                    .map_err(|_| {
+                        one(format!(
+                            "describe() did not return within {DESCRIBE_TIMEOUT:?}"
+                        ))
+                    })?
+                    .map_err(|e| one(format!("{e:#}")))?;
+                tracing::debug!(component = &*label, "described in {:?}", started.elapsed());
                 let settings = settings.with_app(&manifest.policy, &self.app_policy);
                 app.owner().set_middleware(middleware(&settings)?);
                 LoadedKind::App(Arc::new(app), manifest)
@@ -212,11 +264,11 @@ impl Loader {
             World::Proxy => {
                 owner.set_middleware(middleware(&settings)?);
                 let proxy = ProxyComponent::load(owner, &component, &linker, limits, &self.runtime)
-                    .map_err(|e| format!("{e:#}"))?;
+                    .map_err(|e| one(format!("{e:#}")))?;
                 LoadedKind::Proxy(Arc::new(proxy))
             }
             World::Unknown(exports) => {
-                return Err(format!(
+                return Err(one(format!(
                     "exports neither the cello:component/app world nor wasi:http/proxy \
                      (it exports: {})",
                     if exports.is_empty() {
@@ -224,15 +276,33 @@ impl Loader {
                     } else {
                         exports.join(", ")
                     }
-                ));
+                )));
             }
         };
         Ok(Loaded { name, config, kind })
     }
 }
 
+/// One component to load, from a file or an upload.
+pub struct Source {
+    /// The component's name (a file name without `.wasm`).
+    pub name: String,
+    pub bytes: Vec<u8>,
+    pub config: ComponentConfig,
+    /// How problems name the settings, such as `NAME.toml`.
+    pub sidecar: String,
+    /// Where a missing grant is added, to finish "add `kv = true` ...".
+    pub grant_hint: String,
+    /// The directory key files in the settings are relative to.
+    pub base_dir: PathBuf,
+    /// The tenant the component belongs to, if any.
+    pub tenant: Option<Arc<TenantScope>>,
+}
+
 /// Builds one router over `loaded`, or lists every route conflict.
-pub fn build_router(loaded: &[Loaded]) -> Result<Router, Vec<String>> {
+pub fn build_router<'a>(
+    loaded: impl IntoIterator<Item = &'a Loaded>,
+) -> Result<Router, Vec<String>> {
     let mut builder = RouterBuilder::default();
     for component in loaded {
         let prefix = component.config.prefix();

@@ -44,6 +44,7 @@ impl ProxyComponent {
             .map_err(|e| anyhow::anyhow!("wrong exports: {e:#}"))?;
         let capacity = Capacity::new(
             limits.max_instances,
+            owner.tenant.as_ref().map(|t| t.capacity.clone()),
             runtime.capacity.clone(),
             limits.queue,
             owner.metrics.clone(),

@@ -32,8 +32,9 @@ use crate::error::{CallError, error_response};
 use crate::metrics::ComponentMetrics;
 use crate::middleware::auth::{Refusal, Verified, authorize};
 use crate::middleware::rate_limit::{Caller, Verdict};
+use crate::registry::{Registry, Resolved, Routes, TenantRoutes};
 use crate::response_cache::{Fetched, Key};
-use crate::router::{RouteMatch, Router, Target};
+use crate::router::{RouteMatch, Target};
 use crate::state::Owner;
 
 /// Any error a response body can end with.
@@ -81,16 +82,16 @@ impl Front {
     }
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then stops
-/// accepting and waits for open requests to finish.
+/// Serves what `registry` holds on `listener` until `shutdown` resolves,
+/// then stops accepting and waits for open requests to finish.
 pub async fn serve(
     listener: TcpListener,
-    router: Arc<Router>,
+    registry: Arc<Registry>,
     front: Arc<Front>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     accept(listener, shutdown, move |req, peer| {
-        let router = router.clone();
+        let routes = registry.routes();
         let front = front.clone();
         async move {
             // Without Accept-Encoding nothing would be compressed: skip the layer.
@@ -101,13 +102,13 @@ pub async fn serve(
             match compress {
                 Some(layer) => {
                     let inner = tower::service_fn(|req| async {
-                        Ok::<_, Infallible>(handle(&router, &front, req, peer).await)
+                        Ok::<_, Infallible>(handle(&routes, &front, req, peer).await)
                     });
                     let response = layer.layer(inner).oneshot(req).await;
                     let response = response.unwrap_or_else(|never| match never {});
                     response.map(|body| body.map_err(BoxError::from).boxed_unsync())
                 }
-                None => handle(&router, &front, req, peer).await,
+                None => handle(&routes, &front, req, peer).await,
             }
         }
     })
@@ -168,7 +169,7 @@ where
 
 /// Answers one request.
 async fn handle(
-    router: &Router,
+    routes: &Routes,
     front: &Front,
     req: http::Request<Incoming>,
     peer: SocketAddr,
@@ -185,12 +186,35 @@ async fn handle(
     let method = req.method().clone();
     let mut component = None;
     let mut route = None;
-    let mut response = match router.at(req.method(), &path) {
-        RouteMatch::Found {
+    let host = routes.by_host().then(|| {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok());
+        host.or(req.uri().host()).map(str::to_owned)
+    });
+    let host = host.flatten();
+    let looked_up = match routes.resolve(host.as_deref(), &path) {
+        Resolved::Main(router) => Ok(router.at(req.method(), &path)),
+        Resolved::Tenant { routes, path } => match admit(routes) {
+            Ok(()) => Ok(routes.router.at(req.method(), path)),
+            Err(refused) => Err(*refused),
+        },
+        Resolved::NoTenant(name) => Err(error_response(
+            StatusCode::NOT_FOUND,
+            &format!("Not Found: there is no tenant named {name:?}."),
+        )),
+    };
+    let mut response = match looked_up {
+        Err(refused) => {
+            ComponentMetrics::unrouted().answered(refused.status().as_u16(), started.elapsed());
+            refused
+        }
+        Ok(RouteMatch::Found {
             target,
             params,
             app_path,
-        } => {
+        }) => {
             let target = target.clone();
             let owner = target.owner().clone();
             component = Some(owner.clone());
@@ -221,11 +245,11 @@ async fn handle(
                 .answered(response.status().as_u16(), started.elapsed());
             response
         }
-        RouteMatch::NotFound => {
+        Ok(RouteMatch::NotFound) => {
             ComponentMetrics::unrouted().answered(404, started.elapsed());
             error_response(StatusCode::NOT_FOUND, "Not Found")
         }
-        RouteMatch::MethodNotAllowed { allow, owner } => {
+        Ok(RouteMatch::MethodNotAllowed { allow, owner }) => {
             ComponentMetrics::unrouted().answered(405, started.elapsed());
             let not_allowed = async |_req| {
                 let mut response =
@@ -270,6 +294,30 @@ async fn handle(
         );
     }
     response
+}
+
+/// Refuses a request to a tenant over its requests-per-second quota.
+fn admit(tenant: &TenantRoutes) -> Result<(), Box<http::Response<Body>>> {
+    let Some(limiter) = &tenant.limiter else {
+        return Ok(());
+    };
+    limiter.check().map_err(|not_until| {
+        let wait = not_until.wait_time_from(governor::clock::Clock::now(
+            &governor::clock::DefaultClock::default(),
+        ));
+        let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+        let mut response = error_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!(
+                "Too many requests to tenant {}; try again in {seconds} s.",
+                tenant.name
+            ),
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        Box::new(response)
+    })
 }
 
 /// Runs `inner` inside tower-http's CORS layer: a preflight is answered
@@ -331,7 +379,7 @@ async fn guarded(target: Target, req: http::Request<Incoming>, call: Call) -> ht
         peer: call.peer,
         headers: req.headers(),
         claims: claims.as_ref().map(|v| &v.claims),
-        tenant: None,
+        tenant: owner.tenant.as_ref().map(|t| &*t.name),
         trusted_proxies: &middleware.trusted_proxies,
     };
     let limiters = [
@@ -476,7 +524,11 @@ async fn dispatch(
                 context: Context {
                     request_id: request_id.to_string(),
                     client_addr: peer.to_string(),
-                    tenant: None,
+                    tenant: component
+                        .owner()
+                        .tenant
+                        .as_ref()
+                        .map(|t| t.name.to_string()),
                     claims: claims.map(|v| v.json.clone()),
                 },
             };

@@ -28,8 +28,17 @@ pub struct Owner {
     pub cache: Arc<ResponseCache>,
     /// What the component was granted.
     pub capabilities: Capabilities,
+    /// The tenant it belongs to; none for a component of the served directory.
+    pub tenant: Option<Arc<TenantScope>>,
     /// CORS, auth and rate limits around it, set once its manifest is read.
     middleware: OnceLock<Middleware>,
+}
+
+/// What the components of one tenant share: its name (for the guest's
+/// context and rate-limit keys) and its instance limit.
+pub struct TenantScope {
+    pub name: Arc<str>,
+    pub capacity: Arc<crate::capacity::HostCapacity>,
 }
 
 impl Owner {
@@ -38,12 +47,14 @@ impl Owner {
         component: Arc<str>,
         cache: Arc<ResponseCache>,
         capabilities: Capabilities,
+        tenant: Option<Arc<TenantScope>>,
     ) -> Arc<Self> {
         Arc::new(Self {
             metrics: ComponentMetrics::new(&component),
             component,
             cache,
             capabilities,
+            tenant,
             middleware: OnceLock::new(),
         })
     }

@@ -119,6 +119,7 @@ impl AppComponent {
         let shared = Arc::new(Shared {
             capacity: Capacity::new(
                 limits.max_instances,
+                owner.tenant.as_ref().map(|t| t.capacity.clone()),
                 runtime.capacity.clone(),
                 limits.queue,
                 owner.metrics.clone(),
@@ -185,16 +186,33 @@ impl AppComponent {
     pub fn owner(&self) -> &Arc<Owner> {
         &self.shared.owner
     }
+
+    /// Starts one instance now, `on-start` and all, and keeps it warm for
+    /// the first request: proof that the component can start, before it
+    /// is put in service.
+    pub async fn warm_up(&self) -> Result<(), CallError> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let slot = self.shared.capacity.slot_until(deadline).await?;
+        let instance = self.shared.instantiate(slot, false).await?;
+        self.sync_pool.checkin(&self.shared, instance);
+        Ok(())
+    }
+
+    /// Retires every idle instance, running its `on-stop` hook: for a
+    /// component taken out of service once its last request has ended.
+    pub fn retire_idle(&self) {
+        use crate::capacity::Evict;
+        while self.sync_pool.evict_one() {}
+        while self.async_pool.evict_one() {}
+    }
 }
 
 /// Retires every idle instance of `apps`, running their `on-stop` hooks,
 /// and waits for the hooks to end, at most `within`: the last step of a
 /// graceful shutdown, once requests have drained.
 pub async fn retire_all(apps: &[Arc<AppComponent>], within: Duration) {
-    use crate::capacity::Evict;
     for app in apps {
-        while app.sync_pool.evict_one() {}
-        while app.async_pool.evict_one() {}
+        app.retire_idle();
     }
     let deadline = Instant::now() + within;
     while apps

@@ -112,7 +112,7 @@ impl SyncPool {
         Some(instance)
     }
 
-    fn checkin(&self, shared: &Shared, mut instance: Instance) {
+    pub(super) fn checkin(&self, shared: &Shared, mut instance: Instance) {
         if instance.served >= shared.limits.max_requests_per_instance {
             retire(instance);
             return;

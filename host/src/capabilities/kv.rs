@@ -64,6 +64,30 @@ impl KvStore {
             .map_err(Clone::clone)
     }
 
+    /// Deletes every key of the namespaces `name` (a removed component's).
+    pub fn drop_namespace(&self, name: &str) -> Result<usize, String> {
+        let db = self.open()?;
+        let write = db.begin_write().map_err(internal)?;
+        let removed = {
+            let mut table = write.open_table(TABLE).map_err(internal)?;
+            let keys: Vec<String> = table
+                .range((name, "")..)
+                .map_err(internal)?
+                .map_while(|entry| {
+                    let (key, _) = entry.ok()?;
+                    let (namespace, key) = key.value();
+                    (namespace == name).then(|| key.to_string())
+                })
+                .collect();
+            for key in &keys {
+                table.remove((name, key.as_str())).map_err(internal)?;
+            }
+            keys.len()
+        };
+        write.commit().map_err(internal)?;
+        Ok(removed)
+    }
+
     /// The namespace `name`, which no other name can see into.
     pub fn namespace(&self, name: &str) -> KvNamespace {
         KvNamespace {

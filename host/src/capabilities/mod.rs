@@ -33,7 +33,7 @@ use outbound::{Outbound, OutboundSettings};
 /// config = true                               # cello:component/config
 /// outbound = ["https://api.example.com"]      # outbound HTTP, by allow-list
 /// ```
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Grants {
     #[serde(default)]
@@ -108,12 +108,13 @@ pub struct GrantSet {
 }
 
 /// Each import a component makes without its grant, as a sentence saying
-/// which grant to add to `sidecar`.
+/// which grant to add, and where (`hint`, such as "under [grants] in
+/// NAME.toml").
 pub fn ungranted_imports(
     engine: &Engine,
     component: &Component,
     granted: GrantSet,
-    sidecar: &str,
+    hint: &str,
 ) -> Vec<String> {
     let mut problems = Vec::new();
     for (name, _) in component.component_type().imports(engine) {
@@ -127,7 +128,7 @@ pub fn ungranted_imports(
             _ => continue,
         };
         problems.push(format!(
-            "imports {name}, which it is not granted; add `{missing}` under [grants] in {sidecar}"
+            "imports {name}, which it is not granted; add `{missing}` {hint}"
         ));
     }
     problems

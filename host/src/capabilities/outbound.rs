@@ -132,6 +132,13 @@ impl Outbound {
         })
     }
 
+    /// Checks allow-list patterns without making a grant.
+    pub fn check_patterns(patterns: &[String]) -> Result<(), String> {
+        patterns
+            .iter()
+            .try_for_each(|p| Pattern::parse(p).map(drop))
+    }
+
     /// Whether `uri` is inside the allow-list; the error says why not.
     pub fn check(&self, uri: &http::Uri) -> Result<(), String> {
         let scheme = uri.scheme_str().unwrap_or("");

@@ -1,4 +1,7 @@
-//! The `cello-host` command line: `serve` and `check`.
+//! The `cello-host` command line: `serve` and `check`, and the admin API's
+//! client commands `tenant` and `push` ([`remote`]).
+
+mod remote;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -12,12 +15,15 @@ use tokio::net::TcpListener;
 
 use crate::capabilities::kv::KvStore;
 use crate::compile::CompileCache;
+use crate::config::HostConfig;
+use crate::loader::{Loaded, LoadedKind, Loader, build_router};
+use crate::registry::Registry;
+use crate::response_cache::ResponseCache;
+use crate::tenants::Tenants;
+use crate::tenants::store::Store;
 
 /// How long a graceful shutdown waits for `on-stop` hooks.
 const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(6);
-use crate::config::HostConfig;
-use crate::loader::{LoadReport, Loaded, LoadedKind, Loader, build_router};
-use crate::response_cache::ResponseCache;
 
 #[derive(Parser)]
 #[command(
@@ -45,6 +51,16 @@ enum Command {
         /// Address for /metrics, /healthz and /readyz; none when not given.
         #[arg(long)]
         ops_listen: Option<SocketAddr>,
+        /// Address of the admin API (tenants and uploads), which is on when
+        /// an operator token is set.
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        admin_listen: SocketAddr,
+        /// The operator's token for the admin API.
+        #[arg(long, env = "CELLO_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
+        /// Do not pick up changes to DIR while serving.
+        #[arg(long)]
+        no_watch: bool,
         #[command(flatten)]
         state: StateArgs,
     },
@@ -53,6 +69,20 @@ enum Command {
         dir: PathBuf,
         #[command(flatten)]
         state: StateArgs,
+    },
+    /// Manage tenants through a running host's admin API.
+    Tenant {
+        #[command(subcommand)]
+        action: remote::TenantAction,
+        #[command(flatten)]
+        remote: remote::RemoteArgs,
+    },
+    /// Upload a component for a tenant through the admin API.
+    Push {
+        #[command(flatten)]
+        push: remote::PushArgs,
+        #[command(flatten)]
+        remote: remote::RemoteArgs,
     },
 }
 
@@ -110,9 +140,21 @@ async fn run(cli: Cli) -> ExitCode {
             dir,
             listen,
             ops_listen,
+            admin_listen,
+            admin_token,
+            no_watch,
             state,
-        } => serve(&dir, listen, ops_listen, &state).await,
+        } => {
+            let listeners = Listeners {
+                traffic: listen,
+                ops: ops_listen,
+                admin: admin_token.map(|token| (admin_listen, token)),
+            };
+            serve(&dir, listeners, !no_watch, &state).await
+        }
         Command::Check { dir, state } => check(&dir, &state).await,
+        Command::Tenant { action, remote } => remote::tenant(action, &remote).await,
+        Command::Push { push, remote } => remote::push(&push, &remote).await,
     };
     match result {
         Ok(code) => code,
@@ -135,13 +177,13 @@ fn host_config(state: &StateArgs) -> anyhow::Result<HostConfig> {
     Ok(config)
 }
 
-async fn load(
-    dir: &Path,
+/// A loader with the engine and compile cache `state` asks for.
+fn loader(
     state: &StateArgs,
     config: &HostConfig,
     responses: Arc<ResponseCache>,
     kv: KvStore,
-) -> anyhow::Result<LoadReport> {
+) -> anyhow::Result<Loader> {
     let engine = crate::engine::new_engine(&config.pool)?;
     tracing::debug!("engine ready");
     let cache = if state.no_compile_cache {
@@ -149,61 +191,114 @@ async fn load(
     } else {
         CompileCache::in_dir(state.state_dir.join("cache"))
     };
-    let loader = Loader::new(
+    Loader::new(
         engine,
         cache,
         config,
         state.config.as_deref(),
         responses,
         kv,
-    )?;
-    loader.load_dir(dir).await
+    )
+}
+
+/// Where `serve` listens.
+struct Listeners {
+    traffic: SocketAddr,
+    ops: Option<SocketAddr>,
+    /// The admin API's address and the operator's token, when it is on.
+    admin: Option<(SocketAddr, String)>,
 }
 
 async fn serve(
     dir: &Path,
-    listen: SocketAddr,
-    ops_listen: Option<SocketAddr>,
+    listeners: Listeners,
+    watch: bool,
     state: &StateArgs,
 ) -> anyhow::Result<ExitCode> {
     let config = host_config(state)?;
     let responses = ResponseCache::new(config.cache.max_mb << 20);
     let ready = Arc::new(AtomicBool::new(false));
-    let (stopped, ops_stop) = tokio::sync::oneshot::channel::<()>();
-    if let Some(addr) = ops_listen {
+    // Dropped at the end, which stops the ops and admin listeners.
+    let (stopped, stop) = tokio::sync::watch::channel(());
+    let stop_signal = move || {
+        let mut stop = stop.clone();
+        async move {
+            let _ = stop.changed().await;
+        }
+    };
+    if let Some(addr) = listeners.ops {
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr} for ops"))?;
         println!("ops listening on http://{}", listener.local_addr()?);
-        let stop = async {
-            let _ = ops_stop.await;
-        };
         tokio::spawn(crate::ops::serve(
             listener,
             ready.clone(),
             responses.clone(),
-            stop,
+            stop_signal(),
         ));
     }
     let kv = state.kv(&config);
-    let report = load(dir, state, &config, responses, kv.clone()).await?;
+    let loader = Arc::new(loader(state, &config, responses, kv.clone())?);
+    let report = loader.load_dir(dir).await?;
     for problem in &report.problems {
         tracing::error!("skipped {problem}");
     }
     if report.loaded.iter().any(|l| l.config.grants.kv) {
         kv.open().map_err(anyhow::Error::msg)?;
     }
-    let router = build_router(&report.loaded).map_err(|conflicts| {
-        anyhow::anyhow!(
-            "cannot serve {}:\n  {}",
-            dir.display(),
-            conflicts.join("\n  ")
-        )
-    })?;
     print_routes(&report.loaded);
-    let listener = TcpListener::bind(listen)
+    let registry = Registry::new(config.tenants.domain.clone());
+    let main = report
+        .loaded
+        .into_iter()
+        .map(|loaded| (loaded.name.clone(), Arc::new(loaded)))
+        .collect();
+    registry
+        .change(
+            |served| {
+                served.main = main;
+                Ok(())
+            },
+            async { Ok(()) },
+        )
         .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+        .map_err(|conflicts| {
+            anyhow::anyhow!(
+                "cannot serve {}:\n  {}",
+                dir.display(),
+                conflicts.join("\n  ")
+            )
+        })?;
+    let store = Store::at(state.state_dir.join("tenants"));
+    let tenants = Arc::new(Tenants::new(
+        loader.clone(),
+        registry.clone(),
+        store,
+        config.tenants.quotas.clone(),
+    ));
+    for problem in tenants.restore().await {
+        tracing::error!("not restored: {problem}");
+    }
+    match &listeners.admin {
+        Some((addr, token)) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} for the admin API"))?;
+            println!("admin listening on http://{}", listener.local_addr()?);
+            let admin = crate::admin::Admin::new(tenants, token);
+            tokio::spawn(crate::admin::serve(listener, admin, stop_signal()));
+        }
+        None => tracing::info!("admin API off: set CELLO_ADMIN_TOKEN to manage tenants"),
+    }
+    let _watcher = if watch {
+        Some(crate::reload::watch(dir, loader, registry.clone())?)
+    } else {
+        None
+    };
+    let listener = TcpListener::bind(listeners.traffic)
+        .await
+        .with_context(|| format!("cannot listen on {}", listeners.traffic))?;
     ready.store(true, Ordering::Relaxed);
     println!("listening on http://{}", listener.local_addr()?);
     let draining = async {
@@ -212,16 +307,8 @@ async fn serve(
         tracing::info!("shutting down; waiting for requests in flight");
     };
     let front = Arc::new(crate::server::Front::new(&config));
-    crate::server::serve(listener, Arc::new(router), front, draining).await?;
-    let apps: Vec<_> = report
-        .loaded
-        .iter()
-        .filter_map(|loaded| match &loaded.kind {
-            LoadedKind::App(app, _) => Some(app.clone()),
-            LoadedKind::Proxy(_) => None,
-        })
-        .collect();
-    crate::app::retire_all(&apps, STOP_WAIT).await;
+    crate::server::serve(listener, registry.clone(), front, draining).await?;
+    crate::app::retire_all(&registry.served().await.apps(), STOP_WAIT).await;
     drop(stopped);
     Ok(ExitCode::SUCCESS)
 }
@@ -229,7 +316,8 @@ async fn serve(
 async fn check(dir: &Path, state: &StateArgs) -> anyhow::Result<ExitCode> {
     let config = host_config(state)?;
     let responses = ResponseCache::new(config.cache.max_mb << 20);
-    let report = load(dir, state, &config, responses, state.kv(&config)).await?;
+    let loader = loader(state, &config, responses, state.kv(&config))?;
+    let report = loader.load_dir(dir).await?;
     let mut problems: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
     if let Err(conflicts) = build_router(&report.loaded) {
         problems.extend(conflicts);

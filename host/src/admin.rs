@@ -1,0 +1,376 @@
+//! The admin API: JSON over HTTP on a listener of its own (loopback by
+//! default), for operators and tenants.
+//!
+//! Every request carries `Authorization: Bearer TOKEN`. The operator's token
+//! (from `--admin-token` or `CELLO_ADMIN_TOKEN`) may do anything; a
+//! tenant's token (issued by the operator, shown once, stored hashed) may
+//! only manage that tenant's components.
+//!
+//! | Method and path | Who | What |
+//! |---|---|---|
+//! | `GET /v1/tenants` | operator | list tenants |
+//! | `POST /v1/tenants` | operator | create `{"name", "quotas"?, "grants"?}` |
+//! | `GET /v1/tenants/{t}` | either | quotas, grants, components |
+//! | `PATCH /v1/tenants/{t}` | operator | set `{"quotas"?, "grants"?}` |
+//! | `DELETE /v1/tenants/{t}` | operator | delete with all its data |
+//! | `POST /v1/tenants/{t}/tokens` | operator | issue a token |
+//! | `GET /v1/tenants/{t}/components` | either | list components |
+//! | `PUT /v1/tenants/{t}/components/{n}` | either | upload a version |
+//! | `DELETE /v1/tenants/{t}/components/{n}` | either | remove |
+//! | `GET /v1/tenants/{t}/components/{n}/versions` | either | versions |
+//! | `POST /v1/tenants/{t}/components/{n}/rollback` | either | `{"version"?}` |
+//!
+//! An upload's body is the component (`application/wasm`), or a
+//! `multipart/form-data` form with the component in a `component` field
+//! and its sidecar settings (TOML) in a `settings` field.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+
+use crate::error::{error_response, json_response};
+use crate::server::{Body, accept};
+use crate::tenants::{Refusal, TenantSettings, Tenants};
+
+/// Largest JSON body the API reads.
+const MAX_JSON: usize = 1 << 20;
+/// Room for the settings and form framing around an uploaded component.
+const FORM_SLACK: usize = 1 << 20;
+
+/// The admin API's state.
+pub struct Admin {
+    tenants: Arc<Tenants>,
+    operator: blake3::Hash,
+}
+
+/// Who is calling.
+enum Caller {
+    Operator,
+    Tenant(String),
+}
+
+impl Admin {
+    /// An API over `tenants`, with `operator_token` the operator's.
+    pub fn new(tenants: Arc<Tenants>, operator_token: &str) -> Arc<Self> {
+        Arc::new(Self {
+            tenants,
+            operator: blake3::hash(operator_token.as_bytes()),
+        })
+    }
+}
+
+/// Serves the admin API until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    admin: Arc<Admin>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    accept(listener, shutdown, move |req, _peer: SocketAddr| {
+        let admin = admin.clone();
+        async move {
+            match admin.answer(req).await {
+                Ok(response) => response,
+                Err(refusal) => refused(refusal),
+            }
+        }
+    })
+    .await
+}
+
+/// `{"detail": "...", "problems": [...]}` with the refusal's status.
+fn refused(refusal: Refusal) -> http::Response<Body> {
+    let mut response = json_response(
+        refusal.status,
+        &serde_json::json!({ "detail": refusal.error, "problems": refusal.problems }),
+    );
+    if refusal.status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"cello-admin\""),
+        );
+    }
+    response
+}
+
+fn ok(status: StatusCode, value: impl serde::Serialize) -> Result<http::Response<Body>, Refusal> {
+    let value = serde_json::to_value(value)
+        .map_err(|e| Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(json_response(status, &value))
+}
+
+fn no_content() -> Result<http::Response<Body>, Refusal> {
+    let mut response = error_response(StatusCode::NO_CONTENT, "");
+    *response.body_mut() = crate::error::full(Bytes::new());
+    response.headers_mut().remove(header::CONTENT_TYPE);
+    Ok(response)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewTenant {
+    name: String,
+    #[serde(flatten)]
+    settings: TenantSettingsBody,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TenantSettingsBody {
+    #[serde(default)]
+    quotas: Option<crate::tenants::Quotas>,
+    #[serde(default)]
+    grants: Option<crate::capabilities::Grants>,
+}
+
+impl From<TenantSettingsBody> for TenantSettings {
+    fn from(body: TenantSettingsBody) -> Self {
+        Self {
+            quotas: body.quotas,
+            grants: body.grants,
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Rollback {
+    #[serde(default)]
+    version: Option<u32>,
+}
+
+impl Admin {
+    async fn answer(&self, req: http::Request<Incoming>) -> Result<http::Response<Body>, Refusal> {
+        let caller = self.caller(&req).await?;
+        let path = req.uri().path().to_string();
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let method = req.method().clone();
+        let tenants = &self.tenants;
+        match (&method, segments.as_slice()) {
+            (&Method::GET, ["v1", "tenants"]) => {
+                operator(&caller)?;
+                ok(StatusCode::OK, tenants.list().await)
+            }
+            (&Method::POST, ["v1", "tenants"]) => {
+                operator(&caller)?;
+                let body: NewTenant = json_body(req).await?;
+                let view = tenants.create(&body.name, body.settings.into()).await?;
+                ok(StatusCode::CREATED, view)
+            }
+            (&Method::GET, ["v1", "tenants", tenant]) => {
+                may(&caller, tenant)?;
+                ok(StatusCode::OK, tenants.get(tenant).await?)
+            }
+            (&Method::PATCH, ["v1", "tenants", tenant]) => {
+                operator(&caller)?;
+                let body: TenantSettingsBody = json_body(req).await?;
+                ok(StatusCode::OK, tenants.update(tenant, body.into()).await?)
+            }
+            (&Method::DELETE, ["v1", "tenants", tenant]) => {
+                operator(&caller)?;
+                tenants.delete(tenant).await?;
+                no_content()
+            }
+            (&Method::POST, ["v1", "tenants", tenant, "tokens"]) => {
+                operator(&caller)?;
+                let token = tenants.issue_token(tenant).await?;
+                ok(
+                    StatusCode::CREATED,
+                    serde_json::json!({ "tenant": tenant, "token": token }),
+                )
+            }
+            (&Method::GET, ["v1", "tenants", tenant, "components"]) => {
+                may(&caller, tenant)?;
+                ok(StatusCode::OK, tenants.get(tenant).await?.components)
+            }
+            (&Method::PUT, ["v1", "tenants", tenant, "components", name]) => {
+                may(&caller, tenant)?;
+                let limit = tenants.get(tenant).await?.quotas.max_component_mb << 20;
+                let (bytes, settings) = upload_body(req, limit as usize).await?;
+                let deployed = tenants.upload(tenant, name, bytes, settings).await?;
+                ok(StatusCode::CREATED, deployed)
+            }
+            (&Method::DELETE, ["v1", "tenants", tenant, "components", name]) => {
+                may(&caller, tenant)?;
+                tenants.remove(tenant, name).await?;
+                no_content()
+            }
+            (&Method::GET, ["v1", "tenants", tenant, "components", name, "versions"]) => {
+                may(&caller, tenant)?;
+                ok(StatusCode::OK, tenants.versions(tenant, name).await?)
+            }
+            (&Method::POST, ["v1", "tenants", tenant, "components", name, "rollback"]) => {
+                may(&caller, tenant)?;
+                let body: Rollback = json_body(req).await?;
+                ok(
+                    StatusCode::OK,
+                    tenants.rollback(tenant, name, body.version).await?,
+                )
+            }
+            (_, ["v1", "tenants", ..]) => Err(Refusal::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{method} is not allowed on {path}"),
+            )),
+            _ => Err(Refusal::new(
+                StatusCode::NOT_FOUND,
+                format!("{path} is not part of the admin API (it starts with /v1/tenants)"),
+            )),
+        }
+    }
+
+    /// The caller, from its bearer token.
+    async fn caller(&self, req: &http::Request<Incoming>) -> Result<Caller, Refusal> {
+        let unauthorized = |why: &str| Refusal::new(StatusCode::UNAUTHORIZED, why);
+        let token = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .ok_or_else(|| unauthorized("the admin API needs `Authorization: Bearer TOKEN`"))?
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or_else(|| unauthorized("the Authorization header is not `Bearer TOKEN`"))?;
+        // `blake3::Hash` compares in constant time.
+        if blake3::hash(token.as_bytes()) == self.operator {
+            return Ok(Caller::Operator);
+        }
+        match self.tenants.authenticate(token).await {
+            Some(tenant) => Ok(Caller::Tenant(tenant)),
+            None => Err(unauthorized("the token is not valid")),
+        }
+    }
+}
+
+fn operator(caller: &Caller) -> Result<(), Refusal> {
+    match caller {
+        Caller::Operator => Ok(()),
+        Caller::Tenant(_) => Err(Refusal::new(
+            StatusCode::FORBIDDEN,
+            "only the operator's token may do this",
+        )),
+    }
+}
+
+/// The operator, or the tenant itself.
+fn may(caller: &Caller, tenant: &str) -> Result<(), Refusal> {
+    match caller {
+        Caller::Operator => Ok(()),
+        Caller::Tenant(own) if own == tenant => Ok(()),
+        Caller::Tenant(own) => Err(Refusal::new(
+            StatusCode::FORBIDDEN,
+            format!("a token of tenant {own} cannot act for tenant {tenant}"),
+        )),
+    }
+}
+
+/// A JSON body; an empty body reads as `{}`.
+async fn json_body<T: for<'de> Deserialize<'de>>(
+    req: http::Request<Incoming>,
+) -> Result<T, Refusal> {
+    let body = read(req.into_body(), MAX_JSON).await?;
+    let body: &[u8] = if body.is_empty() { b"{}" } else { &body };
+    serde_json::from_slice(body).map_err(|e| {
+        Refusal::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("the body is not the JSON expected: {e}"),
+        )
+    })
+}
+
+/// Reads at most `limit` bytes; more is a 413.
+async fn read(body: Incoming, limit: usize) -> Result<Bytes, Refusal> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Refusal::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is over the {limit} bytes allowed"),
+        )),
+        Err(e) => Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            format!("the body could not be read: {e}"),
+        )),
+    }
+}
+
+/// An upload's component bytes and settings text, from a raw body or a
+/// multipart form.
+async fn upload_body(
+    req: http::Request<Incoming>,
+    limit: usize,
+) -> Result<(Vec<u8>, String), Refusal> {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/wasm")
+        .to_string();
+    let too_large = || {
+        Refusal::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the component is over the tenant's limit of {limit} bytes"),
+        )
+    };
+    if let Some(length) = req.headers().get(header::CONTENT_LENGTH)
+        && length
+            .to_str()
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .is_some_and(|n| n > limit + FORM_SLACK)
+    {
+        return Err(too_large());
+    }
+    let body = read(req.into_body(), limit + FORM_SLACK)
+        .await
+        .map_err(|r| {
+            if r.status == StatusCode::PAYLOAD_TOO_LARGE {
+                too_large()
+            } else {
+                r
+            }
+        })?;
+    if !content_type.starts_with("multipart/form-data") {
+        if body.len() > limit {
+            return Err(too_large());
+        }
+        return Ok((body.to_vec(), String::new()));
+    }
+    let bad = |why: String| Refusal::new(StatusCode::BAD_REQUEST, why);
+    let boundary = multer::parse_boundary(&content_type)
+        .map_err(|e| bad(format!("the multipart form has no boundary: {e}")))?;
+    let stream = futures::stream::once(async move { Ok::<_, std::convert::Infallible>(body) });
+    let mut form = multer::Multipart::new(stream, boundary);
+    let (mut component, mut settings) = (None, String::new());
+    while let Some(field) = form
+        .next_field()
+        .await
+        .map_err(|e| bad(format!("the multipart form is malformed: {e}")))?
+    {
+        let name = field.name().unwrap_or_default().to_string();
+        let bytes = field
+            .bytes()
+            .await
+            .map_err(|e| bad(format!("field {name} is malformed: {e}")))?;
+        match name.as_str() {
+            "component" => component = Some(bytes.to_vec()),
+            "settings" => {
+                settings = String::from_utf8(bytes.to_vec())
+                    .map_err(|_| bad("the settings are not UTF-8 text".into()))?;
+            }
+            other => {
+                return Err(bad(format!(
+                    "unexpected form field {other:?}; expected component and settings"
+                )));
+            }
+        }
+    }
+    let component = component.ok_or_else(|| bad("the form has no `component` field".into()))?;
+    if component.len() > limit {
+        return Err(too_large());
+    }
+    Ok((component, settings))
+}

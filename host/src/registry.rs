@@ -1,0 +1,229 @@
+//! What is in service: every component of the served directory and of each
+//! tenant, and the route tables made from them.
+//!
+//! A change — a new version, a component removed, a tenant created or
+//! deleted — builds new route tables beside the old ones and swaps them in
+//! at once. Requests in flight finish on the components they started with;
+//! new requests see the change; a component taken out of service is retired
+//! (its instances run `on-stop`) once its last request has ended.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use governor::DefaultDirectRateLimiter;
+
+use crate::app::AppComponent;
+use crate::loader::{Loaded, LoadedKind, build_router};
+use crate::router::Router;
+
+/// How long a replaced component may keep serving requests that started
+/// before the swap; then its idle instances are retired regardless.
+const DRAIN: Duration = Duration::from_secs(60);
+
+/// The components in service and the route tables over them.
+pub struct Registry {
+    routes: ArcSwap<Routes>,
+    /// Held while a change is made, so changes apply one after another.
+    served: tokio::sync::Mutex<Served>,
+    /// Tenants are also reached as `{tenant}.{domain}` when set.
+    domain: Option<String>,
+}
+
+/// Every component in service.
+#[derive(Clone, Default)]
+pub struct Served {
+    /// The served directory's components, by name.
+    pub main: BTreeMap<String, Arc<Loaded>>,
+    pub tenants: BTreeMap<String, TenantApps>,
+}
+
+/// One tenant's components.
+#[derive(Clone, Default)]
+pub struct TenantApps {
+    pub components: BTreeMap<String, Arc<Loaded>>,
+    /// Requests per second across all its components.
+    pub limiter: Option<Arc<DefaultDirectRateLimiter>>,
+}
+
+/// The route tables: one for the served directory, one per tenant.
+pub struct Routes {
+    main: Router,
+    tenants: HashMap<String, TenantRoutes>,
+    domain: Option<String>,
+}
+
+/// A tenant's route table and request-rate limit.
+pub struct TenantRoutes {
+    pub name: Arc<str>,
+    pub router: Router,
+    pub limiter: Option<Arc<DefaultDirectRateLimiter>>,
+}
+
+/// Which table answers a request, and the path to look up in it.
+pub enum Resolved<'a> {
+    Main(&'a Router),
+    Tenant {
+        routes: &'a TenantRoutes,
+        /// The path without `/t/{tenant}`.
+        path: &'a str,
+    },
+    /// The request names a tenant that does not exist.
+    NoTenant(&'a str),
+}
+
+/// Where tenants' apps are reached: `/t/{tenant}/...`, always.
+const TENANT_PATH: &str = "/t/";
+
+impl Routes {
+    /// True when tenants are also told apart by the `Host` header.
+    pub fn by_host(&self) -> bool {
+        self.domain.is_some()
+    }
+
+    /// The table for a request to `path`, with `host` its `Host` header.
+    pub fn resolve<'a>(&'a self, host: Option<&'a str>, path: &'a str) -> Resolved<'a> {
+        if let (Some(domain), Some(host)) = (&self.domain, host) {
+            let host = host.rsplit_once(':').map_or(host, |(name, _)| name);
+            if let Some(tenant) = host
+                .strip_suffix(domain.as_str())
+                .and_then(|rest| rest.strip_suffix('.'))
+            {
+                return match self.tenants.get(tenant) {
+                    Some(routes) => Resolved::Tenant { routes, path },
+                    None => Resolved::NoTenant(tenant),
+                };
+            }
+        }
+        let Some(rest) = path.strip_prefix(TENANT_PATH) else {
+            return Resolved::Main(&self.main);
+        };
+        let (tenant, path) = match rest.find('/') {
+            Some(slash) => (&rest[..slash], &rest[slash..]),
+            None => (rest, "/"),
+        };
+        match self.tenants.get(tenant) {
+            Some(routes) => Resolved::Tenant { routes, path },
+            None => Resolved::NoTenant(tenant),
+        }
+    }
+}
+
+impl Served {
+    /// Route tables over these components, or every conflict among them.
+    fn routes(&self, domain: Option<String>) -> Result<Routes, Vec<String>> {
+        let main = build_router(self.main.values().map(|l| &**l));
+        let mut problems = main.as_ref().err().cloned().unwrap_or_default();
+        let mut tenants = HashMap::new();
+        for (name, apps) in &self.tenants {
+            match build_router(apps.components.values().map(|l| &**l)) {
+                Ok(router) => {
+                    let routes = TenantRoutes {
+                        name: name.as_str().into(),
+                        router,
+                        limiter: apps.limiter.clone(),
+                    };
+                    tenants.insert(name.clone(), routes);
+                }
+                Err(conflicts) => problems.extend(conflicts),
+            }
+        }
+        match main {
+            Ok(main) if problems.is_empty() => Ok(Routes {
+                main,
+                tenants,
+                domain,
+            }),
+            _ => Err(problems),
+        }
+    }
+
+    /// Every component, of the directory and of all tenants.
+    fn all(&self) -> impl Iterator<Item = &Arc<Loaded>> {
+        self.main
+            .values()
+            .chain(self.tenants.values().flat_map(|t| t.components.values()))
+    }
+
+    /// Every app component in service.
+    pub fn apps(&self) -> Vec<Arc<AppComponent>> {
+        self.all()
+            .filter_map(|loaded| match &loaded.kind {
+                LoadedKind::App(app, _) => Some(app.clone()),
+                LoadedKind::Proxy(_) => None,
+            })
+            .collect()
+    }
+}
+
+impl Registry {
+    /// A registry serving nothing yet.
+    pub fn new(domain: Option<String>) -> Arc<Self> {
+        let served = Served::default();
+        let routes = served
+            .routes(domain.clone())
+            .unwrap_or_else(|_| unreachable!("nothing cannot conflict"));
+        Arc::new(Self {
+            routes: ArcSwap::from_pointee(routes),
+            served: tokio::sync::Mutex::new(served),
+            domain,
+        })
+    }
+
+    /// The route tables now; a request holds them until it ends.
+    pub fn routes(&self) -> Arc<Routes> {
+        self.routes.load_full()
+    }
+
+    /// A copy of what is in service now.
+    pub async fn served(&self) -> Served {
+        self.served.lock().await.clone()
+    }
+
+    /// Applies `edit` to what is in service. If the result routes without
+    /// conflicts, runs `commit` (which writes the change down, say) and, if
+    /// that succeeds too, swaps the new route tables in and retires what
+    /// the edit took out. On any failure nothing changes.
+    pub async fn change<E, C>(&self, edit: E, commit: C) -> Result<(), Vec<String>>
+    where
+        E: FnOnce(&mut Served) -> Result<(), Vec<String>>,
+        C: Future<Output = Result<(), String>>,
+    {
+        let mut served = self.served.lock().await;
+        let mut next = served.clone();
+        edit(&mut next)?;
+        let routes = next.routes(self.domain.clone())?;
+        commit.await.map_err(|e| vec![e])?;
+        let kept: Vec<*const Loaded> = next.all().map(Arc::as_ptr).collect();
+        let replaced: Vec<Arc<Loaded>> = served
+            .all()
+            .filter(|old| !kept.contains(&Arc::as_ptr(old)))
+            .cloned()
+            .collect();
+        self.routes.store(Arc::new(routes));
+        *served = next;
+        drop(served);
+        for loaded in replaced {
+            retire_when_done(loaded);
+        }
+        Ok(())
+    }
+}
+
+/// Retires `loaded`'s idle instances once no request holds it any more.
+fn retire_when_done(loaded: Arc<Loaded>) {
+    let LoadedKind::App(app, _) = &loaded.kind else {
+        return;
+    };
+    let app = app.clone();
+    drop(loaded);
+    tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + DRAIN;
+        while Arc::strong_count(&app) > 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        app.retire_idle();
+        tracing::info!(component = app.name(), "previous version retired");
+    });
+}

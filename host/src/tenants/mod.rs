@@ -1,0 +1,911 @@
+//! Tenants: parties sharing one host, each with its own components, quotas,
+//! capability grants and tokens, managed over the admin API
+//! ([`crate::admin`]) and kept on disk ([`store`]).
+//!
+//! An upload is validated in full before anything changes — size, a real
+//! component of a known world, imports within the tenant's grants,
+//! `describe()` and `on-start`, routes free among the tenant's other
+//! components — then written down, then swapped in through the
+//! [`Registry`]. A failure at any step leaves the previous version serving.
+
+pub mod store;
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use governor::{Quota, RateLimiter};
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use crate::capabilities::Grants;
+use crate::capabilities::config::ValueSource;
+use crate::capacity::HostCapacity;
+use crate::config::ComponentConfig;
+use crate::loader::{Loaded, LoadedKind, Loader, Source};
+use crate::registry::{Registry, TenantApps};
+use crate::state::TenantScope;
+use store::{KEPT_VERSIONS, Store};
+
+/// What one tenant may use. Every field has a default.
+///
+/// ```json
+/// {"memory-mb": 128, "timeout-ms": 10000, "max-instances": 8,
+///  "max-components": 10, "max-component-mb": 64, "max-total-mb": 256,
+///  "requests-per-second": 500}
+/// ```
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct Quotas {
+    /// Memory per instance, MiB: the ceiling of a component's `memory-mb`.
+    pub memory_mb: u64,
+    /// Time per request, ms: the ceiling of a component's `timeout-ms`.
+    pub timeout_ms: u64,
+    /// Instances alive at once across all the tenant's components.
+    pub max_instances: usize,
+    pub max_components: usize,
+    /// Size of one uploaded component, MiB.
+    pub max_component_mb: u64,
+    /// Size of all current versions together, MiB.
+    pub max_total_mb: u64,
+    /// Requests per second across all the tenant's components; 0 for none.
+    pub requests_per_second: u32,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Self {
+            memory_mb: 128,
+            timeout_ms: 10_000,
+            max_instances: 8,
+            max_components: 10,
+            max_component_mb: 64,
+            max_total_mb: 256,
+            requests_per_second: 500,
+        }
+    }
+}
+
+/// A tenant as stored: its quotas and grants, and its tokens' hashes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct TenantRecord {
+    pub name: String,
+    pub quotas: Quotas,
+    pub grants: Grants,
+    /// BLAKE3 hashes of the tenant's tokens, hex; the tokens themselves are
+    /// shown once and never stored.
+    #[serde(default)]
+    pub token_hashes: Vec<String>,
+}
+
+/// A component's versions, and which one serves.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ComponentRecord {
+    pub current: u32,
+    pub versions: Vec<VersionRecord>,
+}
+
+/// One uploaded version.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct VersionRecord {
+    pub version: u32,
+    pub bytes: u64,
+    /// BLAKE3 of the component bytes, hex.
+    pub blake3: String,
+    /// Seconds since the Unix epoch.
+    pub uploaded_at: u64,
+    /// The sidecar settings it was uploaded with (TOML).
+    pub settings: String,
+}
+
+impl ComponentRecord {
+    fn current(&self) -> Option<&VersionRecord> {
+        self.versions.iter().find(|v| v.version == self.current)
+    }
+}
+
+/// A refusal: an HTTP status, a sentence, and every problem found.
+#[derive(Debug)]
+pub struct Refusal {
+    pub status: StatusCode,
+    pub error: String,
+    pub problems: Vec<String>,
+}
+
+impl Refusal {
+    pub fn new(status: StatusCode, error: impl Into<String>) -> Self {
+        Self {
+            status,
+            error: error.into(),
+            problems: Vec::new(),
+        }
+    }
+
+    fn with(status: StatusCode, error: impl Into<String>, problems: Vec<String>) -> Self {
+        Self {
+            status,
+            error: error.into(),
+            problems,
+        }
+    }
+
+    fn internal(e: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+}
+
+/// A tenant in memory.
+struct Tenant {
+    record: TenantRecord,
+    scope: Arc<TenantScope>,
+    components: BTreeMap<String, ComponentRecord>,
+}
+
+/// Every tenant, and what changes them.
+pub struct Tenants {
+    loader: Arc<Loader>,
+    registry: Arc<Registry>,
+    store: Store,
+    /// Held for the whole of a change, so changes apply one at a time.
+    tenants: tokio::sync::Mutex<BTreeMap<String, Tenant>>,
+    /// The quotas a tenant gets when created without its own.
+    pub default_quotas: Quotas,
+}
+
+/// What a successful upload or rollback reports.
+#[derive(Debug, Serialize)]
+pub struct Deployed {
+    pub tenant: String,
+    pub component: String,
+    pub version: u32,
+    pub routes: Vec<String>,
+}
+
+/// A tenant as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct TenantView {
+    pub name: String,
+    pub quotas: Quotas,
+    pub grants: Grants,
+    pub tokens: usize,
+    pub components: BTreeMap<String, ComponentView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ComponentView {
+    pub version: u32,
+    pub bytes: u64,
+}
+
+/// What an operator may set on a tenant.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TenantSettings {
+    pub quotas: Option<Quotas>,
+    pub grants: Option<Grants>,
+}
+
+impl Tenants {
+    /// Tenants kept in `store`, loaded through `loader` and served by
+    /// `registry`.
+    pub fn new(
+        loader: Arc<Loader>,
+        registry: Arc<Registry>,
+        store: Store,
+        default_quotas: Quotas,
+    ) -> Self {
+        Self {
+            loader,
+            registry,
+            store,
+            tenants: tokio::sync::Mutex::default(),
+            default_quotas,
+        }
+    }
+
+    /// Brings back every tenant on disk with the current version of each
+    /// component. A component that no longer loads is reported and left
+    /// out (its versions stay, for a rollback).
+    pub async fn restore(&self) -> Vec<String> {
+        let store = self.store.clone();
+        let (records, mut problems) = tokio::task::spawn_blocking(move || store.read_all())
+            .await
+            .unwrap_or_default();
+        let mut tenants = self.tenants.lock().await;
+        for (record, components) in records {
+            let name = record.name.clone();
+            let tenant = Tenant {
+                scope: scope(&record),
+                record,
+                components: components.into_iter().collect(),
+            };
+            let mut apps = TenantApps {
+                components: BTreeMap::new(),
+                limiter: limiter(&tenant.record.quotas),
+            };
+            for (component, versions) in &tenant.components {
+                let loaded = match versions.current() {
+                    Some(version) => self.load_version(&tenant, component, version).await,
+                    None => Err(Refusal::new(StatusCode::CONFLICT, "no current version")),
+                };
+                match loaded {
+                    Ok(loaded) => {
+                        apps.components.insert(component.clone(), Arc::new(loaded));
+                    }
+                    Err(refusal) => problems.push(format!(
+                        "tenant {name}, component {component}: {} {}",
+                        refusal.error,
+                        refusal.problems.join("; ")
+                    )),
+                }
+            }
+            let added = self
+                .registry
+                .change(
+                    |served| {
+                        served.tenants.insert(name.clone(), apps);
+                        Ok(())
+                    },
+                    async { Ok(()) },
+                )
+                .await;
+            if let Err(conflicts) = added {
+                problems.push(format!("tenant {name}: {}", conflicts.join("; ")));
+            }
+            tenants.insert(name, tenant);
+        }
+        problems
+    }
+
+    /// Creates a tenant.
+    pub async fn create(
+        &self,
+        name: &str,
+        settings: TenantSettings,
+    ) -> Result<TenantView, Refusal> {
+        check_name("tenant", name)?;
+        let mut tenants = self.tenants.lock().await;
+        if tenants.contains_key(name) {
+            return Err(Refusal::new(
+                StatusCode::CONFLICT,
+                format!("tenant {name} exists already"),
+            ));
+        }
+        let record = TenantRecord {
+            name: name.to_string(),
+            quotas: settings
+                .quotas
+                .unwrap_or_else(|| self.default_quotas.clone()),
+            grants: settings.grants.unwrap_or_default(),
+            token_hashes: Vec::new(),
+        };
+        check_grants(&record.grants)?;
+        let apps = TenantApps {
+            components: BTreeMap::new(),
+            limiter: limiter(&record.quotas),
+        };
+        let store = self.store.clone();
+        let written = record.clone();
+        self.registry
+            .change(
+                |served| {
+                    served.tenants.insert(name.to_string(), apps);
+                    Ok(())
+                },
+                blocking(move || store.write_tenant(&written)),
+            )
+            .await
+            .map_err(|p| Refusal::with(StatusCode::INTERNAL_SERVER_ERROR, "not created", p))?;
+        let tenant = Tenant {
+            scope: scope(&record),
+            record,
+            components: BTreeMap::new(),
+        };
+        let view = view(&tenant);
+        tenants.insert(name.to_string(), tenant);
+        tracing::info!(tenant = name, "tenant created");
+        Ok(view)
+    }
+
+    /// Every tenant.
+    pub async fn list(&self) -> Vec<TenantView> {
+        self.tenants.lock().await.values().map(view).collect()
+    }
+
+    /// One tenant.
+    pub async fn get(&self, name: &str) -> Result<TenantView, Refusal> {
+        let tenants = self.tenants.lock().await;
+        tenants.get(name).map(view).ok_or_else(|| no_tenant(name))
+    }
+
+    /// Changes a tenant's quotas or grants. Quotas on instances and request
+    /// rate apply at once; the others, and grants, to uploads from now on.
+    pub async fn update(
+        &self,
+        name: &str,
+        settings: TenantSettings,
+    ) -> Result<TenantView, Refusal> {
+        let mut tenants = self.tenants.lock().await;
+        let tenant = tenants.get_mut(name).ok_or_else(|| no_tenant(name))?;
+        let mut record = tenant.record.clone();
+        if let Some(quotas) = settings.quotas {
+            record.quotas = quotas;
+        }
+        if let Some(grants) = settings.grants {
+            check_grants(&grants)?;
+            record.grants = grants;
+        }
+        let store = self.store.clone();
+        let written = record.clone();
+        let limiter = limiter(&record.quotas);
+        self.registry
+            .change(
+                |served| {
+                    if let Some(apps) = served.tenants.get_mut(name) {
+                        apps.limiter = limiter;
+                    }
+                    Ok(())
+                },
+                blocking(move || store.write_tenant(&written)),
+            )
+            .await
+            .map_err(|p| Refusal::with(StatusCode::INTERNAL_SERVER_ERROR, "not changed", p))?;
+        tenant.record = record;
+        Ok(view(tenant))
+    }
+
+    /// Deletes a tenant: its components stop serving (requests in flight
+    /// finish), its files and its key-value data are removed.
+    pub async fn delete(&self, name: &str) -> Result<(), Refusal> {
+        let mut tenants = self.tenants.lock().await;
+        let tenant = tenants.get(name).ok_or_else(|| no_tenant(name))?;
+        let store = self.store.clone();
+        let owned = name.to_string();
+        self.registry
+            .change(
+                |served| {
+                    served.tenants.remove(name);
+                    Ok(())
+                },
+                blocking(move || store.delete_tenant(&owned)),
+            )
+            .await
+            .map_err(|p| Refusal::with(StatusCode::INTERNAL_SERVER_ERROR, "not deleted", p))?;
+        for component in tenant.components.keys() {
+            let namespace = format!("{name}/{component}");
+            if let Err(e) = self.loader.kv().drop_namespace(&namespace) {
+                tracing::warn!(tenant = name, "key-value data not removed: {e}");
+            }
+        }
+        tenants.remove(name);
+        tracing::info!(tenant = name, "tenant deleted");
+        Ok(())
+    }
+
+    /// Issues a new token for a tenant; only its hash is kept.
+    pub async fn issue_token(&self, name: &str) -> Result<String, Refusal> {
+        let mut tenants = self.tenants.lock().await;
+        let tenant = tenants.get_mut(name).ok_or_else(|| no_tenant(name))?;
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret).map_err(Refusal::internal)?;
+        let token = format!("ct_{name}.{}", hex(&secret));
+        let mut record = tenant.record.clone();
+        record
+            .token_hashes
+            .push(blake3::hash(token.as_bytes()).to_hex().to_string());
+        let store = self.store.clone();
+        let written = record.clone();
+        blocking(move || store.write_tenant(&written))
+            .await
+            .map_err(Refusal::internal)?;
+        tenant.record = record;
+        Ok(token)
+    }
+
+    /// The tenant a token belongs to, if it is one of its tokens.
+    pub async fn authenticate(&self, token: &str) -> Option<String> {
+        let (name, _) = token.strip_prefix("ct_")?.split_once('.')?;
+        let hash = blake3::hash(token.as_bytes());
+        let tenants = self.tenants.lock().await;
+        let tenant = tenants.get(name)?;
+        tenant
+            .record
+            .token_hashes
+            .iter()
+            .filter_map(|h| blake3::Hash::from_hex(h).ok())
+            // `blake3::Hash` compares in constant time.
+            .any(|h| h == hash)
+            .then(|| name.to_string())
+    }
+
+    /// Validates and deploys a new version of `name`; on any problem the
+    /// previous version keeps serving.
+    pub async fn upload(
+        &self,
+        tenant_name: &str,
+        name: &str,
+        bytes: Vec<u8>,
+        settings: String,
+    ) -> Result<Deployed, Refusal> {
+        check_name("component", name)?;
+        let mut tenants = self.tenants.lock().await;
+        let tenant = tenants
+            .get_mut(tenant_name)
+            .ok_or_else(|| no_tenant(tenant_name))?;
+        let quotas = &tenant.record.quotas;
+        let mut problems = Vec::new();
+        let mut too_large = false;
+        if bytes.len() as u64 > quotas.max_component_mb << 20 {
+            too_large = true;
+            problems.push(format!(
+                "the component is {} bytes, over the tenant's limit of {} MiB per component",
+                bytes.len(),
+                quotas.max_component_mb
+            ));
+        }
+        let others: u64 = tenant
+            .components
+            .iter()
+            .filter(|(n, _)| n.as_str() != name)
+            .filter_map(|(_, c)| c.current().map(|v| v.bytes))
+            .sum();
+        if others + bytes.len() as u64 > quotas.max_total_mb << 20 {
+            too_large = true;
+            problems.push(format!(
+                "with this component the tenant's components would take {} bytes, over its \
+                 limit of {} MiB in all",
+                others + bytes.len() as u64,
+                quotas.max_total_mb
+            ));
+        }
+        if !tenant.components.contains_key(name) && tenant.components.len() >= quotas.max_components
+        {
+            problems.push(format!(
+                "the tenant has {} components already, its limit",
+                quotas.max_components
+            ));
+        }
+        let config = match parse_settings(&settings, quotas) {
+            Ok(config) => Some(config),
+            Err(found) => {
+                problems.extend(found);
+                None
+            }
+        };
+        let refuse = |problems| {
+            let status = if too_large {
+                StatusCode::PAYLOAD_TOO_LARGE
+            } else {
+                StatusCode::UNPROCESSABLE_ENTITY
+            };
+            Refusal::with(status, format!("{name} was not deployed"), problems)
+        };
+        let (Some(config), true) = (config, problems.is_empty()) else {
+            return Err(refuse(problems));
+        };
+        let record = tenant.components.get(name).cloned().unwrap_or_default();
+        let version = record.versions.iter().map(|v| v.version).max().unwrap_or(0) + 1;
+        let uploaded = VersionRecord {
+            version,
+            bytes: bytes.len() as u64,
+            blake3: blake3::hash(&bytes).to_hex().to_string(),
+            uploaded_at: now(),
+            settings,
+        };
+        let loaded = self
+            .load(tenant, name, bytes.clone(), config)
+            .await
+            .map_err(refuse)?;
+        let mut record = record;
+        record.versions.push(uploaded);
+        record.current = version;
+        if record.versions.len() > KEPT_VERSIONS {
+            let excess = record.versions.len() - KEPT_VERSIONS;
+            record.versions.drain(..excess);
+        }
+        let store = self.store.clone();
+        let written = record.clone();
+        let (t, n) = (tenant_name.to_string(), name.to_string());
+        let commit = blocking(move || store.write_version(&t, &n, version, &bytes, &written));
+        let deployed = self
+            .swap(tenant_name, name, version, loaded, commit)
+            .await?;
+        tenant.components.insert(name.to_string(), record);
+        tracing::info!(tenant = tenant_name, component = name, version, "deployed");
+        Ok(deployed)
+    }
+
+    /// A component's versions.
+    pub async fn versions(&self, tenant: &str, name: &str) -> Result<ComponentRecord, Refusal> {
+        let tenants = self.tenants.lock().await;
+        let tenant = tenants.get(tenant).ok_or_else(|| no_tenant(tenant))?;
+        tenant
+            .components
+            .get(name)
+            .cloned()
+            .ok_or_else(|| no_component(name))
+    }
+
+    /// Serves `version` of a component again (by default the one before the
+    /// current one), after validating it as an upload is validated.
+    pub async fn rollback(
+        &self,
+        tenant_name: &str,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<Deployed, Refusal> {
+        let mut tenants = self.tenants.lock().await;
+        let tenant = tenants
+            .get_mut(tenant_name)
+            .ok_or_else(|| no_tenant(tenant_name))?;
+        let record = tenant
+            .components
+            .get(name)
+            .cloned()
+            .ok_or_else(|| no_component(name))?;
+        let target = match version {
+            Some(v) => record.versions.iter().find(|r| r.version == v),
+            None => record
+                .versions
+                .iter()
+                .filter(|r| r.version < record.current)
+                .max_by_key(|r| r.version),
+        }
+        .cloned()
+        .ok_or_else(|| {
+            Refusal::new(
+                StatusCode::NOT_FOUND,
+                match version {
+                    Some(v) => {
+                        format!("{name} has no version {v} (kept: the last {KEPT_VERSIONS})")
+                    }
+                    None => format!("{name} has no version before {}", record.current),
+                },
+            )
+        })?;
+        let loaded = self.load_version(tenant, name, &target).await?;
+        let mut record = record;
+        record.current = target.version;
+        let store = self.store.clone();
+        let written = record.clone();
+        let (t, n) = (tenant_name.to_string(), name.to_string());
+        let commit = blocking(move || store.write_component(&t, &n, &written));
+        let deployed = self
+            .swap(tenant_name, name, target.version, loaded, commit)
+            .await?;
+        tenant.components.insert(name.to_string(), record);
+        tracing::info!(
+            tenant = tenant_name,
+            component = name,
+            version = target.version,
+            "rolled back"
+        );
+        Ok(deployed)
+    }
+
+    /// Takes a component out of service and deletes its versions.
+    pub async fn remove(&self, tenant_name: &str, name: &str) -> Result<(), Refusal> {
+        let mut tenants = self.tenants.lock().await;
+        let tenant = tenants
+            .get_mut(tenant_name)
+            .ok_or_else(|| no_tenant(tenant_name))?;
+        if !tenant.components.contains_key(name) {
+            return Err(no_component(name));
+        }
+        let store = self.store.clone();
+        let (t, n) = (tenant_name.to_string(), name.to_string());
+        self.registry
+            .change(
+                |served| {
+                    if let Some(apps) = served.tenants.get_mut(tenant_name) {
+                        apps.components.remove(name);
+                    }
+                    Ok(())
+                },
+                blocking(move || store.delete_component(&t, &n)),
+            )
+            .await
+            .map_err(|p| Refusal::with(StatusCode::INTERNAL_SERVER_ERROR, "not removed", p))?;
+        tenant.components.remove(name);
+        let _ = self
+            .loader
+            .kv()
+            .drop_namespace(&format!("{tenant_name}/{name}"));
+        tracing::info!(tenant = tenant_name, component = name, "removed");
+        Ok(())
+    }
+
+    /// Puts `loaded` in service as `name`, once `commit` has written it
+    /// down; a route conflict or a failed write refuses it.
+    async fn swap(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: u32,
+        loaded: Loaded,
+        commit: impl Future<Output = Result<(), String>>,
+    ) -> Result<Deployed, Refusal> {
+        let routes = routes_of(&loaded);
+        let loaded = Arc::new(loaded);
+        let candidate = loaded.clone();
+        let changed = self
+            .registry
+            .change(
+                |served| {
+                    let apps = served.tenants.entry(tenant.to_string()).or_default();
+                    apps.components.insert(name.to_string(), candidate);
+                    Ok(())
+                },
+                commit,
+            )
+            .await;
+        if let Err(problems) = changed {
+            if let LoadedKind::App(app, _) = &loaded.kind {
+                app.retire_idle();
+            }
+            let status = if problems.iter().any(|p| p.contains("route conflict")) {
+                StatusCode::CONFLICT
+            } else {
+                StatusCode::INTERNAL_SERVER_ERROR
+            };
+            return Err(Refusal::with(
+                status,
+                format!("{name} was not deployed"),
+                problems,
+            ));
+        }
+        Ok(Deployed {
+            tenant: tenant.to_string(),
+            component: name.to_string(),
+            version,
+            routes,
+        })
+    }
+
+    /// Loads a stored version again (at start, or for a rollback).
+    async fn load_version(
+        &self,
+        tenant: &Tenant,
+        name: &str,
+        version: &VersionRecord,
+    ) -> Result<Loaded, Refusal> {
+        let store = self.store.clone();
+        let (t, n, v) = (
+            tenant.record.name.clone(),
+            name.to_string(),
+            version.version,
+        );
+        let bytes = blocking(move || store.read_version(&t, &n, v))
+            .await
+            .map_err(Refusal::internal)?;
+        let config = parse_settings(&version.settings, &tenant.record.quotas).map_err(|p| {
+            Refusal::with(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "its settings are no longer valid",
+                p,
+            )
+        })?;
+        self.load(tenant, name, bytes, config).await.map_err(|p| {
+            Refusal::with(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("version {} does not load", version.version),
+                p,
+            )
+        })
+    }
+
+    /// Loads a component for `tenant` with its grants and quotas, and
+    /// starts one instance (`on-start` must succeed).
+    async fn load(
+        &self,
+        tenant: &Tenant,
+        name: &str,
+        bytes: Vec<u8>,
+        mut config: ComponentConfig,
+    ) -> Result<Loaded, Vec<String>> {
+        let record = &tenant.record;
+        config.grants = record.grants.clone();
+        let source = Source {
+            name: name.to_string(),
+            bytes,
+            config,
+            sidecar: "the settings".into(),
+            grant_hint: format!(
+                "to tenant {}'s grants (an operator sets them with PATCH /v1/tenants/{})",
+                record.name, record.name
+            ),
+            base_dir: ".".into(),
+            tenant: Some(tenant.scope.clone()),
+        };
+        let loaded = self.loader.load(source).await?;
+        if let LoadedKind::App(app, _) = &loaded.kind
+            && let Err(e) = app.warm_up().await
+        {
+            app.retire_idle();
+            return Err(vec![format!("on-start failed: {e}")]);
+        }
+        Ok(loaded)
+    }
+}
+
+/// The settings of an upload: a sidecar (TOML), restricted for tenants.
+/// Grants come from the operator; values come from the settings, not the
+/// host's environment; keys are inline, not host files; and limits stay
+/// within the tenant's quotas (which are also the defaults).
+fn parse_settings(text: &str, quotas: &Quotas) -> Result<ComponentConfig, Vec<String>> {
+    let mut config: ComponentConfig = toml::from_str(text)
+        .map_err(|e| vec![format!("the settings are not a valid sidecar: {e}")])?;
+    let mut problems = Vec::new();
+    if let Err(e) = config.validate() {
+        problems.push(e);
+    }
+    let grants = &config.grants;
+    if grants.kv || grants.config || !grants.outbound.is_empty() {
+        problems.push(
+            "[grants] cannot be set by a tenant; the operator grants capabilities to the tenant"
+                .into(),
+        );
+    }
+    for (section, values) in [
+        ("variables", &config.variables),
+        ("secrets", &config.secrets),
+    ] {
+        for (key, value) in values {
+            if matches!(value, ValueSource::Env { .. }) {
+                problems.push(format!(
+                    "[{section}] {key} reads the host's environment, which tenants cannot; \
+                     give the value itself"
+                ));
+            }
+        }
+    }
+    if let Some(auth) = &config.auth {
+        if auth.public_key_file.is_some() || auth.jwks_file.is_some() {
+            problems.push(
+                "[auth] public-key-file and jwks-file read the host's files, which tenants \
+                 cannot; use a secret"
+                    .into(),
+            );
+        }
+        if matches!(auth.secret, Some(ValueSource::Env { .. })) {
+            problems
+                .push("[auth] secret reads the host's environment, which tenants cannot".into());
+        }
+    }
+    let limits = &mut config.limits;
+    let mut cap = |field: &str, asked: Option<u64>, quota: u64| -> Option<u64> {
+        match asked {
+            Some(asked) if asked > quota => {
+                problems.push(format!(
+                    "[limits] {field} = {asked} is over the tenant's quota of {quota}"
+                ));
+                Some(quota)
+            }
+            Some(asked) => Some(asked),
+            None => Some(quota),
+        }
+    };
+    limits.memory_mb = cap("memory-mb", limits.memory_mb, quotas.memory_mb);
+    limits.timeout_ms = cap("timeout-ms", limits.timeout_ms, quotas.timeout_ms);
+    let instances = limits.max_instances.map(|n| n as u64);
+    limits.max_instances =
+        cap("max-instances", instances, quotas.max_instances as u64).map(|n| n as usize);
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(problems)
+    }
+}
+
+/// Refuses grants the host could never honour.
+fn check_grants(grants: &Grants) -> Result<(), Refusal> {
+    crate::capabilities::outbound::Outbound::check_patterns(&grants.outbound)
+        .map_err(|e| Refusal::new(StatusCode::UNPROCESSABLE_ENTITY, format!("grants: {e}")))
+}
+
+/// Tenant and component names are DNS labels: they appear in paths and
+/// host names.
+fn check_name(what: &str, name: &str) -> Result<(), Refusal> {
+    let valid = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if valid {
+        Ok(())
+    } else {
+        Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{what} name {name:?} must be 1 to 63 lowercase letters, digits or '-', \
+                 not starting or ending with '-'"
+            ),
+        ))
+    }
+}
+
+fn scope(record: &TenantRecord) -> Arc<TenantScope> {
+    Arc::new(TenantScope {
+        name: record.name.as_str().into(),
+        capacity: HostCapacity::new(record.quotas.max_instances),
+    })
+}
+
+fn limiter(quotas: &Quotas) -> Option<Arc<governor::DefaultDirectRateLimiter>> {
+    let rate = NonZeroU32::new(quotas.requests_per_second)?;
+    Some(Arc::new(RateLimiter::direct(Quota::per_second(rate))))
+}
+
+fn view(tenant: &Tenant) -> TenantView {
+    TenantView {
+        name: tenant.record.name.clone(),
+        quotas: tenant.record.quotas.clone(),
+        grants: tenant.record.grants.clone(),
+        tokens: tenant.record.token_hashes.len(),
+        components: tenant
+            .components
+            .iter()
+            .filter_map(|(name, c)| {
+                let current = c.current()?;
+                Some((
+                    name.clone(),
+                    ComponentView {
+                        version: current.version,
+                        bytes: current.bytes,
+                    },
+                ))
+            })
+            .collect(),
+    }
+}
+
+/// The routes a component answers, for the upload's report.
+fn routes_of(loaded: &Loaded) -> Vec<String> {
+    let prefix = loaded.config.prefix();
+    match &loaded.kind {
+        LoadedKind::App(_, manifest) => manifest
+            .routes
+            .iter()
+            .map(|r| format!("{} {prefix}{}", r.methods.join(","), r.path))
+            .collect(),
+        LoadedKind::Proxy(_) => vec![format!("* {prefix}/...")],
+    }
+}
+
+fn no_tenant(name: &str) -> Refusal {
+    Refusal::new(
+        StatusCode::NOT_FOUND,
+        format!("there is no tenant named {name:?}"),
+    )
+}
+
+fn no_component(name: &str) -> Refusal {
+    Refusal::new(
+        StatusCode::NOT_FOUND,
+        format!("there is no component named {name:?}"),
+    )
+}
+
+/// Runs file I/O off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| format!("the writer task failed: {e}"))?
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
