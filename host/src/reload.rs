@@ -34,11 +34,13 @@ pub fn watch(
         // Reading a file is an event too: only writes, renames and removals
         // count, or every reload would set off the next.
         let Ok(event) = event else { return };
-        let relevant = match event.kind {
-            EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) => true,
-            EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
-            _ => false,
-        };
+        let relevant = matches!(
+            event.kind,
+            EventKind::Create(_)
+                | EventKind::Modify(_)
+                | EventKind::Remove(_)
+                | EventKind::Access(AccessKind::Close(AccessMode::Write))
+        );
         if relevant {
             for path in event.paths {
                 let _ = tx.send(path);
