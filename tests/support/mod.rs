@@ -34,6 +34,8 @@ pub struct Components {
     dir: tempfile::TempDir,
     /// The key-value store's directory, private to the test.
     kv: tempfile::TempDir,
+    /// Where the test's tenants are kept.
+    tenants: tempfile::TempDir,
 }
 
 impl Components {
@@ -41,6 +43,7 @@ impl Components {
         Self {
             dir: tempfile::tempdir().expect("temp dir"),
             kv: tempfile::tempdir().expect("temp dir"),
+            tenants: tempfile::tempdir().expect("temp dir"),
         }
     }
 
@@ -111,6 +114,7 @@ impl Components {
         if !args.contains(&"--kv-path") {
             command.arg("--kv-path").arg(self.kv_path());
         }
+        command.arg("--tenants-dir").arg(self.tenants.path());
         let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -123,6 +127,8 @@ impl Components {
         let stdout_log = log.clone();
         let ops = Arc::new(Mutex::new(None));
         let ops_addr = ops.clone();
+        let admin = Arc::new(Mutex::new(None));
+        let admin_addr = admin.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(addr) = line.strip_prefix("listening on http://") {
@@ -130,6 +136,9 @@ impl Components {
                 }
                 if let Some(addr) = line.strip_prefix("ops listening on http://") {
                     *ops_addr.lock().unwrap() = Some(addr.parse::<SocketAddr>().unwrap());
+                }
+                if let Some(addr) = line.strip_prefix("admin listening on http://") {
+                    *admin_addr.lock().unwrap() = Some(addr.parse::<SocketAddr>().unwrap());
                 }
                 stdout_log.lock().unwrap().push_str(&format!("{line}\n"));
             }
@@ -147,10 +156,12 @@ impl Components {
             }
         };
         let ops = *ops.lock().unwrap();
+        let admin = *admin.lock().unwrap();
         Host {
             child,
             addr,
             ops,
+            admin,
             log,
             components: Some(self),
         }
@@ -189,6 +200,8 @@ pub struct Host {
     pub addr: SocketAddr,
     /// The ops listener, when `--ops-listen` was given.
     pub ops: Option<SocketAddr>,
+    /// The admin API, when an admin token was given.
+    pub admin: Option<SocketAddr>,
     log: Arc<Mutex<String>>,
     components: Option<Components>,
 }
@@ -315,6 +328,42 @@ impl Host {
         self.terminate();
         self.wait_exit(Duration::from_secs(20));
         self.components.take().expect("components")
+    }
+
+    /// Where this host keeps its tenants.
+    pub fn tenants_dir(&self) -> PathBuf {
+        let components = self.components.as_ref().expect("components");
+        components.tenants.path().to_path_buf()
+    }
+
+    /// Kills the host at once (SIGKILL), as a crash would, and hands back
+    /// its components.
+    pub fn kill(mut self) -> Components {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.components.take().expect("components")
+    }
+
+    /// Sends a request to the admin API with `token`.
+    pub async fn admin(
+        &self,
+        method: http::Method,
+        path: &str,
+        token: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Reply {
+        let addr = self
+            .admin
+            .expect("the host was started without an admin token");
+        let request = http::Request::builder()
+            .method(method)
+            .uri(format!("http://{addr}{path}"))
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", content_type)
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        send(&client(), request).await
     }
 
     /// Waits for the process to exit after [`Host::terminate`].

@@ -102,6 +102,10 @@ struct StateArgs {
     /// default `kv.redb` in the state directory).
     #[arg(long, env = "CELLO_KV_PATH")]
     kv_path: Option<PathBuf>,
+    /// Where tenants and their uploads are kept (by default `tenants/` in
+    /// the state directory).
+    #[arg(long, env = "CELLO_TENANTS_DIR")]
+    tenants_dir: Option<PathBuf>,
 }
 
 impl StateArgs {
@@ -270,7 +274,12 @@ async fn serve(
                 conflicts.join("\n  ")
             )
         })?;
-    let store = Store::at(state.state_dir.join("tenants"));
+    let store = Store::at(
+        state
+            .tenants_dir
+            .clone()
+            .unwrap_or_else(|| state.state_dir.join("tenants")),
+    );
     let tenants = Arc::new(Tenants::new(
         loader.clone(),
         registry.clone(),

@@ -239,3 +239,79 @@ fn unique() -> String {
         COUNTER.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tenants::{Quotas, VersionRecord};
+
+    fn version(version: u32) -> VersionRecord {
+        VersionRecord {
+            version,
+            bytes: 4,
+            blake3: String::new(),
+            uploaded_at: 0,
+            settings: String::new(),
+        }
+    }
+
+    /// A crash after a new version's bytes were written but before its
+    /// record was: the old version is current, and the leftovers go.
+    #[test]
+    fn a_crash_between_the_bytes_and_the_record_keeps_the_old_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::at(dir.path().to_path_buf());
+        let tenant = TenantRecord {
+            name: "acme".into(),
+            quotas: Quotas::default(),
+            grants: Default::default(),
+            token_hashes: Vec::new(),
+        };
+        store.write_tenant(&tenant).unwrap();
+        let v1 = ComponentRecord {
+            current: 1,
+            versions: vec![version(1)],
+        };
+        store
+            .write_version("acme", "shop", 1, b"one!", &v1)
+            .unwrap();
+        // The crash: v2's bytes are in place, a temporary file is left
+        // half-written, and component.json still names v1. A component
+        // whose first upload crashed has no component.json at all.
+        let component_dir = store.component_dir("acme", "shop");
+        write_atomic(&component_dir.join("v2.wasm"), b"two!").unwrap();
+        fs::write(component_dir.join(".component.json.9-9.tmp"), b"{\"curr").unwrap();
+        let fresh = store.component_dir("acme", "fresh");
+        fs::create_dir_all(&fresh).unwrap();
+        write_atomic(&fresh.join("v1.wasm"), b"new!").unwrap();
+
+        let (tenants, problems) = store.read_all();
+        assert!(problems.is_empty(), "{problems:?}");
+        let (record, components) = &tenants[0];
+        assert_eq!(record.name, "acme");
+        assert_eq!(components.len(), 1, "the never-committed component is gone");
+        let (name, shop) = &components[0];
+        assert_eq!(name, "shop");
+        assert_eq!(shop.current, 1);
+        assert_eq!(store.read_version("acme", "shop", 1).unwrap(), b"one!");
+        assert!(!component_dir.join(".component.json.9-9.tmp").exists());
+        assert!(!fresh.exists());
+
+        // The next upload takes number 2 again, over the leftover.
+        let v2 = ComponentRecord {
+            current: 2,
+            versions: vec![version(1), version(2)],
+        };
+        store
+            .write_version("acme", "shop", 2, b"TWO!", &v2)
+            .unwrap();
+        assert_eq!(store.read_version("acme", "shop", 2).unwrap(), b"TWO!");
+        // Pruning drops what the record no longer lists.
+        let v2_only = ComponentRecord {
+            current: 2,
+            versions: vec![version(2)],
+        };
+        store.write_component("acme", "shop", &v2_only).unwrap();
+        assert!(store.read_version("acme", "shop", 1).is_err());
+    }
+}

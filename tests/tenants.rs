@@ -1,0 +1,690 @@
+//! Tenants over the real admin API and the real traffic listener: uploads,
+//! validation, swaps under load, isolation, persistence across a restart
+//! and a crash, rollback, hot reload of the served directory, and the CLI.
+
+mod support;
+
+use std::io::Write as _;
+use std::time::Duration;
+
+use http::Method;
+use support::{Components, Host, Reply, components_dir};
+
+const OPERATOR: &str = "operator-secret";
+
+/// A host with the admin API on, serving `components`.
+fn serve(components: Components) -> Host {
+    serve_with(components, &[])
+}
+
+fn serve_with(components: Components, extra: &[&str]) -> Host {
+    let mut args = vec!["--admin-token", OPERATOR, "--admin-listen", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    components.serve_with(&args)
+}
+
+fn component(name: &str) -> Vec<u8> {
+    std::fs::read(components_dir().join(format!("{name}.wasm"))).unwrap()
+}
+
+async fn create_tenant(host: &Host, name: &str, settings: serde_json::Value) {
+    let mut body = settings;
+    body["name"] = name.into();
+    let reply = host
+        .admin(
+            Method::POST,
+            "/v1/tenants",
+            OPERATOR,
+            "application/json",
+            body.to_string().into(),
+        )
+        .await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+}
+
+async fn token(host: &Host, tenant: &str) -> String {
+    let path = format!("/v1/tenants/{tenant}/tokens");
+    let reply = host
+        .admin(
+            Method::POST,
+            &path,
+            OPERATOR,
+            "application/json",
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    reply.json()["token"].as_str().unwrap().to_string()
+}
+
+async fn push(host: &Host, tenant: &str, name: &str, token: &str, bytes: Vec<u8>) -> Reply {
+    let path = format!("/v1/tenants/{tenant}/components/{name}");
+    host.admin(Method::PUT, &path, token, "application/wasm", bytes)
+        .await
+}
+
+/// An upload as a multipart form with sidecar settings.
+async fn push_with(host: &Host, tenant: &str, name: &str, bytes: Vec<u8>, settings: &str) -> Reply {
+    let boundary = "cello-test-boundary";
+    let mut body = Vec::new();
+    for (field, data) in [
+        ("component", bytes),
+        ("settings", settings.as_bytes().to_vec()),
+    ] {
+        write!(
+            body,
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"\r\n\r\n"
+        )
+        .unwrap();
+        body.extend_from_slice(&data);
+        body.extend_from_slice(b"\r\n");
+    }
+    write!(body, "--{boundary}--\r\n").unwrap();
+    let path = format!("/v1/tenants/{tenant}/components/{name}");
+    let content_type = format!("multipart/form-data; boundary={boundary}");
+    host.admin(Method::PUT, &path, OPERATOR, &content_type, body)
+        .await
+}
+
+fn problems(reply: &Reply) -> String {
+    reply.json()["problems"].to_string()
+}
+
+async fn versions(host: &Host, tenant: &str, name: &str) -> serde_json::Value {
+    let path = format!("/v1/tenants/{tenant}/components/{name}/versions");
+    let reply = host
+        .admin(Method::GET, &path, OPERATOR, "application/json", Vec::new())
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    reply.json()
+}
+
+#[tokio::test]
+async fn an_upload_is_served_and_tokens_only_reach_their_own_tenant() {
+    let host = serve(Components::new().with("hello-rust"));
+    create_tenant(&host, "acme", serde_json::json!({})).await;
+    create_tenant(&host, "globex", serde_json::json!({})).await;
+    let acme = token(&host, "acme").await;
+    let globex = token(&host, "globex").await;
+
+    let reply = push(&host, "acme", "shop", &acme, component("testbed")).await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    assert_eq!(reply.json()["version"], 1);
+    let counted = host.get("/t/acme/count").await;
+    assert_eq!(counted.status, 200, "{}", counted.body);
+    // The served directory is untouched, and other tenants have nothing.
+    assert_eq!(host.get("/").await.body, "Hello from Rust!");
+    assert_eq!(host.get("/t/globex/count").await.status, 404);
+    let nobody = host.get("/t/nobody/count").await;
+    assert_eq!(nobody.status, 404);
+    assert!(nobody.body.contains("no tenant named"), "{}", nobody.body);
+
+    // Wrong, missing and other tenants' tokens.
+    let reply = push(&host, "acme", "shop", "ct_acme.wrong", component("testbed")).await;
+    assert_eq!(reply.status, 401, "{}", reply.body);
+    assert!(reply.header("www-authenticate").is_some());
+    let reply = push(&host, "acme", "shop", "", component("testbed")).await;
+    assert_eq!(reply.status, 401);
+    let reply = push(&host, "acme", "shop", &globex, component("testbed")).await;
+    assert_eq!(reply.status, 403, "{}", reply.body);
+    assert!(
+        reply.body.contains("cannot act for tenant acme"),
+        "{}",
+        reply.body
+    );
+    // A tenant token cannot do what only the operator may.
+    let reply = host
+        .admin(
+            Method::POST,
+            "/v1/tenants/acme/tokens",
+            &acme,
+            "application/json",
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(reply.status, 403);
+    let reply = host
+        .admin(
+            Method::DELETE,
+            "/v1/tenants/globex",
+            &acme,
+            "application/json",
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(reply.status, 403);
+    // Its own tenant it may read; the token itself is not stored.
+    let reply = host
+        .admin(
+            Method::GET,
+            "/v1/tenants/acme",
+            &acme,
+            "application/json",
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json()["components"]["shop"]["version"], 1);
+    let record = host.tenants_dir().join("acme").join("tenant.json");
+    let stored = std::fs::read_to_string(record).unwrap();
+    assert!(stored.contains("token-hashes"), "{stored}");
+    assert!(!stored.contains(acme.split('.').nth(1).unwrap()));
+
+    let reply = host
+        .admin(
+            Method::DELETE,
+            "/v1/tenants/acme/components/shop",
+            &acme,
+            "",
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(reply.status, 204, "{}", reply.body);
+    assert_eq!(host.get("/t/acme/count").await.status, 404);
+}
+
+#[tokio::test]
+async fn bad_uploads_list_every_problem_and_the_previous_version_keeps_serving() {
+    let host = serve(Components::new());
+    create_tenant(
+        &host,
+        "acme",
+        serde_json::json!({ "quotas": { "max-component-mb": 1 } }),
+    )
+    .await;
+    let reply = push(&host, "acme", "shop", OPERATOR, component("testbed")).await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let before = host.get("/t/acme/instance").await;
+    assert_eq!(before.status, 200);
+
+    let refused = [
+        (b"garbage bytes".to_vec(), 422, "not a WebAssembly binary"),
+        (
+            b"\0asm\x01\0\0\0".to_vec(),
+            422,
+            "a core WebAssembly module, not a component",
+        ),
+        (
+            component("rust-caps"),
+            422,
+            "imports cello:component/kv@0.1.0, which it is not granted",
+        ),
+        (vec![0u8; 2 << 20], 413, "over the tenant's limit"),
+    ];
+    for (bytes, status, problem) in refused {
+        let reply = push(&host, "acme", "shop", OPERATOR, bytes).await;
+        assert_eq!(reply.status, status, "{}", reply.body);
+        assert!(
+            reply.body.contains(problem),
+            "{problem:?} not in {}",
+            reply.body
+        );
+        // Still the same version, on the same warm instance.
+        let after = host.get("/t/acme/instance").await;
+        assert_eq!(after.status, 200);
+        assert_eq!(after.body, before.body);
+    }
+
+    // A second component whose routes collide with the first.
+    let reply = push(&host, "acme", "copy", OPERATOR, component("testbed")).await;
+    assert_eq!(reply.status, 409, "{}", reply.body);
+    assert!(
+        problems(&reply).contains("route conflict"),
+        "{}",
+        reply.body
+    );
+    // Settings a tenant may not use are all listed at once.
+    let settings = "[grants]\nkv = true\n[limits]\nmemory-mb = 4096\n\
+                    [variables]\nhome = { env = \"HOME\" }\n";
+    let reply = push_with(&host, "acme", "shop", component("testbed"), settings).await;
+    assert_eq!(reply.status, 422, "{}", reply.body);
+    let listed = reply.json()["problems"].as_array().unwrap().len();
+    assert_eq!(listed, 3, "{}", reply.body);
+    // A component whose describe() fails, and one whose on-start fails.
+    let reply = push(&host, "acme", "broken", OPERATOR, component("bad-describe")).await;
+    assert_eq!(reply.status, 422, "{}", reply.body);
+    assert!(problems(&reply).contains("describe"), "{}", reply.body);
+    let grants = br#"{"grants": {"kv": true, "config": true, "outbound": ["http://127.0.0.1:*"]}}"#;
+    let reply = host
+        .admin(
+            Method::PATCH,
+            "/v1/tenants/acme",
+            OPERATOR,
+            "application/json",
+            grants.to_vec(),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let settings = "prefix = \"/caps\"\n[variables]\nfail-startup = \"yes\"\n";
+    let reply = push_with(&host, "acme", "caps", component("rust-caps"), settings).await;
+    assert_eq!(reply.status, 422, "{}", reply.body);
+    assert!(
+        problems(&reply).contains("on-start failed"),
+        "{}",
+        reply.body
+    );
+    assert_eq!(host.get("/t/acme/caps/startup").await.status, 404);
+
+    assert_eq!(host.get("/t/acme/instance").await.body, before.body);
+    assert_eq!(versions(&host, "acme", "shop").await["current"], 1);
+}
+
+#[tokio::test]
+async fn a_new_version_under_continuous_load_fails_no_request() {
+    let host = serve(Components::new());
+    create_tenant(
+        &host,
+        "acme",
+        serde_json::json!({ "quotas": { "requests-per-second": 0 } }),
+    )
+    .await;
+    let reply = push(&host, "acme", "shop", OPERATOR, component("testbed")).await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let url = host.url("/t/acme/instance");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for _ in 0..8 {
+        let (url, stop) = (url.clone(), stop.clone());
+        workers.push(tokio::spawn(async move {
+            let client = support::client();
+            let (mut ok, mut failed, mut seen) = (0, Vec::new(), std::collections::BTreeSet::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let request = http::Request::get(&url)
+                    .body(http_body_util::Full::new(bytes::Bytes::new()))
+                    .unwrap();
+                let reply = support::send(&client, request).await;
+                if reply.status == 200 {
+                    ok += 1;
+                    seen.insert(reply.body);
+                } else {
+                    failed.push(format!("{}: {}", reply.status, reply.body));
+                }
+            }
+            (ok, failed, seen)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for version in 2..=4 {
+        let reply = push(&host, "acme", "shop", OPERATOR, component("testbed")).await;
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        assert_eq!(reply.json()["version"], version);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ok, mut failed, mut instances) = (0, Vec::new(), std::collections::BTreeSet::new());
+    for worker in workers {
+        let (n, f, seen) = worker.await.unwrap();
+        ok += n;
+        failed.extend(f);
+        instances.extend(seen);
+    }
+    assert!(
+        failed.is_empty(),
+        "{} failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(ok > 100, "only {ok} requests were served");
+    // Each version ran on instances of its own.
+    assert!(instances.len() >= 4, "instances seen: {instances:?}");
+    assert_eq!(versions(&host, "acme", "shop").await["current"], 4);
+}
+
+#[tokio::test]
+async fn tenants_cannot_reach_each_others_key_values_or_cached_responses() {
+    let host = serve(Components::new());
+    let grants = serde_json::json!({ "grants": { "kv": true, "config": true, "outbound": ["http://127.0.0.1:*"] } });
+    for tenant in ["a", "b"] {
+        create_tenant(&host, tenant, grants.clone()).await;
+        let reply = push(&host, tenant, "caps", OPERATOR, component("rust-caps")).await;
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        let reply = push_with(
+            &host,
+            tenant,
+            "tb",
+            component("testbed"),
+            "prefix = \"/tb\"",
+        )
+        .await;
+        assert_eq!(reply.status, 201, "{}", reply.body);
+    }
+    for n in 1..=3 {
+        let reply = host.post("/t/a/count", "text/plain", "").await;
+        assert_eq!(reply.body, n.to_string());
+    }
+    assert_eq!(host.post("/t/b/count", "text/plain", "").await.body, "1");
+    // The response cache: the same route and path in two tenants are two
+    // entries; b's first call is a miss that runs b's guest.
+    let a_first = host.get("/t/a/tb/cached-count").await;
+    assert_eq!(a_first.status, 200);
+    for _ in 0..3 {
+        assert_eq!(host.get("/t/b/tb/count").await.status, 200);
+    }
+    assert_eq!(host.get("/t/a/tb/cached-count").await.body, a_first.body);
+    let b_first = host.get("/t/b/tb/cached-count").await;
+    assert_eq!(
+        b_first.header("x-cache"),
+        Some("MISS"),
+        "{:?}",
+        b_first.headers
+    );
+    assert_ne!(b_first.body, a_first.body);
+    assert_eq!(
+        host.get("/t/b/tb/cached-count").await.header("x-cache"),
+        Some("HIT")
+    );
+}
+
+#[tokio::test]
+async fn tenants_come_back_after_a_restart_and_a_crash_mid_upload_keeps_the_old_version() {
+    let host = serve(Components::new());
+    create_tenant(&host, "acme", serde_json::json!({})).await;
+    let reply = push(&host, "acme", "shop", OPERATOR, component("testbed")).await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let acme = token(&host, "acme").await;
+
+    // A graceful restart.
+    let host = serve(host.stop());
+    assert_eq!(host.get("/t/acme/count").await.status, 200);
+    let reply = host
+        .admin(Method::GET, "/v1/tenants/acme", &acme, "", Vec::new())
+        .await;
+    assert_eq!(
+        reply.status, 200,
+        "the token survives a restart: {}",
+        reply.body
+    );
+
+    // Half an upload of a new version, then the host is killed.
+    let admin = host.admin.unwrap();
+    let mut stream = std::net::TcpStream::connect(admin).unwrap();
+    let body = component("rust-caps");
+    write!(
+        stream,
+        "PUT /v1/tenants/acme/components/shop HTTP/1.1\r\nHost: x\r\n\
+         Authorization: Bearer {OPERATOR}\r\nContent-Type: application/wasm\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    stream.write_all(&body[..body.len() / 2]).unwrap();
+    stream.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let host = serve(host.kill());
+    drop(stream);
+    assert_eq!(host.get("/t/acme/count").await.status, 200);
+    let listed = versions(&host, "acme", "shop").await;
+    assert_eq!(listed["current"], 1, "{listed}");
+    assert_eq!(listed["versions"].as_array().unwrap().len(), 1, "{listed}");
+
+    // A whole upload, killed while the host validates and writes it: after
+    // the restart one version serves, intact, and it is the current one.
+    let reply_to = tokio::spawn({
+        let request = host_request(&host, component("testbed"));
+        async move { support::client().request(request).await.map(|r| r.status()) }
+    });
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let host = serve(host.kill());
+    let _ = reply_to.await;
+    let listed = versions(&host, "acme", "shop").await;
+    let current = listed["current"].as_u64().unwrap();
+    assert!(current == 1 || current == 2, "{listed}");
+    assert_eq!(host.get("/t/acme/count").await.status, 200);
+}
+
+fn host_request(host: &Host, bytes: Vec<u8>) -> http::Request<http_body_util::Full<bytes::Bytes>> {
+    http::Request::put(format!(
+        "http://{}/v1/tenants/acme/components/shop",
+        host.admin.unwrap()
+    ))
+    .header("authorization", format!("Bearer {OPERATOR}"))
+    .header("content-type", "application/wasm")
+    .body(http_body_util::Full::new(bytes::Bytes::from(bytes)))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn rollback_serves_an_earlier_version_again() {
+    let host = serve(Components::new());
+    let grants = serde_json::json!({ "grants": { "kv": true, "config": true, "outbound": ["http://127.0.0.1:*"] } });
+    create_tenant(&host, "acme", grants).await;
+    assert_eq!(
+        push(&host, "acme", "app", OPERATOR, component("testbed"))
+            .await
+            .status,
+        201
+    );
+    assert_eq!(
+        push(&host, "acme", "app", OPERATOR, component("rust-caps"))
+            .await
+            .status,
+        201
+    );
+    assert_eq!(host.get("/t/acme/instance").await.status, 404);
+    assert_eq!(host.get("/t/acme/startup").await.status, 200);
+
+    let path = "/v1/tenants/acme/components/app/rollback";
+    let reply = host
+        .admin(Method::POST, path, OPERATOR, "", Vec::new())
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json()["version"], 1);
+    assert_eq!(host.get("/t/acme/instance").await.status, 200);
+    assert_eq!(host.get("/t/acme/startup").await.status, 404);
+    assert_eq!(versions(&host, "acme", "app").await["current"], 1);
+
+    // Forward again by number; a version that never was is a 404.
+    let body = br#"{"version": 2}"#.to_vec();
+    let reply = host
+        .admin(Method::POST, path, OPERATOR, "application/json", body)
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(host.get("/t/acme/startup").await.status, 200);
+    let body = br#"{"version": 9}"#.to_vec();
+    let reply = host
+        .admin(Method::POST, path, OPERATOR, "application/json", body)
+        .await;
+    assert_eq!(reply.status, 404, "{}", reply.body);
+
+    // The rollback is remembered across a restart.
+    let reply = host
+        .admin(Method::POST, path, OPERATOR, "", Vec::new())
+        .await;
+    assert_eq!(reply.status, 200);
+    let host = serve(host.stop());
+    assert_eq!(host.get("/t/acme/instance").await.status, 200);
+}
+
+#[tokio::test]
+async fn serve_dir_picks_up_added_changed_and_removed_files() {
+    let components = Components::new().with("hello-rust");
+    let dir = components.path().to_path_buf();
+    let host = serve(components);
+    assert_eq!(host.get("/count").await.status, 404);
+
+    // Added: written to a temporary name, then renamed into place.
+    let place = |name: &str, bytes: &[u8]| {
+        let temp = dir.join(format!(".{name}.partial"));
+        std::fs::write(&temp, bytes).unwrap();
+        std::fs::rename(&temp, dir.join(name)).unwrap();
+    };
+    place("tb.wasm", &component("testbed"));
+    wait_status(&host, "/count", 200).await;
+
+    // Changed to something broken: the old version keeps serving.
+    let instance = host.get("/instance").await.body;
+    place("tb.wasm", b"not a component");
+    host.wait_for_log("not reloaded, the previous version keeps serving")
+        .await;
+    assert_eq!(host.get("/instance").await.body, instance);
+
+    // Changed: a new prefix in its sidecar moves its routes.
+    place("tb.toml", b"prefix = \"/tb\"\n");
+    place("tb.wasm", &component("testbed"));
+    wait_status(&host, "/tb/count", 200).await;
+    assert_eq!(host.get("/count").await.status, 404);
+
+    // Removed.
+    std::fs::remove_file(dir.join("tb.wasm")).unwrap();
+    wait_status(&host, "/tb/count", 404).await;
+    assert_eq!(host.get("/").await.body, "Hello from Rust!");
+}
+
+async fn wait_status(host: &Host, path: &str, status: u16) {
+    for _ in 0..200 {
+        if host.get(path).await.status == status {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{path} never answered {status}; the log:\n{}", host.log());
+}
+
+#[tokio::test]
+async fn a_flooding_or_looping_tenant_is_limited_alone() {
+    let host = serve(Components::new());
+    let noisy = serde_json::json!({ "quotas": { "requests-per-second": 5, "timeout-ms": 300 } });
+    create_tenant(&host, "noisy", noisy).await;
+    create_tenant(&host, "quiet", serde_json::json!({})).await;
+    for tenant in ["noisy", "quiet"] {
+        let reply = push(&host, tenant, "app", OPERATOR, component("testbed")).await;
+        assert_eq!(reply.status, 201, "{}", reply.body);
+    }
+    let mut limited = 0;
+    for _ in 0..30 {
+        let reply = host.get("/t/noisy/count").await;
+        if reply.status == 429 {
+            limited += 1;
+            assert!(reply.header("retry-after").is_some());
+        }
+        assert_eq!(host.get("/t/quiet/count").await.status, 200);
+    }
+    assert!(limited >= 20, "only {limited} of 30 were limited");
+
+    // A guest that loops is stopped at the tenant's time quota.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let looping = host.spawn_get("/t/noisy/spin");
+    assert_eq!(host.get("/t/quiet/count").await.status, 200);
+    assert_eq!(looping.await.unwrap().status, 504);
+
+    // The quota on upload: a limit over the tenant's is refused.
+    let reply = push_with(
+        &host,
+        "noisy",
+        "app",
+        component("testbed"),
+        "[limits]\ntimeout-ms = 60000\n",
+    )
+    .await;
+    assert_eq!(reply.status, 422, "{}", reply.body);
+    assert!(
+        reply.body.contains("over the tenant's quota of 300"),
+        "{}",
+        reply.body
+    );
+}
+
+#[tokio::test]
+async fn tenants_are_reached_by_host_name_when_a_domain_is_set() {
+    let components = Components::new();
+    let config = components.path().join("host.toml");
+    std::fs::write(&config, "[tenants]\ndomain = \"apps.test\"\n").unwrap();
+    let config = config.to_str().unwrap().to_string();
+    let host = serve_with(components, &["--config", &config]);
+    create_tenant(&host, "acme", serde_json::json!({})).await;
+    assert_eq!(
+        push(&host, "acme", "app", OPERATOR, component("testbed"))
+            .await
+            .status,
+        201
+    );
+    let reply = host
+        .send(
+            Method::GET,
+            "/count",
+            &[("host", "acme.apps.test:8080")],
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let reply = host
+        .send(
+            Method::GET,
+            "/count",
+            &[("host", "other.apps.test")],
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(reply.status, 404);
+    assert_eq!(host.get("/t/acme/count").await.status, 200);
+}
+
+#[tokio::test]
+async fn the_cli_creates_tenants_issues_tokens_and_pushes() {
+    let host = serve(Components::new());
+    let url = format!("http://{}", host.admin.unwrap());
+    let cli = |args: &[&str], token: &str| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_cello-host"))
+            .args(args)
+            .env("CELLO_ADMIN_URL", &url)
+            .env("CELLO_TOKEN", token)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr);
+        (output.status.success(), text)
+    };
+    let (ok, text) = cli(
+        &[
+            "tenant",
+            "create",
+            "acme",
+            "--quotas",
+            r#"{"memory-mb": 64}"#,
+        ],
+        OPERATOR,
+    );
+    assert!(ok, "{text}");
+    let (ok, text) = cli(&["tenant", "token", "acme"], OPERATOR);
+    assert!(ok, "{text}");
+    let issued: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let token = issued["token"].as_str().unwrap();
+    let file = components_dir().join("testbed.wasm");
+    let settings = std::env::temp_dir().join(format!("cello-cli-{}.toml", std::process::id()));
+    std::fs::write(&settings, "prefix = \"/shop\"\n").unwrap();
+    let (ok, text) = cli(
+        &[
+            "push",
+            "--tenant",
+            "acme",
+            "--name",
+            "shop",
+            "--settings",
+            settings.to_str().unwrap(),
+            file.to_str().unwrap(),
+        ],
+        token,
+    );
+    assert!(ok, "{text}");
+    assert_eq!(host.get("/t/acme/shop/count").await.status, 200);
+    // Refusals are reported with the problems, and a non-zero exit.
+    let (ok, text) = cli(
+        &[
+            "push",
+            "--tenant",
+            "acme",
+            "--name",
+            "shop",
+            settings.to_str().unwrap(),
+        ],
+        token,
+    );
+    assert!(!ok);
+    assert!(text.contains("not a WebAssembly binary"), "{text}");
+    let (ok, text) = cli(&["tenant", "delete", "acme"], token);
+    assert!(!ok, "a tenant token cannot delete: {text}");
+    let (ok, text) = cli(&["tenant", "delete", "acme"], OPERATOR);
+    assert!(ok, "{text}");
+    assert_eq!(host.get("/t/acme/shop/count").await.status, 404);
+    let _ = std::fs::remove_file(settings);
+}
