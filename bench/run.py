@@ -7,6 +7,8 @@ of each load run (default 10).
 
 from __future__ import annotations
 
+import copy
+import json
 import os
 import platform
 import re
@@ -86,6 +88,12 @@ class Server:
             self.process.kill()
             self.process.wait()
 
+    def at(self, url: str) -> Server:
+        """The same server, measured at another URL."""
+        view = copy.copy(self)
+        view.url = url
+        return view
+
     def cpu_seconds(self) -> float:
         """User and system CPU time of the server process and its threads."""
         fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -119,16 +127,22 @@ def duration_ms(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
-def wrk(name: str, server: Server, path: str, headers: dict[str, str] | None = None) -> Load:
+def wrk(
+    name: str,
+    server: Server,
+    path: str,
+    headers: dict[str, str] | None = None,
+    connections: int = CONNECTIONS,
+) -> Load:
     url = server.url.rsplit("/", 1)[0] + path if path else server.url
     extra = [arg for k, v in (headers or {}).items() for arg in ("-H", f"{k}: {v}")]
     # Warm up: instances, caches and connections.
     subprocess.run(
-        ["wrk", "-t1", f"-c{CONNECTIONS}", "-d2s", *extra, url], capture_output=True, check=True
+        ["wrk", "-t1", f"-c{connections}", "-d2s", *extra, url], capture_output=True, check=True
     )
     cpu_before = server.cpu_seconds()
     result = subprocess.run(
-        ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{SECONDS}s", "--latency", *extra, url],
+        ["wrk", "-t1", f"-c{connections}", f"-d{SECONDS}s", "--latency", *extra, url],
         capture_output=True,
         text=True,
         check=True,
@@ -284,6 +298,66 @@ def throughput(state: Path) -> list[Load]:
     return loads
 
 
+OPERATOR = "bench-operator-token"
+
+# Each noisy neighbour is a tenant of its own, running the Python bench app
+# under the quotas given; what it does to the quiet tenant is measured.
+NEIGHBOURS = [
+    ("floods its hello route, no rate quota", "/sync", {"requests-per-second": 0}),
+    ("floods its hello route, 200 req/s quota", "/sync", {"requests-per-second": 200}),
+    (
+        "loops: CPU-bound requests stopped at its 1 s time quota",
+        "/busy/100000",
+        {"requests-per-second": 0, "timeout-ms": 1000, "max-instances": 1},
+    ),
+]
+
+
+def admin(port: int, method: str, path: str, body: bytes = b"", kind: str = "application/json"):
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        data=body or None,
+        method=method,
+        headers={"Authorization": f"Bearer {OPERATOR}", "Content-Type": kind},
+    )
+    with urllib.request.urlopen(request, timeout=120) as response:
+        return json.loads(response.read() or b"null")
+
+
+def tenant_with(port: int, name: str, component: str, quotas: dict) -> None:
+    """Creates tenant `name` with `quotas` and uploads `component` to it."""
+    body = json.dumps({"name": name, "quotas": quotas}).encode()
+    admin(port, "POST", "/v1/tenants", body)
+    wasm = (COMPONENTS / f"{component}.wasm").read_bytes()
+    admin(port, "PUT", f"/v1/tenants/{name}/components/app", wasm, "application/wasm")
+
+
+def isolation(state: Path) -> list[Load]:
+    """p99 of a quiet tenant's hello route, alone and beside noisy tenants."""
+    print("isolation: a quiet tenant (wrk -c2) alone and beside a noisy one (wrk -c32)")
+    port, ops, admin_port = free_port(), free_port(), free_port()
+    command = [str(HOST), "serve", str(component_dir()), "--listen", f"127.0.0.1:{port}"]
+    command += ["--state-dir", str(state), "--ops-listen", f"127.0.0.1:{ops}"]
+    command += ["--admin-listen", f"127.0.0.1:{admin_port}", "--admin-token", OPERATOR]
+    command += ["--tenants-dir", tempfile.mkdtemp(prefix="cello-bench-tenants-"), "--no-watch"]
+    base = f"http://127.0.0.1:{port}"
+    loads = []
+    with Server(command, f"http://127.0.0.1:{ops}/healthz", env={"CELLO_LOG": "warn"}) as host:
+        tenant_with(admin_port, "quiet", "hello-rust", {"requests-per-second": 0})
+        quiet = host.at(f"{base}/t/quiet/")
+        loads.append(wrk("quiet tenant alone", quiet, "", connections=2))
+        for n, (what, path, quotas) in enumerate(NEIGHBOURS):
+            tenant_with(admin_port, f"noisy-{n}", "bench-python", quotas)
+            flood = subprocess.Popen(
+                ["wrk", "-t1", "-c32", f"-d{SECONDS + 4}s", f"{base}/t/noisy-{n}{path}"],
+                stdout=subprocess.DEVNULL,
+            )
+            time.sleep(2)
+            loads.append(wrk(f"quiet tenant, while a neighbour {what}", quiet, "", connections=2))
+            flood.wait()
+    return loads
+
+
 def cold_start() -> dict[str, float]:
     """First 200 after process start for the Python component, cache empty and warm."""
     print("cold start: Python component, first response after process start", flush=True)
@@ -349,7 +423,7 @@ def memory(state: Path) -> dict[str, float]:
     return {"instances added": added, "MiB per instance": per_instance / 2**20}
 
 
-def write_results(loads, cold, inst, mem) -> None:
+def write_results(loads, cold, inst, mem, isolated) -> None:
     by_name = {load.name: load for load in loads}
     hyper = by_name["native hyper"]
     best_wasmtime = max(
@@ -455,6 +529,24 @@ def write_results(loads, cold, inst, mem) -> None:
         f"**{mem['MiB per instance']:.1f} MiB** ({mem['instances added']:.0f} instances made warm "
         "by 16 concurrent CPU-bound requests, RSS measured before and after).",
         "",
+        "## Tenant isolation",
+        "",
+        "p50 and p99 of a quiet tenant's Rust hello route (`wrk -t1 -c2`), alone and while "
+        "a noisy tenant on the same host is loaded with `wrk -t1 -c32`. Each noisy tenant runs "
+        "the Python bench app under the quotas named; the host has 2 cores, shared with both "
+        "load generators.",
+        "",
+        "| quiet tenant | req/s | p50 ms | p99 ms | p99 ÷ alone |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    alone = isolated[0]
+    lines += [
+        f"| {load.name} | {load.rps:,.0f} | {load.p50_ms:.2f} | {load.p99_ms:.2f} | "
+        f"{load.p99_ms / alone.p99_ms:.1f} |"
+        for load in isolated
+    ]
+    lines += [
+        "",
         "![requests per second](results.png)",
         "",
     ]
@@ -510,7 +602,8 @@ def main() -> None:
     cold = cold_start()
     inst = instantiation(state)
     mem = memory(state)
-    write_results(loads, cold, inst, mem)
+    isolated = isolation(state)
+    write_results(loads, cold, inst, mem, isolated)
     print(f"wrote {BENCH / 'RESULTS.md'} and {BENCH / 'results.png'}")
 
 

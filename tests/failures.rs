@@ -64,7 +64,7 @@ fn a_route_conflict_stops_the_start_naming_both_components() {
         .serve_fails();
     assert!(!status.success());
     assert!(
-        output.contains("route conflict: /count is declared by both testbed-copy and testbed"),
+        output.contains("route conflict: /count is declared by both testbed and testbed-copy"),
         "{output}"
     );
 }

@@ -321,8 +321,9 @@ impl Tenants {
         tenants.get(name).map(view).ok_or_else(|| no_tenant(name))
     }
 
-    /// Changes a tenant's quotas or grants. Quotas on instances and request
-    /// rate apply at once; the others, and grants, to uploads from now on.
+    /// Changes a tenant's quotas or grants. The request-rate quota applies
+    /// at once; the others, and grants, to components uploaded or rolled
+    /// back from now on (components serving keep what they were loaded with).
     pub async fn update(
         &self,
         name: &str,
@@ -353,6 +354,9 @@ impl Tenants {
             )
             .await
             .map_err(|p| Refusal::with(StatusCode::INTERNAL_SERVER_ERROR, "not changed", p))?;
+        if record.quotas.max_instances != tenant.record.quotas.max_instances {
+            tenant.scope = scope(&record);
+        }
         tenant.record = record;
         Ok(view(tenant))
     }
