@@ -688,3 +688,33 @@ async fn the_cli_creates_tenants_issues_tokens_and_pushes() {
     assert_eq!(host.get("/t/acme/shop/count").await.status, 404);
     let _ = std::fs::remove_file(settings);
 }
+
+#[tokio::test]
+async fn a_replaced_version_is_retired_with_its_shutdown_hook() {
+    let host = serve(Components::new());
+    let grants = serde_json::json!({ "grants": { "kv": true, "config": true, "outbound": ["http://127.0.0.1:*"] } });
+    create_tenant(&host, "acme", grants).await;
+    let settings = "[variables]\ngreeting = \"hello\"\n[secrets]\napi-token = \"s3cret\"\n";
+    let reply = push_with(&host, "acme", "app", component("python-caps"), settings).await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    assert_eq!(host.get("/t/acme/startup").await.status, 200);
+    assert_eq!(host.get("/t/acme/kv/shutdown:count").await.status, 404);
+
+    let reply = push_with(&host, "acme", "app", component("python-caps"), settings).await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    // The first version's instances ran their shutdown hook, which counts
+    // itself in the key-value store both versions share.
+    for _ in 0..100 {
+        let reply = host.get("/t/acme/kv/shutdown:count").await;
+        if reply.status == 200 {
+            let stopped: u32 = reply.json()["value"].as_str().unwrap().parse().unwrap();
+            assert!(stopped >= 1, "{}", reply.body);
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "the replaced version never ran on-stop; the log:\n{}",
+        host.log()
+    );
+}
