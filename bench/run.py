@@ -342,7 +342,7 @@ def isolation(state: Path) -> list[Load]:
     command += ["--tenants-dir", tempfile.mkdtemp(prefix="cello-bench-tenants-"), "--no-watch"]
     base = f"http://127.0.0.1:{port}"
     loads = []
-    with Server(command, f"http://127.0.0.1:{ops}/healthz", env={"CELLO_LOG": "warn"}) as host:
+    with Server(command, f"http://127.0.0.1:{ops}/readyz", env={"CELLO_LOG": "warn"}) as host:
         tenant_with(admin_port, "quiet", "hello-rust", {"requests-per-second": 0})
         quiet = host.at(f"{base}/t/quiet/")
         loads.append(wrk("quiet tenant alone", quiet, "", connections=2))

@@ -239,7 +239,7 @@ impl Admin {
         if blake3::hash(token.as_bytes()) == self.operator {
             return Ok(Caller::Operator);
         }
-        match self.tenants.authenticate(token).await {
+        match self.tenants.authenticate(token) {
             Some(tenant) => Ok(Caller::Tenant(tenant)),
             None => Err(unauthorized("the token is not valid")),
         }

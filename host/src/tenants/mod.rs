@@ -151,6 +151,9 @@ pub struct Tenants {
     store: Store,
     /// Held for the whole of a change, so changes apply one at a time.
     tenants: tokio::sync::Mutex<BTreeMap<String, Tenant>>,
+    /// Each tenant's token hashes, apart from `tenants` so that checking a
+    /// token never waits for an upload to compile.
+    tokens: std::sync::RwLock<BTreeMap<String, Vec<blake3::Hash>>>,
     /// The quotas a tenant gets when created without its own.
     pub default_quotas: Quotas,
 }
@@ -202,6 +205,7 @@ impl Tenants {
             registry,
             store,
             tenants: tokio::sync::Mutex::default(),
+            tokens: std::sync::RwLock::default(),
             default_quotas,
         }
     }
@@ -255,6 +259,7 @@ impl Tenants {
             if let Err(conflicts) = added {
                 problems.push(format!("tenant {name}: {}", conflicts.join("; ")));
             }
+            self.remember_tokens(&tenant.record);
             tenants.insert(name, tenant);
         }
         problems
@@ -305,6 +310,7 @@ impl Tenants {
             components: BTreeMap::new(),
         };
         let view = view(&tenant);
+        self.remember_tokens(&tenant.record);
         tenants.insert(name.to_string(), tenant);
         tracing::info!(tenant = name, "tenant created");
         Ok(view)
@@ -385,6 +391,7 @@ impl Tenants {
             }
         }
         tenants.remove(name);
+        self.tokens.write().unwrap().remove(name);
         tracing::info!(tenant = name, "tenant deleted");
         Ok(())
     }
@@ -405,24 +412,28 @@ impl Tenants {
         blocking(move || store.write_tenant(&written))
             .await
             .map_err(Refusal::internal)?;
+        self.remember_tokens(&record);
         tenant.record = record;
         Ok(token)
     }
 
     /// The tenant a token belongs to, if it is one of its tokens.
-    pub async fn authenticate(&self, token: &str) -> Option<String> {
+    pub fn authenticate(&self, token: &str) -> Option<String> {
         let (name, _) = token.strip_prefix("ct_")?.split_once('.')?;
         let hash = blake3::hash(token.as_bytes());
-        let tenants = self.tenants.lock().await;
-        let tenant = tenants.get(name)?;
-        tenant
-            .record
+        let tokens = self.tokens.read().unwrap();
+        // `blake3::Hash` compares in constant time.
+        tokens.get(name)?.contains(&hash).then(|| name.to_string())
+    }
+
+    fn remember_tokens(&self, record: &TenantRecord) {
+        let hashes = record
             .token_hashes
             .iter()
             .filter_map(|h| blake3::Hash::from_hex(h).ok())
-            // `blake3::Hash` compares in constant time.
-            .any(|h| h == hash)
-            .then(|| name.to_string())
+            .collect();
+        let mut tokens = self.tokens.write().unwrap();
+        tokens.insert(record.name.clone(), hashes);
     }
 
     /// Validates and deploys a new version of `name`; on any problem the
