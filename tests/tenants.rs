@@ -44,15 +44,7 @@ async fn create_tenant(host: &Host, name: &str, settings: serde_json::Value) {
 
 async fn token(host: &Host, tenant: &str) -> String {
     let path = format!("/v1/tenants/{tenant}/tokens");
-    let reply = host
-        .admin(
-            Method::POST,
-            &path,
-            OPERATOR,
-            "application/json",
-            Vec::new(),
-        )
-        .await;
+    let reply = call(host, Method::POST, &path, OPERATOR).await;
     assert_eq!(reply.status, 201, "{}", reply.body);
     reply.json()["token"].as_str().unwrap().to_string()
 }
@@ -86,15 +78,28 @@ async fn push_with(host: &Host, tenant: &str, name: &str, bytes: Vec<u8>, settin
         .await
 }
 
+/// A host where tenant acme, with `quotas`, serves the testbed as `shop`.
+async fn serving_shop(quotas: serde_json::Value) -> Host {
+    let host = serve(Components::new());
+    create_tenant(&host, "acme", serde_json::json!({ "quotas": quotas })).await;
+    let reply = push(&host, "acme", "shop", OPERATOR, component("testbed")).await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    host
+}
+
+/// An admin request without a body.
+async fn call(host: &Host, method: Method, path: &str, token: &str) -> Reply {
+    host.admin(method, path, token, "application/json", Vec::new())
+        .await
+}
+
 fn problems(reply: &Reply) -> String {
     reply.json()["problems"].to_string()
 }
 
 async fn versions(host: &Host, tenant: &str, name: &str) -> serde_json::Value {
     let path = format!("/v1/tenants/{tenant}/components/{name}/versions");
-    let reply = host
-        .admin(Method::GET, &path, OPERATOR, "application/json", Vec::new())
-        .await;
+    let reply = call(host, Method::GET, &path, OPERATOR).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     reply.json()
 }
@@ -133,36 +138,12 @@ async fn an_upload_is_served_and_tokens_only_reach_their_own_tenant() {
         reply.body
     );
     // A tenant token cannot do what only the operator may.
-    let reply = host
-        .admin(
-            Method::POST,
-            "/v1/tenants/acme/tokens",
-            &acme,
-            "application/json",
-            Vec::new(),
-        )
-        .await;
+    let reply = call(&host, Method::POST, "/v1/tenants/acme/tokens", &acme).await;
     assert_eq!(reply.status, 403);
-    let reply = host
-        .admin(
-            Method::DELETE,
-            "/v1/tenants/globex",
-            &acme,
-            "application/json",
-            Vec::new(),
-        )
-        .await;
+    let reply = call(&host, Method::DELETE, "/v1/tenants/globex", &acme).await;
     assert_eq!(reply.status, 403);
     // Its own tenant it may read; the token itself is not stored.
-    let reply = host
-        .admin(
-            Method::GET,
-            "/v1/tenants/acme",
-            &acme,
-            "application/json",
-            Vec::new(),
-        )
-        .await;
+    let reply = call(&host, Method::GET, "/v1/tenants/acme", &acme).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.json()["components"]["shop"]["version"], 1);
     let record = host.tenants_dir().join("acme").join("tenant.json");
@@ -170,30 +151,20 @@ async fn an_upload_is_served_and_tokens_only_reach_their_own_tenant() {
     assert!(stored.contains("token-hashes"), "{stored}");
     assert!(!stored.contains(acme.split('.').nth(1).unwrap()));
 
-    let reply = host
-        .admin(
-            Method::DELETE,
-            "/v1/tenants/acme/components/shop",
-            &acme,
-            "",
-            Vec::new(),
-        )
-        .await;
+    let reply = call(
+        &host,
+        Method::DELETE,
+        "/v1/tenants/acme/components/shop",
+        &acme,
+    )
+    .await;
     assert_eq!(reply.status, 204, "{}", reply.body);
     assert_eq!(host.get("/t/acme/count").await.status, 404);
 }
 
 #[tokio::test]
 async fn bad_uploads_list_every_problem_and_the_previous_version_keeps_serving() {
-    let host = serve(Components::new());
-    create_tenant(
-        &host,
-        "acme",
-        serde_json::json!({ "quotas": { "max-component-mb": 1 } }),
-    )
-    .await;
-    let reply = push(&host, "acme", "shop", OPERATOR, component("testbed")).await;
-    assert_eq!(reply.status, 201, "{}", reply.body);
+    let host = serving_shop(serde_json::json!({ "max-component-mb": 1 })).await;
     let before = host.get("/t/acme/instance").await;
     assert_eq!(before.status, 200);
 
@@ -271,15 +242,7 @@ async fn bad_uploads_list_every_problem_and_the_previous_version_keeps_serving()
 
 #[tokio::test]
 async fn a_new_version_under_continuous_load_fails_no_request() {
-    let host = serve(Components::new());
-    create_tenant(
-        &host,
-        "acme",
-        serde_json::json!({ "quotas": { "requests-per-second": 0 } }),
-    )
-    .await;
-    let reply = push(&host, "acme", "shop", OPERATOR, component("testbed")).await;
-    assert_eq!(reply.status, 201, "{}", reply.body);
+    let host = serving_shop(serde_json::json!({ "requests-per-second": 0 })).await;
     let url = host.url("/t/acme/instance");
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut workers = Vec::new();
@@ -386,9 +349,7 @@ async fn tenants_come_back_after_a_restart_and_a_crash_mid_upload_keeps_the_old_
     // A graceful restart.
     let host = serve(host.stop());
     assert_eq!(host.get("/t/acme/count").await.status, 200);
-    let reply = host
-        .admin(Method::GET, "/v1/tenants/acme", &acme, "", Vec::new())
-        .await;
+    let reply = call(&host, Method::GET, "/v1/tenants/acme", &acme).await;
     assert_eq!(
         reply.status, 200,
         "the token survives a restart: {}",
@@ -464,9 +425,7 @@ async fn rollback_serves_an_earlier_version_again() {
     assert_eq!(host.get("/t/acme/startup").await.status, 200);
 
     let path = "/v1/tenants/acme/components/app/rollback";
-    let reply = host
-        .admin(Method::POST, path, OPERATOR, "", Vec::new())
-        .await;
+    let reply = call(&host, Method::POST, path, OPERATOR).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.json()["version"], 1);
     assert_eq!(host.get("/t/acme/instance").await.status, 200);
@@ -487,9 +446,7 @@ async fn rollback_serves_an_earlier_version_again() {
     assert_eq!(reply.status, 404, "{}", reply.body);
 
     // The rollback is remembered across a restart.
-    let reply = host
-        .admin(Method::POST, path, OPERATOR, "", Vec::new())
-        .await;
+    let reply = call(&host, Method::POST, path, OPERATOR).await;
     assert_eq!(reply.status, 200);
     let host = serve(host.stop());
     assert_eq!(host.get("/t/acme/instance").await.status, 200);
@@ -598,24 +555,11 @@ async fn tenants_are_reached_by_host_name_when_a_domain_is_set() {
             .status,
         201
     );
-    let reply = host
-        .send(
-            Method::GET,
-            "/count",
-            &[("host", "acme.apps.test:8080")],
-            Vec::new(),
-        )
-        .await;
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    let reply = host
-        .send(
-            Method::GET,
-            "/count",
-            &[("host", "other.apps.test")],
-            Vec::new(),
-        )
-        .await;
-    assert_eq!(reply.status, 404);
+    for (name, status) in [("acme.apps.test:8080", 200), ("other.apps.test", 404)] {
+        let headers = [("host", name)];
+        let reply = host.send(Method::GET, "/count", &headers, Vec::new()).await;
+        assert_eq!(reply.status, status, "{name}: {}", reply.body);
+    }
     assert_eq!(host.get("/t/acme/count").await.status, 200);
 }
 
@@ -652,33 +596,16 @@ async fn the_cli_creates_tenants_issues_tokens_and_pushes() {
     let file = components_dir().join("testbed.wasm");
     let settings = std::env::temp_dir().join(format!("cello-cli-{}.toml", std::process::id()));
     std::fs::write(&settings, "prefix = \"/shop\"\n").unwrap();
+    let push = ["push", "--tenant", "acme", "--name", "shop"];
+    let settings_arg = ["--settings", settings.to_str().unwrap()];
     let (ok, text) = cli(
-        &[
-            "push",
-            "--tenant",
-            "acme",
-            "--name",
-            "shop",
-            "--settings",
-            settings.to_str().unwrap(),
-            file.to_str().unwrap(),
-        ],
+        &[&push[..], &settings_arg, &[file.to_str().unwrap()]].concat(),
         token,
     );
     assert!(ok, "{text}");
     assert_eq!(host.get("/t/acme/shop/count").await.status, 200);
     // Refusals are reported with the problems, and a non-zero exit.
-    let (ok, text) = cli(
-        &[
-            "push",
-            "--tenant",
-            "acme",
-            "--name",
-            "shop",
-            settings.to_str().unwrap(),
-        ],
-        token,
-    );
+    let (ok, text) = cli(&[&push[..], &[settings.to_str().unwrap()]].concat(), token);
     assert!(!ok);
     assert!(text.contains("not a WebAssembly binary"), "{text}");
     let (ok, text) = cli(&["tenant", "delete", "acme"], token);
