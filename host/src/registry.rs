@@ -69,8 +69,12 @@ pub enum Resolved<'a> {
         /// The path without `/t/{tenant}`.
         path: &'a str,
     },
-    /// The request names a tenant that does not exist.
-    NoTenant(&'a str),
+    /// The request names a tenant that does not exist; the directory's
+    /// table may still answer the path.
+    NoTenant {
+        name: &'a str,
+        main: &'a Router,
+    },
 }
 
 /// Where tenants' apps are reached: `/t/{tenant}/...`, always.
@@ -90,10 +94,7 @@ impl Routes {
                 .strip_suffix(domain.as_str())
                 .and_then(|rest| rest.strip_suffix('.'))
             {
-                return match self.tenants.get(tenant) {
-                    Some(routes) => Resolved::Tenant { routes, path },
-                    None => Resolved::NoTenant(tenant),
-                };
+                return self.tenant(tenant, path);
             }
         }
         let Some(rest) = path.strip_prefix(TENANT_PATH) else {
@@ -103,9 +104,16 @@ impl Routes {
             Some(slash) => (&rest[..slash], &rest[slash..]),
             None => (rest, "/"),
         };
-        match self.tenants.get(tenant) {
+        self.tenant(tenant, path)
+    }
+
+    fn tenant<'a>(&'a self, name: &'a str, path: &'a str) -> Resolved<'a> {
+        match self.tenants.get(name) {
             Some(routes) => Resolved::Tenant { routes, path },
-            None => Resolved::NoTenant(tenant),
+            None => Resolved::NoTenant {
+                name,
+                main: &self.main,
+            },
         }
     }
 }

@@ -42,6 +42,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body of every response the host sends.
 pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 
+/// A response still being made, boxed so moving it moves a pointer.
+type BoxedResponse = std::pin::Pin<Box<dyn Future<Output = http::Response<Body>> + Send>>;
+
 /// How long shutdown waits for requests in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
@@ -200,10 +203,13 @@ async fn handle(
             Ok(()) => Ok(routes.router.at(req.method(), path)),
             Err(refused) => Err(*refused),
         },
-        Resolved::NoTenant(name) => Err(error_response(
-            StatusCode::NOT_FOUND,
-            &format!("Not Found: there is no tenant named {name:?}."),
-        )),
+        Resolved::NoTenant { name, main } => match main.at(req.method(), &path) {
+            RouteMatch::NotFound => Err(error_response(
+                StatusCode::NOT_FOUND,
+                &format!("Not Found: there is no tenant named {name:?}."),
+            )),
+            found => Ok(found),
+        },
     };
     let mut response = match looked_up {
         Err(refused) => {
@@ -234,7 +240,10 @@ async fn handle(
                 request_id: request_id.clone(),
                 path: path.clone(),
             };
-            let guarded = |req| guarded(target, req, call);
+            // Boxed once here: the call's future is large (it holds the
+            // guest call's), and unboxed it would be copied by every layer
+            // that moves it.
+            let guarded = |req| -> BoxedResponse { Box::pin(guarded(target, req, call)) };
             let response = match &owner.middleware().cors {
                 Some(cors) => with_cors(cors, req, guarded).await,
                 None => guarded(req).await,
