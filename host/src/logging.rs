@@ -1,27 +1,21 @@
 //! The host's log: tracing events to stderr, written by a thread of their
 //! own so a request never waits on a write, pretty or JSON by flag.
 //!
-//! Access log events (target `access`, one per request) take a lighter
-//! path: a layer that writes each as one line straight from its fields into
+//! Access lines (one per request, when the access log is on) take a
+//! lighter path than tracing events: [`access`] formats each straight into
 //! a shared buffer, which goes to stderr when it fills (in whole lines, at
 //! most one pipe-atomic 4 KiB at a time) and every 100 ms. Handing each
-//! line to a writer thread cost a thread wake-up per request, more than
-//! the rest of the middleware chain together.
+//! line to a writer thread cost a thread wake-up per request, and going
+//! through tracing's dispatch a few percent of the host's CPU.
 
-use std::fmt::Write as _;
 use std::io::{BufWriter, Stderr, Write as _};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tracing::field::{Field, Visit};
-use tracing::{Event, Subscriber};
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
-use tracing_subscriber::layer::{Context, Filter, SubscriberExt};
+use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
-
-/// The target of access log events.
-pub const ACCESS: &str = "access";
 
 /// Keeps the log's writers alive; dropping it writes what is buffered.
 pub struct LogGuard {
@@ -50,9 +44,9 @@ pub fn init(json: bool) -> LogGuard {
         .finish(std::io::BufWriter::new(std::io::stderr()));
     let general = tracing_subscriber::fmt::layer().with_writer(writer);
     let general = if json {
-        general.json().with_filter(NotAccess).boxed()
+        general.json().boxed()
     } else {
-        general.with_filter(NotAccess).boxed()
+        general.boxed()
     };
     let access = Arc::new(Mutex::new(BufWriter::with_capacity(
         4096,
@@ -66,13 +60,13 @@ pub fn init(json: bool) -> LogGuard {
             std::thread::sleep(ACCESS_FLUSH);
         }
     });
+    let _ = ACCESS_OUT.set(AccessOut {
+        out: access.clone(),
+        json,
+    });
     tracing_subscriber::registry()
         .with(filter)
         .with(general)
-        .with(AccessLog {
-            out: access.clone(),
-            json,
-        })
         .init();
     LogGuard {
         _worker: guard,
@@ -80,101 +74,91 @@ pub fn init(json: bool) -> LogGuard {
     }
 }
 
-/// Everything but access log events.
-struct NotAccess;
-
-impl<S> Filter<S> for NotAccess {
-    fn enabled(&self, meta: &tracing::Metadata<'_>, _: &Context<'_, S>) -> bool {
-        meta.target() != ACCESS
-    }
+/// One request, as the access log records it.
+pub struct AccessLine<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub status: u16,
+    /// The body's length, when known up front.
+    pub bytes: Option<u64>,
+    pub duration_us: u64,
+    pub component: Option<&'a str>,
+    pub route: Option<&'a str>,
+    pub request_id: &'a str,
 }
 
-/// Writes access log events as one line each.
-struct AccessLog {
+/// Where access lines go, once [`init`] has run.
+static ACCESS_OUT: OnceLock<AccessOut> = OnceLock::new();
+
+struct AccessOut {
     out: Arc<Mutex<BufWriter<Stderr>>>,
     json: bool,
 }
 
-impl<S: Subscriber> Layer<S> for AccessLog {
-    fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
-        if event.metadata().target() != ACCESS {
-            return;
-        }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        let mut line = Line {
-            text: String::with_capacity(256),
-            json: self.json,
+/// Writes one access line: a JSON object like the general log's JSON lines
+/// (target `access`), or `SECONDS access: name=value ...`. Does nothing
+/// before [`init`].
+pub fn access(line: &AccessLine<'_>) {
+    let Some(access) = ACCESS_OUT.get() else {
+        return;
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let mut text = Vec::with_capacity(256);
+    let json = access.json;
+    let _ = if json {
+        write!(
+            text,
+            "{{\"timestamp\":{}.{:03},\"level\":\"INFO\",\"target\":\"access\",\"fields\":{{",
+            now.as_secs(),
+            now.subsec_millis()
+        )
+    } else {
+        write!(text, "{}.{:03} access:", now.as_secs(), now.subsec_millis())
+    };
+    let mut first = true;
+    let mut name = |text: &mut Vec<u8>, name: &str| {
+        let _ = match (json, first) {
+            (true, true) => write!(text, "\"{name}\":"),
+            (true, false) => write!(text, ",\"{name}\":"),
+            (false, _) => write!(text, " {name}="),
         };
-        if self.json {
-            let _ = write!(
-                line.text,
-                "{{\"timestamp\":{}.{:03},\"level\":\"INFO\",\"target\":\"access\",\"fields\":{{",
-                now.as_secs(),
-                now.subsec_millis()
-            );
-        } else {
-            let _ = write!(
-                line.text,
-                "{}.{:03} access:",
-                now.as_secs(),
-                now.subsec_millis()
-            );
-        }
-        event.record(&mut line);
-        line.text.push_str(if self.json { "}}\n" } else { "\n" });
-        if let Ok(mut out) = self.out.lock() {
-            let _ = out.write_all(line.text.as_bytes());
-        }
-    }
-}
-
-/// One line being written, field by field.
-struct Line {
-    text: String,
-    json: bool,
-}
-
-impl Line {
-    fn name(&mut self, field: &Field) {
-        if self.json {
-            if !self.text.ends_with('{') {
-                self.text.push(',');
-            }
-            let _ = write!(self.text, "\"{}\":", field.name());
-        } else {
-            let _ = write!(self.text, " {}=", field.name());
-        }
-    }
-}
-
-impl Visit for Line {
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        self.name(field);
-        let _ = write!(self.text, "{value}");
-    }
-
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        self.name(field);
-        let _ = write!(self.text, "{value}");
-    }
-
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.name(field);
-        if self.json {
+        first = false;
+    };
+    let string = |text: &mut Vec<u8>, value: &str| {
+        if json {
             // serde_json escapes exactly as JSON needs.
-            let _ = write!(
-                self.text,
-                "{}",
-                serde_json::Value::String(value.to_string())
-            );
+            let _ = serde_json::to_writer(&mut *text, value);
         } else {
-            let _ = write!(self.text, "{value:?}");
+            let _ = write!(text, "{value:?}");
         }
+    };
+    let strings = [("method", Some(line.method)), ("path", Some(line.path))];
+    for (field, value) in strings.into_iter().filter_map(|(f, v)| Some((f, v?))) {
+        name(&mut text, field);
+        string(&mut text, value);
     }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.record_str(field, &format!("{value:?}"));
+    let numbers = [
+        ("status", Some(u64::from(line.status))),
+        ("bytes", line.bytes),
+        ("duration_us", Some(line.duration_us)),
+    ];
+    for (field, value) in numbers.into_iter().filter_map(|(f, v)| Some((f, v?))) {
+        name(&mut text, field);
+        let _ = write!(text, "{value}");
+    }
+    let labels = [
+        ("component", line.component),
+        ("route", line.route),
+        ("request_id", Some(line.request_id)),
+    ];
+    for (field, value) in labels.into_iter().filter_map(|(f, v)| Some((f, v?))) {
+        name(&mut text, field);
+        string(&mut text, value);
+    }
+    text.extend_from_slice(if json { b"}}\n" } else { b"\n" });
+    if let Ok(mut out) = access.out.lock() {
+        let _ = out.write_all(&text);
     }
 }

@@ -29,6 +29,7 @@ use tower_http::cors::CorsLayer;
 use crate::app::RouteGuard;
 use crate::bindings::{self, cello::component::types::Context};
 use crate::error::{CallError, error_response};
+use crate::logging::AccessLine;
 use crate::metrics::ComponentMetrics;
 use crate::middleware::auth::{Refusal, Verified, authorize};
 use crate::middleware::rate_limit::{Caller, Verdict};
@@ -289,18 +290,16 @@ async fn handle(
             .as_ref()
             .is_some_and(|o| o.middleware().access_log)
     {
-        let bytes = hyper::body::Body::size_hint(response.body()).exact();
-        tracing::info!(
-            target: crate::logging::ACCESS,
-            %method,
-            path,
-            status = response.status().as_u16(),
-            bytes,
-            duration_us = started.elapsed().as_micros() as u64,
-            component = component.as_ref().map(|o| &*o.component),
-            route = route.as_deref(),
-            request_id,
-        );
+        crate::logging::access(&AccessLine {
+            method: method.as_str(),
+            path: &path,
+            status: response.status().as_u16(),
+            bytes: hyper::body::Body::size_hint(response.body()).exact(),
+            duration_us: started.elapsed().as_micros() as u64,
+            component: component.as_ref().map(|o| &*o.component),
+            route: route.as_deref(),
+            request_id: &request_id,
+        });
     }
     response
 }
