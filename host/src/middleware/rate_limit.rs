@@ -82,7 +82,7 @@ impl RateLimitSettings {
 }
 
 type Bucket =
-    RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
+    RateLimiter<Key, DefaultKeyedStateStore<Key>, DefaultClock, StateInformationMiddleware>;
 
 /// One limit, with the state of every key it has seen.
 pub struct Limiter {
@@ -94,7 +94,7 @@ pub struct Limiter {
 
 enum Counter {
     Bucket(Bucket),
-    Window(Mutex<HashMap<String, VecDeque<Instant>>>),
+    Window(Mutex<HashMap<Key, VecDeque<Instant>>>),
 }
 
 /// What a check found: the headers to send, and whether to refuse.
@@ -110,14 +110,18 @@ pub struct Verdict {
 impl Verdict {
     /// `RateLimit-*` (and, when refused, `Retry-After`) headers.
     pub fn apply(&self, headers: &mut HeaderMap) {
-        let mut set = |name: &'static str, value: u64| {
+        use http::HeaderName;
+        const LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+        const REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+        const RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+        let mut set = |name: HeaderName, value: u64| {
             headers.insert(name, http::HeaderValue::from(value));
         };
-        set("ratelimit-limit", self.limit.into());
-        set("ratelimit-remaining", self.remaining.into());
-        set("ratelimit-reset", self.reset_s);
+        set(LIMIT, self.limit.into());
+        set(REMAINING, self.remaining.into());
+        set(RESET, self.reset_s);
         if !self.allowed {
-            set("retry-after", self.reset_s.max(1));
+            set(http::header::RETRY_AFTER, self.reset_s.max(1));
         }
     }
 }
@@ -195,6 +199,14 @@ impl Limiter {
     }
 }
 
+/// What a limit counts by: a client address costs no allocation.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Key {
+    Address(IpAddr),
+    Subject(Box<str>),
+    Tenant(Box<str>),
+}
+
 /// Who is calling, for keying limits.
 pub struct Caller<'a> {
     pub peer: SocketAddr,
@@ -205,14 +217,14 @@ pub struct Caller<'a> {
 }
 
 impl Caller<'_> {
-    fn key(&self, key: RateLimitKey) -> String {
+    fn key(&self, key: RateLimitKey) -> Key {
         match key {
             RateLimitKey::Subject => match self.claims.and_then(|c| c.get("sub")) {
-                Some(Value::String(sub)) => format!("sub:{sub}"),
-                _ => format!("ip:{}", self.client_ip()),
+                Some(Value::String(sub)) => Key::Subject(sub.as_str().into()),
+                _ => Key::Address(self.client_ip()),
             },
-            RateLimitKey::Tenant => format!("tenant:{}", self.tenant.unwrap_or("-")),
-            RateLimitKey::ClientAddress => format!("ip:{}", self.client_ip()),
+            RateLimitKey::Tenant => Key::Tenant(self.tenant.unwrap_or("-").into()),
+            RateLimitKey::ClientAddress => Key::Address(self.client_ip()),
         }
     }
 
