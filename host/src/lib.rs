@@ -3,6 +3,8 @@
 //! A request's path through the crate, in module order:
 //!
 //! - [`server`] accepts connections and turns each request into a call;
+//! - [`registry`] holds what is in service and says which route table
+//!   answers: the served directory's, or a tenant's (`/t/{tenant}/...`);
 //! - [`router`] picks the component and route for its method and path;
 //! - [`middleware`] wraps the call: CORS, JWT auth with route roles and
 //!   scopes, rate limits (the rest of the chain is in [`server`]);
@@ -16,8 +18,10 @@
 //!   requests that wait for one;
 //! - [`error`] turns every failure into a response.
 //!
-//! Around them: [`cli`] is the `cello-host` command; [`loader`] turns a
-//! directory of `.wasm` files and sidecars ([`config`]) into components;
+//! Around them: [`cli`] is the `cello-host` command; [`loader`] turns
+//! `.wasm` files and sidecars ([`config`]) into components, from the
+//! served directory, from [`reload`] when it changes, and from uploads to
+//! [`tenants`] through the [`admin`] API;
 //! [`compile`] keeps compiled artifacts on disk; [`engine`] holds the
 //! wasmtime configuration and the pooling allocator; [`state`] is what each
 //! instance's store carries; [`metrics`], [`ops`] and [`logging`] report on
