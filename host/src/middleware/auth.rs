@@ -3,14 +3,16 @@
 //! `exp`/`nbf` checked with leeway. Verified claims go to the guest; a
 //! route's required roles and scopes are checked before it runs.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::Value;
+use xxhash_rust::xxh3::Xxh3Builder;
 
 use crate::capabilities::config::ValueSource;
 
@@ -62,20 +64,24 @@ pub struct Auth {
     pub required: bool,
     /// Tokens verified lately, by their exact text: a client sends the same
     /// token many times, and checking its signature once is enough. An entry
-    /// is used only while the token's `exp` (with leeway) has not passed.
-    verified: moka::sync::Cache<String, Arc<Verified>>,
+    /// is used only until its `valid_until`. Only tokens that verified get
+    /// in, so a fast unkeyed hash is safe; when full, it is emptied (each
+    /// client's next request verifies again). On every request's path: a
+    /// read lock and one hash, less than a general-purpose cache costs.
+    verified: RwLock<HashMap<Box<str>, Arc<Verified>, Xxh3Builder>>,
 }
 
 /// A token that verified: its claims, and as JSON for the guest.
 pub struct Verified {
     pub claims: Value,
     pub json: String,
-    /// `exp` plus leeway, in seconds since the Unix epoch.
-    valid_until: Option<u64>,
+    /// Until when it may be used without checking again, in seconds since
+    /// the Unix epoch: `exp` plus leeway, and at most a minute from now.
+    valid_until: u64,
 }
 
 /// How many verified tokens are remembered, and for how long at most.
-const VERIFIED_TOKENS: u64 = 10_000;
+const VERIFIED_TOKENS: usize = 10_000;
 const VERIFIED_FOR: Duration = Duration::from_secs(60);
 
 /// Why a request was refused.
@@ -156,10 +162,7 @@ impl Auth {
             keys,
             validation,
             required: settings.required,
-            verified: moka::sync::Cache::builder()
-                .max_capacity(VERIFIED_TOKENS)
-                .time_to_live(VERIFIED_FOR)
-                .build(),
+            verified: RwLock::default(),
         })
     }
 
@@ -172,25 +175,27 @@ impl Auth {
             .strip_prefix("Bearer ")
             .or_else(|| header.strip_prefix("bearer "))
             .ok_or_else(|| Refusal::Unauthenticated("not a bearer token".into()))?;
-        if let Some(verified) = self.verified.get(token) {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            if verified.valid_until.is_none_or(|until| now < until) {
-                return Ok(verified);
-            }
-            self.verified.invalidate(token);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let remembered = self.verified.read().unwrap().get(token).cloned();
+        if let Some(verified) = remembered.filter(|v| now < v.valid_until) {
+            return Ok(verified);
         }
         let claims = self.check(token)?;
+        let exp = claims.get("exp").and_then(Value::as_u64);
         let verified = Arc::new(Verified {
             json: claims.to_string(),
-            valid_until: claims
-                .get("exp")
-                .and_then(Value::as_u64)
-                .map(|exp| exp + self.validation.leeway),
+            valid_until: exp
+                .map_or(u64::MAX, |exp| exp + self.validation.leeway)
+                .min(now + VERIFIED_FOR.as_secs()),
             claims,
         });
-        self.verified.insert(token.to_string(), verified.clone());
+        let mut remembered = self.verified.write().unwrap();
+        if remembered.len() >= VERIFIED_TOKENS {
+            remembered.clear();
+        }
+        remembered.insert(token.into(), verified.clone());
         Ok(verified)
     }
 
