@@ -280,11 +280,7 @@ def throughput(state: Path) -> list[Load]:
         loads.append(wrk("cello-host, the same wasi:http hello", s, "/"))
     with cello(component_dir("hello-rust"), "/", state) as s:
         loads.append(wrk("cello-host, Rust SDK hello route", s, "/"))
-    with cello(component_dir("hello-rust"), "/", state, config=CHAIN_OFF) as s:
-        loads.append(wrk("cello-host, Rust SDK hello, middleware off", s, "/"))
-    with cello(component_dir("hello-rust"), "/", state, config=CHAIN_ON) as s:
-        headers = {"Authorization": f"Bearer {bench_token()}", "Origin": "https://app.example"}
-        loads.append(wrk("cello-host, Rust SDK hello, full middleware chain", s, "/", headers))
+    loads += middleware_chain(state)
     with cello(component_dir("bench-python"), "/sync", state) as s:
         loads.append(wrk("cello-host, Python SDK hello (def)", s, "/sync"))
         loads.append(wrk("cello-host, Python SDK hello (async def)", s, "/async"))
@@ -356,6 +352,28 @@ def isolation(state: Path) -> list[Load]:
             loads.append(wrk(f"quiet tenant, while a neighbour {what}", quiet, "", connections=2))
             flood.wait()
     return loads
+
+
+def middleware_chain(state: Path, rounds: int = 3) -> list[Load]:
+    """The Rust hello with the middleware chain off and on, alternately,
+    `rounds` times each with the same requests; each row is the median run,
+    since single runs on this machine vary by ±10%."""
+    headers = {"Authorization": f"Bearer {bench_token()}", "Origin": "https://app.example"}
+    runs: dict[str, list[Load]] = {"off": [], "on": []}
+    for _ in range(rounds):
+        for which, config in (("off", CHAIN_OFF), ("on", CHAIN_ON)):
+            with cello(component_dir("hello-rust"), "/", state, config=config) as s:
+                runs[which].append(wrk(f"  chain {which}", s, "/", headers))
+    names = {
+        "off": "cello-host, Rust SDK hello, middleware off",
+        "on": "cello-host, Rust SDK hello, full middleware chain",
+    }
+    medians = []
+    for which, loads in runs.items():
+        median = sorted(loads, key=lambda load: load.rps)[len(loads) // 2]
+        median.name = f"{names[which]} (median of {rounds})"
+        medians.append(median)
+    return medians
 
 
 def cold_start() -> dict[str, float]:
@@ -478,8 +496,8 @@ def write_results(loads, cold, inst, mem, isolated) -> None:
         ),
         target(
             "Rust hello, full middleware chain ÷ middleware off (req/s)",
-            by_name["cello-host, Rust SDK hello, full middleware chain"].rps
-            / by_name["cello-host, Rust SDK hello, middleware off"].rps,
+            by_name["cello-host, Rust SDK hello, full middleware chain (median of 3)"].rps
+            / by_name["cello-host, Rust SDK hello, middleware off (median of 3)"].rps,
             0.9,
         ),
         target("Python def ÷ Starlette (req/s)", py_sync.rps / starlette.rps, 1.0),
