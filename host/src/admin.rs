@@ -34,7 +34,7 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 
-use crate::error::{error_response, json_response};
+use crate::error::json_response;
 use crate::server::{Body, accept};
 use crate::tenants::{Refusal, TenantSettings, Tenants};
 
@@ -105,36 +105,20 @@ fn ok(status: StatusCode, value: impl serde::Serialize) -> Result<http::Response
 }
 
 fn no_content() -> Result<http::Response<Body>, Refusal> {
-    let mut response = error_response(StatusCode::NO_CONTENT, "");
-    *response.body_mut() = crate::error::full(Bytes::new());
-    response.headers_mut().remove(header::CONTENT_TYPE);
+    let mut response = http::Response::new(crate::error::full(Bytes::new()));
+    *response.status_mut() = StatusCode::NO_CONTENT;
     Ok(response)
 }
 
+/// `POST /v1/tenants`: a name, and optionally quotas and grants.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NewTenant {
     name: String,
-    #[serde(flatten)]
-    settings: TenantSettingsBody,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct TenantSettingsBody {
     #[serde(default)]
     quotas: Option<crate::tenants::Quotas>,
     #[serde(default)]
     grants: Option<crate::capabilities::Grants>,
-}
-
-impl From<TenantSettingsBody> for TenantSettings {
-    fn from(body: TenantSettingsBody) -> Self {
-        Self {
-            quotas: body.quotas,
-            grants: body.grants,
-        }
-    }
 }
 
 #[derive(Deserialize, Default)]
@@ -159,7 +143,11 @@ impl Admin {
             (&Method::POST, ["v1", "tenants"]) => {
                 operator(&caller)?;
                 let body: NewTenant = json_body(req).await?;
-                let view = tenants.create(&body.name, body.settings.into()).await?;
+                let settings = TenantSettings {
+                    quotas: body.quotas,
+                    grants: body.grants,
+                };
+                let view = tenants.create(&body.name, settings).await?;
                 ok(StatusCode::CREATED, view)
             }
             (&Method::GET, ["v1", "tenants", tenant]) => {
@@ -168,8 +156,8 @@ impl Admin {
             }
             (&Method::PATCH, ["v1", "tenants", tenant]) => {
                 operator(&caller)?;
-                let body: TenantSettingsBody = json_body(req).await?;
-                ok(StatusCode::OK, tenants.update(tenant, body.into()).await?)
+                let settings: TenantSettings = json_body(req).await?;
+                ok(StatusCode::OK, tenants.update(tenant, settings).await?)
             }
             (&Method::DELETE, ["v1", "tenants", tenant]) => {
                 operator(&caller)?;

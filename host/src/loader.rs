@@ -72,6 +72,29 @@ pub struct Loaded {
     pub kind: LoadedKind,
 }
 
+impl Loaded {
+    /// Starts one instance of an app now (`on-start` must succeed) and
+    /// keeps it warm: the last check before a component replaces another.
+    /// On failure nothing of it is left running.
+    pub async fn start(&self) -> Result<(), String> {
+        let LoadedKind::App(app, _) = &self.kind else {
+            return Ok(());
+        };
+        app.warm_up().await.map_err(|e| {
+            app.retire_idle();
+            format!("on-start failed: {e}")
+        })
+    }
+
+    /// Retires its idle instances, running `on-stop`: for a component that
+    /// was not put in service, or was taken out.
+    pub fn retire(&self) {
+        if let LoadedKind::App(app, _) = &self.kind {
+            app.retire_idle();
+        }
+    }
+}
+
 /// Which world a loaded component implements.
 pub enum LoadedKind {
     App(Arc<AppComponent>, Manifest),

@@ -193,16 +193,18 @@ impl Registry {
     /// conflicts, runs `commit` (which writes the change down, say) and, if
     /// that succeeds too, swaps the new route tables in and retires what
     /// the edit took out. On any failure nothing changes.
-    pub async fn change<E, C>(&self, edit: E, commit: C) -> Result<(), Vec<String>>
+    pub async fn change<E, C>(&self, edit: E, commit: C) -> Result<(), ChangeRefused>
     where
-        E: FnOnce(&mut Served) -> Result<(), Vec<String>>,
+        E: FnOnce(&mut Served),
         C: Future<Output = Result<(), String>>,
     {
         let mut served = self.served.lock().await;
         let mut next = served.clone();
-        edit(&mut next)?;
-        let routes = next.routes(self.domain.clone())?;
-        commit.await.map_err(|e| vec![e])?;
+        edit(&mut next);
+        let routes = next
+            .routes(self.domain.clone())
+            .map_err(ChangeRefused::Conflicts)?;
+        commit.await.map_err(ChangeRefused::NotWritten)?;
         let kept: Vec<*const Loaded> = next.all().map(Arc::as_ptr).collect();
         let replaced: Vec<Arc<Loaded>> = served
             .all()
@@ -216,6 +218,25 @@ impl Registry {
             retire_when_done(loaded);
         }
         Ok(())
+    }
+}
+
+/// Why a change was not made.
+#[derive(Debug)]
+pub enum ChangeRefused {
+    /// Routes would collide; every collision, naming both sides.
+    Conflicts(Vec<String>),
+    /// The commit step failed.
+    NotWritten(String),
+}
+
+impl ChangeRefused {
+    /// Every problem, as sentences.
+    pub fn problems(self) -> Vec<String> {
+        match self {
+            Self::Conflicts(problems) => problems,
+            Self::NotWritten(problem) => vec![problem],
+        }
     }
 }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
 
-use crate::loader::{LoadedKind, Loader};
+use crate::loader::Loader;
 use crate::registry::Registry;
 
 /// How long DIR must be quiet before changes are applied.
@@ -86,7 +86,6 @@ async fn reload(dir: &Path, name: &str, loader: &Loader, registry: &Registry) {
             .change(
                 |served| {
                     served.main.remove(name);
-                    Ok(())
                 },
                 async { Ok(()) },
             )
@@ -106,13 +105,10 @@ async fn reload(dir: &Path, name: &str, loader: &Loader, registry: &Registry) {
             return;
         }
     };
-    if let LoadedKind::App(app, _) = &loaded.kind
-        && let Err(e) = app.warm_up().await
-    {
-        app.retire_idle();
+    if let Err(e) = loaded.start().await {
         tracing::error!(
             component = name,
-            "not reloaded, the previous version keeps serving: on-start failed: {e}"
+            "not reloaded, the previous version keeps serving: {e}"
         );
         return;
     }
@@ -121,21 +117,18 @@ async fn reload(dir: &Path, name: &str, loader: &Loader, registry: &Registry) {
         .change(
             |served| {
                 served.main.insert(name.to_string(), loaded.clone());
-                Ok(())
             },
             async { Ok(()) },
         )
         .await;
     match swapped {
         Ok(()) => tracing::info!(component = name, "reloaded"),
-        Err(problems) => {
-            if let LoadedKind::App(app, _) = &loaded.kind {
-                app.retire_idle();
-            }
+        Err(refused) => {
+            loaded.retire();
             tracing::error!(
                 component = name,
                 "not reloaded, the previous version keeps serving: {}",
-                problems.join("; ")
+                refused.problems().join("; ")
             );
         }
     }

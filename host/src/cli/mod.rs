@@ -262,16 +262,15 @@ async fn serve(
         .change(
             |served| {
                 served.main = main;
-                Ok(())
             },
             async { Ok(()) },
         )
         .await
-        .map_err(|conflicts| {
+        .map_err(|refused| {
             anyhow::anyhow!(
                 "cannot serve {}:\n  {}",
                 dir.display(),
-                conflicts.join("\n  ")
+                refused.problems().join("\n  ")
             )
         })?;
     let store = Store::at(

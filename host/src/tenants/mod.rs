@@ -23,7 +23,7 @@ use crate::capabilities::config::ValueSource;
 use crate::capacity::HostCapacity;
 use crate::config::ComponentConfig;
 use crate::loader::{Loaded, LoadedKind, Loader, Source};
-use crate::registry::{Registry, TenantApps};
+use crate::registry::{ChangeRefused, Registry, TenantApps};
 use crate::state::TenantScope;
 use store::{KEPT_VERSIONS, Store};
 
@@ -251,13 +251,13 @@ impl Tenants {
                 .change(
                     |served| {
                         served.tenants.insert(name.clone(), apps);
-                        Ok(())
                     },
                     async { Ok(()) },
                 )
                 .await;
-            if let Err(conflicts) = added {
-                problems.push(format!("tenant {name}: {}", conflicts.join("; ")));
+            if let Err(refused) = added {
+                let refused = refused.problems().join("; ");
+                problems.push(format!("tenant {name}: {refused}"));
             }
             self.remember_tokens(&tenant.record);
             tenants.insert(name, tenant);
@@ -298,12 +298,11 @@ impl Tenants {
             .change(
                 |served| {
                     served.tenants.insert(name.to_string(), apps);
-                    Ok(())
                 },
                 blocking(move || store.write_tenant(&written)),
             )
             .await
-            .map_err(|p| Refusal::with(StatusCode::INTERNAL_SERVER_ERROR, "not created", p))?;
+            .map_err(not_made("not created"))?;
         let tenant = Tenant {
             scope: scope(&record),
             record,
@@ -354,12 +353,11 @@ impl Tenants {
                     if let Some(apps) = served.tenants.get_mut(name) {
                         apps.limiter = limiter;
                     }
-                    Ok(())
                 },
                 blocking(move || store.write_tenant(&written)),
             )
             .await
-            .map_err(|p| Refusal::with(StatusCode::INTERNAL_SERVER_ERROR, "not changed", p))?;
+            .map_err(not_made("not changed"))?;
         if record.quotas.max_instances != tenant.record.quotas.max_instances {
             tenant.scope = scope(&record);
         }
@@ -378,12 +376,11 @@ impl Tenants {
             .change(
                 |served| {
                     served.tenants.remove(name);
-                    Ok(())
                 },
                 blocking(move || store.delete_tenant(&owned)),
             )
             .await
-            .map_err(|p| Refusal::with(StatusCode::INTERNAL_SERVER_ERROR, "not deleted", p))?;
+            .map_err(not_made("not deleted"))?;
         for component in tenant.components.keys() {
             let namespace = format!("{name}/{component}");
             if let Err(e) = self.loader.kv().drop_namespace(&namespace) {
@@ -618,12 +615,11 @@ impl Tenants {
                     if let Some(apps) = served.tenants.get_mut(tenant_name) {
                         apps.components.remove(name);
                     }
-                    Ok(())
                 },
                 blocking(move || store.delete_component(&t, &n)),
             )
             .await
-            .map_err(|p| Refusal::with(StatusCode::INTERNAL_SERVER_ERROR, "not removed", p))?;
+            .map_err(not_made("not removed"))?;
         tenant.components.remove(name);
         let _ = self
             .loader
@@ -652,25 +648,18 @@ impl Tenants {
                 |served| {
                     let apps = served.tenants.entry(tenant.to_string()).or_default();
                     apps.components.insert(name.to_string(), candidate);
-                    Ok(())
                 },
                 commit,
             )
             .await;
-        if let Err(problems) = changed {
-            if let LoadedKind::App(app, _) = &loaded.kind {
-                app.retire_idle();
-            }
-            let status = if problems.iter().any(|p| p.contains("route conflict")) {
-                StatusCode::CONFLICT
-            } else {
-                StatusCode::INTERNAL_SERVER_ERROR
+        if let Err(refused) = changed {
+            loaded.retire();
+            let status = match refused {
+                ChangeRefused::Conflicts(_) => StatusCode::CONFLICT,
+                ChangeRefused::NotWritten(_) => StatusCode::INTERNAL_SERVER_ERROR,
             };
-            return Err(Refusal::with(
-                status,
-                format!("{name} was not deployed"),
-                problems,
-            ));
+            let error = format!("{name} was not deployed");
+            return Err(Refusal::with(status, error, refused.problems()));
         }
         Ok(Deployed {
             tenant: tenant.to_string(),
@@ -736,12 +725,7 @@ impl Tenants {
             tenant: Some(tenant.scope.clone()),
         };
         let loaded = self.loader.load(source).await?;
-        if let LoadedKind::App(app, _) = &loaded.kind
-            && let Err(e) = app.warm_up().await
-        {
-            app.retire_idle();
-            return Err(vec![format!("on-start failed: {e}")]);
-        }
+        loaded.start().await.map_err(|e| vec![e])?;
         Ok(loaded)
     }
 }
@@ -890,6 +874,11 @@ fn routes_of(loaded: &Loaded) -> Vec<String> {
             .collect(),
         LoadedKind::Proxy(_) => vec![format!("* {prefix}/...")],
     }
+}
+
+/// The refusal for a change the registry did not make.
+fn not_made(what: &'static str) -> impl FnOnce(ChangeRefused) -> Refusal {
+    move |refused| Refusal::with(StatusCode::INTERNAL_SERVER_ERROR, what, refused.problems())
 }
 
 fn no_tenant(name: &str) -> Refusal {
