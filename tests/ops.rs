@@ -92,3 +92,33 @@ async fn a_blocked_event_loop_is_counted() {
         1.0
     );
 }
+
+#[tokio::test]
+async fn wasi_http_instances_are_reused_or_fresh_per_request_as_configured() {
+    let proxy = r#"component="http-proxy""#;
+    let reused = Components::new().with("http-proxy").serve_with(OPS);
+    let fresh = Components::new()
+        .with_sidecar("http-proxy", "[limits]\nisolation = \"per-request\"\n")
+        .serve_with(OPS);
+    for host in [&reused, &fresh] {
+        for i in 0..10 {
+            let reply = host.get(&format!("/n/{i}")).await;
+            assert_eq!(reply.status, 200);
+            assert_eq!(
+                reply.body,
+                format!("Hello from wasi:http! You asked for /n/{i}")
+            );
+        }
+    }
+    // One request at a time: one instance serves all ten, and waits warm.
+    assert_eq!(
+        reused.metric("cello_instantiations_total", proxy).await,
+        1.0
+    );
+    assert_eq!(reused.metric("cello_instances_idle", proxy).await, 1.0);
+    assert_eq!(
+        fresh.metric("cello_instantiations_total", proxy).await,
+        10.0
+    );
+    assert_eq!(fresh.metric("cello_instances_idle", proxy).await, 0.0);
+}

@@ -1,10 +1,16 @@
-//! The one wasmtime `Engine` every component runs on: its configuration,
-//! the pooling allocator, and the epoch ticker that lets long-running guests
+//! The wasmtime engines components run on: their configuration, the
+//! pooling allocator, and the epoch ticker that lets long-running guests
 //! yield and lets request deadlines fire.
+//!
+//! There are two. Cello apps (and any component using component-model
+//! async) run on the concurrent one. A plain `wasi:http@0.2` proxy runs on
+//! one without concurrency support, where every call and host call skips
+//! the task bookkeeping concurrency needs: about a fifth of its cost.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use wasmparser::{Parser, Payload};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::config::PoolSettings;
@@ -17,35 +23,98 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// host's coarse clock for per-call bookkeeping on the hot path.
 pub static TICKS: AtomicU64 = AtomicU64::new(0);
 
-/// Builds the engine: the component model with component-model async (calls
-/// are async, fiber-based), epoch interruption, and the pooling allocator
-/// with copy-on-write memory images when the address space allows it.
-pub fn new_engine(pool: &PoolSettings) -> anyhow::Result<Engine> {
-    let mut config = base_config();
-    let engine = if pool.pooling {
-        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling(pool)));
-        match Engine::new(&config) {
-            Ok(engine) => engine,
-            Err(e) => {
-                tracing::warn!(
-                    "the pooling allocator is unavailable ({e:#}); \
-                     allocating instances on demand instead"
-                );
-                Engine::new(&base_config())?
-            }
-        }
-    } else {
-        Engine::new(&config)?
-    };
-    start_epoch_ticker(&engine);
-    Ok(engine)
+/// The engines every component runs on.
+#[derive(Clone)]
+pub struct Engines {
+    /// With component-model async: Cello apps, and anything else that
+    /// needs it.
+    pub concurrent: Engine,
+    /// Without: plain `wasi:http@0.2` proxies.
+    pub plain: Engine,
 }
 
-fn base_config() -> Config {
+impl Engines {
+    /// Builds both engines: the component model, calls async and
+    /// fiber-based, epoch interruption, and the pooling allocator with
+    /// copy-on-write memory images when the address space allows it.
+    pub fn new(pool: &PoolSettings) -> anyhow::Result<Self> {
+        let engines = Self {
+            concurrent: new_engine(pool, true)?,
+            plain: new_engine(pool, false)?,
+        };
+        start_epoch_ticker(&engines);
+        Ok(engines)
+    }
+
+    /// The engine for the component in `bytes`: the plain one for a
+    /// `wasi:http@0.2` proxy that imports nothing of Cello's (its host
+    /// functions are async), the concurrent one for anything else.
+    pub fn for_component(&self, bytes: &[u8]) -> &Engine {
+        match top_level_names(bytes) {
+            Some((imports, exports)) if is_plain_proxy(&imports, &exports) => &self.plain,
+            _ => &self.concurrent,
+        }
+    }
+}
+
+fn is_plain_proxy(imports: &[String], exports: &[String]) -> bool {
+    exports
+        .iter()
+        .any(|name| name.starts_with("wasi:http/incoming-handler@0.2"))
+        && !exports.iter().any(|name| name == "handle-async")
+        && !imports.iter().any(|name| name.starts_with("cello:"))
+}
+
+/// The names a component imports and exports at its top level, without
+/// reading the modules inside it; `None` if it cannot be parsed.
+fn top_level_names(bytes: &[u8]) -> Option<(Vec<String>, Vec<String>)> {
+    let (mut imports, mut exports) = (Vec::new(), Vec::new());
+    let mut depth = 0usize;
+    for payload in Parser::new(0).parse_all(bytes) {
+        match payload.ok()? {
+            Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
+            Payload::End(_) if depth == 0 => break,
+            Payload::End(_) => depth -= 1,
+            Payload::ComponentImportSection(reader) if depth == 0 => {
+                for import in reader {
+                    imports.push(import.ok()?.name.name.to_string());
+                }
+            }
+            Payload::ComponentExportSection(reader) if depth == 0 => {
+                for export in reader {
+                    exports.push(export.ok()?.name.name.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    Some((imports, exports))
+}
+
+fn new_engine(pool: &PoolSettings, concurrent: bool) -> anyhow::Result<Engine> {
+    let mut config = base_config(concurrent);
+    if !pool.pooling {
+        return Ok(Engine::new(&config)?);
+    }
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling(pool)));
+    match Engine::new(&config) {
+        Ok(engine) => Ok(engine),
+        Err(e) => {
+            tracing::warn!(
+                "the pooling allocator is unavailable ({e:#}); \
+                 allocating instances on demand instead"
+            );
+            Ok(Engine::new(&base_config(concurrent))?)
+        }
+    }
+}
+
+fn base_config(concurrent: bool) -> Config {
     let mut config = Config::new();
     config
         .wasm_component_model(true)
-        .wasm_component_model_async(true)
+        .wasm_component_model_async(concurrent)
+        .concurrency_support(concurrent)
         .epoch_interruption(true)
         .memory_init_cow(true);
     config
@@ -76,17 +145,21 @@ fn pooling(settings: &PoolSettings) -> PoolingAllocationConfig {
     pool
 }
 
-/// Advances the engine's epoch every [`EPOCH_TICK`] on a thread of its own,
-/// until the engine is dropped.
-fn start_epoch_ticker(engine: &Engine) {
-    let weak = engine.weak();
+/// Advances both engines' epochs every [`EPOCH_TICK`] on a thread of its
+/// own, until the engines are dropped.
+fn start_epoch_ticker(engines: &Engines) {
+    let weak = [engines.concurrent.weak(), engines.plain.weak()];
     std::thread::Builder::new()
         .name("cello-epoch".into())
         .spawn(move || {
-            while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
+            loop {
+                let alive: Vec<Engine> = weak.iter().filter_map(|w| w.upgrade()).collect();
+                if alive.is_empty() {
+                    return;
+                }
+                alive.iter().for_each(Engine::increment_epoch);
                 TICKS.fetch_add(1, Ordering::Relaxed);
-                drop(engine);
+                drop(alive);
                 std::thread::sleep(EPOCH_TICK);
             }
         })

@@ -16,6 +16,8 @@
 //!   per component: key-value, config, outbound HTTP;
 //! - [`capacity`] bounds the instances of each component and queues the
 //!   requests that wait for one;
+//! - [`warm`] keeps the instances that serve one call at a time (sync
+//!   routes, `wasi:http` requests) warm for reuse;
 //! - [`error`] turns every failure into a response.
 //!
 //! Around them: [`cli`] is the `cello-host` command; [`loader`] turns
@@ -51,3 +53,4 @@ pub mod router;
 pub mod server;
 pub mod state;
 pub mod tenants;
+pub mod warm;

@@ -18,6 +18,7 @@ use crate::capabilities::{self, Capabilities, GrantSet};
 use crate::capacity::HostCapacity;
 use crate::compile::CompileCache;
 use crate::config::{ComponentConfig, HostConfig, Limits};
+use crate::engine::Engines;
 use crate::middleware::{self, Middleware};
 use crate::proxy::ProxyComponent;
 use crate::response_cache::ResponseCache;
@@ -27,12 +28,13 @@ use crate::state::{InstanceState, Owner, TenantScope};
 /// How long `describe()` may take before the component is refused.
 const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// What every component is loaded with: the engine, and the resources all
+/// What every component is loaded with: the engines, and the resources all
 /// components share.
 pub struct Runtime {
-    pub engine: Engine,
-    /// One linker per set of granted capabilities, made on first use.
-    linkers: Mutex<HashMap<GrantSet, Linker<InstanceState>>>,
+    pub engines: Engines,
+    /// One linker per engine and set of granted capabilities, made on
+    /// first use.
+    linkers: Mutex<HashMap<(bool, GrantSet), Linker<InstanceState>>>,
     /// Instances alive at once across every component.
     pub capacity: Arc<HostCapacity>,
     pub responses: Arc<ResponseCache>,
@@ -41,14 +43,16 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// The linker offering exactly the capabilities in `granted`.
-    fn linker(&self, granted: GrantSet) -> anyhow::Result<Linker<InstanceState>> {
+    /// The linker for `engine` offering exactly the capabilities in
+    /// `granted`.
+    fn linker(&self, engine: &Engine, granted: GrantSet) -> anyhow::Result<Linker<InstanceState>> {
+        let key = (engine.get_concurrency_support(), granted);
         let mut linkers = self.linkers.lock().unwrap();
-        if let Some(linker) = linkers.get(&granted) {
+        if let Some(linker) = linkers.get(&key) {
             return Ok(linker.clone());
         }
-        let linker = capabilities::linker(&self.engine, granted)?;
-        linkers.insert(granted, linker.clone());
+        let linker = capabilities::linker(engine, granted)?;
+        linkers.insert(key, linker.clone());
         Ok(linker)
     }
 }
@@ -130,7 +134,7 @@ impl Loader {
     /// `wasi:http`, Cello's host interface, and each component's grants,
     /// with the defaults of `config` (read from `config_file`, if any).
     pub fn new(
-        engine: Engine,
+        engines: Engines,
         cache: CompileCache,
         config: &HostConfig,
         config_file: Option<&Path>,
@@ -139,7 +143,7 @@ impl Loader {
     ) -> anyhow::Result<Self> {
         Ok(Self {
             runtime: Runtime {
-                engine,
+                engines,
                 linkers: Mutex::default(),
                 capacity: HostCapacity::new(config.pool.max_instances as usize),
                 responses,
@@ -213,14 +217,17 @@ impl Loader {
         } = source;
         let one = |problem: String| vec![problem];
         check_header(&bytes).map_err(one)?;
-        let engine = self.runtime.engine.clone();
+        let engines = self.runtime.engines.clone();
         let cache = self.cache.clone();
         let started = std::time::Instant::now();
         // Compiling takes seconds for a large component: off the async threads.
-        let component = tokio::task::spawn_blocking(move || cache.compile(&engine, &bytes))
-            .await
-            .map_err(|e| one(format!("compiler task failed: {e}")))?
-            .map_err(|e| one(format!("not a valid WebAssembly component: {e:#}")))?;
+        let component = tokio::task::spawn_blocking(move || {
+            let engine = engines.for_component(&bytes);
+            cache.compile(engine, &bytes)
+        })
+        .await
+        .map_err(|e| one(format!("compiler task failed: {e}")))?
+        .map_err(|e| one(format!("not a valid WebAssembly component: {e:#}")))?;
         let label: Arc<str> = match &tenant {
             Some(tenant) => format!("{}/{name}", tenant.name).into(),
             None => name.as_str().into(),
@@ -234,14 +241,14 @@ impl Loader {
         let capabilities = Capabilities::grant(config.grant_settings(), &label, &self.runtime.kv)
             .map_err(|e| one(format!("{sidecar}: {e}")))?;
         let granted = capabilities.set();
-        let ungranted =
-            capabilities::ungranted_imports(&self.runtime.engine, &component, granted, &grant_hint);
+        let engine = component.engine();
+        let ungranted = capabilities::ungranted_imports(engine, &component, granted, &grant_hint);
         if !ungranted.is_empty() {
             return Err(ungranted);
         }
         let linker = self
             .runtime
-            .linker(granted)
+            .linker(engine, granted)
             .map_err(|e| one(format!("{e:#}")))?;
         let settings = self.middleware.overridden_by(&config.middleware(&base_dir));
         let owner = Owner::new(
@@ -255,7 +262,7 @@ impl Loader {
         };
         // Checked before describe() runs, so a bad table is reported first.
         middleware(&settings)?;
-        let kind = match World::of(&self.runtime.engine, &component) {
+        let kind = match World::of(engine, &component) {
             World::App => {
                 let default_cache = config
                     .cache

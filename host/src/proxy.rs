@@ -3,30 +3,49 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::task::{Context, Poll, ready};
 
+use bytes::Bytes;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming, SizeHint};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Engine, Store, StoreContextMut};
 use wasmtime_wasi_http::WasiHttpView;
-use wasmtime_wasi_http::handler::{
-    self, HandlerState, ProxyHandler, ProxyPre, ShouldAccept, WorkerExpiration, WorkerState,
-    WorkerStatus,
-};
+use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
+use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::capacity::{Capacity, Slot};
 use crate::config::Limits;
 use crate::error::CallError;
 use crate::loader::Runtime;
-use crate::server::Body;
-use crate::state::{InstanceState, Owner};
+use crate::server::{Body, BoxError};
+use crate::state::{DeadlineExceeded, InstanceState, Owner};
+use crate::warm::{Warm, WarmPool};
 
-/// A loaded `wasi:http/proxy` component.
+/// A loaded `wasi:http/proxy` component. A request holds one warm instance
+/// from its pool until the guest's `handle` returns, as a `def` route does;
+/// the response goes out as soon as the guest sets it, and its body streams
+/// while the guest writes it.
 pub struct ProxyComponent {
-    handler: ProxyHandler<Instances>,
+    shared: Arc<Shared>,
+    pool: Arc<WarmPool<Proxy>>,
 }
+
+/// What every instance of one proxy component is made from.
+struct Shared {
+    owner: Arc<Owner>,
+    engine: Engine,
+    pre: ProxyPre<InstanceState>,
+    limits: Limits,
+    capacity: Capacity,
+}
+
+/// The guest's call, running to its end on its own instance: the instance
+/// goes back to the pool after a clean return.
+type Handling = Pin<Box<dyn Future<Output = Result<(), CallError>> + Send>>;
 
 impl ProxyComponent {
     /// Prepares `component`; fails when it imports what the host lacks.
@@ -40,8 +59,7 @@ impl ProxyComponent {
         let pre = linker
             .instantiate_pre(component)
             .map_err(|e| anyhow::anyhow!("cannot link: {e:#}"))?;
-        let pre = wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre)
-            .map_err(|e| anyhow::anyhow!("wrong exports: {e:#}"))?;
+        let pre = ProxyPre::new(pre).map_err(|e| anyhow::anyhow!("wrong exports: {e:#}"))?;
         let capacity = Capacity::new(
             limits.max_instances,
             owner.tenant.as_ref().map(|t| t.capacity.clone()),
@@ -49,180 +67,193 @@ impl ProxyComponent {
             limits.queue,
             owner.metrics.clone(),
         );
+        let pool = WarmPool::new(owner.clone(), &limits, drop);
+        capacity.register(Arc::downgrade(&pool) as _);
         Ok(Self {
-            handler: ProxyHandler::new(Instances {
+            shared: Arc::new(Shared {
                 owner,
-                engine: runtime.engine.clone(),
-                pre: ProxyPre::P2(pre),
-                capacity,
+                engine: component.engine().clone(),
+                pre,
                 limits,
+                capacity,
             }),
+            pool,
         })
     }
 
-    /// Hands `request` to the guest's `incoming-handler`.
+    /// Hands `request` to the guest's `incoming-handler` and answers with
+    /// the response it sets.
     pub async fn handle(
         &self,
         request: http::Request<Incoming>,
     ) -> Result<http::Response<Body>, CallError> {
-        let request = request.map(|body| {
-            body.map_err(wasmtime_wasi_http::Error::Hyper)
-                .boxed_unsync()
-        });
-        let state = self.handler.state();
-        let response = match self.handler.handle((), request).await {
-            Ok(response) => response,
-            Err(e) if e.is::<handler::ExpirationError>() => {
-                return Err(state.owner.timed_out(state.limits.timeout));
+        let shared = &self.shared;
+        let deadline = Instant::now() + shared.limits.timeout;
+        let mut instance = self
+            .pool
+            .checkout(&shared.capacity, deadline, |slot| shared.instantiate(slot))
+            .await?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let state = instance.store.data_mut();
+        state.set_deadline(Some(left));
+        let (sender, mut receiver) = oneshot::channel();
+        let mut http = state.http();
+        let resources = http
+            .new_incoming_request(
+                Scheme::Http,
+                request.map(|body| body.map_err(wasmtime_wasi_http::Error::Hyper)),
+            )
+            .and_then(|req| Ok((req, http.new_response_outparam(sender)?)));
+        let (req, out) = resources.map_err(CallError::Trap)?;
+        let pool = self.pool.clone();
+        let owner = shared.owner.clone();
+        let limit = shared.limits.timeout;
+        let call = async move {
+            let handler = instance.bindings.wasi_http_incoming_handler();
+            match handler.call_handle(&mut instance.store, req, out).await {
+                Ok(()) => {
+                    instance.store.data_mut().set_deadline(None);
+                    instance.served += 1;
+                    pool.checkin(instance);
+                    Ok(())
+                }
+                Err(trap) if trap.is::<DeadlineExceeded>() => Err(owner.timed_out(limit)),
+                Err(trap) => Err(owner.trapped(trap)),
             }
-            Err(e) if e.is::<CallError>() => {
-                return Err(e.downcast::<CallError>().expect("checked"));
-            }
-            Err(e) => return Err(state.owner.trapped(e)),
         };
-        Ok(response.map(|body| body.map_err(Into::into).boxed_unsync()))
+        // The epoch deadline stops a guest that computes too long; this one
+        // stops a guest that waits too long.
+        let owner = shared.owner.clone();
+        let mut handling: Handling = Box::pin(async move {
+            tokio::time::timeout_at(deadline, call)
+                .await
+                .unwrap_or_else(|_| Err(owner.timed_out(limit)))
+        });
+        // Whichever comes first: the call's end, or the response.
+        let first = std::future::poll_fn(|cx| {
+            if let Poll::Ready(ended) = handling.as_mut().poll(cx) {
+                return Poll::Ready(Err(ended));
+            }
+            Pin::new(&mut receiver).poll(cx).map(Ok)
+        })
+        .await;
+        let set = match first {
+            Err(Err(failed)) => return Err(failed),
+            Err(Ok(())) => {
+                let set = receiver.try_recv().map_err(|_| never_set())?;
+                return respond(set, None);
+            }
+            Ok(Ok(set)) => set,
+            // The guest dropped the outparam without setting it; its call
+            // says why, or it ends without a response.
+            Ok(Err(_)) => {
+                handling.await?;
+                return Err(never_set());
+            }
+        };
+        respond(set, Some(handling))
     }
 
     /// Who the component is, for logs and metrics.
     pub fn owner(&self) -> &Arc<Owner> {
-        &self.handler.state().owner
+        &self.shared.owner
     }
 }
 
-/// Creates the instances the `ProxyHandler` runs requests on.
-struct Instances {
-    owner: Arc<Owner>,
-    engine: Engine,
-    pre: ProxyPre<InstanceState>,
-    limits: Limits,
-    capacity: Capacity,
-}
-
-impl HandlerState for Instances {
-    type StoreData = InstanceState;
-    type WorkerExpiration = Expiry;
-    type WorkerState = Worker;
-
-    async fn instantiate(
-        &self,
-    ) -> wasmtime::Result<handler::Instance<InstanceState, Expiry, Worker>> {
-        let slot = match self.capacity.try_slot() {
-            Some(slot) => slot,
-            None => {
-                let deadline = tokio::time::Instant::now() + self.limits.timeout;
-                self.capacity.slot_until(deadline).await?
-            }
-        };
+impl Shared {
+    /// A fresh instance in `slot`.
+    async fn instantiate(&self, slot: Slot) -> Result<Warm<Proxy>, CallError> {
         let started = std::time::Instant::now();
         let state = InstanceState::new(self.owner.clone(), &self.limits);
         let mut store = state.into_store(&self.engine);
-        let proxy = self.pre.instantiate_async(&mut store).await?;
+        let proxy = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(CallError::Instantiate)?;
         self.owner.metrics.instantiated(started.elapsed());
-        Ok(handler::Instance {
-            store,
-            proxy,
-            view: |state| state.http(),
-            expiration: Expiry::new(&self.limits),
-            state: Worker {
-                owner: self.owner.clone(),
-                timeout: self.limits.timeout,
-                max_requests: self.limits.max_requests_per_instance,
-                concurrency: self.limits.async_concurrency,
-                _slot: slot,
-            },
-        })
+        Ok(Warm::new(store, proxy, slot))
     }
 }
 
-/// Per-instance policy: how many requests it takes, how long each may run,
-/// and what to log when it goes. Holds the instance's slot.
-struct Worker {
-    owner: Arc<Owner>,
-    timeout: Duration,
-    max_requests: u64,
-    /// Requests accepted at once; a wasi:http 0.2 handler runs them one
-    /// after another, so more only queue on the instance.
-    concurrency: usize,
-    _slot: Slot,
-}
-
-impl WorkerState for Worker {
-    type StoreData = InstanceState;
-    type RequestData = ();
-
-    fn should_accept_request(&self, concurrent: usize, total: usize) -> ShouldAccept {
-        if total as u64 >= self.max_requests {
-            ShouldAccept::Never
-        } else if concurrent < self.concurrency {
-            ShouldAccept::Yes
-        } else {
-            ShouldAccept::No
+/// Lets a call run to its end after its response has gone, logging how it
+/// failed if it does.
+fn finish_apart(handling: Handling) {
+    tokio::spawn(async move {
+        if let Err(failed) = handling.await {
+            tracing::error!("wasi:http handler failed after its response: {failed}");
         }
-    }
+    });
+}
 
-    fn on_request_start(
-        &self,
-        _store: StoreContextMut<'_, InstanceState>,
-        _data: (),
-        _task: wasmtime::component::GuestTaskId,
-    ) -> Pin<Box<dyn Future<Output = ()> + Send + Sync + 'static>> {
-        Box::pin(tokio::time::sleep(self.timeout))
-    }
+fn never_set() -> CallError {
+    CallError::InvalidResponse("the guest never called `response-outparam.set`".into())
+}
 
-    fn drop(&self, _store: Store<InstanceState>, result: wasmtime::Result<()>) {
-        if let Err(error) = result {
-            if crate::server::SHUTTING_DOWN.load(std::sync::atomic::Ordering::Relaxed) {
-                tracing::debug!(component = %self.owner.component, "instance dropped at shutdown");
-                return;
+/// The response the guest set; a call still running goes along with its
+/// body, which it is still writing, or in the background when the guest
+/// answered with an error code.
+fn respond(
+    set: Result<hyper::Response<HyperOutgoingBody>, ErrorCode>,
+    handling: Option<Handling>,
+) -> Result<http::Response<Body>, CallError> {
+    match set {
+        Ok(response) => Ok(response.map(|body| match handling {
+            Some(handling) => Driven {
+                body,
+                handling: Some(handling),
             }
-            tracing::error!(
-                component = %self.owner.component,
-                "wasi:http instance discarded: {error:#}"
-            );
+            .boxed_unsync(),
+            None => body.map_err(BoxError::from).boxed_unsync(),
+        })),
+        Err(code) => {
+            if let Some(handling) = handling {
+                finish_apart(handling);
+            }
+            Err(CallError::InvalidResponse(format!(
+                "the guest answered with an error: {code:?}"
+            )))
         }
     }
 }
 
-/// Retires an instance that sat idle, or whose request ran too long, checked
-/// from outside its event loop.
-struct Expiry {
-    idle_timeout: Duration,
-    request_timeout: Duration,
-    /// The state and start the timer was last set for, and the timer, which
-    /// is reset in place rather than made anew for every request.
-    current: Option<(WorkerStatus, Instant)>,
-    timer: Pin<Box<tokio::time::Sleep>>,
+/// A response body the guest is still writing: polling it also drives the
+/// guest's call, which ends the body with an error if it traps or times
+/// out, and is dropped with the body (its instance with it) if the client
+/// goes away.
+struct Driven {
+    body: HyperOutgoingBody,
+    handling: Option<Handling>,
 }
 
-impl Expiry {
-    fn new(limits: &Limits) -> Self {
-        Self {
-            idle_timeout: limits.idle_timeout,
-            request_timeout: limits.timeout,
-            current: None,
-            timer: Box::pin(tokio::time::sleep(limits.idle_timeout)),
-        }
-    }
-}
+impl hyper::body::Body for Driven {
+    type Data = Bytes;
+    type Error = BoxError;
 
-impl WorkerExpiration for Expiry {
-    fn poll(
-        self: Pin<&mut Self>,
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        status: WorkerStatus,
-        start: Instant,
-    ) -> Poll<()> {
-        let this = self.get_mut();
-        if this.current != Some((status, start)) {
-            let limit = match status {
-                WorkerStatus::Idle => this.idle_timeout,
-                WorkerStatus::Requests | WorkerStatus::PostReturn => this.request_timeout,
-            };
-            this.timer
-                .as_mut()
-                .reset(tokio::time::Instant::from_std(start + limit));
-            this.current = Some((status, start));
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(handling) = &mut self.handling
+            && let Poll::Ready(ended) = handling.as_mut().poll(cx)
+        {
+            self.handling = None;
+            if let Err(failed) = ended {
+                return Poll::Ready(Some(Err(failed.into())));
+            }
         }
-        this.timer.as_mut().poll(cx)
+        let frame = ready!(Pin::new(&mut self.body).poll_frame(cx));
+        if frame.is_none()
+            && let Some(handling) = self.handling.take()
+        {
+            // The body is whole; whatever the guest does after it should not
+            // hold the response open.
+            finish_apart(handling);
+        }
+        Poll::Ready(frame.map(|frame| frame.map_err(BoxError::from)))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
+use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Engine, Store};
 
 use crate::bindings::{App as AppBindings, AppPre, Manifest, Request, Response};
 use crate::capacity::{Capacity, Slot};
@@ -25,6 +25,7 @@ use crate::loader::Runtime;
 use crate::middleware::rate_limit::Limiter;
 use crate::response_cache::CachePolicy;
 use crate::state::{InstanceState, Owner};
+use crate::warm::Warm;
 use async_pool::AsyncPool;
 use sync_pool::SyncPool;
 
@@ -70,15 +71,7 @@ impl RouteGuard {
 }
 
 /// An instance with its store, after `on-start` succeeded.
-struct Instance {
-    store: Store<InstanceState>,
-    bindings: AppBindings,
-    /// Requests it has served.
-    served: u64,
-    /// When it last went idle.
-    idle_since: Instant,
-    slot: Slot,
-}
+type Instance = Warm<AppBindings>;
 
 impl AppComponent {
     /// Prepares `component` for instantiation and reads its manifest from a
@@ -92,7 +85,7 @@ impl AppComponent {
         default_cache: Option<CachePolicy>,
         runtime: &Runtime,
     ) -> anyhow::Result<(Self, Manifest)> {
-        let engine = &runtime.engine;
+        let engine = component.engine();
         let pre = linker
             .instantiate_pre(component)
             .map_err(|e| anyhow::anyhow!("cannot link: {e:#}"))?;
@@ -136,7 +129,7 @@ impl AppComponent {
             pre,
             limits,
         });
-        let sync_pool = SyncPool::new(&shared);
+        let sync_pool = SyncPool::new(shared.owner.clone(), &shared.limits, retire);
         let async_pool = Arc::new(AsyncPool::default());
         shared.capacity.register(Arc::downgrade(&sync_pool) as _);
         shared.capacity.register(Arc::downgrade(&async_pool) as _);
@@ -153,7 +146,7 @@ impl AppComponent {
         if is_async {
             self.async_pool.call(&self.shared, req).await
         } else {
-            self.sync_pool.call(&self.shared, req).await
+            sync_pool::call(&self.sync_pool, &self.shared, req).await
         }
     }
 
@@ -194,7 +187,7 @@ impl AppComponent {
         let deadline = Instant::now() + START_TIMEOUT;
         let slot = self.shared.capacity.slot_until(deadline).await?;
         let instance = self.shared.instantiate(slot, false).await?;
-        self.sync_pool.checkin(&self.shared, instance);
+        self.sync_pool.checkin(instance);
         Ok(())
     }
 
@@ -291,13 +284,7 @@ impl Shared {
             Ok(Ok(Ok(Ok(())))) => {}
         }
         self.owner.metrics.instantiated(started.elapsed());
-        Ok(Instance {
-            store,
-            bindings,
-            served: 0,
-            idle_since: Instant::now(),
-            slot,
-        })
+        Ok(Warm::new(store, bindings, slot))
     }
 
     /// Runs the background tasks request `request_id` queued on `instance`,

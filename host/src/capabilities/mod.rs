@@ -135,7 +135,9 @@ pub fn ungranted_imports(
 }
 
 /// A linker with WASI (nothing reachable unless granted), wasi:http types,
-/// Cello's `host` and `cache`, and the capabilities in `granted`.
+/// Cello's `host` and `cache`, and the capabilities in `granted`. On an
+/// engine without concurrency support, only WASI and wasi:http: Cello's
+/// interfaces have async functions.
 pub fn linker(engine: &Engine, granted: GrantSet) -> anyhow::Result<Linker<InstanceState>> {
     use wasmtime_wasi_http::p2::bindings::http as wasi_http;
     type Http = wasmtime_wasi_http::WasiHttp;
@@ -143,6 +145,15 @@ pub fn linker(engine: &Engine, granted: GrantSet) -> anyhow::Result<Linker<Insta
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     let options = wasmtime_wasi_http::p2::bindings::LinkOptions::default();
     wasi_http::types::add_to_linker::<_, Http>(&mut linker, &options.into(), InstanceState::http)?;
+    if !engine.get_concurrency_support() {
+        if granted.outbound {
+            wasi_http::outgoing_handler::add_to_linker::<_, Http>(
+                &mut linker,
+                InstanceState::http,
+            )?;
+        }
+        return Ok(linker);
+    }
     fn this(state: &mut InstanceState) -> &mut InstanceState {
         state
     }

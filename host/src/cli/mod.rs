@@ -188,7 +188,7 @@ fn loader(
     responses: Arc<ResponseCache>,
     kv: KvStore,
 ) -> anyhow::Result<Loader> {
-    let engine = crate::engine::new_engine(&config.pool)?;
+    let engines = crate::engine::Engines::new(&config.pool)?;
     tracing::debug!("engine ready");
     let cache = if state.no_compile_cache {
         CompileCache::disabled()
@@ -196,7 +196,7 @@ fn loader(
         CompileCache::in_dir(state.state_dir.join("cache"))
     };
     Loader::new(
-        engine,
+        engines,
         cache,
         config,
         state.config.as_deref(),
