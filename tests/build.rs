@@ -15,6 +15,7 @@ const RUST_GUESTS: &[(&str, &str, &str)] = &[
     ("tests/guests", "testbed", "testbed"),
     ("tests/guests", "bad-describe", "bad-describe"),
     ("tests/guests", "rust-caps", "rust-caps"),
+    ("tests/guests", "proxy-testbed", "proxy-testbed"),
 ];
 
 /// Python guests: (app file, component name).
@@ -36,6 +37,7 @@ const INPUTS: &[&str] = &[
     "tests/guests/testbed/src",
     "tests/guests/bad-describe/src",
     "tests/guests/rust-caps/src",
+    "tests/guests/proxy-testbed/src",
     "tests/guests/python-testbed",
     "tests/guests/python-caps",
     "guest-python/cello",

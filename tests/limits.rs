@@ -192,3 +192,40 @@ async fn a_guest_holding_too_many_host_resources_is_stopped() {
     assert_eq!(host.get("/resources/1000").await.status, 500);
     assert_eq!(host.get("/resources/50").await.status, 200);
 }
+
+#[tokio::test]
+async fn a_wasi_http_guest_is_reused_replaced_after_a_trap_and_stopped_at_its_limit() {
+    use http_body_util::BodyExt;
+
+    let host = Components::new()
+        .with_sidecar("proxy-testbed", "[limits]\ntimeout-ms = 500")
+        .serve();
+    // One warm instance serves one request after another.
+    assert_eq!(host.get("/count").await.body, "1");
+    assert_eq!(host.get("/count").await.body, "2");
+    assert_eq!(host.get("/").await.body, "chunk 1;chunk 2;chunk 3");
+    // A trap discards it: the next request finds a fresh instance.
+    assert_eq!(host.get("/trap").await.status, 500);
+    assert_eq!(host.get("/count").await.body, "1");
+    // A guest that loops before answering gets 504 at its limit.
+    let started = std::time::Instant::now();
+    let looped = host.get("/loop").await;
+    assert_eq!(looped.status, 504);
+    assert_eq!(
+        looped.json(),
+        json!({ "detail": "The request took too long." })
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // A guest that returns without answering is a server error.
+    assert_eq!(host.get("/unanswered").await.status, 500);
+    // A guest that stalls halfway through its body: the head went out, and
+    // the body ends with an error rather than looking complete.
+    let request = host.request(http::Method::GET, "/stall", &[], Vec::new());
+    let response = support::client().request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await;
+    assert!(body.is_err(), "the stalled body ended cleanly: {body:?}");
+    // And the component still serves.
+    assert_eq!(host.get("/").await.body, "chunk 1;chunk 2;chunk 3");
+    host.wait_for_log("ran past its").await;
+}

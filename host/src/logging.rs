@@ -134,7 +134,8 @@ struct AccessOut {
 
 /// Writes one access line: a JSON object like the general log's JSON lines
 /// (target `access`), or `SECONDS access: name=value ...`. Does nothing
-/// before [`init`].
+/// before [`init`]. Put together by hand rather than with `write!`: it runs
+/// for every request.
 pub fn access(line: &AccessLine<'_>) {
     let Some(access) = ACCESS_OUT.get() else {
         return;
@@ -142,25 +143,34 @@ pub fn access(line: &AccessLine<'_>) {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    let mut text = Vec::with_capacity(256);
     let json = access.json;
-    let _ = if json {
-        write!(
-            text,
-            "{{\"timestamp\":{}.{:03},\"level\":\"INFO\",\"target\":\"access\",\"fields\":{{",
-            now.as_secs(),
-            now.subsec_millis()
-        )
+    let mut numbers = itoa::Buffer::new();
+    let mut text = Vec::with_capacity(256);
+    if json {
+        text.extend_from_slice(b"{\"timestamp\":");
+    }
+    text.extend_from_slice(numbers.format(now.as_secs()).as_bytes());
+    let millis = now.subsec_millis();
+    text.extend_from_slice(&[
+        b'.',
+        b'0' + (millis / 100) as u8,
+        b'0' + (millis / 10 % 10) as u8,
+        b'0' + (millis % 10) as u8,
+    ]);
+    text.extend_from_slice(if json {
+        b",\"level\":\"INFO\",\"target\":\"access\",\"fields\":{"
     } else {
-        write!(text, "{}.{:03} access:", now.as_secs(), now.subsec_millis())
-    };
+        b" access:"
+    });
     let mut first = true;
     let mut name = |text: &mut Vec<u8>, name: &str| {
-        let _ = match (json, first) {
-            (true, true) => write!(text, "\"{name}\":"),
-            (true, false) => write!(text, ",\"{name}\":"),
-            (false, _) => write!(text, " {name}="),
-        };
+        match (json, first) {
+            (true, true) => text.push(b'"'),
+            (true, false) => text.extend_from_slice(b",\""),
+            (false, _) => text.push(b' '),
+        }
+        text.extend_from_slice(name.as_bytes());
+        text.extend_from_slice(if json { b"\":" } else { b"=" });
         first = false;
     };
     let string = |text: &mut Vec<u8>, value: &str| {
@@ -176,14 +186,14 @@ pub fn access(line: &AccessLine<'_>) {
         name(&mut text, field);
         string(&mut text, value);
     }
-    let numbers = [
+    let counts = [
         ("status", Some(u64::from(line.status))),
         ("bytes", line.bytes),
         ("duration_us", Some(line.duration_us)),
     ];
-    for (field, value) in numbers.into_iter().filter_map(|(f, v)| Some((f, v?))) {
+    for (field, value) in counts.into_iter().filter_map(|(f, v)| Some((f, v?))) {
         name(&mut text, field);
-        let _ = write!(text, "{value}");
+        text.extend_from_slice(numbers.format(value).as_bytes());
     }
     let labels = [
         ("component", line.component),

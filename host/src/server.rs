@@ -531,7 +531,7 @@ async fn dispatch(
                 params,
                 context: Context {
                     request_id: request_id.to_string(),
-                    client_addr: peer.to_string(),
+                    client_addr: address_text(peer),
                     tenant: component
                         .owner()
                         .tenant
@@ -590,6 +590,25 @@ fn fetched(response: bindings::Response) -> Result<Fetched, CallError> {
         headers,
         body: response.body.into(),
     })
+}
+
+/// `peer` as text, like its `Display` but without the formatting
+/// machinery for the common IPv4 case: it is made for every request.
+fn address_text(peer: SocketAddr) -> String {
+    let SocketAddr::V4(v4) = peer else {
+        return peer.to_string();
+    };
+    let mut numbers = itoa::Buffer::new();
+    let mut text = String::with_capacity(21);
+    for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+        if i > 0 {
+            text.push('.');
+        }
+        text.push_str(numbers.format(octet));
+    }
+    text.push(':');
+    text.push_str(numbers.format(v4.port()));
+    text
 }
 
 /// A request id unique within this process and unlikely to repeat across

@@ -6,7 +6,8 @@ use std::rc::Rc;
 
 use crate::app::Handler;
 use crate::bindings::cello::component::types::{
-    AppPolicy, CachePolicy, CorsPolicy, RateLimitKey, RateLimitKind, RateLimitPolicy, Route as WitRoute, RoutePolicy,
+    AppPolicy, CachePolicy, CorsPolicy, RateLimitKey, RateLimitKind, RateLimitPolicy,
+    Route as WitRoute, RoutePolicy,
 };
 use crate::bindings::{Manifest, Request as WitRequest, Response as WitResponse};
 use crate::{App, Request, Response};

@@ -88,6 +88,8 @@ type Bucket =
 pub struct Limiter {
     key: RateLimitKey,
     capacity: u32,
+    /// `capacity` as the `RateLimit-Limit` header, made once.
+    limit_header: http::HeaderValue,
     period: Duration,
     counter: Counter,
 }
@@ -100,7 +102,8 @@ enum Counter {
 /// What a check found: the headers to send, and whether to refuse.
 pub struct Verdict {
     pub allowed: bool,
-    pub limit: u32,
+    /// The `RateLimit-Limit` value.
+    pub limit: http::HeaderValue,
     pub remaining: u32,
     /// Seconds until a request would be allowed (refused) or the budget is
     /// whole again (allowed).
@@ -108,16 +111,23 @@ pub struct Verdict {
 }
 
 impl Verdict {
-    /// `RateLimit-*` (and, when refused, `Retry-After`) headers.
+    /// `RateLimit-*` (and, when refused, `Retry-After`) headers. Small
+    /// numbers, such as seconds to a reset, come from a table made once.
     pub fn apply(&self, headers: &mut HeaderMap) {
-        use http::HeaderName;
+        use http::{HeaderName, HeaderValue};
         const LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
         const REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
         const RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+        static SMALL: std::sync::OnceLock<Vec<HeaderValue>> = std::sync::OnceLock::new();
+        let small = SMALL.get_or_init(|| (0..128u64).map(HeaderValue::from).collect());
+        headers.insert(LIMIT, self.limit.clone());
         let mut set = |name: HeaderName, value: u64| {
-            headers.insert(name, http::HeaderValue::from(value));
+            let value = small
+                .get(value as usize)
+                .cloned()
+                .unwrap_or_else(|| HeaderValue::from(value));
+            headers.insert(name, value);
         };
-        set(LIMIT, self.limit.into());
         set(REMAINING, self.remaining.into());
         set(RESET, self.reset_s);
         if !self.allowed {
@@ -147,6 +157,7 @@ impl Limiter {
         Ok(Self {
             key: policy.key,
             capacity: capacity.get(),
+            limit_header: capacity.get().into(),
             period,
             counter,
         })
@@ -159,13 +170,13 @@ impl Limiter {
             Counter::Bucket(bucket) => match bucket.check_key(&key) {
                 Ok(state) => Verdict {
                     allowed: true,
-                    limit: self.capacity,
+                    limit: self.limit_header.clone(),
                     remaining: state.remaining_burst_capacity(),
                     reset_s: state.quota().burst_size_replenished_in().as_secs(),
                 },
                 Err(not_until) => Verdict {
                     allowed: false,
-                    limit: self.capacity,
+                    limit: self.limit_header.clone(),
                     remaining: 0,
                     reset_s: not_until
                         .wait_time_from(DefaultClock::default().now())
@@ -190,7 +201,7 @@ impl Limiter {
                 let oldest = hits.front().copied().unwrap_or(now);
                 Verdict {
                     allowed,
-                    limit: self.capacity,
+                    limit: self.limit_header.clone(),
                     remaining: self.capacity - hits.len() as u32,
                     reset_s: (self.period - (now - oldest)).as_secs_f64().ceil() as u64,
                 }
