@@ -10,7 +10,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use wasmparser::{Parser, Payload};
+use wasmparser::{Chunk, Parser, Payload};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::config::PoolSettings;
@@ -66,29 +66,39 @@ fn is_plain_proxy(imports: &[String], exports: &[String]) -> bool {
 }
 
 /// The names a component imports and exports at its top level, without
-/// reading the modules inside it; `None` if it cannot be parsed.
+/// reading the modules inside it (a Python component's are megabytes);
+/// `None` if it cannot be parsed.
 fn top_level_names(bytes: &[u8]) -> Option<(Vec<String>, Vec<String>)> {
     let (mut imports, mut exports) = (Vec::new(), Vec::new());
-    let mut depth = 0usize;
-    for payload in Parser::new(0).parse_all(bytes) {
-        match payload.ok()? {
-            Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
-            Payload::End(_) if depth == 0 => break,
-            Payload::End(_) => depth -= 1,
-            Payload::ComponentImportSection(reader) if depth == 0 => {
+    let mut parser = Parser::new(0);
+    let mut rest = bytes;
+    loop {
+        let Chunk::Parsed { consumed, payload } = parser.parse(rest, true).ok()? else {
+            return None;
+        };
+        rest = &rest[consumed..];
+        match payload {
+            // The parser has stepped over a nested one; the input must too.
+            Payload::ModuleSection {
+                unchecked_range, ..
+            }
+            | Payload::ComponentSection {
+                unchecked_range, ..
+            } => rest = rest.get(unchecked_range.len()..)?,
+            Payload::ComponentImportSection(reader) => {
                 for import in reader {
                     imports.push(import.ok()?.name.name.to_string());
                 }
             }
-            Payload::ComponentExportSection(reader) if depth == 0 => {
+            Payload::ComponentExportSection(reader) => {
                 for export in reader {
                     exports.push(export.ok()?.name.name.to_string());
                 }
             }
+            Payload::End(_) => return Some((imports, exports)),
             _ => {}
         }
     }
-    Some((imports, exports))
 }
 
 fn new_engine(pool: &PoolSettings, concurrent: bool) -> anyhow::Result<Engine> {
@@ -164,4 +174,42 @@ fn start_epoch_ticker(engines: &Engines) {
             }
         })
         .expect("spawning the epoch thread");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A component whose top level imports and exports the names given, and
+    /// nests a core module that must be stepped over.
+    fn component(imports: &[&str], exports: &[&str]) -> Vec<u8> {
+        let mut wat = String::from("(component (core module $m (func (export \"f\")))\n");
+        for (i, name) in imports.iter().enumerate() {
+            wat += &format!("(import \"{name}\" (instance $i{i}))\n");
+        }
+        for (i, name) in exports.iter().enumerate() {
+            wat += &format!("(instance $e{i})\n(export \"{name}\" (instance $e{i}))\n");
+        }
+        wat += ")";
+        wat::parse_str(&wat).expect("valid component text")
+    }
+
+    #[test]
+    fn top_level_names_step_over_nested_modules() {
+        let bytes = component(
+            &["wasi:cli/stdout@0.2.3"],
+            &["wasi:http/incoming-handler@0.2.3"],
+        );
+        let (imports, exports) = top_level_names(&bytes).expect("parses");
+        assert_eq!(imports, ["wasi:cli/stdout@0.2.3"]);
+        assert_eq!(exports, ["wasi:http/incoming-handler@0.2.3"]);
+        assert!(is_plain_proxy(&imports, &exports));
+        let cello = component(
+            &["cello:component/kv"],
+            &["wasi:http/incoming-handler@0.2.3"],
+        );
+        let (imports, exports) = top_level_names(&cello).expect("parses");
+        assert!(!is_plain_proxy(&imports, &exports));
+        assert_eq!(top_level_names(b"\0asm garbage"), None);
+    }
 }

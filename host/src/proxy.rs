@@ -47,6 +47,19 @@ struct Shared {
 /// goes back to the pool after a clean return.
 type Handling = Pin<Box<dyn Future<Output = Result<(), CallError>> + Send>>;
 
+/// The response the guest set, or the sign that it dropped the outparam
+/// without setting one.
+type Set = Result<Result<hyper::Response<HyperOutgoingBody>, ErrorCode>, oneshot::error::RecvError>;
+
+/// Whichever comes first while a request is handled.
+enum First {
+    /// The call ended; any response it set was sent before.
+    Ended(Result<(), CallError>),
+    /// The guest set its response (or dropped the outparam) and is still
+    /// running.
+    Set(Set),
+}
+
 impl ProxyComponent {
     /// Prepares `component`; fails when it imports what the host lacks.
     pub fn load(
@@ -129,29 +142,27 @@ impl ProxyComponent {
                 .await
                 .unwrap_or_else(|_| Err(owner.timed_out(limit)))
         });
-        // Whichever comes first: the call's end, or the response.
         let first = std::future::poll_fn(|cx| {
             if let Poll::Ready(ended) = handling.as_mut().poll(cx) {
-                return Poll::Ready(Err(ended));
+                return Poll::Ready(First::Ended(ended));
             }
-            Pin::new(&mut receiver).poll(cx).map(Ok)
+            Pin::new(&mut receiver).poll(cx).map(First::Set)
         })
         .await;
-        let set = match first {
-            Err(Err(failed)) => return Err(failed),
-            Err(Ok(())) => {
+        match first {
+            First::Ended(Err(failed)) => Err(failed),
+            First::Ended(Ok(())) => {
                 let set = receiver.try_recv().map_err(|_| never_set())?;
-                return respond(set, None);
+                respond(set, None)
             }
-            Ok(Ok(set)) => set,
+            First::Set(Ok(set)) => respond(set, Some((handling, shared.owner.clone()))),
             // The guest dropped the outparam without setting it; its call
             // says why, or it ends without a response.
-            Ok(Err(_)) => {
+            First::Set(Err(_)) => {
                 handling.await?;
-                return Err(never_set());
+                Err(never_set())
             }
-        };
-        respond(set, Some(handling))
+        }
     }
 
     /// Who the component is, for logs and metrics.
@@ -178,10 +189,11 @@ impl Shared {
 
 /// Lets a call run to its end after its response has gone, logging how it
 /// failed if it does.
-fn finish_apart(handling: Handling) {
+fn finish_apart(handling: Handling, owner: Arc<Owner>) {
     tokio::spawn(async move {
         if let Err(failed) = handling.await {
-            tracing::error!("wasi:http handler failed after its response: {failed}");
+            let component = &owner.component;
+            tracing::error!(%component, "wasi:http handler failed after its response: {failed}");
         }
     });
 }
@@ -190,25 +202,26 @@ fn never_set() -> CallError {
     CallError::InvalidResponse("the guest never called `response-outparam.set`".into())
 }
 
-/// The response the guest set; a call still running goes along with its
-/// body, which it is still writing, or in the background when the guest
-/// answered with an error code.
+/// The response the guest set; a call still running (with its component)
+/// goes along with the body, which it is still writing, or on its own when
+/// the guest answered with an error code.
 fn respond(
     set: Result<hyper::Response<HyperOutgoingBody>, ErrorCode>,
-    handling: Option<Handling>,
+    running: Option<(Handling, Arc<Owner>)>,
 ) -> Result<http::Response<Body>, CallError> {
     match set {
-        Ok(response) => Ok(response.map(|body| match handling {
-            Some(handling) => Driven {
+        Ok(response) => Ok(response.map(|body| match running {
+            Some((handling, owner)) => Driven {
                 body,
                 handling: Some(handling),
+                owner,
             }
             .boxed_unsync(),
             None => body.map_err(BoxError::from).boxed_unsync(),
         })),
         Err(code) => {
-            if let Some(handling) = handling {
-                finish_apart(handling);
+            if let Some((handling, owner)) = running {
+                finish_apart(handling, owner);
             }
             Err(CallError::InvalidResponse(format!(
                 "the guest answered with an error: {code:?}"
@@ -224,6 +237,7 @@ fn respond(
 struct Driven {
     body: HyperOutgoingBody,
     handling: Option<Handling>,
+    owner: Arc<Owner>,
 }
 
 impl hyper::body::Body for Driven {
@@ -248,7 +262,7 @@ impl hyper::body::Body for Driven {
         {
             // The body is whole; whatever the guest does after it should not
             // hold the response open.
-            finish_apart(handling);
+            finish_apart(handling, self.owner.clone());
         }
         Poll::Ready(frame.map(|frame| frame.map_err(BoxError::from)))
     }

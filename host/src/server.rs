@@ -635,3 +635,21 @@ fn push_hex(out: &mut String, value: u64, digits: u32) {
         out.push(char::from_digit(nibble as u32, 16).expect("a nibble is a hex digit"));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_text_reads_as_display_does() {
+        for peer in [
+            "127.0.0.1:8080",
+            "0.0.0.0:0",
+            "255.10.0.9:65535",
+            "[::1]:443",
+        ] {
+            let peer: SocketAddr = peer.parse().unwrap();
+            assert_eq!(address_text(peer), peer.to_string());
+        }
+    }
+}
