@@ -24,7 +24,6 @@ use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{
     And, DefaultPredicate, NotForContentType, Predicate, SizeAbove,
 };
-use tower_http::cors::CorsLayer;
 
 use crate::app::RouteGuard;
 use crate::bindings::{self, cello::component::types::Context};
@@ -246,7 +245,7 @@ async fn handle(
             // that moves it.
             let guarded = |req| -> BoxedResponse { Box::pin(guarded(target, req, call)) };
             let response = match &owner.middleware().cors {
-                Some(cors) => with_cors(cors, req, guarded).await,
+                Some(cors) => cors.around(req, guarded).await,
                 None => guarded(req).await,
             };
             watch.0 = None;
@@ -271,7 +270,7 @@ async fn handle(
             };
             // A CORS preflight is an OPTIONS the routes do not declare.
             match &owner.middleware().cors {
-                Some(cors) => with_cors(cors, req, not_allowed).await,
+                Some(cors) => cors.around(req, not_allowed).await,
                 None => not_allowed(req).await,
             }
         }
@@ -326,28 +325,6 @@ fn admit(tenant: &TenantRoutes) -> Result<(), Box<http::Response<Body>>> {
             .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         Box::new(response)
     })
-}
-
-/// Runs `inner` inside tower-http's CORS layer: a preflight is answered
-/// there, and every response gets the CORS headers.
-async fn with_cors<F, Fut>(
-    cors: &CorsLayer,
-    req: http::Request<Incoming>,
-    inner: F,
-) -> http::Response<Body>
-where
-    F: FnOnce(http::Request<Incoming>) -> Fut,
-    Fut: Future<Output = http::Response<Body>>,
-{
-    let mut inner = Some(inner);
-    let service = tower::service_fn(move |req| {
-        let inner = inner.take().expect("called once");
-        async move { Ok::<_, Infallible>(inner(req).await) }
-    });
-    cors.layer(service)
-        .oneshot(req)
-        .await
-        .unwrap_or_else(|never| match never {})
 }
 
 /// Auth and rate limits, then the component.
@@ -572,12 +549,17 @@ async fn dispatch(
     })
 }
 
+/// Room for the headers the host adds to a response on its way out (request
+/// id, CORS, rate limits, security headers, compression), so adding them
+/// does not grow the map again and again.
+const HOST_HEADERS: usize = 12;
+
 /// A guest's response as HTTP parts; an invalid status or header from the
 /// guest is an error (a 500), never a panic.
 fn fetched(response: bindings::Response) -> Result<Fetched, CallError> {
     let status = StatusCode::from_u16(response.status)
         .map_err(|_| CallError::InvalidResponse(format!("status {}", response.status)))?;
-    let mut headers = HeaderMap::with_capacity(response.headers.len());
+    let mut headers = HeaderMap::with_capacity(response.headers.len() + HOST_HEADERS);
     for (name, value) in response.headers {
         let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value))
         else {

@@ -20,125 +20,19 @@
 //! the access log are host-wide.
 
 pub mod auth;
+pub mod cors;
 pub mod rate_limit;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use http::{HeaderName, HeaderValue, Method};
+use http::{HeaderName, HeaderValue};
 use serde::Deserialize;
-use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::bindings::cello::component::types::{AppPolicy, CorsPolicy};
+use crate::bindings::cello::component::types::AppPolicy;
 use auth::{Auth, AuthSettings};
+pub use cors::{Cors, CorsSettings};
 use rate_limit::{Limiter, RateLimitSettings};
-
-/// `[cors]` in the host config or a sidecar.
-///
-/// ```toml
-/// [cors]
-/// allow-origins = ["https://app.example"]   # or ["*"]
-/// allow-methods = ["GET", "POST"]
-/// allow-headers = ["content-type", "authorization"]
-/// expose-headers = ["x-request-id"]
-/// allow-credentials = false
-/// max-age-s = 600
-/// ```
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct CorsSettings {
-    pub allow_origins: Vec<String>,
-    #[serde(default = "CorsSettings::default_methods")]
-    pub allow_methods: Vec<String>,
-    #[serde(default = "CorsSettings::default_headers")]
-    pub allow_headers: Vec<String>,
-    #[serde(default)]
-    pub expose_headers: Vec<String>,
-    #[serde(default)]
-    pub allow_credentials: bool,
-    #[serde(default = "CorsSettings::default_max_age")]
-    pub max_age_s: u64,
-}
-
-impl CorsSettings {
-    fn default_methods() -> Vec<String> {
-        ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
-            .map(String::from)
-            .to_vec()
-    }
-    fn default_headers() -> Vec<String> {
-        ["content-type", "authorization"].map(String::from).to_vec()
-    }
-
-    fn default_max_age() -> u64 {
-        600
-    }
-
-    /// The tower-http layer, or a sentence naming the bad entry.
-    fn layer(&self) -> Result<CorsLayer, String> {
-        let origins = if self.allow_origins.iter().any(|o| o == "*") {
-            if self.allow_credentials {
-                return Err("[cors] allow-origins \"*\" cannot go with allow-credentials".into());
-            }
-            AllowOrigin::any()
-        } else {
-            let list = self
-                .allow_origins
-                .iter()
-                .map(|o| {
-                    HeaderValue::from_str(o)
-                        .map_err(|_| format!("[cors] allow-origins: {o:?} is not a valid origin"))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            AllowOrigin::list(list)
-        };
-        let methods = self
-            .allow_methods
-            .iter()
-            .map(|m| {
-                Method::from_bytes(m.as_bytes())
-                    .map_err(|_| format!("[cors] allow-methods: {m:?} is not a method"))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let names = |field: &str, list: &[String]| {
-            list.iter()
-                .map(|h| {
-                    HeaderName::from_bytes(h.as_bytes())
-                        .map_err(|_| format!("[cors] {field}: {h:?} is not a header name"))
-                })
-                .collect::<Result<Vec<_>, _>>()
-        };
-        Ok(CorsLayer::new()
-            .allow_origin(origins)
-            .allow_methods(methods)
-            .allow_headers(names("allow-headers", &self.allow_headers)?)
-            .expose_headers(names("expose-headers", &self.expose_headers)?)
-            .allow_credentials(self.allow_credentials)
-            .max_age(Duration::from_secs(self.max_age_s)))
-    }
-}
-
-impl From<&CorsPolicy> for CorsSettings {
-    /// An app's declared wish, with the defaults for empty lists.
-    fn from(policy: &CorsPolicy) -> Self {
-        let or = |list: &[String], default: Vec<String>| {
-            if list.is_empty() {
-                default
-            } else {
-                list.to_vec()
-            }
-        };
-        Self {
-            allow_origins: policy.allow_origins.clone(),
-            allow_methods: or(&policy.allow_methods, Self::default_methods()),
-            allow_headers: or(&policy.allow_headers, Self::default_headers()),
-            expose_headers: policy.expose_headers.clone(),
-            allow_credentials: policy.allow_credentials,
-            max_age_s: policy.max_age_seconds.into(),
-        }
-    }
-}
 
 /// `[app-policy]` in the host config: which of an app's own wishes (from
 /// `describe()`) the host honours. An operator's `[cors]` table replaces
@@ -197,7 +91,7 @@ impl Settings {
 /// The middleware of one component, built from its settings.
 #[derive(Default)]
 pub struct Middleware {
-    pub cors: Option<CorsLayer>,
+    pub cors: Option<Cors>,
     pub auth: Option<Auth>,
     pub rate_limit: Option<Limiter>,
     /// Proxies whose `X-Forwarded-For` is believed, for client-address keys.
@@ -210,11 +104,7 @@ impl Middleware {
     /// Builds every configured layer; the error names the table and field.
     pub fn new(settings: &Settings) -> Result<Self, String> {
         Ok(Self {
-            cors: settings
-                .cors
-                .as_ref()
-                .map(CorsSettings::layer)
-                .transpose()?,
+            cors: settings.cors.as_ref().map(Cors::new).transpose()?,
             auth: settings
                 .auth
                 .as_ref()
