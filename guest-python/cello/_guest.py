@@ -45,16 +45,18 @@ def _install_logging() -> None:
 
 
 def _request(req: types.Request) -> Request:
+    context = req.context
+    # Positional: this runs for every request.
     return Request(
-        method=req.method,
-        path=req.path,
-        query=req.query,
-        headers=req.headers,
-        body=bytes(req.body),
-        params=dict(req.params),
-        request_id=req.context.request_id,
-        client=req.context.client_addr,
-        claims=req.context.claims,
+        req.method,
+        req.path,
+        req.query,
+        req.headers,
+        req.body,
+        req.params,
+        context.request_id,
+        context.client_addr,
+        context.claims,
     )
 
 
@@ -67,12 +69,7 @@ def _response(response: Response, request_id: str) -> types.Response:
     background = response.background is not None
     if background:
         _PENDING[request_id] = response.background
-    return types.Response(
-        status=response.status,
-        headers=response.headers,
-        body=response.body,
-        background=background,
-    )
+    return types.Response(response.status, response.headers, response.body, background)
 
 
 _KINDS = {

@@ -18,6 +18,14 @@ log = logging.getLogger("cello")
 
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
+#: What handlers return most, none of it awaitable: checked by type first,
+#: since ``inspect.isawaitable`` asks an ABC about every other value.
+_PLAIN = frozenset({str, bytes, dict, list, tuple, int, type(None), Response})
+
+
+def _awaitable(value: Any) -> bool:
+    return type(value) not in _PLAIN and inspect.isawaitable(value)
+
 
 @dataclass(frozen=True)
 class CachePolicy:
@@ -74,8 +82,11 @@ class Route:
         # Routes without dependencies or background tasks skip the scope.
         self.scoped = any(p.source in ("depends", "background") for p in self.arguments)
 
-    def call_args(self, request: Request) -> dict[str, Any]:
-        return params.resolve_all(self.arguments, request)
+    def call(self, request: Request) -> Any:
+        """Calls the handler with its arguments taken from ``request``."""
+        if not self.arguments:
+            return self.handler()
+        return self.handler(**params.resolve_all(self.arguments, request))
 
     @property
     def cache(self) -> CachePolicy | None:
@@ -292,8 +303,10 @@ class App(Router):
         if route.scoped:
             return drive(self._dispatch_scoped(route, request, run_async=False))
         try:
-            result = route.handler(**route.call_args(request))
-            if inspect.isawaitable(result):
+            result = route.call(request)
+            if _awaitable(result):
+                if hasattr(result, "close"):
+                    result.close()  # never to be awaited
                 raise TypeError(f"{route.path}: async handler called synchronously")
             return to_response(result, route.status_code)
         except Exception as error:  # noqa: BLE001 - every failure becomes a response
@@ -305,8 +318,8 @@ class App(Router):
         if route.scoped:
             return await self._dispatch_scoped(route, request, run_async=True)
         try:
-            result = route.handler(**route.call_args(request))
-            if inspect.isawaitable(result):
+            result = route.call(request)
+            if _awaitable(result):
                 result = await result
             return to_response(result, route.status_code)
         except Exception as error:  # noqa: BLE001

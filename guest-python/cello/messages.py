@@ -124,8 +124,12 @@ class Response:
     ):
         self.body = body.encode() if isinstance(body, str) else bytes(body)
         self.status = status
-        pairs = headers.items() if isinstance(headers, Mapping) else (headers or ())
-        self.headers: list[tuple[str, str]] = [(k.lower(), str(v)) for k, v in pairs]
+        self.headers: list[tuple[str, str]]
+        if headers is None:  # the common case, without the ABC check below
+            self.headers = [("content-type", media_type)] if media_type else []
+            return
+        pairs = headers.items() if isinstance(headers, Mapping) else headers
+        self.headers = [(k.lower(), str(v)) for k, v in pairs]
         if media_type and not any(k == "content-type" for k, _ in self.headers):
             self.headers.append(("content-type", media_type))
 

@@ -140,6 +140,39 @@ def test_a_response_passes_through():
     assert to_response(response) is response
 
 
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        (None, [("content-type", "text/plain")]),
+        ({"X-A": 1}, [("x-a", "1"), ("content-type", "text/plain")]),
+        (
+            [("X-A", "1"), ("X-A", "2")],
+            [("x-a", "1"), ("x-a", "2"), ("content-type", "text/plain")],
+        ),
+        ({"Content-Type": "text/csv"}, [("content-type", "text/csv")]),
+        ((), [("content-type", "text/plain")]),
+    ],
+)
+def test_response_headers_are_lowercased_and_keep_their_own_content_type(headers, expected):
+    assert Response("x", headers=headers, media_type="text/plain").headers == expected
+    assert Response("x", headers=headers).headers == [h for h in expected if h[1] != "text/plain"]
+
+
+def test_a_def_handler_returning_an_awaitable_is_a_500_naming_the_route(caplog):
+    app = App()
+
+    async def later():
+        return "never"
+
+    @app.get("/odd")
+    def odd():
+        return later()
+
+    response = call(app, 0)
+    assert response.status == 500
+    assert "/odd: async handler called synchronously" in caplog.text
+
+
 def test_http_exception_gives_its_status_and_detail():
     app = App()
 

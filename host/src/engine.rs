@@ -127,6 +127,10 @@ fn base_config(concurrent: bool) -> Config {
         .concurrency_support(concurrent)
         .epoch_interruption(true)
         .memory_init_cow(true);
+    // For `perf`: guest functions by name (README, "Serving").
+    if std::env::var_os("CELLO_PERFMAP").is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     config
 }
 
