@@ -464,7 +464,7 @@ async fn dispatch(
                 req.headers_mut()
                     .insert(header::HOST, HeaderValue::from_static("localhost"));
             }
-            proxy.handle(req).await
+            Box::pin(proxy.handle(req)).await
         }
         Target::App {
             component,
@@ -534,7 +534,10 @@ async fn dispatch(
                         let component = &component;
                         async move { fetched(component.handle(request, is_async).await?) }
                     };
-                    owner.cache.respond(owner, key, policy, &parts, fetch).await
+                    // Boxed: the cache's future holds a whole guest call
+                    // of its own, and inline it would double the size of
+                    // every request's future (moved by value more than once).
+                    Box::pin(owner.cache.respond(owner, key, policy, &parts, fetch)).await
                 }
                 None => {
                     let response = component.handle(request, is_async).await;

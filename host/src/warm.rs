@@ -84,8 +84,10 @@ impl<B: Send + 'static> WarmPool<B> {
         if let Some(instance) = self.pop() {
             return Ok(instance);
         }
+        // Instantiating is rare and its future large: boxed, so it does not
+        // make every checkout's future as large.
         if let Some(slot) = capacity.try_slot() {
-            return instantiate(slot).await;
+            return Box::pin(instantiate(slot)).await;
         }
         let _queued = capacity.enqueue()?;
         loop {
@@ -96,7 +98,7 @@ impl<B: Send + 'static> WarmPool<B> {
             }
             tokio::select! {
                 () = returned => continue,
-                slot = capacity.slot_until(deadline) => return instantiate(slot?).await,
+                slot = capacity.slot_until(deadline) => return Box::pin(instantiate(slot?)).await,
             }
         }
     }

@@ -144,7 +144,8 @@ impl AppComponent {
     /// Serves `req` on a sync (`def`) or async (`async def`) route.
     pub async fn handle(&self, req: Request, is_async: bool) -> Result<Response, CallError> {
         if is_async {
-            self.async_pool.call(&self.shared, req).await
+            // Boxed, so a `def` call's future is not as large as this one's.
+            Box::pin(self.async_pool.call(&self.shared, req)).await
         } else {
             sync_pool::call(&self.sync_pool, &self.shared, req).await
         }
