@@ -3,6 +3,7 @@ host; run natively (tests), they fall back to plain Python."""
 
 import asyncio
 import contextvars
+import functools
 import math
 import time
 
@@ -20,6 +21,7 @@ _settles_at: contextvars.ContextVar[list[float] | None] = contextvars.ContextVar
 )
 
 
+@functools.cache
 def _host():
     try:
         from wit_world.imports import host
