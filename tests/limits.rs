@@ -4,8 +4,10 @@
 #[path = "support/mod.rs"]
 mod support;
 
+use std::collections::HashSet;
 use std::time::Duration;
 
+use futures::future::join_all;
 use serde_json::json;
 use support::Components;
 
@@ -167,6 +169,53 @@ async fn idle_sync_instances_make_room_for_an_async_request() {
     assert_eq!(b.await.unwrap().status, 200);
     // The event-loop instance needs a slot: an idle one is evicted for it.
     assert_eq!(host.get("/wait/1").await.status, 200);
+}
+
+#[tokio::test]
+async fn a_saturated_component_keeps_serving_on_its_warm_instance() {
+    let host = Components::new()
+        .with_sidecar("testbed", "[limits]\nmax-instances = 1\nqueue = 100")
+        .serve();
+    // Sixteen connections, each sending a hundred requests one after the
+    // other, all to the one instance: every request waits its turn on it.
+    // None may evict it to start a cold one in its place, which would
+    // restart the guest's counter.
+    let connections = (0..16).map(|_| async {
+        let client = support::client();
+        let mut counts = Vec::new();
+        for _ in 0..100 {
+            let request = host.request(http::Method::GET, "/count", &[], Vec::new());
+            let reply = support::send(&client, request).await;
+            assert_eq!(reply.status, 200, "{}", reply.body);
+            counts.push(reply.body.parse::<u32>().unwrap());
+        }
+        counts
+    });
+    let counts: Vec<u32> = join_all(connections).await.concat();
+    let fresh = counts.iter().filter(|&&count| count == 1).count();
+    assert_eq!(fresh, 1, "{fresh} instances served the requests");
+    assert_eq!(counts.iter().max(), Some(&1600));
+}
+
+#[tokio::test]
+async fn async_requests_past_a_full_instance_wait_for_room_on_it() {
+    let host = Components::new()
+        .with_sidecar(
+            "testbed",
+            "[limits]\nmax-instances = 1\nasync-concurrency = 2\nqueue = 100",
+        )
+        .serve();
+    // Two fit on the one instance; the other four wait for room on it.
+    let replies = join_all((0..6).map(|_| host.spawn_get("/wait/200"))).await;
+    let instances: HashSet<String> = replies
+        .into_iter()
+        .map(|reply| {
+            let reply = reply.unwrap();
+            assert_eq!(reply.status, 200, "{}", reply.body);
+            reply.body
+        })
+        .collect();
+    assert_eq!(instances.len(), 1, "served by {instances:?}");
 }
 
 #[tokio::test]

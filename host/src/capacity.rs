@@ -5,8 +5,9 @@
 //! is instantiated.
 //!
 //! Idle instances hold slots too, so a request that finds none free first
-//! evicts an idle instance (its own component's for the component limit,
-//! any component's for the host-wide one) and then waits for the slot.
+//! evicts an idle instance of another pool (its component's other pool for
+//! the component limit, any component's for the host-wide one) and then
+//! waits for the slot, or for an instance of its own pool to come back.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -40,15 +41,22 @@ impl HostCapacity {
     }
 }
 
-/// Asks each live pool in turn to evict an idle instance, forgetting pools
-/// that are gone.
-fn evict_from(pools: &Mutex<Vec<Weak<dyn Evict>>>) -> bool {
+/// Asks each live pool but `asking` in turn to evict an idle instance,
+/// forgetting pools that are gone.
+///
+/// The asking pool is skipped: an idle instance of its own is one it can
+/// take instead (it looked a moment ago and had none; one that came back
+/// since is found by its next look), and evicting it would only replace a
+/// warm instance with a cold one, or take a lock the pool may hold.
+fn evict_from(pools: &Mutex<Vec<Weak<dyn Evict>>>, asking: &dyn Evict) -> bool {
     let live: Vec<Arc<dyn Evict>> = {
         let mut pools = pools.lock().unwrap();
         pools.retain(|pool| pool.strong_count() > 0);
         pools.iter().filter_map(Weak::upgrade).collect()
     };
-    live.iter().any(|pool| pool.evict_one())
+    live.iter()
+        .filter(|pool| !std::ptr::addr_eq(Arc::as_ptr(pool), asking))
+        .any(|pool| pool.evict_one())
 }
 
 /// Instance slots of one component.
@@ -118,25 +126,26 @@ impl Capacity {
         self.host.pools.lock().unwrap().push(pool);
     }
 
-    /// A slot if one is free now. When none is, an idle instance is evicted
-    /// so that one frees shortly for [`Capacity::slot_until`].
-    pub fn try_slot(&self) -> Option<Slot> {
+    /// A slot if one is free now. When none is, an idle instance of a pool
+    /// other than `asking` is evicted so that one frees shortly for
+    /// [`Capacity::slot_until`].
+    pub fn try_slot(&self, asking: &dyn Evict) -> Option<Slot> {
         let Ok(component) = self.component.clone().try_acquire_owned() else {
-            evict_from(&self.pools);
+            evict_from(&self.pools, asking);
             return None;
         };
         let tenant = match &self.tenant {
             Some(tenant) => match tenant.slots.clone().try_acquire_owned() {
                 Ok(permit) => Some(permit),
                 Err(_) => {
-                    evict_from(&tenant.pools);
+                    evict_from(&tenant.pools, asking);
                     return None;
                 }
             },
             None => None,
         };
         let Ok(global) = self.host.slots.clone().try_acquire_owned() else {
-            evict_from(&self.host.pools);
+            evict_from(&self.host.pools, asking);
             return None;
         };
         Some(self.slot_from(component, tenant, global))

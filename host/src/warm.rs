@@ -86,7 +86,7 @@ impl<B: Send + 'static> WarmPool<B> {
         }
         // Instantiating is rare and its future large: boxed, so it does not
         // make every checkout's future as large.
-        if let Some(slot) = capacity.try_slot() {
+        if let Some(slot) = capacity.try_slot(self) {
             return Box::pin(instantiate(slot)).await;
         }
         let _queued = capacity.enqueue()?;

@@ -108,7 +108,7 @@ impl AsyncPool {
                 if let Some(worker) = free {
                     return Ok(self.assign(&mut workers, shared, worker, job));
                 }
-                if let Some(slot) = shared.capacity.try_slot() {
+                if let Some(slot) = shared.capacity.try_slot(self.as_ref()) {
                     let worker = self.start_worker(shared, slot);
                     workers.push(worker.clone());
                     return Ok(self.assign(&mut workers, shared, worker, job));
