@@ -279,6 +279,9 @@ def throughput(state: Path) -> list[Load]:
         loads.append(wrk("wasmtime serve, wasi:http hello (reuse 128)", s, "/"))
     with cello(component_dir("http-proxy"), "/", state) as s:
         loads.append(wrk("cello-host, the same wasi:http hello", s, "/"))
+    fresh = {"http-proxy": '[limits]\nisolation = "per-request"\n'}
+    with cello(component_dir("http-proxy", sidecars=fresh), "/", state) as s:
+        loads.append(wrk("cello-host, the same wasi:http hello (fresh instances)", s, "/"))
     with cello(component_dir("hello-rust"), "/", state) as s:
         loads.append(wrk("cello-host, Rust SDK hello route", s, "/"))
     loads += middleware_chain(state)

@@ -85,6 +85,21 @@ async fn per_request_isolation_gives_every_request_a_fresh_instance() {
 }
 
 #[tokio::test]
+async fn per_request_isolation_holds_whether_slots_keep_memory_resident_or_not() {
+    for keep_resident_mb in [0, 1] {
+        let config = tempfile::NamedTempFile::new().unwrap();
+        let pool = format!("[pool]\nkeep-resident-mb = {keep_resident_mb}\n");
+        std::fs::write(config.path(), pool).unwrap();
+        let host = Components::new()
+            .with_sidecar("testbed", "[limits]\nisolation = \"per-request\"")
+            .serve_with(&["--config", config.path().to_str().unwrap()]);
+        for _ in 0..3 {
+            assert_eq!(host.get("/count").await.body, "1");
+        }
+    }
+}
+
+#[tokio::test]
 async fn a_full_queue_answers_503_with_retry_after() {
     let host = Components::new()
         .with_sidecar("testbed", "[limits]\nmax-instances = 1\nqueue = 1")

@@ -163,6 +163,12 @@ pub struct PoolSettings {
     /// are allocated on demand.
     #[serde(default = "PoolSettings::default_pooling")]
     pub pooling: bool,
+    /// Of a retired instance's memory and tables, how many MiB its slot
+    /// keeps resident for the next instance: pages the guest wrote are
+    /// copied back from the memory image instead of being unmapped, so the
+    /// next instance does not fault them in again.
+    #[serde(default = "PoolSettings::default_keep_resident_mb")]
+    pub keep_resident_mb: u32,
 }
 
 impl PoolSettings {
@@ -172,6 +178,9 @@ impl PoolSettings {
     fn default_pooling() -> bool {
         true
     }
+    fn default_keep_resident_mb() -> u32 {
+        32
+    }
 }
 
 impl Default for PoolSettings {
@@ -179,6 +188,7 @@ impl Default for PoolSettings {
         Self {
             max_instances: Self::default_max_instances(),
             pooling: Self::default_pooling(),
+            keep_resident_mb: Self::default_keep_resident_mb(),
         }
     }
 }
