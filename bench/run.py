@@ -280,8 +280,10 @@ def throughput(state: Path) -> list[Load]:
     with cello(component_dir("http-proxy"), "/", state) as s:
         loads.append(wrk("cello-host, the same wasi:http hello", s, "/"))
     fresh = {"http-proxy": '[limits]\nisolation = "per-request"\n'}
-    with cello(component_dir("http-proxy", sidecars=fresh), "/", state) as s:
-        loads.append(wrk("cello-host, the same wasi:http hello (fresh instances)", s, "/"))
+    keep = "[pool]\nkeep-resident-mb = 32\n"
+    with cello(component_dir("http-proxy", sidecars=fresh), "/", state, config=keep) as s:
+        label = "cello-host, the same wasi:http hello (fresh instances, keep-resident-mb = 32)"
+        loads.append(wrk(label, s, "/"))
     with cello(component_dir("hello-rust"), "/", state) as s:
         loads.append(wrk("cello-host, Rust SDK hello route", s, "/"))
     loads += middleware_chain(state)

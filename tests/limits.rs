@@ -86,7 +86,7 @@ async fn per_request_isolation_gives_every_request_a_fresh_instance() {
 
 #[tokio::test]
 async fn per_request_isolation_holds_whether_slots_keep_memory_resident_or_not() {
-    for keep_resident_mb in [0, 1] {
+    for keep_resident_mb in [0, 32] {
         let config = tempfile::NamedTempFile::new().unwrap();
         let pool = format!("[pool]\nkeep-resident-mb = {keep_resident_mb}\n");
         std::fs::write(config.path(), pool).unwrap();

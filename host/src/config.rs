@@ -166,7 +166,8 @@ pub struct PoolSettings {
     /// Of a retired instance's memory and tables, how many MiB its slot
     /// keeps resident for the next instance: pages the guest wrote are
     /// copied back from the memory image instead of being unmapped, so the
-    /// next instance does not fault them in again.
+    /// next instance does not fault them in again. Off (0) by default: it
+    /// pays off where instances are short-lived (per-request isolation).
     #[serde(default = "PoolSettings::default_keep_resident_mb")]
     pub keep_resident_mb: u32,
 }
@@ -179,7 +180,7 @@ impl PoolSettings {
         true
     }
     fn default_keep_resident_mb() -> u32 {
-        32
+        0
     }
 }
 

@@ -160,7 +160,8 @@ fn pooling(settings: &PoolSettings) -> PoolingAllocationConfig {
     // component. Resetting it by copying back the pages the guest wrote
     // (found with the kernel's PAGEMAP_SCAN) spares the next instance a
     // fault, and a TLB shootdown, for every page it writes: a fresh Python
-    // instance writes 8–16 MiB.
+    // instance writes 8–16 MiB. The copy happens where the instance is
+    // dropped, so it is opt-in (README, "The host config").
     let keep_resident = (settings.keep_resident_mb as usize) << 20;
     pool.linear_memory_keep_resident(keep_resident)
         .table_keep_resident(keep_resident);
