@@ -252,14 +252,10 @@ async fn describe(
         .instantiate_async(&mut store)
         .await
         .map_err(|e| anyhow::anyhow!("cannot instantiate: {e:#}"))?;
-    let manifest = bindings
+    bindings
         .call_describe(&mut store)
         .await
-        .map_err(|e| anyhow::anyhow!("describe() failed: {e:#}"));
-    // Giving the instance's slot back resets the memory it wrote (megabytes
-    // for a Python component): done aside, so serving starts without it.
-    tokio::task::spawn_blocking(move || drop(store));
-    manifest
+        .map_err(|e| anyhow::anyhow!("describe() failed: {e:#}"))
 }
 
 impl Shared {
