@@ -630,12 +630,20 @@ def build_python_app() -> None:
 
 def main() -> None:
     build_python_app()
-    state = Path(tempfile.mkdtemp(prefix="cello-bench-state-"))
-    loads = throughput(state)
-    cold = cold_start()
-    inst = instantiation(state)
-    mem = memory(state)
-    isolated = isolation(state)
+    # Every directory the run makes (components, state, tenants) goes under
+    # this one, removed at the end: a run leaves nothing behind.
+    scratch = tempfile.mkdtemp(prefix="cello-bench-")
+    tempfile.tempdir = scratch
+    try:
+        state = Path(tempfile.mkdtemp(prefix="state-"))
+        loads = throughput(state)
+        cold = cold_start()
+        inst = instantiation(state)
+        mem = memory(state)
+        isolated = isolation(state)
+    finally:
+        tempfile.tempdir = None
+        shutil.rmtree(scratch, ignore_errors=True)
     write_results(loads, cold, inst, mem, isolated)
     print(f"wrote {BENCH / 'RESULTS.md'} and {BENCH / 'results.png'}")
 
