@@ -33,6 +33,8 @@ HOST = ROOT / "target/release/cello-host"
 HYPER = ROOT / "target/release/hyper-hello"
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 CONNECTIONS = 32
+#: A sidecar giving every request a fresh instance.
+PER_REQUEST = '[limits]\nisolation = "per-request"\n'
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -279,7 +281,7 @@ def throughput(state: Path) -> list[Load]:
         loads.append(wrk("wasmtime serve, wasi:http hello (reuse 128)", s, "/"))
     with cello(component_dir("http-proxy"), "/", state) as s:
         loads.append(wrk("cello-host, the same wasi:http hello", s, "/"))
-    fresh = {"http-proxy": '[limits]\nisolation = "per-request"\n'}
+    fresh = {"http-proxy": PER_REQUEST}
     keep = "[pool]\nkeep-resident-mb = 32\n"
     with cello(component_dir("http-proxy", sidecars=fresh), "/", state, config=keep) as s:
         label = "cello-host, the same wasi:http hello (fresh instances, keep-resident-mb = 32)"
@@ -403,11 +405,10 @@ def cold_start() -> dict[str, float]:
 def instantiation(state: Path) -> dict[str, float]:
     """Mean time to create an instance, from the host's own histogram."""
     print("instantiation: per-request isolation, 200 sequential requests each", flush=True)
-    fresh = '[limits]\nisolation = "per-request"\n'
     sidecars = {
-        "hello-rust": 'prefix = "/rs"\n' + fresh,
-        "bench-python": 'prefix = "/py"\n' + fresh,
-        "http-proxy": 'prefix = "/proxy"\n' + fresh,
+        "hello-rust": 'prefix = "/rs"\n' + PER_REQUEST,
+        "bench-python": 'prefix = "/py"\n' + PER_REQUEST,
+        "http-proxy": 'prefix = "/proxy"\n' + PER_REQUEST,
     }
     directory = component_dir(*sidecars, sidecars=sidecars)
     ops = free_port()
