@@ -44,20 +44,26 @@ def _install_logging() -> None:
     root.setLevel(logging.INFO)
 
 
-def _request(req: types.Request) -> Request:
-    context = req.context
-    # Positional: this runs for every request.
-    return Request(
-        req.method,
-        req.path,
-        req.query,
-        req.headers,
-        req.body,
-        req.params,
-        context.request_id,
-        context.client_addr,
-        context.claims,
-    )
+def _context(request_id: str, client_addr: str, tenant: str | None, claims: str | None) -> tuple:
+    """The WIT ``context`` record, as componentize-py builds it: a tuple
+    (request id, client address, claims) instead of a dataclass."""
+    return (request_id, client_addr, claims)
+
+
+def _request(method, path, query, headers, body, route, params, context) -> Request:
+    """The WIT ``request`` record, as componentize-py builds it: straight
+    into the SDK's Request, with the route index kept for the dispatch."""
+    request_id, client_addr, claims = context
+    request = Request(method, path, query, headers, body, params, request_id, client_addr, claims)
+    request.route_index = route
+    return request
+
+
+# componentize-py builds each record with whatever constructor its bindings
+# module holds when the component is snapshotted. Building the SDK's objects
+# directly saves a dataclass per record, and a copy, on every request.
+types.Context = _context
+types.Request = _request
 
 
 #: Background tasks by request id, from the response until the host calls
@@ -65,11 +71,13 @@ def _request(req: types.Request) -> Request:
 _PENDING: dict = {}
 
 
-def _response(response: Response, request_id: str) -> types.Response:
-    background = response.background is not None
-    if background:
-        _PENDING[request_id] = response.background
-    return types.Response(response.status, response.headers, response.body, background)
+def _response(response: Response, request: Request) -> Response:
+    """The WIT ``response`` record: the SDK's Response itself, whose
+    ``status``, ``headers``, ``body`` and ``background`` are the record's
+    fields (``background`` is read as a bool: tasks queued or not)."""
+    if response.background is not None:
+        _PENDING[request.request_id] = response.background
+    return response
 
 
 _KINDS = {
@@ -173,16 +181,16 @@ def make_world(app: App) -> type:
                 ),
             )
 
-        def handle(self, req: types.Request) -> types.Response:
-            return _response(app.dispatch(req.route, _request(req)), req.context.request_id)
+        def handle(self, req: Request) -> Response:
+            return _response(app.dispatch(req.route_index, req), req)
 
-        async def handle_async(self, req: types.Request) -> types.Response:
+        async def handle_async(self, req: Request) -> Response:
             _add_timers()
             settles = _sleeps.track()
-            response = await app.dispatch_async(req.route, _request(req))
+            response = await app.dispatch_async(req.route_index, req)
             if settles[0]:  # a host sleep was started: wait out its end
                 await _sleeps.settle(settles)
-            return _response(response, req.context.request_id)
+            return _response(response, req)
 
         async def on_start(self) -> None:
             _add_timers()

@@ -304,6 +304,8 @@ class App(Router):
             return drive(self._dispatch_scoped(route, request, run_async=False))
         try:
             result = route.call(request)
+            if type(result) is Response:  # the common case, as it is
+                return result
             if _awaitable(result):
                 if hasattr(result, "close"):
                     result.close()  # never to be awaited

@@ -137,17 +137,17 @@ class Response:
     def json(cls, value: Any, status: int = 200, headers: Mapping[str, str] | None = None):
         """``value`` encoded as a JSON body."""
         body = _json.dumps(value, default=_encode_default, separators=(",", ":"))
-        return cls(body, status, headers, media_type="application/json")
+        return cls(body, status, headers, "application/json")
 
     @classmethod
     def text(cls, value: str, status: int = 200, headers: Mapping[str, str] | None = None):
         """A ``text/plain`` body."""
-        return cls(value, status, headers, media_type="text/plain; charset=utf-8")
+        return cls(value, status, headers, "text/plain; charset=utf-8")
 
     @classmethod
     def html(cls, value: str, status: int = 200, headers: Mapping[str, str] | None = None):
         """A ``text/html`` body."""
-        return cls(value, status, headers, media_type="text/html; charset=utf-8")
+        return cls(value, status, headers, "text/html; charset=utf-8")
 
     @classmethod
     def binary(
@@ -158,7 +158,7 @@ class Response:
         headers: Mapping[str, str] | None = None,
     ):
         """Bytes with their media type."""
-        return cls(value, status, headers, media_type=media_type)
+        return cls(value, status, headers, media_type)
 
     @classmethod
     def redirect(cls, location: str, status: int = 307):
@@ -229,7 +229,7 @@ def _coerce(value: Any) -> Response:
     if isinstance(value, str):
         return Response.text(value)
     if isinstance(value, bytes | bytearray):
-        return Response(bytes(value), media_type="application/octet-stream")
+        return Response(bytes(value), 200, None, "application/octet-stream")
     return Response.json(value)
 
 
