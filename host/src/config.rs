@@ -353,7 +353,7 @@ impl Default for Limits {
             max_instances: 32,
             queue: 256,
             async_concurrency: 64,
-            max_requests_per_instance: 10_000,
+            max_requests_per_instance: 30_000,
             idle_timeout: Duration::from_secs(60),
             max_body_bytes: 10 << 20,
             blocked_warn: Duration::from_millis(100),
