@@ -106,6 +106,35 @@ async fn python_query_params_fill_handler_arguments() {
 }
 
 #[tokio::test]
+async fn python_request_carries_everything_the_host_knows_on_sync_and_async_routes() {
+    let host = examples();
+    for (route, name) in [("seen", "sync"), ("seen-async", "async")] {
+        let reply = host
+            .send(
+                http::Method::POST,
+                &format!("/{route}/{name}?x=1&y=two"),
+                &[("x-probe", "probed"), ("x-request-id", "probe-7")],
+                b"the body".to_vec(),
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{route}: {}", reply.body);
+        let seen = reply.json();
+        assert_eq!(seen["method"], "POST");
+        assert_eq!(seen["path"], format!("/{route}/{name}"));
+        assert_eq!(seen["query"], "x=1&y=two");
+        assert_eq!(seen["params"], json!({ "name": name }));
+        assert_eq!(seen["header"], "probed");
+        assert_eq!(seen["body"], "the body");
+        assert_eq!(seen["request_id"], "probe-7");
+        assert!(
+            seen["client"].as_str().unwrap().starts_with("127.0.0.1:"),
+            "{seen}"
+        );
+        assert_eq!(seen["user"], serde_json::Value::Null);
+    }
+}
+
+#[tokio::test]
 async fn prefixed_app_root_answers_with_and_without_slash() {
     let host = examples();
     assert_eq!(host.get("/py").await.body, "Hello from Python!");

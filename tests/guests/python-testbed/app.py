@@ -43,6 +43,31 @@ def search(q: str, limit: int = 10):
     return {"q": q, "limit": limit}
 
 
+def seen(request: Request) -> dict:
+    """Everything the SDK's Request was given by the host."""
+    return {
+        "method": request.method,
+        "path": request.path,
+        "query": request.query_string,
+        "params": request.params,
+        "header": request.headers.get("x-probe"),
+        "body": request.text(),
+        "request_id": request.request_id,
+        "client": request.client,
+        "user": request.user,
+    }
+
+
+@app.post("/seen/{name}")
+def seen_sync(name: str, request: Request):
+    return seen(request)
+
+
+@app.post("/seen-async/{name}")
+async def seen_async(name: str, request: Request):
+    return seen(request)
+
+
 # The response cache. Each route counts its calls in module state, so a test
 # can tell whether the guest ran; the tests give this component one instance.
 _calls: dict[str, int] = {}
