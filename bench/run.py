@@ -31,6 +31,7 @@ OUT = BENCH / "out"
 COMPONENTS = OUT / "components"
 HOST = ROOT / "target/release/cello-host"
 HYPER = ROOT / "target/release/hyper-hello"
+CALL_COST = ROOT / "target/release/call-cost"
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 CONNECTIONS = 32
 #: A sidecar giving every request a fresh instance.
@@ -426,6 +427,20 @@ def instantiation(state: Path) -> dict[str, float]:
     return figures
 
 
+def call_cost(state: Path) -> float:
+    """Microseconds per call on the Rust hello's `def` route, in process, no HTTP."""
+    print("call cost: the Rust hello's route called in process, no HTTP", flush=True)
+    out = subprocess.run(
+        [str(CALL_COST), str(COMPONENTS / "hello-rust.wasm"), str(state)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    micros = float(out.stdout.split()[-1])
+    print(f"  {micros:.2f} µs per call", flush=True)
+    return micros
+
+
 #: Instances the memory figure is measured over, beyond the first two.
 MEMORY_INSTANCES = 16
 #: Fresh hosts the memory figure is measured on; the median is reported.
@@ -471,7 +486,7 @@ def memory_round(directory: Path, state: Path) -> tuple[float, float]:
     return per_instance, added
 
 
-def write_results(loads, cold, inst, mem, isolated) -> None:
+def write_results(loads, cold, inst, mem, isolated, call_us) -> None:
     by_name = {load.name: load for load in loads}
     hyper = by_name["native hyper"]
     best_wasmtime = max(
@@ -549,6 +564,20 @@ def write_results(loads, cold, inst, mem, isolated) -> None:
             0.050 / cold["warm compile cache (median of 5)"],
             1.0,
         ),
+        "",
+        "## Where the Rust hello's time goes",
+        "",
+        "Server CPU per request, from the throughput runs above, and the cost of the guest "
+        "call alone: the Rust hello's `def` route called in a loop in one process (the host's "
+        "instance pool, the call through wasmtime, the guest), with no HTTP, by "
+        "`target/release/call-cost`.",
+        "",
+        "| | µs of CPU |",
+        "|---|---:|",
+        f"| native hyper, one request | {1e6 / hyper.per_cpu_second:.1f} |",
+        f"| cello-host, one request to the Rust hello | "
+        f"{1e6 / by_name['cello-host, Rust SDK hello route'].per_cpu_second:.1f} |",
+        f"| one call on the Rust hello's route, in process | {call_us:.1f} |",
         "",
         "## Cold start (Python component)",
         "",
@@ -659,10 +688,11 @@ def main() -> None:
         inst = instantiation(state)
         mem = memory(state)
         isolated = isolation(state)
+        call_us = call_cost(state)
     finally:
         tempfile.tempdir = None
         shutil.rmtree(scratch, ignore_errors=True)
-    write_results(loads, cold, inst, mem, isolated)
+    write_results(loads, cold, inst, mem, isolated, call_us)
     print(f"wrote {BENCH / 'RESULTS.md'} and {BENCH / 'results.png'}")
 
 

@@ -1,0 +1,86 @@
+//! What one call on a `def` route costs the host with no HTTP around it:
+//! the instance pool, the guest call through wasmtime, and the guest. Run
+//! by `make bench` on the Rust hello, next to the whole request's CPU cost.
+//!
+//! Usage: `call-cost COMPONENT STATE_DIR`; prints microseconds per call,
+//! the best of a few rounds.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use cello_host::bindings::Request;
+use cello_host::bindings::cello::component::types::Context;
+use cello_host::capabilities::kv::KvStore;
+use cello_host::compile::CompileCache;
+use cello_host::config::HostConfig;
+use cello_host::engine::Engines;
+use cello_host::loader::{LoadedKind, Loader};
+use cello_host::response_cache::ResponseCache;
+
+const WARMUP: usize = 20_000;
+const CALLS: usize = 100_000;
+const ROUNDS: usize = 5;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args_os().skip(1);
+    let usage = "usage: call-cost COMPONENT STATE_DIR";
+    let component = PathBuf::from(args.next().context(usage)?);
+    let state = PathBuf::from(args.next().context(usage)?);
+    let config = HostConfig::default();
+    let loader = Loader::new(
+        Engines::new(&config.pool)?,
+        CompileCache::in_dir(state.join("cache")),
+        &config,
+        None,
+        ResponseCache::new(config.cache.max_mb << 20),
+        KvStore::at(&state.join("kv.redb")),
+    )?;
+    let loaded = loader
+        .load_file(&component)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let LoadedKind::App(app, manifest) = &loaded.kind else {
+        anyhow::bail!("{} is not an app component", component.display());
+    };
+    let route = manifest
+        .routes
+        .iter()
+        .position(|r| r.path == "/" && !r.is_async)
+        .context("the component has no `def` route at /")? as u32;
+    // What the host makes of `wrk`'s request.
+    let request = Request {
+        method: "GET".into(),
+        path: "/".into(),
+        query: String::new(),
+        headers: vec![("host".into(), "127.0.0.1:8080".into())],
+        body: Vec::new(),
+        route,
+        params: Vec::new(),
+        context: Context {
+            request_id: "0123456789ab-00000000".into(),
+            client_addr: "127.0.0.1:40000".into(),
+            tenant: None,
+            claims: None,
+        },
+    };
+    let call = async || {
+        app.handle(request.clone(), false)
+            .await
+            .map_err(|e| anyhow::anyhow!("the call failed: {e}"))
+    };
+    for _ in 0..WARMUP {
+        call().await?;
+    }
+    let mut best = f64::MAX;
+    for _ in 0..ROUNDS {
+        let started = Instant::now();
+        for _ in 0..CALLS {
+            call().await?;
+        }
+        best = best.min(started.elapsed().as_secs_f64() * 1e6 / CALLS as f64);
+    }
+    println!("{best:.2}");
+    Ok(())
+}
