@@ -305,16 +305,41 @@ def throughput(state: Path) -> list[Load]:
 
 OPERATOR = "bench-operator-token"
 
-# Each noisy neighbour is a tenant of its own, running the Python bench app
-# under the quotas given; what it does to the quiet tenant is measured.
+#: Requests a looping neighbour keeps going: twice the machine's cores.
+LOOPS = max(4, 2 * (os.cpu_count() or 2))
+
+
+@dataclass
+class Neighbour:
+    """A noisy tenant running the Python bench app under `quotas` (and
+    sidecar `settings`), loaded on `path` by wrk with `connections`; or,
+    with `slowloris`, a client holding that many slow connections."""
+
+    what: str
+    path: str = "/sync"
+    quotas: dict = field(default_factory=dict)
+    settings: str = ""
+    connections: int = 32
+    slowloris: int = 0
+
+
 NEIGHBOURS = [
-    ("floods its hello route, no rate quota", "/sync", {"requests-per-second": 0}),
-    ("floods its hello route, 200 req/s quota", "/sync", {"requests-per-second": 200}),
-    (
-        "loops: CPU-bound requests stopped at its 1 s time quota",
+    Neighbour("floods its hello route, no rate quota", quotas={"requests-per-second": 0}),
+    Neighbour("floods its hello route, 200 req/s quota", quotas={"requests-per-second": 200}),
+    Neighbour(
+        f"keeps {LOOPS} CPU-bound requests looping (its instance quota), 10 s time quota",
         "/busy/100000",
-        {"requests-per-second": 0, "timeout-ms": 1000, "max-instances": 1},
+        {"requests-per-second": 0, "timeout-ms": 10000, "max-instances": LOOPS},
+        connections=LOOPS,
     ),
+    Neighbour(
+        "grows memory: 96 MiB written by each request, on a fresh instance each",
+        "/grow/96",
+        {"requests-per-second": 0, "memory-mb": 128, "max-instances": LOOPS},
+        '[limits]\nisolation = "per-request"\nmemory-mb = 128\n',
+        connections=LOOPS,
+    ),
+    Neighbour("holds 1000 slow connections (slowloris)", slowloris=1000),
 ]
 
 
@@ -329,17 +354,73 @@ def admin(port: int, method: str, path: str, body: bytes = b"", kind: str = "app
         return json.loads(response.read() or b"null")
 
 
-def tenant_with(port: int, name: str, component: str, quotas: dict) -> None:
-    """Creates tenant `name` with `quotas` and uploads `component` to it."""
+def tenant_with(port: int, name: str, component: str, quotas: dict, settings: str = "") -> None:
+    """Creates tenant `name` with `quotas` and uploads `component` to it,
+    with sidecar `settings` if any."""
     body = json.dumps({"name": name, "quotas": quotas}).encode()
     admin(port, "POST", "/v1/tenants", body)
     wasm = (COMPONENTS / f"{component}.wasm").read_bytes()
-    admin(port, "PUT", f"/v1/tenants/{name}/components/app", wasm, "application/wasm")
+    path = f"/v1/tenants/{name}/components/app"
+    if not settings:
+        admin(port, "PUT", path, wasm, "application/wasm")
+        return
+    boundary = "cello-bench-boundary"
+    form = b"".join(
+        [
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"settings\"\r\n\r\n".encode(),
+            settings.encode(),
+            f"\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"component\"; "
+            'filename="app.wasm"\r\nContent-Type: application/wasm\r\n\r\n'.encode(),
+            wasm,
+            f"\r\n--{boundary}--\r\n".encode(),
+        ]
+    )
+    admin(port, "PUT", path, form, f"multipart/form-data; boundary={boundary}")
+
+
+class Slowloris:
+    """`count` connections from 127.0.0.2 (another client address than the
+    load's), each sending its request head one byte every few seconds, and
+    reconnecting when the host closes it."""
+
+    def __init__(self, port: int, count: int):
+        import threading
+
+        self.port, self.count = port, count
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def connect(self):
+        s = socket.socket()
+        s.setblocking(False)
+        s.bind(("127.0.0.2", 0))
+        s.connect_ex(("127.0.0.1", self.port))
+        return s
+
+    def run(self) -> None:
+        sockets = [self.connect() for _ in range(self.count)]
+        head = b"GET / HTTP/1.1\r\nHost: slow\r\nX-Slow: " + b"a" * 10_000
+        sent = [0] * self.count
+        while not self.stopping.wait(2.0):
+            for i, s in enumerate(sockets):
+                try:
+                    s.send(head[sent[i] % len(head) : sent[i] % len(head) + 1])
+                    sent[i] += 1
+                except OSError:
+                    s.close()
+                    sockets[i], sent[i] = self.connect(), 0
+        for s in sockets:
+            s.close()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join()
 
 
 def isolation(state: Path) -> list[Load]:
     """p99 of a quiet tenant's hello route, alone and beside noisy tenants."""
-    print("isolation: a quiet tenant (wrk -c2) alone and beside a noisy one (wrk -c32)")
+    print("isolation: a quiet tenant (wrk -c2) alone and beside a noisy one")
     port, ops, admin_port = free_port(), free_port(), free_port()
     command = [str(HOST), "serve", str(component_dir()), "--listen", f"127.0.0.1:{port}"]
     command += ["--state-dir", str(state), "--ops-listen", f"127.0.0.1:{ops}"]
@@ -351,14 +432,23 @@ def isolation(state: Path) -> list[Load]:
         tenant_with(admin_port, "quiet", "hello-rust", {"requests-per-second": 0})
         quiet = host.at(f"{base}/t/quiet/")
         loads.append(wrk("quiet tenant alone", quiet, "", connections=2))
-        for n, (what, path, quotas) in enumerate(NEIGHBOURS):
-            tenant_with(admin_port, f"noisy-{n}", "bench-python", quotas)
+        for n, neighbour in enumerate(NEIGHBOURS):
+            label = f"quiet tenant, while a neighbour {neighbour.what}"
+            if neighbour.slowloris:
+                slow = Slowloris(port, neighbour.slowloris)
+                time.sleep(2)
+                loads.append(wrk(label, quiet, "", connections=2))
+                slow.stop()
+                continue
+            name = f"noisy-{n}"
+            tenant_with(admin_port, name, "bench-python", neighbour.quotas, neighbour.settings)
             flood = subprocess.Popen(
-                ["wrk", "-t1", "-c32", f"-d{SECONDS + 4}s", f"{base}/t/noisy-{n}{path}"],
+                ["wrk", "-t1", f"-c{neighbour.connections}", f"-d{SECONDS + 4}s"]
+                + [f"{base}/t/{name}{neighbour.path}"],
                 stdout=subprocess.DEVNULL,
             )
             time.sleep(2)
-            loads.append(wrk(f"quiet tenant, while a neighbour {what}", quiet, "", connections=2))
+            loads.append(wrk(label, quiet, "", connections=2))
             flood.wait()
     return loads
 
@@ -486,6 +576,14 @@ def memory_round(directory: Path, state: Path) -> tuple[float, float]:
     return per_instance, added
 
 
+def target_row(label: str, value: float, goal: float, at_most: bool = False) -> str:
+    """A row of a targets table: `value` against `goal` (a floor, or with
+    `at_most` a ceiling)."""
+    met = value <= goal if at_most else value >= goal
+    sign = "≤" if at_most else "≥"
+    return f"| {label} | {value:.2f} | {sign} {goal:.2f} | {'met' if met else '**not met**'} |"
+
+
 def write_results(loads, cold, inst, mem, isolated, call_us) -> None:
     by_name = {load.name: load for load in loads}
     hyper = by_name["native hyper"]
@@ -517,9 +615,7 @@ def write_results(loads, cold, inst, mem, isolated, call_us) -> None:
             f"{load.rps / best_wasmtime.rps:.2f} | {load.errors} |"
         )
 
-    def target(label: str, value: float, goal: float) -> str:
-        verdict = "met" if value >= goal else "**not met**"
-        return f"| {label} | {value:.2f} | ≥ {goal:.2f} | {verdict} |"
+    target = target_row
 
     py_sync = by_name["cello-host, Python SDK hello (def)"]
     py_async = by_name["cello-host, Python SDK hello (async def)"]
@@ -612,18 +708,39 @@ def write_results(loads, cold, inst, mem, isolated, call_us) -> None:
         "## Tenant isolation",
         "",
         "p50 and p99 of a quiet tenant's Rust hello route (`wrk -t1 -c2`), alone and while "
-        "a noisy tenant on the same host is loaded with `wrk -t1 -c32`. Each noisy tenant runs "
-        "the Python bench app under the quotas named; the host has 2 cores, shared with both "
-        "load generators.",
+        "a noisy tenant on the same host is loaded (`wrk -t1`, 32 connections, or as many "
+        "as the looping and growing neighbours' instance quotas allow). Each noisy tenant runs "
+        "the Python bench app under the quotas named; the slow connections come from another "
+        f"loopback address. The host has {os.cpu_count()} cores, shared with the load "
+        "generators.",
         "",
-        "| quiet tenant | req/s | p50 ms | p99 ms | p99 ÷ alone |",
-        "|---|---:|---:|---:|---:|",
+        "| quiet tenant | req/s | ÷ alone | p50 ms | p99 ms | p99 ÷ alone |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     alone = isolated[0]
     lines += [
-        f"| {load.name} | {load.rps:,.0f} | {load.p50_ms:.2f} | {load.p99_ms:.2f} | "
-        f"{load.p99_ms / alone.p99_ms:.1f} |"
+        f"| {load.name} | {load.rps:,.0f} | {load.rps / alone.rps:.2f} | {load.p50_ms:.2f} | "
+        f"{load.p99_ms:.2f} | {load.p99_ms / alone.p99_ms:.1f} |"
         for load in isolated
+    ]
+
+    def beside(word: str) -> Load:
+        return next(load for load in isolated if word in load.name)
+
+    looping, growing, slow = beside("looping"), beside("grows memory"), beside("slowloris")
+    lines += [
+        "",
+        "| isolation target | measured | goal | |",
+        "|---|---:|---:|---|",
+        target_row("looping neighbour: quiet req/s ÷ alone", looping.rps / alone.rps, 0.5),
+        target_row(
+            "looping neighbour: quiet p99 ÷ alone (at most)",
+            looping.p99_ms / alone.p99_ms,
+            10.0,
+            at_most=True,
+        ),
+        target_row("growing neighbour: quiet req/s ÷ alone", growing.rps / alone.rps, 0.5),
+        target_row("slowloris neighbour: quiet req/s ÷ alone", slow.rps / alone.rps, 0.8),
     ]
     lines += [
         "",

@@ -31,6 +31,20 @@ def busy_route(ms: int):
     return Response.text(str(busy(ms)))
 
 
+_hoard: list[bytearray] = []
+
+
+@app.get("/grow/{mb}")
+def grow(mb: int):
+    """Keeps `mb` MiB more of memory, written, on every call: the noisy
+    neighbour that grows memory (with per-request instances, every call
+    starts from nothing and grows again)."""
+    kept = bytearray(mb << 20)
+    kept[::4096] = b"x" * (len(kept) // 4096)  # one write a page: all of it resident
+    _hoard.append(kept)
+    return Response.text(str(len(_hoard)))
+
+
 @app.get("/report")
 def report():
     return Response.text(f"report {busy(5)}")

@@ -64,6 +64,76 @@ pub struct HostConfig {
     /// How tenants are reached, and their default quotas.
     #[serde(default)]
     pub tenants: TenantSettings,
+    /// How guest code shares the CPU.
+    #[serde(default)]
+    pub execution: ExecutionSettings,
+}
+
+/// The `[execution]` table: how guest code shares the machine's CPU (see
+/// [`crate::scheduler`]).
+///
+/// ```toml
+/// [execution]
+/// demote-after-ms = 5      # guest time before a call leaves the request's thread
+/// long-call-threads = 2    # threads of the long-call lane; default: one per core
+/// long-call-nice = 10      # their OS priority (nice value, 0 to 19)
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ExecutionSettings {
+    /// Guest time a call may use on the thread that serves its request
+    /// before it moves to the long-call lane, in ms.
+    #[serde(default = "ExecutionSettings::default_demote_after_ms")]
+    pub demote_after_ms: u64,
+    /// Threads of the long-call lane; by default one per CPU core.
+    pub long_call_threads: Option<usize>,
+    /// The nice value of the long-call lane's threads: the higher, the more
+    /// the kernel favours the threads that accept and answer requests.
+    #[serde(default = "ExecutionSettings::default_long_call_nice")]
+    pub long_call_nice: i32,
+}
+
+impl ExecutionSettings {
+    fn default_demote_after_ms() -> u64 {
+        5
+    }
+
+    fn default_long_call_nice() -> i32 {
+        10
+    }
+
+    /// Threads of the long-call lane.
+    pub fn long_call_threads(&self) -> usize {
+        self.long_call_threads
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
+            })
+            .max(1)
+    }
+
+    /// Checks what the types cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(0..=19).contains(&self.long_call_nice) {
+            return Err(format!(
+                "[execution] long-call-nice = {} must be from 0 to 19",
+                self.long_call_nice
+            ));
+        }
+        if self.demote_after_ms == 0 {
+            return Err("[execution] demote-after-ms must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+impl Default for ExecutionSettings {
+    fn default() -> Self {
+        Self {
+            demote_after_ms: Self::default_demote_after_ms(),
+            long_call_threads: None,
+            long_call_nice: Self::default_long_call_nice(),
+        }
+    }
 }
 
 /// The `[tenants]` table.
@@ -120,8 +190,13 @@ impl HostConfig {
     pub fn from_file(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        toml::from_str(&text)
-            .map_err(|e| format!("{} is not a valid host config: {e}", path.display()))
+        let config: Self = toml::from_str(&text)
+            .map_err(|e| format!("{} is not a valid host config: {e}", path.display()))?;
+        config
+            .execution
+            .validate()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(config)
     }
 
     /// The host-wide middleware tables; `file` is where the config was read.
@@ -316,6 +391,9 @@ pub struct LimitSettings {
     pub max_resources: Option<usize>,
     /// Time a request's background tasks may take after its response, in ms.
     pub background_timeout_ms: Option<u64>,
+    /// CPU time per request, ms: guest time summed across the call; none by
+    /// default.
+    pub cpu_ms: Option<u64>,
 }
 
 /// Limits in force for one component after defaults are applied.
@@ -343,6 +421,8 @@ pub struct Limits {
     pub max_resources: usize,
     /// Time a request's background tasks may take after its response.
     pub background_timeout: Duration,
+    /// Guest time one request may use (an async handler: without awaiting).
+    pub cpu: Option<Duration>,
 }
 
 impl Default for Limits {
@@ -359,6 +439,7 @@ impl Default for Limits {
             blocked_warn: Duration::from_millis(100),
             max_resources: 10_000,
             background_timeout: Duration::from_secs(30),
+            cpu: None,
         }
     }
 }
@@ -396,6 +477,10 @@ impl Limits {
             background_timeout: settings
                 .background_timeout_ms
                 .map_or(self.background_timeout, Duration::from_millis),
+            cpu: settings
+                .cpu_ms
+                .map(|ms| Duration::from_millis(ms.max(1)))
+                .or(self.cpu),
         };
         if settings.isolation == Some(Isolation::PerRequest) {
             limits.max_requests_per_instance = 1;

@@ -23,6 +23,10 @@ pub enum CallError {
     /// The request ran past its time limit; its instance was discarded.
     #[error("the request ran past its {0:?} limit; its instance was discarded")]
     Timeout(Duration),
+    /// The request used more guest CPU time than its `cpu-ms`; its instance
+    /// was discarded.
+    #[error("the request used more than its {0:?} of CPU time; its instance was discarded")]
+    CpuExceeded(Duration),
     /// No instance could take the request: the queue was full, or the wait
     /// outlasted the request's time limit.
     #[error("every instance is busy and the queue is full")]
@@ -50,6 +54,10 @@ impl CallError {
         let (status, detail) = match self {
             Self::StartFailed(_) => (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable"),
             Self::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "The request took too long."),
+            Self::CpuExceeded(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The request used more CPU time than it is allowed.",
+            ),
             Self::Overloaded | Self::InstanceLost(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "The service is busy; try again shortly.",

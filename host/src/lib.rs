@@ -14,6 +14,8 @@
 //! - [`proxy`] runs standard `wasi:http/proxy` components;
 //! - [`capabilities`] are the host functions guests import, each granted
 //!   per component: key-value, config, outbound HTTP;
+//! - [`scheduler`] shares the CPU between guests: long-running calls move
+//!   off the threads that serve requests and take turns, tenant by tenant;
 //! - [`capacity`] bounds the instances of each component and queues the
 //!   requests that wait for one;
 //! - [`warm`] keeps the instances that serve one call at a time (sync
@@ -50,6 +52,7 @@ pub mod registry;
 pub mod reload;
 pub mod response_cache;
 pub mod router;
+pub mod scheduler;
 pub mod server;
 pub mod state;
 pub mod tenants;

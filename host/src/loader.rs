@@ -23,6 +23,7 @@ use crate::middleware::{self, Middleware};
 use crate::proxy::ProxyComponent;
 use crate::response_cache::ResponseCache;
 use crate::router::{Router, RouterBuilder};
+use crate::scheduler::Scheduler;
 use crate::state::{InstanceState, Owner, TenantScope};
 
 /// How long `describe()` may take before the component is refused.
@@ -40,6 +41,8 @@ pub struct Runtime {
     pub responses: Arc<ResponseCache>,
     /// The key-value store behind every component's namespace.
     pub kv: KvStore,
+    /// Shares the CPU between every component's guest calls.
+    pub scheduler: Arc<Scheduler>,
 }
 
 impl Runtime {
@@ -148,6 +151,7 @@ impl Loader {
                 capacity: HostCapacity::new(config.pool.max_instances as usize),
                 responses,
                 kv,
+                scheduler: Scheduler::new(&config.execution)?,
             },
             cache,
             limits: config.default_limits(),
@@ -251,11 +255,20 @@ impl Loader {
             .linker(engine, granted)
             .map_err(|e| one(format!("{e:#}")))?;
         let settings = self.middleware.overridden_by(&config.middleware(&base_dir));
+        // Tenants take turns for the CPU as one, served components each.
+        let cpu = match &tenant {
+            Some(tenant) => self
+                .runtime
+                .scheduler
+                .share(&format!("tenant {}", tenant.name)),
+            None => self.runtime.scheduler.share(&format!("component {label}")),
+        };
         let owner = Owner::new(
             label.clone(),
             self.runtime.responses.clone(),
             capabilities,
             tenant,
+            cpu,
         );
         let middleware = |settings: &middleware::Settings| {
             Middleware::new(settings).map_err(|e| one(format!("{sidecar}: {e}")))

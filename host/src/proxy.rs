@@ -21,6 +21,7 @@ use crate::capacity::{Capacity, Slot};
 use crate::config::Limits;
 use crate::error::CallError;
 use crate::loader::Runtime;
+use crate::scheduler::Budget;
 use crate::server::{Body, BoxError};
 use crate::state::{DeadlineExceeded, InstanceState, Owner};
 use crate::warm::{Warm, WarmPool};
@@ -104,7 +105,14 @@ impl ProxyComponent {
         let deadline = Instant::now() + shared.limits.timeout;
         let mut instance = self
             .pool
-            .checkout(&shared.capacity, deadline, |slot| shared.instantiate(slot))
+            .checkout(&shared.capacity, deadline, |slot| {
+                let shared = shared.clone();
+                async move {
+                    let owner = shared.owner.clone();
+                    let start = Box::pin(async move { shared.instantiate(slot).await });
+                    owner.run_guest(start, Budget::Call { cpu: None }).await?
+                }
+            })
             .await?;
         let left = deadline.saturating_duration_since(Instant::now());
         let state = instance.store.data_mut();
@@ -121,7 +129,8 @@ impl ProxyComponent {
         let pool = self.pool.clone();
         let owner = shared.owner.clone();
         let limit = shared.limits.timeout;
-        let call = async move {
+        instance.store.set_epoch_deadline(1);
+        let call = Box::pin(async move {
             let handler = instance.bindings.wasi_http_incoming_handler();
             match handler.call_handle(&mut instance.store, req, out).await {
                 Ok(()) => {
@@ -133,7 +142,12 @@ impl ProxyComponent {
                 Err(trap) if trap.is::<DeadlineExceeded>() => Err(owner.timed_out(limit)),
                 Err(trap) => Err(owner.trapped(trap)),
             }
+        });
+        let budget = Budget::Call {
+            cpu: shared.limits.cpu,
         };
+        let owner = shared.owner.clone();
+        let call = async move { owner.run_guest(call, budget).await? };
         // The epoch deadline stops a guest that computes too long; this one
         // stops a guest that waits too long.
         let owner = shared.owner.clone();

@@ -18,6 +18,7 @@ use crate::error::CallError;
 use crate::metrics::ComponentMetrics;
 use crate::middleware::Middleware;
 use crate::response_cache::ResponseCache;
+use crate::scheduler::{Budget, CpuShare, GuestFuture, Stopped};
 
 /// Who an instance belongs to, shared by all its instances.
 pub struct Owner {
@@ -30,6 +31,8 @@ pub struct Owner {
     pub capabilities: Capabilities,
     /// The tenant it belongs to; none for a component of the served directory.
     pub tenant: Option<Arc<TenantScope>>,
+    /// Where its guest calls take their turns for the CPU.
+    pub cpu: CpuShare,
     /// CORS, auth and rate limits around it, set once its manifest is read.
     middleware: OnceLock<Middleware>,
 }
@@ -48,6 +51,7 @@ impl Owner {
         cache: Arc<ResponseCache>,
         capabilities: Capabilities,
         tenant: Option<Arc<TenantScope>>,
+        cpu: CpuShare,
     ) -> Arc<Self> {
         Arc::new(Self {
             metrics: ComponentMetrics::new(&component),
@@ -55,6 +59,7 @@ impl Owner {
             cache,
             capabilities,
             tenant,
+            cpu,
             middleware: OnceLock::new(),
         })
     }
@@ -73,6 +78,27 @@ impl Owner {
     pub fn timed_out(&self, limit: Duration) -> CallError {
         self.metrics.timeouts.inc();
         CallError::Timeout(limit)
+    }
+
+    /// Runs guest code (a call, an instance's start or stop) under the
+    /// component's CPU share: past a short time it leaves the request's
+    /// thread for the long-call lane, and past `budget`'s CPU limit it is
+    /// stopped and dropped, its instance with it.
+    pub async fn run_guest<T: Send + 'static>(
+        &self,
+        guest: GuestFuture<T>,
+        budget: Budget,
+    ) -> Result<T, CallError> {
+        self.cpu
+            .run(guest, budget)
+            .await
+            .map_err(|stopped| match stopped {
+                Stopped::CpuExceeded(limit) => {
+                    self.metrics.timeouts.inc();
+                    CallError::CpuExceeded(limit)
+                }
+                Stopped::LaneClosed => CallError::InstanceLost("the host is shutting down".into()),
+            })
     }
 
     /// Counts a trap and makes its error.
@@ -153,7 +179,7 @@ impl InstanceState {
         store.epoch_deadline_callback(|mut ctx: StoreContextMut<'_, Self>| {
             let state = ctx.data_mut();
             if let Some(watch) = &mut state.watch {
-                watch.on_tick(&state.owner, &state.calls);
+                watch.on_tick(&state.owner, &state.calls)?;
             }
             if state
                 .deadline
@@ -170,10 +196,15 @@ impl InstanceState {
     /// Watches an event-loop instance for guest code that runs longer than
     /// `threshold` without awaiting, and logs it: the Python "event loop
     /// blocked" warning, seen from the host.
-    pub fn watch_blocking(store: &mut Store<Self>, threshold: Duration) {
-        let ticks = (threshold.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+    ///
+    /// With a CPU limit, guest code that runs that long without awaiting
+    /// traps the instance with [`CpuExceeded`]: on an event loop no request
+    /// can be told apart, and the loop serves nobody else meanwhile.
+    pub fn watch_blocking(store: &mut Store<Self>, threshold: Duration, cpu: Option<Duration>) {
+        let ticks = |limit: Duration| (limit.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
         store.data_mut().watch = Some(BlockedWatch {
-            threshold_ticks: ticks,
+            threshold_ticks: ticks(threshold),
+            cpu: cpu.map(|limit| (limit, ticks(limit))),
             running_since: None,
             warned: false,
         });
@@ -244,9 +275,17 @@ impl ResourceLimiter for MemoryBudget {
     }
 }
 
+/// The trap an event-loop instance gets when guest code runs past the
+/// component's `cpu-ms` without awaiting.
+#[derive(Debug, thiserror::Error)]
+#[error("guest code ran past its {0:?} CPU limit without awaiting")]
+pub struct CpuExceeded(pub Duration);
+
 /// Tracks how long guest code has run without returning to the host.
 struct BlockedWatch {
     threshold_ticks: u64,
+    /// The CPU limit, and the same in ticks.
+    cpu: Option<(Duration, u64)>,
     /// The tick at which the guest last started running.
     running_since: Option<u64>,
     warned: bool,
@@ -266,11 +305,16 @@ impl BlockedWatch {
         }
     }
 
-    fn on_tick(&mut self, owner: &Owner, calls: &[(Arc<str>, String)]) {
+    fn on_tick(&mut self, owner: &Owner, calls: &[(Arc<str>, String)]) -> wasmtime::Result<()> {
         let Some(since) = self.running_since else {
-            return;
+            return Ok(());
         };
         let ran = TICKS.load(Ordering::Relaxed).saturating_sub(since);
+        if let Some((limit, ticks)) = self.cpu
+            && ran >= ticks
+        {
+            return Err(CpuExceeded(limit).into());
+        }
         if ran >= self.threshold_ticks && !self.warned {
             self.warned = true;
             owner.metrics.blocked_loops.inc();
@@ -285,6 +329,7 @@ impl BlockedWatch {
                 ran * EPOCH_TICK.as_millis() as u64
             );
         }
+        Ok(())
     }
 }
 

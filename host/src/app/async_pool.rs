@@ -21,6 +21,8 @@ use super::{Instance, Shared, retire};
 use crate::bindings::{Request, Response};
 use crate::capacity::{Evict, Slot};
 use crate::error::CallError;
+use crate::scheduler::Budget;
+use crate::state::CpuExceeded;
 
 type Reply = oneshot::Sender<Result<Response, CallError>>;
 
@@ -185,7 +187,10 @@ impl AsyncPool {
             worker: worker.clone(),
             queue,
         };
-        tokio::spawn(event_loop.run(slot));
+        // An event loop whose guest code hogs it moves to the long-call lane.
+        let owner = shared.owner.clone();
+        let run = Box::pin(event_loop.run(slot));
+        tokio::spawn(async move { owner.run_guest(run, Budget::Loop).await });
         worker
     }
 }
@@ -224,10 +229,22 @@ enum End {
     Retired,
     /// The guest trapped; every call in flight failed with it.
     Trapped(String),
+    /// Guest code ran past `cpu-ms` without awaiting.
+    CpuExceeded(std::time::Duration),
     /// Killed because a request on it ran past its deadline.
     Killed,
     /// Killed because a request's background tasks ran past their limit.
     BackgroundOverran,
+}
+
+impl End {
+    /// How a trap ends the loop: a CPU limit says so.
+    fn trapped(trap: &wasmtime::Error) -> Self {
+        match trap.downcast_ref::<CpuExceeded>() {
+            Some(CpuExceeded(limit)) => Self::CpuExceeded(*limit),
+            None => Self::Trapped(format!("{trap:#}")),
+        }
+    }
 }
 
 type CallFuture<'a> = std::pin::Pin<Box<dyn Future<Output = Finished> + Send + 'a>>;
@@ -271,7 +288,7 @@ impl Pending {
 
 impl EventLoop {
     async fn run(mut self, slot: Slot) {
-        let mut instance = match self.shared.instantiate(slot, true).await {
+        let mut instance = match self.shared.start_instance(slot, true).await {
             Ok(instance) => instance,
             Err(error) => return self.fail_queued(error),
         };
@@ -285,6 +302,15 @@ impl EventLoop {
         let mut pending = pending.into_inner().unwrap();
         match end {
             End::Retired => retire(instance),
+            End::CpuExceeded(limit) => {
+                tracing::error!(
+                    %component,
+                    "async instance discarded: a handler ran past its {limit:?} CPU limit \
+                     without awaiting"
+                );
+                self.shared.owner.metrics.timeouts.inc();
+                pending.fail_all(|| CallError::CpuExceeded(limit));
+            }
             End::Trapped(reason) => {
                 tracing::error!(%component, "async instance trapped and was discarded: {reason}");
                 self.shared.owner.metrics.traps.inc();
@@ -335,7 +361,7 @@ impl EventLoop {
                                         continue;
                                     }
                                     Ok(response) => pending.lock().unwrap().answer(id, Ok(response)),
-                                    Err(trap) => return End::Trapped(format!("{trap:#}")),
+                                    Err(trap) => return End::trapped(&trap),
                                 }
                             }
                             Finished::Background(None) => return End::BackgroundOverran,
@@ -385,7 +411,7 @@ impl EventLoop {
             biased;
             () = worker.kill.notified() => End::Killed,
             outcome = event_loop => {
-                outcome.unwrap_or_else(|trap| End::Trapped(format!("{trap:#}")))
+                outcome.unwrap_or_else(|trap| End::trapped(&trap))
             }
         }
     }

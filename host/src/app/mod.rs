@@ -24,6 +24,7 @@ use crate::error::CallError;
 use crate::loader::Runtime;
 use crate::middleware::rate_limit::Limiter;
 use crate::response_cache::CachePolicy;
+use crate::scheduler::Budget;
 use crate::state::{InstanceState, Owner};
 use crate::warm::Warm;
 use async_pool::AsyncPool;
@@ -187,7 +188,7 @@ impl AppComponent {
     pub async fn warm_up(&self) -> Result<(), CallError> {
         let deadline = Instant::now() + START_TIMEOUT;
         let slot = self.shared.capacity.slot_until(deadline).await?;
-        let instance = self.shared.instantiate(slot, false).await?;
+        let instance = self.shared.instantiate(slot).await?;
         self.sync_pool.checkin(instance);
         Ok(())
     }
@@ -259,14 +260,24 @@ async fn describe(
 }
 
 impl Shared {
+    /// A fresh instance in `slot` for `def` routes, with its `on-start` hook
+    /// run under the component's CPU share.
+    async fn instantiate(self: &Arc<Self>, slot: Slot) -> Result<Instance, CallError> {
+        let shared = self.clone();
+        let start = Box::pin(async move { shared.start_instance(slot, false).await });
+        self.owner
+            .run_guest(start, Budget::Call { cpu: None })
+            .await?
+    }
+
     /// A fresh instance in `slot`, with its `on-start` hook run. An event-loop
     /// instance (`watch`) is watched for handlers that block it.
-    async fn instantiate(&self, slot: Slot, watch: bool) -> Result<Instance, CallError> {
+    async fn start_instance(&self, slot: Slot, watch: bool) -> Result<Instance, CallError> {
         let started = std::time::Instant::now();
         let state = InstanceState::new(self.owner.clone(), &self.limits);
         let mut store = state.into_store(&self.engine);
         if watch {
-            InstanceState::watch_blocking(&mut store, self.limits.blocked_warn);
+            InstanceState::watch_blocking(&mut store, self.limits.blocked_warn, self.limits.cpu);
         }
         let bindings = self
             .pre
@@ -336,17 +347,23 @@ impl Shared {
 /// Retires a healthy instance: runs its `on-stop` hook (within a deadline)
 /// off the request path, then frees its slot.
 fn retire(mut instance: Instance) {
-    tokio::spawn(async move {
-        let component = instance.store.data().owner.component.clone();
+    let owner = instance.store.data().owner.clone();
+    let stop = Box::pin(async move {
         let bindings = &instance.bindings;
         let stop = instance
             .store
             .run_concurrent(async |accessor| bindings.call_on_stop(accessor).await);
-        match tokio::time::timeout(STOP_TIMEOUT, stop).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e)) | Err(e)) => tracing::warn!(%component, "on-stop failed: {e:#}"),
-            Err(_) => tracing::warn!(%component, "on-stop took over {STOP_TIMEOUT:?}"),
-        }
+        let stopped = tokio::time::timeout(STOP_TIMEOUT, stop).await;
         drop(instance.slot);
+        stopped
+    });
+    tokio::spawn(async move {
+        let component = &owner.component;
+        match owner.run_guest(stop, Budget::Call { cpu: None }).await {
+            Ok(Ok(Ok(Ok(())))) => {}
+            Ok(Ok(Ok(Err(e)) | Err(e))) => tracing::warn!(%component, "on-stop failed: {e:#}"),
+            Ok(Err(_)) => tracing::warn!(%component, "on-stop took over {STOP_TIMEOUT:?}"),
+            Err(e) => tracing::warn!(%component, "on-stop did not finish: {e}"),
+        }
     });
 }

@@ -9,6 +9,7 @@ use tokio::time::Instant;
 use super::{Instance, Shared};
 use crate::bindings::{App as AppBindings, Request, Response};
 use crate::error::CallError;
+use crate::scheduler::Budget;
 use crate::state::DeadlineExceeded;
 use crate::warm::WarmPool;
 
@@ -23,27 +24,33 @@ pub(super) async fn call(
 ) -> Result<Response, CallError> {
     let deadline = Instant::now() + shared.limits.timeout;
     let mut instance: Instance = pool
-        .checkout(&shared.capacity, deadline, |slot| {
-            shared.instantiate(slot, false)
-        })
+        .checkout(&shared.capacity, deadline, |slot| shared.instantiate(slot))
         .await?;
     let left = deadline.saturating_duration_since(Instant::now());
     let route = shared.route_name(req.route);
     let state = instance.store.data_mut();
     state.set_deadline(Some(left));
     state.track_call(&route, &req.context.request_id, false);
-    // On a timeout or a trap the instance is dropped here: its state can no
-    // longer be trusted.
-    let response = match instance
-        .bindings
-        .call_handle(&mut instance.store, &req)
-        .await
-    {
-        Ok(response) => response,
-        Err(trap) if trap.is::<DeadlineExceeded>() => {
+    instance.store.set_epoch_deadline(1);
+    // The call owns its instance, so that the scheduler can move it off this
+    // thread if it runs long. On a timeout or a trap the instance is dropped
+    // with it: its state can no longer be trusted.
+    let call = Box::pin(async move {
+        let result = instance
+            .bindings
+            .call_handle(&mut instance.store, &req)
+            .await;
+        (instance, req, result)
+    });
+    let budget = Budget::Call {
+        cpu: shared.limits.cpu,
+    };
+    let (mut instance, req, response) = match shared.owner.run_guest(call, budget).await? {
+        (instance, req, Ok(response)) => (instance, req, response),
+        (_, _, Err(trap)) if trap.is::<DeadlineExceeded>() => {
             return Err(shared.owner.timed_out(shared.limits.timeout));
         }
-        Err(trap) => return Err(shared.owner.trapped(trap)),
+        (_, _, Err(trap)) => return Err(shared.owner.trapped(trap)),
     };
     let state = instance.store.data_mut();
     state.set_deadline(None);
@@ -54,8 +61,10 @@ pub(super) async fn call(
         let pool = pool.clone();
         let shared = shared.clone();
         let request_id = req.context.request_id.clone();
+        let owner = shared.owner.clone();
+        let tasks = Box::pin(async move { shared.run_background(instance, request_id).await });
         tokio::spawn(async move {
-            if let Some(instance) = shared.run_background(instance, request_id).await {
+            if let Ok(Some(instance)) = owner.run_guest(tasks, Budget::Call { cpu: None }).await {
                 pool.checkin(instance);
             }
         });

@@ -1,0 +1,116 @@
+//! Guests sharing the CPU: a component whose requests loop cannot starve
+//! the host or its neighbours, and a request past its CPU limit is ended.
+//!
+//! The tests of this file run one at a time: they measure latency, and a
+//! neighbour test's guests would be noise.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::{Components, Host};
+use tokio::sync::Mutex;
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
+
+/// The median time `host` takes to answer `path`, over `n` requests one
+/// after another.
+async fn median_latency(host: &Host, path: &str, n: usize) -> Duration {
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = Instant::now();
+        let reply = host.get(path).await;
+        assert_eq!(reply.status, 200, "{path}: {}", reply.body);
+        times.push(started.elapsed());
+    }
+    times.sort();
+    times[n / 2]
+}
+
+#[tokio::test]
+async fn a_quiet_component_keeps_answering_while_another_loops_on_every_core() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let looping = "prefix = \"/noisy\"\n[limits]\ntimeout-ms = 20000\nmax-instances = 8";
+    let host = Components::new()
+        .with_as("testbed", "noisy", Some(looping))
+        .with_as("testbed", "quiet", Some("prefix = \"/quiet\""))
+        .serve();
+    let solo = median_latency(&host, "/quiet/count", 30).await;
+    // Twice as many loops as this machine has cores (and at least four).
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let loops: Vec<_> = (0..(2 * cores).max(4))
+        .map(|_| host.spawn_get("/noisy/spin"))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let loaded = median_latency(&host, "/quiet/count", 30).await;
+    // Served from the host alone, without a guest: a 404.
+    let started = Instant::now();
+    assert_eq!(host.get("/nowhere").await.status, 404);
+    let not_found = started.elapsed();
+    assert!(
+        loops.iter().all(|l| !l.is_finished()),
+        "the loops ended early"
+    );
+    // Before guests shared the CPU, each request waited behind the loops'
+    // 10 ms slices: tens of milliseconds apiece.
+    let bound = solo * 10 + Duration::from_millis(10);
+    assert!(
+        loaded <= bound,
+        "quiet median {loaded:?} with loops going, {solo:?} alone (bound {bound:?})"
+    );
+    assert!(
+        not_found < Duration::from_millis(250),
+        "a 404 took {not_found:?}"
+    );
+    for l in loops {
+        l.abort();
+    }
+}
+
+#[tokio::test]
+async fn a_def_call_past_its_cpu_limit_gets_503_and_the_next_is_served() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let host = Components::new()
+        .with_sidecar("testbed", "[limits]\ntimeout-ms = 20000\ncpu-ms = 200")
+        .serve();
+    let started = Instant::now();
+    let spun = host.get("/spin").await;
+    assert_eq!(spun.status, 503, "{}", spun.body);
+    assert_eq!(
+        spun.json(),
+        json!({ "detail": "The request used more CPU time than it is allowed." })
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the CPU limit, not the 20 s timeout, ended it"
+    );
+    // A short call fits the limit; the discarded instance was replaced.
+    assert_eq!(host.get("/busy/20").await.status, 200);
+    assert_eq!(host.get("/count").await.body, "1");
+}
+
+#[tokio::test]
+async fn an_async_handler_past_its_cpu_limit_without_awaiting_gets_503() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let host = Components::new()
+        .with_sidecar("testbed", "[limits]\ntimeout-ms = 20000\ncpu-ms = 200")
+        .serve();
+    let spun = host.get("/spin-async").await;
+    assert_eq!(spun.status, 503, "{}", spun.body);
+    host.wait_for_log("CPU limit").await;
+    assert_eq!(host.get("/wait/1").await.status, 200);
+}
+
+#[tokio::test]
+async fn a_long_call_still_finishes_on_the_long_call_lane() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let host = Components::new().with("testbed").serve();
+    let before = host.get("/instance").await.body;
+    // 300 ms of guest work moves off the request's thread and completes.
+    let reply = host.get("/busy/300").await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    // The instance came back from the lane to its pool, and is reused.
+    assert_eq!(host.get("/instance").await.body, before);
+}
