@@ -16,6 +16,7 @@ const RUST_GUESTS: &[(&str, &str, &str)] = &[
     ("tests/guests", "bad-describe", "bad-describe"),
     ("tests/guests", "rust-caps", "rust-caps"),
     ("tests/guests", "proxy-testbed", "proxy-testbed"),
+    ("tests/guests", "slow-start", "slow-start"),
 ];
 
 /// Python guests: (app file, component name).
@@ -38,6 +39,7 @@ const INPUTS: &[&str] = &[
     "tests/guests/bad-describe/src",
     "tests/guests/rust-caps/src",
     "tests/guests/proxy-testbed/src",
+    "tests/guests/slow-start/src",
     "tests/guests/python-testbed",
     "tests/guests/python-caps",
     "guest-python/cello",

@@ -8,75 +8,10 @@ use std::io::Write as _;
 use std::time::Duration;
 
 use http::Method;
+use support::admin::{
+    OPERATOR, call, component, create_tenant, push, push_with, restarted, serve, serve_with, token,
+};
 use support::{Components, Host, Reply, components_dir};
-
-const OPERATOR: &str = "operator-secret";
-
-/// A host with the admin API on, serving `components`.
-fn serve(components: Components) -> Host {
-    serve_with(components, &[])
-}
-
-fn serve_with(components: Components, extra: &[&str]) -> Host {
-    let mut args = vec!["--admin-token", OPERATOR, "--admin-listen", "127.0.0.1:0"];
-    args.extend_from_slice(extra);
-    components.serve_with(&args)
-}
-
-fn component(name: &str) -> Vec<u8> {
-    std::fs::read(components_dir().join(format!("{name}.wasm"))).unwrap()
-}
-
-async fn create_tenant(host: &Host, name: &str, settings: serde_json::Value) {
-    let mut body = settings;
-    body["name"] = name.into();
-    let reply = host
-        .admin(
-            Method::POST,
-            "/v1/tenants",
-            OPERATOR,
-            "application/json",
-            body.to_string().into(),
-        )
-        .await;
-    assert_eq!(reply.status, 201, "{}", reply.body);
-}
-
-async fn token(host: &Host, tenant: &str) -> String {
-    let path = format!("/v1/tenants/{tenant}/tokens");
-    let reply = call(host, Method::POST, &path, OPERATOR).await;
-    assert_eq!(reply.status, 201, "{}", reply.body);
-    reply.json()["token"].as_str().unwrap().to_string()
-}
-
-async fn push(host: &Host, tenant: &str, name: &str, token: &str, bytes: Vec<u8>) -> Reply {
-    let path = format!("/v1/tenants/{tenant}/components/{name}");
-    host.admin(Method::PUT, &path, token, "application/wasm", bytes)
-        .await
-}
-
-/// An upload as a multipart form with sidecar settings.
-async fn push_with(host: &Host, tenant: &str, name: &str, bytes: Vec<u8>, settings: &str) -> Reply {
-    let boundary = "cello-test-boundary";
-    let mut body = Vec::new();
-    for (field, data) in [
-        ("component", bytes),
-        ("settings", settings.as_bytes().to_vec()),
-    ] {
-        write!(
-            body,
-            "--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"\r\n\r\n"
-        )
-        .unwrap();
-        body.extend_from_slice(&data);
-        body.extend_from_slice(b"\r\n");
-    }
-    write!(body, "--{boundary}--\r\n").unwrap();
-    let path = format!("/v1/tenants/{tenant}/components/{name}");
-    let content_type = format!("multipart/form-data; boundary={boundary}");
-    host.admin(Method::PUT, &path, OPERATOR, &content_type, body)
-        .await
-}
 
 /// A host where tenant acme, with `quotas`, serves the testbed as `shop`.
 async fn serving_shop(quotas: serde_json::Value) -> Host {
@@ -85,12 +20,6 @@ async fn serving_shop(quotas: serde_json::Value) -> Host {
     let reply = push(&host, "acme", "shop", OPERATOR, component("testbed")).await;
     assert_eq!(reply.status, 201, "{}", reply.body);
     host
-}
-
-/// An admin request without a body.
-async fn call(host: &Host, method: Method, path: &str, token: &str) -> Reply {
-    host.admin(method, path, token, "application/json", Vec::new())
-        .await
 }
 
 fn problems(reply: &Reply) -> String {
@@ -347,7 +276,7 @@ async fn tenants_come_back_after_a_restart_and_a_crash_mid_upload_keeps_the_old_
     let acme = token(&host, "acme").await;
 
     // A graceful restart.
-    let host = serve(host.stop());
+    let host = restarted(host.stop()).await;
     assert_eq!(host.get("/t/acme/count").await.status, 200);
     let reply = call(&host, Method::GET, "/v1/tenants/acme", &acme).await;
     assert_eq!(
@@ -371,7 +300,7 @@ async fn tenants_come_back_after_a_restart_and_a_crash_mid_upload_keeps_the_old_
     stream.write_all(&body[..body.len() / 2]).unwrap();
     stream.flush().unwrap();
     std::thread::sleep(Duration::from_millis(200));
-    let host = serve(host.kill());
+    let host = restarted(host.kill()).await;
     drop(stream);
     assert_eq!(host.get("/t/acme/count").await.status, 200);
     let listed = versions(&host, "acme", "shop").await;
@@ -385,7 +314,7 @@ async fn tenants_come_back_after_a_restart_and_a_crash_mid_upload_keeps_the_old_
         async move { support::client().request(request).await.map(|r| r.status()) }
     });
     tokio::time::sleep(Duration::from_millis(30)).await;
-    let host = serve(host.kill());
+    let host = restarted(host.kill()).await;
     let _ = reply_to.await;
     let listed = versions(&host, "acme", "shop").await;
     let current = listed["current"].as_u64().unwrap();
@@ -448,7 +377,7 @@ async fn rollback_serves_an_earlier_version_again() {
     // The rollback is remembered across a restart.
     let reply = call(&host, Method::POST, path, OPERATOR).await;
     assert_eq!(reply.status, 200);
-    let host = serve(host.stop());
+    let host = restarted(host.stop()).await;
     assert_eq!(host.get("/t/acme/instance").await.status, 200);
 }
 

@@ -95,6 +95,12 @@ fn refused(refusal: Refusal) -> http::Response<Body> {
             HeaderValue::from_static("Bearer realm=\"cello-admin\""),
         );
     }
+    // A 503 is a tenant whose traffic holds every instance: worth a retry.
+    if refusal.status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    }
     response
 }
 

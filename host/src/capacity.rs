@@ -11,6 +11,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -153,19 +154,44 @@ impl Capacity {
 
     /// Waits for a slot until `deadline`; fails with [`CallError::Overloaded`].
     pub async fn slot_until(&self, deadline: Instant) -> Result<Slot, CallError> {
-        let acquire = async {
-            let component = self.component.clone().acquire_owned().await.ok()?;
-            let tenant = match &self.tenant {
-                Some(tenant) => Some(tenant.slots.clone().acquire_owned().await.ok()?),
-                None => None,
-            };
-            let global = self.host.slots.clone().acquire_owned().await.ok()?;
-            Some(self.slot_from(component, tenant, global))
-        };
-        match tokio::time::timeout_at(deadline, acquire).await {
+        match tokio::time::timeout_at(deadline, self.acquire()).await {
             Ok(Some(slot)) => Ok(slot),
             _ => Err(self.reject()),
         }
+    }
+
+    /// A slot for a component about to be put in service: idle instances
+    /// of other pools (the version it replaces, say) are evicted to make
+    /// room, and requests in flight are waited for at most `within`. None
+    /// when they held every slot that long.
+    pub async fn slot_evicting(&self, asking: &dyn Evict, within: Duration) -> Option<Slot> {
+        // An evicted instance frees its slot once its `on-stop` hook has
+        // run; a request may take it first, so evict again after a while.
+        const EVICT_AGAIN: Duration = Duration::from_millis(100);
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(slot) = self.try_slot(asking) {
+                return Some(slot);
+            }
+            let wait = (Instant::now() + EVICT_AGAIN).min(deadline);
+            if let Ok(Some(slot)) = tokio::time::timeout_at(wait, self.acquire()).await {
+                return Some(slot);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+        }
+    }
+
+    /// Waits for all three permits of a slot.
+    async fn acquire(&self) -> Option<Slot> {
+        let component = self.component.clone().acquire_owned().await.ok()?;
+        let tenant = match &self.tenant {
+            Some(tenant) => Some(tenant.slots.clone().acquire_owned().await.ok()?),
+            None => None,
+        };
+        let global = self.host.slots.clone().acquire_owned().await.ok()?;
+        Some(self.slot_from(component, tenant, global))
     }
 
     /// Joins the wait queue, or fails with [`CallError::Overloaded`] when it
@@ -197,5 +223,57 @@ impl Capacity {
             _global: global,
             metrics: self.metrics.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pool holding one idle instance's slot, given up when evicted.
+    #[derive(Default)]
+    struct OneIdle(Mutex<Option<Slot>>);
+
+    impl Evict for OneIdle {
+        fn evict_one(&self) -> bool {
+            self.0.lock().unwrap().take().is_some()
+        }
+    }
+
+    fn capacity(tenant: &Arc<HostCapacity>) -> Capacity {
+        let metrics = ComponentMetrics::new("capacity-test");
+        Capacity::new(4, Some(tenant.clone()), HostCapacity::new(8), 8, metrics)
+    }
+
+    #[tokio::test]
+    async fn a_new_version_evicts_the_idle_instances_of_the_old_one() {
+        let tenant = HostCapacity::new(1);
+        let (old, new) = (capacity(&tenant), capacity(&tenant));
+        let old_pool = Arc::new(OneIdle::default());
+        old.register(Arc::downgrade(&old_pool) as _);
+        *old_pool.0.lock().unwrap() = old.try_slot(&*old_pool);
+        let asking = OneIdle::default();
+        let slot = new.slot_evicting(&asking, Duration::from_secs(5)).await;
+        assert!(slot.is_some());
+        assert!(
+            old_pool.0.lock().unwrap().is_none(),
+            "the idle instance went"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_new_version_waits_for_busy_instances_only_as_long_as_it_is_told() {
+        let tenant = HostCapacity::new(1);
+        let (old, new) = (capacity(&tenant), capacity(&tenant));
+        let nothing_idle = OneIdle::default();
+        let _busy = old.try_slot(&nothing_idle).expect("a free slot");
+        let started = Instant::now();
+        let slot = new
+            .slot_evicting(&nothing_idle, Duration::from_millis(300))
+            .await;
+        assert!(slot.is_none());
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(300), "{waited:?}");
+        assert!(waited < Duration::from_secs(5), "{waited:?}");
     }
 }

@@ -67,6 +67,9 @@ pub struct HostConfig {
     /// How guest code shares the CPU.
     #[serde(default)]
     pub execution: ExecutionSettings,
+    /// How long each step of validating a new component may take.
+    #[serde(default)]
+    pub deploys: DeploySettings,
 }
 
 /// The `[execution]` table: how guest code shares the machine's CPU (see
@@ -133,6 +136,62 @@ impl Default for ExecutionSettings {
             long_call_threads: None,
             long_call_nice: Self::default_long_call_nice(),
         }
+    }
+}
+
+/// The `[deploys]` table: how long each step of validating a component
+/// (an upload, a rollback, a reload, a restore) may take before it is
+/// refused, in seconds. A refusal names the step and its limit.
+///
+/// ```toml
+/// [deploys]
+/// compile-timeout-s = 300   # compiling (a cache hit takes milliseconds)
+/// describe-timeout-s = 10   # describe() on an instance made for it
+/// start-timeout-s = 10      # on-start of the first instance
+/// instance-wait-s = 3       # waiting for an instance slot the traffic holds
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct DeploySettings {
+    /// Compiling cannot be interrupted: past this the caller is answered
+    /// and the compiler's thread finishes on its own.
+    pub compile_timeout_s: u64,
+    pub describe_timeout_s: u64,
+    pub start_timeout_s: u64,
+    /// How long a new version's first instance waits for a slot that
+    /// requests in flight hold; idle instances (of the version it
+    /// replaces, say) are evicted at once.
+    pub instance_wait_s: u64,
+}
+
+impl Default for DeploySettings {
+    fn default() -> Self {
+        Self {
+            // A cold compile of a large Python component on a busy machine
+            // takes a minute or more.
+            compile_timeout_s: 300,
+            describe_timeout_s: 10,
+            start_timeout_s: 10,
+            instance_wait_s: 3,
+        }
+    }
+}
+
+impl DeploySettings {
+    pub fn compile_timeout(&self) -> Duration {
+        Duration::from_secs(self.compile_timeout_s)
+    }
+
+    pub fn describe_timeout(&self) -> Duration {
+        Duration::from_secs(self.describe_timeout_s)
+    }
+
+    pub fn start_timeout(&self) -> Duration {
+        Duration::from_secs(self.start_timeout_s)
+    }
+
+    pub fn instance_wait(&self) -> Duration {
+        Duration::from_secs(self.instance_wait_s)
     }
 }
 

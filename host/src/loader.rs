@@ -11,13 +11,13 @@ use std::time::Duration;
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
-use crate::app::AppComponent;
+use crate::app::{AppComponent, WarmUpFailed};
 use crate::bindings::Manifest;
 use crate::capabilities::kv::KvStore;
 use crate::capabilities::{self, Capabilities, GrantSet};
 use crate::capacity::HostCapacity;
 use crate::compile::CompileCache;
-use crate::config::{ComponentConfig, HostConfig, Limits};
+use crate::config::{ComponentConfig, DeploySettings, HostConfig, Limits};
 use crate::engine::Engines;
 use crate::middleware::{self, Middleware};
 use crate::proxy::ProxyComponent;
@@ -25,9 +25,6 @@ use crate::response_cache::ResponseCache;
 use crate::router::{Router, RouterBuilder};
 use crate::scheduler::Scheduler;
 use crate::state::{InstanceState, Owner, TenantScope};
-
-/// How long `describe()` may take before the component is refused.
-const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What every component is loaded with: the engines, and the resources all
 /// components share.
@@ -65,6 +62,8 @@ pub struct Loader {
     runtime: Runtime,
     cache: CompileCache,
     limits: Limits,
+    /// How long each step of validating a component may take.
+    deploys: DeploySettings,
     /// The host's CORS, auth and rate-limit tables, which sidecars override.
     middleware: middleware::Settings,
     /// Which of an app's own wishes the host honours.
@@ -80,19 +79,6 @@ pub struct Loaded {
 }
 
 impl Loaded {
-    /// Starts one instance of an app now (`on-start` must succeed) and
-    /// keeps it warm: the last check before a component replaces another.
-    /// On failure nothing of it is left running.
-    pub async fn start(&self) -> Result<(), String> {
-        let LoadedKind::App(app, _) = &self.kind else {
-            return Ok(());
-        };
-        app.warm_up().await.map_err(|e| {
-            app.retire_idle();
-            format!("on-start failed: {e}")
-        })
-    }
-
     /// Retires its idle instances, running `on-stop`: for a component that
     /// was not put in service, or was taken out.
     pub fn retire(&self) {
@@ -106,6 +92,21 @@ impl Loaded {
 pub enum LoadedKind {
     App(Arc<AppComponent>, Manifest),
     Proxy(Arc<ProxyComponent>),
+}
+
+/// Why a component's first instance did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NotStarted {
+    /// Requests in flight held every instance slot it may use (its own
+    /// limit's, its tenant's, the host's) for the whole wait.
+    #[error(
+        "every instance it may use was busy serving requests, and none came free within {}",
+        seconds(*.0)
+    )]
+    Busy(Duration),
+    /// `on-start` failed or ran past its time.
+    #[error("{0}")]
+    Failed(String),
 }
 
 /// A file that did not load, and why.
@@ -155,8 +156,33 @@ impl Loader {
             },
             cache,
             limits: config.default_limits(),
+            deploys: config.deploys.clone(),
             middleware: config.middleware(config_file),
             app_policy: config.app_policy.clone(),
+        })
+    }
+
+    /// Starts one instance of an app now (`on-start` must succeed) and
+    /// keeps it warm: the last check before a component replaces another.
+    /// On failure nothing of it is left running.
+    pub async fn start(&self, loaded: &Loaded) -> Result<(), NotStarted> {
+        let LoadedKind::App(app, _) = &loaded.kind else {
+            return Ok(());
+        };
+        let deploys = &self.deploys;
+        let started = app
+            .warm_up(deploys.instance_wait(), deploys.start_timeout())
+            .await;
+        started.map_err(|failed| {
+            app.retire_idle();
+            match failed {
+                WarmUpFailed::NoSlot => NotStarted::Busy(deploys.instance_wait()),
+                WarmUpFailed::TimedOut => NotStarted::Failed(format!(
+                    "on-start did not return within {}",
+                    seconds(deploys.start_timeout())
+                )),
+                WarmUpFailed::Failed(e) => NotStarted::Failed(format!("on-start failed: {e}")),
+            }
         })
     }
 
@@ -225,13 +251,23 @@ impl Loader {
         let cache = self.cache.clone();
         let started = std::time::Instant::now();
         // Compiling takes seconds for a large component: off the async threads.
-        let component = tokio::task::spawn_blocking(move || {
+        // It cannot be interrupted: past the timeout the caller is answered
+        // and the compiler's thread finishes on its own.
+        let compiled = tokio::task::spawn_blocking(move || {
             let engine = engines.for_component(&bytes);
             cache.compile(engine, &bytes)
-        })
-        .await
-        .map_err(|e| one(format!("compiler task failed: {e}")))?
-        .map_err(|e| one(format!("not a valid WebAssembly component: {e:#}")))?;
+        });
+        let compile_timeout = self.deploys.compile_timeout();
+        let component = tokio::time::timeout(compile_timeout, compiled)
+            .await
+            .map_err(|_| {
+                one(format!(
+                    "compiling it did not finish within {}",
+                    seconds(compile_timeout)
+                ))
+            })?
+            .map_err(|e| one(format!("compiler task failed: {e}")))?
+            .map_err(|e| one(format!("not a valid WebAssembly component: {e:#}")))?;
         let label: Arc<str> = match &tenant {
             Some(tenant) => format!("{}/{name}", tenant.name).into(),
             None => name.as_str().into(),
@@ -291,11 +327,13 @@ impl Loader {
                     default_cache,
                     &self.runtime,
                 );
-                let (app, manifest) = tokio::time::timeout(DESCRIBE_TIMEOUT, load)
+                let describe_timeout = self.deploys.describe_timeout();
+                let (app, manifest) = tokio::time::timeout(describe_timeout, load)
                     .await
                     .map_err(|_| {
                         one(format!(
-                            "describe() did not return within {DESCRIBE_TIMEOUT:?}"
+                            "describe() did not return within {}",
+                            seconds(describe_timeout)
                         ))
                     })?
                     .map_err(|e| one(format!("{e:#}")))?;
@@ -359,6 +397,16 @@ pub fn build_router<'a>(
     builder.build()
 }
 
+/// A duration as a refusal says it: "10 s", or "1500 ms" when not whole
+/// seconds.
+fn seconds(duration: Duration) -> String {
+    if duration.subsec_millis() == 0 {
+        format!("{} s", duration.as_secs())
+    } else {
+        format!("{} ms", duration.as_millis())
+    }
+}
+
 /// Refuses anything but a binary component before the compiler sees it, with
 /// a sentence that says what the file is instead.
 fn check_header(bytes: &[u8]) -> Result<(), String> {
@@ -402,5 +450,16 @@ impl World {
         } else {
             World::Unknown(exports)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn a_limit_reads_in_seconds_or_milliseconds() {
+        assert_eq!(super::seconds(Duration::from_secs(10)), "10 s");
+        assert_eq!(super::seconds(Duration::from_millis(1500)), "1500 ms");
     }
 }

@@ -45,6 +45,8 @@ pub struct TenantApps {
     pub components: BTreeMap<String, Arc<Loaded>>,
     /// Requests per second across all its components.
     pub limiter: Option<Arc<DefaultDirectRateLimiter>>,
+    /// True while its components are being brought back after a restart.
+    pub restoring: bool,
 }
 
 /// The route tables: one for the served directory, one per tenant.
@@ -59,6 +61,9 @@ pub struct TenantRoutes {
     pub name: Arc<str>,
     pub router: Router,
     pub limiter: Option<Arc<DefaultDirectRateLimiter>>,
+    /// True while its components are being brought back after a restart:
+    /// a route it does not have yet may be one still loading.
+    pub restoring: bool,
 }
 
 /// Which table answers a request, and the path to look up in it.
@@ -131,6 +136,7 @@ impl Served {
                         name: name.as_str().into(),
                         router,
                         limiter: apps.limiter.clone(),
+                        restoring: apps.restoring,
                     };
                     tenants.insert(name.clone(), routes);
                 }

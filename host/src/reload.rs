@@ -105,7 +105,7 @@ async fn reload(dir: &Path, name: &str, loader: &Loader, registry: &Registry) {
             return;
         }
     };
-    if let Err(e) = loaded.start().await {
+    if let Err(e) = loader.start(&loaded).await {
         tracing::error!(
             component = name,
             "not reloaded, the previous version keeps serving: {e}"

@@ -200,7 +200,10 @@ async fn handle(
     let looked_up = match routes.resolve(host.as_deref(), &path) {
         Resolved::Main(router) => Ok(router.at(req.method(), &path)),
         Resolved::Tenant { routes, path } => match admit(routes) {
-            Ok(()) => Ok(routes.router.at(req.method(), path)),
+            Ok(()) => match routes.router.at(req.method(), path) {
+                RouteMatch::NotFound if routes.restoring => Err(restoring(routes)),
+                found => Ok(found),
+            },
             Err(refused) => Err(*refused),
         },
         Resolved::NoTenant { name, main } => match main.at(req.method(), &path) {
@@ -325,6 +328,22 @@ fn admit(tenant: &TenantRoutes) -> Result<(), Box<http::Response<Body>>> {
             .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         Box::new(response)
     })
+}
+
+/// The answer for a route a tenant may have once its components are
+/// restored after a restart.
+fn restoring(tenant: &TenantRoutes) -> http::Response<Body> {
+    let mut response = error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &format!(
+            "Tenant {} is starting: its components are still being restored; try again shortly.",
+            tenant.name
+        ),
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
 }
 
 /// Auth and rate limits, then the component.

@@ -15,6 +15,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+pub mod admin;
+
 /// Where the build script put the components.
 pub fn components_dir() -> PathBuf {
     PathBuf::from(env!("CELLO_TEST_COMPONENTS"))

@@ -74,6 +74,17 @@ impl RouteGuard {
 /// An instance with its store, after `on-start` succeeded.
 type Instance = Warm<AppBindings>;
 
+/// Why [`AppComponent::warm_up`] started no instance.
+#[derive(Debug)]
+pub enum WarmUpFailed {
+    /// Requests in flight held every instance slot for the whole wait.
+    NoSlot,
+    /// `on-start` ran past its time.
+    TimedOut,
+    /// Instantiating or `on-start` failed.
+    Failed(CallError),
+}
+
 impl AppComponent {
     /// Prepares `component` for instantiation and reads its manifest from a
     /// throwaway instance. Fails with a sentence when the component imports
@@ -184,11 +195,24 @@ impl AppComponent {
 
     /// Starts one instance now, `on-start` and all, and keeps it warm for
     /// the first request: proof that the component can start, before it
-    /// is put in service.
-    pub async fn warm_up(&self) -> Result<(), CallError> {
-        let deadline = Instant::now() + START_TIMEOUT;
-        let slot = self.shared.capacity.slot_until(deadline).await?;
-        let instance = self.shared.instantiate(slot).await?;
+    /// is put in service. Idle instances of other components (the version
+    /// it replaces, say) make room for it; requests in flight are waited
+    /// for at most `wait`, and `on-start` may take `start_timeout`.
+    pub async fn warm_up(
+        &self,
+        wait: Duration,
+        start_timeout: Duration,
+    ) -> Result<(), WarmUpFailed> {
+        let capacity = &self.shared.capacity;
+        let slot = capacity
+            .slot_evicting(&*self.sync_pool, wait)
+            .await
+            .ok_or(WarmUpFailed::NoSlot)?;
+        let start = self.shared.instantiate(slot);
+        let instance = tokio::time::timeout(start_timeout, start)
+            .await
+            .map_err(|_| WarmUpFailed::TimedOut)?
+            .map_err(WarmUpFailed::Failed)?;
         self.sync_pool.checkin(instance);
         Ok(())
     }

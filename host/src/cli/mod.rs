@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -221,7 +220,7 @@ async fn serve(
 ) -> anyhow::Result<ExitCode> {
     let config = host_config(state)?;
     let responses = ResponseCache::new(config.cache.max_mb << 20);
-    let ready = Arc::new(AtomicBool::new(false));
+    let ready = Arc::new(crate::ops::Readiness::default());
     // Dropped at the end, which stops the ops and admin listeners.
     let (stopped, stop) = tokio::sync::watch::channel(());
     let stop_signal = move || {
@@ -285,9 +284,8 @@ async fn serve(
         store,
         config.tenants.quotas.clone(),
     ));
-    for problem in tenants.restore().await {
-        tracing::error!("not restored: {problem}");
-    }
+    // Tenants' components load in the background: the listener opens now.
+    tenants.restore(ready.clone()).await;
     match &listeners.admin {
         Some((addr, token)) => {
             let listener = TcpListener::bind(addr)
@@ -307,11 +305,11 @@ async fn serve(
     let listener = TcpListener::bind(listeners.traffic)
         .await
         .with_context(|| format!("cannot listen on {}", listeners.traffic))?;
-    ready.store(true, Ordering::Relaxed);
+    ready.set_serving(true);
     println!("listening on http://{}", listener.local_addr()?);
     let draining = async {
         shutdown_signal().await;
-        ready.store(false, Ordering::Relaxed);
+        ready.set_serving(false);
         tracing::info!("shutting down; waiting for requests in flight");
     };
     let front = Arc::new(crate::server::Front::new(&config));

@@ -8,21 +8,24 @@
 //! components — then written down, then swapped in through the
 //! [`Registry`]. A failure at any step leaves the previous version serving.
 
+mod restore;
 pub mod store;
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use governor::{Quota, RateLimiter};
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
+use tokio::sync::OwnedMutexGuard;
 
 use crate::capabilities::Grants;
 use crate::capabilities::config::ValueSource;
 use crate::capacity::HostCapacity;
 use crate::config::ComponentConfig;
-use crate::loader::{Loaded, LoadedKind, Loader, Source};
+use crate::loader::{Loaded, LoadedKind, Loader, NotStarted, Source};
 use crate::registry::{ChangeRefused, Registry, TenantApps};
 use crate::state::TenantScope;
 use store::{KEPT_VERSIONS, Store};
@@ -138,10 +141,55 @@ impl Refusal {
 }
 
 /// A tenant in memory.
+#[derive(Clone)]
 struct Tenant {
     record: TenantRecord,
     scope: Arc<TenantScope>,
     components: BTreeMap<String, ComponentRecord>,
+}
+
+/// One tenant as the API holds it: what it is now, and the lock its
+/// changes take.
+struct Entry {
+    /// Held for the whole of a change to this tenant (an upload validating
+    /// for seconds, say), so its changes apply one at a time; changes to
+    /// other tenants, and every read, go on meanwhile.
+    changing: Arc<tokio::sync::Mutex<()>>,
+    /// The tenant as it is now: read in a moment, replaced when a change
+    /// ends.
+    now: std::sync::Mutex<Tenant>,
+    /// Set when the tenant is deleted, for changes that waited on it.
+    deleted: AtomicBool,
+}
+
+impl Entry {
+    fn new(tenant: Tenant) -> Arc<Self> {
+        Arc::new(Self {
+            changing: Arc::default(),
+            now: std::sync::Mutex::new(tenant),
+            deleted: AtomicBool::new(false),
+        })
+    }
+
+    /// A copy of the tenant as it is now.
+    fn tenant(&self) -> Tenant {
+        self.now.lock().unwrap().clone()
+    }
+
+    fn view(&self) -> TenantView {
+        view(&self.now.lock().unwrap())
+    }
+
+    /// Records the outcome of a change.
+    fn set(&self, change: impl FnOnce(&mut Tenant)) {
+        change(&mut self.now.lock().unwrap());
+    }
+}
+
+/// A change under way to one tenant, holding the tenant's lock.
+struct Change {
+    entry: Arc<Entry>,
+    _lock: OwnedMutexGuard<()>,
 }
 
 /// Every tenant, and what changes them.
@@ -149,8 +197,11 @@ pub struct Tenants {
     loader: Arc<Loader>,
     registry: Arc<Registry>,
     store: Store,
-    /// Held for the whole of a change, so changes apply one at a time.
-    tenants: tokio::sync::Mutex<BTreeMap<String, Tenant>>,
+    /// Every tenant by name; locked for a moment, never across an await.
+    tenants: std::sync::RwLock<BTreeMap<String, Arc<Entry>>>,
+    /// Held while a tenant is created, so that two creations of one name
+    /// cannot both succeed.
+    creating: tokio::sync::Mutex<()>,
     /// Each tenant's token hashes, apart from `tenants` so that checking a
     /// token never waits for an upload to compile.
     tokens: std::sync::RwLock<BTreeMap<String, Vec<blake3::Hash>>>,
@@ -204,65 +255,28 @@ impl Tenants {
             loader,
             registry,
             store,
-            tenants: tokio::sync::Mutex::default(),
+            tenants: std::sync::RwLock::default(),
+            creating: tokio::sync::Mutex::default(),
             tokens: std::sync::RwLock::default(),
             default_quotas,
         }
     }
 
-    /// Brings back every tenant on disk with the current version of each
-    /// component. A component that no longer loads is reported and left
-    /// out (its versions stay, for a rollback).
-    pub async fn restore(&self) -> Vec<String> {
-        let store = self.store.clone();
-        let (records, mut problems) = tokio::task::spawn_blocking(move || store.read_all())
-            .await
-            .unwrap_or_default();
-        let mut tenants = self.tenants.lock().await;
-        for (record, components) in records {
-            let name = record.name.clone();
-            let tenant = Tenant {
-                scope: scope(&record),
-                record,
-                components: components.into_iter().collect(),
-            };
-            let mut apps = TenantApps {
-                components: BTreeMap::new(),
-                limiter: limiter(&tenant.record.quotas),
-            };
-            for (component, versions) in &tenant.components {
-                let loaded = match versions.current() {
-                    Some(version) => self.load_version(&tenant, component, version).await,
-                    None => Err(Refusal::new(StatusCode::CONFLICT, "no current version")),
-                };
-                match loaded {
-                    Ok(loaded) => {
-                        apps.components.insert(component.clone(), Arc::new(loaded));
-                    }
-                    Err(refusal) => problems.push(format!(
-                        "tenant {name}, component {component}: {} {}",
-                        refusal.error,
-                        refusal.problems.join("; ")
-                    )),
-                }
-            }
-            let added = self
-                .registry
-                .change(
-                    |served| {
-                        served.tenants.insert(name.clone(), apps);
-                    },
-                    async { Ok(()) },
-                )
-                .await;
-            if let Err(refused) = added {
-                let refused = refused.problems().join("; ");
-                problems.push(format!("tenant {name}: {refused}"));
-            }
-            self.remember_tokens(&tenant.record);
-            tenants.insert(name, tenant);
+    /// The tenant named `name`.
+    fn entry(&self, name: &str) -> Result<Arc<Entry>, Refusal> {
+        let tenants = self.tenants.read().unwrap();
+        tenants.get(name).cloned().ok_or_else(|| no_tenant(name))
+    }
+
+    /// Starts a change to tenant `name`: waits for its change under way,
+    /// if any (never for another tenant's), and holds its lock.
+    async fn lock_tenant(&self, name: &str) -> Result<Change, Refusal> {
+        let entry = self.entry(name)?;
+        let lock = entry.changing.clone().lock_owned().await;
+        if entry.deleted.load(Ordering::Acquire) {
+            return Err(no_tenant(name));
         }
-        problems
+        Ok(Change { entry, _lock: lock })
     }
 
     /// Creates a tenant.
@@ -272,8 +286,8 @@ impl Tenants {
         settings: TenantSettings,
     ) -> Result<TenantView, Refusal> {
         check_name("tenant", name)?;
-        let mut tenants = self.tenants.lock().await;
-        if tenants.contains_key(name) {
+        let _creating = self.creating.lock().await;
+        if self.tenants.read().unwrap().contains_key(name) {
             return Err(Refusal::new(
                 StatusCode::CONFLICT,
                 format!("tenant {name} exists already"),
@@ -291,6 +305,7 @@ impl Tenants {
         let apps = TenantApps {
             components: BTreeMap::new(),
             limiter: limiter(&record.quotas),
+            restoring: false,
         };
         let store = self.store.clone();
         let written = record.clone();
@@ -310,20 +325,24 @@ impl Tenants {
         };
         let view = view(&tenant);
         self.remember_tokens(&tenant.record);
-        tenants.insert(name.to_string(), tenant);
+        let entry = Entry::new(tenant);
+        self.tenants
+            .write()
+            .unwrap()
+            .insert(name.to_string(), entry);
         tracing::info!(tenant = name, "tenant created");
         Ok(view)
     }
 
     /// Every tenant.
     pub async fn list(&self) -> Vec<TenantView> {
-        self.tenants.lock().await.values().map(view).collect()
+        let tenants = self.tenants.read().unwrap();
+        tenants.values().map(|entry| entry.view()).collect()
     }
 
     /// One tenant.
     pub async fn get(&self, name: &str) -> Result<TenantView, Refusal> {
-        let tenants = self.tenants.lock().await;
-        tenants.get(name).map(view).ok_or_else(|| no_tenant(name))
+        self.entry(name).map(|entry| entry.view())
     }
 
     /// Changes a tenant's quotas or grants. The request-rate quota applies
@@ -334,8 +353,8 @@ impl Tenants {
         name: &str,
         settings: TenantSettings,
     ) -> Result<TenantView, Refusal> {
-        let mut tenants = self.tenants.lock().await;
-        let tenant = tenants.get_mut(name).ok_or_else(|| no_tenant(name))?;
+        let change = self.lock_tenant(name).await?;
+        let tenant = change.entry.tenant();
         let mut record = tenant.record.clone();
         if let Some(quotas) = settings.quotas {
             record.quotas = quotas;
@@ -358,18 +377,20 @@ impl Tenants {
             )
             .await
             .map_err(not_made("not changed"))?;
-        if record.quotas.max_instances != tenant.record.quotas.max_instances {
-            tenant.scope = scope(&record);
-        }
-        tenant.record = record;
-        Ok(view(tenant))
+        change.entry.set(|tenant| {
+            if record.quotas.max_instances != tenant.record.quotas.max_instances {
+                tenant.scope = scope(&record);
+            }
+            tenant.record = record;
+        });
+        Ok(change.entry.view())
     }
 
     /// Deletes a tenant: its components stop serving (requests in flight
     /// finish), its files and its key-value data are removed.
     pub async fn delete(&self, name: &str) -> Result<(), Refusal> {
-        let mut tenants = self.tenants.lock().await;
-        let tenant = tenants.get(name).ok_or_else(|| no_tenant(name))?;
+        let change = self.lock_tenant(name).await?;
+        let tenant = change.entry.tenant();
         let store = self.store.clone();
         let owned = name.to_string();
         self.registry
@@ -387,7 +408,8 @@ impl Tenants {
                 tracing::warn!(tenant = name, "key-value data not removed: {e}");
             }
         }
-        tenants.remove(name);
+        change.entry.deleted.store(true, Ordering::Release);
+        self.tenants.write().unwrap().remove(name);
         self.tokens.write().unwrap().remove(name);
         tracing::info!(tenant = name, "tenant deleted");
         Ok(())
@@ -395,8 +417,8 @@ impl Tenants {
 
     /// Issues a new token for a tenant; only its hash is kept.
     pub async fn issue_token(&self, name: &str) -> Result<String, Refusal> {
-        let mut tenants = self.tenants.lock().await;
-        let tenant = tenants.get_mut(name).ok_or_else(|| no_tenant(name))?;
+        let change = self.lock_tenant(name).await?;
+        let tenant = change.entry.tenant();
         let mut secret = [0u8; 32];
         getrandom::fill(&mut secret).map_err(Refusal::internal)?;
         let token = format!("ct_{name}.{}", hex(&secret));
@@ -410,7 +432,7 @@ impl Tenants {
             .await
             .map_err(Refusal::internal)?;
         self.remember_tokens(&record);
-        tenant.record = record;
+        change.entry.set(|tenant| tenant.record = record);
         Ok(token)
     }
 
@@ -443,10 +465,8 @@ impl Tenants {
         settings: String,
     ) -> Result<Deployed, Refusal> {
         check_name("component", name)?;
-        let mut tenants = self.tenants.lock().await;
-        let tenant = tenants
-            .get_mut(tenant_name)
-            .ok_or_else(|| no_tenant(tenant_name))?;
+        let change = self.lock_tenant(tenant_name).await?;
+        let tenant = change.entry.tenant();
         let quotas = &tenant.record.quotas;
         let mut problems = Vec::new();
         let mut too_large = false;
@@ -508,9 +528,11 @@ impl Tenants {
             settings,
         };
         let loaded = self
-            .load(tenant, name, bytes.clone(), config)
+            .load(&tenant, name, bytes.clone(), config)
             .await
-            .map_err(refuse)?;
+            .map_err(|(status, problems)| {
+                Refusal::with(status, format!("{name} was not deployed"), problems)
+            })?;
         let mut record = record;
         record.versions.push(uploaded);
         record.current = version;
@@ -525,15 +547,17 @@ impl Tenants {
         let deployed = self
             .swap(tenant_name, name, version, loaded, commit)
             .await?;
-        tenant.components.insert(name.to_string(), record);
+        change.entry.set(|tenant| {
+            tenant.components.insert(name.to_string(), record);
+        });
         tracing::info!(tenant = tenant_name, component = name, version, "deployed");
         Ok(deployed)
     }
 
     /// A component's versions.
     pub async fn versions(&self, tenant: &str, name: &str) -> Result<ComponentRecord, Refusal> {
-        let tenants = self.tenants.lock().await;
-        let tenant = tenants.get(tenant).ok_or_else(|| no_tenant(tenant))?;
+        let entry = self.entry(tenant)?;
+        let tenant = entry.now.lock().unwrap();
         tenant
             .components
             .get(name)
@@ -549,10 +573,8 @@ impl Tenants {
         name: &str,
         version: Option<u32>,
     ) -> Result<Deployed, Refusal> {
-        let mut tenants = self.tenants.lock().await;
-        let tenant = tenants
-            .get_mut(tenant_name)
-            .ok_or_else(|| no_tenant(tenant_name))?;
+        let change = self.lock_tenant(tenant_name).await?;
+        let tenant = change.entry.tenant();
         let record = tenant
             .components
             .get(name)
@@ -578,7 +600,7 @@ impl Tenants {
                 },
             )
         })?;
-        let loaded = self.load_version(tenant, name, &target).await?;
+        let loaded = self.load_version(&tenant, name, &target).await?;
         let mut record = record;
         record.current = target.version;
         let store = self.store.clone();
@@ -588,7 +610,9 @@ impl Tenants {
         let deployed = self
             .swap(tenant_name, name, target.version, loaded, commit)
             .await?;
-        tenant.components.insert(name.to_string(), record);
+        change.entry.set(|tenant| {
+            tenant.components.insert(name.to_string(), record);
+        });
         tracing::info!(
             tenant = tenant_name,
             component = name,
@@ -600,11 +624,8 @@ impl Tenants {
 
     /// Takes a component out of service and deletes its versions.
     pub async fn remove(&self, tenant_name: &str, name: &str) -> Result<(), Refusal> {
-        let mut tenants = self.tenants.lock().await;
-        let tenant = tenants
-            .get_mut(tenant_name)
-            .ok_or_else(|| no_tenant(tenant_name))?;
-        if !tenant.components.contains_key(name) {
+        let change = self.lock_tenant(tenant_name).await?;
+        if !change.entry.tenant().components.contains_key(name) {
             return Err(no_component(name));
         }
         let store = self.store.clone();
@@ -620,7 +641,9 @@ impl Tenants {
             )
             .await
             .map_err(not_made("not removed"))?;
-        tenant.components.remove(name);
+        change.entry.set(|tenant| {
+            tenant.components.remove(name);
+        });
         let _ = self
             .loader
             .kv()
@@ -692,24 +715,25 @@ impl Tenants {
                 p,
             )
         })?;
-        self.load(tenant, name, bytes, config).await.map_err(|p| {
-            Refusal::with(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("version {} does not load", version.version),
-                p,
-            )
-        })
+        self.load(tenant, name, bytes, config)
+            .await
+            .map_err(|(status, problems)| {
+                let error = format!("version {} does not load", version.version);
+                Refusal::with(status, error, problems)
+            })
     }
 
     /// Loads a component for `tenant` with its grants and quotas, and
-    /// starts one instance (`on-start` must succeed).
+    /// starts one instance (`on-start` must succeed). A failure is a
+    /// status (422 for the component's fault, 503 while the tenant's
+    /// traffic holds every instance) and the problems found.
     async fn load(
         &self,
         tenant: &Tenant,
         name: &str,
         bytes: Vec<u8>,
         mut config: ComponentConfig,
-    ) -> Result<Loaded, Vec<String>> {
+    ) -> Result<Loaded, (StatusCode, Vec<String>)> {
         let record = &tenant.record;
         config.grants = record.grants.clone();
         let source = Source {
@@ -724,9 +748,23 @@ impl Tenants {
             base_dir: ".".into(),
             tenant: Some(tenant.scope.clone()),
         };
-        let loaded = self.loader.load(source).await?;
-        loaded.start().await.map_err(|e| vec![e])?;
-        Ok(loaded)
+        let loaded = self
+            .loader
+            .load(source)
+            .await
+            .map_err(|problems| (StatusCode::UNPROCESSABLE_ENTITY, problems))?;
+        match self.loader.start(&loaded).await {
+            Ok(()) => Ok(loaded),
+            Err(busy @ NotStarted::Busy(_)) => Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                vec![format!(
+                    "tenant {} is at its instance limit (max-instances = {}): {busy}; retry \
+                     when its traffic eases, or ask the operator to raise max-instances",
+                    record.name, record.quotas.max_instances
+                )],
+            )),
+            Err(NotStarted::Failed(why)) => Err((StatusCode::UNPROCESSABLE_ENTITY, vec![why])),
+        }
     }
 }
 
