@@ -90,54 +90,73 @@ impl Key {
             .filter(|p| !p.is_empty())
             .collect();
         pairs.sort_unstable();
-        let headers = &request.headers;
-        let mut variant = blake3::Hasher::new();
-        for name in &policy.vary {
-            hash_fields(&mut variant, headers, name);
-        }
-        // A verified subject stands for the token, so a refreshed token
-        // keeps its entries; with a second `Authorization` field the guest
-        // could read, every field counts.
-        let subject = claims
-            .filter(|_| headers.get_all(header::AUTHORIZATION).iter().count() == 1)
-            .and_then(|claims| Some((claims.get("iss"), claims.get("sub")?.as_str()?)));
-        match subject {
-            Some((issuer, subject)) => {
-                variant.update(b"subject");
-                let issuer = issuer.and_then(serde_json::Value::as_str).unwrap_or("");
-                for part in [issuer, subject] {
-                    hash_bytes(&mut variant, part.as_bytes());
-                }
-            }
-            None => hash_fields(&mut variant, headers, &header::AUTHORIZATION),
-        }
-        hash_fields(&mut variant, headers, &header::COOKIE);
         Self {
             component: owner.component.clone(),
             generation: owner.generation,
             route,
             path: path.to_string(),
             query: pairs.join("&"),
-            variant: variant.finalize().into(),
+            variant: variant(&request.headers, policy, claims),
         }
     }
 }
 
-/// Feeds every field of `name`, in order, to `hasher`, so that no two
-/// different lists of fields feed the same bytes.
-fn hash_fields(hasher: &mut blake3::Hasher, headers: &HeaderMap, name: &HeaderName) {
+/// What tells callers apart: a digest of every field of the `vary`
+/// headers, `Authorization` (or the verified subject) and `Cookie`.
+fn variant(
+    headers: &HeaderMap,
+    policy: &CachePolicy,
+    claims: Option<&serde_json::Value>,
+) -> [u8; 32] {
+    let anonymous = policy.vary.iter().all(|name| !headers.contains_key(name))
+        && !headers.contains_key(header::AUTHORIZATION)
+        && !headers.contains_key(header::COOKIE);
+    if anonymous {
+        // The usual request, spared the hash: no input hashes to zeros in
+        // practice.
+        return [0; 32];
+    }
+    // Written out whole and hashed once: cheaper than feeding the hasher
+    // piece by piece.
+    let mut written = Vec::with_capacity(256);
+    for name in &policy.vary {
+        write_fields(&mut written, headers, name);
+    }
+    // A verified subject stands for the token, so a refreshed token keeps
+    // its entries; with a second `Authorization` field the guest could
+    // read, every field counts.
+    let subject = claims
+        .filter(|_| headers.get_all(header::AUTHORIZATION).iter().count() == 1)
+        .and_then(|claims| Some((claims.get("iss"), claims.get("sub")?.as_str()?)));
+    match subject {
+        Some((issuer, subject)) => {
+            written.extend_from_slice(b"subject");
+            let issuer = issuer.and_then(serde_json::Value::as_str).unwrap_or("");
+            for part in [issuer, subject] {
+                write_bytes(&mut written, part.as_bytes());
+            }
+        }
+        None => write_fields(&mut written, headers, &header::AUTHORIZATION),
+    }
+    write_fields(&mut written, headers, &header::COOKIE);
+    blake3::hash(&written).into()
+}
+
+/// Writes every field of `name`, in order, so that no two different lists
+/// of fields write the same bytes.
+fn write_fields(out: &mut Vec<u8>, headers: &HeaderMap, name: &HeaderName) {
     let fields = headers.get_all(name);
-    hasher.update(name.as_str().as_bytes());
-    hasher.update(&(fields.iter().count() as u64).to_le_bytes());
+    out.extend_from_slice(name.as_str().as_bytes());
+    out.extend_from_slice(&(fields.iter().count() as u64).to_le_bytes());
     for value in fields {
-        hash_bytes(hasher, value.as_bytes());
+        write_bytes(out, value.as_bytes());
     }
 }
 
-/// Feeds `bytes` with its length in front.
-fn hash_bytes(hasher: &mut blake3::Hasher, bytes: &[u8]) {
-    hasher.update(&(bytes.len() as u64).to_le_bytes());
-    hasher.update(bytes);
+/// Writes `bytes` with its length in front.
+fn write_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+    out.extend_from_slice(bytes);
 }
 
 /// A stored response.
