@@ -375,3 +375,47 @@ impl kv::Host for InstanceState {
         blocking(move || kv.increment(&key, delta)).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, KvStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = KvStore::at(&dir.path().join("kv.redb"));
+        (dir, store)
+    }
+
+    #[test]
+    fn a_dropped_namespace_refuses_writes_from_handles_given_out_before() {
+        let (_dir, store) = store();
+        let old = store.namespace("acme/shop");
+        old.set("k", b"v", None).unwrap();
+        assert_eq!(store.drop_namespace("acme/shop"), Ok(1));
+        assert!(old.set("k", b"late", None).is_err());
+        assert!(old.increment("n", 1).is_err());
+        let next = store.namespace("acme/shop");
+        assert_eq!(next.get("k"), Ok(None));
+        next.set("k", b"new", None).unwrap();
+        assert_eq!(next.get("k"), Ok(Some(b"new".to_vec())));
+    }
+
+    #[test]
+    fn dropping_a_tenant_empties_its_namespaces_and_no_others() {
+        let (_dir, store) = store();
+        for name in ["acme/a", "acme/b", "acme-two/a", "acm/a", "acme"] {
+            store.namespace(name).set("k", b"v", None).unwrap();
+        }
+        assert_eq!(store.drop_namespaces_under("acme/"), Ok(2));
+        for (name, kept) in [
+            ("acme/a", false),
+            ("acme/b", false),
+            ("acme-two/a", true),
+            ("acm/a", true),
+            ("acme", true),
+        ] {
+            let value = store.namespace(name).get("k").unwrap();
+            assert_eq!(value.is_some(), kept, "{name}");
+        }
+    }
+}
