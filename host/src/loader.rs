@@ -79,6 +79,14 @@ pub struct Loaded {
 }
 
 impl Loaded {
+    /// Who its instances belong to.
+    pub fn owner(&self) -> &Arc<Owner> {
+        match &self.kind {
+            LoadedKind::App(app, _) => app.owner(),
+            LoadedKind::Proxy(proxy) => proxy.owner(),
+        }
+    }
+
     /// Retires its idle instances, running `on-stop`: for a component that
     /// was not put in service, or was taken out.
     pub fn retire(&self) {

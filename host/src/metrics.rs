@@ -13,6 +13,9 @@ use prometheus_client::registry::Registry;
 
 type Labels = Vec<(&'static str, String)>;
 
+/// The `status` label of the request counters, by class.
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
 /// Every metric family the host exports.
 struct Families {
     registry: Registry,
@@ -157,13 +160,7 @@ impl ComponentMetrics {
             f.requests.get_or_create(&labels).clone()
         };
         Self {
-            by_class: [
-                class("1xx"),
-                class("2xx"),
-                class("3xx"),
-                class("4xx"),
-                class("5xx"),
-            ],
+            by_class: STATUS_CLASSES.map(class),
             duration: f.duration.get_or_create(&labels).clone(),
             instances_live: f.instances_live.get_or_create(&labels).clone(),
             instances_idle: f.instances_idle.get_or_create(&labels).clone(),
@@ -179,6 +176,36 @@ impl ComponentMetrics {
             cache_stores: f.cache[2].get_or_create(&labels).clone(),
             cache_evictions: f.cache[3].get_or_create(&labels).clone(),
             cache_invalidations: f.cache[4].get_or_create(&labels).clone(),
+        }
+    }
+
+    /// Removes `component`'s series, for a component taken away with its
+    /// name (a tenant deleted): whoever loads a component of that name next
+    /// starts from zero. Handles still held count on, unexported.
+    pub fn forget(component: &str) {
+        let f = families();
+        let labels = vec![("component", component.to_string())];
+        for class in STATUS_CLASSES {
+            let mut labels = labels.clone();
+            labels.push(("status", class.to_string()));
+            f.requests.remove(&labels);
+        }
+        f.duration.remove(&labels);
+        f.instantiation_time.remove(&labels);
+        f.instances_live.remove(&labels);
+        f.instances_idle.remove(&labels);
+        for counter in [
+            &f.instantiations,
+            &f.traps,
+            &f.timeouts,
+            &f.queue_rejections,
+            &f.client_aborts,
+            &f.blocked_loops,
+        ]
+        .into_iter()
+        .chain(&f.cache)
+        {
+            counter.remove(&labels);
         }
     }
 

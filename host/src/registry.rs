@@ -5,7 +5,8 @@
 //! deleted — builds new route tables beside the old ones and swaps them in
 //! at once. Requests in flight finish on the components they started with;
 //! new requests see the change; a component taken out of service is retired
-//! (its instances run `on-stop`) once its last request has ended.
+//! (its instances run `on-stop`) once its last request has ended, and its
+//! response-cache entries are dropped.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -221,6 +222,8 @@ impl Registry {
         *served = next;
         drop(served);
         for loaded in replaced {
+            let owner = loaded.owner();
+            owner.cache.forget(owner);
             retire_when_done(loaded);
         }
         Ok(())
@@ -259,6 +262,8 @@ fn retire_when_done(loaded: Arc<Loaded>) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         app.retire_idle();
+        // Again: requests that were in flight may have stored responses.
+        app.owner().cache.forget(app.owner());
         tracing::info!(component = app.name(), "previous version retired");
     });
 }

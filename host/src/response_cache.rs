@@ -2,15 +2,19 @@
 //! a cache policy (or whose sidecar gives one), stored in the host and served
 //! without calling the guest.
 //!
-//! An entry is keyed by component, route, path, sorted query, the values of
-//! the policy's `vary` headers, and the caller's credentials, so one user's
-//! response never reaches another. Only 2xx responses without `Set-Cookie`
-//! or `Cache-Control: no-store`/`private` are stored. Concurrent misses for
-//! one key call the guest once. Entries carry their component's tags and
-//! are dropped by tag, only ever by their own component (or the operator).
+//! An entry is keyed by the component as loaded (its generation: a new
+//! version, a reload or a re-created tenant never sees an older one's
+//! entries), route, path, sorted query, every value of the policy's `vary`
+//! headers, and the caller: every `Cookie` field, and every `Authorization`
+//! field or the subject of the token `[auth]` verified. One user's response
+//! never reaches another. Only 2xx responses without `Set-Cookie`,
+//! `Cache-Control: no-store`/`private`, or a `Vary` the key does not cover
+//! are stored. Concurrent misses for one key call the guest once. Entries
+//! carry their component's tags and are dropped by tag, only ever by their
+//! own component (or the operator), and all at once when their generation
+//! leaves service.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -57,50 +61,102 @@ impl CachePolicy {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Key {
     component: Arc<str>,
+    /// The load of the component that stored it ([`Owner::generation`]).
+    generation: u64,
     route: u32,
     path: String,
     query: String,
-    vary: Vec<Option<HeaderValue>>,
-    /// A hash of the caller's credentials (`Authorization`, `Cookie`).
-    caller: u64,
+    /// BLAKE3 of every value of the `vary` headers and of the caller's
+    /// credentials, each field apart and in order.
+    variant: [u8; 32],
 }
 
 impl Key {
-    /// The key for a request to `route` of `component`.
+    /// The key for `request` to `route` (at `path`, the component's own
+    /// path) of `owner`. `claims` are those `[auth]` verified, if any.
     pub fn new(
-        component: &Arc<str>,
+        owner: &Owner,
         route: u32,
         path: &str,
-        query: Option<&str>,
-        headers: &HeaderMap,
+        request: &http::request::Parts,
         policy: &CachePolicy,
+        claims: Option<&serde_json::Value>,
     ) -> Self {
-        let mut pairs: Vec<&str> = query
+        let mut pairs: Vec<&str> = request
+            .uri
+            .query()
             .unwrap_or("")
             .split('&')
             .filter(|p| !p.is_empty())
             .collect();
         pairs.sort_unstable();
-        let mut caller = std::collections::hash_map::DefaultHasher::new();
-        for name in [header::AUTHORIZATION, header::COOKIE] {
-            headers
-                .get(&name)
-                .map(HeaderValue::as_bytes)
-                .hash(&mut caller);
-        }
         Self {
-            component: component.clone(),
+            component: owner.component.clone(),
+            generation: owner.generation,
             route,
             path: path.to_string(),
             query: pairs.join("&"),
-            vary: policy
-                .vary
-                .iter()
-                .map(|h| headers.get(h).cloned())
-                .collect(),
-            caller: caller.finish(),
+            variant: variant(&request.headers, policy, claims),
         }
     }
+}
+
+/// What tells callers apart: a digest of every field of the `vary`
+/// headers, `Authorization` (or the verified subject) and `Cookie`.
+fn variant(
+    headers: &HeaderMap,
+    policy: &CachePolicy,
+    claims: Option<&serde_json::Value>,
+) -> [u8; 32] {
+    let anonymous = policy.vary.iter().all(|name| !headers.contains_key(name))
+        && !headers.contains_key(header::AUTHORIZATION)
+        && !headers.contains_key(header::COOKIE);
+    if anonymous {
+        // The usual request, spared the hash: no input hashes to zeros in
+        // practice.
+        return [0; 32];
+    }
+    // Written out whole and hashed once: cheaper than feeding the hasher
+    // piece by piece.
+    let mut written = Vec::with_capacity(256);
+    for name in &policy.vary {
+        write_fields(&mut written, headers, name);
+    }
+    // A verified subject stands for the token, so a refreshed token keeps
+    // its entries; with a second `Authorization` field the guest could
+    // read, every field counts.
+    let subject = claims
+        .filter(|_| headers.get_all(header::AUTHORIZATION).iter().count() == 1)
+        .and_then(|claims| Some((claims.get("iss"), claims.get("sub")?.as_str()?)));
+    match subject {
+        Some((issuer, subject)) => {
+            written.extend_from_slice(b"subject");
+            let issuer = issuer.and_then(serde_json::Value::as_str).unwrap_or("");
+            for part in [issuer, subject] {
+                write_bytes(&mut written, part.as_bytes());
+            }
+        }
+        None => write_fields(&mut written, headers, &header::AUTHORIZATION),
+    }
+    write_fields(&mut written, headers, &header::COOKIE);
+    blake3::hash(&written).into()
+}
+
+/// Writes every field of `name`, in order, so that no two different lists
+/// of fields write the same bytes.
+fn write_fields(out: &mut Vec<u8>, headers: &HeaderMap, name: &HeaderName) {
+    let fields = headers.get_all(name);
+    out.extend_from_slice(name.as_str().as_bytes());
+    out.extend_from_slice(&(fields.iter().count() as u64).to_le_bytes());
+    for value in fields {
+        write_bytes(out, value.as_bytes());
+    }
+}
+
+/// Writes `bytes` with its length in front.
+fn write_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+    out.extend_from_slice(bytes);
 }
 
 /// A stored response.
@@ -210,7 +266,7 @@ impl ResponseCache {
             .try_get_with(key.clone(), async {
                 fetched_here.store(true, Ordering::Relaxed);
                 let fetched = fetch().await.map_err(Miss::Failed)?;
-                if !storable(&fetched) {
+                if !storable(&fetched, policy) {
                     // Kept here: the error moka hands back is shared by
                     // every waiter, so it cannot carry the response out.
                     *not_stored.lock().unwrap() = Some(fetched);
@@ -290,16 +346,42 @@ impl ResponseCache {
         }
         u32::try_from(keys.len()).unwrap_or(u32::MAX)
     }
+
+    /// Drops every entry stored by `owner` (one load of a component), for
+    /// a component that has left service; its memory is freed as the
+    /// cache's housekeeping runs. Its keys could never be asked for again.
+    pub fn forget(&self, owner: &Owner) {
+        let generation = owner.generation;
+        let dropped = self
+            .entries
+            .invalidate_entries_if(move |key: &Arc<Key>, _: &Arc<Entry>| {
+                key.generation == generation
+            });
+        if let Err(e) = dropped {
+            tracing::error!("cannot drop a component's cache entries: {e}");
+        }
+    }
 }
 
-/// Whether a response may be stored and shared.
-fn storable(fetched: &Fetched) -> bool {
+/// Whether a response may be stored and shared: a success, without a
+/// cookie or a directive against storing, that varies on nothing the key
+/// leaves out.
+fn storable(fetched: &Fetched, policy: &CachePolicy) -> bool {
     if !fetched.status.is_success() || fetched.headers.contains_key(header::SET_COOKIE) {
         return false;
     }
-    !list_values(&fetched.headers, header::CACHE_CONTROL)
+    let refused = list_values(&fetched.headers, header::CACHE_CONTROL)
         .map(str::to_ascii_lowercase)
-        .any(|d| d == "no-store" || d == "private" || d == "no-cache")
+        .any(|d| d == "no-store" || d == "private" || d == "no-cache");
+    let keyed = |name: &str| {
+        name.is_empty()
+            || HeaderName::try_from(name).is_ok_and(|name| {
+                name == header::COOKIE
+                    || name == header::AUTHORIZATION
+                    || policy.vary.contains(&name)
+            })
+    };
+    !refused && list_values(&fetched.headers, header::VARY).all(keyed)
 }
 
 /// The items of a comma-separated header, over all its lines, trimmed.
@@ -392,4 +474,213 @@ impl Entry {
 /// `max-age=N`.
 fn max_age(seconds: u64) -> HeaderValue {
     HeaderValue::try_from(format!("max-age={seconds}")).expect("digits are a valid header value")
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::capabilities::Capabilities;
+
+    fn owner() -> Arc<Owner> {
+        Owner::new(
+            "shop".into(),
+            ResponseCache::new(1 << 20),
+            Capabilities::default(),
+            None,
+        )
+    }
+
+    fn request(uri: &str, headers: &[(&str, &str)]) -> http::request::Parts {
+        let mut builder = http::Request::get(uri);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(()).unwrap().into_parts().0
+    }
+
+    fn policy(vary: &[&str]) -> CachePolicy {
+        let vary: Vec<String> = vary.iter().map(|v| v.to_string()).collect();
+        CachePolicy::new(60, &[], &vary).unwrap()
+    }
+
+    /// The key of a GET of `/page` with `headers`.
+    fn key_with(owner: &Owner, headers: &[(&str, &str)], claims: Option<&Value>) -> Key {
+        let request = request("/page", headers);
+        Key::new(owner, 0, "/page", &request, &policy(&[]), claims)
+    }
+
+    #[test]
+    fn every_cookie_field_is_part_of_the_key() {
+        let owner = owner();
+        let alice = key_with(
+            &owner,
+            &[("cookie", "theme=dark"), ("cookie", "session=alice")],
+            None,
+        );
+        let bob = key_with(
+            &owner,
+            &[("cookie", "theme=dark"), ("cookie", "session=bob")],
+            None,
+        );
+        assert_ne!(alice, bob);
+        let again = key_with(
+            &owner,
+            &[("cookie", "theme=dark"), ("cookie", "session=alice")],
+            None,
+        );
+        assert_eq!(alice, again);
+    }
+
+    #[test]
+    fn where_one_field_ends_is_part_of_the_key() {
+        let owner = owner();
+        let split = |a, b| key_with(&owner, &[("cookie", a), ("cookie", b)], None);
+        assert_ne!(split("ab", "c"), split("a", "bc"));
+        assert_ne!(
+            key_with(&owner, &[("cookie", "a=1")], None),
+            key_with(&owner, &[("authorization", "a=1")], None)
+        );
+    }
+
+    #[test]
+    fn every_authorization_field_is_part_of_the_key() {
+        let owner = owner();
+        let fields = |second| {
+            key_with(
+                &owner,
+                &[("authorization", "Bearer one"), ("authorization", second)],
+                None,
+            )
+        };
+        assert_ne!(fields("Bearer alice"), fields("Bearer bob"));
+        assert_ne!(
+            key_with(&owner, &[("authorization", "Bearer one")], None),
+            fields("Bearer alice")
+        );
+    }
+
+    #[test]
+    fn a_verified_subject_stands_for_its_token() {
+        let owner = owner();
+        let alice = json!({ "iss": "https://auth.example", "sub": "alice" });
+        let bob = json!({ "iss": "https://auth.example", "sub": "bob" });
+        let token = |t: &str, claims| key_with(&owner, &[("authorization", t)], Some(claims));
+        assert_eq!(token("Bearer a1", &alice), token("Bearer a2", &alice));
+        assert_ne!(token("Bearer a1", &alice), token("Bearer a1", &bob));
+        let elsewhere = json!({ "iss": "https://other.example", "sub": "alice" });
+        assert_ne!(token("Bearer a1", &alice), token("Bearer a1", &elsewhere));
+        // Without a subject, the token itself keys the entry.
+        let anonymous = json!({ "iss": "https://auth.example" });
+        assert_ne!(
+            token("Bearer a1", &anonymous),
+            token("Bearer a2", &anonymous)
+        );
+    }
+
+    #[test]
+    fn a_second_authorization_field_is_keyed_beside_a_verified_subject() {
+        let owner = owner();
+        let alice = json!({ "sub": "alice" });
+        let with_second = |second| {
+            key_with(
+                &owner,
+                &[("authorization", "Bearer a1"), ("authorization", second)],
+                Some(&alice),
+            )
+        };
+        assert_ne!(with_second("Basic eA=="), with_second("Basic eQ=="));
+    }
+
+    #[test]
+    fn vary_reads_every_field_of_its_headers() {
+        let owner = owner();
+        let policy = policy(&["accept-language"]);
+        let key = |second| {
+            let request = request(
+                "/page",
+                &[("accept-language", "en"), ("accept-language", second)],
+            );
+            Key::new(&owner, 0, "/page", &request, &policy, None)
+        };
+        assert_ne!(key("de"), key("fr"));
+        assert_eq!(key("de"), key("de"));
+    }
+
+    #[test]
+    fn another_load_of_the_component_never_shares_a_key() {
+        let (old, new) = (owner(), owner());
+        assert_eq!(old.component, new.component);
+        assert_ne!(key_with(&old, &[], None), key_with(&new, &[], None));
+    }
+
+    #[test]
+    fn the_query_is_keyed_in_any_order() {
+        let owner = owner();
+        let key = |uri| Key::new(&owner, 0, "/page", &request(uri, &[]), &policy(&[]), None);
+        assert_eq!(key("/page?a=1&b=2"), key("/page?b=2&a=1"));
+        assert_ne!(key("/page?a=1"), key("/page?a=2"));
+    }
+
+    #[tokio::test]
+    async fn forgetting_a_load_drops_its_entries_and_no_other() {
+        let cache = ResponseCache::new(1 << 20);
+        let old = Owner::new("shop".into(), cache.clone(), Capabilities::default(), None);
+        let new = Owner::new("shop".into(), cache.clone(), Capabilities::default(), None);
+        let policy = policy(&[]);
+        let parts = request("/page", &[]);
+        for owner in [&old, &new] {
+            let key = Key::new(owner, 0, "/page", &parts, &policy, None);
+            let fetch = || async { Ok(answer(&[])) };
+            let stored = cache.respond(owner, key, &policy, &parts, fetch).await;
+            assert_eq!(stored.unwrap().status(), StatusCode::OK);
+        }
+        cache.entries.run_pending_tasks().await;
+        assert_eq!(cache.entries.entry_count(), 2);
+        cache.forget(&old);
+        cache.entries.run_pending_tasks().await;
+        assert_eq!(cache.entries.entry_count(), 1);
+        let kept = Key::new(&new, 0, "/page", &parts, &policy, None);
+        assert!(cache.entries.contains_key(&kept));
+    }
+
+    fn answer(headers: &[(&str, &str)]) -> Fetched {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.append(
+                HeaderName::try_from(*name).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        Fetched {
+            status: StatusCode::OK,
+            headers: map,
+            body: Bytes::new(),
+        }
+    }
+
+    #[test]
+    fn a_response_that_varies_on_an_unkeyed_header_is_not_stored() {
+        let policy = policy(&["accept-language"]);
+        assert!(storable(&answer(&[]), &policy));
+        for keyed in ["Accept-Language", "cookie", "Authorization, Cookie"] {
+            assert!(storable(&answer(&[("vary", keyed)]), &policy), "{keyed}");
+        }
+        for unkeyed in ["user-agent", "*", "cookie, x-user"] {
+            assert!(
+                !storable(&answer(&[("vary", unkeyed)]), &policy),
+                "{unkeyed}"
+            );
+        }
+        let two_fields = answer(&[("vary", "cookie"), ("vary", "x-user")]);
+        assert!(!storable(&two_fields, &policy));
+    }
+
+    #[test]
+    fn private_and_cookie_setting_responses_are_not_stored() {
+        let policy = policy(&[]);
+        assert!(!storable(&answer(&[("cache-control", "private")]), &policy));
+        assert!(!storable(&answer(&[("set-cookie", "a=1")]), &policy));
+    }
 }

@@ -533,21 +533,15 @@ async fn dispatch(
                         .tenant
                         .as_ref()
                         .map(|t| t.name.to_string()),
-                    claims: claims.map(|v| v.json.clone()),
+                    claims: claims.as_ref().map(|v| v.json.clone()),
                 },
             };
             let cacheable = matches!(parts.method, Method::GET | Method::HEAD);
             match component.cache_policy(route).filter(|_| cacheable) {
                 Some(policy) => {
                     let owner = component.owner();
-                    let key = Key::new(
-                        &owner.component,
-                        route,
-                        &request.path,
-                        parts.uri.query(),
-                        &parts.headers,
-                        policy,
-                    );
+                    let claims = claims.as_deref().map(|v| &v.claims);
+                    let key = Key::new(owner, route, &request.path, &parts, policy, claims);
                     let fetch = || {
                         let request = request.clone();
                         let component = &component;

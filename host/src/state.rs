@@ -1,7 +1,7 @@
 //! What a store holds for one component instance: its WASI context, its
 //! resources, its memory budget, and who it is (for logs and metrics).
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -24,6 +24,11 @@ use crate::scheduler::{Budget, CpuShare, GuestFuture, Stopped};
 pub struct Owner {
     /// The component's name, for logs.
     pub component: Arc<str>,
+    /// Unique to this load of the component in this process: a new
+    /// version, a reload or a re-created tenant's component is a new
+    /// generation, and nothing one stored in the response cache reaches
+    /// another.
+    pub generation: u64,
     pub metrics: ComponentMetrics,
     /// The host's response cache, where this component's entries live.
     pub cache: Arc<ResponseCache>,
@@ -53,8 +58,10 @@ impl Owner {
         tenant: Option<Arc<TenantScope>>,
         cpu: CpuShare,
     ) -> Arc<Self> {
+        static GENERATIONS: AtomicU64 = AtomicU64::new(0);
         Arc::new(Self {
             metrics: ComponentMetrics::new(&component),
+            generation: GENERATIONS.fetch_add(1, Ordering::Relaxed),
             component,
             cache,
             capabilities,

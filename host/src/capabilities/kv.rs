@@ -8,12 +8,18 @@
 //! mid-write leaves the previous commit intact. Write transactions are
 //! serialised, which makes `increment` atomic without a lock of our own.
 //!
+//! A namespace dropped (its component removed, its tenant deleted) is closed
+//! first: handles given out before it can no longer write, so a removed
+//! component's `on-stop` cannot leave data for whoever takes its name next.
+//!
 //! Values carry their expiry (milliseconds since the Unix epoch, 0 for
 //! none) in an 8-byte prefix; an expired value reads as absent (and is not
 //! listed) until its key is written or deleted.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -38,6 +44,10 @@ pub const MAX_LISTED: usize = 10_000;
 pub struct KvStore {
     path: Arc<PathBuf>,
     db: Arc<OnceLock<Result<Database, String>>>,
+    /// Whether each namespace handed out may still write, by name; a
+    /// dropped namespace's flag is cleared and forgotten, so the next
+    /// handle of that name starts afresh.
+    writable: Arc<Mutex<HashMap<Arc<str>, Arc<AtomicBool>>>>,
 }
 
 /// One component's view of the store.
@@ -45,6 +55,7 @@ pub struct KvStore {
 pub struct KvNamespace {
     store: KvStore,
     namespace: Arc<str>,
+    writable: Arc<AtomicBool>,
 }
 
 impl KvStore {
@@ -53,6 +64,7 @@ impl KvStore {
         Self {
             path: Arc::new(path.to_path_buf()),
             db: Arc::default(),
+            writable: Arc::default(),
         }
     }
 
@@ -64,23 +76,47 @@ impl KvStore {
             .map_err(Clone::clone)
     }
 
-    /// Deletes every key of the namespaces `name` (a removed component's).
+    /// Closes the namespace `name` (a removed component's) and deletes
+    /// its keys; returns how many there were.
     pub fn drop_namespace(&self, name: &str) -> Result<usize, String> {
+        self.drop_where(name, |namespace| namespace == name)
+    }
+
+    /// Closes every namespace whose name starts with `prefix` (a deleted
+    /// tenant's, `tenant/`) and deletes their keys.
+    pub fn drop_namespaces_under(&self, prefix: &str) -> Result<usize, String> {
+        self.drop_where(prefix, |namespace| namespace.starts_with(prefix))
+    }
+
+    /// Closes and empties the namespaces `dropped` picks, all sorting at
+    /// or after `from` and next to one another.
+    fn drop_where(&self, from: &str, dropped: impl Fn(&str) -> bool) -> Result<usize, String> {
+        // Closed before the write begins: a guest write that commits first
+        // is deleted here, and one that begins after sees the flag.
+        self.writable.lock().unwrap().retain(|name, writable| {
+            let keep = !dropped(name);
+            if !keep {
+                writable.store(false, Ordering::SeqCst);
+            }
+            keep
+        });
         let db = self.open()?;
         let write = db.begin_write().map_err(internal)?;
         let removed = {
             let mut table = write.open_table(TABLE).map_err(internal)?;
-            let keys: Vec<String> = table
-                .range((name, "")..)
+            let keys: Vec<(String, String)> = table
+                .range((from, "")..)
                 .map_err(internal)?
                 .map_while(|entry| {
                     let (key, _) = entry.ok()?;
                     let (namespace, key) = key.value();
-                    (namespace == name).then(|| key.to_string())
+                    dropped(namespace).then(|| (namespace.to_string(), key.to_string()))
                 })
                 .collect();
-            for key in &keys {
-                table.remove((name, key.as_str())).map_err(internal)?;
+            for (namespace, key) in &keys {
+                table
+                    .remove((namespace.as_str(), key.as_str()))
+                    .map_err(internal)?;
             }
             keys.len()
         };
@@ -90,9 +126,14 @@ impl KvStore {
 
     /// The namespace `name`, which no other name can see into.
     pub fn namespace(&self, name: &str) -> KvNamespace {
+        let mut writable = self.writable.lock().unwrap();
+        let flag = writable
+            .entry(name.into())
+            .or_insert_with(|| Arc::new(AtomicBool::new(true)));
         KvNamespace {
             store: self.clone(),
             namespace: name.into(),
+            writable: flag.clone(),
         }
     }
 }
@@ -210,6 +251,9 @@ impl KvNamespace {
         change: impl FnOnce(&mut redb::Table<(&str, &str), &[u8]>) -> Result<T, WriteError>,
     ) -> KvResult<T> {
         let write = self.store.open()?.begin_write().map_err(internal)?;
+        if !self.writable.load(Ordering::SeqCst) {
+            return Err("this component has been removed; its key-value data is gone".into());
+        }
         let result = {
             let mut table = write.open_table(TABLE).map_err(internal)?;
             change(&mut table)
@@ -329,5 +373,49 @@ impl kv::Host for InstanceState {
     async fn increment(&mut self, key: String, delta: i64) -> wasmtime::Result<KvResult<i64>> {
         let kv = self.kv()?;
         blocking(move || kv.increment(&key, delta)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, KvStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = KvStore::at(&dir.path().join("kv.redb"));
+        (dir, store)
+    }
+
+    #[test]
+    fn a_dropped_namespace_refuses_writes_from_handles_given_out_before() {
+        let (_dir, store) = store();
+        let old = store.namespace("acme/shop");
+        old.set("k", b"v", None).unwrap();
+        assert_eq!(store.drop_namespace("acme/shop"), Ok(1));
+        assert!(old.set("k", b"late", None).is_err());
+        assert!(old.increment("n", 1).is_err());
+        let next = store.namespace("acme/shop");
+        assert_eq!(next.get("k"), Ok(None));
+        next.set("k", b"new", None).unwrap();
+        assert_eq!(next.get("k"), Ok(Some(b"new".to_vec())));
+    }
+
+    #[test]
+    fn dropping_a_tenant_empties_its_namespaces_and_no_others() {
+        let (_dir, store) = store();
+        for name in ["acme/a", "acme/b", "acme-two/a", "acm/a", "acme"] {
+            store.namespace(name).set("k", b"v", None).unwrap();
+        }
+        assert_eq!(store.drop_namespaces_under("acme/"), Ok(2));
+        for (name, kept) in [
+            ("acme/a", false),
+            ("acme/b", false),
+            ("acme-two/a", true),
+            ("acm/a", true),
+            ("acme", true),
+        ] {
+            let value = store.namespace(name).get("k").unwrap();
+            assert_eq!(value.is_some(), kept, "{name}");
+        }
     }
 }

@@ -26,6 +26,7 @@ use crate::capabilities::config::ValueSource;
 use crate::capacity::HostCapacity;
 use crate::config::ComponentConfig;
 use crate::loader::{Loaded, LoadedKind, Loader, NotStarted, Source};
+use crate::metrics::ComponentMetrics;
 use crate::registry::{ChangeRefused, Registry, TenantApps};
 use crate::state::TenantScope;
 use store::{KEPT_VERSIONS, Store};
@@ -402,11 +403,16 @@ impl Tenants {
             )
             .await
             .map_err(not_made("not deleted"))?;
+        // A tenant created again under this name starts empty: every
+        // namespace of the tenant, those of failed uploads too, and its
+        // components' metric series.
+        let kv = self.loader.kv().clone();
+        let prefix = format!("{name}/");
+        if let Err(e) = blocking(move || kv.drop_namespaces_under(&prefix)).await {
+            tracing::warn!(tenant = name, "key-value data not removed: {e}");
+        }
         for component in tenant.components.keys() {
-            let namespace = format!("{name}/{component}");
-            if let Err(e) = self.loader.kv().drop_namespace(&namespace) {
-                tracing::warn!(tenant = name, "key-value data not removed: {e}");
-            }
+            ComponentMetrics::forget(&format!("{name}/{component}"));
         }
         change.entry.deleted.store(true, Ordering::Release);
         self.tenants.write().unwrap().remove(name);
@@ -644,10 +650,13 @@ impl Tenants {
         change.entry.set(|tenant| {
             tenant.components.remove(name);
         });
-        let _ = self
-            .loader
-            .kv()
-            .drop_namespace(&format!("{tenant_name}/{name}"));
+        let label = format!("{tenant_name}/{name}");
+        let kv = self.loader.kv().clone();
+        let namespace = label.clone();
+        if let Err(e) = blocking(move || kv.drop_namespace(&namespace)).await {
+            tracing::warn!(component = %label, "key-value data not removed: {e}");
+        }
+        ComponentMetrics::forget(&label);
         tracing::info!(tenant = tenant_name, component = name, "removed");
         Ok(())
     }
