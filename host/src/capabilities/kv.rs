@@ -11,18 +11,30 @@
 //! Values carry their expiry (milliseconds since the Unix epoch, 0 for
 //! none) in an 8-byte prefix; an expired value reads as absent (and is not
 //! listed) until its key is written or deleted.
+//!
+//! What each namespace holds (bytes and keys) is counted in a second table,
+//! updated in the same transaction as every write, so a quota is checked
+//! without scanning the store. A quota covers a scope: a tenant's
+//! namespaces together (`acme/shop`, `acme/blog` are scope `acme/`), or one
+//! served component's namespace. A write that would pass it fails with a
+//! sentence the guest sees; an expired value counts until its key is
+//! written or deleted.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 
 use crate::bindings::cello::component::kv;
 use crate::state::InstanceState;
 
 /// (namespace, key) → expiry (8 bytes, little-endian) followed by the value.
 const TABLE: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("kv");
+/// namespace → (bytes, keys) it holds; an entry's bytes are its key's and
+/// its stored value's (expiry included).
+const USAGE: TableDefinition<&str, (u64, u64)> = TableDefinition::new("kv-usage");
 
 /// Longest key, in bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
@@ -38,6 +50,31 @@ pub const MAX_LISTED: usize = 10_000;
 pub struct KvStore {
     path: Arc<PathBuf>,
     db: Arc<OnceLock<Result<Database, String>>>,
+    /// Each tenant's quota, by scope (`acme/`).
+    quotas: Arc<RwLock<HashMap<String, KvQuota>>>,
+    /// The quota of each served component's namespace, if any.
+    component_quota: Option<KvQuota>,
+}
+
+/// What one scope may keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvQuota {
+    /// Bytes of keys and values together.
+    pub max_bytes: u64,
+    pub max_keys: u64,
+}
+
+/// The scope a namespace's quota covers: its tenant's (`acme/` for
+/// `acme/shop`), or the namespace itself for a served component.
+fn scope_of(namespace: &str) -> &str {
+    namespace
+        .find('/')
+        .map_or(namespace, |slash| &namespace[..=slash])
+}
+
+/// The scope of every namespace of `tenant`.
+pub fn tenant_scope(tenant: &str) -> String {
+    format!("{tenant}/")
 }
 
 /// One component's view of the store.
@@ -53,6 +90,32 @@ impl KvStore {
         Self {
             path: Arc::new(path.to_path_buf()),
             db: Arc::default(),
+            quotas: Arc::default(),
+            component_quota: None,
+        }
+    }
+
+    /// This store, with `quota` for each served component's namespace.
+    pub fn with_component_quota(mut self, quota: Option<KvQuota>) -> Self {
+        self.component_quota = quota;
+        self
+    }
+
+    /// Sets (or, with `None`, lifts) the quota of a tenant's `scope`; it
+    /// applies to the next write.
+    pub fn set_quota(&self, scope: &str, quota: Option<KvQuota>) {
+        let mut quotas = self.quotas.write().unwrap();
+        match quota {
+            Some(quota) => quotas.insert(scope.to_string(), quota),
+            None => quotas.remove(scope),
+        };
+    }
+
+    fn quota_of(&self, scope: &str) -> Option<KvQuota> {
+        if scope.ends_with('/') {
+            self.quotas.read().unwrap().get(scope).copied()
+        } else {
+            self.component_quota
         }
     }
 
@@ -82,6 +145,8 @@ impl KvStore {
             for key in &keys {
                 table.remove((name, key.as_str())).map_err(internal)?;
             }
+            let mut usage = write.open_table(USAGE).map_err(internal)?;
+            usage.remove(name).map_err(internal)?;
             keys.len()
         };
         write.commit().map_err(internal)?;
@@ -106,9 +171,41 @@ fn open(path: &Path) -> Result<Database, String> {
     }
     let db = Database::create(path).map_err(|e| fail(&e))?;
     let write = db.begin_write().map_err(|e| fail(&e))?;
+    let counted = write
+        .list_tables()
+        .map_err(|e| fail(&e))?
+        .any(|table| table.name() == USAGE.name());
     write.open_table(TABLE).map_err(|e| fail(&e))?;
+    if !counted {
+        count_usage(&write).map_err(|e| fail(&e))?;
+    }
     write.commit().map_err(|e| fail(&e))?;
     Ok(db)
+}
+
+/// Counts what each namespace holds, once: for a store written before
+/// usage was counted.
+fn count_usage(write: &redb::WriteTransaction) -> Result<(), redb::Error> {
+    let mut counts: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let table = write.open_table(TABLE)?;
+    for entry in table.iter()? {
+        let (key, value) = entry?;
+        let (namespace, key) = key.value();
+        let count = counts.entry(namespace.to_string()).or_default();
+        count.0 += entry_bytes(key, value.value());
+        count.1 += 1;
+    }
+    drop(table);
+    let mut usage = write.open_table(USAGE)?;
+    for (namespace, count) in &counts {
+        usage.insert(namespace.as_str(), count)?;
+    }
+    Ok(())
+}
+
+/// What one entry counts against its quota.
+fn entry_bytes(key: &str, stored: &[u8]) -> u64 {
+    (key.len() + stored.len()) as u64
 }
 
 impl std::fmt::Debug for KvNamespace {
@@ -145,17 +242,22 @@ impl KvNamespace {
         let mut stored = Vec::with_capacity(8 + value.len());
         stored.extend_from_slice(&expires.to_le_bytes());
         stored.extend_from_slice(value);
-        self.write(|table| {
-            table.insert((&*self.namespace, key), stored.as_slice())?;
-            Ok(())
-        })
+        self.write(|tables| self.put(tables, key, &stored))
     }
 
     pub fn delete(&self, key: &str) -> KvResult<bool> {
         check_key(key)?;
-        self.write(|table| {
-            let old = table.remove((&*self.namespace, key))?;
-            Ok(old.is_some_and(|v| live(v.value()).is_some()))
+        self.write(|tables| {
+            let Some(old) = tables.data.remove((&*self.namespace, key))? else {
+                return Ok(false);
+            };
+            let was_live = live(old.value()).is_some();
+            let freed = entry_bytes(key, old.value());
+            drop(old);
+            tables.count(&self.namespace, |(bytes, keys)| {
+                (bytes.saturating_sub(freed), keys.saturating_sub(1))
+            })?;
+            Ok(was_live)
         })
     }
 
@@ -186,8 +288,8 @@ impl KvNamespace {
 
     pub fn increment(&self, key: &str, delta: i64) -> KvResult<i64> {
         check_key(key)?;
-        self.write(|table| {
-            let (current, expires) = match table.get((&*self.namespace, key))? {
+        self.write(|tables| {
+            let (current, expires) = match tables.data.get((&*self.namespace, key))? {
                 Some(stored) => match live(stored.value()) {
                     Some(value) => (parse_counter(key, value)?, expiry(stored.value())),
                     None => (0, 0),
@@ -199,20 +301,71 @@ impl KvNamespace {
             })?;
             let mut stored = expires.to_le_bytes().to_vec();
             stored.extend_from_slice(next.to_string().as_bytes());
-            table.insert((&*self.namespace, key), stored.as_slice())?;
+            self.put(tables, key, &stored)?;
             Ok(next)
+        })
+    }
+
+    /// Stores `stored` under `key` if the scope's quota has room for it,
+    /// and counts it. A write that does not grow the scope always succeeds.
+    fn put(&self, tables: &mut Tables<'_>, key: &str, stored: &[u8]) -> Result<(), WriteError> {
+        let old = tables
+            .data
+            .get((&*self.namespace, key))?
+            .map(|old| entry_bytes(key, old.value()));
+        let new = entry_bytes(key, stored);
+        let scope = scope_of(&self.namespace);
+        if let Some(quota) = self.store.quota_of(scope) {
+            let (bytes, keys) = tables.used(scope)?;
+            let grown = new.saturating_sub(old.unwrap_or(0));
+            let raise = if scope.ends_with('/') {
+                "ask the operator to raise the tenant's"
+            } else {
+                "raise the host config's [kv]"
+            };
+            if grown > 0 && bytes.saturating_add(grown) > quota.max_bytes {
+                return Err(WriteError::Guest(format!(
+                    "the key-value quota of {} bytes is full ({bytes} stored, this write needs \
+                     {grown} more); delete keys, or {raise} {} quota",
+                    quota.max_bytes,
+                    if scope.ends_with('/') {
+                        "kv-mb"
+                    } else {
+                        "max-mb"
+                    },
+                )));
+            }
+            if old.is_none() && keys >= quota.max_keys {
+                return Err(WriteError::Guest(format!(
+                    "the key-value quota of {} keys is full; delete keys, or {raise} {} quota",
+                    quota.max_keys,
+                    if scope.ends_with('/') {
+                        "kv-keys"
+                    } else {
+                        "max-keys"
+                    },
+                )));
+            }
+        }
+        tables.data.insert((&*self.namespace, key), stored)?;
+        tables.count(&self.namespace, |(bytes, keys)| match old {
+            Some(old) => (bytes.saturating_sub(old).saturating_add(new), keys),
+            None => (bytes.saturating_add(new), keys + 1),
         })
     }
 
     /// Runs `change` in one durable write transaction.
     fn write<T>(
         &self,
-        change: impl FnOnce(&mut redb::Table<(&str, &str), &[u8]>) -> Result<T, WriteError>,
+        change: impl FnOnce(&mut Tables<'_>) -> Result<T, WriteError>,
     ) -> KvResult<T> {
         let write = self.store.open()?.begin_write().map_err(internal)?;
         let result = {
-            let mut table = write.open_table(TABLE).map_err(internal)?;
-            change(&mut table)
+            let mut tables = Tables {
+                data: write.open_table(TABLE).map_err(internal)?,
+                usage: write.open_table(USAGE).map_err(internal)?,
+            };
+            change(&mut tables)
         };
         match result {
             Ok(value) => {
@@ -222,6 +375,42 @@ impl KvNamespace {
             Err(WriteError::Guest(message)) => Err(message),
             Err(WriteError::Storage(e)) => Err(internal(e)),
         }
+    }
+}
+
+/// The tables one write transaction changes.
+struct Tables<'txn> {
+    data: redb::Table<'txn, (&'static str, &'static str), &'static [u8]>,
+    usage: redb::Table<'txn, &'static str, (u64, u64)>,
+}
+
+impl Tables<'_> {
+    /// Bytes and keys held by the namespaces of `scope` together.
+    fn used(&self, scope: &str) -> Result<(u64, u64), redb::StorageError> {
+        let mut total = (0u64, 0u64);
+        for entry in self.usage.range(scope..)? {
+            let (namespace, count) = entry?;
+            if scope_of(namespace.value()) != scope {
+                break;
+            }
+            let (bytes, keys) = count.value();
+            total = (total.0.saturating_add(bytes), total.1.saturating_add(keys));
+        }
+        Ok(total)
+    }
+
+    /// Changes the count of `namespace` by `change`.
+    fn count(
+        &mut self,
+        namespace: &str,
+        change: impl FnOnce((u64, u64)) -> (u64, u64),
+    ) -> Result<(), redb::StorageError> {
+        let current = self.usage.get(namespace)?.map_or((0, 0), |c| c.value());
+        match change(current) {
+            (_, 0) => self.usage.remove(namespace)?.map(drop),
+            counted => self.usage.insert(namespace, counted)?.map(drop),
+        };
+        Ok(())
     }
 }
 
@@ -329,5 +518,86 @@ impl kv::Host for InstanceState {
     async fn increment(&mut self, key: String, delta: i64) -> wasmtime::Result<KvResult<i64>> {
         let kv = self.kv()?;
         blocking(move || kv.increment(&key, delta)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(dir: &tempfile::TempDir) -> KvStore {
+        KvStore::at(&dir.path().join("kv.redb"))
+    }
+
+    #[test]
+    fn a_tenants_namespaces_share_one_scope() {
+        assert_eq!(scope_of("acme/shop"), "acme/");
+        assert_eq!(scope_of("acme/blog"), "acme/");
+        assert_eq!(scope_of("shop"), "shop");
+    }
+
+    #[test]
+    fn a_write_past_the_byte_quota_fails_and_deleting_frees_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir);
+        store.set_quota(
+            "acme/",
+            Some(KvQuota {
+                max_bytes: 100,
+                max_keys: 10,
+            }),
+        );
+        let (shop, blog) = (store.namespace("acme/shop"), store.namespace("acme/blog"));
+        shop.set("a", &[0; 50], None).unwrap();
+        let refused = blog.set("b", &[0; 50], None).unwrap_err();
+        assert!(refused.contains("quota of 100 bytes is full"), "{refused}");
+        // Another tenant, and a served component, are not counted.
+        store
+            .namespace("globex/shop")
+            .set("b", &[0; 90], None)
+            .unwrap();
+        store.namespace("acme").set("b", &[0; 90], None).unwrap();
+        // A rewrite that does not grow always succeeds.
+        shop.set("a", &[1; 50], None).unwrap();
+        assert!(shop.delete("a").unwrap());
+        blog.set("b", &[0; 50], None).unwrap();
+    }
+
+    #[test]
+    fn a_new_key_past_the_key_quota_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).with_component_quota(Some(KvQuota {
+            max_bytes: u64::MAX,
+            max_keys: 1,
+        }));
+        let shop = store.namespace("shop");
+        shop.increment("n", 1).unwrap();
+        shop.increment("n", 1).unwrap();
+        let refused = shop.set("m", b"v", None).unwrap_err();
+        assert!(refused.contains("quota of 1 keys is full"), "{refused}");
+        store.drop_namespace("shop").unwrap();
+        shop.set("m", b"v", None).unwrap();
+    }
+
+    #[test]
+    fn a_store_written_before_usage_was_counted_is_counted_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = store(&dir);
+        old.namespace("acme/shop").set("a", &[0; 50], None).unwrap();
+        let write = old.open().unwrap().begin_write().unwrap();
+        write.delete_table(USAGE).unwrap();
+        write.commit().unwrap();
+        drop(old);
+
+        let reopened = store(&dir);
+        reopened.set_quota(
+            "acme/",
+            Some(KvQuota {
+                max_bytes: 100,
+                max_keys: 10,
+            }),
+        );
+        let refused = reopened.namespace("acme/shop").set("b", &[0; 50], None);
+        assert!(refused.is_err(), "{refused:?}");
     }
 }
