@@ -41,7 +41,7 @@ use crate::tenants::{Refusal, TenantSettings, Tenants};
 /// Largest JSON body the API reads.
 const MAX_JSON: usize = 1 << 20;
 /// Room for the settings and form framing around an uploaded component.
-const FORM_SLACK: usize = 1 << 20;
+const FORM_SLACK: usize = crate::tenants::MAX_SETTINGS_BYTES + (64 << 10);
 
 /// The admin API's state.
 pub struct Admin {
@@ -116,7 +116,7 @@ fn no_content() -> Result<http::Response<Body>, Refusal> {
 struct NewTenant {
     name: String,
     #[serde(default)]
-    quotas: Option<crate::tenants::Quotas>,
+    quotas: Option<crate::tenants::QuotaChanges>,
     #[serde(default)]
     grants: Option<crate::capabilities::Grants>,
 }
