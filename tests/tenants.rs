@@ -57,25 +57,7 @@ async fn push(host: &Host, tenant: &str, name: &str, token: &str, bytes: Vec<u8>
 
 /// An upload as a multipart form with sidecar settings.
 async fn push_with(host: &Host, tenant: &str, name: &str, bytes: Vec<u8>, settings: &str) -> Reply {
-    let boundary = "cello-test-boundary";
-    let mut body = Vec::new();
-    for (field, data) in [
-        ("component", bytes),
-        ("settings", settings.as_bytes().to_vec()),
-    ] {
-        write!(
-            body,
-            "--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"\r\n\r\n"
-        )
-        .unwrap();
-        body.extend_from_slice(&data);
-        body.extend_from_slice(b"\r\n");
-    }
-    write!(body, "--{boundary}--\r\n").unwrap();
-    let path = format!("/v1/tenants/{tenant}/components/{name}");
-    let content_type = format!("multipart/form-data; boundary={boundary}");
-    host.admin(Method::PUT, &path, OPERATOR, &content_type, body)
-        .await
+    host.upload(tenant, name, OPERATOR, bytes, settings).await
 }
 
 /// A host where tenant acme, with `quotas`, serves the testbed as `shop`.
