@@ -351,7 +351,8 @@ impl KvNamespace {
         tables.count(&self.namespace, |(bytes, keys)| match old {
             Some(old) => (bytes.saturating_sub(old).saturating_add(new), keys),
             None => (bytes.saturating_add(new), keys + 1),
-        })
+        })?;
+        Ok(())
     }
 
     /// Runs `change` in one durable write transaction.
