@@ -40,8 +40,11 @@ use crate::tenants::{Refusal, TenantSettings, Tenants};
 
 /// Largest JSON body the API reads.
 const MAX_JSON: usize = 1 << 20;
-/// Room for the settings and form framing around an uploaded component.
-const FORM_SLACK: usize = crate::tenants::MAX_SETTINGS_BYTES + (64 << 10);
+/// Room for the settings and form framing around an uploaded component:
+/// well over the settings' cap, so that an upload a little over its quota
+/// is read and refused with a sentence, not cut off mid-send.
+const FORM_SLACK: usize = 1 << 20;
+const _: () = assert!(FORM_SLACK >= 2 * crate::tenants::MAX_SETTINGS_BYTES);
 
 /// The admin API's state.
 pub struct Admin {
