@@ -240,6 +240,35 @@ async fn a_python_guest_gets_the_kv_quota_as_a_kv_error() {
 }
 
 #[tokio::test]
+async fn expired_values_stop_counting_once_the_kv_quota_is_full() {
+    let host = serve();
+    let quotas = json!({ "kv-keys": 4 });
+    create_tenant(
+        &host,
+        "acme",
+        json!({ "quotas": quotas, "grants": grants() }),
+    )
+    .await;
+    // on-start writes two keys, leaving two: filled by sessions with a TTL.
+    deploy(&host, "acme", "shop", "python-caps", "").await;
+    for key in ["session-1", "session-2"] {
+        let reply = put_kv(&host, &format!("/t/acme/kv/{key}?ttl=1"), b"v".to_vec()).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+    }
+    let reply = put_kv(&host, "/t/acme/kv/session-3", b"v".to_vec()).await;
+    assert_eq!(reply.status, 507, "{}", reply.body);
+
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(host.get("/t/acme/kv/session-1").await.status, 404);
+    let reply = put_kv(&host, "/t/acme/kv/session-3", b"v".to_vec()).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let reply = put_kv(&host, "/t/acme/kv/session-4", b"v".to_vec()).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let reply = put_kv(&host, "/t/acme/kv/session-5", b"v".to_vec()).await;
+    assert_eq!(reply.status, 507, "{}", reply.body);
+}
+
+#[tokio::test]
 async fn a_served_component_has_the_host_configs_kv_quota() {
     let config = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(config.path(), "[kv]\nmax-keys = 2\n").unwrap();

@@ -17,24 +17,30 @@
 //! without scanning the store. A quota covers a scope: a tenant's
 //! namespaces together (`acme/shop`, `acme/blog` are scope `acme/`), or one
 //! served component's namespace. A write that would pass it fails with a
-//! sentence the guest sees; an expired value counts until its key is
-//! written or deleted.
+//! sentence the guest sees. An expired value counts until it is removed:
+//! when its key is written or deleted, or when a write finds its quota
+//! full, which first removes what has expired (found through a third
+//! table, ordered by expiry, so without a scan).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 
+mod tables;
+
+use tables::{EXPIRIES, Tables, USAGE, count_usage, entry_bytes};
+
 use crate::bindings::cello::component::kv;
 use crate::state::InstanceState;
 
 /// (namespace, key) → expiry (8 bytes, little-endian) followed by the value.
 const TABLE: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("kv");
-/// namespace → (bytes, keys) it holds; an entry's bytes are its key's and
-/// its stored value's (expiry included).
-const USAGE: TableDefinition<&str, (u64, u64)> = TableDefinition::new("kv-usage");
+/// Most expired values one write removes when its quota is full, so that
+/// no write holds the store for long.
+const RECLAIMED_PER_WRITE: usize = 10_000;
 
 /// Longest key, in bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
@@ -132,8 +138,9 @@ impl KvStore {
         let db = self.open()?;
         let write = db.begin_write().map_err(internal)?;
         let removed = {
-            let mut table = write.open_table(TABLE).map_err(internal)?;
-            let keys: Vec<String> = table
+            let mut tables = Tables::open(&write).map_err(internal)?;
+            let keys: Vec<String> = tables
+                .data
                 .range((name, "")..)
                 .map_err(internal)?
                 .map_while(|entry| {
@@ -143,10 +150,8 @@ impl KvStore {
                 })
                 .collect();
             for key in &keys {
-                table.remove((name, key.as_str())).map_err(internal)?;
+                tables.remove(name, key).map_err(internal)?;
             }
-            let mut usage = write.open_table(USAGE).map_err(internal)?;
-            usage.remove(name).map_err(internal)?;
             keys.len()
         };
         write.commit().map_err(internal)?;
@@ -171,41 +176,18 @@ fn open(path: &Path) -> Result<Database, String> {
     }
     let db = Database::create(path).map_err(|e| fail(&e))?;
     let write = db.begin_write().map_err(|e| fail(&e))?;
-    let counted = write
+    let tables: Vec<String> = write
         .list_tables()
         .map_err(|e| fail(&e))?
-        .any(|table| table.name() == USAGE.name());
+        .map(|table| table.name().to_string())
+        .collect();
+    let has = |name: &str| tables.iter().any(|table| table == name);
     write.open_table(TABLE).map_err(|e| fail(&e))?;
-    if !counted {
+    if !has(USAGE.name()) || !has(EXPIRIES.name()) {
         count_usage(&write).map_err(|e| fail(&e))?;
     }
     write.commit().map_err(|e| fail(&e))?;
     Ok(db)
-}
-
-/// Counts what each namespace holds, once: for a store written before
-/// usage was counted.
-fn count_usage(write: &redb::WriteTransaction) -> Result<(), redb::Error> {
-    let mut counts: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    let table = write.open_table(TABLE)?;
-    for entry in table.iter()? {
-        let (key, value) = entry?;
-        let (namespace, key) = key.value();
-        let count = counts.entry(namespace.to_string()).or_default();
-        count.0 += entry_bytes(key, value.value());
-        count.1 += 1;
-    }
-    drop(table);
-    let mut usage = write.open_table(USAGE)?;
-    for (namespace, count) in &counts {
-        usage.insert(namespace.as_str(), count)?;
-    }
-    Ok(())
-}
-
-/// What one entry counts against its quota.
-fn entry_bytes(key: &str, stored: &[u8]) -> u64 {
-    (key.len() + stored.len()) as u64
 }
 
 impl std::fmt::Debug for KvNamespace {
@@ -247,18 +229,7 @@ impl KvNamespace {
 
     pub fn delete(&self, key: &str) -> KvResult<bool> {
         check_key(key)?;
-        self.write(|tables| {
-            let Some(old) = tables.data.remove((&*self.namespace, key))? else {
-                return Ok(false);
-            };
-            let was_live = live(old.value()).is_some();
-            let freed = entry_bytes(key, old.value());
-            drop(old);
-            tables.count(&self.namespace, |(bytes, keys)| {
-                (bytes.saturating_sub(freed), keys.saturating_sub(1))
-            })?;
-            Ok(was_live)
-        })
+        self.write(|tables| Ok(tables.remove(&self.namespace, key)? == Some(true)))
     }
 
     pub fn list_keys(&self, prefix: &str) -> KvResult<Vec<String>> {
@@ -309,50 +280,56 @@ impl KvNamespace {
     /// Stores `stored` under `key` if the scope's quota has room for it,
     /// and counts it. A write that does not grow the scope always succeeds.
     fn put(&self, tables: &mut Tables<'_>, key: &str, stored: &[u8]) -> Result<(), WriteError> {
+        let scope = scope_of(&self.namespace);
+        if let Some(quota) = self.store.quota_of(scope)
+            && let Some(refusal) = self.refusal(tables, quota, key, stored)?
+        {
+            // Expired values count until removed: remove them, and look again.
+            if tables.reclaim(now_ms(), RECLAIMED_PER_WRITE)? == 0 {
+                return Err(WriteError::Guest(refusal));
+            }
+            if let Some(refusal) = self.refusal(tables, quota, key, stored)? {
+                return Err(WriteError::Guest(refusal));
+            }
+        }
+        tables.insert(&self.namespace, key, stored)?;
+        Ok(())
+    }
+
+    /// Why storing `stored` under `key` would pass `quota`, if it would.
+    fn refusal(
+        &self,
+        tables: &Tables<'_>,
+        quota: KvQuota,
+        key: &str,
+        stored: &[u8],
+    ) -> Result<Option<String>, redb::StorageError> {
         let old = tables
             .data
             .get((&*self.namespace, key))?
             .map(|old| entry_bytes(key, old.value()));
-        let new = entry_bytes(key, stored);
         let scope = scope_of(&self.namespace);
-        if let Some(quota) = self.store.quota_of(scope) {
-            let (bytes, keys) = tables.used(scope)?;
-            let grown = new.saturating_sub(old.unwrap_or(0));
-            let raise = if scope.ends_with('/') {
-                "ask the operator to raise the tenant's"
-            } else {
-                "raise the host config's [kv]"
-            };
-            if grown > 0 && bytes.saturating_add(grown) > quota.max_bytes {
-                return Err(WriteError::Guest(format!(
-                    "the key-value quota of {} bytes is full ({bytes} stored, this write needs \
-                     {grown} more); delete keys, or {raise} {} quota",
-                    quota.max_bytes,
-                    if scope.ends_with('/') {
-                        "kv-mb"
-                    } else {
-                        "max-mb"
-                    },
-                )));
-            }
-            if old.is_none() && keys >= quota.max_keys {
-                return Err(WriteError::Guest(format!(
-                    "the key-value quota of {} keys is full; delete keys, or {raise} {} quota",
-                    quota.max_keys,
-                    if scope.ends_with('/') {
-                        "kv-keys"
-                    } else {
-                        "max-keys"
-                    },
-                )));
-            }
+        let (bytes, keys) = tables.used(scope)?;
+        let grown = entry_bytes(key, stored).saturating_sub(old.unwrap_or(0));
+        let (raise, bytes_key, keys_key) = if scope.ends_with('/') {
+            ("ask the operator to raise the tenant's", "kv-mb", "kv-keys")
+        } else {
+            ("raise the host config's [kv]", "max-mb", "max-keys")
+        };
+        if grown > 0 && bytes.saturating_add(grown) > quota.max_bytes {
+            return Ok(Some(format!(
+                "the key-value quota of {} bytes is full ({bytes} stored, this write needs \
+                 {grown} more); delete keys, or {raise} {bytes_key} quota",
+                quota.max_bytes,
+            )));
         }
-        tables.data.insert((&*self.namespace, key), stored)?;
-        tables.count(&self.namespace, |(bytes, keys)| match old {
-            Some(old) => (bytes.saturating_sub(old).saturating_add(new), keys),
-            None => (bytes.saturating_add(new), keys + 1),
-        })?;
-        Ok(())
+        if old.is_none() && keys >= quota.max_keys {
+            return Ok(Some(format!(
+                "the key-value quota of {} keys is full; delete keys, or {raise} {keys_key} quota",
+                quota.max_keys,
+            )));
+        }
+        Ok(None)
     }
 
     /// Runs `change` in one durable write transaction.
@@ -362,10 +339,7 @@ impl KvNamespace {
     ) -> KvResult<T> {
         let write = self.store.open()?.begin_write().map_err(internal)?;
         let result = {
-            let mut tables = Tables {
-                data: write.open_table(TABLE).map_err(internal)?,
-                usage: write.open_table(USAGE).map_err(internal)?,
-            };
+            let mut tables = Tables::open(&write).map_err(internal)?;
             change(&mut tables)
         };
         match result {
@@ -376,42 +350,6 @@ impl KvNamespace {
             Err(WriteError::Guest(message)) => Err(message),
             Err(WriteError::Storage(e)) => Err(internal(e)),
         }
-    }
-}
-
-/// The tables one write transaction changes.
-struct Tables<'txn> {
-    data: redb::Table<'txn, (&'static str, &'static str), &'static [u8]>,
-    usage: redb::Table<'txn, &'static str, (u64, u64)>,
-}
-
-impl Tables<'_> {
-    /// Bytes and keys held by the namespaces of `scope` together.
-    fn used(&self, scope: &str) -> Result<(u64, u64), redb::StorageError> {
-        let mut total = (0u64, 0u64);
-        for entry in self.usage.range(scope..)? {
-            let (namespace, count) = entry?;
-            if scope_of(namespace.value()) != scope {
-                break;
-            }
-            let (bytes, keys) = count.value();
-            total = (total.0.saturating_add(bytes), total.1.saturating_add(keys));
-        }
-        Ok(total)
-    }
-
-    /// Changes the count of `namespace` by `change`.
-    fn count(
-        &mut self,
-        namespace: &str,
-        change: impl FnOnce((u64, u64)) -> (u64, u64),
-    ) -> Result<(), redb::StorageError> {
-        let current = self.usage.get(namespace)?.map_or((0, 0), |c| c.value());
-        match change(current) {
-            (_, 0) => self.usage.remove(namespace)?.map(drop),
-            counted => self.usage.insert(namespace, counted)?.map(drop),
-        };
-        Ok(())
     }
 }
 
@@ -578,6 +516,53 @@ mod tests {
         assert!(refused.contains("quota of 1 keys is full"), "{refused}");
         store.drop_namespace("shop").unwrap();
         shop.set("m", b"v", None).unwrap();
+    }
+
+    /// Stores a value under `key` that expired long ago.
+    fn set_expired(namespace: &KvNamespace, key: &str) {
+        let mut stored = 1u64.to_le_bytes().to_vec();
+        stored.extend_from_slice(b"old");
+        namespace
+            .write(|tables| Ok(tables.insert(&namespace.namespace, key, &stored)?))
+            .unwrap();
+    }
+
+    #[test]
+    fn a_full_quota_first_removes_expired_values_of_any_namespace() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir);
+        store.set_quota(
+            "acme/",
+            Some(KvQuota {
+                max_bytes: 1000,
+                max_keys: 2,
+            }),
+        );
+        let shop = store.namespace("acme/shop");
+        set_expired(&shop, "session-1");
+        set_expired(&shop, "session-2");
+        set_expired(&store.namespace("globex/shop"), "session");
+        shop.set("a", b"v", None).unwrap();
+        shop.set("b", b"v", None).unwrap();
+        assert_eq!(shop.get("a").unwrap().as_deref(), Some(&b"v"[..]));
+        let refused = shop.set("c", b"v", None).unwrap_err();
+        assert!(refused.contains("quota of 2 keys is full"), "{refused}");
+        let remaining = shop.write(|tables| Ok(tables.reclaim(u64::MAX, 100)?));
+        assert_eq!(remaining, Ok(0), "every expired value was removed");
+    }
+
+    #[test]
+    fn rewriting_a_value_without_a_ttl_keeps_it_from_being_reclaimed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir);
+        let shop = store.namespace("shop");
+        shop.set("a", b"v", Some(60)).unwrap();
+        shop.set("a", b"kept", None).unwrap();
+        shop.set("b", b"v", Some(60)).unwrap();
+        assert!(shop.delete("b").unwrap());
+        let removed = shop.write(|tables| Ok(tables.reclaim(u64::MAX, 100)?));
+        assert_eq!(removed, Ok(0));
+        assert_eq!(shop.get("a").unwrap().as_deref(), Some(&b"kept"[..]));
     }
 
     #[test]
