@@ -40,8 +40,11 @@ use crate::tenants::{Refusal, TenantSettings, Tenants};
 
 /// Largest JSON body the API reads.
 const MAX_JSON: usize = 1 << 20;
-/// Room for the settings and form framing around an uploaded component.
+/// Room for the settings and form framing around an uploaded component:
+/// well over the settings' cap, so that an upload a little over its quota
+/// is read and refused with a sentence, not cut off mid-send.
 const FORM_SLACK: usize = 1 << 20;
+const _: () = assert!(FORM_SLACK >= 2 * crate::tenants::MAX_SETTINGS_BYTES);
 
 /// The admin API's state.
 pub struct Admin {
@@ -122,7 +125,7 @@ fn no_content() -> Result<http::Response<Body>, Refusal> {
 struct NewTenant {
     name: String,
     #[serde(default)]
-    quotas: Option<crate::tenants::Quotas>,
+    quotas: Option<crate::tenants::QuotaChanges>,
     #[serde(default)]
     grants: Option<crate::capabilities::Grants>,
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::capabilities::config::ValueSource;
+use crate::capabilities::kv::KvQuota;
 use crate::capabilities::outbound::OutboundSettings;
 use crate::capabilities::{GrantSettings, Grants};
 use crate::middleware::auth::AuthSettings;
@@ -213,12 +214,39 @@ pub struct TenantSettings {
     pub quotas: crate::tenants::Quotas,
 }
 
-/// Where the key-value store lives.
+/// Where the key-value store lives, and what a served component may keep
+/// in it.
+///
+/// ```toml
+/// [kv]
+/// max-mb = 64        # per served component; tenants have their own quotas
+/// max-keys = 100000
+/// ```
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct KvSettings {
     /// The store's file; by default `kv.redb` in the state directory.
     pub path: Option<std::path::PathBuf>,
+    /// MiB of keys and values one served component may keep; no limit by
+    /// default.
+    pub max_mb: Option<u64>,
+    /// Keys one served component may keep; no limit by default.
+    pub max_keys: Option<u64>,
+}
+
+impl KvSettings {
+    /// The quota of each served component, if either limit is set.
+    pub fn component_quota(&self) -> Option<KvQuota> {
+        if self.max_mb.is_none() && self.max_keys.is_none() {
+            return None;
+        }
+        Some(KvQuota {
+            max_bytes: self
+                .max_mb
+                .map_or(u64::MAX, |mb| mb.saturating_mul(1 << 20)),
+            max_keys: self.max_keys.unwrap_or(u64::MAX),
+        })
+    }
 }
 
 /// The size of the response cache.

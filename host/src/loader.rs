@@ -142,6 +142,11 @@ impl Loader {
         &self.runtime.kv
     }
 
+    /// The limits a component gets where its settings set none.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
     /// A loader that links WASI (nothing reachable unless granted),
     /// `wasi:http`, Cello's host interface, and each component's grants,
     /// with the defaults of `config` (read from `config_file`, if any).

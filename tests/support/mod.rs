@@ -368,6 +368,38 @@ impl Host {
         send(&client(), request).await
     }
 
+    /// Uploads `component` with its `settings` text to the admin API as a
+    /// multipart form, with `token`.
+    pub async fn upload(
+        &self,
+        tenant: &str,
+        name: &str,
+        token: &str,
+        component: Vec<u8>,
+        settings: &str,
+    ) -> Reply {
+        use std::io::Write as _;
+        let boundary = "cello-test-boundary";
+        let mut body = Vec::new();
+        for (field, data) in [
+            ("component", component),
+            ("settings", settings.as_bytes().to_vec()),
+        ] {
+            write!(
+                body,
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"\r\n\r\n"
+            )
+            .unwrap();
+            body.extend_from_slice(&data);
+            body.extend_from_slice(b"\r\n");
+        }
+        write!(body, "--{boundary}--\r\n").unwrap();
+        let path = format!("/v1/tenants/{tenant}/components/{name}");
+        let content_type = format!("multipart/form-data; boundary={boundary}");
+        self.admin(http::Method::PUT, &path, token, &content_type, body)
+            .await
+    }
+
     /// Waits for the process to exit after [`Host::terminate`].
     pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
         let deadline = std::time::Instant::now() + within;

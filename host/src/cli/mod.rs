@@ -109,10 +109,11 @@ struct StateArgs {
 
 impl StateArgs {
     fn kv(&self, config: &HostConfig) -> KvStore {
-        match &self.kv_path {
+        let store = match &self.kv_path {
             Some(path) => KvStore::at(path),
             None => KvStore::at(&config.kv_path(&self.state_dir)),
-        }
+        };
+        store.with_component_quota(config.kv.component_quota())
     }
 }
 

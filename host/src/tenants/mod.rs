@@ -23,20 +23,30 @@ use tokio::sync::OwnedMutexGuard;
 
 use crate::capabilities::Grants;
 use crate::capabilities::config::ValueSource;
+use crate::capabilities::kv::{KvQuota, tenant_scope};
 use crate::capacity::HostCapacity;
-use crate::config::ComponentConfig;
+use crate::config::{ComponentConfig, LimitSettings, Limits};
 use crate::loader::{Loaded, LoadedKind, Loader, NotStarted, Source};
 use crate::metrics::ComponentMetrics;
 use crate::registry::{ChangeRefused, Registry, TenantApps};
 use crate::state::TenantScope;
 use store::{KEPT_VERSIONS, Store};
 
+/// Largest settings text (the sidecar TOML sent with an upload), in bytes.
+pub const MAX_SETTINGS_BYTES: usize = 64 << 10;
+
 /// What one tenant may use. Every field has a default.
 ///
+/// Each `[limits]` key a component's settings may set has its ceiling
+/// here, under the same name: a setting above it is refused, and an unset
+/// key gets the lower of the host's default and the ceiling.
+///
 /// ```json
-/// {"memory-mb": 128, "timeout-ms": 10000, "max-instances": 8,
+/// {"memory-mb": 128, "timeout-ms": 10000, "cpu-ms": 10000, "max-instances": 8,
+///  "queue": 256, "async-concurrency": 64, "max-resources": 10000,
+///  "idle-timeout-s": 60, "background-timeout-ms": 10000, "max-body-kb": 10240,
 ///  "max-components": 10, "max-component-mb": 64, "max-total-mb": 256,
-///  "requests-per-second": 500}
+///  "requests-per-second": 500, "kv-mb": 64, "kv-keys": 100000}
 /// ```
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
@@ -45,15 +55,36 @@ pub struct Quotas {
     pub memory_mb: u64,
     /// Time per request, ms: the ceiling of a component's `timeout-ms`.
     pub timeout_ms: u64,
-    /// Instances alive at once across all the tenant's components.
+    /// CPU time per request, ms: the ceiling of a component's `cpu-ms`.
+    pub cpu_ms: u64,
+    /// Instances alive at once across all the tenant's components, and the
+    /// ceiling of a component's `max-instances`.
     pub max_instances: usize,
+    /// Requests waiting for an instance: the ceiling of `queue`.
+    pub queue: usize,
+    /// Async requests on one instance: the ceiling of `async-concurrency`.
+    pub async_concurrency: usize,
+    /// Host resources one instance holds: the ceiling of `max-resources`.
+    pub max_resources: usize,
+    /// Seconds an idle instance is kept: the ceiling of `idle-timeout-s`.
+    pub idle_timeout_s: u64,
+    /// Background time after a response, ms: the ceiling of
+    /// `background-timeout-ms`.
+    pub background_timeout_ms: u64,
+    /// Request body, KiB: the ceiling of `max-body-kb`.
+    pub max_body_kb: u64,
     pub max_components: usize,
-    /// Size of one uploaded component, MiB.
+    /// Size of one uploaded component with its settings, MiB.
     pub max_component_mb: u64,
-    /// Size of all current versions together, MiB.
+    /// Size of all current versions together with their settings, MiB.
     pub max_total_mb: u64,
     /// Requests per second across all the tenant's components; 0 for none.
     pub requests_per_second: u32,
+    /// Key-value data across all the tenant's components (keys and values),
+    /// MiB.
+    pub kv_mb: u64,
+    /// Key-value keys across all the tenant's components.
+    pub kv_keys: u64,
 }
 
 impl Default for Quotas {
@@ -61,11 +92,50 @@ impl Default for Quotas {
         Self {
             memory_mb: 128,
             timeout_ms: 10_000,
+            cpu_ms: 10_000,
             max_instances: 8,
+            queue: 256,
+            async_concurrency: 64,
+            max_resources: 10_000,
+            idle_timeout_s: 60,
+            background_timeout_ms: 10_000,
+            max_body_kb: 10 << 10,
             max_components: 10,
             max_component_mb: 64,
             max_total_mb: 256,
             requests_per_second: 500,
+            kv_mb: 64,
+            kv_keys: 100_000,
+        }
+    }
+}
+
+/// Quota changes as an operator sends them: some keys of [`Quotas`].
+pub type QuotaChanges = serde_json::Map<String, serde_json::Value>;
+
+impl Quotas {
+    /// These quotas with `changes` laid over them; an unknown key or a
+    /// value of the wrong type is refused with a sentence.
+    pub fn merged(&self, changes: QuotaChanges) -> Result<Self, Refusal> {
+        let serde_json::Value::Object(mut merged) =
+            serde_json::to_value(self).map_err(Refusal::internal)?
+        else {
+            return Err(Refusal::internal("quotas are not a JSON object"));
+        };
+        merged.extend(changes);
+        serde_json::from_value(merged.into()).map_err(|e| {
+            Refusal::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("quotas: {e}; see the quota keys in the README's tenants section"),
+            )
+        })
+    }
+
+    /// The key-value quota, in the store's terms.
+    pub fn kv(&self) -> KvQuota {
+        KvQuota {
+            max_bytes: self.kv_mb.saturating_mul(1 << 20),
+            max_keys: self.kv_keys,
         }
     }
 }
@@ -108,6 +178,14 @@ pub struct VersionRecord {
 impl ComponentRecord {
     fn current(&self) -> Option<&VersionRecord> {
         self.versions.iter().find(|v| v.version == self.current)
+    }
+}
+
+impl VersionRecord {
+    /// What it counts against the size quotas: the component and its
+    /// settings.
+    fn size(&self) -> u64 {
+        self.bytes + self.settings.len() as u64
     }
 }
 
@@ -239,7 +317,8 @@ pub struct ComponentView {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct TenantSettings {
-    pub quotas: Option<Quotas>,
+    /// Laid over the current quotas (at creation, the host's defaults).
+    pub quotas: Option<QuotaChanges>,
     pub grants: Option<Grants>,
 }
 
@@ -294,11 +373,13 @@ impl Tenants {
                 format!("tenant {name} exists already"),
             ));
         }
+        let quotas = match settings.quotas {
+            Some(changes) => self.default_quotas.merged(changes)?,
+            None => self.default_quotas.clone(),
+        };
         let record = TenantRecord {
             name: name.to_string(),
-            quotas: settings
-                .quotas
-                .unwrap_or_else(|| self.default_quotas.clone()),
+            quotas,
             grants: settings.grants.unwrap_or_default(),
             token_hashes: Vec::new(),
         };
@@ -325,6 +406,7 @@ impl Tenants {
             components: BTreeMap::new(),
         };
         let view = view(&tenant);
+        self.set_kv_quota(&tenant.record);
         self.remember_tokens(&tenant.record);
         let entry = Entry::new(tenant);
         self.tenants
@@ -357,8 +439,8 @@ impl Tenants {
         let change = self.lock_tenant(name).await?;
         let tenant = change.entry.tenant();
         let mut record = tenant.record.clone();
-        if let Some(quotas) = settings.quotas {
-            record.quotas = quotas;
+        if let Some(changes) = settings.quotas {
+            record.quotas = record.quotas.merged(changes)?;
         }
         if let Some(grants) = settings.grants {
             check_grants(&grants)?;
@@ -378,6 +460,7 @@ impl Tenants {
             )
             .await
             .map_err(not_made("not changed"))?;
+        self.set_kv_quota(&record);
         change.entry.set(|tenant| {
             if record.quotas.max_instances != tenant.record.quotas.max_instances {
                 tenant.scope = scope(&record);
@@ -414,6 +497,7 @@ impl Tenants {
         for component in tenant.components.keys() {
             ComponentMetrics::forget(&format!("{name}/{component}"));
         }
+        self.loader.kv().set_quota(&tenant_scope(name), None);
         change.entry.deleted.store(true, Ordering::Release);
         self.tenants.write().unwrap().remove(name);
         self.tokens.write().unwrap().remove(name);
@@ -451,6 +535,12 @@ impl Tenants {
         tokens.get(name)?.contains(&hash).then(|| name.to_string())
     }
 
+    /// Puts the tenant's key-value quota in force, at once.
+    fn set_kv_quota(&self, record: &TenantRecord) {
+        let scope = tenant_scope(&record.name);
+        self.loader.kv().set_quota(&scope, Some(record.quotas.kv()));
+    }
+
     fn remember_tokens(&self, record: &TenantRecord) {
         let hashes = record
             .token_hashes
@@ -476,11 +566,21 @@ impl Tenants {
         let quotas = &tenant.record.quotas;
         let mut problems = Vec::new();
         let mut too_large = false;
-        if bytes.len() as u64 > quotas.max_component_mb << 20 {
+        let settings_fit = settings.len() <= MAX_SETTINGS_BYTES;
+        if !settings_fit {
             too_large = true;
             problems.push(format!(
-                "the component is {} bytes, over the tenant's limit of {} MiB per component",
-                bytes.len(),
+                "the settings are {} bytes, over the limit of {MAX_SETTINGS_BYTES}; keep the \
+                 sidecar to the keys the component needs",
+                settings.len()
+            ));
+        }
+        let size = (bytes.len() + settings.len()) as u64;
+        if size > quotas.max_component_mb << 20 {
+            too_large = true;
+            problems.push(format!(
+                "the component and its settings are {size} bytes, over the tenant's limit of \
+                 {} MiB per component",
                 quotas.max_component_mb
             ));
         }
@@ -488,14 +588,14 @@ impl Tenants {
             .components
             .iter()
             .filter(|(n, _)| n.as_str() != name)
-            .filter_map(|(_, c)| c.current().map(|v| v.bytes))
+            .filter_map(|(_, c)| c.current().map(VersionRecord::size))
             .sum();
-        if others + bytes.len() as u64 > quotas.max_total_mb << 20 {
+        if others + size > quotas.max_total_mb << 20 {
             too_large = true;
             problems.push(format!(
-                "with this component the tenant's components would take {} bytes, over its \
-                 limit of {} MiB in all",
-                others + bytes.len() as u64,
+                "with this component the tenant's components and their settings would take {} \
+                 bytes, over its limit of {} MiB in all",
+                others + size,
                 quotas.max_total_mb
             ));
         }
@@ -506,12 +606,14 @@ impl Tenants {
                 quotas.max_components
             ));
         }
-        let config = match parse_settings(&settings, quotas) {
-            Ok(config) => Some(config),
-            Err(found) => {
+        let parsed = settings_fit.then(|| parse_settings(&settings, quotas, self.loader.limits()));
+        let config = match parsed {
+            Some(Ok(config)) => Some(config),
+            Some(Err(found)) => {
                 problems.extend(found);
                 None
             }
+            None => None,
         };
         let refuse = |problems| {
             let status = if too_large {
@@ -717,7 +819,7 @@ impl Tenants {
         let bytes = blocking(move || store.read_version(&t, &n, v))
             .await
             .map_err(Refusal::internal)?;
-        let config = parse_settings(&version.settings, &tenant.record.quotas).map_err(|p| {
+        let config = parse_settings(&version.settings, &tenant.record.quotas, self.loader.limits()).map_err(|p| {
             Refusal::with(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "its settings are no longer valid",
@@ -780,8 +882,13 @@ impl Tenants {
 /// The settings of an upload: a sidecar (TOML), restricted for tenants.
 /// Grants come from the operator; values come from the settings, not the
 /// host's environment; keys are inline, not host files; and limits stay
-/// within the tenant's quotas (which are also the defaults).
-fn parse_settings(text: &str, quotas: &Quotas) -> Result<ComponentConfig, Vec<String>> {
+/// within the tenant's quotas (an unset one is the lower of the host's
+/// default, `defaults`, and the quota).
+fn parse_settings(
+    text: &str,
+    quotas: &Quotas,
+    defaults: &Limits,
+) -> Result<ComponentConfig, Vec<String>> {
     let mut config: ComponentConfig = toml::from_str(text)
         .map_err(|e| vec![format!("the settings are not a valid sidecar: {e}")])?;
     let mut problems = Vec::new();
@@ -821,29 +928,86 @@ fn parse_settings(text: &str, quotas: &Quotas) -> Result<ComponentConfig, Vec<St
                 .push("[auth] secret reads the host's environment, which tenants cannot".into());
         }
     }
-    let limits = &mut config.limits;
-    let mut cap = |field: &str, asked: Option<u64>, quota: u64| -> Option<u64> {
-        match asked {
-            Some(asked) if asked > quota => {
-                problems.push(format!(
-                    "[limits] {field} = {asked} is over the tenant's quota of {quota}"
-                ));
-                Some(quota)
-            }
-            Some(asked) => Some(asked),
-            None => Some(quota),
-        }
-    };
-    limits.memory_mb = cap("memory-mb", limits.memory_mb, quotas.memory_mb);
-    limits.timeout_ms = cap("timeout-ms", limits.timeout_ms, quotas.timeout_ms);
-    let instances = limits.max_instances.map(|n| n as u64);
-    limits.max_instances =
-        cap("max-instances", instances, quotas.max_instances as u64).map(|n| n as usize);
+    problems.extend(cap_limits(&mut config.limits, quotas, defaults));
     if problems.is_empty() {
         Ok(config)
     } else {
         Err(problems)
     }
+}
+
+/// Holds each `[limits]` key a tenant may set to its quota: one above it
+/// is a problem naming the key, its value and the quota; an unset one
+/// becomes the lower of the host's default and the quota.
+fn cap_limits(limits: &mut LimitSettings, quotas: &Quotas, defaults: &Limits) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut cap = |key: &str, asked: Option<u64>, default: u64, quota: u64| -> Option<u64> {
+        match asked {
+            Some(asked) if asked > quota => {
+                problems.push(format!(
+                    "[limits] {key} = {asked} is over the tenant's quota of {quota}; \
+                     set it to {quota} or less, or ask the operator to raise the quota"
+                ));
+                Some(quota)
+            }
+            Some(asked) => Some(asked),
+            None => Some(default.min(quota)),
+        }
+    };
+    let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let count = |n: usize| n as u64;
+    let d = defaults;
+    let l = limits;
+    let q = quotas;
+    l.memory_mb = cap(
+        "memory-mb",
+        l.memory_mb,
+        count(d.memory_bytes >> 20),
+        q.memory_mb,
+    );
+    l.timeout_ms = cap("timeout-ms", l.timeout_ms, ms(d.timeout), q.timeout_ms);
+    l.cpu_ms = cap("cpu-ms", l.cpu_ms, d.cpu.map_or(u64::MAX, ms), q.cpu_ms);
+    l.max_body_kb = cap(
+        "max-body-kb",
+        l.max_body_kb,
+        count(d.max_body_bytes >> 10),
+        q.max_body_kb,
+    );
+    l.idle_timeout_s = cap(
+        "idle-timeout-s",
+        l.idle_timeout_s,
+        d.idle_timeout.as_secs(),
+        q.idle_timeout_s,
+    );
+    l.background_timeout_ms = cap(
+        "background-timeout-ms",
+        l.background_timeout_ms,
+        ms(d.background_timeout),
+        q.background_timeout_ms,
+    );
+    let mut cap_count = |key: &str, asked: Option<usize>, default: usize, quota: usize| {
+        cap(key, asked.map(count), count(default), count(quota)).map(|n| n as usize)
+    };
+    l.max_instances = cap_count(
+        "max-instances",
+        l.max_instances,
+        d.max_instances,
+        q.max_instances,
+    );
+    l.queue = cap_count("queue", l.queue, d.queue, q.queue);
+    l.async_concurrency = cap_count(
+        "async-concurrency",
+        l.async_concurrency,
+        d.async_concurrency,
+        q.async_concurrency,
+    );
+    l.max_resources = cap_count(
+        "max-resources",
+        l.max_resources,
+        d.max_resources,
+        q.max_resources,
+    );
+    problems
 }
 
 /// Refuses grants the host could never honour.
@@ -959,4 +1123,56 @@ fn now() -> u64 {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_limit_over_its_quota_is_a_problem_naming_it() {
+        let mut limits = LimitSettings {
+            queue: Some(300),
+            max_body_kb: Some(10),
+            ..LimitSettings::default()
+        };
+        let problems = cap_limits(&mut limits, &Quotas::default(), &Limits::default());
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("[limits] queue = 300 is over the tenant's quota of 256"),
+            "{problems:?}"
+        );
+        assert_eq!(limits.max_body_kb, Some(10));
+    }
+
+    #[test]
+    fn an_unset_limit_is_the_lower_of_default_and_quota() {
+        let mut limits = LimitSettings::default();
+        let defaults = Limits {
+            queue: 16,
+            ..Limits::default()
+        };
+        assert!(cap_limits(&mut limits, &Quotas::default(), &defaults).is_empty());
+        assert_eq!(limits.queue, Some(16));
+        assert_eq!(limits.memory_mb, Some(128));
+        // No CPU limit by default: the quota's.
+        assert_eq!(limits.cpu_ms, Some(10_000));
+    }
+
+    #[test]
+    fn merged_quotas_keep_what_is_not_named() {
+        let quotas = Quotas {
+            memory_mb: 32,
+            ..Quotas::default()
+        };
+        let changes = serde_json::json!({ "kv-keys": 5 });
+        let merged = quotas.merged(changes.as_object().unwrap().clone()).unwrap();
+        assert_eq!((merged.memory_mb, merged.kv_keys), (32, 5));
+        let unknown = serde_json::json!({ "memroy-mb": 5 });
+        let refused = quotas
+            .merged(unknown.as_object().unwrap().clone())
+            .unwrap_err();
+        assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(refused.error.contains("unknown field `memroy-mb`"));
+    }
 }

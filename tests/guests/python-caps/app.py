@@ -58,7 +58,10 @@ async def read(key: str):
 
 @app.put("/kv/{key}")
 def write(key: str, request: Request, ttl: int | None = None):
-    kv.sync.set(key, request.text(), ttl)
+    try:
+        kv.sync.set(key, request.text(), ttl)
+    except kv.KVError as error:
+        raise HTTPException(507, str(error)) from None
     return {"stored": key}
 
 

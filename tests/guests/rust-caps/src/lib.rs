@@ -49,6 +49,15 @@ fn app() -> App {
                 Err(error) => Response::text(error).with_status(500),
             }
         })
+        .put("/kv/{key}", |req: Request| {
+            match kv::set(req.param("key").unwrap_or_default(), req.text(), None) {
+                Ok(()) => Response::text("stored"),
+                Err(error) => Response::text(error).with_status(507),
+            }
+        })
+        .delete("/kv/{key}", |req: Request| {
+            kv::delete(req.param("key").unwrap_or_default()).map(|gone| gone.to_string())
+        })
 }
 
 cello::export_app!(app);

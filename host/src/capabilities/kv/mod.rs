@@ -15,20 +15,37 @@
 //! Values carry their expiry (milliseconds since the Unix epoch, 0 for
 //! none) in an 8-byte prefix; an expired value reads as absent (and is not
 //! listed) until its key is written or deleted.
+//!
+//! What each namespace holds (bytes and keys) is counted in a second table,
+//! updated in the same transaction as every write, so a quota is checked
+//! without scanning the store. A quota covers a scope: a tenant's
+//! namespaces together (`acme/shop`, `acme/blog` are scope `acme/`), or one
+//! served component's namespace. A write that would pass it fails with a
+//! sentence the guest sees. An expired value counts until it is removed:
+//! when its key is written or deleted, or when a write finds its quota
+//! full, which first removes what has expired (found through a third
+//! table, ordered by expiry, so without a scan).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
+
+mod tables;
+
+use tables::{EXPIRIES, Tables, USAGE, count_usage, entry_bytes};
 
 use crate::bindings::cello::component::kv;
 use crate::state::InstanceState;
 
 /// (namespace, key) → expiry (8 bytes, little-endian) followed by the value.
 const TABLE: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("kv");
+/// Most expired values one write removes when its quota is full, so that
+/// no write holds the store for long.
+const RECLAIMED_PER_WRITE: usize = 10_000;
 
 /// Longest key, in bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
@@ -44,10 +61,35 @@ pub const MAX_LISTED: usize = 10_000;
 pub struct KvStore {
     path: Arc<PathBuf>,
     db: Arc<OnceLock<Result<Database, String>>>,
+    /// Each tenant's quota, by scope (`acme/`).
+    quotas: Arc<RwLock<HashMap<String, KvQuota>>>,
+    /// The quota of each served component's namespace, if any.
+    component_quota: Option<KvQuota>,
     /// Whether each namespace handed out may still write, by name; a
     /// dropped namespace's flag is cleared and forgotten, so the next
     /// handle of that name starts afresh.
     writable: Arc<Mutex<HashMap<Arc<str>, Arc<AtomicBool>>>>,
+}
+
+/// What one scope may keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvQuota {
+    /// Bytes of keys and values together.
+    pub max_bytes: u64,
+    pub max_keys: u64,
+}
+
+/// The scope a namespace's quota covers: its tenant's (`acme/` for
+/// `acme/shop`), or the namespace itself for a served component.
+fn scope_of(namespace: &str) -> &str {
+    namespace
+        .find('/')
+        .map_or(namespace, |slash| &namespace[..=slash])
+}
+
+/// The scope of every namespace of `tenant`.
+pub fn tenant_scope(tenant: &str) -> String {
+    format!("{tenant}/")
 }
 
 /// One component's view of the store.
@@ -64,7 +106,33 @@ impl KvStore {
         Self {
             path: Arc::new(path.to_path_buf()),
             db: Arc::default(),
+            quotas: Arc::default(),
+            component_quota: None,
             writable: Arc::default(),
+        }
+    }
+
+    /// This store, with `quota` for each served component's namespace.
+    pub fn with_component_quota(mut self, quota: Option<KvQuota>) -> Self {
+        self.component_quota = quota;
+        self
+    }
+
+    /// Sets (or, with `None`, lifts) the quota of a tenant's `scope`; it
+    /// applies to the next write.
+    pub fn set_quota(&self, scope: &str, quota: Option<KvQuota>) {
+        let mut quotas = self.quotas.write().unwrap();
+        match quota {
+            Some(quota) => quotas.insert(scope.to_string(), quota),
+            None => quotas.remove(scope),
+        };
+    }
+
+    fn quota_of(&self, scope: &str) -> Option<KvQuota> {
+        if scope.ends_with('/') {
+            self.quotas.read().unwrap().get(scope).copied()
+        } else {
+            self.component_quota
         }
     }
 
@@ -103,8 +171,9 @@ impl KvStore {
         let db = self.open()?;
         let write = db.begin_write().map_err(internal)?;
         let removed = {
-            let mut table = write.open_table(TABLE).map_err(internal)?;
-            let keys: Vec<(String, String)> = table
+            let mut tables = Tables::open(&write).map_err(internal)?;
+            let keys: Vec<(String, String)> = tables
+                .data
                 .range((from, "")..)
                 .map_err(internal)?
                 .map_while(|entry| {
@@ -114,9 +183,7 @@ impl KvStore {
                 })
                 .collect();
             for (namespace, key) in &keys {
-                table
-                    .remove((namespace.as_str(), key.as_str()))
-                    .map_err(internal)?;
+                tables.remove(namespace, key).map_err(internal)?;
             }
             keys.len()
         };
@@ -147,7 +214,16 @@ fn open(path: &Path) -> Result<Database, String> {
     }
     let db = Database::create(path).map_err(|e| fail(&e))?;
     let write = db.begin_write().map_err(|e| fail(&e))?;
+    let tables: Vec<String> = write
+        .list_tables()
+        .map_err(|e| fail(&e))?
+        .map(|table| table.name().to_string())
+        .collect();
+    let has = |name: &str| tables.iter().any(|table| table == name);
     write.open_table(TABLE).map_err(|e| fail(&e))?;
+    if !has(USAGE.name()) || !has(EXPIRIES.name()) {
+        count_usage(&write).map_err(|e| fail(&e))?;
+    }
     write.commit().map_err(|e| fail(&e))?;
     Ok(db)
 }
@@ -186,18 +262,12 @@ impl KvNamespace {
         let mut stored = Vec::with_capacity(8 + value.len());
         stored.extend_from_slice(&expires.to_le_bytes());
         stored.extend_from_slice(value);
-        self.write(|table| {
-            table.insert((&*self.namespace, key), stored.as_slice())?;
-            Ok(())
-        })
+        self.write(|tables| self.put(tables, key, &stored))
     }
 
     pub fn delete(&self, key: &str) -> KvResult<bool> {
         check_key(key)?;
-        self.write(|table| {
-            let old = table.remove((&*self.namespace, key))?;
-            Ok(old.is_some_and(|v| live(v.value()).is_some()))
-        })
+        self.write(|tables| Ok(tables.remove(&self.namespace, key)? == Some(true)))
     }
 
     pub fn list_keys(&self, prefix: &str) -> KvResult<Vec<String>> {
@@ -227,8 +297,8 @@ impl KvNamespace {
 
     pub fn increment(&self, key: &str, delta: i64) -> KvResult<i64> {
         check_key(key)?;
-        self.write(|table| {
-            let (current, expires) = match table.get((&*self.namespace, key))? {
+        self.write(|tables| {
+            let (current, expires) = match tables.data.get((&*self.namespace, key))? {
                 Some(stored) => match live(stored.value()) {
                     Some(value) => (parse_counter(key, value)?, expiry(stored.value())),
                     None => (0, 0),
@@ -240,23 +310,78 @@ impl KvNamespace {
             })?;
             let mut stored = expires.to_le_bytes().to_vec();
             stored.extend_from_slice(next.to_string().as_bytes());
-            table.insert((&*self.namespace, key), stored.as_slice())?;
+            self.put(tables, key, &stored)?;
             Ok(next)
         })
+    }
+
+    /// Stores `stored` under `key` if the scope's quota has room for it,
+    /// and counts it. A write that does not grow the scope always succeeds.
+    fn put(&self, tables: &mut Tables<'_>, key: &str, stored: &[u8]) -> Result<(), WriteError> {
+        let scope = scope_of(&self.namespace);
+        if let Some(quota) = self.store.quota_of(scope)
+            && let Some(refusal) = self.refusal(tables, quota, key, stored)?
+        {
+            // Expired values count until removed: remove them, and look again.
+            if tables.reclaim(now_ms(), RECLAIMED_PER_WRITE)? == 0 {
+                return Err(WriteError::Guest(refusal));
+            }
+            if let Some(refusal) = self.refusal(tables, quota, key, stored)? {
+                return Err(WriteError::Guest(refusal));
+            }
+        }
+        tables.insert(&self.namespace, key, stored)?;
+        Ok(())
+    }
+
+    /// Why storing `stored` under `key` would pass `quota`, if it would.
+    fn refusal(
+        &self,
+        tables: &Tables<'_>,
+        quota: KvQuota,
+        key: &str,
+        stored: &[u8],
+    ) -> Result<Option<String>, redb::StorageError> {
+        let old = tables
+            .data
+            .get((&*self.namespace, key))?
+            .map(|old| entry_bytes(key, old.value()));
+        let scope = scope_of(&self.namespace);
+        let (bytes, keys) = tables.used(scope)?;
+        let grown = entry_bytes(key, stored).saturating_sub(old.unwrap_or(0));
+        let (raise, bytes_key, keys_key) = if scope.ends_with('/') {
+            ("ask the operator to raise the tenant's", "kv-mb", "kv-keys")
+        } else {
+            ("raise the host config's [kv]", "max-mb", "max-keys")
+        };
+        if grown > 0 && bytes.saturating_add(grown) > quota.max_bytes {
+            return Ok(Some(format!(
+                "the key-value quota of {} bytes is full ({bytes} stored, this write needs \
+                 {grown} more); delete keys, or {raise} {bytes_key} quota",
+                quota.max_bytes,
+            )));
+        }
+        if old.is_none() && keys >= quota.max_keys {
+            return Ok(Some(format!(
+                "the key-value quota of {} keys is full; delete keys, or {raise} {keys_key} quota",
+                quota.max_keys,
+            )));
+        }
+        Ok(None)
     }
 
     /// Runs `change` in one durable write transaction.
     fn write<T>(
         &self,
-        change: impl FnOnce(&mut redb::Table<(&str, &str), &[u8]>) -> Result<T, WriteError>,
+        change: impl FnOnce(&mut Tables<'_>) -> Result<T, WriteError>,
     ) -> KvResult<T> {
         let write = self.store.open()?.begin_write().map_err(internal)?;
         if !self.writable.load(Ordering::SeqCst) {
             return Err("this component has been removed; its key-value data is gone".into());
         }
         let result = {
-            let mut table = write.open_table(TABLE).map_err(internal)?;
-            change(&mut table)
+            let mut tables = Tables::open(&write).map_err(internal)?;
+            change(&mut tables)
         };
         match result {
             Ok(value) => {
@@ -380,15 +505,10 @@ impl kv::Host for InstanceState {
 mod tests {
     use super::*;
 
-    fn store() -> (tempfile::TempDir, KvStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = KvStore::at(&dir.path().join("kv.redb"));
-        (dir, store)
-    }
-
     #[test]
     fn a_dropped_namespace_refuses_writes_from_handles_given_out_before() {
-        let (_dir, store) = store();
+        let dir = tempfile::tempdir().unwrap();
+        let store = KvStore::at(&dir.path().join("kv.redb"));
         let old = store.namespace("acme/shop");
         old.set("k", b"v", None).unwrap();
         assert_eq!(store.drop_namespace("acme/shop"), Ok(1));
@@ -402,7 +522,8 @@ mod tests {
 
     #[test]
     fn dropping_a_tenant_empties_its_namespaces_and_no_others() {
-        let (_dir, store) = store();
+        let dir = tempfile::tempdir().unwrap();
+        let store = KvStore::at(&dir.path().join("kv.redb"));
         for name in ["acme/a", "acme/b", "acme-two/a", "acm/a", "acme"] {
             store.namespace(name).set("k", b"v", None).unwrap();
         }
@@ -417,5 +538,128 @@ mod tests {
             let value = store.namespace(name).get("k").unwrap();
             assert_eq!(value.is_some(), kept, "{name}");
         }
+    }
+
+    fn store(dir: &tempfile::TempDir) -> KvStore {
+        KvStore::at(&dir.path().join("kv.redb"))
+    }
+
+    #[test]
+    fn a_tenants_namespaces_share_one_scope() {
+        assert_eq!(scope_of("acme/shop"), "acme/");
+        assert_eq!(scope_of("acme/blog"), "acme/");
+        assert_eq!(scope_of("shop"), "shop");
+    }
+
+    #[test]
+    fn a_write_past_the_byte_quota_fails_and_deleting_frees_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir);
+        store.set_quota(
+            "acme/",
+            Some(KvQuota {
+                max_bytes: 100,
+                max_keys: 10,
+            }),
+        );
+        let (shop, blog) = (store.namespace("acme/shop"), store.namespace("acme/blog"));
+        shop.set("a", &[0; 50], None).unwrap();
+        let refused = blog.set("b", &[0; 50], None).unwrap_err();
+        assert!(refused.contains("quota of 100 bytes is full"), "{refused}");
+        // Another tenant, and a served component, are not counted.
+        store
+            .namespace("globex/shop")
+            .set("b", &[0; 90], None)
+            .unwrap();
+        store.namespace("acme").set("b", &[0; 90], None).unwrap();
+        // A rewrite that does not grow always succeeds.
+        shop.set("a", &[1; 50], None).unwrap();
+        assert!(shop.delete("a").unwrap());
+        blog.set("b", &[0; 50], None).unwrap();
+    }
+
+    #[test]
+    fn a_new_key_past_the_key_quota_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).with_component_quota(Some(KvQuota {
+            max_bytes: u64::MAX,
+            max_keys: 1,
+        }));
+        let shop = store.namespace("shop");
+        shop.increment("n", 1).unwrap();
+        shop.increment("n", 1).unwrap();
+        let refused = shop.set("m", b"v", None).unwrap_err();
+        assert!(refused.contains("quota of 1 keys is full"), "{refused}");
+        store.drop_namespace("shop").unwrap();
+        shop.set("m", b"v", None).unwrap();
+    }
+
+    /// Stores a value under `key` that expired long ago.
+    fn set_expired(namespace: &KvNamespace, key: &str) {
+        let mut stored = 1u64.to_le_bytes().to_vec();
+        stored.extend_from_slice(b"old");
+        namespace
+            .write(|tables| Ok(tables.insert(&namespace.namespace, key, &stored)?))
+            .unwrap();
+    }
+
+    #[test]
+    fn a_full_quota_first_removes_expired_values_of_any_namespace() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir);
+        store.set_quota(
+            "acme/",
+            Some(KvQuota {
+                max_bytes: 1000,
+                max_keys: 2,
+            }),
+        );
+        let shop = store.namespace("acme/shop");
+        set_expired(&shop, "session-1");
+        set_expired(&shop, "session-2");
+        set_expired(&store.namespace("globex/shop"), "session");
+        shop.set("a", b"v", None).unwrap();
+        shop.set("b", b"v", None).unwrap();
+        assert_eq!(shop.get("a").unwrap().as_deref(), Some(&b"v"[..]));
+        let refused = shop.set("c", b"v", None).unwrap_err();
+        assert!(refused.contains("quota of 2 keys is full"), "{refused}");
+        let remaining = shop.write(|tables| Ok(tables.reclaim(u64::MAX, 100)?));
+        assert_eq!(remaining, Ok(0), "every expired value was removed");
+    }
+
+    #[test]
+    fn rewriting_a_value_without_a_ttl_keeps_it_from_being_reclaimed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir);
+        let shop = store.namespace("shop");
+        shop.set("a", b"v", Some(60)).unwrap();
+        shop.set("a", b"kept", None).unwrap();
+        shop.set("b", b"v", Some(60)).unwrap();
+        assert!(shop.delete("b").unwrap());
+        let removed = shop.write(|tables| Ok(tables.reclaim(u64::MAX, 100)?));
+        assert_eq!(removed, Ok(0));
+        assert_eq!(shop.get("a").unwrap().as_deref(), Some(&b"kept"[..]));
+    }
+
+    #[test]
+    fn a_store_written_before_usage_was_counted_is_counted_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = store(&dir);
+        old.namespace("acme/shop").set("a", &[0; 50], None).unwrap();
+        let write = old.open().unwrap().begin_write().unwrap();
+        write.delete_table(USAGE).unwrap();
+        write.commit().unwrap();
+        drop(old);
+
+        let reopened = store(&dir);
+        reopened.set_quota(
+            "acme/",
+            Some(KvQuota {
+                max_bytes: 100,
+                max_keys: 10,
+            }),
+        );
+        let refused = reopened.namespace("acme/shop").set("b", &[0; 50], None);
+        assert!(refused.is_err(), "{refused:?}");
     }
 }
