@@ -64,6 +64,79 @@ pub struct HostConfig {
     /// How tenants are reached, and their default quotas.
     #[serde(default)]
     pub tenants: TenantSettings,
+    /// How the listeners treat connections: timeouts and caps.
+    #[serde(default)]
+    pub server: ServerSettings,
+}
+
+/// The `[server]` table: timeouts and caps on connections, for the traffic,
+/// ops and admin listeners alike (each counts its own connections).
+///
+/// ```toml
+/// [server]
+/// header-timeout-s = 10          # to send a request's headers
+/// idle-timeout-s = 60            # with no request in flight
+/// max-connections = 10000        # open at once; past it, closed at once
+/// max-connections-per-ip = 256   # from one IPv4 address or IPv6 /64
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ServerSettings {
+    /// Seconds a client has to send a request's headers, from when the
+    /// connection opens or its previous response went out.
+    #[serde(default = "ServerSettings::default_header_timeout_s")]
+    pub header_timeout_s: u64,
+    /// Seconds a connection may sit with no request in flight.
+    #[serde(default = "ServerSettings::default_idle_timeout_s")]
+    pub idle_timeout_s: u64,
+    /// Connections open at once on one listener.
+    #[serde(default = "ServerSettings::default_max_connections")]
+    pub max_connections: usize,
+    /// Connections open at once from one client address.
+    #[serde(default = "ServerSettings::default_max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
+}
+
+impl ServerSettings {
+    fn default_header_timeout_s() -> u64 {
+        10
+    }
+    fn default_idle_timeout_s() -> u64 {
+        60
+    }
+    fn default_max_connections() -> usize {
+        10_000
+    }
+    fn default_max_connections_per_ip() -> usize {
+        256
+    }
+
+    /// Checks what the types cannot: no zero, which would refuse everything.
+    fn validate(&self) -> Result<(), String> {
+        let fields = [
+            ("header-timeout-s", self.header_timeout_s as usize),
+            ("idle-timeout-s", self.idle_timeout_s as usize),
+            ("max-connections", self.max_connections),
+            ("max-connections-per-ip", self.max_connections_per_ip),
+        ];
+        match fields.iter().find(|(_, value)| *value == 0) {
+            Some((name, _)) => Err(format!(
+                "[server] {name} must be at least 1; leave it out for the default"
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            header_timeout_s: Self::default_header_timeout_s(),
+            idle_timeout_s: Self::default_idle_timeout_s(),
+            max_connections: Self::default_max_connections(),
+            max_connections_per_ip: Self::default_max_connections_per_ip(),
+        }
+    }
 }
 
 /// The `[tenants]` table.
@@ -120,8 +193,13 @@ impl HostConfig {
     pub fn from_file(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        toml::from_str(&text)
-            .map_err(|e| format!("{} is not a valid host config: {e}", path.display()))
+        let config: Self = toml::from_str(&text)
+            .map_err(|e| format!("{} is not a valid host config: {e}", path.display()))?;
+        config
+            .server
+            .validate()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(config)
     }
 
     /// The host-wide middleware tables; `file` is where the config was read.

@@ -3,7 +3,6 @@
 //! `POST /cache/invalidate` for operators. It sits on its own address, apart
 //! from the traffic.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -13,19 +12,22 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 
+use crate::config::ServerSettings;
+use crate::connections::accept;
 use crate::error::{error_response, full, json_response};
 use crate::response_cache::ResponseCache;
-use crate::server::{Body, accept};
+use crate::server::Body;
 
 /// Serves the ops endpoints until `shutdown` resolves. `/readyz` answers
 /// 503 while `ready` is false (before loading ends, and while draining).
 pub async fn serve(
     listener: TcpListener,
+    settings: ServerSettings,
     ready: Arc<AtomicBool>,
     responses: Arc<ResponseCache>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    accept(listener, shutdown, move |req, _peer: SocketAddr| {
+    accept(listener, &settings, shutdown, move |req, _| {
         let ready = ready.clone();
         let responses = responses.clone();
         async move {

@@ -6,17 +6,13 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use tower::{Layer, ServiceExt};
@@ -27,6 +23,8 @@ use tower_http::compression::predicate::{
 
 use crate::app::RouteGuard;
 use crate::bindings::{self, cello::component::types::Context};
+use crate::config::ServerSettings;
+use crate::connections::accept;
 use crate::error::{CallError, error_response};
 use crate::logging::AccessLine;
 use crate::metrics::ComponentMetrics;
@@ -44,9 +42,6 @@ pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 
 /// A response still being made, boxed so moving it moves a pointer.
 type BoxedResponse = std::pin::Pin<Box<dyn Future<Output = http::Response<Body>> + Send>>;
-
-/// How long shutdown waits for requests in flight.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 static REQUEST_IDS: AtomicU64 = AtomicU64::new(0);
 
@@ -89,11 +84,12 @@ impl Front {
 /// then stops accepting and waits for open requests to finish.
 pub async fn serve(
     listener: TcpListener,
+    settings: &ServerSettings,
     registry: Arc<Registry>,
     front: Arc<Front>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    accept(listener, shutdown, move |req, peer| {
+    accept(listener, settings, shutdown, move |req, peer| {
         let routes = registry.routes();
         let front = front.clone();
         async move {
@@ -116,58 +112,6 @@ pub async fn serve(
         }
     })
     .await
-}
-
-/// Accepts connections on `listener` and answers each request with
-/// `answer`, until `shutdown` resolves; then drains open connections.
-pub async fn accept<F, Fut>(
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()>,
-    answer: F,
-) -> anyhow::Result<()>
-where
-    F: Fn(http::Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = http::Response<Body>> + Send + 'static,
-{
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let graceful = GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    tracing::warn!("accept failed: {e}");
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let answer = answer.clone();
-        let service = service_fn(move |req| {
-            // Boxed, so hyper moves a pointer rather than the whole state
-            // machine of a request.
-            let response = Box::pin(answer(req, peer));
-            async move { Ok::<_, Infallible>(response.await) }
-        });
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection.into_owned());
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(%peer, "connection ended: {e}");
-            }
-        });
-    }
-    drop(listener);
-    SHUTTING_DOWN.store(true, Ordering::Relaxed);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("requests still open after {SHUTDOWN_GRACE:?}; closing them");
-    }
-    Ok(())
 }
 
 /// Answers one request.
