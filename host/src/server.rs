@@ -403,6 +403,15 @@ async fn dispatch(
     let result = match target {
         Target::Proxy(proxy) => {
             let mut req = req;
+            let limit = proxy.max_body_bytes();
+            if declared_length(req.headers()).is_some_and(|length| length > limit as u64) {
+                return too_large(limit);
+            }
+            if app_path.len() != path.len()
+                && let Some(uri) = without_prefix(req.uri(), &app_path)
+            {
+                *req.uri_mut() = uri;
+            }
             if !req.headers().contains_key(header::HOST) {
                 // HTTP/1.0 and HTTP/2 may omit Host; wasi:http needs an authority.
                 req.headers_mut()
@@ -419,12 +428,7 @@ async fn dispatch(
             let limit = component.max_body_bytes();
             let body = match Limited::new(body, limit).collect().await {
                 Ok(collected) => collected.to_bytes(),
-                Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                    return error_response(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        &format!("The request body is larger than the {limit} bytes allowed."),
-                    );
-                }
+                Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(limit),
                 Err(e) => {
                     return error_response(
                         StatusCode::BAD_REQUEST,
@@ -494,6 +498,36 @@ async fn dispatch(
         tracing::error!(request_id, path, "request failed: {e}");
         e.to_response()
     })
+}
+
+/// A 413 for a body over `limit` bytes.
+fn too_large(limit: usize) -> http::Response<Body> {
+    error_response(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!("The request body is larger than the {limit} bytes allowed."),
+    )
+}
+
+/// The body's length as the request's `Content-Length` declares it.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// `uri` with its path replaced by `app_path` (the path without the prefix
+/// the component is served under), its query kept.
+fn without_prefix(uri: &http::Uri, app_path: &str) -> Option<http::Uri> {
+    let path_and_query = match uri.query() {
+        Some(query) => format!("{app_path}?{query}"),
+        None => app_path.to_owned(),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(path_and_query.try_into().ok()?);
+    http::Uri::from_parts(parts).ok()
 }
 
 /// Room for the headers the host adds to a response on its way out (request
@@ -580,5 +614,23 @@ mod tests {
             let peer: SocketAddr = peer.parse().unwrap();
             assert_eq!(address_text(peer), peer.to_string());
         }
+    }
+
+    #[test]
+    fn a_proxy_sees_its_path_without_the_prefix_and_with_its_query() {
+        let uri: http::Uri = "/t/acme/proxy/a/b?x=1".parse().unwrap();
+        assert_eq!(without_prefix(&uri, "/a/b").unwrap(), "/a/b?x=1");
+        let uri: http::Uri = "http://example.test/proxy".parse().unwrap();
+        assert_eq!(without_prefix(&uri, "/").unwrap(), "http://example.test/");
+    }
+
+    #[test]
+    fn the_declared_length_is_read_from_content_length() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(declared_length(&headers), None);
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("2048"));
+        assert_eq!(declared_length(&headers), Some(2048));
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("lots"));
+        assert_eq!(declared_length(&headers), None);
     }
 }
