@@ -175,7 +175,7 @@ async fn an_address_over_its_connection_cap_is_refused_while_others_are_served()
     assert!(get_on(&mut other, "/").await.ends_with("Hello from Rust!"));
     // Closing one gives its place back.
     drop(held.pop());
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let mut again = connect_from("127.0.0.1", host.addr).await;
     assert!(get_on(&mut again, "/").await.ends_with("Hello from Rust!"));
     let log = host.wait_for_log("max-connections-per-ip").await;

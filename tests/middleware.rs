@@ -122,7 +122,8 @@ async fn a_token_without_the_configured_audience_or_issuer_is_refused() {
         for path in ["/editor", "/claims"] {
             let reply = get_with_token(&host, path, &token).await;
             assert_eq!(reply.status, 401, "no {claim} on {path}: {}", reply.body);
-            assert!(reply.body.contains(word), "{}", reply.body);
+            let detail = reply.json()["detail"].as_str().unwrap().to_owned();
+            assert!(detail.contains(word), "{detail}");
         }
     }
     let valid = token_with(claims(json!({})), SECRET);
