@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
@@ -426,9 +426,18 @@ async fn dispatch(
         } => {
             let (parts, body) = req.into_parts();
             let limit = component.max_body_bytes();
-            let body = match Limited::new(body, limit).collect().await {
-                Ok(collected) => collected.to_bytes(),
+            let body = match read_body(body, limit, component.timeout()).await {
+                Ok(collected) => collected,
                 Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(limit),
+                Err(e) if e.is::<tokio::time::error::Elapsed>() => {
+                    return error_response(
+                        StatusCode::REQUEST_TIMEOUT,
+                        &format!(
+                            "The request body did not arrive within {} ms; send it faster.",
+                            component.timeout().as_millis()
+                        ),
+                    );
+                }
                 Err(e) => {
                     return error_response(
                         StatusCode::BAD_REQUEST,
@@ -498,6 +507,18 @@ async fn dispatch(
         tracing::error!(request_id, path, "request failed: {e}");
         e.to_response()
     })
+}
+
+/// The whole body, at most `limit` bytes, within `timeout`: a client that
+/// sends a byte now and then would otherwise hold its connection forever.
+/// An empty body (a GET) sets no timer.
+async fn read_body(body: Incoming, limit: usize, timeout: Duration) -> Result<Bytes, BoxError> {
+    use hyper::body::Body as _;
+    if body.is_end_stream() {
+        return Ok(Bytes::new());
+    }
+    let collected = tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await;
+    Ok(collected??.to_bytes())
 }
 
 /// A 413 for a body over `limit` bytes.
