@@ -22,6 +22,15 @@ fn serve(server: &str) -> Host {
     components.serve_with(&["--config", config.to_str().unwrap()])
 }
 
+/// The testbed, served with `[server]` settings.
+fn serve_testbed(server: &str) -> Host {
+    let components = Components::new()
+        .with("testbed")
+        .with_file("host-config.toml", format!("[server]\n{server}").as_bytes());
+    let config = components.path().join("host-config.toml");
+    components.serve_with(&["--config", config.to_str().unwrap()])
+}
+
 /// How long the host took to close `stream`, reading (and dropping) what
 /// it sends; `None` if it is still open after `within`.
 async fn closed_within(stream: &mut TcpStream, within: Duration) -> Option<Duration> {
@@ -138,6 +147,16 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
 }
 
 #[tokio::test]
+async fn a_keep_alive_connection_outlives_the_header_timeout_until_the_idle_one() {
+    let host = serve("header-timeout-s = 1\nidle-timeout-s = 60\n");
+    let mut stream = TcpStream::connect(host.addr).await.unwrap();
+    assert!(get_on(&mut stream, "/").await.ends_with("Hello from Rust!"));
+    // Three header timeouts later, the idle timeout still holds it open.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(get_on(&mut stream, "/").await.ends_with("Hello from Rust!"));
+}
+
+#[tokio::test]
 async fn an_http2_connection_that_sends_no_request_is_closed() {
     let host = serve("header-timeout-s = 1\nidle-timeout-s = 60\n");
     let mut stream = TcpStream::connect(host.addr).await.unwrap();
@@ -180,6 +199,64 @@ async fn an_address_over_its_connection_cap_is_refused_while_others_are_served()
     assert!(get_on(&mut again, "/").await.ends_with("Hello from Rust!"));
     let log = host.wait_for_log("max-connections-per-ip").await;
     assert!(log.contains("connection refused"), "{log}");
+}
+
+#[tokio::test]
+async fn a_request_body_sent_a_byte_at_a_time_is_cut_off_at_the_timeout() {
+    let host = Components::new()
+        .with_sidecar("testbed", "[limits]\ntimeout-ms = 1000\n")
+        .serve();
+    let stream = TcpStream::connect(host.addr).await.unwrap();
+    let (mut read, mut write) = stream.into_split();
+    write
+        .write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nx")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    // A byte every 200 ms: the 100 bytes would take 20 s.
+    let dribble = tokio::spawn(async move {
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if write.write_all(b"x").await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut response = [0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(15), read.read(&mut response))
+        .await
+        .expect("an answer while the body still dribbles in")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&response[..n]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(10), "answered after {took:?}");
+    dribble.abort();
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_a_response_is_cut_off_once_idle() {
+    let host = serve_testbed("header-timeout-s = 1\nidle-timeout-s = 1\n");
+    let socket = TcpSocket::new_v4().unwrap();
+    // A small window, so the host cannot push the whole response at once.
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(host.addr).await.unwrap();
+    // 6 bytes times four million: 24 MB, more than socket buffers hold.
+    stream
+        .write_all(b"GET /big/4000000 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 512];
+    let n = stream.read(&mut head).await.unwrap();
+    assert!(head[..n].starts_with(b"HTTP/1.1 200"));
+    // Not reading for a while: the host gives up on the connection.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut rest)).await;
+    assert!(
+        rest.len() + n < 24_000_000,
+        "the whole response was kept for a client that stopped reading"
+    );
 }
 
 #[test]

@@ -74,7 +74,7 @@ pub struct HostConfig {
 ///
 /// ```toml
 /// [server]
-/// header-timeout-s = 10          # to send a request's headers
+/// header-timeout-s = 10          # to send the first request's headers
 /// idle-timeout-s = 60            # with no request in flight
 /// max-connections = 10000        # open at once; past it, closed at once
 /// max-connections-per-ip = 256   # from one IPv4 address or IPv6 /64
@@ -82,8 +82,9 @@ pub struct HostConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ServerSettings {
-    /// Seconds a client has to send a request's headers, from when the
-    /// connection opens or its previous response went out.
+    /// Seconds a client has to send its first request's headers, from when
+    /// the connection opens; also how long a closing connection may go
+    /// without taking a byte of its response.
     #[serde(default = "ServerSettings::default_header_timeout_s")]
     pub header_timeout_s: u64,
     /// Seconds a connection may sit with no request in flight.

@@ -7,15 +7,18 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::ServerSettings;
 use crate::server::{Body, SHUTTING_DOWN};
@@ -37,11 +40,12 @@ where
 {
     let header_timeout = Duration::from_secs(settings.header_timeout_s);
     let idle_timeout = Duration::from_secs(settings.idle_timeout_s);
+    // No timer for HTTP/1: hyper's header-read timeout would box a sleep
+    // and register it with the timer wheel on every request, and would close
+    // a keep-alive connection at the header timeout, not the idle one. The
+    // watcher below closes a connection that has no request before the
+    // header timeout, or none after the idle timeout, for both protocols.
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -96,6 +100,10 @@ where
                 Ok::<_, Infallible>(response)
             }
         });
+        let stream = Metered {
+            stream,
+            activity: activity.clone(),
+        };
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
@@ -106,15 +114,32 @@ where
             let idle = activity.until_idle(header_timeout, idle_timeout);
             let ended = tokio::select! {
                 ended = connection.as_mut() => Some(ended),
-                () = idle => None,
+                () = idle => {
+                    if activity.started.load(Ordering::Relaxed) == 0 {
+                        // No request within the header timeout: nothing is
+                        // owed, and a half-sent head would hold a graceful
+                        // close open.
+                        tracing::debug!(%peer, "connection closed: no request in time");
+                        return;
+                    }
+                    None
+                }
                 _ = drain.changed() => None,
             };
-            // Idle or draining: finish what is in flight, then close.
+            // Idle or draining: finish what is in flight, then close; but a
+            // client that stops reading the response, or never answers an
+            // HTTP/2 GOAWAY, has the header timeout to move before it is cut.
             let ended = match ended {
                 Some(ended) => ended,
                 None => {
                     connection.as_mut().graceful_shutdown();
-                    connection.await
+                    tokio::select! {
+                        ended = connection.as_mut() => ended,
+                        () = activity.until_stalled(header_timeout) => {
+                            tracing::debug!(%peer, "connection closed: stalled while closing");
+                            return;
+                        }
+                    }
                 }
             };
             if let Err(e) = ended {
@@ -239,12 +264,14 @@ fn client_address(peer: IpAddr) -> IpAddr {
     }
 }
 
-/// What a connection is doing: requests begun, and requests not yet
-/// answered. Two atomics on the connection's own cache line per request.
+/// What a connection is doing: requests begun, requests not yet answered,
+/// and writes to the socket. Atomics on the connection's own cache line,
+/// touched by no other connection.
 #[derive(Default)]
 struct Activity {
     started: AtomicU64,
     in_flight: AtomicUsize,
+    writes: AtomicU64,
 }
 
 /// A request being answered; dropped once its response is ready.
@@ -266,24 +293,95 @@ impl Activity {
     /// Resolves once the connection has had no request in flight and begun
     /// none for `idle`, or, before its first request, for `first`.
     async fn until_idle(&self, first: Duration, idle: Duration) {
-        let mut clock = IdleClock::new(first, idle);
+        self.until_quiet(&self.started, first, idle).await
+    }
+
+    /// Resolves once the connection has had no request in flight and
+    /// written nothing for `limit`: its client is not reading.
+    async fn until_stalled(&self, limit: Duration) {
+        self.until_quiet(&self.writes, limit, limit).await
+    }
+
+    async fn until_quiet(&self, counter: &AtomicU64, first: Duration, then: Duration) {
+        let mut clock = IdleClock::new(first, then);
         loop {
             tokio::time::sleep(clock.tick()).await;
-            let started = self.started.load(Ordering::Relaxed);
+            let count = counter.load(Ordering::Relaxed);
             let busy = self.in_flight.load(Ordering::Relaxed) > 0;
-            if clock.observe(started, busy) {
+            if clock.observe(count, busy) {
                 return;
             }
         }
     }
 }
 
+/// A connection's socket, counting its writes for [`Activity`].
+struct Metered {
+    stream: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl Metered {
+    fn wrote(&self, written: &Poll<std::io::Result<usize>>) {
+        if let Poll::Ready(Ok(1..)) = written {
+            self.activity.writes.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl AsyncRead for Metered {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Metered {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.wrote(&written);
+        written
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        this.wrote(&written);
+        written
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
 /// How long a connection has been quiet, looked at every quarter of its
-/// limit: it is closed between 1 and 1.25 limits after its last request,
-/// with one timer per connection and no clock read per request.
+/// shorter limit: it is closed between 1 and 1.25 limits after its last
+/// request, with one timer per connection and no clock read per request.
 struct IdleClock {
     first: Duration,
     idle: Duration,
+    look: Duration,
     started: u64,
     quiet: Duration,
 }
@@ -296,6 +394,9 @@ impl IdleClock {
         Self {
             first,
             idle,
+            // The shorter limit sets the pace: a connection that makes its
+            // first request must not wait out a quarter of the first limit.
+            look: first.min(idle) / LOOKS_PER_LIMIT,
             started: 0,
             quiet: Duration::ZERO,
         }
@@ -311,7 +412,7 @@ impl IdleClock {
 
     /// How long to wait before the next look.
     fn tick(&self) -> Duration {
-        self.limit() / LOOKS_PER_LIMIT
+        self.look
     }
 
     /// Takes a look after a tick: true once the connection is idle.
@@ -435,7 +536,7 @@ mod tests {
         let _second = open.admit(ip("10.0.0.2")).unwrap();
         assert_eq!(open.admit(ip("10.0.0.3")).err(), Some(Crowded::Listener(2)));
         drop(first);
-        assert!(open.admit(ip("10.0.0.3")).is_ok());
+        let _third = open.admit(ip("10.0.0.3")).unwrap();
         assert_eq!(open.total.load(Ordering::Relaxed), 2);
     }
 
@@ -473,12 +574,21 @@ mod tests {
 
         let mut clock = IdleClock::new(second, 4 * second);
         assert!(!clock.observe(1, false));
-        // After one, the idle limit, in ticks of a quarter of it.
-        assert_eq!(clock.tick(), second);
-        for _ in 0..3 {
+        // After one, the idle limit, looked at as often as the shorter one.
+        assert_eq!(clock.tick(), second / 4);
+        for _ in 0..15 {
             assert!(!clock.observe(1, false));
         }
         assert!(clock.observe(1, false));
+    }
+
+    #[test]
+    fn a_long_first_limit_does_not_slow_the_looks_at_a_short_idle_limit() {
+        let mut clock = IdleClock::new(Duration::from_secs(60), Duration::from_secs(1));
+        assert_eq!(clock.tick(), Duration::from_millis(250));
+        assert!(!clock.observe(1, false));
+        let looks = (0..).take_while(|_| !clock.observe(1, false)).count();
+        assert_eq!(looks + 1, LOOKS_PER_LIMIT as usize);
     }
 
     #[test]
