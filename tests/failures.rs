@@ -137,6 +137,58 @@ async fn a_body_over_the_limit_is_413_before_the_guest_runs() {
 }
 
 #[tokio::test]
+async fn a_wasi_http_body_over_the_limit_is_413_before_the_guest_runs() {
+    let host = Components::new()
+        .with_sidecar("http-proxy", "[limits]\nmax-body-kb = 1")
+        .serve();
+    let reply = host.post("/upload", "text/plain", vec![b'x'; 2048]).await;
+    assert_eq!(reply.status, 413, "{}", reply.body);
+    assert!(
+        reply.json()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("1024 bytes"),
+        "{}",
+        reply.body
+    );
+    let reply = host.post("/upload", "text/plain", vec![b'x'; 512]).await;
+    assert_eq!(reply.status, 200);
+}
+
+#[tokio::test]
+async fn json_nested_too_deep_or_holding_a_non_finite_number_is_422() {
+    let host = Components::new()
+        .with_sidecar("python-testbed", "prefix = \"/py\"\n")
+        .with_sidecar("hello-rust", "prefix = \"/rs\"\n")
+        .serve();
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let bodies = [
+        deep.as_str(),
+        r#"{"name": "bow", "price": 1e999999}"#,
+        r#"{"name": "bow", "price": NaN}"#,
+        r#"{"name": "bow", "price": Infinity}"#,
+    ];
+    let thing = "/py/typed/6f1c1a52-3f0e-4d5b-9b7e-1d2c3b4a5f60";
+    for path in [thing, "/py/admin/things", "/rs/items"] {
+        for body in bodies {
+            let reply = host.post(path, "application/json", body).await;
+            assert_eq!(reply.status, 422, "{path} {:.40}: {}", body, reply.body);
+            assert!(reply.json()["detail"].is_string() || reply.json()["detail"].is_array());
+        }
+    }
+    // A finite price still passes, and is echoed as JSON.
+    let reply = host
+        .post(
+            thing,
+            "application/json",
+            r#"{"name": "bow", "price": 1e3}"#,
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json()["price"], 1000.0);
+}
+
+#[tokio::test]
 async fn sigterm_lets_a_request_in_flight_finish() {
     let mut host = Components::new().with("testbed").serve();
     let slow = {

@@ -112,6 +112,25 @@ async fn valid_expired_wrongly_signed_and_wrong_audience_tokens() {
 }
 
 #[tokio::test]
+async fn a_token_without_the_configured_audience_or_issuer_is_refused() {
+    let host = serve("", &auth_config());
+    for (claim, word) in [("aud", "\"aud\""), ("iss", "\"iss\"")] {
+        let mut without = claims(json!({}));
+        without.as_object_mut().unwrap().remove(claim);
+        let token = token_with(without, SECRET);
+        // A role-guarded route, and one that only reads the claims.
+        for path in ["/editor", "/claims"] {
+            let reply = get_with_token(&host, path, &token).await;
+            assert_eq!(reply.status, 401, "no {claim} on {path}: {}", reply.body);
+            let detail = reply.json()["detail"].as_str().unwrap().to_owned();
+            assert!(detail.contains(word), "{detail}");
+        }
+    }
+    let valid = token_with(claims(json!({})), SECRET);
+    assert_eq!(get_with_token(&host, "/editor", &valid).await.status, 200);
+}
+
+#[tokio::test]
 async fn roles_and_scopes_are_checked_before_the_guest_runs() {
     let host = serve("", &auth_config());
     let reader = token_with(

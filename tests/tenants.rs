@@ -34,6 +34,23 @@ async fn versions(host: &Host, tenant: &str, name: &str) -> serde_json::Value {
 }
 
 #[tokio::test]
+async fn a_tenants_wasi_http_component_sees_the_path_without_the_tenant_prefix() {
+    let host = serve(Components::new().with("hello-rust"));
+    create_tenant(&host, "acme", serde_json::json!({})).await;
+    let acme = token(&host, "acme").await;
+    let reply = push(&host, "acme", "web", &acme, component("http-proxy")).await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    for (path, seen) in [("/t/acme/a/b?x=1", "/a/b?x=1"), ("/t/acme/", "/")] {
+        let reply = host.get(path).await;
+        assert_eq!(reply.status, 200, "{path}: {}", reply.body);
+        assert_eq!(
+            reply.body,
+            format!("Hello from wasi:http! You asked for {seen}")
+        );
+    }
+}
+
+#[tokio::test]
 async fn an_upload_is_served_and_tokens_only_reach_their_own_tenant() {
     let host = serve(Components::new().with("hello-rust"));
     create_tenant(&host, "acme", serde_json::json!({})).await;

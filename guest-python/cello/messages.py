@@ -4,9 +4,70 @@ from __future__ import annotations
 
 import dataclasses
 import json as _json
+import math
+import re
 from collections.abc import Iterable, Mapping
+from itertools import accumulate
 from typing import Any
 from urllib.parse import parse_qsl
+
+#: How deep a request body's arrays and objects may nest (serde_json's limit).
+MAX_JSON_DEPTH = 128
+
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_JSON_BRACKET = re.compile(r"[\[\]{}]")
+_DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+class _NotFinite(ValueError):
+    def __init__(self, text: str):
+        super().__init__(text)
+        self.text = text
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotFinite(text)
+    return value
+
+
+def _refuse_constant(text: str) -> Any:
+    raise _NotFinite(text)
+
+
+def parse_json(data: bytes | str) -> Any:
+    """``data`` parsed as strict JSON: nested at most ``MAX_JSON_DEPTH`` deep,
+    numbers finite (no ``NaN``, ``Infinity`` or ``1e999999``). Every problem
+    is a ``json.JSONDecodeError``, so callers answer it with a 422."""
+    text = data
+    if isinstance(data, (bytes, bytearray)):
+        try:
+            text = bytes(data).decode(_json.detect_encoding(data), "surrogatepass")
+        except UnicodeDecodeError as e:
+            raise _json.JSONDecodeError(f"not valid text: {e.reason}", "", e.start) from None
+    _check_depth(text)
+    try:
+        return _json.loads(text, parse_float=_finite, parse_constant=_refuse_constant)
+    except _NotFinite as e:
+        msg = f"{e.text} is not a finite number, and JSON numbers must be"
+        raise _json.JSONDecodeError(msg, text, max(text.find(e.text), 0)) from None
+    except _json.JSONDecodeError:
+        raise
+    except (ValueError, RecursionError) as e:  # an integer too long to convert, say
+        raise _json.JSONDecodeError(str(e), text, 0) from None
+
+
+def _check_depth(text: str) -> None:
+    """Refuses ``text`` when its brackets nest deeper than ``MAX_JSON_DEPTH``,
+    without parsing it: a deep body would exhaust the parser's stack."""
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return  # the common case, two scans in C
+    bare = _JSON_STRING.sub("", text)  # brackets inside strings do not nest
+    steps = map(_DEPTH_STEP.__getitem__, _JSON_BRACKET.findall(bare))
+    if max(accumulate(steps), default=0) > MAX_JSON_DEPTH:
+        msg = f"nested deeper than {MAX_JSON_DEPTH} levels of arrays and objects"
+        raise _json.JSONDecodeError(msg, text, 0)
 
 
 class Headers(Mapping[str, str]):
@@ -104,7 +165,7 @@ class Request:
     def json(self) -> Any:
         """The body parsed as JSON; malformed JSON raises a 422 HTTPException."""
         try:
-            return _json.loads(self.body)
+            return parse_json(self.body)
         except ValueError as e:
             raise HTTPException(422, f"Invalid JSON body: {e}") from None
 
@@ -136,7 +197,8 @@ class Response:
     @classmethod
     def json(cls, value: Any, status: int = 200, headers: Mapping[str, str] | None = None):
         """``value`` encoded as a JSON body."""
-        body = _json.dumps(value, default=_encode_default, separators=(",", ":"))
+        # NaN and Infinity are not JSON: refused, as Starlette's JSONResponse does.
+        body = _json.dumps(value, default=_encode_default, separators=(",", ":"), allow_nan=False)
         return cls(body, status, headers, "application/json")
 
     @classmethod

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import json
 import types
 import typing
 import uuid
@@ -28,7 +27,7 @@ from collections.abc import Callable
 from http.cookies import SimpleCookie
 from typing import Any
 
-from .messages import HTTPException, Request
+from .messages import HTTPException, Request, parse_json
 
 _EMPTY = inspect.Parameter.empty
 _MISSING = object()
@@ -212,7 +211,7 @@ def _body(name: str, annotation: Any, default: Any) -> Param:
                 return name, None
             raise Invalid([_error("missing", ["body"], "Field required", None)])
         try:
-            data = json.loads(request.body)
+            data = parse_json(request.body)
         except ValueError as e:
             raise Invalid(
                 [_error("json_invalid", ["body", e.pos], f"JSON decode error: {e.msg}", {})]

@@ -103,6 +103,24 @@ def test_malformed_json_is_422_not_500():
     assert b"Invalid JSON body" in response.body
 
 
+def test_request_json_refuses_non_finite_numbers_and_deep_nesting_with_422():
+    app = App()
+
+    @app.post("/echo")
+    def echo(request: Request):
+        return request.json()
+
+    for body in (b'{"price": 1e999999}', b"[NaN]", b"[" * 100_000 + b"]" * 100_000):
+        response = call(app, 0, method="POST", body=body)
+        assert response.status == 422, body[:20]
+        assert b"Invalid JSON body" in response.body
+
+
+def test_a_non_finite_value_returned_is_not_sent_as_json():
+    with pytest.raises(ValueError):
+        Response.json({"price": float("inf")})
+
+
 @pytest.mark.parametrize(
     ("value", "status", "content_type", "body"),
     [

@@ -4,7 +4,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Optional, TypedDict
 
+import pytest
 from cello import App, Cookie, Header
+from cello.messages import MAX_JSON_DEPTH, parse_json
 from cello.testing import TestClient
 
 
@@ -103,6 +105,35 @@ def test_malformed_json_is_422_not_500():
     response = TestClient(app()).post("/items", content=b'{"name": ')
     assert response.status_code == 422
     assert response.json()["detail"][0]["type"] == "json_invalid"
+
+
+@pytest.mark.parametrize("number", ["1e999999", "-1e999999", "NaN", "Infinity", "-Infinity"])
+def test_a_non_finite_number_in_the_body_is_422(number):
+    body = b'{"name": "bow", "price": ' + number.encode() + b"}"
+    response = TestClient(app()).post("/items", content=body)
+    assert response.status_code == 422
+    error = response.json()["detail"][0]
+    assert error["type"] == "json_invalid"
+    assert "finite" in error["msg"]
+
+
+def test_a_body_nested_too_deep_is_422_not_500():
+    for depth in (MAX_JSON_DEPTH + 1, 100_000):
+        body = b"[" * depth + b"]" * depth
+        response = TestClient(app()).post("/addresses", content=body)
+        assert response.status_code == 422
+        assert "nested deeper than" in response.json()["detail"][0]["msg"]
+
+
+def test_nesting_up_to_the_limit_and_brackets_in_strings_are_accepted():
+    assert parse_json("[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH) is not None
+    text = '{"s": "' + "[" * 1000 + '", "t": "\\\\"}'
+    assert parse_json(text.encode()) == {"s": "[" * 1000, "t": "\\"}
+
+
+def test_an_integer_too_long_to_convert_is_422():
+    response = TestClient(app()).post("/addresses", content=b"[" + b"9" * 5000 + b"]")
+    assert response.status_code == 422
 
 
 def test_a_missing_body_is_422():

@@ -24,7 +24,6 @@
 //! `multipart/form-data` form with the component in a `component` field
 //! and its sidecar settings (TOML) in a `settings` field.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -34,8 +33,10 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 
+use crate::config::ServerSettings;
+use crate::connections::accept;
 use crate::error::json_response;
-use crate::server::{Body, accept};
+use crate::server::Body;
 use crate::tenants::{Refusal, TenantSettings, Tenants};
 
 /// Largest JSON body the API reads.
@@ -71,10 +72,11 @@ impl Admin {
 /// Serves the admin API until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
+    settings: ServerSettings,
     admin: Arc<Admin>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    accept(listener, shutdown, move |req, _peer: SocketAddr| {
+    accept(listener, &settings, shutdown, move |req, _| {
         let admin = admin.clone();
         async move {
             match admin.answer(req).await {

@@ -71,6 +71,9 @@ pub struct HostConfig {
     /// How long each step of validating a new component may take.
     #[serde(default)]
     pub deploys: DeploySettings,
+    /// How the listeners treat connections: timeouts and caps.
+    #[serde(default)]
+    pub server: ServerSettings,
 }
 
 /// The `[execution]` table: how guest code shares the machine's CPU (see
@@ -196,6 +199,77 @@ impl DeploySettings {
     }
 }
 
+/// The `[server]` table: timeouts and caps on connections, for the traffic,
+/// ops and admin listeners alike (each counts its own connections).
+///
+/// ```toml
+/// [server]
+/// header-timeout-s = 10          # to send the first request's headers
+/// idle-timeout-s = 60            # with no request in flight
+/// max-connections = 10000        # open at once; past it, closed at once
+/// max-connections-per-ip = 256   # from one IPv4 address or IPv6 /64
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ServerSettings {
+    /// Seconds a client has to send its first request's headers, from when
+    /// the connection opens; also how long a closing connection may go
+    /// without taking a byte of its response.
+    #[serde(default = "ServerSettings::default_header_timeout_s")]
+    pub header_timeout_s: u64,
+    /// Seconds a connection may sit with no request in flight.
+    #[serde(default = "ServerSettings::default_idle_timeout_s")]
+    pub idle_timeout_s: u64,
+    /// Connections open at once on one listener.
+    #[serde(default = "ServerSettings::default_max_connections")]
+    pub max_connections: usize,
+    /// Connections open at once from one client address.
+    #[serde(default = "ServerSettings::default_max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
+}
+
+impl ServerSettings {
+    fn default_header_timeout_s() -> u64 {
+        10
+    }
+    fn default_idle_timeout_s() -> u64 {
+        60
+    }
+    fn default_max_connections() -> usize {
+        10_000
+    }
+    fn default_max_connections_per_ip() -> usize {
+        256
+    }
+
+    /// Checks what the types cannot: no zero, which would refuse everything.
+    fn validate(&self) -> Result<(), String> {
+        let fields = [
+            ("header-timeout-s", self.header_timeout_s as usize),
+            ("idle-timeout-s", self.idle_timeout_s as usize),
+            ("max-connections", self.max_connections),
+            ("max-connections-per-ip", self.max_connections_per_ip),
+        ];
+        match fields.iter().find(|(_, value)| *value == 0) {
+            Some((name, _)) => Err(format!(
+                "[server] {name} must be at least 1; leave it out for the default"
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            header_timeout_s: Self::default_header_timeout_s(),
+            idle_timeout_s: Self::default_idle_timeout_s(),
+            max_connections: Self::default_max_connections(),
+            max_connections_per_ip: Self::default_max_connections_per_ip(),
+        }
+    }
+}
+
 /// The `[tenants]` table.
 ///
 /// ```toml
@@ -281,6 +355,10 @@ impl HostConfig {
             .map_err(|e| format!("{} is not a valid host config: {e}", path.display()))?;
         config
             .execution
+            .validate()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        config
+            .server
             .validate()
             .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(config)

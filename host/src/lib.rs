@@ -2,7 +2,8 @@
 //!
 //! A request's path through the crate, in module order:
 //!
-//! - [`server`] accepts connections and turns each request into a call;
+//! - [`connections`] accepts connections, with timeouts and caps;
+//! - [`server`] turns each request into a call;
 //! - [`registry`] holds what is in service and says which route table
 //!   answers: the served directory's, or a tenant's (`/t/{tenant}/...`);
 //! - [`router`] picks the component and route for its method and path;
@@ -40,6 +41,7 @@ pub mod capacity;
 pub mod cli;
 pub mod compile;
 pub mod config;
+pub mod connections;
 pub mod engine;
 pub mod error;
 pub mod loader;

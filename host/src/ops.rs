@@ -4,7 +4,6 @@
 //! from the traffic.
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -14,9 +13,11 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 
+use crate::config::ServerSettings;
+use crate::connections::accept;
 use crate::error::{error_response, full, json_response};
 use crate::response_cache::ResponseCache;
-use crate::server::{Body, accept};
+use crate::server::Body;
 
 /// Whether the host is ready for traffic, and if not, what it waits for.
 #[derive(Default)]
@@ -72,11 +73,12 @@ impl Readiness {
 /// opens, while tenants' components are restored, and while draining.
 pub async fn serve(
     listener: TcpListener,
+    settings: ServerSettings,
     ready: Arc<Readiness>,
     responses: Arc<ResponseCache>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    accept(listener, shutdown, move |req, _peer: SocketAddr| {
+    accept(listener, &settings, shutdown, move |req, _| {
         let ready = ready.clone();
         let responses = responses.clone();
         async move {

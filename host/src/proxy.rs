@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::{Frame, Incoming, SizeHint};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -119,11 +119,11 @@ impl ProxyComponent {
         state.set_deadline(Some(left));
         let (sender, mut receiver) = oneshot::channel();
         let mut http = state.http();
+        let limit = shared.limits.max_body_bytes;
+        let request =
+            request.map(|body| Limited::new(body, limit).map_err(move |e| body_error(e, limit)));
         let resources = http
-            .new_incoming_request(
-                Scheme::Http,
-                request.map(|body| body.map_err(wasmtime_wasi_http::Error::Hyper)),
-            )
+            .new_incoming_request(Scheme::Http, request)
             .and_then(|req| Ok((req, http.new_response_outparam(sender)?)));
         let (req, out) = resources.map_err(CallError::Trap)?;
         let pool = self.pool.clone();
@@ -179,6 +179,11 @@ impl ProxyComponent {
         }
     }
 
+    /// Largest request body this component accepts.
+    pub fn max_body_bytes(&self) -> usize {
+        self.shared.limits.max_body_bytes
+    }
+
     /// Who the component is, for logs and metrics.
     pub fn owner(&self) -> &Arc<Owner> {
         &self.shared.owner
@@ -210,6 +215,18 @@ fn finish_apart(handling: Handling, owner: Arc<Owner>) {
             tracing::error!(%component, "wasi:http handler failed after its response: {failed}");
         }
     });
+}
+
+/// Why a request body stopped, as wasi:http tells the guest: past `limit`
+/// bytes it is the body-size error, and the guest reads no further.
+fn body_error(error: BoxError, limit: usize) -> wasmtime_wasi_http::Error {
+    if error.is::<LengthLimitError>() {
+        return wasmtime_wasi_http::Error::HttpRequestBodySize(Some(limit as u64));
+    }
+    match error.downcast::<hyper::Error>() {
+        Ok(hyper) => wasmtime_wasi_http::Error::Hyper(*hyper),
+        Err(other) => wasmtime_wasi_http::Error::InternalError(Some(other.to_string())),
+    }
 }
 
 fn never_set() -> CallError {

@@ -13,10 +13,6 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use tower::{Layer, ServiceExt};
@@ -27,6 +23,8 @@ use tower_http::compression::predicate::{
 
 use crate::app::RouteGuard;
 use crate::bindings::{self, cello::component::types::Context};
+use crate::config::ServerSettings;
+use crate::connections::accept;
 use crate::error::{CallError, error_response};
 use crate::logging::AccessLine;
 use crate::metrics::ComponentMetrics;
@@ -44,9 +42,6 @@ pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 
 /// A response still being made, boxed so moving it moves a pointer.
 type BoxedResponse = std::pin::Pin<Box<dyn Future<Output = http::Response<Body>> + Send>>;
-
-/// How long shutdown waits for requests in flight.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 static REQUEST_IDS: AtomicU64 = AtomicU64::new(0);
 
@@ -89,11 +84,12 @@ impl Front {
 /// then stops accepting and waits for open requests to finish.
 pub async fn serve(
     listener: TcpListener,
+    settings: &ServerSettings,
     registry: Arc<Registry>,
     front: Arc<Front>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    accept(listener, shutdown, move |req, peer| {
+    accept(listener, settings, shutdown, move |req, peer| {
         let routes = registry.routes();
         let front = front.clone();
         async move {
@@ -116,58 +112,6 @@ pub async fn serve(
         }
     })
     .await
-}
-
-/// Accepts connections on `listener` and answers each request with
-/// `answer`, until `shutdown` resolves; then drains open connections.
-pub async fn accept<F, Fut>(
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()>,
-    answer: F,
-) -> anyhow::Result<()>
-where
-    F: Fn(http::Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = http::Response<Body>> + Send + 'static,
-{
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let graceful = GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    tracing::warn!("accept failed: {e}");
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let answer = answer.clone();
-        let service = service_fn(move |req| {
-            // Boxed, so hyper moves a pointer rather than the whole state
-            // machine of a request.
-            let response = Box::pin(answer(req, peer));
-            async move { Ok::<_, Infallible>(response.await) }
-        });
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection.into_owned());
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(%peer, "connection ended: {e}");
-            }
-        });
-    }
-    drop(listener);
-    SHUTTING_DOWN.store(true, Ordering::Relaxed);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("requests still open after {SHUTDOWN_GRACE:?}; closing them");
-    }
-    Ok(())
 }
 
 /// Answers one request.
@@ -478,6 +422,15 @@ async fn dispatch(
     let result = match target {
         Target::Proxy(proxy) => {
             let mut req = req;
+            let limit = proxy.max_body_bytes();
+            if declared_length(req.headers()).is_some_and(|length| length > limit as u64) {
+                return too_large(limit);
+            }
+            if app_path.len() != path.len()
+                && let Some(uri) = without_prefix(req.uri(), &app_path)
+            {
+                *req.uri_mut() = uri;
+            }
             if !req.headers().contains_key(header::HOST) {
                 // HTTP/1.0 and HTTP/2 may omit Host; wasi:http needs an authority.
                 req.headers_mut()
@@ -492,12 +445,16 @@ async fn dispatch(
         } => {
             let (parts, body) = req.into_parts();
             let limit = component.max_body_bytes();
-            let body = match Limited::new(body, limit).collect().await {
-                Ok(collected) => collected.to_bytes(),
-                Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            let body = match read_body(body, limit, component.timeout()).await {
+                Ok(collected) => collected,
+                Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(limit),
+                Err(e) if e.is::<tokio::time::error::Elapsed>() => {
                     return error_response(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        &format!("The request body is larger than the {limit} bytes allowed."),
+                        StatusCode::REQUEST_TIMEOUT,
+                        &format!(
+                            "The request body did not arrive within {} ms; send it faster.",
+                            component.timeout().as_millis()
+                        ),
                     );
                 }
                 Err(e) => {
@@ -563,6 +520,48 @@ async fn dispatch(
         tracing::error!(request_id, path, "request failed: {e}");
         e.to_response()
     })
+}
+
+/// The whole body, at most `limit` bytes, within `timeout`: a client that
+/// sends a byte now and then would otherwise hold its connection forever.
+/// An empty body (a GET) sets no timer.
+async fn read_body(body: Incoming, limit: usize, timeout: Duration) -> Result<Bytes, BoxError> {
+    use hyper::body::Body as _;
+    if body.is_end_stream() {
+        return Ok(Bytes::new());
+    }
+    let collected = tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await;
+    Ok(collected??.to_bytes())
+}
+
+/// A 413 for a body over `limit` bytes.
+fn too_large(limit: usize) -> http::Response<Body> {
+    error_response(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!("The request body is larger than the {limit} bytes allowed."),
+    )
+}
+
+/// The body's length as the request's `Content-Length` declares it.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// `uri` with its path replaced by `app_path` (the path without the prefix
+/// the component is served under), its query kept.
+fn without_prefix(uri: &http::Uri, app_path: &str) -> Option<http::Uri> {
+    let path_and_query = match uri.query() {
+        Some(query) => format!("{app_path}?{query}"),
+        None => app_path.to_owned(),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(path_and_query.try_into().ok()?);
+    http::Uri::from_parts(parts).ok()
 }
 
 /// Room for the headers the host adds to a response on its way out (request
@@ -649,5 +648,23 @@ mod tests {
             let peer: SocketAddr = peer.parse().unwrap();
             assert_eq!(address_text(peer), peer.to_string());
         }
+    }
+
+    #[test]
+    fn a_proxy_sees_its_path_without_the_prefix_and_with_its_query() {
+        let uri: http::Uri = "/t/acme/proxy/a/b?x=1".parse().unwrap();
+        assert_eq!(without_prefix(&uri, "/a/b").unwrap(), "/a/b?x=1");
+        let uri: http::Uri = "http://example.test/proxy".parse().unwrap();
+        assert_eq!(without_prefix(&uri, "/").unwrap(), "http://example.test/");
+    }
+
+    #[test]
+    fn the_declared_length_is_read_from_content_length() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(declared_length(&headers), None);
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("2048"));
+        assert_eq!(declared_length(&headers), Some(2048));
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("lots"));
+        assert_eq!(declared_length(&headers), None);
     }
 }

@@ -183,6 +183,11 @@ impl AppComponent {
         self.shared.limits.max_body_bytes
     }
 
+    /// Time a request may take, its body's arrival included.
+    pub fn timeout(&self) -> std::time::Duration {
+        self.shared.limits.timeout
+    }
+
     /// The component's name.
     pub fn name(&self) -> &str {
         &self.shared.owner.component

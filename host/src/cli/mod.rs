@@ -237,6 +237,7 @@ async fn serve(
         println!("ops listening on http://{}", listener.local_addr()?);
         tokio::spawn(crate::ops::serve(
             listener,
+            config.server.clone(),
             ready.clone(),
             responses.clone(),
             stop_signal(),
@@ -294,7 +295,13 @@ async fn serve(
                 .with_context(|| format!("cannot listen on {addr} for the admin API"))?;
             println!("admin listening on http://{}", listener.local_addr()?);
             let admin = crate::admin::Admin::new(tenants, token);
-            tokio::spawn(crate::admin::serve(listener, admin, stop_signal()));
+            let settings = config.server.clone();
+            tokio::spawn(crate::admin::serve(
+                listener,
+                settings,
+                admin,
+                stop_signal(),
+            ));
         }
         None => tracing::info!("admin API off: set CELLO_ADMIN_TOKEN to manage tenants"),
     }
@@ -314,7 +321,7 @@ async fn serve(
         tracing::info!("shutting down; waiting for requests in flight");
     };
     let front = Arc::new(crate::server::Front::new(&config));
-    crate::server::serve(listener, registry.clone(), front, draining).await?;
+    crate::server::serve(listener, &config.server, registry.clone(), front, draining).await?;
     crate::app::retire_all(&registry.served().await.apps(), STOP_WAIT).await;
     drop(stopped);
     Ok(ExitCode::SUCCESS)

@@ -158,6 +158,14 @@ impl Auth {
         if let Some(issuer) = &settings.issuer {
             validation.set_issuer(&[issuer]);
         }
+        // A configured audience or issuer is a claim the token must carry:
+        // a token without one would otherwise pass as if it matched.
+        let required = [
+            Some("exp"),
+            settings.audience.as_ref().map(|_| "aud"),
+            settings.issuer.as_ref().map(|_| "iss"),
+        ];
+        validation.set_required_spec_claims(&required.into_iter().flatten().collect::<Vec<_>>());
         Ok(Self {
             keys,
             validation,
@@ -225,6 +233,9 @@ fn describe(error: &jsonwebtoken::errors::Error) -> String {
         ErrorKind::InvalidAudience => "the token is for another audience".into(),
         ErrorKind::InvalidIssuer => "the token is from another issuer".into(),
         ErrorKind::InvalidAlgorithm => "the token uses another algorithm".into(),
+        ErrorKind::MissingRequiredClaim(claim) => {
+            format!("the token has no {claim:?} claim, and this host requires one")
+        }
         _ => format!("invalid token: {error}"),
     }
 }

@@ -819,7 +819,12 @@ impl Tenants {
         let bytes = blocking(move || store.read_version(&t, &n, v))
             .await
             .map_err(Refusal::internal)?;
-        let config = parse_settings(&version.settings, &tenant.record.quotas, self.loader.limits()).map_err(|p| {
+        let config = parse_settings(
+            &version.settings,
+            &tenant.record.quotas,
+            self.loader.limits(),
+        )
+        .map_err(|p| {
             Refusal::with(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "its settings are no longer valid",
