@@ -483,12 +483,21 @@ mod tests {
     use super::*;
     use crate::capabilities::Capabilities;
 
+    /// A CPU share on a long-call lane of its own.
+    fn cpu() -> crate::scheduler::CpuShare {
+        let settings = crate::config::ExecutionSettings::default();
+        crate::scheduler::Scheduler::new(&settings)
+            .expect("a long-call lane")
+            .share("shop")
+    }
+
     fn owner() -> Arc<Owner> {
         Owner::new(
             "shop".into(),
             ResponseCache::new(1 << 20),
             Capabilities::default(),
             None,
+            cpu(),
         )
     }
 
@@ -626,8 +635,20 @@ mod tests {
     #[tokio::test]
     async fn forgetting_a_load_drops_its_entries_and_no_other() {
         let cache = ResponseCache::new(1 << 20);
-        let old = Owner::new("shop".into(), cache.clone(), Capabilities::default(), None);
-        let new = Owner::new("shop".into(), cache.clone(), Capabilities::default(), None);
+        let old = Owner::new(
+            "shop".into(),
+            cache.clone(),
+            Capabilities::default(),
+            None,
+            cpu(),
+        );
+        let new = Owner::new(
+            "shop".into(),
+            cache.clone(),
+            Capabilities::default(),
+            None,
+            cpu(),
+        );
         let policy = policy(&[]);
         let parts = request("/page", &[]);
         for owner in [&old, &new] {
