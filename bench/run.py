@@ -367,9 +367,9 @@ def tenant_with(port: int, name: str, component: str, quotas: dict, settings: st
     boundary = "cello-bench-boundary"
     form = b"".join(
         [
-            f"--{boundary}\r\nContent-Disposition: form-data; name=\"settings\"\r\n\r\n".encode(),
+            f'--{boundary}\r\nContent-Disposition: form-data; name="settings"\r\n\r\n'.encode(),
             settings.encode(),
-            f"\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"component\"; "
+            f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="component"; '
             'filename="app.wasm"\r\nContent-Type: application/wasm\r\n\r\n'.encode(),
             wasm,
             f"\r\n--{boundary}--\r\n".encode(),
