@@ -129,7 +129,7 @@ pub enum Budget {
 impl CpuShare {
     /// Runs `guest` under this share's policy. Dropping the returned future
     /// drops `guest`, wherever it is running.
-    pub fn run<T: Send + 'static>(&self, guest: GuestFuture<T>, budget: Budget) -> GuestRun<T> {
+    pub fn run<T: Send + 'static>(&self, guest: GuestFuture<T>, budget: Budget) -> GuestRun<'_, T> {
         GuestRun {
             at: At::Here(
                 Metered {
@@ -137,27 +137,29 @@ impl CpuShare {
                     used: Duration::ZERO,
                     budget,
                 },
-                self.clone(),
+                self,
             ),
         }
     }
 }
 
-/// A guest future running under its [`CpuShare`].
-pub struct GuestRun<T: Send + 'static> {
-    at: At<T>,
+/// A guest future running under its [`CpuShare`]. It borrows the share
+/// rather than cloning it: the share's counters are touched by every core,
+/// and a call that never moves should not touch them.
+pub struct GuestRun<'a, T: Send + 'static> {
+    at: At<'a, T>,
 }
 
-enum At<T: Send + 'static> {
+enum At<'a, T: Send + 'static> {
     /// Polled on the caller's task.
-    Here(Metered<T>, CpuShare),
+    Here(Metered<T>, &'a CpuShare),
     /// Moved to the long-call lane.
     Lane(AbortOnDrop<Result<T, Stopped>>),
     /// Between the two.
     Moving,
 }
 
-impl<T: Send + 'static> Future for GuestRun<T> {
+impl<T: Send + 'static> Future for GuestRun<'_, T> {
     type Output = Result<T, Stopped>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
