@@ -83,7 +83,7 @@ pub struct HostConfig {
 /// [execution]
 /// demote-after-ms = 5      # guest time before a call leaves the request's thread
 /// long-call-threads = 2    # threads of the long-call lane; default: one per core
-/// long-call-nice = 10      # their OS priority (nice value, 0 to 19)
+/// long-call-nice = 19      # their OS priority (nice value, 0 to 19)
 /// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -95,7 +95,9 @@ pub struct ExecutionSettings {
     /// Threads of the long-call lane; by default one per CPU core.
     pub long_call_threads: Option<usize>,
     /// The nice value of the long-call lane's threads: the higher, the more
-    /// the kernel favours the threads that accept and answer requests.
+    /// the kernel favours the threads that accept and answer requests. (On
+    /// Linux 6.12 and later their time slice is 0.1 ms as well, so a
+    /// request's thread waking up takes the CPU at once.)
     #[serde(default = "ExecutionSettings::default_long_call_nice")]
     pub long_call_nice: i32,
 }
@@ -106,7 +108,7 @@ impl ExecutionSettings {
     }
 
     fn default_long_call_nice() -> i32 {
-        10
+        19
     }
 
     /// Threads of the long-call lane.

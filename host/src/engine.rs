@@ -16,8 +16,10 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 use crate::config::PoolSettings;
 
 /// How often the epoch advances. A guest running without pause yields to the
-/// runtime after one tick, so other requests on its thread keep moving.
-pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// runtime after one tick, so other requests on its thread keep moving, and
+/// guest time is counted in ticks (see [`crate::scheduler`]): a millisecond
+/// keeps a long call's first slice on a request's thread short.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// Epoch ticks since the engine started, readable without the engine: the
 /// host's coarse clock for per-call bookkeeping on the hot path.

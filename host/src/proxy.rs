@@ -21,9 +21,8 @@ use crate::capacity::{Capacity, Slot};
 use crate::config::Limits;
 use crate::error::CallError;
 use crate::loader::Runtime;
-use crate::scheduler::Budget;
 use crate::server::{Body, BoxError};
-use crate::state::{DeadlineExceeded, InstanceState, Owner};
+use crate::state::{InstanceState, Owner};
 use crate::warm::{Warm, WarmPool};
 
 /// A loaded `wasi:http/proxy` component. A request holds one warm instance
@@ -110,7 +109,7 @@ impl ProxyComponent {
                 async move {
                     let owner = shared.owner.clone();
                     let start = Box::pin(async move { shared.instantiate(slot).await });
-                    owner.run_guest(start, Budget::Call { cpu: None }).await?
+                    owner.run_guest(start).await?
                 }
             })
             .await?;
@@ -139,15 +138,11 @@ impl ProxyComponent {
                     pool.checkin(instance);
                     Ok(())
                 }
-                Err(trap) if trap.is::<DeadlineExceeded>() => Err(owner.timed_out(limit)),
-                Err(trap) => Err(owner.trapped(trap)),
+                Err(trap) => Err(owner.call_failed(trap, limit)),
             }
         });
-        let budget = Budget::Call {
-            cpu: shared.limits.cpu,
-        };
         let owner = shared.owner.clone();
-        let call = async move { owner.run_guest(call, budget).await? };
+        let call = async move { owner.run_guest(call).await? };
         // The epoch deadline stops a guest that computes too long; this one
         // stops a guest that waits too long.
         let owner = shared.owner.clone();

@@ -14,9 +14,14 @@
 //! - a tenant running many long calls gets one turn in the rotation, as a
 //!   tenant running one does.
 //!
-//! A call may also have a CPU-time limit (`cpu-ms`): its guest time is
-//! summed across slices, and the call is ended once it passes the limit.
+//! Guest time is counted in epoch ticks, by the store's epoch callback
+//! (see [`crate::state`]), which fire only while guest code runs: a call
+//! that the kernel merely preempted is not mistaken for a long one, and the
+//! request path reads no clock. The callback raises a flag on its thread
+//! ([`ask_to_move`]); the future polling the guest reads it once the poll
+//! returns. The same count enforces `cpu-ms`.
 
+use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -34,11 +39,23 @@ pub type GuestFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 /// Why the scheduler ended a guest call before it finished.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stopped {
-    /// The call used more guest time than its `cpu-ms` limit.
-    CpuExceeded(Duration),
     /// The long-call lane shut down (the host is stopping) while the call
     /// was on it.
     LaneClosed,
+}
+
+thread_local! {
+    /// Set by a store's epoch callback, on the thread running the guest,
+    /// when the guest has run long enough to leave it.
+    static MOVE: Cell<bool> = const { Cell::new(false) };
+    /// True on the long-call lane's threads.
+    static ON_LANE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Asks the guest future being polled on this thread to move to the
+/// long-call lane once its poll returns.
+pub fn ask_to_move() {
+    MOVE.set(true);
 }
 
 /// The host's long-call lane and its turns, shared by every component.
@@ -60,7 +77,10 @@ impl Scheduler {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .thread_name("cello-long-call")
-            .on_thread_start(move || lower_priority(nice))
+            .on_thread_start(move || {
+                ON_LANE.set(true);
+                lower_priority(nice);
+            })
             .enable_all()
             .build()
             .map_err(|e| anyhow::anyhow!("cannot start the long-call lane: {e}"))?;
@@ -91,14 +111,42 @@ impl Drop for Scheduler {
     }
 }
 
-/// Sets the calling thread's nice value: on Linux it is a thread's own.
+/// Lowers the calling thread's priority: its nice value (on Linux a
+/// thread's own), and where the kernel allows it (Linux 6.12 and later) a
+/// short time slice of 0.1 ms, so that a request's thread waking up never
+/// waits for a lane thread to finish a full slice first.
 fn lower_priority(nice: i32) {
     #[cfg(target_os = "linux")]
-    // SAFETY: setpriority reads its arguments only; gettid cannot fail.
+    // SAFETY: the calls read their arguments only; `attr` outlives the call.
     unsafe {
-        let tid = libc::gettid() as libc::id_t;
-        if libc::setpriority(libc::PRIO_PROCESS, tid, nice) != 0 {
-            tracing::debug!("cannot lower the long-call lane's priority");
+        /// `struct sched_attr` of sched_setattr(2).
+        #[repr(C)]
+        struct SchedAttr {
+            size: u32,
+            policy: u32,
+            flags: u64,
+            nice: i32,
+            priority: u32,
+            runtime: u64,
+            deadline: u64,
+            period: u64,
+        }
+        let attr = SchedAttr {
+            size: std::mem::size_of::<SchedAttr>() as u32,
+            policy: libc::SCHED_OTHER as u32,
+            flags: 0,
+            nice,
+            priority: 0,
+            runtime: 100_000,
+            deadline: 0,
+            period: 0,
+        };
+        let set = libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0);
+        if set != 0 {
+            let tid = libc::gettid() as libc::id_t;
+            if libc::setpriority(libc::PRIO_PROCESS, tid, nice) != 0 {
+                tracing::debug!("cannot lower the long-call lane's priority");
+            }
         }
     }
     #[cfg(not(target_os = "linux"))]
@@ -113,135 +161,147 @@ pub struct CpuShare {
     key: Arc<str>,
 }
 
-/// How a guest future's time is judged.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Budget {
-    /// One call: its guest time is summed over its life; past the
-    /// scheduler's threshold it moves to the long-call lane, past `cpu`
-    /// it is stopped.
-    Call { cpu: Option<Duration> },
-    /// An event-loop instance serving many calls: it moves to the long-call
-    /// lane when a single stretch of guest code (one poll) runs past the
-    /// threshold, and stays there for the rest of its life.
-    Loop,
-}
-
 impl CpuShare {
+    /// Epoch ticks of guest time after which a call moves to the
+    /// long-call lane: at least two, so a short call that straddles a tick
+    /// never moves.
+    pub fn move_after_ticks(&self, tick: Duration) -> u64 {
+        let ticks = self.scheduler.demote_after.as_nanos() / tick.as_nanos().max(1);
+        (ticks as u64).max(2)
+    }
+
     /// Runs `guest` under this share's policy. Dropping the returned future
     /// drops `guest`, wherever it is running.
-    pub fn run<T: Send + 'static>(&self, guest: GuestFuture<T>, budget: Budget) -> GuestRun<'_, T> {
+    pub fn run<T: Send + 'static>(&self, guest: GuestFuture<T>) -> GuestRun<'_, T> {
         GuestRun {
-            at: At::Here(
-                Metered {
-                    guest,
-                    used: Duration::ZERO,
-                    budget,
-                },
-                self,
-            ),
+            at: At::Here(guest, self),
+            busy: Duration::ZERO,
+            threshold: self.scheduler.demote_after,
         }
+    }
+
+    /// Runs `guest` on the long-call lane from the start, taking turns, and
+    /// waits for it: a call known to run long.
+    pub fn run_on_lane<T: Send + 'static>(&self, guest: GuestFuture<T>) -> GuestRun<'_, T> {
+        let scheduler = &self.scheduler;
+        let sliced = Sliced {
+            guest,
+            turns: scheduler.turns.clone(),
+            key: self.key.clone(),
+            taking: None,
+            busy: Duration::ZERO,
+        };
+        GuestRun {
+            at: At::Lane(AbortOnDrop(scheduler.lane.spawn(sliced))),
+            busy: Duration::ZERO,
+            threshold: scheduler.demote_after,
+        }
+    }
+
+    /// Runs `guest` on the long-call lane from the start, taking turns:
+    /// background work (retiring an instance) that should never take a
+    /// request's thread.
+    pub fn spawn<T: Send + 'static>(&self, guest: GuestFuture<T>) {
+        let scheduler = &self.scheduler;
+        scheduler.lane.spawn(Sliced {
+            guest,
+            turns: scheduler.turns.clone(),
+            key: self.key.clone(),
+            taking: None,
+            busy: Duration::ZERO,
+        });
     }
 }
 
 /// A guest future running under its [`CpuShare`]. It borrows the share
 /// rather than cloning it: the share's counters are touched by every core,
 /// and a call that never moves should not touch them.
+///
+/// It also times its polls: a guest can do much in one step that no epoch
+/// tick interrupts (a `memory.fill` of its whole memory), and the caller
+/// learns that the call ran long, to start the next one on the lane.
 pub struct GuestRun<'a, T: Send + 'static> {
     at: At<'a, T>,
+    /// Time spent polling the guest here.
+    busy: Duration,
+    threshold: Duration,
+}
+
+/// What a guest future gave, and whether it ran long (at least
+/// `demote-after-ms` of polling, wherever it ran).
+pub struct Ran<T> {
+    pub out: T,
+    pub long: bool,
 }
 
 enum At<'a, T: Send + 'static> {
     /// Polled on the caller's task.
-    Here(Metered<T>, &'a CpuShare),
-    /// Moved to the long-call lane.
-    Lane(AbortOnDrop<Result<T, Stopped>>),
+    Here(GuestFuture<T>, &'a CpuShare),
+    /// Moved to the long-call lane: gives the guest's output and the time
+    /// spent polling it there.
+    Lane(AbortOnDrop<(T, Duration)>),
     /// Between the two.
     Moving,
 }
 
 impl<T: Send + 'static> Future for GuestRun<'_, T> {
-    type Output = Result<T, Stopped>;
+    type Output = Result<Ran<T>, Stopped>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if let At::Here(metered, share) = &mut self.at {
-            let demote_after = share.scheduler.demote_after;
-            match metered.poll_timed(cx) {
-                (Poll::Ready(out), _) => return Poll::Ready(out),
-                (Poll::Pending, ran) if !metered.should_move(ran, demote_after) => {
-                    return Poll::Pending;
-                }
-                (Poll::Pending, _) => {}
+        let this = &mut *self;
+        if let At::Here(guest, _) = &mut this.at {
+            MOVE.set(false);
+            let started = Instant::now();
+            let polled = guest.as_mut().poll(cx);
+            this.busy += started.elapsed();
+            if let Poll::Ready(out) = polled {
+                let long = this.busy >= this.threshold;
+                return Poll::Ready(Ok(Ran { out, long }));
             }
-            let At::Here(metered, share) = std::mem::replace(&mut self.at, At::Moving) else {
+            // On the lane already (a call run there from the start), a call
+            // stays where it is.
+            if !MOVE.replace(false) || ON_LANE.get() {
+                return Poll::Pending;
+            }
+            let At::Here(guest, share) = std::mem::replace(&mut this.at, At::Moving) else {
                 unreachable!("matched above")
             };
             let scheduler = &share.scheduler;
             let sliced = Sliced {
-                metered,
+                guest,
                 turns: scheduler.turns.clone(),
                 key: share.key.clone(),
                 taking: None,
+                busy: Duration::ZERO,
             };
-            self.at = At::Lane(AbortOnDrop(scheduler.lane.spawn(sliced)));
+            this.at = At::Lane(AbortOnDrop(scheduler.lane.spawn(sliced)));
         }
-        match &mut self.at {
-            At::Lane(task) => Pin::new(&mut task.0)
-                .poll(cx)
-                .map(|joined| joined.unwrap_or(Err(Stopped::LaneClosed))),
+        let (busy, threshold) = (this.busy, this.threshold);
+        match &mut this.at {
+            At::Lane(task) => Pin::new(&mut task.0).poll(cx).map(|joined| {
+                let (out, there) = joined.map_err(|_| Stopped::LaneClosed)?;
+                let long = busy + there >= threshold;
+                Ok(Ran { out, long })
+            }),
             At::Here(..) | At::Moving => unreachable!("moved above"),
         }
     }
 }
 
-/// A guest future and the guest time it has used.
-struct Metered<T> {
-    guest: GuestFuture<T>,
-    used: Duration,
-    budget: Budget,
-}
-
-impl<T> Metered<T> {
-    /// Polls the guest once; returns what it gave and how long the poll
-    /// took. A call past its CPU limit is stopped here, and dropped with
-    /// its future.
-    fn poll_timed(&mut self, cx: &mut Context<'_>) -> (Poll<Result<T, Stopped>>, Duration) {
-        let started = Instant::now();
-        let polled = self.guest.as_mut().poll(cx);
-        let ran = started.elapsed();
-        self.used += ran;
-        let out = match polled {
-            Poll::Ready(value) => Poll::Ready(Ok(value)),
-            Poll::Pending => match self.budget {
-                Budget::Call { cpu: Some(limit) } if self.used > limit => {
-                    Poll::Ready(Err(Stopped::CpuExceeded(limit)))
-                }
-                _ => Poll::Pending,
-            },
-        };
-        (out, ran)
-    }
-
-    /// True once the guest has run long enough to leave the caller's thread.
-    fn should_move(&self, ran: Duration, threshold: Duration) -> bool {
-        match self.budget {
-            Budget::Call { .. } => self.used >= threshold,
-            Budget::Loop => ran >= threshold,
-        }
-    }
-}
-
-/// A guest future on the long-call lane: each poll waits for a turn.
+/// A guest future on the long-call lane: each poll waits for a turn. It
+/// gives the guest's output and the time spent polling it.
 struct Sliced<T> {
-    metered: Metered<T>,
+    guest: GuestFuture<T>,
     turns: Arc<FairTurns>,
     key: Arc<str>,
     taking: Option<TakeTurn>,
+    busy: Duration,
 }
 
 impl<T> Future for Sliced<T> {
-    type Output = Result<T, Stopped>;
+    type Output = (T, Duration);
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<(T, Duration)> {
         let this = &mut *self;
         let taking = this
             .taking
@@ -250,9 +310,12 @@ impl<T> Future for Sliced<T> {
             return Poll::Pending;
         };
         this.taking = None;
-        let (out, _) = this.metered.poll_timed(cx);
+        let started = Instant::now();
+        let polled = this.guest.as_mut().poll(cx);
+        this.busy += started.elapsed();
+        MOVE.set(false);
         drop(turn);
-        out
+        polled.map(|out| (out, this.busy))
     }
 }
 

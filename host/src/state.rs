@@ -18,7 +18,7 @@ use crate::error::CallError;
 use crate::metrics::ComponentMetrics;
 use crate::middleware::Middleware;
 use crate::response_cache::ResponseCache;
-use crate::scheduler::{Budget, CpuShare, GuestFuture, Stopped};
+use crate::scheduler::{CpuShare, GuestFuture, Ran, Stopped, ask_to_move};
 
 /// Who an instance belongs to, shared by all its instances.
 pub struct Owner {
@@ -88,24 +88,36 @@ impl Owner {
     }
 
     /// Runs guest code (a call, an instance's start or stop) under the
-    /// component's CPU share: past a short time it leaves the request's
-    /// thread for the long-call lane, and past `budget`'s CPU limit it is
-    /// stopped and dropped, its instance with it.
+    /// component's CPU share: once it has run long it leaves the request's
+    /// thread for the long-call lane.
     pub async fn run_guest<T: Send + 'static>(
         &self,
         guest: GuestFuture<T>,
-        budget: Budget,
     ) -> Result<T, CallError> {
-        self.cpu
-            .run(guest, budget)
-            .await
-            .map_err(|stopped| match stopped {
-                Stopped::CpuExceeded(limit) => {
-                    self.metrics.timeouts.inc();
-                    CallError::CpuExceeded(limit)
-                }
-                Stopped::LaneClosed => CallError::InstanceLost("the host is shutting down".into()),
-            })
+        Ok(self.run_guest_timed(guest).await?.out)
+    }
+
+    /// As [`Self::run_guest`], and says whether the guest ran long.
+    pub async fn run_guest_timed<T: Send + 'static>(
+        &self,
+        guest: GuestFuture<T>,
+    ) -> Result<Ran<T>, CallError> {
+        self.cpu.run(guest).await.map_err(|Stopped::LaneClosed| {
+            CallError::InstanceLost("the host is shutting down".into())
+        })
+    }
+
+    /// The error for a call that trapped: past its time limit (`timeout`),
+    /// past its CPU limit, or another trap; counted.
+    pub fn call_failed(&self, trap: wasmtime::Error, timeout: Duration) -> CallError {
+        if trap.is::<DeadlineExceeded>() {
+            return self.timed_out(timeout);
+        }
+        if let Some(CpuExceeded(limit)) = trap.downcast_ref::<CpuExceeded>() {
+            self.metrics.timeouts.inc();
+            return CallError::CpuExceeded(*limit);
+        }
+        self.trapped(trap)
     }
 
     /// Counts a trap and makes its error.
@@ -126,6 +138,13 @@ pub struct InstanceState {
     watch: Option<BlockedWatch>,
     /// The epoch tick by which the current sync call must end.
     deadline: Option<u64>,
+    /// Epoch ticks seen while guest code ran, since the current call began:
+    /// its guest time, in ticks.
+    ran_ticks: u64,
+    /// Guest time after which the call moves to the long-call lane, in ticks.
+    move_after_ticks: u64,
+    /// The CPU limit of one call (`cpu-ms`), and the same in ticks.
+    cpu: Option<(Duration, u64)>,
     /// The calls in flight on the instance: route and request id.
     calls: Vec<(Arc<str>, String)>,
 }
@@ -150,6 +169,7 @@ impl InstanceState {
         http.set_field_size_limit(64 << 10);
         let mut table = ResourceTable::new();
         table.set_max_capacity(limits.max_resources);
+        let move_after_ticks = owner.cpu.move_after_ticks(EPOCH_TICK);
         Self {
             hooks: OutboundHooks(owner.capabilities.outbound.clone()),
             owner,
@@ -162,6 +182,9 @@ impl InstanceState {
             },
             watch: None,
             deadline: None,
+            ran_ticks: 0,
+            move_after_ticks,
+            cpu: limits.cpu.map(|limit| (limit, ticks_in(limit))),
             calls: Vec::new(),
         }
     }
@@ -170,11 +193,12 @@ impl InstanceState {
     /// running call with [`DeadlineExceeded`]; `None` clears it. Cheaper on
     /// the request path than a timer: the check rides on the tick the store
     /// takes anyway.
+    /// Setting one begins a call: its guest time counts from zero.
     pub fn set_deadline(&mut self, timeout: Option<Duration>) {
-        self.deadline = timeout.map(|t| {
-            let ticks = t.as_millis().div_ceil(EPOCH_TICK.as_millis()) as u64;
-            TICKS.load(Ordering::Relaxed) + ticks.max(1)
-        });
+        if timeout.is_some() {
+            self.ran_ticks = 0;
+        }
+        self.deadline = timeout.map(|t| TICKS.load(Ordering::Relaxed) + ticks_in(t));
     }
 
     /// A store for this state with the host's policies installed: the
@@ -185,8 +209,22 @@ impl InstanceState {
         store.limiter(|state| &mut state.memory);
         store.epoch_deadline_callback(|mut ctx: StoreContextMut<'_, Self>| {
             let state = ctx.data_mut();
-            if let Some(watch) = &mut state.watch {
-                watch.on_tick(&state.owner, &state.calls)?;
+            state.ran_ticks += 1;
+            // An event loop serves many calls: what counts is how long its
+            // guest code has run without awaiting. A call: its whole time.
+            let ran = match &mut state.watch {
+                Some(watch) => watch.on_tick(&state.owner, &state.calls)?,
+                None => {
+                    if let Some((limit, ticks)) = state.cpu
+                        && state.ran_ticks >= ticks
+                    {
+                        return Err(CpuExceeded(limit).into());
+                    }
+                    state.ran_ticks
+                }
+            };
+            if ran >= state.move_after_ticks {
+                ask_to_move();
             }
             if state
                 .deadline
@@ -207,11 +245,11 @@ impl InstanceState {
     /// With a CPU limit, guest code that runs that long without awaiting
     /// traps the instance with [`CpuExceeded`]: on an event loop no request
     /// can be told apart, and the loop serves nobody else meanwhile.
-    pub fn watch_blocking(store: &mut Store<Self>, threshold: Duration, cpu: Option<Duration>) {
-        let ticks = |limit: Duration| (limit.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+    pub fn watch_blocking(store: &mut Store<Self>, threshold: Duration) {
+        let cpu = store.data().cpu;
         store.data_mut().watch = Some(BlockedWatch {
-            threshold_ticks: ticks(threshold),
-            cpu: cpu.map(|limit| (limit, ticks(limit))),
+            threshold_ticks: ticks_in(threshold),
+            cpu,
             running_since: None,
             warned: false,
         });
@@ -249,6 +287,11 @@ impl InstanceState {
             _ => (None, None),
         }
     }
+}
+
+/// `limit` in epoch ticks, at least one.
+fn ticks_in(limit: Duration) -> u64 {
+    (limit.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64).max(1)
 }
 
 /// Caps the linear memory of an instance, all its memories together.
@@ -312,9 +355,10 @@ impl BlockedWatch {
         }
     }
 
-    fn on_tick(&mut self, owner: &Owner, calls: &[(Arc<str>, String)]) -> wasmtime::Result<()> {
+    /// Returns how many ticks the guest has run without awaiting.
+    fn on_tick(&mut self, owner: &Owner, calls: &[(Arc<str>, String)]) -> wasmtime::Result<u64> {
         let Some(since) = self.running_since else {
-            return Ok(());
+            return Ok(0);
         };
         let ran = TICKS.load(Ordering::Relaxed).saturating_sub(since);
         if let Some((limit, ticks)) = self.cpu
@@ -336,7 +380,7 @@ impl BlockedWatch {
                 ran * EPOCH_TICK.as_millis() as u64
             );
         }
-        Ok(())
+        Ok(ran)
     }
 }
 

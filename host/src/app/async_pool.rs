@@ -21,7 +21,6 @@ use super::{Instance, Shared, retire};
 use crate::bindings::{Request, Response};
 use crate::capacity::{Evict, Slot};
 use crate::error::CallError;
-use crate::scheduler::Budget;
 use crate::state::CpuExceeded;
 
 type Reply = oneshot::Sender<Result<Response, CallError>>;
@@ -190,7 +189,7 @@ impl AsyncPool {
         // An event loop whose guest code hogs it moves to the long-call lane.
         let owner = shared.owner.clone();
         let run = Box::pin(event_loop.run(slot));
-        tokio::spawn(async move { owner.run_guest(run, Budget::Loop).await });
+        tokio::spawn(async move { owner.run_guest(run).await });
         worker
     }
 }

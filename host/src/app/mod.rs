@@ -11,6 +11,7 @@ mod async_pool;
 mod sync_pool;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -24,7 +25,6 @@ use crate::error::CallError;
 use crate::loader::Runtime;
 use crate::middleware::rate_limit::Limiter;
 use crate::response_cache::CachePolicy;
-use crate::scheduler::Budget;
 use crate::state::{InstanceState, Owner};
 use crate::warm::Warm;
 use async_pool::AsyncPool;
@@ -55,6 +55,12 @@ struct Shared {
     cache_policies: Vec<Option<CachePolicy>>,
     /// Each route's roles, scopes and rate limit, by index.
     guards: Vec<RouteGuard>,
+    /// Whether each `def` route's last call ran long, by index: its next
+    /// call starts on the long-call lane, checkout and all, rather than on
+    /// a request's thread. A guest can do a lot in one step that cannot be
+    /// interrupted (a `memory.fill` of its whole memory, say); this keeps a
+    /// route that did from doing it there again.
+    runs_long: Vec<AtomicBool>,
 }
 
 /// What a route requires of a caller before it runs.
@@ -131,6 +137,11 @@ impl AppComponent {
             ),
             cache_policies,
             guards,
+            runs_long: manifest
+                .routes
+                .iter()
+                .map(|_| AtomicBool::new(false))
+                .collect(),
             routes: manifest
                 .routes
                 .iter()
@@ -158,6 +169,14 @@ impl AppComponent {
         if is_async {
             // Boxed, so a `def` call's future is not as large as this one's.
             Box::pin(self.async_pool.call(&self.shared, req)).await
+        } else if self.shared.runs_long(req.route) {
+            let (pool, shared) = (self.sync_pool.clone(), self.shared.clone());
+            let call = Box::pin(async move { sync_pool::call(&pool, &shared, req).await });
+            let owner = &self.shared.owner;
+            match owner.cpu.run_on_lane(call).await {
+                Ok(ran) => ran.out,
+                Err(_) => Err(CallError::InstanceLost("the host is shutting down".into())),
+            }
         } else {
             sync_pool::call(&self.sync_pool, &self.shared, req).await
         }
@@ -270,7 +289,8 @@ fn cache_policies(
         .collect()
 }
 
-/// Runs `describe` on an instance made for it alone.
+/// Runs `describe` on an instance made for it alone, under the component's
+/// CPU share: a `describe()` that loops leaves the request threads alone.
 async fn describe(
     owner: &Arc<Owner>,
     engine: &Engine,
@@ -278,14 +298,21 @@ async fn describe(
     limits: &Limits,
 ) -> anyhow::Result<Manifest> {
     let mut store = InstanceState::new(owner.clone(), limits).into_store(engine);
-    let bindings = pre
-        .instantiate_async(&mut store)
+    let pre = pre.clone();
+    let described = Box::pin(async move {
+        let bindings = pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot instantiate: {e:#}"))?;
+        bindings
+            .call_describe(&mut store)
+            .await
+            .map_err(|e| anyhow::anyhow!("describe() failed: {e:#}"))
+    });
+    owner
+        .run_guest(described)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot instantiate: {e:#}"))?;
-    bindings
-        .call_describe(&mut store)
-        .await
-        .map_err(|e| anyhow::anyhow!("describe() failed: {e:#}"))
+        .map_err(|e| anyhow::anyhow!("describe() did not finish: {e}"))?
 }
 
 impl Shared {
@@ -294,9 +321,7 @@ impl Shared {
     async fn instantiate(self: &Arc<Self>, slot: Slot) -> Result<Instance, CallError> {
         let shared = self.clone();
         let start = Box::pin(async move { shared.start_instance(slot, false).await });
-        self.owner
-            .run_guest(start, Budget::Call { cpu: None })
-            .await?
+        self.owner.run_guest(start).await?
     }
 
     /// A fresh instance in `slot`, with its `on-start` hook run. An event-loop
@@ -306,7 +331,7 @@ impl Shared {
         let state = InstanceState::new(self.owner.clone(), &self.limits);
         let mut store = state.into_store(&self.engine);
         if watch {
-            InstanceState::watch_blocking(&mut store, self.limits.blocked_warn, self.limits.cpu);
+            InstanceState::watch_blocking(&mut store, self.limits.blocked_warn);
         }
         let bindings = self
             .pre
@@ -364,6 +389,24 @@ impl Shared {
         }
     }
 
+    /// True when route `index`'s last call ran long.
+    fn runs_long(&self, index: u32) -> bool {
+        self.runs_long
+            .get(index as usize)
+            .is_some_and(|long| long.load(Ordering::Relaxed))
+    }
+
+    /// Notes whether a call of route `index` ran long, for where its next
+    /// call starts. Written only when it changes: the flag is read by every
+    /// call, on every core.
+    fn ran(&self, index: u32, long: bool) {
+        if let Some(flag) = self.runs_long.get(index as usize)
+            && flag.load(Ordering::Relaxed) != long
+        {
+            flag.store(long, Ordering::Relaxed);
+        }
+    }
+
     /// The path of route `index`, for logs.
     fn route_name(&self, index: u32) -> Arc<str> {
         self.routes
@@ -375,24 +418,24 @@ impl Shared {
 
 /// Retires a healthy instance: runs its `on-stop` hook (within a deadline)
 /// off the request path, then frees its slot.
+///
+/// It runs on the long-call lane: the hook is guest code, and releasing a
+/// large instance's memory takes the kernel milliseconds that should not
+/// come out of a request's thread.
 fn retire(mut instance: Instance) {
     let owner = instance.store.data().owner.clone();
-    let stop = Box::pin(async move {
+    let cpu = owner.cpu.clone();
+    cpu.spawn(Box::pin(async move {
         let bindings = &instance.bindings;
         let stop = instance
             .store
             .run_concurrent(async |accessor| bindings.call_on_stop(accessor).await);
-        let stopped = tokio::time::timeout(STOP_TIMEOUT, stop).await;
-        drop(instance.slot);
-        stopped
-    });
-    tokio::spawn(async move {
         let component = &owner.component;
-        match owner.run_guest(stop, Budget::Call { cpu: None }).await {
-            Ok(Ok(Ok(Ok(())))) => {}
-            Ok(Ok(Ok(Err(e)) | Err(e))) => tracing::warn!(%component, "on-stop failed: {e:#}"),
-            Ok(Err(_)) => tracing::warn!(%component, "on-stop took over {STOP_TIMEOUT:?}"),
-            Err(e) => tracing::warn!(%component, "on-stop did not finish: {e}"),
+        match tokio::time::timeout(STOP_TIMEOUT, stop).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e)) | Err(e)) => tracing::warn!(%component, "on-stop failed: {e:#}"),
+            Err(_) => tracing::warn!(%component, "on-stop took over {STOP_TIMEOUT:?}"),
         }
-    });
+        drop(instance);
+    }));
 }

@@ -9,8 +9,6 @@ use tokio::time::Instant;
 use super::{Instance, Shared};
 use crate::bindings::{App as AppBindings, Request, Response};
 use crate::error::CallError;
-use crate::scheduler::Budget;
-use crate::state::DeadlineExceeded;
 use crate::warm::WarmPool;
 
 /// The idle instances of a component's `def` routes.
@@ -42,16 +40,15 @@ pub(super) async fn call(
             .await;
         (instance, req, result)
     });
-    let budget = Budget::Call {
-        cpu: shared.limits.cpu,
-    };
-    let (mut instance, req, response) = match shared.owner.run_guest(call, budget).await? {
+    let ran = shared.owner.run_guest_timed(call).await?;
+    let (mut instance, req, response) = match ran.out {
         (instance, req, Ok(response)) => (instance, req, response),
-        (_, _, Err(trap)) if trap.is::<DeadlineExceeded>() => {
-            return Err(shared.owner.timed_out(shared.limits.timeout));
+        (_, req, Err(trap)) => {
+            shared.ran(req.route, ran.long);
+            return Err(shared.owner.call_failed(trap, shared.limits.timeout));
         }
-        (_, _, Err(trap)) => return Err(shared.owner.trapped(trap)),
     };
+    shared.ran(req.route, ran.long);
     let state = instance.store.data_mut();
     state.set_deadline(None);
     state.track_call(&route, &req.context.request_id, true);
@@ -64,7 +61,7 @@ pub(super) async fn call(
         let owner = shared.owner.clone();
         let tasks = Box::pin(async move { shared.run_background(instance, request_id).await });
         tokio::spawn(async move {
-            if let Ok(Some(instance)) = owner.run_guest(tasks, Budget::Call { cpu: None }).await {
+            if let Ok(Some(instance)) = owner.run_guest(tasks).await {
                 pool.checkin(instance);
             }
         });
