@@ -70,6 +70,50 @@ async fn a_quiet_component_keeps_answering_while_another_loops_on_every_core() {
 }
 
 #[tokio::test]
+async fn a_quiet_component_keeps_answering_beside_uninterruptible_memory_fills() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    // Every request a fresh instance that grows and fills 200 MiB in one
+    // step: only the route's first call may do it on a request's thread.
+    let filling = "prefix = \"/noisy\"\n[limits]\nisolation = \"per-request\"\nmax-instances = 8";
+    let host = Components::new()
+        .with_as("testbed", "noisy", Some(filling))
+        .with_as("testbed", "quiet", Some("prefix = \"/quiet\""))
+        .serve();
+    let solo = median_latency(&host, "/quiet/count", 30).await;
+    assert_eq!(host.get("/noisy/fill/200").await.status, 200);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let fillers: Vec<_> = (0..4)
+        .map(|_| {
+            let (url, stop) = (host.url("/noisy/fill/200"), stop.clone());
+            tokio::spawn(async move {
+                let mut filled = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let uri: http::Uri = url.parse().unwrap();
+                    let request = http::Request::get(uri).body(Default::default()).unwrap();
+                    let reply = support::client().request(request).await.unwrap();
+                    assert_eq!(reply.status(), 200);
+                    filled += 1;
+                }
+                filled
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let loaded = median_latency(&host, "/quiet/count", 30).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut filled = 0;
+    for filler in fillers {
+        filled += filler.await.unwrap();
+    }
+    assert!(filled > 0, "the fills made no progress");
+    let bound = solo * 10 + Duration::from_millis(10);
+    assert!(
+        loaded <= bound,
+        "quiet median {loaded:?} beside the fills, {solo:?} alone (bound {bound:?})"
+    );
+}
+
+#[tokio::test]
 async fn a_def_call_past_its_cpu_limit_gets_503_and_the_next_is_served() {
     let _one = ONE_AT_A_TIME.lock().await;
     let host = Components::new()

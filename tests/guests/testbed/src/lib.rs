@@ -99,6 +99,13 @@ fn app() -> App {
             #[allow(unreachable_code)]
             Response::status(200)
         })
+        // Writes `mb` MiB in one step no epoch tick interrupts (a
+        // `memory.fill`, after growing memory by as much).
+        .get("/fill/{mb}", |req: Request| {
+            let mb: usize = req.param("mb").and_then(|v| v.parse().ok()).unwrap_or(1);
+            let filled = vec![1u8; mb << 20];
+            format!("{}", std::hint::black_box(&filled).len())
+        })
         // Holds `n` host resources (WASI pollables) at once.
         .get("/resources/{n}", |req: Request| {
             let n: u64 = req.param("n").and_then(|v| v.parse().ok()).unwrap_or(1);
