@@ -51,14 +51,9 @@ impl Problems {
         match result {
             Ok(value) => Ok(Some(value)),
             Err(rejection) => {
-                let response = rejection.into_response();
-                match response.problems {
-                    Some(problems) => {
-                        self.0.extend(problems);
-                        Ok(None)
-                    }
-                    None => Err(response),
-                }
+                let problems = rejection.into_response().problems()?;
+                self.0.extend(problems);
+                Ok(None)
             }
         }
     }

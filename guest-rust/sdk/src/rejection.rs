@@ -82,10 +82,9 @@ impl IntoResponse for Invalid {
 /// The 422 for `problems`, marked so that a handler can merge the
 /// problems of all its extractors into one answer.
 pub(crate) fn problems_response(problems: Vec<Value>) -> Response {
-    let mut response = Response::json(&json!({ "detail": problems }))
-        .with_status(StatusCode::UNPROCESSABLE_ENTITY);
-    response.problems = Some(problems);
-    response
+    Response::json(&json!({ "detail": problems }))
+        .with_status(StatusCode::UNPROCESSABLE_ENTITY)
+        .with_problems(problems)
 }
 
 /// What a serde error message means, in pydantic's words. serde builds

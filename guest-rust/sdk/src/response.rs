@@ -12,12 +12,18 @@ use crate::host::{Level, log};
 /// An HTTP response: a status, headers and a body held whole.
 #[derive(Debug, Clone)]
 pub struct Response {
+    // Boxed: small enough to be every handler's error type.
+    inner: Box<Parts>,
+}
+
+#[derive(Debug, Clone)]
+struct Parts {
     status: StatusCode,
     headers: HeaderMap,
     body: Vec<u8>,
     /// Set on a 422 an extractor answered, so that a handler can answer the
     /// problems of all its extractors at once.
-    pub(crate) problems: Option<Vec<Value>>,
+    problems: Option<Vec<Value>>,
     /// A status the `http` crate refuses, for tests of the host.
     wire_status: Option<u16>,
 }
@@ -32,11 +38,13 @@ impl Response {
     /// An empty response with `status`.
     pub fn new(status: StatusCode) -> Self {
         Self {
-            status,
-            headers: HeaderMap::new(),
-            body: Vec::new(),
-            problems: None,
-            wire_status: None,
+            inner: Box::new(Parts {
+                status,
+                headers: HeaderMap::new(),
+                body: Vec::new(),
+                problems: None,
+                wire_status: None,
+            }),
         }
     }
 
@@ -66,8 +74,8 @@ impl Response {
 
     /// The same response with another status.
     pub fn with_status(mut self, status: StatusCode) -> Self {
-        self.status = status;
-        self.wire_status = None;
+        self.inner.status = status;
+        self.inner.wire_status = None;
         self
     }
 
@@ -82,7 +90,7 @@ impl Response {
     {
         match (name.try_into(), value.try_into()) {
             (Ok(name), Ok(value)) => {
-                self.headers.append(name, value);
+                self.inner.headers.append(name, value);
                 self
             }
             (Err(e), _) => internal_error(&format!("invalid response header name: {e}")),
@@ -92,7 +100,7 @@ impl Response {
 
     /// The same response with another body.
     pub fn with_body(mut self, body: impl Into<Vec<u8>>) -> Self {
-        self.body = body.into();
+        self.inner.body = body.into();
         self
     }
 
@@ -100,48 +108,64 @@ impl Response {
     /// crate refuses: for tests of how the host handles a broken guest.
     #[doc(hidden)]
     pub fn with_unchecked_status(mut self, status: u16) -> Self {
-        self.wire_status = Some(status);
+        self.inner.wire_status = Some(status);
         self
     }
 
     pub fn status(&self) -> StatusCode {
-        self.status
+        self.inner.status
     }
 
     pub fn headers(&self) -> &HeaderMap {
-        &self.headers
+        &self.inner.headers
     }
 
     pub fn headers_mut(&mut self) -> &mut HeaderMap {
-        &mut self.headers
+        &mut self.inner.headers
     }
 
     /// The first value of header `name`, if it is text.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
+        self.inner.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
     pub fn body(&self) -> &[u8] {
-        &self.body
+        &self.inner.body
     }
 
     pub fn into_body(self) -> Vec<u8> {
-        self.body
+        self.inner.body
+    }
+
+    /// Marks a 422 as listing `problems`, to be merged with others.
+    pub(crate) fn with_problems(mut self, problems: Vec<Value>) -> Self {
+        self.inner.problems = Some(problems);
+        self
+    }
+
+    /// The problems of a 422 an extractor answered, if this is one.
+    pub(crate) fn problems(self) -> Result<Vec<Value>, Response> {
+        if self.inner.problems.is_some() {
+            Ok(self.inner.problems.unwrap_or_default())
+        } else {
+            Err(self)
+        }
     }
 
     /// The `http` crate's response.
     pub fn into_http(self) -> http::Response<Vec<u8>> {
-        let mut response = http::Response::new(self.body);
-        *response.status_mut() = self.status;
-        *response.headers_mut() = self.headers;
+        let mut response = http::Response::new(self.inner.body);
+        *response.status_mut() = self.inner.status;
+        *response.headers_mut() = self.inner.headers;
         response
     }
 
     /// Status, headers and body as they cross to the host.
     #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
     pub(crate) fn into_wire(self) -> (u16, Vec<(String, String)>, Vec<u8>) {
-        let status = self.wire_status.unwrap_or(self.status.as_u16());
+        let status = self.inner.wire_status.unwrap_or(self.inner.status.as_u16());
         let headers = self
+            .inner
             .headers
             .iter()
             .map(|(name, value)| {
@@ -149,7 +173,7 @@ impl Response {
                 (name.as_str().to_string(), value)
             })
             .collect();
-        (status, headers, self.body)
+        (status, headers, self.inner.body)
     }
 }
 
@@ -164,7 +188,7 @@ impl<B: Into<Vec<u8>>> From<http::Response<B>> for Response {
     fn from(response: http::Response<B>) -> Self {
         let (parts, body) = response.into_parts();
         let mut out = Response::new(parts.status).with_body(body);
-        out.headers = parts.headers;
+        out.inner.headers = parts.headers;
         out
     }
 }
@@ -176,7 +200,7 @@ impl<B: Into<Vec<u8>>> From<http::Response<B>> for Response {
 pub struct HttpError {
     status: StatusCode,
     detail: Value,
-    headers: HeaderMap,
+    headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl HttpError {
@@ -190,7 +214,7 @@ impl HttpError {
         Self {
             status,
             detail,
-            headers: HeaderMap::new(),
+            headers: Vec::new(),
         }
     }
 
@@ -206,7 +230,7 @@ impl HttpError {
 
     /// The same error with a header on its response.
     pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
-        self.headers.append(name, value);
+        self.headers.push((name, value));
         self
     }
 
@@ -230,7 +254,7 @@ impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         let mut response =
             Response::json(&json!({ "detail": self.detail })).with_status(self.status);
-        response.headers.extend(self.headers);
+        response.inner.headers.extend(self.headers);
         response
     }
 }
@@ -297,7 +321,7 @@ impl IntoResponse for StatusCode {
 impl IntoResponse for HeaderMap {
     fn into_response(self) -> Response {
         let mut response = Response::new(StatusCode::OK);
-        response.headers = self;
+        response.inner.headers = self;
         response
     }
 }
@@ -306,7 +330,7 @@ impl<T: IntoResponse> IntoResponse for (StatusCode, T) {
     fn into_response(self) -> Response {
         let response = self.1.into_response();
         // A rejection or an error inside keeps its own status.
-        if response.status.is_client_error() || response.status.is_server_error() {
+        if response.inner.status.is_client_error() || response.inner.status.is_server_error() {
             return response;
         }
         response.with_status(self.0)
@@ -326,7 +350,7 @@ impl<T: IntoResponse> IntoResponse for (u16, T) {
 impl<T: IntoResponse> IntoResponse for (HeaderMap, T) {
     fn into_response(self) -> Response {
         let mut response = self.1.into_response();
-        response.headers.extend(self.0);
+        response.inner.headers.extend(self.0);
         response
     }
 }

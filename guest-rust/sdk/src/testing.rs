@@ -165,7 +165,10 @@ impl TestClient {
             }
             self.started.set(true);
         }
-        let (path, query) = request.uri.split_once('?').unwrap_or((request.uri.as_str(), ""));
+        let (path, query) = request
+            .uri
+            .split_once('?')
+            .unwrap_or((request.uri.as_str(), ""));
         let path = if path.is_empty() { "/" } else { path };
         let (index, params) = match self.find(&request.method, path) {
             Ok(found) => found,
