@@ -15,9 +15,10 @@ run: components host
 	./target/release/cello-host serve components/ --listen $(LISTEN) --ops-listen $(OPS_LISTEN)
 
 ## Every test: the Rust workspace (integration tests build their own
-## components) and the Python SDK's tests.
+## components), the Rust SDK and examples natively, and the Python SDK's tests.
 test: setup
 	cargo test --workspace
+	cargo test --manifest-path guest-rust/Cargo.toml -p cello-sdk -p hello -p items
 	$(VENV)/bin/pytest -q guest-python
 
 BENCH_VENV := bench/.venv
@@ -55,6 +56,8 @@ components: setup
 	cargo build --release --target $(WASM) --manifest-path guest-rust/Cargo.toml
 	cp $(RUST_OUT)/hello.wasm components/hello-rust.wasm
 	cp guest-rust/examples/hello/sidecar.toml components/hello-rust.toml
+	cp $(RUST_OUT)/items.wasm components/items-rust.wasm
+	cp guest-rust/examples/items/sidecar.toml components/items-rust.toml
 	cp $(RUST_OUT)/http_proxy.wasm components/http-proxy.wasm
 	cp guest-rust/examples/http-proxy/sidecar.toml components/http-proxy.toml
 	cd guest-python/examples/hello && ../../../$(PYTHON) -m cello build app.py -o ../../../components/hello-python.wasm

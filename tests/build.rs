@@ -11,6 +11,7 @@ use std::process::Command;
 /// Rust guests: (workspace, package, component name).
 const RUST_GUESTS: &[(&str, &str, &str)] = &[
     ("guest-rust", "hello", "hello-rust"),
+    ("guest-rust", "items", "items-rust"),
     ("guest-rust", "http-proxy", "http-proxy"),
     ("tests/guests", "testbed", "testbed"),
     ("tests/guests", "bad-describe", "bad-describe"),
@@ -33,6 +34,7 @@ const INPUTS: &[&str] = &[
     "guest-rust/Cargo.toml",
     "guest-rust/sdk",
     "guest-rust/examples/hello/src",
+    "guest-rust/examples/items/src",
     "guest-rust/examples/http-proxy/src",
     "tests/guests/Cargo.toml",
     "tests/guests/testbed/src",

@@ -53,12 +53,9 @@ async fn rust_route_rejects_a_malformed_json_body_with_422() {
         .post("/rs/items", "application/json", "{\"name\":")
         .await;
     assert_eq!(reply.status, 422);
-    assert!(
-        reply.json()["detail"]
-            .as_str()
-            .unwrap()
-            .contains("Invalid JSON")
-    );
+    let problem = &reply.json()["detail"][0];
+    assert_eq!(problem["type"], "json_invalid");
+    assert_eq!(problem["loc"], json!(["body", 8]));
 }
 
 #[tokio::test]

@@ -1,171 +1,142 @@
-//! Declaring routes.
+//! The app: its routes with their handlers and policies, its shared state
+//! and its lifecycle hooks.
 
+use std::any::{Any, TypeId};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt::Display;
 use std::future::Future;
-use std::pin::Pin;
+use std::rc::Rc;
 
-use crate::{IntoResponse, Request, Response};
+use crate::handler::{BoxedHandler, Handler, LocalBoxFuture, ViaAsyncFn, ViaFn};
+use crate::request::Incoming;
+use crate::{Cache, Cors, RateLimit, Request, Response};
 
-pub(crate) type SyncHandler = Box<dyn Fn(Request) -> Response>;
-pub(crate) type AsyncHandler = Box<dyn Fn(Request) -> Pin<Box<dyn Future<Output = Response>>>>;
+/// Values shared by every request an instance serves, one per type.
+/// Public only because hooks are handed it.
+#[derive(Clone, Default)]
+pub struct AppState(Rc<RefCell<HashMap<TypeId, Rc<dyn Any>>>>);
 
-pub(crate) enum Handler {
-    Sync(SyncHandler),
-    Async(AsyncHandler),
+impl AppState {
+    pub(crate) fn get<T: Clone + 'static>(&self) -> Option<T> {
+        let values = self.0.borrow();
+        values.get(&TypeId::of::<T>())?.downcast_ref::<T>().cloned()
+    }
+
+    fn insert<T: 'static>(&self, value: T) {
+        if TypeId::of::<T>() != TypeId::of::<()>() {
+            self.0
+                .borrow_mut()
+                .insert(TypeId::of::<T>(), Rc::new(value));
+        }
+    }
 }
 
 pub(crate) struct Route {
     pub(crate) methods: Vec<String>,
     pub(crate) path: String,
-    pub(crate) handler: Handler,
+    pub(crate) handler: Rc<BoxedHandler>,
     pub(crate) cache: Option<Cache>,
     pub(crate) roles: Vec<String>,
     pub(crate) scopes: Vec<String>,
     pub(crate) rate_limit: Option<RateLimit>,
 }
 
-/// A request budget the host enforces per caller before the handler runs.
-#[derive(Debug, Clone, Copy)]
-pub struct RateLimit {
-    pub(crate) sliding: bool,
-    pub(crate) capacity: u32,
-    pub(crate) period_seconds: u32,
-    pub(crate) by_subject: bool,
+/// A hook run once per instance before its first request: a `fn` or
+/// `async fn` returning `Result<T, E>`. `T` becomes [`crate::State`]
+/// (`()` for none); an `Err` keeps the instance from serving.
+pub trait StartHook<M>: 'static {
+    #[doc(hidden)]
+    fn run(&self, state: AppState) -> LocalBoxFuture<'static, Result<(), String>>;
 }
 
-impl RateLimit {
-    /// Bursts of `capacity`, refilled over `period_seconds`.
-    pub fn token_bucket(capacity: u32, period_seconds: u32) -> Self {
-        Self {
-            sliding: false,
-            capacity,
-            period_seconds,
-            by_subject: false,
-        }
-    }
-
-    /// At most `capacity` requests in any `window_seconds`.
-    pub fn sliding_window(capacity: u32, window_seconds: u32) -> Self {
-        Self {
-            sliding: true,
-            capacity,
-            period_seconds: window_seconds,
-            by_subject: false,
-        }
-    }
-
-    /// Counted per JWT subject rather than per client address.
-    pub fn per_subject(mut self) -> Self {
-        self.by_subject = true;
-        self
+impl<F, T, E> StartHook<(ViaFn, T)> for F
+where
+    F: Fn() -> Result<T, E> + 'static,
+    T: 'static,
+    E: Display,
+{
+    fn run(&self, state: AppState) -> LocalBoxFuture<'static, Result<(), String>> {
+        let result = self().map(|value| state.insert(value));
+        let result = result.map_err(|e| e.to_string());
+        Box::pin(async move { result })
     }
 }
 
-/// How long the host may keep a GET route's responses, under which tags and
-/// request headers: `Cache::ttl(60).tags(&["items"]).vary(&["accept-language"])`.
-#[derive(Debug, Clone)]
-pub struct Cache {
-    pub(crate) ttl_seconds: u32,
-    pub(crate) tags: Vec<String>,
-    pub(crate) vary: Vec<String>,
-}
-
-impl Cache {
-    /// Responses stay fresh for `seconds`.
-    pub fn ttl(seconds: u32) -> Self {
-        Self {
-            ttl_seconds: seconds,
-            tags: Vec::new(),
-            vary: Vec::new(),
-        }
-    }
-
-    /// Tags that [`crate::cache::invalidate`] drops the entries by.
-    pub fn tags(mut self, tags: &[&str]) -> Self {
-        self.tags = tags.iter().map(|t| t.to_string()).collect();
-        self
-    }
-
-    /// Request headers whose values key separate entries.
-    pub fn vary(mut self, headers: &[&str]) -> Self {
-        self.vary = headers.iter().map(|h| h.to_ascii_lowercase()).collect();
-        self
+impl<F, Fut, T, E> StartHook<(ViaAsyncFn, T)> for F
+where
+    F: Fn() -> Fut + 'static,
+    Fut: Future<Output = Result<T, E>> + 'static,
+    T: 'static,
+    E: Display,
+{
+    fn run(&self, state: AppState) -> LocalBoxFuture<'static, Result<(), String>> {
+        let future = self();
+        Box::pin(async move {
+            let value = future.await.map_err(|e| e.to_string())?;
+            state.insert(value);
+            Ok(())
+        })
     }
 }
 
-/// Cross-origin rules the app asks the host for; an operator's `[cors]`
-/// table wins. `Cors::origins(&["https://app.example"]).credentials()`.
-#[derive(Debug, Clone, Default)]
-pub struct Cors {
-    pub(crate) origins: Vec<String>,
-    pub(crate) methods: Vec<String>,
-    pub(crate) headers: Vec<String>,
-    pub(crate) expose: Vec<String>,
-    pub(crate) credentials: bool,
-    pub(crate) max_age_seconds: u32,
+/// A hook run when an instance is retired: a `fn()` or `async fn()`.
+pub trait StopHook<M>: 'static {
+    #[doc(hidden)]
+    fn run(&self) -> LocalBoxFuture<'static, ()>;
 }
 
-impl Cors {
-    /// Allows `origins` (or `&["*"]`); methods and headers default to the
-    /// usual ones, the preflight is cached 600 s.
-    pub fn origins(origins: &[&str]) -> Self {
-        Self {
-            origins: origins.iter().map(|o| o.to_string()).collect(),
-            max_age_seconds: 600,
-            ..Self::default()
-        }
-    }
-
-    pub fn methods(mut self, methods: &[&str]) -> Self {
-        self.methods = methods.iter().map(|m| m.to_ascii_uppercase()).collect();
-        self
-    }
-
-    pub fn headers(mut self, headers: &[&str]) -> Self {
-        self.headers = headers.iter().map(|h| h.to_ascii_lowercase()).collect();
-        self
-    }
-
-    pub fn expose(mut self, headers: &[&str]) -> Self {
-        self.expose = headers.iter().map(|h| h.to_ascii_lowercase()).collect();
-        self
-    }
-
-    pub fn credentials(mut self) -> Self {
-        self.credentials = true;
-        self
-    }
-
-    pub fn max_age(mut self, seconds: u32) -> Self {
-        self.max_age_seconds = seconds;
-        self
+impl<F: Fn() + 'static> StopHook<ViaFn> for F {
+    fn run(&self) -> LocalBoxFuture<'static, ()> {
+        self();
+        Box::pin(async {})
     }
 }
+
+impl<F, Fut> StopHook<ViaAsyncFn> for F
+where
+    F: Fn() -> Fut + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    fn run(&self) -> LocalBoxFuture<'static, ()> {
+        Box::pin(self())
+    }
+}
+
+type BoxedStart = Box<dyn Fn(AppState) -> LocalBoxFuture<'static, Result<(), String>>>;
+type BoxedStop = Box<dyn Fn() -> LocalBoxFuture<'static, ()>>;
 
 /// An app: a name and its routes, in the order they were declared.
+///
+/// ```ignore
+/// App::new("shop")
+///     .get("/items/{id}", read_item)
+///     .post("/items", create_item)
+///     .roles(&["editor"])
+/// ```
 pub struct App {
     pub(crate) name: String,
     pub(crate) routes: Vec<Route>,
-    pub(crate) on_start: Option<Box<dyn Fn() -> Result<(), String>>>,
-    pub(crate) on_stop: Option<Box<dyn Fn()>>,
+    on_start: Vec<BoxedStart>,
+    on_stop: Vec<BoxedStop>,
     pub(crate) cors: Option<Cors>,
     pub(crate) access_log: bool,
+    pub(crate) default_rate_limit: Option<RateLimit>,
+    pub(crate) state: AppState,
 }
 
 macro_rules! method_routes {
-    ($($method:literal => $sync:ident, $async_:ident;)*) => {
+    ($($method:literal => $name:ident, $legacy:ident;)*) => {
         $(
-            #[doc = concat!("Serves `", $method, " path` with a sync handler.")]
-            pub fn $sync<R: IntoResponse>(self, path: &str, handler: impl Fn(Request) -> R + 'static) -> Self {
+            #[doc = concat!("Serves `", $method, " path` with `handler`, a `fn` or `async fn` ",
+                "taking extractors. `{name}` segments of `path` are path parameters.")]
+            pub fn $name<H: Handler<M>, M: 'static>(self, path: &str, handler: H) -> Self {
                 self.route(&[$method], path, handler)
             }
 
-            #[doc = concat!("Serves `", $method, " path` with an async handler.")]
-            pub fn $async_<F, R>(self, path: &str, handler: impl Fn(Request) -> F + 'static) -> Self
-            where
-                F: Future<Output = R> + 'static,
-                R: IntoResponse,
-            {
-                self.route_async(&[$method], path, handler)
+            #[doc(hidden)]
+            pub fn $legacy<H: Handler<M>, M: 'static>(self, path: &str, handler: H) -> Self {
+                self.route(&[$method], path, handler)
             }
         )*
     };
@@ -177,11 +148,24 @@ impl App {
         Self {
             name: name.to_string(),
             routes: Vec::new(),
-            on_start: None,
-            on_stop: None,
+            on_start: Vec::new(),
+            on_stop: Vec::new(),
             cors: None,
             access_log: false,
+            default_rate_limit: None,
+            state: AppState::default(),
         }
+    }
+
+    /// The name given to [`App::new`].
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Shares `value` with every request, as [`crate::State<T>`].
+    pub fn with_state<T: Clone + 'static>(self, value: T) -> Self {
+        self.state.insert(value);
+        self
     }
 
     /// Asks the host to answer CORS for every route (the operator's
@@ -197,16 +181,26 @@ impl App {
         self
     }
 
-    /// Runs `hook` once per instance before its first request; an `Err`
-    /// keeps the instance from serving (the host answers 503 and logs it).
-    pub fn on_start(mut self, hook: impl Fn() -> Result<(), String> + 'static) -> Self {
-        self.on_start = Some(Box::new(hook));
+    /// Runs `hook` once per instance before its first request, with the
+    /// capabilities available. It may be sync or async; the value it
+    /// returns becomes [`crate::State`], and an `Err` keeps the instance
+    /// from serving (the host answers 503 and logs it).
+    pub fn on_start<H: StartHook<M>, M>(mut self, hook: H) -> Self {
+        self.on_start
+            .push(Box::new(move |state: AppState| hook.run(state)));
         self
     }
 
-    /// Runs `hook` when the instance is retired or the host shuts down.
-    pub fn on_stop(mut self, hook: impl Fn() + 'static) -> Self {
-        self.on_stop = Some(Box::new(hook));
+    /// Runs `hook` (sync or async) when the instance is retired or the host
+    /// shuts down.
+    pub fn on_stop<H: StopHook<M>, M>(mut self, hook: H) -> Self {
+        self.on_stop.push(Box::new(move || hook.run()));
+        self
+    }
+
+    /// The rate limit of every route that declares none of its own.
+    pub fn default_rate_limit(mut self, limit: RateLimit) -> Self {
+        self.default_rate_limit = Some(limit);
         self
     }
 
@@ -218,83 +212,117 @@ impl App {
         "DELETE" => delete, delete_async;
     }
 
+    /// Serves `path` for each of `methods` (empty: every method).
+    pub fn route<H: Handler<M>, M: 'static>(
+        mut self,
+        methods: &[&str],
+        path: &str,
+        handler: H,
+    ) -> Self {
+        self.routes.push(Route {
+            methods: methods.iter().map(|m| m.to_ascii_uppercase()).collect(),
+            path: path.to_string(),
+            handler: Rc::new(BoxedHandler::new(handler)),
+            cache: None,
+            roles: Vec::new(),
+            scopes: Vec::new(),
+            rate_limit: None,
+        });
+        self
+    }
+
+    #[doc(hidden)]
+    pub fn route_async<H: Handler<M>, M: 'static>(
+        self,
+        methods: &[&str],
+        path: &str,
+        handler: H,
+    ) -> Self {
+        self.route(methods, path, handler)
+    }
+
+    /// Serves every route of `other` under `prefix` (`"/admin"`), with
+    /// its policies; its state and hooks join this app's.
+    pub fn nest(mut self, prefix: &str, other: App) -> Self {
+        let prefix = prefix.trim_end_matches('/');
+        for mut route in other.routes {
+            route.path = match route.path.as_str() {
+                "/" if !prefix.is_empty() => prefix.to_string(),
+                path => format!("{prefix}{path}"),
+            };
+            self.routes.push(route);
+        }
+        let theirs = std::mem::take(&mut *other.state.0.borrow_mut());
+        self.state.0.borrow_mut().extend(theirs);
+        self.on_start.extend(other.on_start);
+        self.on_stop.extend(other.on_stop);
+        self
+    }
+
+    fn last_route(&mut self) -> &mut Route {
+        self.routes
+            .last_mut()
+            .expect("declare a route before its policies: .get(path, handler).roles(...)")
+    }
+
     /// The route declared last needs a token holding every one of `roles`
     /// (401 without one, 403 without the roles), checked by the host.
     pub fn roles(mut self, roles: &[&str]) -> Self {
-        if let Some(route) = self.routes.last_mut() {
-            route.roles = roles.iter().map(|r| r.to_string()).collect();
-        }
+        self.last_route().roles = roles.iter().map(|r| r.to_string()).collect();
         self
     }
 
     /// The route declared last needs a token holding every one of `scopes`.
     pub fn scopes(mut self, scopes: &[&str]) -> Self {
-        if let Some(route) = self.routes.last_mut() {
-            route.scopes = scopes.iter().map(|s| s.to_string()).collect();
-        }
+        self.last_route().scopes = scopes.iter().map(|s| s.to_string()).collect();
         self
     }
 
     /// A rate limit on the route declared last, enforced by the host.
     pub fn rate_limit(mut self, limit: RateLimit) -> Self {
-        if let Some(route) = self.routes.last_mut() {
-            route.rate_limit = Some(limit);
-        }
+        self.last_route().rate_limit = Some(limit);
         self
     }
 
     /// Lets the host cache the responses of the route declared last:
     /// `.get("/items", list).cached(Cache::ttl(60).tags(&["items"]))`.
     pub fn cached(mut self, policy: Cache) -> Self {
-        if let Some(route) = self.routes.last_mut() {
-            route.cache = Some(policy);
+        self.last_route().cache = Some(policy);
+        self
+    }
+
+    pub(crate) fn request(&self, incoming: Incoming) -> Request {
+        Request::new(incoming, self.state.clone())
+    }
+
+    /// Runs route `index`'s handler; a sync one without suspending.
+    pub(crate) async fn serve(&self, index: usize, req: Request) -> Response {
+        match self.routes.get(index) {
+            Some(route) if route.handler.is_async => route.handler.call(req).await,
+            Some(route) => route.handler.call_now(req, &route.path),
+            None => crate::response::internal_error(&format!("no handler for route {index}")),
         }
-        self
     }
 
-    /// Serves `path` for each of `methods` (empty: every method) with a sync
-    /// handler. `{name}` segments in `path` become [`Request::param`]s.
-    pub fn route<R: IntoResponse>(
-        mut self,
-        methods: &[&str],
-        path: &str,
-        handler: impl Fn(Request) -> R + 'static,
-    ) -> Self {
-        self.routes.push(Route {
-            methods: methods.iter().map(|m| m.to_ascii_uppercase()).collect(),
-            path: path.to_string(),
-            handler: Handler::Sync(Box::new(move |req| handler(req).into_response())),
-            cache: None,
-            roles: Vec::new(),
-            scopes: Vec::new(),
-            rate_limit: None,
-        });
-        self
+    /// Runs a sync route's handler (the host's `handle` call).
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    pub(crate) fn serve_now(&self, index: usize, req: Request) -> Response {
+        match self.routes.get(index) {
+            Some(route) => route.handler.call_now(req, &route.path),
+            None => crate::response::internal_error(&format!("no handler for route {index}")),
+        }
     }
 
-    /// Serves `path` for each of `methods` with an async handler.
-    pub fn route_async<F, R>(
-        mut self,
-        methods: &[&str],
-        path: &str,
-        handler: impl Fn(Request) -> F + 'static,
-    ) -> Self
-    where
-        F: Future<Output = R> + 'static,
-        R: IntoResponse,
-    {
-        self.routes.push(Route {
-            methods: methods.iter().map(|m| m.to_ascii_uppercase()).collect(),
-            path: path.to_string(),
-            handler: Handler::Async(Box::new(move |req| {
-                let response = handler(req);
-                Box::pin(async move { response.await.into_response() })
-            })),
-            cache: None,
-            roles: Vec::new(),
-            scopes: Vec::new(),
-            rate_limit: None,
-        });
-        self
+    pub(crate) async fn start(&self) -> Result<(), String> {
+        for hook in &self.on_start {
+            hook(self.state.clone()).await?;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn stop(&self) {
+        for hook in &self.on_stop {
+            hook().await;
+        }
     }
 }

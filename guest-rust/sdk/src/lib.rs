@@ -1,44 +1,98 @@
-//! Write HTTP handlers for the Cello host in Rust.
+//! Write HTTP handlers for the Cello host in Rust, the way axum does:
+//! handlers are ordinary functions whose arguments are extractors.
 //!
 //! ```ignore
-//! use cello::{App, Request, Response};
+//! use cello::{App, HttpError, Json, Kv, Path, Query, StatusCode};
+//!
+//! async fn read_item(Path(id): Path<u64>, kv: Kv) -> Result<Json<Item>, HttpError> {
+//!     kv.get_json(&format!("item:{id}"))?
+//!         .map(Json)
+//!         .ok_or_else(|| HttpError::not_found(format!("item {id} not found")))
+//! }
+//!
+//! fn create_item(kv: Kv, Json(item): Json<Item>) -> anyhow::Result<(StatusCode, Json<Item>)> {
+//!     kv.set_json(&format!("item:{}", item.id), &item, None)?;
+//!     Ok((StatusCode::CREATED, Json(item)))
+//! }
 //!
 //! fn app() -> App {
-//!     App::new("hello")
-//!         .get("/hello/{name}", |req: Request| format!("Hello, {}!", req.param("name").unwrap_or("you")))
-//!         .get_async("/slow", async |_req: Request| {
-//!             cello::host::sleep(std::time::Duration::from_millis(10)).await;
-//!             Response::text("done")
-//!         })
+//!     App::new("shop")
+//!         .get("/items/{id}", read_item)
+//!         .post("/items", create_item)
+//!         .roles(&["editor"])
 //! }
 //!
 //! cello::export_app!(app);
 //! ```
 //!
-//! Sync handlers (`get`, `post`, ...) run one at a time on an instance;
-//! async handlers (`get_async`, ...) may overlap on one instance while they
-//! await the host. Build with `cargo build --release --target wasm32-wasip2`.
+//! How the crate is organised:
+//! - [`App`] (`app`) holds routes, shared state and lifecycle hooks;
+//!   [`Cache`], [`RateLimit`] and [`Cors`] (`policy`) are what the host
+//!   enforces around them.
+//! - A [`Handler`] (`handler`) is a `fn` or `async fn`; sync ones occupy
+//!   their instance until they return, async ones share it while they
+//!   await the host. The kind is fixed when the app is described.
+//! - Extractors (`extract`, `json`): [`Path`], [`Query`], [`Header`],
+//!   [`Json`], [`State`], [`Claims`], [`Request`], the capability handles
+//!   [`Kv`], [`Config`], [`outbound::Client`] and [`BackgroundTasks`], and
+//!   your own through [`FromRequest`]. A rejected request answers 422 in
+//!   FastAPI's shape (`rejection`), like the Python SDK.
+//! - [`IntoResponse`] (`response`) turns results into a [`Response`].
+//! - `sys` is the host: the component's imports on wasm32, an in-memory
+//!   stand-in natively, where [`testing::TestClient`] runs handlers in
+//!   `cargo test`.
+//!
+//! Build with `cargo build --release --target wasm32-wasip2`.
 
 extern crate self as cello;
 
 mod app;
-mod capabilities;
+pub mod background;
+pub mod config;
+mod de;
+mod extract;
+mod handler;
+mod json;
+pub mod kv;
+pub mod outbound;
+mod policy;
+mod rejection;
 mod request;
 mod response;
+mod sys;
+
+#[cfg(target_arch = "wasm32")]
 #[doc(hidden)]
 pub mod runtime;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing;
 
-pub use app::{App, Cache, Cors, RateLimit};
-pub use capabilities::{background, config, http, kv};
+#[doc(hidden)]
+pub use app::AppState;
+pub use app::{App, StartHook, StopHook};
+pub use background::BackgroundTasks;
+pub use config::Config;
+pub use extract::{Claims, FromRequest, Header, Path, Query, State};
+pub use handler::Handler;
+pub use json::Json;
+pub use kv::{Kv, KvError};
+pub use policy::{Cache, Cors, RateLimit, RateLimitKey};
+pub use rejection::{FieldError, Invalid};
 pub use request::Request;
-pub use response::{IntoResponse, Json, Response};
+pub use response::{HttpError, IntoResponse, Response};
+
+/// The `http` crate, whose types requests and responses use.
+pub use http;
+pub use http::{HeaderMap, Method, StatusCode};
 
 /// The generated bindings for the `cello:component/app` world, with every
-/// capability; a component imports only those it calls.
+/// capability; a component imports only those it calls. The WIT is the
+/// crate's own copy of the contract.
+#[cfg(target_arch = "wasm32")]
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../../wit",
+        path: "wit",
         world: "app-with-capabilities",
         pub_export_macro: true,
         default_bindings_module: "::cello::bindings",
@@ -51,37 +105,47 @@ pub mod bindings {
 pub mod host {
     use std::time::Duration;
 
-    use crate::bindings::cello::component::host;
-    pub use host::Level;
+    /// How much a log line matters.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Level {
+        Trace,
+        Debug,
+        Info,
+        Warn,
+        Error,
+    }
 
     /// Writes a line to the host's log, tagged with this component.
     pub fn log(level: Level, message: &str) {
-        host::log(level, message);
+        crate::sys::log(level, message);
     }
 
     /// Waits without blocking the instance: other async requests on it run
     /// meanwhile.
     pub async fn sleep(duration: Duration) {
-        host::sleep(duration.as_millis().min(u32::MAX as u128) as u32).await;
+        crate::sys::sleep(duration.as_millis().min(u32::MAX as u128) as u32).await;
     }
 }
 
 /// The host's response cache.
 pub mod cache {
     /// Drops this component's cached responses tagged with any of `tags`;
-    /// returns how many were dropped.
+    /// returns how many were dropped (0 natively).
     pub fn invalidate(tags: &[&str]) -> u32 {
         let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
-        crate::bindings::cello::component::cache::invalidate(&tags)
+        crate::sys::cache_invalidate(&tags)
     }
 }
 
 /// Exports the app built by `$build` (a `fn() -> App`) as this component.
+/// Natively (tests) it exports nothing.
 #[macro_export]
 macro_rules! export_app {
     ($build:path) => {
+        #[cfg(target_arch = "wasm32")]
         struct __CelloApp;
 
+        #[cfg(target_arch = "wasm32")]
         impl $crate::bindings::Guest for __CelloApp {
             fn describe() -> $crate::bindings::Manifest {
                 $crate::runtime::describe($build)
@@ -103,6 +167,10 @@ macro_rules! export_app {
             }
         }
 
+        #[cfg(target_arch = "wasm32")]
         $crate::bindings::export!(__CelloApp with_types_in $crate::bindings);
+
+        #[cfg(not(target_arch = "wasm32"))]
+        const _: fn() -> $crate::App = $build;
     };
 }

@@ -1,44 +1,102 @@
 //! The request a handler receives.
 
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use serde::de::DeserializeOwned;
 
-use crate::Response;
-use crate::bindings;
+use crate::app::AppState;
+use crate::{FromRequest, Response};
 
-/// An HTTP request, as routed by the host.
+/// An HTTP request, as routed by the host. Take it whole as a handler's
+/// argument, or take only the parts a handler needs with extractors.
+#[derive(Clone)]
 pub struct Request {
-    /// Upper-case method, such as `GET`.
-    pub method: String,
+    pub method: Method,
     /// The path, without the component's prefix.
     pub path: String,
     /// The raw query string, without `?`.
     pub query: String,
-    /// Headers with lower-case names.
-    pub headers: Vec<(String, String)>,
+    pub headers: HeaderMap,
     pub body: Vec<u8>,
-    /// Values of the route's `{name}` segments.
+    /// Values of the route's `{name}` segments, percent-decoded.
     pub params: Vec<(String, String)>,
     /// The id the host gave this request (also in `x-request-id`).
     pub request_id: String,
     /// The client's `ip:port`.
     pub client_addr: String,
+    /// The tenant the component belongs to, when a tenant uploaded it.
+    pub tenant: Option<String>,
     /// The verified JWT claims, as JSON, when the host authenticated the caller.
     pub claims_json: Option<String>,
+    pub(crate) state: AppState,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("query", &self.query)
+            .field("request_id", &self.request_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the host (or the test client) knows of a request, as plain text.
+pub(crate) struct Incoming {
+    pub(crate) method: String,
+    pub(crate) path: String,
+    pub(crate) query: String,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
+    pub(crate) params: Vec<(String, String)>,
+    pub(crate) request_id: String,
+    pub(crate) client_addr: String,
+    pub(crate) tenant: Option<String>,
+    pub(crate) claims: Option<String>,
 }
 
 impl Request {
-    pub(crate) fn from_wit(req: bindings::Request) -> Self {
-        Self {
-            method: req.method,
-            path: req.path,
-            query: req.query,
-            headers: req.headers,
-            body: req.body,
-            params: req.params,
-            request_id: req.context.request_id,
-            client_addr: req.context.client_addr,
-            claims_json: req.context.claims,
+    pub(crate) fn new(incoming: Incoming, state: AppState) -> Self {
+        let mut headers = HeaderMap::with_capacity(incoming.headers.len());
+        for (name, value) in incoming.headers {
+            // The host sends only valid headers; a stray one is dropped.
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(&value),
+            ) {
+                headers.append(name, value);
+            }
         }
+        let params = incoming
+            .params
+            .into_iter()
+            .map(|(name, value)| {
+                let decoded = match percent_encoding::percent_decode_str(&value).decode_utf8() {
+                    Ok(decoded) => decoded.into_owned(),
+                    Err(_) => value.clone(),
+                };
+                (name, decoded)
+            })
+            .collect();
+        Self {
+            method: Method::from_bytes(incoming.method.as_bytes()).unwrap_or(Method::GET),
+            path: incoming.path,
+            query: incoming.query,
+            headers,
+            body: incoming.body,
+            params,
+            request_id: incoming.request_id,
+            client_addr: incoming.client_addr,
+            tenant: incoming.tenant,
+            claims_json: incoming.claims,
+            state,
+        }
+    }
+
+    /// Runs extractor `E` on this request, as a handler argument would:
+    /// how a custom extractor builds on others.
+    pub async fn extract<E: FromRequest>(&self) -> Result<E, E::Rejection> {
+        E::from_request(self).await
     }
 
     /// The verified JWT claims, when the host authenticated the caller.
@@ -53,21 +111,22 @@ impl Request {
 
     /// The value of the path segment `{name}`.
     pub fn param(&self, name: &str) -> Option<&str> {
-        find(&self.params, name)
+        self.params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
-    /// The first value of header `name` (any case).
+    /// The first value of header `name` (any case), if it is text.
     pub fn header(&self, name: &str) -> Option<&str> {
-        let name = name.to_ascii_lowercase();
-        find(&self.headers, &name)
+        self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
-    /// The first value of query parameter `name`, percent-decoded.
+    /// The first value of query parameter `name`, decoded.
     pub fn query_param(&self, name: &str) -> Option<String> {
-        self.query.split('&').find_map(|pair| {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (decode(key) == name).then(|| decode(value))
-        })
+        form_urlencoded::parse(self.query.as_bytes())
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.into_owned())
     }
 
     /// The body as UTF-8 text (invalid bytes replaced).
@@ -75,44 +134,9 @@ impl Request {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
-    /// The body parsed as JSON; on failure a 422 response a handler can
-    /// return as it is: `let item: Item = req.json()?;`.
+    /// The body parsed as JSON; on failure the 422 a handler can return as
+    /// it is: `let item: Item = req.json()?;`.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, Response> {
-        serde_json::from_slice(&self.body).map_err(|e| {
-            Response::json(&serde_json::json!({ "detail": format!("Invalid JSON body: {e}") }))
-                .with_status(422)
-        })
+        crate::json::parse(&self.body).map_err(crate::IntoResponse::into_response)
     }
-}
-
-fn find<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    pairs
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-}
-
-/// Decodes `+` and `%XX` escapes of a query component.
-fn decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(byte) => {
-                        out.push(byte);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            byte => out.push(byte),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }

@@ -1,16 +1,17 @@
-//! What `export_app!` calls: builds the app once per instance and
-//! dispatches the host's calls to it.
+//! What `export_app!` calls in a component: builds the app once per
+//! instance and answers the host's calls with it.
 
 use std::cell::OnceCell;
 use std::rc::Rc;
 
-use crate::app::Handler;
+use crate::App;
 use crate::bindings::cello::component::types::{
-    AppPolicy, CachePolicy, CorsPolicy, RateLimitKey, RateLimitKind, RateLimitPolicy,
+    AppPolicy, CachePolicy, CorsPolicy, RateLimitKey as WitKey, RateLimitKind, RateLimitPolicy,
     Route as WitRoute, RoutePolicy,
 };
 use crate::bindings::{Manifest, Request as WitRequest, Response as WitResponse};
-use crate::{App, Request, Response};
+use crate::request::Incoming;
+use crate::{RateLimitKey, Response};
 
 thread_local! {
     static APP: OnceCell<Rc<App>> = const { OnceCell::new() };
@@ -30,7 +31,7 @@ pub fn describe(build: fn() -> App) -> Manifest {
             .map(|route| WitRoute {
                 methods: route.methods.clone(),
                 path: route.path.clone(),
-                is_async: matches!(route.handler, Handler::Async(_)),
+                is_async: route.handler.is_async,
                 policy: RoutePolicy {
                     cache: route.cache.as_ref().map(|c| CachePolicy {
                         ttl_seconds: c.ttl_seconds,
@@ -39,19 +40,21 @@ pub fn describe(build: fn() -> App) -> Manifest {
                     }),
                     roles: route.roles.clone(),
                     scopes: route.scopes.clone(),
-                    rate_limit: route.rate_limit.map(|r| RateLimitPolicy {
-                        kind: if r.sliding {
-                            RateLimitKind::SlidingWindow
-                        } else {
-                            RateLimitKind::TokenBucket
-                        },
-                        key: if r.by_subject {
-                            RateLimitKey::Subject
-                        } else {
-                            RateLimitKey::ClientAddress
-                        },
-                        capacity: r.capacity,
-                        period_seconds: r.period_seconds,
+                    rate_limit: route.rate_limit.or(app.default_rate_limit).map(|r| {
+                        RateLimitPolicy {
+                            kind: if r.sliding {
+                                RateLimitKind::SlidingWindow
+                            } else {
+                                RateLimitKind::TokenBucket
+                            },
+                            key: match r.key {
+                                RateLimitKey::ClientAddress => WitKey::ClientAddress,
+                                RateLimitKey::Subject => WitKey::Subject,
+                                RateLimitKey::Tenant => WitKey::Tenant,
+                            },
+                            capacity: r.capacity,
+                            period_seconds: r.period_seconds,
+                        }
                     }),
                 },
             })
@@ -70,37 +73,47 @@ pub fn describe(build: fn() -> App) -> Manifest {
     }
 }
 
-fn not_routed(route: u32) -> WitResponse {
-    Response::json(&serde_json::json!({ "detail": format!("no handler for route {route}") }))
-        .with_status(500)
-        .into_wit()
+fn incoming(req: WitRequest) -> Incoming {
+    Incoming {
+        method: req.method,
+        path: req.path,
+        query: req.query,
+        headers: req.headers,
+        body: req.body,
+        params: req.params,
+        request_id: req.context.request_id,
+        client_addr: req.context.client_addr,
+        tenant: req.context.tenant,
+        claims: req.context.claims,
+    }
+}
+
+/// The response as the host takes it, flagged when the handler queued
+/// background tasks (the host then calls `run-background`).
+fn to_wit(response: Response, request_id: &str) -> WitResponse {
+    let (status, headers, body) = response.into_wire();
+    WitResponse {
+        status,
+        headers,
+        body,
+        background: crate::background::has(request_id),
+    }
 }
 
 pub fn handle(build: fn() -> App, req: WitRequest) -> WitResponse {
     let app = app(build);
-    let id = req.context.request_id.clone();
-    let response = match app.routes.get(req.route as usize).map(|r| &r.handler) {
-        Some(Handler::Sync(handler)) => handler(Request::from_wit(req)).into_wit(),
-        _ => not_routed(req.route),
-    };
-    with_background(response, &id)
+    let index = req.route as usize;
+    let request = app.request(incoming(req));
+    let id = request.request_id.clone();
+    to_wit(app.serve_now(index, request), &id)
 }
 
 pub async fn handle_async(build: fn() -> App, req: WitRequest) -> WitResponse {
     let app = app(build);
-    let id = req.context.request_id.clone();
-    let response = match app.routes.get(req.route as usize).map(|r| &r.handler) {
-        Some(Handler::Async(handler)) => handler(Request::from_wit(req)).await.into_wit(),
-        Some(Handler::Sync(handler)) => handler(Request::from_wit(req)).into_wit(),
-        None => not_routed(req.route),
-    };
-    with_background(response, &id)
-}
-
-/// Tells the host to call `run-background` when the handler queued tasks.
-fn with_background(mut response: WitResponse, request_id: &str) -> WitResponse {
-    response.background = crate::background::has(request_id);
-    response
+    let index = req.route as usize;
+    let request = app.request(incoming(req));
+    let id = request.request_id.clone();
+    to_wit(app.serve(index, request).await, &id)
 }
 
 pub async fn run_background(request_id: &str) {
@@ -108,16 +121,9 @@ pub async fn run_background(request_id: &str) {
 }
 
 pub async fn on_start(build: fn() -> App) -> Result<(), String> {
-    let app = app(build);
-    match &app.on_start {
-        Some(hook) => hook(),
-        None => Ok(()),
-    }
+    app(build).start().await
 }
 
 pub async fn on_stop(build: fn() -> App) {
-    let app = app(build);
-    if let Some(hook) = &app.on_stop {
-        hook();
-    }
+    app(build).stop().await;
 }

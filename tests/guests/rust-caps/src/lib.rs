@@ -1,62 +1,80 @@
 //! A Rust guest that uses the capabilities: key-value, config, outbound
-//! HTTP, a startup hook and background tasks.
+//! HTTP, a startup hook and background tasks, each as a handler argument.
 
 use std::time::Duration;
 
-use cello::{App, Request, Response, background, config, http, kv};
+use cello::outbound::Client;
+use cello::{
+    App, BackgroundTasks, Config, Kv, KvError, Path, Query, Response, StatusCode, config, kv,
+};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Fetch {
+    #[serde(default)]
+    url: String,
+}
+
+async fn fetch(http: Client, Query(fetch): Query<Fetch>) -> Response {
+    match http.get(&fetch.url).send().await {
+        Ok(reply) => Response::text(format!("{} {}", reply.status.as_u16(), reply.text())),
+        Err(error) => {
+            Response::text(format!("error: {error}")).with_status(StatusCode::BAD_GATEWAY)
+        }
+    }
+}
+
+fn later(Path(key): Path<String>, tasks: BackgroundTasks) -> &'static str {
+    tasks.spawn(async move {
+        cello::host::sleep(Duration::from_millis(300)).await;
+        let _ = kv::set(&key, "written in the background", None);
+    });
+    "queued"
+}
+
+fn read(Path(key): Path<String>, kv: Kv) -> Response {
+    match kv.get_text(&key) {
+        Ok(Some(value)) => Response::text(value),
+        Ok(None) => Response::text("absent").with_status(StatusCode::NOT_FOUND),
+        Err(error) => Response::text(error.0).with_status(StatusCode::INTERNAL_SERVER_ERROR),
+    }
+}
+
+fn write(Path(key): Path<String>, kv: Kv, body: String) -> Response {
+    match kv.set(&key, body, None) {
+        Ok(()) => Response::text("stored"),
+        Err(error) => Response::text(error.0).with_status(StatusCode::INSUFFICIENT_STORAGE),
+    }
+}
 
 fn app() -> App {
     App::new("rust-caps")
         .on_start(|| {
             if config::get("fail-startup").as_deref() == Some("yes") {
-                return Err("the sidecar asked this instance to fail".into());
+                return Err(KvError("the sidecar asked this instance to fail".into()));
             }
             kv::set("startup", "set by on_start", None)
         })
-        .get("/startup", |_req: Request| {
-            kv::get_text("startup").map(|v| v.unwrap_or_default())
+        .get("/startup", |kv: Kv| {
+            kv.get_text("startup").map(|v| v.unwrap_or_default())
         })
-        .post("/count", |_req: Request| {
-            kv::increment("count", 1).map(|n| n.to_string())
+        .post("/count", |kv: Kv| {
+            kv.increment("count", 1).map(|n| n.to_string())
         })
-        .get("/config", |_req: Request| {
-            let greeting = config::get("greeting").unwrap_or_default();
-            let secret = config::secret("api-token");
+        .get("/config", |config: Config| {
+            let greeting = config.get("greeting").unwrap_or_default();
+            let secret = config.secret("api-token");
             format!(
                 "{greeting} {secret:?} {}",
                 secret.as_ref().map_or(0, |s| s.reveal().len())
             )
         })
-        .get_async("/fetch", async |req: Request| {
-            let url = req.query_param("url").unwrap_or_default();
-            match http::get(&url).await {
-                Ok(reply) => Response::text(format!("{} {}", reply.status, reply.text())),
-                Err(error) => Response::text(format!("error: {error}")).with_status(502),
-            }
-        })
-        .post("/later/{key}", |req: Request| {
-            let key = req.param("key").unwrap_or("later").to_string();
-            background::spawn(&req, async move {
-                cello::host::sleep(Duration::from_millis(300)).await;
-                let _ = kv::set(&key, "written in the background", None);
-            });
-            "queued"
-        })
-        .get("/kv/{key}", |req: Request| {
-            match kv::get_text(req.param("key").unwrap_or_default()) {
-                Ok(Some(value)) => Response::text(value),
-                Ok(None) => Response::text("absent").with_status(404),
-                Err(error) => Response::text(error).with_status(500),
-            }
-        })
-        .put("/kv/{key}", |req: Request| {
-            match kv::set(req.param("key").unwrap_or_default(), req.text(), None) {
-                Ok(()) => Response::text("stored"),
-                Err(error) => Response::text(error).with_status(507),
-            }
-        })
-        .delete("/kv/{key}", |req: Request| {
-            kv::delete(req.param("key").unwrap_or_default()).map(|gone| gone.to_string())
+        .get("/fetch", fetch)
+        .post("/later/{key}", later)
+        .get("/kv/{key}", read)
+        .put("/kv/{key}", write)
+        .delete("/kv/{key}", |Path(key): Path<String>, kv: Kv| {
+            kv.delete(&key).map(|gone| gone.to_string())
         })
 }
 

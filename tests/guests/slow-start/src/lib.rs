@@ -20,7 +20,7 @@ fn app() -> App {
         .get("/", |_req: Request| "started")
         .on_start(|| {
             pause("start-ms");
-            Ok(())
+            Ok::<(), String>(())
         })
 }
 

@@ -4,7 +4,7 @@ use std::cell::Cell;
 use std::hash::{BuildHasher, RandomState};
 use std::time::Duration;
 
-use cello::{App, Cache, RateLimit, Request, Response};
+use cello::{App, Cache, RateLimit, Request, Response, StatusCode};
 
 thread_local! {
     /// Random per instance: every instance has its own linear memory.
@@ -56,6 +56,9 @@ fn app() -> App {
         })
         .get("/limited", |_req: Request| "limited")
         .rate_limit(RateLimit::token_bucket(2, 60))
+        // One budget for every caller of the tenant's component.
+        .get("/tenant-limited", || "tenant-limited")
+        .rate_limit(RateLimit::token_bucket(2, 60).per_tenant())
         .get("/big/{n}", |req: Request| {
             let n = req.param("n").and_then(|v| v.parse().ok()).unwrap_or(0);
             "cello ".repeat(n)
@@ -97,7 +100,7 @@ fn app() -> App {
                 std::hint::black_box(&hoard);
             }
             #[allow(unreachable_code)]
-            Response::status(200)
+            Response::new(StatusCode::OK)
         })
         // Writes `mb` MiB in one step no epoch tick interrupts (a
         // `memory.fill`, after growing memory by as much).
@@ -124,14 +127,16 @@ fn app() -> App {
             format!("{n}")
         })
         .cached(Cache::ttl(60).tags(&["counts"]))
-        .get("/bad-status", |_req: Request| Response::status(42))
-        .route(&[], "/any", |req: Request| req.method.clone())
+        .get("/bad-status", |_req: Request| {
+            Response::default().with_unchecked_status(42)
+        })
+        .route(&[], "/any", |req: Request| req.method.to_string())
         .post("/echo", |req: Request| {
             let content_type = req
                 .header("content-type")
                 .unwrap_or("application/octet-stream")
                 .to_string();
-            Response::status(200)
+            Response::new(StatusCode::OK)
                 .with_header("content-type", &content_type)
                 .with_body(req.body)
         })
