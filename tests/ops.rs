@@ -122,3 +122,67 @@ async fn wasi_http_instances_are_reused_or_fresh_per_request_as_configured() {
     );
     assert_eq!(fresh.metric("cello_instances_idle", proxy).await, 0.0);
 }
+
+#[tokio::test]
+async fn in_json_mode_every_line_is_json_with_one_timestamp_format() {
+    let mut args = vec!["--log-format", "json", "--access-log"];
+    args.extend(OPS);
+    let mut host = Components::new().with("testbed").serve_with(&args);
+    assert_eq!(host.get("/count").await.status, 200);
+    assert_eq!(host.get("/nowhere").await.status, 404);
+    host.wait_for_log(r#""target":"access""#).await;
+    host.terminate();
+    assert!(host.wait_exit(std::time::Duration::from_secs(20)).success());
+    // The readers may still be taking the last lines.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let log = host.log();
+    assert!(!log.contains('\u{1b}'), "colour codes in:\n{log}");
+    let mut messages = Vec::new();
+    for line in log.lines() {
+        let value: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}\nin:\n{log}"));
+        let timestamp = value["timestamp"].as_str().unwrap_or_else(|| {
+            panic!("no timestamp string in {line}");
+        });
+        assert!(rfc3339_utc(timestamp), "{timestamp:?} in {line}");
+        if let Some(message) = value["fields"]["message"].as_str() {
+            messages.push(message.to_string());
+        }
+    }
+    for said in [
+        "testbed (cello app",
+        "listening on http://",
+        "shutting down",
+    ] {
+        assert!(
+            messages.iter().any(|m| m.starts_with(said)),
+            "{said:?} not in {messages:?}"
+        );
+    }
+}
+
+/// Whether `text` is an RFC 3339 UTC time with fractional seconds, as
+/// `2026-11-30T14:48:42.123456Z`.
+fn rfc3339_utc(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let digits = |range: std::ops::Range<usize>| {
+        bytes
+            .get(range)
+            .is_some_and(|b| b.iter().all(u8::is_ascii_digit))
+    };
+    bytes.len() > 21
+        && digits(0..4)
+        && bytes[4] == b'-'
+        && digits(5..7)
+        && bytes[7] == b'-'
+        && digits(8..10)
+        && bytes[10] == b'T'
+        && digits(11..13)
+        && bytes[13] == b':'
+        && digits(14..16)
+        && bytes[16] == b':'
+        && digits(17..19)
+        && bytes[19] == b'.'
+        && digits(20..bytes.len() - 1)
+        && text.ends_with('Z')
+}

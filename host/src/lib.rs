@@ -30,7 +30,7 @@
 //! [`compile`] keeps compiled artifacts on disk; [`engine`] holds the
 //! wasmtime configuration and the pooling allocator; [`state`] is what each
 //! instance's store carries; [`metrics`], [`ops`] and [`logging`] report on
-//! it all; and
+//! it all, and [`readiness`] says whether it is ready; and
 //! [`bindings`] is the generated contract.
 
 pub mod admin;
@@ -50,6 +50,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod ops;
 pub mod proxy;
+pub mod readiness;
 pub mod registry;
 pub mod reload;
 pub mod response_cache;

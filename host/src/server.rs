@@ -30,6 +30,7 @@ use crate::logging::AccessLine;
 use crate::metrics::ComponentMetrics;
 use crate::middleware::auth::{Refusal, Verified, authorize};
 use crate::middleware::rate_limit::{Caller, Verdict};
+use crate::readiness::Readiness;
 use crate::registry::{Registry, Resolved, Routes, TenantRoutes};
 use crate::response_cache::{Fetched, Key};
 use crate::router::{RouteMatch, Target};
@@ -50,13 +51,15 @@ static REQUEST_IDS: AtomicU64 = AtomicU64::new(0);
 pub static SHUTTING_DOWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// What the host does to every response on the way out: security headers,
-/// compression, the access log.
-#[derive(Default)]
+/// What the host does to every request on the way in (503 until the
+/// served components have loaded) and every response on the way out:
+/// security headers, compression, the access log.
 pub struct Front {
     pub compression: Option<CompressionLayer<Compressible>>,
     pub security_headers: Vec<(HeaderName, HeaderValue)>,
     pub access_log: bool,
+    /// Says when the served components have loaded.
+    pub ready: Arc<Readiness>,
 }
 
 /// Which responses are worth compressing: large enough, and not of a type
@@ -64,8 +67,9 @@ pub struct Front {
 pub type Compressible = And<And<DefaultPredicate, SizeAbove>, NotForContentType>;
 
 impl Front {
-    /// The front as the host config asks.
-    pub fn new(config: &crate::config::HostConfig) -> Self {
+    /// The front as the host config asks, answering 503 until `ready`
+    /// says the served components have loaded.
+    pub fn new(config: &crate::config::HostConfig, ready: Arc<Readiness>) -> Self {
         let compression = config.compression.enabled.then(|| {
             let predicate = DefaultPredicate::new()
                 .and(SizeAbove::new(config.compression.min_bytes))
@@ -76,6 +80,7 @@ impl Front {
             compression,
             security_headers: config.security_headers.headers(),
             access_log: config.access_log.enabled,
+            ready,
         }
     }
 }
@@ -93,6 +98,9 @@ pub async fn serve(
         let routes = registry.routes();
         let front = front.clone();
         async move {
+            if !front.ready.started() {
+                return starting();
+            }
             // Without Accept-Encoding nothing would be compressed: skip the layer.
             let compress = front
                 .compression
@@ -276,6 +284,18 @@ fn admit(tenant: &TenantRoutes) -> Result<(), Box<http::Response<Body>>> {
 
 /// The answer for a route a tenant may have once its components are
 /// restored after a restart.
+/// The answer while the served components are still loading.
+fn starting() -> http::Response<Body> {
+    let mut response = error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "The host is starting: its components are still loading; try again shortly.",
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
 fn restoring(tenant: &TenantRoutes) -> http::Response<Body> {
     let mut response = error_response(
         StatusCode::SERVICE_UNAVAILABLE,
