@@ -29,7 +29,7 @@
 //! [`tenants`] through the [`admin`] API;
 //! [`compile`] keeps compiled artifacts on disk; [`engine`] holds the
 //! wasmtime configuration and the pooling allocator; [`state`] is what each
-//! instance's store carries; [`metrics`], [`ops`] and [`logging`] report on
+//! instance's store carries; [`metrics`], [`ops`] and [`logging`] (with [`guest_log`]) report on
 //! it all, and [`readiness`] says whether it is ready; and
 //! [`bindings`] is the generated contract.
 
@@ -44,6 +44,7 @@ pub mod config;
 pub mod connections;
 pub mod engine;
 pub mod error;
+pub mod guest_log;
 pub mod loader;
 pub mod logging;
 pub mod metrics;
