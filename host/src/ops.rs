@@ -1,4 +1,5 @@
-//! The operations listener: `/metrics` in Prometheus' text format,
+//! The operations listener: `/metrics` in OpenMetrics or Prometheus' text
+//! format, as the scraper's `Accept` asks,
 //! `/healthz` and `/readyz` for load balancers and orchestrators, and
 //! `POST /cache/invalidate` for operators. It sits on its own address, apart
 //! from the traffic.
@@ -14,6 +15,7 @@ use tokio::net::TcpListener;
 use crate::config::ServerSettings;
 use crate::connections::accept;
 use crate::error::{error_response, full, json_response};
+use crate::metrics::Exposition;
 use crate::readiness::Readiness;
 use crate::response_cache::ResponseCache;
 use crate::server::Body;
@@ -75,10 +77,15 @@ async fn invalidate(
 fn answer(req: &http::Request<Incoming>, ready: &Readiness) -> http::Response<Body> {
     match req.uri().path() {
         "/metrics" => {
-            let mut response = http::Response::new(full(crate::metrics::render()));
+            let accept = req
+                .headers()
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok());
+            let exposition = Exposition::for_accept(accept);
+            let mut response = http::Response::new(full(crate::metrics::render(exposition)));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                HeaderValue::from_static(exposition.content_type()),
             );
             response
         }
