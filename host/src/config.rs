@@ -81,6 +81,9 @@ pub struct HostConfig {
     /// How the log is written.
     #[serde(default)]
     pub log: LogSettings,
+    /// Where traces go (OpenTelemetry over OTLP), if anywhere.
+    #[serde(default)]
+    pub telemetry: crate::telemetry::TelemetrySettings,
 }
 
 /// The `[serve]` table: `serve`'s flags, as config. A flag, or its

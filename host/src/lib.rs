@@ -29,7 +29,8 @@
 //! [`tenants`] through the [`admin`] API;
 //! [`compile`] keeps compiled artifacts on disk; [`engine`] holds the
 //! wasmtime configuration and the pooling allocator; [`state`] is what each
-//! instance's store carries; [`metrics`], [`ops`] and [`logging`] (with [`guest_log`]) report on
+//! instance's store carries; [`metrics`], [`ops`], [`logging`] (with [`guest_log`]) and
+//! [`telemetry`] report on
 //! it all, and [`readiness`] says whether it is ready; and
 //! [`bindings`] is the generated contract.
 
@@ -59,5 +60,6 @@ pub mod router;
 pub mod scheduler;
 pub mod server;
 pub mod state;
+pub mod telemetry;
 pub mod tenants;
 pub mod warm;

@@ -51,12 +51,19 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the log for the whole process; keep the guard until exit so
-/// every line is written.
-pub fn init(format: LogFormat) -> LogGuard {
+/// Installs the log for the whole process, and with a `tracer` the layer
+/// that exports the spans of [`crate::telemetry`]; keep the guard until
+/// exit so every line is written.
+pub fn init(format: LogFormat, tracer: Option<opentelemetry_sdk::trace::Tracer>) -> LogGuard {
     let json = format == LogFormat::Json;
     let filter = EnvFilter::try_from_env("CELLO_LOG")
-        .unwrap_or_else(|_| "info,cranelift=warn,wasmtime=warn".into());
+        .unwrap_or_else(|_| "info,cranelift=warn,wasmtime=warn".into())
+        // Spans made for traces are not the log's.
+        .add_directive(
+            format!("{}=off", crate::telemetry::TARGET)
+                .parse()
+                .expect("a valid directive"),
+        );
     let out: Shared = Arc::new(Mutex::new(BufWriter::with_capacity(
         BUFFER,
         std::io::stderr(),
@@ -85,9 +92,16 @@ pub fn init(format: LogFormat) -> LogGuard {
         out: out.clone(),
         json,
     });
+    let traces = tracer.map(|tracer| {
+        let spans = tracing_subscriber::filter::Targets::new()
+            .with_target(crate::telemetry::TARGET, tracing::Level::TRACE);
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_filter(spans)
+    });
     tracing_subscriber::registry()
-        .with(filter)
-        .with(general)
+        .with(general.with_filter(filter))
+        .with(traces)
         .init();
     LogGuard { out }
 }

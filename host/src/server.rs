@@ -20,6 +20,7 @@ use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{
     And, DefaultPredicate, NotForContentType, Predicate, SizeAbove,
 };
+use tracing::Instrument as _;
 
 use crate::app::RouteGuard;
 use crate::bindings::{self, cello::component::types::Context};
@@ -35,6 +36,7 @@ use crate::registry::{Registry, Resolved, Routes, TenantRoutes};
 use crate::response_cache::{Fetched, Key};
 use crate::router::{RouteMatch, Target};
 use crate::state::Owner;
+use crate::telemetry;
 
 /// Any error a response body can end with.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -97,6 +99,9 @@ pub async fn serve(
     accept(listener, settings, shutdown, move |req, peer| {
         let routes = registry.routes();
         let front = front.clone();
+        // None when traces are off; then instrumenting costs a branch.
+        let span = telemetry::request_span(req.headers(), req.method(), req.uri().path());
+        let recorded = span.clone();
         async move {
             if !front.ready.started() {
                 return starting();
@@ -106,7 +111,7 @@ pub async fn serve(
                 .compression
                 .as_ref()
                 .filter(|_| req.headers().contains_key(header::ACCEPT_ENCODING));
-            match compress {
+            let response = match compress {
                 Some(layer) => {
                     let inner = tower::service_fn(|req| async {
                         Ok::<_, Infallible>(handle(&routes, &front, req, peer).await)
@@ -116,8 +121,11 @@ pub async fn serve(
                     response.map(|body| body.map_err(BoxError::from).boxed_unsync())
                 }
                 None => handle(&routes, &front, req, peer).await,
-            }
+            };
+            recorded.record("http.response.status_code", response.status().as_u16());
+            response
         }
+        .instrument(span)
     })
     .await
 }
@@ -326,6 +334,7 @@ async fn guarded(target: Target, req: http::Request<Incoming>, call: Call) -> ht
         .and_then(|v| v.to_str().ok());
     let needs_token = middleware.auth.as_ref().is_some_and(|a| a.required)
         || guard.is_some_and(RouteGuard::needs_auth);
+    let auth_span = telemetry::stage("auth").entered();
     let claims = match &middleware.auth {
         Some(auth) if needs_token || token.is_some() => match auth.verify(token) {
             Ok(claims) => Some(claims),
@@ -343,6 +352,8 @@ async fn guarded(target: Target, req: http::Request<Incoming>, call: Call) -> ht
     {
         return refused(refusal);
     }
+    drop(auth_span);
+    let rate_limit_span = telemetry::stage("rate limit").entered();
     let caller = Caller {
         peer: call.peer,
         headers: req.headers(),
@@ -375,6 +386,7 @@ async fn guarded(target: Target, req: http::Request<Incoming>, call: Call) -> ht
             tightest = Some(verdict);
         }
     }
+    drop(rate_limit_span);
     let mut response = dispatch(target, req, call, claims).await;
     if let Some(verdict) = tightest {
         verdict.apply(response.headers_mut());
@@ -456,7 +468,9 @@ async fn dispatch(
                 req.headers_mut()
                     .insert(header::HOST, HeaderValue::from_static("localhost"));
             }
-            Box::pin(proxy.handle(req)).await
+            Box::pin(proxy.handle(req))
+                .instrument(telemetry::stage("guest call"))
+                .await
         }
         Target::App {
             component,
@@ -522,15 +536,21 @@ async fn dispatch(
                     let fetch = || {
                         let request = request.clone();
                         let component = &component;
-                        async move { fetched(component.handle(request, is_async).await?) }
+                        let call = component.handle(request, is_async);
+                        async move { fetched(call.instrument(telemetry::stage("guest call")).await?) }
                     };
                     // Boxed: the cache's future holds a whole guest call
                     // of its own, and inline it would double the size of
                     // every request's future (moved by value more than once).
-                    Box::pin(owner.cache.respond(owner, key, policy, &parts, fetch)).await
+                    Box::pin(owner.cache.respond(owner, key, policy, &parts, fetch))
+                        .instrument(telemetry::stage("cache"))
+                        .await
                 }
                 None => {
-                    let response = component.handle(request, is_async).await;
+                    let response = component
+                        .handle(request, is_async)
+                        .instrument(telemetry::stage("guest call"))
+                        .await;
                     response.and_then(fetched).map(Fetched::into_response)
                 }
             }

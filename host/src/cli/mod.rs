@@ -189,16 +189,26 @@ async fn run(cli: Cli) -> ExitCode {
         _ => None,
     };
     let format = format.or(from_config).unwrap_or(LogFormat::Pretty);
-    // Held to the end, so every line is written before the process exits.
-    let _log_writer = crate::logging::init(format);
-    let result = match (cli.command, config) {
-        (_, Some(Err(e))) => Err(e),
-        (Command::Serve(args), Some(Ok(config))) => serve::serve(args, config).await,
-        (Command::Check(args), Some(Ok(config))) => serve::check(args, config).await,
-        (Command::Tenant { action, remote }, _) => remote::tenant(action, &remote).await,
-        (Command::Push { push, remote }, _) => remote::push(&push, &remote).await,
-        (Command::Serve(_) | Command::Check(_), None) => unreachable!("read above"),
+    // Traces are for `serve`, and only when an endpoint is set.
+    let tracer = match (&cli.command, &config) {
+        (Command::Serve(_), Some(Ok(config))) => crate::telemetry::init(&config.telemetry),
+        _ => Ok(None),
     };
+    let (tracer, not_traced) = match tracer {
+        Ok(tracer) => (tracer, None),
+        Err(e) => (None, Some(e)),
+    };
+    // Held to the end, so every line is written before the process exits.
+    let _log_writer = crate::logging::init(format, tracer);
+    let result = match (not_traced, cli.command, config) {
+        (Some(e), _, _) | (None, _, Some(Err(e))) => Err(e),
+        (None, Command::Serve(args), Some(Ok(config))) => serve::serve(args, config).await,
+        (None, Command::Check(args), Some(Ok(config))) => serve::check(args, config).await,
+        (None, Command::Tenant { action, remote }, _) => remote::tenant(action, &remote).await,
+        (None, Command::Push { push, remote }, _) => remote::push(&push, &remote).await,
+        (None, Command::Serve(_) | Command::Check(_), None) => unreachable!("read above"),
+    };
+    crate::telemetry::shutdown();
     match result {
         Ok(code) => code,
         Err(e) => {
