@@ -10,9 +10,9 @@ RUST_OUT  := guest-rust/target/$(WASM)/release
 .PHONY: run test bench setup components host lint fmt clean
 
 ## Build the examples and the host, then serve them on $(LISTEN)
-## (metrics and health on $(OPS_LISTEN)).
+## (metrics and health on $(OPS_LISTEN)), with a line per request.
 run: components host
-	./target/release/cello-host serve components/ --listen $(LISTEN) --ops-listen $(OPS_LISTEN)
+	./target/release/cello-host serve components/ --listen $(LISTEN) --ops-listen $(OPS_LISTEN) --access-log
 
 ## Every test: the Rust workspace (integration tests build their own
 ## components), the Rust SDK and examples natively, and the Python SDK's tests.
@@ -36,7 +36,7 @@ bench: components host
 	$(BENCH_VENV)/bin/python bench/run.py
 
 ## Install what is missing: the wasm32-wasip2 target and a .venv with the
-## pinned Python build tools and the cello SDK.
+## pinned Python build tools, the cello SDK and what the tests use.
 setup: .make/rust-target $(VENV)/.installed
 
 .make/rust-target:
@@ -44,10 +44,10 @@ setup: .make/rust-target $(VENV)/.installed
 	rustup target list --installed | grep -qx $(WASM) || rustup target add $(WASM)
 	@touch $@
 
-$(VENV)/.installed: guest-python/requirements.txt guest-python/pyproject.toml
+$(VENV)/.installed: guest-python/requirements.txt guest-python/pyproject.toml tests/requirements.txt
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
-	$(PYTHON) -m pip install --quiet -r guest-python/requirements.txt -e guest-python
+	$(PYTHON) -m pip install --quiet -r guest-python/requirements.txt -r tests/requirements.txt -e guest-python
 	@touch $@
 
 ## The example components, with their sidecars, in components/.

@@ -13,13 +13,13 @@ use support::Components;
 const CORE_MODULE: &[u8] = b"\0asm\x01\0\0\0";
 
 #[tokio::test]
-async fn broken_files_are_reported_by_name_and_the_rest_is_served() {
+async fn with_allow_partial_broken_files_are_reported_by_name_and_the_rest_is_served() {
     let host = Components::new()
         .with("testbed")
         .with_file("garbage.wasm", b"this is not wasm")
         .with_file("core.wasm", CORE_MODULE)
         .with("bad-describe")
-        .serve();
+        .serve_with(&["--allow-partial"]);
     // Logged on stderr, which may still be arriving after "listening".
     host.wait_for_log("garbage.wasm: not a WebAssembly binary")
         .await;

@@ -24,7 +24,7 @@
 //! `multipart/form-data` form with the component in a `component` field
 //! and its sidecar settings (TOML) in a `settings` field.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode, header};
@@ -139,19 +139,70 @@ struct Rollback {
     version: Option<u32>,
 }
 
+/// What a path of the admin API names.
+#[derive(Clone, Copy)]
+enum Endpoint {
+    Tenants,
+    Tenant,
+    Tokens,
+    Components,
+    Component,
+    Versions,
+    Rollback,
+}
+
+/// The admin API's paths, each to what it names.
+fn endpoints() -> &'static matchit::Router<Endpoint> {
+    static ENDPOINTS: OnceLock<matchit::Router<Endpoint>> = OnceLock::new();
+    ENDPOINTS.get_or_init(|| {
+        let mut router = matchit::Router::new();
+        let paths = [
+            ("/v1/tenants", Endpoint::Tenants),
+            ("/v1/tenants/{tenant}", Endpoint::Tenant),
+            ("/v1/tenants/{tenant}/tokens", Endpoint::Tokens),
+            ("/v1/tenants/{tenant}/components", Endpoint::Components),
+            (
+                "/v1/tenants/{tenant}/components/{name}",
+                Endpoint::Component,
+            ),
+            (
+                "/v1/tenants/{tenant}/components/{name}/versions",
+                Endpoint::Versions,
+            ),
+            (
+                "/v1/tenants/{tenant}/components/{name}/rollback",
+                Endpoint::Rollback,
+            ),
+        ];
+        for (path, endpoint) in paths {
+            router
+                .insert(path, endpoint)
+                .expect("the admin API's paths do not overlap");
+        }
+        router
+    })
+}
+
 impl Admin {
     async fn answer(&self, req: http::Request<Incoming>) -> Result<http::Response<Body>, Refusal> {
         let caller = self.caller(&req).await?;
         let path = req.uri().path().to_string();
-        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         let method = req.method().clone();
+        let found = endpoints().at(path.trim_end_matches('/')).map_err(|_| {
+            Refusal::new(
+                StatusCode::NOT_FOUND,
+                format!("{path} is not part of the admin API (it starts with /v1/tenants)"),
+            )
+        })?;
+        let tenant = found.params.get("tenant").unwrap_or_default();
+        let name = found.params.get("name").unwrap_or_default();
         let tenants = &self.tenants;
-        match (&method, segments.as_slice()) {
-            (&Method::GET, ["v1", "tenants"]) => {
+        match (*found.value, &method) {
+            (Endpoint::Tenants, &Method::GET) => {
                 operator(&caller)?;
                 ok(StatusCode::OK, tenants.list().await)
             }
-            (&Method::POST, ["v1", "tenants"]) => {
+            (Endpoint::Tenants, &Method::POST) => {
                 operator(&caller)?;
                 let body: NewTenant = json_body(req).await?;
                 let settings = TenantSettings {
@@ -161,21 +212,21 @@ impl Admin {
                 let view = tenants.create(&body.name, settings).await?;
                 ok(StatusCode::CREATED, view)
             }
-            (&Method::GET, ["v1", "tenants", tenant]) => {
+            (Endpoint::Tenant, &Method::GET) => {
                 may(&caller, tenant)?;
                 ok(StatusCode::OK, tenants.get(tenant).await?)
             }
-            (&Method::PATCH, ["v1", "tenants", tenant]) => {
+            (Endpoint::Tenant, &Method::PATCH) => {
                 operator(&caller)?;
                 let settings: TenantSettings = json_body(req).await?;
                 ok(StatusCode::OK, tenants.update(tenant, settings).await?)
             }
-            (&Method::DELETE, ["v1", "tenants", tenant]) => {
+            (Endpoint::Tenant, &Method::DELETE) => {
                 operator(&caller)?;
                 tenants.delete(tenant).await?;
                 no_content()
             }
-            (&Method::POST, ["v1", "tenants", tenant, "tokens"]) => {
+            (Endpoint::Tokens, &Method::POST) => {
                 operator(&caller)?;
                 let token = tenants.issue_token(tenant).await?;
                 ok(
@@ -183,27 +234,27 @@ impl Admin {
                     serde_json::json!({ "tenant": tenant, "token": token }),
                 )
             }
-            (&Method::GET, ["v1", "tenants", tenant, "components"]) => {
+            (Endpoint::Components, &Method::GET) => {
                 may(&caller, tenant)?;
                 ok(StatusCode::OK, tenants.get(tenant).await?.components)
             }
-            (&Method::PUT, ["v1", "tenants", tenant, "components", name]) => {
+            (Endpoint::Component, &Method::PUT) => {
                 may(&caller, tenant)?;
                 let limit = tenants.get(tenant).await?.quotas.max_component_mb << 20;
                 let (bytes, settings) = upload_body(req, limit as usize).await?;
                 let deployed = tenants.upload(tenant, name, bytes, settings).await?;
                 ok(StatusCode::CREATED, deployed)
             }
-            (&Method::DELETE, ["v1", "tenants", tenant, "components", name]) => {
+            (Endpoint::Component, &Method::DELETE) => {
                 may(&caller, tenant)?;
                 tenants.remove(tenant, name).await?;
                 no_content()
             }
-            (&Method::GET, ["v1", "tenants", tenant, "components", name, "versions"]) => {
+            (Endpoint::Versions, &Method::GET) => {
                 may(&caller, tenant)?;
                 ok(StatusCode::OK, tenants.versions(tenant, name).await?)
             }
-            (&Method::POST, ["v1", "tenants", tenant, "components", name, "rollback"]) => {
+            (Endpoint::Rollback, &Method::POST) => {
                 may(&caller, tenant)?;
                 let body: Rollback = json_body(req).await?;
                 ok(
@@ -211,13 +262,9 @@ impl Admin {
                     tenants.rollback(tenant, name, body.version).await?,
                 )
             }
-            (_, ["v1", "tenants", ..]) => Err(Refusal::new(
+            _ => Err(Refusal::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 format!("{method} is not allowed on {path}"),
-            )),
-            _ => Err(Refusal::new(
-                StatusCode::NOT_FOUND,
-                format!("{path} is not part of the admin API (it starts with /v1/tenants)"),
             )),
         }
     }
@@ -372,4 +419,29 @@ async fn upload_body(
         return Err(too_large());
     }
     Ok((component, settings))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Endpoint, endpoints};
+
+    #[test]
+    fn paths_name_their_endpoint_and_parameters() {
+        let found = endpoints()
+            .at("/v1/tenants/acme/components/shop/versions")
+            .unwrap();
+        assert!(matches!(found.value, Endpoint::Versions));
+        assert_eq!(found.params.get("tenant"), Some("acme"));
+        assert_eq!(found.params.get("name"), Some("shop"));
+        let found = endpoints().at("/v1/tenants/acme").unwrap();
+        assert!(matches!(found.value, Endpoint::Tenant));
+        for unknown in [
+            "/v1/tenants/acme/components/shop/extra",
+            "/v1/tenant",
+            "/v2/tenants",
+            "/",
+        ] {
+            assert!(endpoints().at(unknown).is_err(), "{unknown}");
+        }
+    }
 }

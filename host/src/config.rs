@@ -74,6 +74,58 @@ pub struct HostConfig {
     /// How the listeners treat connections: timeouts and caps.
     #[serde(default)]
     pub server: ServerSettings,
+    /// What `serve` does when no flag or variable says: addresses, reload,
+    /// and how strict the start is.
+    #[serde(default)]
+    pub serve: ServeSettings,
+    /// How the log is written.
+    #[serde(default)]
+    pub log: LogSettings,
+    /// Where traces go (OpenTelemetry over OTLP), if anywhere.
+    #[serde(default)]
+    pub telemetry: crate::telemetry::TelemetrySettings,
+}
+
+/// The `[serve]` table: `serve`'s flags, as config. A flag, or its
+/// environment variable, wins over the table; the table over the built-in
+/// default.
+///
+/// ```toml
+/// [serve]
+/// listen = "0.0.0.0:8080"        # --listen, CELLO_LISTEN
+/// ops-listen = "0.0.0.0:9090"    # --ops-listen, CELLO_OPS_LISTEN
+/// admin-listen = "127.0.0.1:8081" # --admin-listen, CELLO_ADMIN_LISTEN
+/// watch = false                  # --no-watch, CELLO_NO_WATCH
+/// allow-partial = true           # --allow-partial, CELLO_ALLOW_PARTIAL
+/// allow-empty = true             # --allow-empty, CELLO_ALLOW_EMPTY
+/// ```
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ServeSettings {
+    pub listen: Option<std::net::SocketAddr>,
+    pub ops_listen: Option<std::net::SocketAddr>,
+    pub admin_listen: Option<std::net::SocketAddr>,
+    /// Pick up changes to the served files (on unless false).
+    pub watch: Option<bool>,
+    /// Serve what loads when some components do not, reporting the rest
+    /// as not ready, instead of refusing to start.
+    #[serde(default)]
+    pub allow_partial: bool,
+    /// Start with no components to serve (tenants only, say).
+    #[serde(default)]
+    pub allow_empty: bool,
+}
+
+/// The `[log]` table.
+///
+/// ```toml
+/// [log]
+/// format = "json"   # --log-format, CELLO_LOG_FORMAT; "pretty" by default
+/// ```
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LogSettings {
+    pub format: Option<crate::logging::LogFormat>,
 }
 
 /// The `[execution]` table: how guest code shares the machine's CPU (see

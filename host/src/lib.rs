@@ -29,8 +29,9 @@
 //! [`tenants`] through the [`admin`] API;
 //! [`compile`] keeps compiled artifacts on disk; [`engine`] holds the
 //! wasmtime configuration and the pooling allocator; [`state`] is what each
-//! instance's store carries; [`metrics`], [`ops`] and [`logging`] report on
-//! it all; and
+//! instance's store carries; [`metrics`], [`ops`], [`logging`] (with [`guest_log`]) and
+//! [`telemetry`] report on
+//! it all, and [`readiness`] says whether it is ready; and
 //! [`bindings`] is the generated contract.
 
 pub mod admin;
@@ -44,12 +45,14 @@ pub mod config;
 pub mod connections;
 pub mod engine;
 pub mod error;
+pub mod guest_log;
 pub mod loader;
 pub mod logging;
 pub mod metrics;
 pub mod middleware;
 pub mod ops;
 pub mod proxy;
+pub mod readiness;
 pub mod registry;
 pub mod reload;
 pub mod response_cache;
@@ -57,5 +60,6 @@ pub mod router;
 pub mod scheduler;
 pub mod server;
 pub mod state;
+pub mod telemetry;
 pub mod tenants;
 pub mod warm;

@@ -1,7 +1,7 @@
 //! Loading a directory of components: read each `NAME.wasm` and its sidecar,
 //! compile (through the cache), tell which world it is, read its routes, and
-//! build one router over all of them. A bad file is reported by name and
-//! skipped; the others still load.
+//! build one router over all of them. A bad file is reported by name; the
+//! caller decides whether the others may serve without it.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -124,6 +124,37 @@ pub struct Problem {
     pub reason: String,
 }
 
+impl Problem {
+    /// The component the file would have been.
+    pub fn component(&self) -> String {
+        component_name(&self.file)
+    }
+}
+
+/// A component's name: its file's name without `.wasm`.
+pub fn component_name(file: &Path) -> String {
+    file.file_stem()
+        .map(|stem| stem.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// The component files `path` names: itself when it is a file, or every
+/// `*.wasm` in it, in name order, when it is a directory.
+pub fn component_files(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let metadata = std::fs::metadata(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    if !metadata.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(|e| anyhow::anyhow!("cannot read component directory {}: {e}", path.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "wasm"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.file.display(), self.reason)
@@ -199,19 +230,30 @@ impl Loader {
         })
     }
 
-    /// Loads every `*.wasm` in `dir`, in name order.
-    pub async fn load_dir(&self, dir: &Path) -> anyhow::Result<LoadReport> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|e| anyhow::anyhow!("cannot read component directory {}: {e}", dir.display()))?
-            .filter_map(|entry| entry.ok().map(|e| e.path()))
-            .filter(|path| path.extension().is_some_and(|ext| ext == "wasm"))
-            .collect();
-        files.sort();
+    /// Loads every component `paths` name: each file given, and every
+    /// `*.wasm` in each directory given, in name order. Two components of
+    /// one name are a problem; an unreadable path is an error.
+    pub async fn load_paths(&self, paths: &[PathBuf]) -> anyhow::Result<LoadReport> {
         let mut report = LoadReport {
             loaded: Vec::new(),
             problems: Vec::new(),
         };
+        let mut files: Vec<PathBuf> = Vec::new();
+        for path in paths {
+            files.extend(component_files(path)?);
+        }
+        let mut seen: HashMap<String, PathBuf> = HashMap::new();
         for file in files {
+            let name = component_name(&file);
+            if let Some(first) = seen.get(&name) {
+                let reason = format!(
+                    "a second component named {name:?} (the first is {}): rename one",
+                    first.display()
+                );
+                report.problems.push(Problem { file, reason });
+                continue;
+            }
+            seen.insert(name, file.clone());
             match self.load_file(&file).await {
                 Ok(loaded) => report.loaded.push(loaded),
                 Err(reason) => report.problems.push(Problem { file, reason }),

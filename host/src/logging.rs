@@ -1,5 +1,7 @@
 //! The host's log: tracing events and access lines, pretty or JSON by
-//! flag, to stderr.
+//! flag, to stderr. In JSON mode every line is one JSON object, and every
+//! timestamp is RFC 3339 (UTC, microseconds); colours only go to a
+//! terminal.
 //!
 //! Every line is formatted by the thread that logs it into one shared
 //! 64 KiB buffer, which goes to stderr when it fills and every 100 ms: a
@@ -8,11 +10,14 @@
 //! access log is on) skip tracing altogether: [`access`] formats each
 //! straight from the request's fields, which costs a fraction of an event.
 
-use std::io::{BufWriter, Stderr, Write as _};
+use std::io::{BufWriter, IsTerminal as _, Stderr, Write as _};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use serde::Deserialize;
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::format::Writer as TimeWriter;
+use tracing_subscriber::fmt::time::{FormatTime as _, SystemTime};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -36,11 +41,29 @@ const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// How much is buffered before a write.
 const BUFFER: usize = 64 << 10;
 
-/// Installs the log for the whole process; keep the guard until exit so
-/// every line is written.
-pub fn init(json: bool) -> LogGuard {
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// For people: one line per event, coloured on a terminal.
+    Pretty,
+    /// For machines: one JSON object per line.
+    Json,
+}
+
+/// Installs the log for the whole process, and with a `tracer` the layer
+/// that exports the spans of [`crate::telemetry`]; keep the guard until
+/// exit so every line is written.
+pub fn init(format: LogFormat, tracer: Option<opentelemetry_sdk::trace::Tracer>) -> LogGuard {
+    let json = format == LogFormat::Json;
     let filter = EnvFilter::try_from_env("CELLO_LOG")
-        .unwrap_or_else(|_| "info,cranelift=warn,wasmtime=warn".into());
+        .unwrap_or_else(|_| "info,cranelift=warn,wasmtime=warn".into())
+        // Spans made for traces are not the log's.
+        .add_directive(
+            format!("{}=off", crate::telemetry::TARGET)
+                .parse()
+                .expect("a valid directive"),
+        );
     let out: Shared = Arc::new(Mutex::new(BufWriter::with_capacity(
         BUFFER,
         std::io::stderr(),
@@ -54,7 +77,12 @@ pub fn init(json: bool) -> LogGuard {
         }
     });
     let writer = Writer(out.clone());
-    let general = tracing_subscriber::fmt::layer().with_writer(writer);
+    // Colour codes are noise in a file or a log collector; NO_COLOR turns
+    // them off on a terminal too.
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let general = tracing_subscriber::fmt::layer()
+        .with_writer(writer)
+        .with_ansi(ansi);
     let general = if json {
         general.json().boxed()
     } else {
@@ -64,9 +92,16 @@ pub fn init(json: bool) -> LogGuard {
         out: out.clone(),
         json,
     });
+    let traces = tracer.map(|tracer| {
+        let spans = tracing_subscriber::filter::Targets::new()
+            .with_target(crate::telemetry::TARGET, tracing::Level::TRACE);
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_filter(spans)
+    });
     tracing_subscriber::registry()
-        .with(filter)
-        .with(general)
+        .with(general.with_filter(filter))
+        .with(traces)
         .init();
     LogGuard { out }
 }
@@ -132,36 +167,38 @@ struct AccessOut {
     json: bool,
 }
 
+/// Says one thing the operator reads at start (an address listened on, a
+/// route): a plain line on stdout, or in JSON mode an event of the log,
+/// so that every line is JSON.
+pub fn announce(text: &str) {
+    match ACCESS_OUT.get() {
+        Some(out) if out.json => tracing::info!(target: "cello_host", "{}", text.trim_start()),
+        _ => println!("{text}"),
+    }
+}
+
 /// Writes one access line: a JSON object like the general log's JSON lines
-/// (target `access`), or `SECONDS access: name=value ...`. Does nothing
+/// (target `access`), or `TIMESTAMP  INFO access: name=value ...`, with the
+/// general log's RFC 3339 timestamps. Does nothing
 /// before [`init`]. Put together by hand rather than with `write!`: it runs
 /// for every request.
 pub fn access(line: &AccessLine<'_>) {
     let Some(access) = ACCESS_OUT.get() else {
         return;
     };
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
     let json = access.json;
     let mut numbers = itoa::Buffer::new();
     let mut text = Vec::with_capacity(256);
+    let mut timestamp = String::with_capacity(32);
+    let _ = SystemTime.format_time(&mut TimeWriter::new(&mut timestamp));
     if json {
-        text.extend_from_slice(b"{\"timestamp\":");
-    }
-    text.extend_from_slice(numbers.format(now.as_secs()).as_bytes());
-    let millis = now.subsec_millis();
-    text.extend_from_slice(&[
-        b'.',
-        b'0' + (millis / 100) as u8,
-        b'0' + (millis / 10 % 10) as u8,
-        b'0' + (millis % 10) as u8,
-    ]);
-    text.extend_from_slice(if json {
-        b",\"level\":\"INFO\",\"target\":\"access\",\"fields\":{"
+        text.extend_from_slice(b"{\"timestamp\":\"");
+        text.extend_from_slice(timestamp.as_bytes());
+        text.extend_from_slice(b"\",\"level\":\"INFO\",\"target\":\"access\",\"fields\":{");
     } else {
-        b" access:"
-    });
+        text.extend_from_slice(timestamp.as_bytes());
+        text.extend_from_slice(b"  INFO access:");
+    }
     let mut first = true;
     let mut name = |text: &mut Vec<u8>, name: &str| {
         match (json, first) {

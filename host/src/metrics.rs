@@ -229,9 +229,123 @@ impl ComponentMetrics {
     }
 }
 
-/// Every metric in Prometheus' text format.
-pub fn render() -> String {
+/// The text formats `/metrics` speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exposition {
+    /// OpenMetrics 1.0: counters' samples end in `_total` under a family
+    /// without it, and the text ends with `# EOF`.
+    OpenMetrics,
+    /// Prometheus' classic text format 0.0.4: a counter's family is named
+    /// as its sample, with `_total`.
+    Prometheus,
+}
+
+impl Exposition {
+    /// The format an `Accept` header asks for, as Prometheus' own client
+    /// libraries choose it: OpenMetrics when it is listed, else the
+    /// classic text.
+    pub fn for_accept(accept: Option<&str>) -> Self {
+        let asks_openmetrics = accept.is_some_and(|accept| {
+            accept.split(',').any(|item| {
+                let media = item.split(';').next().unwrap_or_default().trim();
+                media.eq_ignore_ascii_case("application/openmetrics-text")
+            })
+        });
+        if asks_openmetrics {
+            Self::OpenMetrics
+        } else {
+            Self::Prometheus
+        }
+    }
+
+    /// The `Content-Type` of a body in this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Self::Prometheus => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
+}
+
+/// Every metric, in `format`.
+pub fn render(format: Exposition) -> String {
     let mut text = String::new();
     encode(&mut text, &families().registry).expect("writing to a String cannot fail");
+    match format {
+        Exposition::OpenMetrics => text,
+        Exposition::Prometheus => classic(&text),
+    }
+}
+
+/// OpenMetrics text as Prometheus' classic format: each counter's `HELP`
+/// and `TYPE` name the `_total` its samples carry; `UNIT` and `EOF`, which
+/// the classic format lacks, are left out.
+fn classic(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut text = String::with_capacity(openmetrics.len() + counters.len() * 16);
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let descriptor = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|prefix| Some((prefix, line.strip_prefix(prefix)?)));
+        match descriptor {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                text.push_str(prefix);
+                text.push_str(name);
+                if counters.contains(name) {
+                    text.push_str("_total");
+                }
+                text.push(' ');
+                text.push_str(tail);
+            }
+            None => text.push_str(line),
+        }
+        text.push('\n');
+    }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Exposition, classic};
+
+    #[test]
+    fn openmetrics_is_served_only_when_accepted() {
+        assert_eq!(Exposition::for_accept(None), Exposition::Prometheus);
+        assert_eq!(
+            Exposition::for_accept(Some("text/plain;version=0.0.4;q=0.3,*/*;q=0.1")),
+            Exposition::Prometheus
+        );
+        let scraper = "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;q=0.4";
+        assert_eq!(
+            Exposition::for_accept(Some(scraper)),
+            Exposition::OpenMetrics
+        );
+    }
+
+    #[test]
+    fn the_classic_format_names_counters_with_their_total() {
+        let openmetrics = "# HELP cello_requests Requests answered.\n\
+                           # TYPE cello_requests counter\n\
+                           cello_requests_total{status=\"2xx\"} 3\n\
+                           # HELP cello_live Instances alive.\n\
+                           # TYPE cello_live gauge\n\
+                           cello_live 1\n\
+                           # EOF\n";
+        assert_eq!(
+            classic(openmetrics),
+            "# HELP cello_requests_total Requests answered.\n\
+             # TYPE cello_requests_total counter\n\
+             cello_requests_total{status=\"2xx\"} 3\n\
+             # HELP cello_live Instances alive.\n\
+             # TYPE cello_live gauge\n\
+             cello_live 1\n"
+        );
+    }
 }

@@ -83,6 +83,15 @@ pub enum Resolved<'a> {
     },
 }
 
+/// The name in a `Host` header, without its port: `[::1]` of `[::1]:8080`.
+/// None when it is not a valid authority.
+fn host_name(host: &str) -> Option<&str> {
+    let authority: http::uri::Authority = host.parse().ok()?;
+    // The name is where the header starts (a Host header has no userinfo).
+    host.get(..authority.host().len())
+        .filter(|name| *name == authority.host())
+}
+
 /// Where tenants' apps are reached: `/t/{tenant}/...`, always.
 const TENANT_PATH: &str = "/t/";
 
@@ -94,14 +103,12 @@ impl Routes {
 
     /// The table for a request to `path`, with `host` its `Host` header.
     pub fn resolve<'a>(&'a self, host: Option<&'a str>, path: &'a str) -> Resolved<'a> {
-        if let (Some(domain), Some(host)) = (&self.domain, host) {
-            let host = host.rsplit_once(':').map_or(host, |(name, _)| name);
-            if let Some(tenant) = host
+        if let (Some(domain), Some(host)) = (&self.domain, host.and_then(host_name))
+            && let Some(tenant) = host
                 .strip_suffix(domain.as_str())
                 .and_then(|rest| rest.strip_suffix('.'))
-            {
-                return self.tenant(tenant, path);
-            }
+        {
+            return self.tenant(tenant, path);
         }
         let Some(rest) = path.strip_prefix(TENANT_PATH) else {
             return Resolved::Main(&self.main);
@@ -266,4 +273,18 @@ fn retire_when_done(loaded: Arc<Loaded>) {
         app.owner().cache.forget(app.owner());
         tracing::info!(component = app.name(), "previous version retired");
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_name;
+
+    #[test]
+    fn the_host_name_drops_the_port_and_keeps_ipv6_literals_whole() {
+        assert_eq!(host_name("acme.example.com:8080"), Some("acme.example.com"));
+        assert_eq!(host_name("acme.example.com"), Some("acme.example.com"));
+        assert_eq!(host_name("[::1]:8080"), Some("[::1]"));
+        assert_eq!(host_name("[2001:db8::1]"), Some("[2001:db8::1]"));
+        assert_eq!(host_name("bad host"), None);
+    }
 }

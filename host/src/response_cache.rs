@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use headers::{CacheControl, ETag, HeaderMapExt as _, IfNoneMatch};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use moka::Expiry;
 use moka::future::Cache;
@@ -370,9 +371,11 @@ fn storable(fetched: &Fetched, policy: &CachePolicy) -> bool {
     if !fetched.status.is_success() || fetched.headers.contains_key(header::SET_COOKIE) {
         return false;
     }
-    let refused = list_values(&fetched.headers, header::CACHE_CONTROL)
-        .map(str::to_ascii_lowercase)
-        .any(|d| d == "no-store" || d == "private" || d == "no-cache");
+    let refused = fetched
+        .headers
+        .typed_get::<CacheControl>()
+        .is_some_and(|cc| cc.no_store() || cc.no_cache() || cc.private())
+        || names_field_private(&fetched.headers);
     let keyed = |name: &str| {
         name.is_empty()
             || HeaderName::try_from(name).is_ok_and(|name| {
@@ -382,6 +385,18 @@ fn storable(fetched: &Fetched, policy: &CachePolicy) -> bool {
             })
     };
     !refused && list_values(&fetched.headers, header::VARY).all(keyed)
+}
+
+/// Whether `Cache-Control` has `private` or `no-cache` naming fields
+/// (`private="set-cookie"`), or in capitals: the `headers` crate skips
+/// both forms as unknown, but a shared cache must not store either.
+fn names_field_private(headers: &HeaderMap) -> bool {
+    list_values(headers, header::CACHE_CONTROL).any(|directive| {
+        // A directive's name comes before any quote: splitting a quoted
+        // list at its commas leaves the name whole.
+        let name = directive.split('=').next().unwrap_or_default().trim();
+        name.eq_ignore_ascii_case("private") || name.eq_ignore_ascii_case("no-cache")
+    })
 }
 
 /// The items of a comma-separated header, over all its lines, trimmed.
@@ -441,9 +456,19 @@ impl Entry {
     /// names this entry, without a body for HEAD.
     fn to_response(&self, request: &http::request::Parts, hit: bool) -> http::Response<Body> {
         let age = self.stored.elapsed();
-        let not_modified = list_values(&request.headers, header::IF_NONE_MATCH).any(|tag| {
-            tag == "*" || tag.trim_start_matches("W/").as_bytes() == self.etag.as_bytes()
-        });
+        // Weak comparison, as RFC 9110 asks for If-None-Match: `W/"x"`
+        // matches `"x"` and `W/"x"`.
+        let not_modified = request.headers.contains_key(header::IF_NONE_MATCH)
+            && match (
+                request.headers.typed_get::<IfNoneMatch>(),
+                self.etag
+                    .to_str()
+                    .ok()
+                    .and_then(|tag| tag.parse::<ETag>().ok()),
+            ) {
+                (Some(wanted), Some(etag)) => !wanted.precondition_passes(&etag),
+                _ => false,
+            };
         let (status, body) = if not_modified {
             (StatusCode::NOT_MODIFIED, Bytes::new())
         } else if request.method == Method::HEAD {
@@ -703,5 +728,42 @@ mod tests {
         let policy = policy(&[]);
         assert!(!storable(&answer(&[("cache-control", "private")]), &policy));
         assert!(!storable(&answer(&[("set-cookie", "a=1")]), &policy));
+    }
+
+    #[test]
+    fn private_naming_fields_and_capitals_are_not_stored_either() {
+        let policy = policy(&[]);
+        for directive in [
+            "private=\"x\"",
+            "max-age=60, private=\"set-cookie, x-user\"",
+            "no-cache=\"set-cookie\"",
+            "Private",
+            "no-store",
+        ] {
+            let fetched = answer(&[("cache-control", directive)]);
+            assert!(!storable(&fetched, &policy), "{directive}");
+        }
+        let public = answer(&[("cache-control", "public, max-age=60")]);
+        assert!(storable(&public, &policy));
+    }
+
+    #[test]
+    fn if_none_match_compares_etags_weakly() {
+        let stored = |etag: &str| {
+            let fetched = answer(&[("etag", etag)]);
+            Entry::new(owner(), fetched, &policy(&[]))
+        };
+        let status = |entry: &Entry, wanted: &str| {
+            let request = request("/page", &[("if-none-match", wanted)]);
+            entry.to_response(&request, true).status()
+        };
+        let weak = stored("W/\"v1\"");
+        for wanted in ["W/\"v1\"", "\"v1\"", "\"v0\", W/\"v1\"", "*"] {
+            assert_eq!(status(&weak, wanted), StatusCode::NOT_MODIFIED, "{wanted}");
+        }
+        assert_eq!(status(&weak, "\"v2\""), StatusCode::OK);
+        let strong = stored("\"v1\"");
+        assert_eq!(status(&strong, "W/\"v1\""), StatusCode::NOT_MODIFIED);
+        assert_eq!(status(&strong, "W/\"v2\""), StatusCode::OK);
     }
 }

@@ -20,6 +20,7 @@ use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{
     And, DefaultPredicate, NotForContentType, Predicate, SizeAbove,
 };
+use tracing::Instrument as _;
 
 use crate::app::RouteGuard;
 use crate::bindings::{self, cello::component::types::Context};
@@ -30,10 +31,12 @@ use crate::logging::AccessLine;
 use crate::metrics::ComponentMetrics;
 use crate::middleware::auth::{Refusal, Verified, authorize};
 use crate::middleware::rate_limit::{Caller, Verdict};
+use crate::readiness::Readiness;
 use crate::registry::{Registry, Resolved, Routes, TenantRoutes};
 use crate::response_cache::{Fetched, Key};
 use crate::router::{RouteMatch, Target};
 use crate::state::Owner;
+use crate::telemetry;
 
 /// Any error a response body can end with.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -50,13 +53,15 @@ static REQUEST_IDS: AtomicU64 = AtomicU64::new(0);
 pub static SHUTTING_DOWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// What the host does to every response on the way out: security headers,
-/// compression, the access log.
-#[derive(Default)]
+/// What the host does to every request on the way in (503 until the
+/// served components have loaded) and every response on the way out:
+/// security headers, compression, the access log.
 pub struct Front {
     pub compression: Option<CompressionLayer<Compressible>>,
     pub security_headers: Vec<(HeaderName, HeaderValue)>,
     pub access_log: bool,
+    /// Says when the served components have loaded.
+    pub ready: Arc<Readiness>,
 }
 
 /// Which responses are worth compressing: large enough, and not of a type
@@ -64,8 +69,9 @@ pub struct Front {
 pub type Compressible = And<And<DefaultPredicate, SizeAbove>, NotForContentType>;
 
 impl Front {
-    /// The front as the host config asks.
-    pub fn new(config: &crate::config::HostConfig) -> Self {
+    /// The front as the host config asks, answering 503 until `ready`
+    /// says the served components have loaded.
+    pub fn new(config: &crate::config::HostConfig, ready: Arc<Readiness>) -> Self {
         let compression = config.compression.enabled.then(|| {
             let predicate = DefaultPredicate::new()
                 .and(SizeAbove::new(config.compression.min_bytes))
@@ -76,6 +82,7 @@ impl Front {
             compression,
             security_headers: config.security_headers.headers(),
             access_log: config.access_log.enabled,
+            ready,
         }
     }
 }
@@ -92,13 +99,19 @@ pub async fn serve(
     accept(listener, settings, shutdown, move |req, peer| {
         let routes = registry.routes();
         let front = front.clone();
+        // None when traces are off; then instrumenting costs a branch.
+        let span = telemetry::request_span(req.headers(), req.method(), req.uri().path());
+        let recorded = span.clone();
         async move {
+            if !front.ready.started() {
+                return starting();
+            }
             // Without Accept-Encoding nothing would be compressed: skip the layer.
             let compress = front
                 .compression
                 .as_ref()
                 .filter(|_| req.headers().contains_key(header::ACCEPT_ENCODING));
-            match compress {
+            let response = match compress {
                 Some(layer) => {
                     let inner = tower::service_fn(|req| async {
                         Ok::<_, Infallible>(handle(&routes, &front, req, peer).await)
@@ -108,8 +121,11 @@ pub async fn serve(
                     response.map(|body| body.map_err(BoxError::from).boxed_unsync())
                 }
                 None => handle(&routes, &front, req, peer).await,
-            }
+            };
+            recorded.record("http.response.status_code", response.status().as_u16());
+            response
         }
+        .instrument(span)
     })
     .await
 }
@@ -276,6 +292,18 @@ fn admit(tenant: &TenantRoutes) -> Result<(), Box<http::Response<Body>>> {
 
 /// The answer for a route a tenant may have once its components are
 /// restored after a restart.
+/// The answer while the served components are still loading.
+fn starting() -> http::Response<Body> {
+    let mut response = error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "The host is starting: its components are still loading; try again shortly.",
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
 fn restoring(tenant: &TenantRoutes) -> http::Response<Body> {
     let mut response = error_response(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -306,6 +334,7 @@ async fn guarded(target: Target, req: http::Request<Incoming>, call: Call) -> ht
         .and_then(|v| v.to_str().ok());
     let needs_token = middleware.auth.as_ref().is_some_and(|a| a.required)
         || guard.is_some_and(RouteGuard::needs_auth);
+    let auth_span = telemetry::stage("auth").entered();
     let claims = match &middleware.auth {
         Some(auth) if needs_token || token.is_some() => match auth.verify(token) {
             Ok(claims) => Some(claims),
@@ -323,6 +352,8 @@ async fn guarded(target: Target, req: http::Request<Incoming>, call: Call) -> ht
     {
         return refused(refusal);
     }
+    drop(auth_span);
+    let rate_limit_span = telemetry::stage("rate limit").entered();
     let caller = Caller {
         peer: call.peer,
         headers: req.headers(),
@@ -355,6 +386,7 @@ async fn guarded(target: Target, req: http::Request<Incoming>, call: Call) -> ht
             tightest = Some(verdict);
         }
     }
+    drop(rate_limit_span);
     let mut response = dispatch(target, req, call, claims).await;
     if let Some(verdict) = tightest {
         verdict.apply(response.headers_mut());
@@ -436,7 +468,9 @@ async fn dispatch(
                 req.headers_mut()
                     .insert(header::HOST, HeaderValue::from_static("localhost"));
             }
-            Box::pin(proxy.handle(req)).await
+            Box::pin(proxy.handle(req))
+                .instrument(telemetry::stage("guest call"))
+                .await
         }
         Target::App {
             component,
@@ -502,15 +536,21 @@ async fn dispatch(
                     let fetch = || {
                         let request = request.clone();
                         let component = &component;
-                        async move { fetched(component.handle(request, is_async).await?) }
+                        let call = component.handle(request, is_async);
+                        async move { fetched(call.instrument(telemetry::stage("guest call")).await?) }
                     };
                     // Boxed: the cache's future holds a whole guest call
                     // of its own, and inline it would double the size of
                     // every request's future (moved by value more than once).
-                    Box::pin(owner.cache.respond(owner, key, policy, &parts, fetch)).await
+                    Box::pin(owner.cache.respond(owner, key, policy, &parts, fetch))
+                        .instrument(telemetry::stage("cache"))
+                        .await
                 }
                 None => {
-                    let response = component.handle(request, is_async).await;
+                    let response = component
+                        .handle(request, is_async)
+                        .instrument(telemetry::stage("guest call"))
+                        .await;
                     response.and_then(fetched).map(Fetched::into_response)
                 }
             }

@@ -15,6 +15,7 @@ use crate::capabilities::outbound::OutboundHooks;
 use crate::config::Limits;
 use crate::engine::{EPOCH_TICK, TICKS};
 use crate::error::CallError;
+use crate::guest_log::GuestOutput;
 use crate::metrics::ComponentMetrics;
 use crate::middleware::Middleware;
 use crate::response_cache::ResponseCache;
@@ -156,13 +157,13 @@ pub struct DeadlineExceeded;
 
 impl InstanceState {
     /// State with nothing reachable: no preopened directories, no network,
-    /// no environment; stdout and stderr go to the host's. The guest may
+    /// no environment; stdout and stderr are lines of the host's log. The guest may
     /// hold at most `limits.max_resources` host resources, ask for at most
     /// 1 MiB of random bytes at once, and send headers of at most 64 KiB.
     pub fn new(owner: Arc<Owner>, limits: &Limits) -> Self {
         let wasi = WasiCtx::builder()
-            .inherit_stdout()
-            .inherit_stderr()
+            .stdout(GuestOutput::stdout(owner.component.clone()))
+            .stderr(GuestOutput::stderr(owner.component.clone()))
             .max_random_size(1 << 20)
             .build();
         let mut http = WasiHttpCtx::new();

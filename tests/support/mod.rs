@@ -87,9 +87,15 @@ impl Components {
 
     /// Runs `cello-host check` on the directory.
     pub fn check(&self) -> std::process::Output {
+        self.check_with(&[])
+    }
+
+    /// Runs `cello-host check` on the directory with extra arguments.
+    pub fn check_with(&self, args: &[&str]) -> std::process::Output {
         Command::new(env!("CARGO_BIN_EXE_cello-host"))
             .arg("check")
             .arg(self.path())
+            .args(args)
             .arg("--state-dir")
             .arg(state_dir())
             .output()
@@ -104,17 +110,33 @@ impl Components {
     /// Runs `cello-host serve` with extra arguments (a `--state-dir` among
     /// them replaces the shared one) and waits until it listens.
     pub fn serve_with(self, args: &[&str]) -> Host {
+        let dir = self.path().to_path_buf();
+        self.serve_paths(&[dir], args)
+    }
+
+    /// Runs `cello-host serve FILE...` over some of the directory's files
+    /// (by file name) and waits until it listens.
+    pub fn serve_files(self, files: &[&str], args: &[&str]) -> Host {
+        let files: Vec<PathBuf> = files.iter().map(|f| self.path().join(f)).collect();
+        self.serve_paths(&files, args)
+    }
+
+    /// Runs `cello-host serve PATH...` with extra arguments and waits until
+    /// it listens.
+    fn serve_paths(self, paths: &[PathBuf], args: &[&str]) -> Host {
         let mut command = Command::new(env!("CARGO_BIN_EXE_cello-host"));
-        command
-            .arg("serve")
-            .arg(self.path())
-            .args(["--listen", "127.0.0.1:0"])
-            .args(args);
+        command.arg("serve").args(paths).args(args);
+        if !args.contains(&"--listen") {
+            command.args(["--listen", "127.0.0.1:0"]);
+        }
         if !args.contains(&"--state-dir") {
             command.arg("--state-dir").arg(state_dir());
         }
         if !args.contains(&"--kv-path") {
             command.arg("--kv-path").arg(self.kv_path());
+        }
+        if self.is_empty() {
+            command.arg("--allow-empty");
         }
         command.arg("--tenants-dir").arg(self.tenants.path());
         let mut child = command
@@ -123,28 +145,40 @@ impl Components {
             .spawn()
             .expect("cannot run cello-host");
         let log = Arc::new(Mutex::new(String::new()));
-        collect(child.stderr.take().unwrap(), log.clone());
         let (tx, rx) = std::sync::mpsc::channel();
-        let stdout = child.stdout.take().unwrap();
-        let stdout_log = log.clone();
         let ops = Arc::new(Mutex::new(None));
-        let ops_addr = ops.clone();
         let admin = Arc::new(Mutex::new(None));
-        let admin_addr = admin.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("listening on http://") {
-                    let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
+        // The addresses are announced on stdout, or as JSON log lines on
+        // stderr with `--log-format json`.
+        let streams: [Box<dyn std::io::Read + Send>; 2] = [
+            Box::new(child.stdout.take().unwrap()),
+            Box::new(child.stderr.take().unwrap()),
+        ];
+        for stream in streams {
+            let (log, tx, ops, admin) = (log.clone(), tx.clone(), ops.clone(), admin.clone());
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let said = announced(&line);
+                    let addr = |prefix: &str| {
+                        let addr = said.strip_prefix(prefix)?;
+                        Some(addr.parse::<SocketAddr>().unwrap())
+                    };
+                    if let Some(addr) = addr("listening on http://") {
+                        let _ = tx.send(addr);
+                    }
+                    if let Some(addr) = addr("ops listening on http://") {
+                        *ops.lock().unwrap() = Some(addr);
+                    }
+                    if let Some(addr) = addr("admin listening on http://") {
+                        *admin.lock().unwrap() = Some(addr);
+                    }
+                    log.lock().unwrap().push_str(&format!("{line}\n"));
                 }
-                if let Some(addr) = line.strip_prefix("ops listening on http://") {
-                    *ops_addr.lock().unwrap() = Some(addr.parse::<SocketAddr>().unwrap());
-                }
-                if let Some(addr) = line.strip_prefix("admin listening on http://") {
-                    *admin_addr.lock().unwrap() = Some(addr.parse::<SocketAddr>().unwrap());
-                }
-                stdout_log.lock().unwrap().push_str(&format!("{line}\n"));
-            }
-        });
+            });
+        }
+        // Only the readers hold the sender now: a host that exits before it
+        // listens ends the wait at once.
+        drop(tx);
         let addr = match rx.recv_timeout(START_TIMEOUT) {
             Ok(addr) => addr,
             Err(_) => {
@@ -169,13 +203,30 @@ impl Components {
         }
     }
 
+    /// Whether the directory holds no component.
+    fn is_empty(&self) -> bool {
+        let files = std::fs::read_dir(self.path()).unwrap();
+        !files
+            .filter_map(Result::ok)
+            .any(|file| file.path().extension().is_some_and(|ext| ext == "wasm"))
+    }
+
     /// Runs `cello-host serve` expecting it to exit at once; returns its
     /// exit status and output.
     pub fn serve_fails(self) -> (std::process::ExitStatus, String) {
-        let output = Command::new(env!("CARGO_BIN_EXE_cello-host"))
-            .arg("serve")
-            .arg(self.path())
-            .args(["--listen", "127.0.0.1:0", "--state-dir"])
+        self.serve_fails_with(&[])
+    }
+
+    /// Runs `cello-host serve` with extra arguments expecting it to exit
+    /// at once; returns its exit status and output.
+    pub fn serve_fails_with(self, args: &[&str]) -> (std::process::ExitStatus, String) {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_cello-host"));
+        command.arg("serve").arg(self.path()).args(args);
+        if !args.contains(&"--listen") {
+            command.args(["--listen", "127.0.0.1:0"]);
+        }
+        let output = command
+            .arg("--state-dir")
             .arg(state_dir())
             .output()
             .expect("cannot run cello-host");
@@ -188,12 +239,16 @@ impl Components {
     }
 }
 
-fn collect(stream: impl std::io::Read + Send + 'static, log: Arc<Mutex<String>>) {
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines().map_while(Result::ok) {
-            log.lock().unwrap().push_str(&format!("{line}\n"));
-        }
-    });
+/// What a line of the host's output says: the line, or a JSON log line's
+/// message.
+fn announced(line: &str) -> String {
+    if line.starts_with('{')
+        && let Ok(value) = serde_json::from_str::<serde_json::Value>(line)
+        && let Some(message) = value["fields"]["message"].as_str()
+    {
+        return message.to_string();
+    }
+    line.to_string()
 }
 
 /// A running host; killed when dropped.
@@ -253,10 +308,17 @@ impl Host {
 
     /// GET on the ops listener.
     pub async fn ops_get(&self, path: &str) -> Reply {
+        self.ops_get_with(path, &[]).await
+    }
+
+    /// GET on the ops listener with `headers`.
+    pub async fn ops_get_with(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
         let addr = self.ops.expect("the host was started without --ops-listen");
-        let request = http::Request::get(format!("http://{addr}{path}"))
-            .body(Full::new(Bytes::new()))
-            .unwrap();
+        let mut request = http::Request::get(format!("http://{addr}{path}"));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(Full::new(Bytes::new())).unwrap();
         send(&client(), request).await
     }
 
@@ -330,6 +392,12 @@ impl Host {
         self.terminate();
         self.wait_exit(Duration::from_secs(20));
         self.components.take().expect("components")
+    }
+
+    /// The directory of components this host serves.
+    pub fn served_dir(&self) -> PathBuf {
+        let components = self.components.as_ref().expect("components");
+        components.path().to_path_buf()
     }
 
     /// Where this host keeps its tenants.

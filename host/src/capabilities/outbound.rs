@@ -193,9 +193,10 @@ impl Outbound {
             builder = builder.header(name.as_str(), value.as_str());
         }
         let body = Full::new(Bytes::from(request.body)).map_err(|never| match never {});
-        let outgoing = builder
+        let mut outgoing = builder
             .body(body)
             .map_err(|e| GuestError::Denied(format!("not a valid request: {e}")))?;
+        crate::telemetry::inject(outgoing.headers_mut());
         let _permit = self.permits.acquire().await;
         let options = RequestOptions {
             connect_timeout: Some(timeout),
@@ -273,11 +274,13 @@ type SendFuture = Box<
 impl WasiHttpHooks for OutboundHooks {
     fn send_request(
         &mut self,
-        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        mut request: http::Request<wasmtime_wasi_http::WasiBody>,
         options: Option<RequestOptions>,
         _fut: IoFuture,
     ) -> SendFuture {
         let grant = self.0.clone();
+        // The request's trace goes on: outbound requests carry traceparent.
+        crate::telemetry::inject(request.headers_mut());
         Box::new(async move {
             let Some(grant) = grant else {
                 return Err(wasmtime_wasi_http::Error::HttpRequestDenied);

@@ -1,74 +1,46 @@
-//! The `cello-host` command line: `serve` and `check`, and the admin API's
-//! client commands `tenant` and `push` ([`remote`]).
+//! The `cello-host` command line: its flags, `serve` and `check`
+//! ([`serve`]), and the admin API's client commands `tenant` and `push`
+//! ([`remote`]).
 
 mod remote;
+mod serve;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::Context as _;
-use clap::{Parser, Subcommand, ValueEnum};
-use tokio::net::TcpListener;
+use clap::{Parser, Subcommand};
 
 use crate::capabilities::kv::KvStore;
 use crate::compile::CompileCache;
 use crate::config::HostConfig;
-use crate::loader::{Loaded, LoadedKind, Loader, build_router};
-use crate::registry::Registry;
+use crate::loader::Loader;
+use crate::logging::LogFormat;
 use crate::response_cache::ResponseCache;
-use crate::tenants::Tenants;
-use crate::tenants::store::Store;
-
-/// How long a graceful shutdown waits for `on-stop` hooks.
-const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(6);
 
 #[derive(Parser)]
 #[command(
     name = "cello-host",
     version,
-    about = "Serve HTTP from WebAssembly components"
+    about = "Serve HTTP from WebAssembly components",
+    after_help = "Every flag of `serve` and `check` can also be set by the environment \
+                  variable shown with it, and most by the host config (`--config`): a \
+                  flag wins over its variable, the variable over the config, the config \
+                  over the built-in default."
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Log format.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty)]
-    log_format: LogFormat,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve every component in DIR.
-    Serve {
-        /// Directory of NAME.wasm files with optional NAME.toml sidecars.
-        dir: PathBuf,
-        /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
-        /// Address for /metrics, /healthz and /readyz; none when not given.
-        #[arg(long)]
-        ops_listen: Option<SocketAddr>,
-        /// Address of the admin API (tenants and uploads), which is on when
-        /// an operator token is set.
-        #[arg(long, default_value = "127.0.0.1:8081")]
-        admin_listen: SocketAddr,
-        /// The operator's token for the admin API.
-        #[arg(long, env = "CELLO_ADMIN_TOKEN", hide_env_values = true)]
-        admin_token: Option<String>,
-        /// Do not pick up changes to DIR while serving.
-        #[arg(long)]
-        no_watch: bool,
-        #[command(flatten)]
-        state: StateArgs,
-    },
-    /// Load every component in DIR, report problems, and exit non-zero if any.
-    Check {
-        dir: PathBuf,
-        #[command(flatten)]
-        state: StateArgs,
-    },
+    /// Serve component files, and every component in directories.
+    Serve(ServeArgs),
+    /// Load every component as `serve` would, report problems, and exit
+    /// non-zero if any.
+    Check(CheckArgs),
     /// Manage tenants through a running host's admin API.
     Tenant {
         #[command(subcommand)]
@@ -85,6 +57,79 @@ enum Command {
     },
 }
 
+/// A switch that its environment variable may also turn on (`1`, `true`,
+/// `yes`, `on`) or leave off (`0`, `false`, `no`, `off`, empty).
+fn switch() -> clap::builder::FalseyValueParser {
+    clap::builder::FalseyValueParser::new()
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Component files (NAME.wasm, each with an optional NAME.toml sidecar
+    /// beside it) and directories of them.
+    #[arg(required = true, value_name = "PATH")]
+    paths: Vec<PathBuf>,
+    /// Address to listen on for traffic [default: 127.0.0.1:8080; config:
+    /// `[serve] listen`].
+    #[arg(long, env = "CELLO_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Address for /metrics, /healthz and /readyz; none when not given
+    /// [config: `[serve] ops-listen`].
+    #[arg(long, env = "CELLO_OPS_LISTEN")]
+    ops_listen: Option<SocketAddr>,
+    /// Address of the admin API (tenants and uploads), which is on when
+    /// an operator token is set [default: 127.0.0.1:8081; config:
+    /// `[serve] admin-listen`].
+    #[arg(long, env = "CELLO_ADMIN_LISTEN")]
+    admin_listen: Option<SocketAddr>,
+    /// The operator's token for the admin API.
+    #[arg(long, env = "CELLO_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Do not pick up changes to the served files [config: `[serve]
+    /// watch = false`].
+    #[arg(long, env = "CELLO_NO_WATCH", value_parser = switch())]
+    no_watch: bool,
+    /// Serve the components that load when others do not; /readyz answers
+    /// 503 naming those that failed until they load. Without it, any
+    /// component that fails stops the start [config: `[serve]
+    /// allow-partial`].
+    #[arg(long, env = "CELLO_ALLOW_PARTIAL", value_parser = switch())]
+    allow_partial: bool,
+    /// Start with no components to serve (a host for tenants only, say)
+    /// [config: `[serve] allow-empty`].
+    #[arg(long, env = "CELLO_ALLOW_EMPTY", value_parser = switch())]
+    allow_empty: bool,
+    /// Log one line per request [config: `[access-log] enabled`].
+    #[arg(long, env = "CELLO_ACCESS_LOG", value_parser = switch())]
+    access_log: bool,
+    #[command(flatten)]
+    log: LogArgs,
+    #[command(flatten)]
+    state: StateArgs,
+}
+
+#[derive(clap::Args)]
+struct CheckArgs {
+    /// Component files (NAME.wasm, each with an optional NAME.toml sidecar
+    /// beside it) and directories of them, as `serve` takes them.
+    #[arg(required = true, value_name = "PATH")]
+    paths: Vec<PathBuf>,
+    /// Pass with no components to check [config: `[serve] allow-empty`].
+    #[arg(long, env = "CELLO_ALLOW_EMPTY", value_parser = switch())]
+    allow_empty: bool,
+    #[command(flatten)]
+    log: LogArgs,
+    #[command(flatten)]
+    state: StateArgs,
+}
+
+#[derive(clap::Args)]
+struct LogArgs {
+    /// How log lines are written [default: pretty; config: `[log] format`].
+    #[arg(long, env = "CELLO_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
+}
+
 #[derive(clap::Args)]
 struct StateArgs {
     /// The host's config file: default limits for every component, and the
@@ -95,7 +140,7 @@ struct StateArgs {
     #[arg(long, env = "CELLO_STATE_DIR", default_value = ".cello")]
     state_dir: PathBuf,
     /// Compile every component afresh instead of using the compile cache.
-    #[arg(long)]
+    #[arg(long, env = "CELLO_NO_COMPILE_CACHE", value_parser = switch())]
     no_compile_cache: bool,
     /// The key-value store's file (over `[kv] path` in the config; by
     /// default `kv.redb` in the state directory).
@@ -117,12 +162,6 @@ impl StateArgs {
     }
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Pretty,
-    Json,
-}
-
 /// Parses the command line and runs the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -137,33 +176,46 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> ExitCode {
-    // Held to the end, so every line is written before the process exits.
-    let _log_writer = crate::logging::init(matches!(cli.log_format, LogFormat::Json));
-    let result = match cli.command {
-        Command::Serve {
-            dir,
-            listen,
-            ops_listen,
-            admin_listen,
-            admin_token,
-            no_watch,
-            state,
-        } => {
-            let listeners = Listeners {
-                traffic: listen,
-                ops: ops_listen,
-                admin: admin_token.map(|token| (admin_listen, token)),
-            };
-            serve(&dir, listeners, !no_watch, &state).await
-        }
-        Command::Check { dir, state } => check(&dir, &state).await,
-        Command::Tenant { action, remote } => remote::tenant(action, &remote).await,
-        Command::Push { push, remote } => remote::push(&push, &remote).await,
+    // The config is read before the log starts, since it may say how to
+    // log; a mistake in it is reported once the log is set.
+    let (format, state) = match &cli.command {
+        Command::Serve(args) => (args.log.log_format, Some(&args.state)),
+        Command::Check(args) => (args.log.log_format, Some(&args.state)),
+        Command::Tenant { .. } | Command::Push { .. } => (None, None),
     };
+    let config = state.map(host_config);
+    let from_config = match &config {
+        Some(Ok(config)) => config.log.format,
+        _ => None,
+    };
+    let format = format.or(from_config).unwrap_or(LogFormat::Pretty);
+    // Traces are for `serve`, and only when an endpoint is set.
+    let tracer = match (&cli.command, &config) {
+        (Command::Serve(_), Some(Ok(config))) => crate::telemetry::init(&config.telemetry),
+        _ => Ok(None),
+    };
+    let (tracer, not_traced) = match tracer {
+        Ok(tracer) => (tracer, None),
+        Err(e) => (None, Some(e)),
+    };
+    // Held to the end, so every line is written before the process exits.
+    let _log_writer = crate::logging::init(format, tracer);
+    let result = match (not_traced, cli.command, config) {
+        (Some(e), _, _) | (None, _, Some(Err(e))) => Err(e),
+        (None, Command::Serve(args), Some(Ok(config))) => serve::serve(args, config).await,
+        (None, Command::Check(args), Some(Ok(config))) => serve::check(args, config).await,
+        (None, Command::Tenant { action, remote }, _) => remote::tenant(action, &remote).await,
+        (None, Command::Push { push, remote }, _) => remote::push(&push, &remote).await,
+        (None, Command::Serve(_) | Command::Check(_), None) => unreachable!("read above"),
+    };
+    crate::telemetry::shutdown();
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            match format {
+                LogFormat::Json => tracing::error!("{e:#}"),
+                LogFormat::Pretty => eprintln!("error: {e:#}"),
+            }
             ExitCode::FAILURE
         }
     }
@@ -203,194 +255,4 @@ fn loader(
         responses,
         kv,
     )
-}
-
-/// Where `serve` listens.
-struct Listeners {
-    traffic: SocketAddr,
-    ops: Option<SocketAddr>,
-    /// The admin API's address and the operator's token, when it is on.
-    admin: Option<(SocketAddr, String)>,
-}
-
-async fn serve(
-    dir: &Path,
-    listeners: Listeners,
-    watch: bool,
-    state: &StateArgs,
-) -> anyhow::Result<ExitCode> {
-    let config = host_config(state)?;
-    let responses = ResponseCache::new(config.cache.max_mb << 20);
-    let ready = Arc::new(crate::ops::Readiness::default());
-    // Dropped at the end, which stops the ops and admin listeners.
-    let (stopped, stop) = tokio::sync::watch::channel(());
-    let stop_signal = move || {
-        let mut stop = stop.clone();
-        async move {
-            let _ = stop.changed().await;
-        }
-    };
-    if let Some(addr) = listeners.ops {
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr} for ops"))?;
-        println!("ops listening on http://{}", listener.local_addr()?);
-        tokio::spawn(crate::ops::serve(
-            listener,
-            config.server.clone(),
-            ready.clone(),
-            responses.clone(),
-            stop_signal(),
-        ));
-    }
-    let kv = state.kv(&config);
-    let loader = Arc::new(loader(state, &config, responses, kv.clone())?);
-    let report = loader.load_dir(dir).await?;
-    for problem in &report.problems {
-        tracing::error!("skipped {problem}");
-    }
-    if report.loaded.iter().any(|l| l.config.grants.kv) {
-        kv.open().map_err(anyhow::Error::msg)?;
-    }
-    print_routes(&report.loaded);
-    let registry = Registry::new(config.tenants.domain.clone());
-    let main = report
-        .loaded
-        .into_iter()
-        .map(|loaded| (loaded.name.clone(), Arc::new(loaded)))
-        .collect();
-    registry
-        .change(
-            |served| {
-                served.main = main;
-            },
-            async { Ok(()) },
-        )
-        .await
-        .map_err(|refused| {
-            anyhow::anyhow!(
-                "cannot serve {}:\n  {}",
-                dir.display(),
-                refused.problems().join("\n  ")
-            )
-        })?;
-    let store = Store::at(
-        state
-            .tenants_dir
-            .clone()
-            .unwrap_or_else(|| state.state_dir.join("tenants")),
-    );
-    let tenants = Arc::new(Tenants::new(
-        loader.clone(),
-        registry.clone(),
-        store,
-        config.tenants.quotas.clone(),
-    ));
-    // Tenants' components load in the background: the listener opens now.
-    tenants.restore(ready.clone()).await;
-    match &listeners.admin {
-        Some((addr, token)) => {
-            let listener = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr} for the admin API"))?;
-            println!("admin listening on http://{}", listener.local_addr()?);
-            let admin = crate::admin::Admin::new(tenants, token);
-            let settings = config.server.clone();
-            tokio::spawn(crate::admin::serve(
-                listener,
-                settings,
-                admin,
-                stop_signal(),
-            ));
-        }
-        None => tracing::info!("admin API off: set CELLO_ADMIN_TOKEN to manage tenants"),
-    }
-    let _watcher = if watch {
-        Some(crate::reload::watch(dir, loader, registry.clone())?)
-    } else {
-        None
-    };
-    let listener = TcpListener::bind(listeners.traffic)
-        .await
-        .with_context(|| format!("cannot listen on {}", listeners.traffic))?;
-    ready.set_serving(true);
-    println!("listening on http://{}", listener.local_addr()?);
-    let draining = async {
-        shutdown_signal().await;
-        ready.set_serving(false);
-        tracing::info!("shutting down; waiting for requests in flight");
-    };
-    let front = Arc::new(crate::server::Front::new(&config));
-    crate::server::serve(listener, &config.server, registry.clone(), front, draining).await?;
-    crate::app::retire_all(&registry.served().await.apps(), STOP_WAIT).await;
-    drop(stopped);
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn check(dir: &Path, state: &StateArgs) -> anyhow::Result<ExitCode> {
-    let config = host_config(state)?;
-    let responses = ResponseCache::new(config.cache.max_mb << 20);
-    let loader = loader(state, &config, responses, state.kv(&config))?;
-    let report = loader.load_dir(dir).await?;
-    let mut problems: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
-    if let Err(conflicts) = build_router(&report.loaded) {
-        problems.extend(conflicts);
-    }
-    print_routes(&report.loaded);
-    if problems.is_empty() {
-        println!("{} component(s) OK", report.loaded.len());
-        Ok(ExitCode::SUCCESS)
-    } else {
-        for problem in &problems {
-            println!("problem: {problem}");
-        }
-        Ok(ExitCode::FAILURE)
-    }
-}
-
-fn print_routes(loaded: &[Loaded]) {
-    for component in loaded {
-        let prefix = component.config.prefix();
-        match &component.kind {
-            LoadedKind::App(_, manifest) => {
-                println!(
-                    "{} (cello app, {} routes)",
-                    component.name,
-                    manifest.routes.len()
-                );
-                for route in &manifest.routes {
-                    let methods = if route.methods.is_empty() {
-                        "*".to_string()
-                    } else {
-                        route.methods.join(",")
-                    };
-                    let kind = if route.is_async { "async" } else { "sync" };
-                    println!("  {methods:<7} {prefix}{} ({kind})", route.path);
-                }
-            }
-            LoadedKind::Proxy(_) => {
-                println!("{} (wasi:http proxy)", component.name);
-                println!("  *       {prefix}/... (catch-all)");
-            }
-        }
-    }
-}
-
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
 }

@@ -26,6 +26,8 @@ pub struct RemoteArgs {
 pub enum TenantAction {
     /// Create a tenant with the default quotas (or `--quotas` JSON).
     Create {
+        /// The tenant's name: lowercase letters, digits and dashes; its
+        /// apps are served under `/t/NAME/`.
         name: String,
         /// Quotas as JSON, as in `{"memory-mb": 64, "requests-per-second": 100}`.
         #[arg(long)]
@@ -35,9 +37,15 @@ pub enum TenantAction {
         grants: Option<String>,
     },
     /// Issue a token for a tenant; it is shown once.
-    Token { name: String },
+    Token {
+        /// The tenant's name.
+        name: String,
+    },
     /// Delete a tenant with all its components and data.
-    Delete { name: String },
+    Delete {
+        /// The tenant's name.
+        name: String,
+    },
     /// List tenants.
     List,
 }
@@ -45,7 +53,8 @@ pub enum TenantAction {
 /// What to push.
 #[derive(clap::Args)]
 pub struct PushArgs {
-    #[arg(long)]
+    /// The tenant the component is for; with a tenant's token, its own.
+    #[arg(long, env = "CELLO_TENANT")]
     tenant: String,
     /// The component's name (by default the file's, without `.wasm`).
     #[arg(long)]

@@ -7,7 +7,7 @@ use futures::StreamExt as _;
 use http::StatusCode;
 
 use super::{Change, Entry, Refusal, Tenant, Tenants, limiter, scope};
-use crate::ops::Readiness;
+use crate::readiness::Readiness;
 use crate::registry::TenantApps;
 
 /// How many tenants' components are restored at once: a few, so that one
