@@ -55,8 +55,18 @@ def test_the_document_describes_parameters_bodies_and_responses():
     assert get["tags"] == ["items"]
     assert get["parameters"] == [
         {"name": "item_id", "in": "path", "required": True, "schema": {"type": "integer"}},
-        {"name": "verbose", "in": "query", "required": False, "schema": {"type": "boolean"}},
-        {"name": "x-trace", "in": "header", "required": False, "schema": {"type": "string"}},
+        {
+            "name": "verbose",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "boolean", "default": False},
+        },
+        {
+            "name": "x-trace",
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string", "default": ""},
+        },
     ]
     post = doc["paths"]["/items"]["post"]
     assert post["requestBody"]["content"]["application/json"]["schema"] == {
