@@ -17,20 +17,32 @@ from .controllers import controller
 from .deps import BackgroundTasks, Depends, Scope, injectable, singleton
 from .markers import Body, Cookie, Header, Json, Path, Query
 from .messages import HTTPException, Request, Response
+from .models import BaseModel, Field
 from .security import RateLimitConfig, RoleGuard, ScopeGuard
 
-#: FastAPI's names for the same things, so a port changes only its imports.
-FastAPI = App
+#: FastAPI's name for a Router, so a port changes only its imports.
 APIRouter = Router
+
+
+class FastAPI(App):
+    """An App that coerces return values as FastAPI does (``str`` and
+    ``None`` are JSON, a tuple is a JSON array): ``from cello import
+    FastAPI`` ports an app without changing what it answers."""
+
+    def __init__(self, *args, fastapi_compat: bool = True, **kwargs):
+        super().__init__(*args, fastapi_compat=fastapi_compat, **kwargs)
+
 
 __all__ = [
     "APIRouter",
     "App",
     "BackgroundTasks",
+    "BaseModel",
     "Body",
     "Cookie",
     "Depends",
     "FastAPI",
+    "Field",
     "HTTPException",
     "Header",
     "Json",

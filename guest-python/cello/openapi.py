@@ -217,9 +217,37 @@ def schema(annotation: Any, schemas: dict[str, Any]) -> dict[str, Any]:
         return _object(annotation, required, schemas)
     if isinstance(annotation, type) and typing.is_typeddict(annotation):
         return _object(annotation, sorted(annotation.__required_keys__), schemas)
+    if isinstance(annotation, type) and hasattr(annotation, "model_fields_info"):
+        return _model(annotation, schemas)
     if isinstance(annotation, type) and hasattr(annotation, "model_json_schema"):
         return annotation.model_json_schema()
     return {}
+
+
+def _model(cls: type, schemas: dict[str, Any]) -> dict[str, Any]:
+    """A ``cello.BaseModel``: its fields, constraints and defaults."""
+    from .markers import MISSING
+
+    name = cls.__name__
+    if name not in schemas:
+        schemas[name] = {}
+        properties, required = {}, []
+        for field, (annotation, marker, default) in cls.model_fields_info().items():
+            key = marker.alias if marker is not None and marker.alias else field
+            prop = schema(annotation, schemas)
+            if marker is not None:
+                prop = {**prop, **marker.schema()}
+            if default is MISSING:
+                required.append(key)
+            elif _plain(default) or isinstance(default, list | dict):
+                prop.setdefault("default", default)
+            prop.setdefault("title", field.replace("_", " ").title())
+            properties[key] = prop
+        body: dict[str, Any] = {"title": name, "type": "object", "properties": properties}
+        if required:
+            body["required"] = required
+        schemas[name] = body
+    return {"$ref": f"#/components/schemas/{name}"}
 
 
 def _object(cls: type, required: list[str], schemas: dict[str, Any]) -> dict[str, Any]:
