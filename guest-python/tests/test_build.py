@@ -38,3 +38,35 @@ def test_a_missing_file_is_reported(tmp_path):
     )
     assert result.returncode == 1
     assert "is not a Python file" in result.stderr
+
+
+def test_a_pydantic_import_failure_names_the_cause_and_the_alternative():
+    from cello.build import _explain
+
+    output = (
+        "Traceback (most recent call last):\n"
+        '  File "app.py", line 1, in <module>\n'
+        "ModuleNotFoundError: No module named 'pydantic_core._pydantic_core'\n"
+        "\nStack backtrace:\n   0: anyhow::error\n" + "   1: frame\n" * 80
+    )
+    message = _explain("app.py", output)
+    assert len(message.splitlines()) == 1
+    assert "pydantic_core is a native extension" in message
+    assert "from cello import BaseModel, Field" in message
+
+
+def test_other_failures_keep_the_python_traceback_and_drop_the_rust_backtrace():
+    from cello.build import _explain
+
+    output = (
+        "Error: initialization failed\nTraceback (most recent call last):\n"
+        '  File "app.py", line 3\nValueError: bad\n\nStack backtrace:\n   0: x\n'
+    )
+    message = _explain("app.py", output)
+    assert message.endswith("ValueError: bad")
+    assert "Stack backtrace" not in message
+
+
+def test_the_build_reports_its_stages(tmp_path):
+    result = build(tmp_path, "from cello import App\napp = App()\n1 / 0\n")
+    assert "checking that" in result.stdout and "imports (natively, Python 3." in result.stdout
