@@ -297,9 +297,8 @@ class App(Router):
                     lambda request: Response.json(self._served_openapi(request, own))
                 )
             if docs_url:
-                self.get(docs_url, include_in_schema=False)(
-                    lambda: Response.html(openapi.DOCS_PAGE)
-                )
+                page = openapi.docs_page(docs_url, openapi_url)
+                self.get(docs_url, include_in_schema=False)(lambda: Response.html(page))
             if self.redirect_slashes:
                 self._add_slash_redirects()
         return self

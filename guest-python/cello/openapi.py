@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
+import posixpath
 import re
 import types
 import typing
@@ -267,3 +269,12 @@ def _object(cls: type, required: list[str], schemas: dict[str, Any]) -> dict[str
 
 #: The docs page, read at import: at build time, into the component's snapshot.
 DOCS_PAGE = (Path(__file__).parent / "docs.html").read_text()
+
+
+def docs_page(docs_url: str, openapi_url: str | None) -> str:
+    """The docs page served at ``docs_url``, fetching the document from
+    ``openapi_url`` by a relative URL, so it holds under any prefix."""
+    if not openapi_url:
+        return DOCS_PAGE.replace('fetch("openapi.json")', "Promise.reject('no document')")
+    relative = posixpath.relpath(openapi_url, posixpath.dirname(docs_url) or "/")
+    return DOCS_PAGE.replace('fetch("openapi.json")', f"fetch({json.dumps(relative)})")

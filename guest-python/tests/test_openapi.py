@@ -195,3 +195,13 @@ def test_a_cello_model_is_a_component_schema():
     validate(doc)
     assert doc["components"]["schemas"]["Item"]["required"] == ["name"]
     assert doc["components"]["schemas"]["Item"]["properties"]["name"]["maxLength"] == 5
+
+
+def test_the_docs_page_fetches_the_document_wherever_it_is_served():
+    from cello.openapi import docs_page
+
+    assert 'fetch("api/schema.json")' in docs_page("/docs", "/api/schema.json")
+    assert 'fetch("../openapi.json")' in docs_page("/x/docs", "/openapi.json")
+    app = App(openapi_url="/api/schema.json")
+    page = TestClient(app).get("/docs").text
+    assert 'fetch("api/schema.json")' in page
