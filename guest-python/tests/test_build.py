@@ -1,8 +1,11 @@
 """`python -m cello build`: a broken app is reported as a Python error."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 
 def build(tmp_path: Path, source: str) -> subprocess.CompletedProcess:
@@ -70,3 +73,28 @@ def test_other_failures_keep_the_python_traceback_and_drop_the_rust_backtrace():
 def test_the_build_reports_its_stages(tmp_path):
     result = build(tmp_path, "from cello import App\napp = App()\n1 / 0\n")
     assert "checking that" in result.stdout and "imports (natively, Python 3." in result.stdout
+
+
+@pytest.mark.skipif(
+    not os.environ.get("CELLO_SLOW_TESTS"),
+    reason="installs the SDK into a fresh venv and builds a component (about a minute)",
+)
+def test_a_plain_install_builds_from_any_folder(tmp_path):
+    """`pip install ./guest-python`, not editable, then a build elsewhere."""
+    sdk = Path(__file__).resolve().parents[1]
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    subprocess.run([str(python), "-m", "pip", "install", "-q", str(sdk)], check=True)
+    app = tmp_path / "elsewhere" / "app.py"
+    app.parent.mkdir()
+    app.write_text("from cello import App\napp = App()\napp.get('/')(lambda: 'hi')\n")
+    result = subprocess.run(
+        [str(python), "-m", "cello", "build", "app.py", "-o", "app.wasm"],
+        cwd=app.parent,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "componentizing" in result.stdout
+    assert (app.parent / "app.wasm").stat().st_size > 1_000_000
