@@ -11,23 +11,26 @@ use std::time::Duration;
 
 use support::{Components, Host};
 
-/// Every grant the guest uses, one instance, and the testbed under /tb as
-/// a slow upstream on loopback.
-const SIDECAR: &str = r#"
+/// Every grant the guest uses.
+const GRANTS: &str = r#"
 [grants]
 kv = true
 config = true
 outbound = ["http://127.0.0.1:*"]
-
-[limits]
-max-instances = 1
 "#;
 
-fn serve() -> Host {
+/// The guest on one async instance at most (`max_instances`, sync and async
+/// together), and the testbed under /tb as a slow upstream on loopback.
+fn serve_with(max_instances: u32) -> Host {
+    let sidecar = format!("{GRANTS}\n[limits]\nmax-instances = {max_instances}\n");
     Components::new()
-        .with_sidecar("python-caps", SIDECAR)
+        .with_sidecar("python-caps", &sidecar)
         .with_sidecar("python-testbed", "prefix = \"/tb\"")
         .serve()
+}
+
+fn serve() -> Host {
+    serve_with(1)
 }
 
 /// Waits for `key` to appear in the guest's store.
@@ -65,10 +68,14 @@ async fn a_task_that_outlives_its_handler_runs_on_after_the_response() {
     let done: u128 = stored(&host, "fire:task-done").await.parse().unwrap();
     let responded: u128 = stored(&host, "fire:responded").await.parse().unwrap();
     assert!(responded < done);
-    host.wait_for_log("this spawned task fails on purpose").await;
+    host.wait_for_log("this spawned task fails on purpose")
+        .await;
     assert_unaffected(&host, other).await;
     // The instance is still the one serving.
-    assert_eq!(host.post("/spawn/again", "text/plain", "").await.status, 200);
+    assert_eq!(
+        host.post("/spawn/again", "text/plain", "").await.status,
+        200
+    );
     stored(&host, "again:task-done").await;
     assert!(!host.log().contains("trapped"), "{}", host.log());
 }
@@ -95,7 +102,8 @@ async fn a_timeout_around_a_slow_outbound_call_answers_and_traps_nothing() {
 
 #[tokio::test]
 async fn background_tasks_made_in_the_handler_run_after_the_response() {
-    let host = serve();
+    // Two: a sync route needs an instance of its own beside the async one.
+    let host = serve_with(2);
     // The sync route needs an instance of its own, so it goes alone.
     for (path, key, beside) in [
         ("/orders/seed", "seed", true),
@@ -104,8 +112,14 @@ async fn background_tasks_made_in_the_handler_run_after_the_response() {
         let other = beside.then(|| concurrent(&host));
         let reply = host.post(path, "application/json", "{}").await;
         assert_eq!(reply.status, 201, "{path}: {}", host.log());
-        let done: u128 = stored(&host, &format!("{key}:task-done")).await.parse().unwrap();
-        let responded: u128 = stored(&host, &format!("{key}:responded")).await.parse().unwrap();
+        let done: u128 = stored(&host, &format!("{key}:task-done"))
+            .await
+            .parse()
+            .unwrap();
+        let responded: u128 = stored(&host, &format!("{key}:responded"))
+            .await
+            .parse()
+            .unwrap();
         assert!(responded < done);
         if let Some(other) = other {
             assert_unaffected(&host, other).await;
@@ -118,6 +132,36 @@ async fn thread_and_process_pools_run_inline_with_a_warning() {
     let host = serve();
     let reply = host.get("/compute?n=10").await;
     assert_eq!(reply.status, 200, "{}", host.log());
-    assert_eq!(reply.json(), serde_json::json!({"result": 45, "threaded": 45}));
+    assert_eq!(
+        reply.json(),
+        serde_json::json!({"result": 45, "threaded": 45})
+    );
     host.wait_for_log("runs the function inline").await;
+}
+
+#[tokio::test]
+async fn a_task_that_never_ends_is_cancelled_after_the_limit_with_a_log_line() {
+    let host = serve();
+    let reply = host.post("/spawn-forever", "text/plain", "").await;
+    assert_eq!(reply.status, 200, "{}", host.log());
+    let other = concurrent(&host);
+    // python-caps gives left-over tasks 2 s after the response.
+    host.wait_for_log("left 1 task(s) running 2 s after it ended; cancelling them")
+        .await;
+    stored(&host, "forever:cancelled").await;
+    assert_unaffected(&host, other).await;
+    assert_eq!(
+        host.post("/spawn/after", "text/plain", "").await.status,
+        200
+    );
+    stored(&host, "after:task-done").await;
+}
+
+#[tokio::test]
+async fn a_def_route_that_starts_a_task_answers_500_with_the_reason_logged() {
+    let host = serve_with(2);
+    let reply = host.post("/spawn-sync", "text/plain", "").await;
+    assert_eq!(reply.status, 500);
+    host.wait_for_log("declare the route `async def`").await;
+    assert_eq!(host.post("/spawn/fine", "text/plain", "").await.status, 200);
 }

@@ -60,9 +60,17 @@ async fn a_router_dependency_and_a_query_constraint_answer_as_in_fastapi() {
     assert_eq!(bounded.status, 422);
     assert_eq!(bounded.json()["detail"][0]["type"], "less_than_equal");
     let missing = host.get("/tb/things").await;
-    assert_eq!(missing.json()["detail"][0]["loc"], json!(["header", "x-token"]));
+    assert_eq!(
+        missing.json()["detail"][0]["loc"],
+        json!(["header", "x-token"])
+    );
     let bad = host
-        .send(http::Method::GET, "/tb/things", &[("x-token", "no")], Vec::new())
+        .send(
+            http::Method::GET,
+            "/tb/things",
+            &[("x-token", "no")],
+            Vec::new(),
+        )
         .await;
     assert_eq!(bad.status, 400);
 }

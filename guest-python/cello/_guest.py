@@ -199,7 +199,7 @@ def make_world(app: App) -> type:
             if _tasks.leftover(spawned):
                 # The response goes now; the call goes on until they end.
                 what = f"request {req.request_id} ({req.method} {req.path})"
-                _runtime.spawn(_tasks.finish(spawned, what))
+                _runtime.spawn(_tasks.finish(spawned, what, app.leftover_task_seconds))
             return _response(response, req)
 
         async def on_start(self) -> None:

@@ -245,6 +245,7 @@ class App(Router):
         redirect_slashes: bool = True,
         fastapi_compat: bool = False,
         root_path: str = "",
+        leftover_task_seconds: float = 30.0,
         **_ignored: Any,
     ):
         """``openapi_url`` serves the app's OpenAPI 3.1 document and
@@ -256,7 +257,11 @@ class App(Router):
         and ignored. ``redirect_slashes`` answers ``/items/`` with a 307 to
         ``/items`` (and back), as FastAPI does. ``fastapi_compat=True``
         coerces return values as FastAPI does: a ``str`` or ``None`` is JSON,
-        not ``text/plain`` or 204, and a tuple is a JSON array."""
+        not ``text/plain`` or 204, and a tuple is a JSON array.
+
+        ``leftover_task_seconds``: inside a component, how long tasks a
+        handler started and left running may go on after its response
+        before they are cancelled (see docs/python.md)."""
         super().__init__(dependencies=dependencies, responses=responses)
         self.name = name or title or "app"
         self.title = title or self.name
@@ -268,6 +273,7 @@ class App(Router):
         self.fastapi_compat = fastapi_compat
         #: The path the app is served under, for the document's ``servers``.
         self.root_path = root_path.rstrip("/")
+        self.leftover_task_seconds = leftover_task_seconds
         self.exception_handlers: dict[type[BaseException], Callable[..., Any]] = {}
         #: Replacements for dependencies, for tests: ``{get_db: fake_db}``.
         self.dependency_overrides: dict[Callable[..., Any], Callable[..., Any]] = {}

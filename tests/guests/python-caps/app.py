@@ -20,7 +20,8 @@ from cello import (
 )
 from cello.host import sleep
 
-app = App("python-caps")
+# Tasks a handler leaves running get 2 s after its response (30 by default).
+app = App("python-caps", leftover_task_seconds=2)
 # Wishes for the host, which the operator may override or refuse.
 app.enable_cors(allow_origins=["https://py.example"], allow_methods=["GET"])
 app.enable_logging()
@@ -194,6 +195,29 @@ async def spawn(key: str):
     asyncio.create_task(record_later(key))  # noqa: RUF006 - the pattern under test
     asyncio.create_task(failing_later())  # noqa: RUF006
     kv.sync.set(f"{key}:responded", str(time.time_ns()))
+    return {"spawned": True}
+
+
+@app.post("/spawn-forever")
+async def spawn_forever():
+    """A task that would never end: cancelled after the limit."""
+    asyncio.create_task(forever())  # noqa: RUF006
+    return {"spawned": True}
+
+
+async def forever():
+    try:
+        while True:
+            await sleep(0.05)
+    except asyncio.CancelledError:
+        kv.sync.set("forever:cancelled", str(time.time_ns()))
+        raise
+
+
+@app.post("/spawn-sync")
+def spawn_sync():
+    """A `def` route has no event loop to start a task on."""
+    asyncio.create_task(forever())  # noqa: RUF006
     return {"spawned": True}
 
 
