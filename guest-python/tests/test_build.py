@@ -1,6 +1,7 @@
 """`python -m cello build`: a broken app is reported as a Python error."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -81,7 +82,13 @@ def test_the_build_reports_its_stages(tmp_path):
 )
 def test_a_plain_install_builds_from_any_folder(tmp_path):
     """`pip install ./guest-python`, not editable, then a build elsewhere."""
-    sdk = Path(__file__).resolve().parents[1]
+    # A copy, so pip's in-tree build leaves the checkout as it was.
+    sdk = tmp_path / "sdk"
+    shutil.copytree(
+        Path(__file__).resolve().parents[1],
+        sdk,
+        ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", "examples", "tests"),
+    )
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
