@@ -11,27 +11,53 @@
 Build it into a component with ``python -m cello build app.py -o app.wasm``.
 """
 
+from . import status
 from .app import App, Router, cache
 from .controllers import controller
-from .deps import BackgroundTasks, Depends, singleton
+from .deps import BackgroundTasks, Depends, Scope, injectable, singleton
+from .markers import Body, Cookie, Header, Json, Path, Query
 from .messages import HTTPException, Request, Response
-from .params import Cookie, Header
+from .models import BaseModel, Field
 from .security import RateLimitConfig, RoleGuard, ScopeGuard
 
+#: FastAPI's name for a Router, so a port changes only its imports.
+APIRouter = Router
+
+
+class FastAPI(App):
+    """An App that coerces return values as FastAPI does (``str`` and
+    ``None`` are JSON, a tuple is a JSON array): ``from cello import
+    FastAPI`` ports an app without changing what it answers."""
+
+    def __init__(self, *args, fastapi_compat: bool = True, **kwargs):
+        super().__init__(*args, fastapi_compat=fastapi_compat, **kwargs)
+
+
 __all__ = [
+    "APIRouter",
     "App",
     "BackgroundTasks",
+    "BaseModel",
+    "Body",
     "Cookie",
     "Depends",
+    "FastAPI",
+    "Field",
     "HTTPException",
     "Header",
+    "Json",
+    "Path",
+    "Query",
     "RateLimitConfig",
     "Request",
     "Response",
     "RoleGuard",
     "Router",
+    "Scope",
     "ScopeGuard",
     "cache",
     "controller",
+    "injectable",
     "singleton",
+    "status",
 ]

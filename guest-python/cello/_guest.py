@@ -13,10 +13,12 @@ import math
 import time
 import traceback
 
+import componentize_py_async_support as _runtime
 import wit_world
 from componentize_py_types import Err
 from wit_world.imports import cache, host, types
 
+from . import _tasks, concurrency
 from . import host as _sleeps
 from .app import App
 from .messages import Request, Response
@@ -142,11 +144,15 @@ _timed_loops: set = set()
 def _add_timers() -> None:
     """Gives componentize-py's event loop (whose timer methods raise
     NotImplementedError in 0.25) timers on host sleeps, so
-    ``asyncio.wait_for``, ``asyncio.timeout`` and ``asyncio.sleep`` work."""
+    ``asyncio.wait_for``, ``asyncio.timeout`` and ``asyncio.sleep`` work;
+    ``run_in_executor`` (and so ``asyncio.to_thread``) running inline; and
+    the task recording that keeps left-over tasks from trapping."""
     loop_type = type(asyncio.get_running_loop())
     if loop_type in _timed_loops:
         return
     _timed_loops.add(loop_type)
+    concurrency.install(loop_type)
+    _tasks.install(loop_type)
     for name, method in (
         ("time", lambda self: time.monotonic()),
         ("call_at", _call_at),
@@ -159,6 +165,8 @@ def _add_timers() -> None:
 def make_world(app: App) -> type:
     """The ``WitWorld`` class componentize-py exports for ``app``."""
     _install_logging()
+    # At build time, into the snapshot: sync calls need the loop's patches too.
+    _add_timers()
     app.finalize()
     app._invalidate = cache.invalidate
 
@@ -186,35 +194,42 @@ def make_world(app: App) -> type:
 
         async def handle_async(self, req: Request) -> Response:
             _add_timers()
-            settles = _sleeps.track()
+            spawned = _tasks.record()
             response = await app.dispatch_async(req.route_index, req)
-            if settles[0]:  # a host sleep was started: wait out its end
-                await _sleeps.settle(settles)
+            if _tasks.leftover(spawned):
+                # The response goes now; the call goes on until they end.
+                what = f"request {req.request_id} ({req.method} {req.path})"
+                _runtime.spawn(_tasks.finish(spawned, what, app.leftover_task_seconds))
             return _response(response, req)
 
         async def on_start(self) -> None:
             _add_timers()
+            spawned = _tasks.record()
             try:
                 await app.run_event("startup")
             except Exception as error:  # noqa: BLE001 - reported to the host
                 logging.getLogger("cello").error(
                     "startup failed\n%s", "".join(traceback.format_exception(error))
                 )
+                await _tasks.finish(spawned, "a startup hook", limit=0)
                 raise Err(f"{type(error).__name__}: {error}") from None
+            # An instance's start cannot wait on work meant to run forever.
+            await _tasks.finish(spawned, "a startup hook", limit=0)
 
         async def on_stop(self) -> None:
+            spawned = _tasks.record()
             try:
                 await app.run_event("shutdown")
             except Exception:  # noqa: BLE001
                 logging.getLogger("cello").exception("shutdown hook failed")
+            await _tasks.finish(spawned, "a shutdown hook", limit=0)
 
         async def run_background(self, request_id: str) -> None:
             tasks = _PENDING.pop(request_id, None)
             if tasks is not None:
                 _add_timers()
-                settles = _sleeps.track()
+                spawned = _tasks.record()
                 await tasks.run()
-                if settles[0]:
-                    await _sleeps.settle(settles)
+                await _tasks.finish(spawned, f"the background tasks of request {request_id}")
 
     return WitWorld

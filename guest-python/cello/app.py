@@ -1,22 +1,21 @@
-"""The App: routes, how a handler's parameters are filled, and dispatch."""
+"""The App: its routes and options, lifecycle hooks, and dispatch."""
 
 from __future__ import annotations
 
 import inspect
 import logging
-import re
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from . import openapi, params
-from .deps import Scope, drive
+from .deps import RequestScope, collect_tasks, drive, merged_tasks
 from .messages import HTTPException, Request, Response, to_response
+from .routing import CachePolicy, Route, Router, cache, slash_redirect
+
+__all__ = ["App", "CachePolicy", "Route", "Router", "cache"]
 
 log = logging.getLogger("cello")
-
-_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 #: What handlers return most, none of it awaitable: checked by type first,
 #: since ``inspect.isawaitable`` asks an ABC about every other value.
@@ -27,168 +26,54 @@ def _awaitable(value: Any) -> bool:
     return type(value) not in _PLAIN and inspect.isawaitable(value)
 
 
-@dataclass(frozen=True)
-class CachePolicy:
-    """How long the host may keep a route's responses, under which tags."""
-
-    ttl: int
-    tags: tuple[str, ...] = ()
-    vary: tuple[str, ...] = ()
-
-
-def cache(ttl: int, tags: list[str] | tuple[str, ...] = (), vary: list[str] | tuple[str, ...] = ()):
-    """Lets the host cache a GET route's responses for ``ttl`` seconds.
-
-    The host stores 2xx responses (without Set-Cookie), keyed by path, query,
-    the ``vary`` request headers and the caller's credentials, and answers
-    repeats without calling the handler. ``app.invalidate_cache(tags)`` drops
-    them early. Put it above or below the route decorator.
-    """
-    if ttl <= 0:
-        raise ValueError("cache ttl must be a positive number of seconds")
-    policy = CachePolicy(int(ttl), tuple(tags), tuple(h.lower() for h in vary))
-
-    def mark(handler: Callable[..., Any]) -> Callable[..., Any]:
-        handler.__cello_cache__ = policy
-        return handler
-
-    return mark
-
-
-@dataclass
-class Route:
-    """One route: its methods, path pattern, handler and how to call it."""
-
-    methods: list[str]
-    path: str
-    handler: Callable[..., Any]
-    is_async: bool
-    arguments: list[Callable[[Request], Any]]
-    status_code: int | None = None
-    tags: tuple[str, ...] = ()
-    guards: tuple = ()
-    rate_limit: Any = None
-
-    def roles(self) -> list[str]:
-        """Roles the host must find in the caller's token."""
-        return [r for g in self.guards for r in getattr(g, "roles", ())]
-
-    def scopes(self) -> list[str]:
-        """Scopes the host must find in the caller's token."""
-        return [s for g in self.guards for s in getattr(g, "scopes", ())]
-
-    def __post_init__(self) -> None:
-        self.path_params = frozenset(_PARAM.findall(self.path))
-        # Routes without dependencies or background tasks skip the scope.
-        self.scoped = any(p.source in ("depends", "background") for p in self.arguments)
-
-    def call(self, request: Request) -> Any:
-        """Calls the handler with its arguments taken from ``request``."""
-        if not self.arguments:
-            return self.handler()
-        return self.handler(**params.resolve_all(self.arguments, request))
-
-    @property
-    def cache(self) -> CachePolicy | None:
-        """The route's cache policy, from ``@cache`` in either order."""
-        return getattr(self.handler, "__cello_cache__", None)
-
-
-class Router:
-    """A group of routes under a path prefix, mounted on an App (or another
-    Router) with ``include_router``: FastAPI's APIRouter, Flask's Blueprint."""
-
-    def __init__(self, prefix: str = "", tags: list[str] | None = None):
-        if prefix and (not prefix.startswith("/") or prefix.endswith("/")):
-            raise ValueError(f"router prefix {prefix!r} must start with '/' and not end with '/'")
-        self.prefix = prefix
-        self.tags = tuple(tags or ())
-        self.routes: list[Route] = []
-
-    def route(
-        self,
-        path: str,
-        methods: list[str] | None = None,
-        status_code: int | None = None,
-        guards: list | None = None,
-        rate_limit: Any = None,
-    ):
-        """Registers a handler for ``path``; ``{name}`` segments are path
-        params. ``guards`` (``RoleGuard``, ``ScopeGuard``) and ``rate_limit``
-        (a ``RateLimitConfig``) are enforced by the host before it runs."""
-
-        def register(handler: Callable[..., Any]) -> Callable[..., Any]:
-            full_path = self.prefix + path if path != "/" or not self.prefix else self.prefix
-            self.routes.append(
-                Route(
-                    methods=[m.upper() for m in (methods or ["GET"])],
-                    path=full_path,
-                    handler=handler,
-                    # Fixed once here, like a compiled flag: the host calls
-                    # `handle-async` for these routes, `handle` for the rest.
-                    is_async=inspect.iscoroutinefunction(handler),
-                    arguments=_resolvers(handler, full_path),
-                    status_code=status_code,
-                    tags=self.tags,
-                    guards=tuple(guards or ()),
-                    rate_limit=rate_limit,
-                )
-            )
-            return handler
-
-        return register
-
-    def get(self, path: str, status_code: int | None = None, **options: Any):
-        return self.route(path, ["GET"], status_code, **options)
-
-    def post(self, path: str, status_code: int | None = None, **options: Any):
-        return self.route(path, ["POST"], status_code, **options)
-
-    def put(self, path: str, status_code: int | None = None, **options: Any):
-        return self.route(path, ["PUT"], status_code, **options)
-
-    def patch(self, path: str, status_code: int | None = None, **options: Any):
-        return self.route(path, ["PATCH"], status_code, **options)
-
-    def delete(self, path: str, status_code: int | None = None, **options: Any):
-        return self.route(path, ["DELETE"], status_code, **options)
-
-    def include_router(self, router: Router | type, prefix: str = "") -> None:
-        """Mounts ``router``'s routes under this one's prefix (and ``prefix``);
-        a ``@controller`` class mounts the same way."""
-        router = getattr(router, "__cello_router__", router)
-        for route in router.routes:
-            path = self.prefix + prefix + route.path
-            self.routes.append(
-                Route(
-                    methods=route.methods,
-                    path=path,
-                    handler=route.handler,
-                    is_async=route.is_async,
-                    arguments=_resolvers(route.handler, path),
-                    status_code=route.status_code,
-                    tags=self.tags + route.tags,
-                    guards=route.guards,
-                    rate_limit=route.rate_limit,
-                )
-            )
-
-
 class App(Router):
     """An app: a name and its routes in declaration order."""
 
     def __init__(
         self,
-        name: str = "app",
+        name: str | None = None,
         version: str = "0.1.0",
         openapi_url: str | None = "/openapi.json",
         docs_url: str | None = "/docs",
+        *,
+        title: str | None = None,
+        description: str = "",
+        summary: str | None = None,
+        dependencies: list | None = None,
+        responses: dict | None = None,
+        openapi_tags: list[dict] | None = None,
+        redirect_slashes: bool = True,
+        fastapi_compat: bool = False,
+        root_path: str = "",
+        leftover_task_seconds: float = 30.0,
+        **_ignored: Any,
     ):
         """``openapi_url`` serves the app's OpenAPI 3.1 document and
-        ``docs_url`` a page that shows it; ``None`` turns either off."""
-        super().__init__()
-        self.name = name
+        ``docs_url`` a page that shows it; ``None`` turns either off.
+
+        FastAPI's keywords work as they do there: ``title``, ``description``,
+        ``summary``, ``openapi_tags``, app-wide ``dependencies`` and
+        ``responses``; others (``redoc_url``, ``contact``, ...) are accepted
+        and ignored. ``redirect_slashes`` answers ``/items/`` with a 307 to
+        ``/items`` (and back), as FastAPI does. ``fastapi_compat=True``
+        coerces return values as FastAPI does: a ``str`` or ``None`` is JSON,
+        not ``text/plain`` or 204, and a tuple is a JSON array.
+
+        ``leftover_task_seconds``: inside a component, how long tasks a
+        handler started and left running may go on after its response
+        before they are cancelled (see docs/python.md)."""
+        super().__init__(dependencies=dependencies, responses=responses)
+        self.name = name or title or "app"
+        self.title = title or self.name
+        self.description = description
+        self.summary = summary
+        self.openapi_tags = openapi_tags
         self.version = version
+        self.redirect_slashes = redirect_slashes
+        self.fastapi_compat = fastapi_compat
+        #: The path the app is served under, for the document's ``servers``.
+        self.root_path = root_path.rstrip("/")
+        self.leftover_task_seconds = leftover_task_seconds
         self.exception_handlers: dict[type[BaseException], Callable[..., Any]] = {}
         #: Replacements for dependencies, for tests: ``{get_db: fake_db}``.
         self.dependency_overrides: dict[Callable[..., Any], Callable[..., Any]] = {}
@@ -214,10 +99,38 @@ class App(Router):
             openapi_url, docs_url = self._docs
             own = {url for url in self._docs if url}
             if openapi_url:
-                self.get(openapi_url)(lambda: Response.json(self.openapi(skip=own)))
+                self.get(openapi_url, include_in_schema=False)(
+                    lambda request: Response.json(self._served_openapi(request, own))
+                )
             if docs_url:
-                self.get(docs_url)(lambda: Response.html(openapi.DOCS_PAGE))
+                page = openapi.docs_page(docs_url, openapi_url)
+                self.get(docs_url, include_in_schema=False)(lambda: Response.html(page))
+            if self.redirect_slashes:
+                self._addslash_redirects()
         return self
+
+    def _addslash_redirects(self) -> None:
+        """For each path, its spelling with (or without) a trailing slash
+        answers 307 to it, by a relative ``Location`` so it holds under any
+        prefix the host mounts the app at."""
+        methods: dict[str, list[str]] = {}
+        for route in self.routes:
+            methods.setdefault(route.path, []).extend(route.methods)
+        for path, verbs in methods.items():
+            if path == "/":
+                continue
+            other = path[:-1] if path.endswith("/") else path + "/"
+            if other not in methods:
+                self.route(other, sorted(set(verbs)), include_in_schema=False)(slash_redirect)
+
+    def _served_openapi(self, request: Request, skip: set[str]) -> dict[str, Any]:
+        """The document with the path the app is served under in ``servers``:
+        ``root_path``, or a proxy's ``X-Forwarded-Prefix``."""
+        prefix = self.root_path or request.headers.get("x-forwarded-prefix", "").rstrip("/")
+        document = self.openapi(skip=skip)
+        if prefix:
+            document = {**document, "servers": [{"url": prefix}]}
+        return document
 
     def openapi(self, skip: set[str] | None = None) -> dict[str, Any]:
         """The app's OpenAPI 3.1 document, made on first use."""
@@ -227,7 +140,7 @@ class App(Router):
 
     def enable_cors(
         self,
-        allow_origins: list[str],
+        allow_origins: list[str] | tuple[str, ...] = ("*",),
         allow_methods: list[str] | tuple[str, ...] = (),
         allow_headers: list[str] | tuple[str, ...] = (),
         expose_headers: list[str] | tuple[str, ...] = (),
@@ -237,7 +150,8 @@ class App(Router):
         """Asks the host to answer CORS for every route: preflights and
         headers are handled in Rust, before and after the handler. Empty
         methods and headers mean the usual ones. The operator's ``[cors]``
-        table, if any, wins, and the host config can refuse the wish."""
+        table, if any, wins, and the host config can refuse the wish. With
+        no arguments every origin may call with the usual methods."""
         self.cors = {
             "allow_origins": list(allow_origins),
             "allow_methods": [m.upper() for m in allow_methods],
@@ -299,7 +213,23 @@ class App(Router):
 
     def dispatch(self, index: int, request: Request) -> Response:
         """Runs the sync handler of route ``index``."""
-        route = self.routes[index]
+        made, token = collect_tasks()
+        response = self._dispatch(self.routes[index], request)
+        background = merged_tasks(made, token, response.background)
+        if background is not response.background:
+            response.background = background
+        return response
+
+    async def dispatch_async(self, index: int, request: Request) -> Response:
+        """Runs the handler of route ``index``, awaiting it if it is async."""
+        made, token = collect_tasks()
+        response = await self._dispatch_async(self.routes[index], request)
+        background = merged_tasks(made, token, response.background)
+        if background is not response.background:
+            response.background = background
+        return response
+
+    def _dispatch(self, route: Route, request: Request) -> Response:
         if route.scoped:
             return drive(self._dispatch_scoped(route, request, run_async=False))
         try:
@@ -310,41 +240,46 @@ class App(Router):
                 if hasattr(result, "close"):
                     result.close()  # never to be awaited
                 raise TypeError(f"{route.path}: async handler called synchronously")
-            return to_response(result, route.status_code)
+            return to_response(result, route.status_code, self.fastapi_compat)
         except Exception as error:  # noqa: BLE001 - every failure becomes a response
             return self._error_response(error, route, request)
 
-    async def dispatch_async(self, index: int, request: Request) -> Response:
-        """Runs the handler of route ``index``, awaiting it if it is async."""
-        route = self.routes[index]
+    async def _dispatch_async(self, route: Route, request: Request) -> Response:
         if route.scoped:
             return await self._dispatch_scoped(route, request, run_async=True)
         try:
             result = route.call(request)
             if _awaitable(result):
                 result = await result
-            return to_response(result, route.status_code)
+            return to_response(result, route.status_code, self.fastapi_compat)
         except Exception as error:  # noqa: BLE001
             return self._error_response(error, route, request)
 
     async def _dispatch_scoped(self, route: Route, request: Request, run_async: bool) -> Response:
         """Runs a handler with dependencies: solves them, calls it, closes
         generator dependencies, and attaches queued background tasks."""
-        scope = Scope(self, request, route.path_params)
+        scope = RequestScope(self, request, route.path_params)
         failure = None
         try:
-            result = route.handler(**await scope.solve(route.arguments))
+            values = await scope.solve(route.arguments)
+            for name in route.hidden:
+                del values[name]
+            result = route.handler(**values)
             if inspect.isawaitable(result):
                 if not run_async:
                     raise TypeError(f"{route.path}: async handler called synchronously")
                 result = await result
-            response = to_response(result, route.status_code)
+            response = to_response(result, route.status_code, self.fastapi_compat)
         except Exception as error:  # noqa: BLE001
             failure = error
             response = self._error_response(error, route, request)
         await scope.close(failure)
         if scope.background is not None and scope.background.tasks:
-            response.background = scope.background
+            if response.background is None or response.background is scope.background:
+                response.background = scope.background
+            else:  # both the parameter's tasks and the response's own
+                tasks = scope.background.tasks + response.background.tasks
+                response.background = type(scope.background)(tasks)
         return response
 
     def _error_response(self, error: Exception, route: Route, request: Request) -> Response:
@@ -366,8 +301,3 @@ class App(Router):
             "".join(traceback.format_exception(error)),
         )
         return Response.json({"detail": "Internal Server Error"}, 500)
-
-
-def _resolvers(handler: Callable[..., Any], path: str) -> list[params.Resolver]:
-    """For each parameter of ``handler``, a function that finds its value."""
-    return params.resolvers(handler, set(_PARAM.findall(path)))

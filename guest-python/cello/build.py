@@ -2,16 +2,22 @@
 
 The app module is imported once natively first, so a Python error in it is
 reported as a plain Python traceback rather than a componentize-py failure.
+That check runs this Python (3.11 or later); the component runs the
+CPython that componentize-py bundles (3.14 for 0.25), so an import that
+only the newer Python has passes here and is checked again inside the
+build, where a failure is reported with its Python traceback only.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 PACKAGE = "cello:component@0.1.0"
@@ -28,9 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("app", help="the app file, optionally with the App's name: app.py:app")
     build.add_argument("-o", "--output", required=True, help="where to write the .wasm")
     build.add_argument("--wit", help="the WIT directory (default: the one shipped with cello)")
+    build.add_argument("-q", "--quiet", action="store_true", help="print only errors")
     args = parser.parse_args(argv)
     try:
-        build_component(args.app, Path(args.output), args.wit)
+        build_component(args.app, Path(args.output), args.wit, quiet=args.quiet)
     except BuildError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -41,7 +48,20 @@ class BuildError(Exception):
     """A build failure, with a message for the developer."""
 
 
-def build_component(app: str, output: Path, wit: str | None = None) -> None:
+def _stage(quiet: bool):
+    """Prints build stages as they start, with the time the last one took."""
+    started = [time.monotonic()]
+
+    def say(line: str) -> None:
+        if not quiet:
+            now = time.monotonic()
+            print(f"[{now - started[0]:5.1f}s] {line}", flush=True)
+
+    return say
+
+
+def build_component(app: str, output: Path, wit: str | None = None, quiet: bool = False) -> None:
+    say = _stage(quiet)
     file, _, attr = app.partition(":")
     attr = attr or "app"
     path = Path(file).resolve()
@@ -52,16 +72,22 @@ def build_component(app: str, output: Path, wit: str | None = None) -> None:
         raise BuildError(f"WIT directory {wit_dir} not found; pass --wit")
     sdk_parent = Path(__file__).resolve().parent.parent
     module = path.stem
+    say(f"checking that {file} imports (natively, Python {sys.version.split()[0]})")
     capabilities = _check_imports(path.parent, module, attr, sdk_parent)
+    if capabilities:
+        say(f"it uses host capabilities: {', '.join(capabilities)}")
     componentize = _componentize_py()
     with tempfile.TemporaryDirectory(prefix="cello-build-") as tmp:
         world = _world(wit_dir, Path(tmp) / "wit", capabilities)
         (Path(tmp) / f"{ENTRY}.py").write_text(
+            # Before the app: its `ProcessPoolExecutor()` must be the inline one.
+            "import cello.concurrency\ncello.concurrency.install()\n"
             f"import {module} as _app_module\n"
             "from cello._guest import make_world\n"
             f"WitWorld = make_world(_app_module.{attr})\n"
         )
         output.parent.mkdir(parents=True, exist_ok=True)
+        say("componentizing with componentize-py (this takes 30-60 s)")
         command = [
             componentize, "-d", str(Path(tmp) / "wit"), "-w", world,
             "componentize", ENTRY,
@@ -70,9 +96,49 @@ def build_component(app: str, output: Path, wit: str | None = None) -> None:
         ]  # fmt: skip
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:
-            raise BuildError(f"componentize-py failed to build {file}:\n{result.stderr.strip()}")
+            raise BuildError(_explain(file, result.stderr + result.stdout))
     uses = f" (imports {', '.join(capabilities)})" if capabilities else ""
-    print(f"built {output} from {file}{uses}")
+    size = output.stat().st_size / 1e6 if output.exists() else 0
+    say(f"built {output} ({size:.1f} MB) from {file}{uses}")
+
+
+#: Import failures inside the component with a known cause and a fix.
+_KNOWN = [
+    (
+        re.compile(r"No module named '(pydantic_core[\w.]*)'"),
+        "pydantic cannot load inside a component: pydantic_core is a native extension "
+        "and no build of it for WASI CPython exists; use `from cello import BaseModel, "
+        "Field`, which validates the same models with the SDK's own code",
+    ),
+    (
+        re.compile(r"No module named '([\w.]+)'"),
+        "the component cannot import {0}: componentize-py packs pure-Python modules "
+        "found on the path (and native ones built for WASI); install it beside the "
+        "app, or drop the import",
+    ),
+]
+
+
+def _explain(file: str, output: str) -> str:
+    """componentize-py's failure, trimmed to what the developer can act on:
+    a known cause in one line, else the Python traceback without the Rust
+    backtrace that follows it."""
+    for pattern, sentence in _KNOWN:
+        found = pattern.search(output)
+        if found:
+            return f"cannot build {file}: {sentence.format(*found.groups())}"
+    lines = []
+    for line in output.splitlines():
+        if line.startswith(("Stack backtrace:", "stack backtrace:")):
+            break
+        if re.match(r"\s+\d+: ", line) or line.strip().startswith("at /"):
+            continue
+        lines.append(line)
+    text = "\n".join(lines).strip()
+    traceback = text.rfind("Traceback (most recent call last):")
+    if traceback > 0:
+        text = text[traceback:]
+    return f"componentize-py failed to build {file}:\n{text}"
 
 
 def _world(wit_dir: Path, into: Path, capabilities: list[str]) -> str:

@@ -19,8 +19,12 @@ receives injected dependencies.
 
 A new instance of the class is made for each request that reaches one of
 its instance methods (its constructor's parameters are resolved like a
-dependency's); static and class methods are called without one. Sync and
-async methods mix freely.
+dependency's, ``@injectable()`` services by their annotation alone); static
+and class methods are called without one. Sync and async methods mix freely.
+
+As in Lauren, a constructor parameter the constructor does not store is
+stored for it: ``def __init__(self, counter: Counter): ...`` gives the
+methods ``self.counter``.
 """
 
 from __future__ import annotations
@@ -73,6 +77,7 @@ def controller(prefix: str = "", tags: list[str] | None = None):
 
     def build(cls: type) -> type:
         router = Router(prefix, tags)
+        make = _constructor(cls)
         for name, attribute in vars(cls).items():
             fn = (
                 attribute.__func__
@@ -89,7 +94,7 @@ def controller(prefix: str = "", tags: list[str] | None = None):
                 handler = _bound(fn, lambda kwargs, fn=fn: fn(cls, **kwargs), None)
             else:
                 handler = _bound(
-                    fn, lambda kwargs, fn=fn: fn(kwargs.pop(_SELF), **kwargs), Depends(cls)
+                    fn, lambda kwargs, fn=fn: fn(kwargs.pop(_SELF), **kwargs), Depends(make)
                 )
             handler.__name__ = name
             router.route(path, methods, status_code)(handler)
@@ -97,6 +102,23 @@ def controller(prefix: str = "", tags: list[str] | None = None):
         return cls
 
     return build
+
+
+def _constructor(cls: type) -> Callable[..., Any]:
+    """Makes an instance of ``cls``, storing each constructor argument the
+    constructor left unstored as an attribute of its name."""
+
+    def make(**kwargs: Any) -> Any:
+        instance = cls(**kwargs)
+        for name, value in kwargs.items():
+            if not hasattr(instance, name) and not hasattr(instance, "_" + name):
+                setattr(instance, name, value)
+        return instance
+
+    make.__signature__ = inspect.signature(cls)
+    make.__cello_hints__ = cls
+    make.__name__ = cls.__name__
+    return make
 
 
 def _bound(fn: Callable[..., Any], call: Callable[[dict], Any], instance: Depends | None):

@@ -23,10 +23,26 @@ query parameters, headers, the request, and other dependencies:
 - One request computes each dependency once (``use_cache=False`` opts out).
 - ``@singleton`` makes a dependency's value live as long as the instance.
 - ``app.dependency_overrides[get_db] = fake_db`` swaps one in tests.
+
+Services in Lauren's style are classes marked ``@injectable()``; a
+parameter annotated with one (a controller's constructor's, a handler's, a
+dependency's) receives an instance, by its ``Scope``:
+
+    @injectable()                      # Scope.SINGLETON by default
+    class Counter: ...
+
+    @injectable(scope=Scope.REQUEST)   # one per request, shared within it
+    class UnitOfWork: ...
+
+A singleton is one per component *instance*: the host runs several
+instances side by side and each makes its own. State that must be shared
+by every instance belongs in the host's KV store (``cello.kv``).
 """
 
 from __future__ import annotations
 
+import contextvars
+import enum
 import inspect
 import logging
 from collections.abc import Callable
@@ -45,6 +61,9 @@ log = logging.getLogger("cello")
 class Depends:
     """Marks a parameter as filled by calling ``dependency``."""
 
+    #: Set for ``@injectable()`` singletons: one value per instance.
+    singleton = False
+
     def __init__(self, dependency: Callable[..., Any] | None = None, *, use_cache: bool = True):
         self.dependency = dependency
         self.use_cache = use_cache
@@ -60,13 +79,80 @@ def singleton(dependency: Callable[..., Any]) -> Callable[..., Any]:
     return dependency
 
 
+class Scope(enum.Enum):
+    """How long an ``@injectable()`` service's instance lives."""
+
+    #: One per component instance, made on first use.
+    SINGLETON = "singleton"
+    #: One per request, shared by everything that request injects.
+    REQUEST = "request"
+    #: A new one wherever it is injected.
+    TRANSIENT = "transient"
+
+
+def injectable(scope: Scope = Scope.SINGLETON):
+    """Marks a class as a service injected by its type annotation."""
+
+    def mark(cls: type) -> type:
+        cls.__cello_injectable__ = scope
+        return cls
+
+    return mark
+
+
+def injected(annotation: Any) -> Depends | None:
+    """``Depends`` for a parameter annotated with an ``@injectable`` class."""
+    scope = (
+        getattr(annotation, "__cello_injectable__", None) if inspect.isclass(annotation) else None
+    )
+    if scope is None:
+        return None
+    depends = Depends(annotation, use_cache=scope is not Scope.TRANSIENT)
+    depends.singleton = scope is Scope.SINGLETON
+    return depends
+
+
+#: A TestClient's dependency overrides, for the requests it sends.
+_client_overrides: contextvars.ContextVar[dict | None] = contextvars.ContextVar(
+    "cello_client_overrides", default=None
+)
+
+#: The background tasks made during the current request, wherever made.
+_request_tasks: contextvars.ContextVar[list | None] = contextvars.ContextVar(
+    "cello_request_tasks", default=None
+)
+
+
+def collect_tasks() -> tuple[list, contextvars.Token]:
+    """Starts collecting every ``BackgroundTasks()`` the request makes."""
+    made: list = []
+    return made, _request_tasks.set(made)
+
+
+def merged_tasks(made: list, token: contextvars.Token, current: Any) -> Any:
+    """Stops collecting; the response's tasks, with every collected one."""
+    _request_tasks.reset(token)
+    extra = [t for t in made if t is not current and t.tasks]
+    if not extra:
+        return current
+    merged = BackgroundTasks.__new__(BackgroundTasks)
+    merged.tasks = [
+        task for group in ([current] if current else []) + extra for task in group.tasks
+    ]
+    return merged
+
+
 class BackgroundTasks:
     """Work to do after the response has been sent: declare a parameter of
-    this type and ``add_task(fn, *args, **kwargs)``; ``fn`` may be async.
-    A failing task is logged and never changes the response."""
+    this type, or make one in the handler (``tasks = BackgroundTasks()``),
+    and ``add_task(fn, *args, **kwargs)``; ``fn`` may be async. A failing
+    task is logged and never changes the response."""
 
-    def __init__(self) -> None:
-        self.tasks: list[tuple[Callable[..., Any], tuple, dict]] = []
+    def __init__(self, tasks: list | None = None) -> None:
+        self.tasks: list[tuple[Callable[..., Any], tuple, dict]] = list(tasks or [])
+        made = _request_tasks.get()
+        if made is not None:
+            made.append(self)
 
     def add_task(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         self.tasks.append((fn, args, kwargs))
@@ -82,7 +168,7 @@ class BackgroundTasks:
                 log.exception("background task %s failed", getattr(fn, "__name__", fn))
 
 
-class Scope:
+class RequestScope:
     """One request's dependency state: values computed so far, generator
     dependencies waiting for their cleanup, and queued background tasks."""
 
@@ -93,6 +179,8 @@ class Scope:
         self.values: dict[Callable[..., Any], Any] = {}
         self.exits: list[Any] = []
         self.background: BackgroundTasks | None = None
+        #: Per-client replacements (a TestClient's), over the app's own.
+        self.overrides: dict | None = _client_overrides.get()
 
     def tasks(self) -> BackgroundTasks:
         if self.background is None:
@@ -126,7 +214,11 @@ class Scope:
         """The value of one dependency, computed (or reused) for this request."""
         original = depends.dependency
         fn = self.app.dependency_overrides.get(original, original)
-        if getattr(fn, "__cello_singleton__", False) and fn in self.app._singletons:
+        overrides = self.overrides
+        if overrides:
+            fn = overrides.get(original, fn)
+        singleton = depends.singleton or getattr(fn, "__cello_singleton__", False)
+        if singleton and fn in self.app._singletons:
             return self.app._singletons[fn]
         if depends.use_cache and fn in self.values:
             return self.values[fn]
@@ -148,7 +240,7 @@ class Scope:
             value = fn(**kwargs)
             if inspect.isawaitable(value):
                 value = await value
-        if getattr(fn, "__cello_singleton__", False):
+        if singleton:
             self.app._singletons[fn] = value
         # Like FastAPI: the first value computed is the one later uses share.
         self.values.setdefault(fn, value)

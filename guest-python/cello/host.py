@@ -2,23 +2,18 @@
 host; run natively (tests), they fall back to plain Python."""
 
 import asyncio
-import contextvars
 import functools
-import math
-import time
+import weakref
 
 #: A host sleep is awaited in slices of at most this many milliseconds.
 #: componentize-py 0.25 cannot cancel a pending host call: the call must run
-#: to its end, and a handler that returns while one is pending traps. So a
-#: cancelled sleep (an ``asyncio.wait_for`` that timed out, a cancelled
-#: timer) stops waiting at once but leaves its current slice running, and
-#: the handler waits out that slice, at most this long, before it returns.
+#: to its end. So a cancelled sleep (an ``asyncio.wait_for`` that timed
+#: out, a cancelled timer) stops waiting at once but leaves its current
+#: slice running, and the export waits that out (see ``_tasks``).
 SLICE_MS = 10
 
-#: The latest moment a host sleep started by the current handler ends.
-_settles_at: contextvars.ContextVar[list[float] | None] = contextvars.ContextVar(
-    "cello_settles_at", default=None
-)
+#: The tasks that run host calls, which are never to be cancelled.
+_calls: "weakref.WeakSet[asyncio.Task]" = weakref.WeakSet()
 
 
 @functools.cache
@@ -30,15 +25,39 @@ def _host():
     return host
 
 
+def _retrieve(task: asyncio.Task) -> None:
+    if not task.cancelled():
+        task.exception()  # seen: a failure nobody awaits is not re-raised
+
+
+async def call(coroutine):
+    """Awaits a host call's ``coroutine`` in a task of its own. Cancelling
+    the wait (a timeout) leaves the call running to its end, as it must:
+    cancelling it would make componentize-py trap when it completes."""
+    task = asyncio.ensure_future(coroutine)
+    _calls.add(task)
+    task.add_done_callback(_retrieve)
+    return await asyncio.shield(task)
+
+
+def is_host_call(task: asyncio.Task) -> bool:
+    """Whether ``task`` runs a host call (and so must not be cancelled)."""
+    return task in _calls
+
+
+async def pause(ms: int) -> None:
+    """Waits ``ms`` milliseconds on the host, not cancellable."""
+    host = _host()
+    if host is None:
+        await asyncio.sleep(ms / 1000)
+    else:
+        await call(host.sleep(ms))
+
+
 async def _slept(host, ms: int) -> None:
-    settles = _settles_at.get()
     while ms > 0:
         step = min(ms, SLICE_MS)
-        if settles is not None:
-            settles[0] = max(settles[0], time.monotonic() + step / 1000)
-        # Shielded: cancelling the wait must leave the host call's own
-        # future alone, or componentize-py fails when the call completes.
-        await asyncio.shield(host.sleep(step))
+        await call(host.sleep(step))
         ms -= step
 
 
@@ -49,21 +68,3 @@ async def sleep(seconds: float) -> None:
         await asyncio.sleep(seconds)
     else:
         await _slept(host, max(0, round(seconds * 1000)))
-
-
-def track() -> list[float]:
-    """Starts tracking the host sleeps of the calling handler (and the tasks
-    it spawns); ``settle`` then waits out any it abandoned."""
-    settles = [0.0]
-    _settles_at.set(settles)
-    return settles
-
-
-async def settle(settles: list[float]) -> None:
-    """Waits until every host sleep the handler started has ended, so none
-    is pending when it returns."""
-    host = _host()
-    if host is not None and settles[0]:
-        # Past the last slice's end by a tick, so its completion is in.
-        remaining = max(0.0, settles[0] - time.monotonic())
-        await host.sleep(math.ceil(remaining * 1000) + 1)

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
 
+from .host import call as _hostcall
 from .messages import Headers
 
 try:
@@ -154,7 +155,8 @@ async def _send(
         timeout_ms=None if timeout is None else max(1, round(timeout * 1000)),
     )
     try:
-        response = await _wit.send(request)
+        # Through host.call: a timeout around this must not cancel the call.
+        response = await _hostcall(_wit.send(request))
     except Exception as error:  # componentize-py's Err carries the variant
         if type(error).__name__ != "Err":
             raise

@@ -182,9 +182,16 @@ class Response:
         status: int = 200,
         headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
         media_type: str | None = None,
+        *,
+        background: Any = None,
+        status_code: int | None = None,
     ):
-        self.body = body.encode() if isinstance(body, str) else bytes(body)
-        self.status = status
+        """``background`` (a ``BackgroundTasks``) runs once the response is
+        sent; ``status_code`` is Starlette's name for ``status``."""
+        self.body = body.encode() if isinstance(body, str) else bytes(body or b"")
+        self.status = status_code or status
+        if background is not None:
+            self.background = background
         self.headers: list[tuple[str, str]]
         if headers is None:  # the common case, without the ABC check below
             self.headers = [("content-type", media_type)] if media_type else []
@@ -195,21 +202,27 @@ class Response:
             self.headers.append(("content-type", media_type))
 
     @classmethod
-    def json(cls, value: Any, status: int = 200, headers: Mapping[str, str] | None = None):
+    def json(
+        cls, value: Any, status: int = 200, headers: Mapping[str, str] | None = None, **options
+    ):
         """``value`` encoded as a JSON body."""
         # NaN and Infinity are not JSON: refused, as Starlette's JSONResponse does.
         body = _json.dumps(value, default=_encode_default, separators=(",", ":"), allow_nan=False)
-        return cls(body, status, headers, "application/json")
+        return cls(body, status, headers, "application/json", **options)
 
     @classmethod
-    def text(cls, value: str, status: int = 200, headers: Mapping[str, str] | None = None):
+    def text(
+        cls, value: str, status: int = 200, headers: Mapping[str, str] | None = None, **options
+    ):
         """A ``text/plain`` body."""
-        return cls(value, status, headers, "text/plain; charset=utf-8")
+        return cls(value, status, headers, "text/plain; charset=utf-8", **options)
 
     @classmethod
-    def html(cls, value: str, status: int = 200, headers: Mapping[str, str] | None = None):
+    def html(
+        cls, value: str, status: int = 200, headers: Mapping[str, str] | None = None, **options
+    ):
         """A ``text/html`` body."""
-        return cls(value, status, headers, "text/html; charset=utf-8")
+        return cls(value, status, headers, "text/html; charset=utf-8", **options)
 
     @classmethod
     def binary(
@@ -262,9 +275,14 @@ class HTTPException(Exception):
         return Response.json({"detail": self.detail}, self.status_code, self.headers)
 
 
-def to_response(value: Any, status_code: int | None = None) -> Response:
+def to_response(value: Any, status_code: int | None = None, compat: bool = False) -> Response:
     """Coerces a handler's return value, with the route's ``status_code``
-    for plain values."""
+    for plain values; ``compat`` coerces as FastAPI does (all JSON)."""
+    if compat and not isinstance(value, Response):
+        response = Response.json(list(value) if isinstance(value, tuple) else value)
+        if status_code is not None:
+            response.status = status_code
+        return response
     response = _coerce(value)
     if status_code is not None and not isinstance(value, Response | tuple):
         response.status = status_code
@@ -298,6 +316,10 @@ def _coerce(value: Any) -> Response:
 def _encode_default(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)
+    if hasattr(value, "model_dump"):  # a pydantic (or cello.BaseModel) model
+        return value.model_dump()
+    if isinstance(value, set | frozenset):
+        return list(value)
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
+import posixpath
+import re
 import types
 import typing
 import uuid
@@ -54,20 +57,29 @@ def document(app, skip: set[str]) -> dict[str, Any]:
     schemas: dict[str, Any] = {}
     paths: dict[str, Any] = {}
     for route in app.routes:
-        if route.path in skip:
+        if route.path in skip or not route.meta.get("include_in_schema", True):
             continue
         operation = _operation(route, schemas)
         for method in route.methods:
-            item = dict(operation, operationId=f"{route.handler.__name__}_{method.lower()}")
+            item = dict(operation, operationId=route.meta.get("operation_id") or _id(route, method))
             paths.setdefault(route.path, {})[method.lower()] = item
-    doc: dict[str, Any] = {
-        "openapi": "3.1.0",
-        "info": {"title": app.name, "version": app.version},
-        "paths": paths,
-    }
+    info: dict[str, Any] = {"title": app.title, "version": app.version}
+    if app.description:
+        info["description"] = app.description
+    if app.summary:
+        info["summary"] = app.summary
+    doc: dict[str, Any] = {"openapi": "3.1.0", "info": info, "paths": paths}
+    if app.openapi_tags:
+        doc["tags"] = app.openapi_tags
     if schemas:
         doc["components"] = {"schemas": schemas}
     return doc
+
+
+def _id(route, method: str) -> str:
+    """FastAPI's operation id: name, path and method, so two handlers of
+    one name (in two routers, say) never share one."""
+    return re.sub(r"\W", "_", f"{route.handler.__name__}{route.path}") + f"_{method.lower()}"
 
 
 def _flatten(arguments: list, path_params: frozenset[str], depth: int = 0):
@@ -84,9 +96,15 @@ def _flatten(arguments: list, path_params: frozenset[str], depth: int = 0):
 
 def _operation(route, schemas: dict[str, Any]) -> dict[str, Any]:
     doc = inspect.getdoc(route.handler) or ""
+    meta = route.meta
     operation: dict[str, Any] = {
-        "summary": doc.splitlines()[0] if doc else route.handler.__name__.replace("_", " ").title()
+        "summary": meta.get("summary")
+        or (doc.splitlines()[0] if doc else route.handler.__name__.replace("_", " ").title())
     }
+    if meta.get("description") or doc:
+        operation["description"] = meta.get("description") or doc
+    if meta.get("deprecated"):
+        operation["deprecated"] = True
     if route.tags:
         operation["tags"] = list(route.tags)
     parameters, body, seen = [], None, set()
@@ -95,25 +113,63 @@ def _operation(route, schemas: dict[str, Any]) -> dict[str, Any]:
             if (param.source, param.key) in seen:
                 continue
             seen.add((param.source, param.key))
-            parameters.append(
-                {
-                    "name": param.key,
-                    "in": param.source,
-                    "required": param.required or param.source == "path",
-                    "schema": schema(param.annotation, schemas),
-                }
-            )
+            marker = param.marker
+            if marker is not None and not marker.include_in_schema:
+                continue
+            entry = {
+                "name": param.key,
+                "in": param.source,
+                "required": param.required or param.source == "path",
+                "schema": schema(param.annotation, schemas),
+            }
+            if marker is not None:
+                entry["schema"].update(marker.schema())
+                if marker.description:
+                    entry["description"] = marker.description
+                if marker.deprecated:
+                    entry["deprecated"] = True
+            if "default" not in entry["schema"] and _plain(param.default):
+                entry["schema"]["default"] = param.default
+            parameters.append(entry)
         elif param.source == "body":
+            body_schema = schema(param.annotation, schemas)
+            if param.marker is not None and param.marker.constrained:
+                body_schema = {**body_schema, **param.marker.schema()}
+            if body is not None or getattr(param.marker, "embed", False):
+                # Several body parameters: one object, keyed by their names.
+                merged = body["content"]["application/json"]["schema"] if body else None
+                if not merged or "properties" not in merged:
+                    merged = {"type": "object", "properties": {}, "required": []}
+                    if body is not None:  # the first one, now a property too
+                        first = body["_param"]
+                        merged["properties"][first.key] = body["_schema"]
+                        if first.required:
+                            merged["required"].append(first.key)
+                merged["properties"][param.key] = body_schema
+                if param.required:
+                    merged["required"].append(param.key)
+                body_schema = merged
             body = {
-                "required": param.required,
-                "content": {"application/json": {"schema": schema(param.annotation, schemas)}},
+                "required": (body or {}).get("required", False) or param.required,
+                "content": {"application/json": {"schema": body_schema}},
+                "_param": param,
+                "_schema": body_schema,
             }
     if parameters:
         operation["parameters"] = parameters
     if body:
+        body.pop("_param")
+        body.pop("_schema")
         operation["requestBody"] = body
     status = str(route.status_code or 200)
     operation["responses"] = {status: {"description": "Successful Response"}}
+    for code, extra in (meta.get("responses") or {}).items():
+        extra = dict(extra)
+        model = extra.pop("model", None)
+        if model is not None:
+            extra.setdefault("content", {"application/json": {"schema": schema(model, schemas)}})
+        extra.setdefault("description", "Additional Response")
+        operation["responses"][str(code)] = extra
     if parameters or body:
         schemas.update(_VALIDATION_SCHEMAS)
         operation["responses"]["422"] = {
@@ -123,6 +179,16 @@ def _operation(route, schemas: dict[str, Any]) -> dict[str, Any]:
             },
         }
     return operation
+
+
+def _plain(value: Any) -> bool:
+    from .markers import MISSING
+
+    return (
+        value is not MISSING
+        and value is not _EMPTY
+        and (value is None or isinstance(value, str | int | float | bool))
+    )
 
 
 def schema(annotation: Any, schemas: dict[str, Any]) -> dict[str, Any]:
@@ -153,9 +219,37 @@ def schema(annotation: Any, schemas: dict[str, Any]) -> dict[str, Any]:
         return _object(annotation, required, schemas)
     if isinstance(annotation, type) and typing.is_typeddict(annotation):
         return _object(annotation, sorted(annotation.__required_keys__), schemas)
+    if isinstance(annotation, type) and hasattr(annotation, "model_fields_info"):
+        return _model(annotation, schemas)
     if isinstance(annotation, type) and hasattr(annotation, "model_json_schema"):
         return annotation.model_json_schema()
     return {}
+
+
+def _model(cls: type, schemas: dict[str, Any]) -> dict[str, Any]:
+    """A ``cello.BaseModel``: its fields, constraints and defaults."""
+    from .markers import MISSING
+
+    name = cls.__name__
+    if name not in schemas:
+        schemas[name] = {}
+        properties, required = {}, []
+        for field, (annotation, marker, default) in cls.model_fields_info().items():
+            key = marker.alias if marker is not None and marker.alias else field
+            prop = schema(annotation, schemas)
+            if marker is not None:
+                prop = {**prop, **marker.schema()}
+            if default is MISSING:
+                required.append(key)
+            elif _plain(default) or isinstance(default, list | dict):
+                prop.setdefault("default", default)
+            prop.setdefault("title", field.replace("_", " ").title())
+            properties[key] = prop
+        body: dict[str, Any] = {"title": name, "type": "object", "properties": properties}
+        if required:
+            body["required"] = required
+        schemas[name] = body
+    return {"$ref": f"#/components/schemas/{name}"}
 
 
 def _object(cls: type, required: list[str], schemas: dict[str, Any]) -> dict[str, Any]:
@@ -175,3 +269,12 @@ def _object(cls: type, required: list[str], schemas: dict[str, Any]) -> dict[str
 
 #: The docs page, read at import: at build time, into the component's snapshot.
 DOCS_PAGE = (Path(__file__).parent / "docs.html").read_text()
+
+
+def docs_page(docs_url: str, openapi_url: str | None) -> str:
+    """The docs page served at ``docs_url``, fetching the document from
+    ``openapi_url`` by a relative URL, so it holds under any prefix."""
+    if not openapi_url:
+        return DOCS_PAGE.replace('fetch("openapi.json")', "Promise.reject('no document')")
+    relative = posixpath.relpath(openapi_url, posixpath.dirname(docs_url) or "/")
+    return DOCS_PAGE.replace('fetch("openapi.json")', f"fetch({json.dumps(relative)})")

@@ -27,26 +27,13 @@ from collections.abc import Callable
 from http.cookies import SimpleCookie
 from typing import Any
 
+from .markers import MISSING as _MISSING
+from .markers import Body, Cookie, Header, Marker, Path, Query
 from .messages import HTTPException, Request, parse_json
 
+__all__ = ["Body", "Cookie", "Header", "Path", "Query"]
+
 _EMPTY = inspect.Parameter.empty
-_MISSING = object()
-
-
-class Header:
-    """Marks a parameter as read from a request header: ``ua: str = Header()``."""
-
-    def __init__(self, default: Any = _MISSING, alias: str | None = None):
-        self.default = default
-        self.alias = alias
-
-
-class Cookie:
-    """Marks a parameter as read from a cookie: ``session: str = Cookie()``."""
-
-    def __init__(self, default: Any = _MISSING, alias: str | None = None):
-        self.default = default
-        self.alias = alias
 
 
 class Invalid(Exception):
@@ -71,6 +58,10 @@ class Param:
     read: Callable[[Request], tuple[str, Any]]
     #: For a "depends" parameter, what fills it.
     dependency: Any = None
+    #: The ``Path()``/``Query()``/... marker, with constraints, if any.
+    marker: Marker | None = None
+    #: The value when the request has none.
+    default: Any = _MISSING
 
     def __call__(self, request: Request) -> tuple[str, Any]:
         return self.read(request)
@@ -81,7 +72,7 @@ Resolver = Param
 
 def resolvers(handler: Callable[..., Any], path_params: set[str]) -> list[Param]:
     """For each parameter of ``handler``, a function that finds its value."""
-    from .deps import BackgroundTasks, Depends
+    from .deps import BackgroundTasks, Depends, injected
 
     hints = _hints(handler)
     found = []
@@ -89,6 +80,13 @@ def resolvers(handler: Callable[..., Any], path_params: set[str]) -> list[Param]
         annotation = hints.get(name, _EMPTY)
         default = parameter.default
         depends = default if isinstance(default, Depends) else _annotated(annotation, Depends)
+        marker = default if isinstance(default, Marker) else _annotated(annotation, Marker)
+        if isinstance(default, Marker):
+            default = default.default
+        if default is _MISSING:
+            default = _EMPTY
+        if depends is None and marker is None and default is _EMPTY:
+            depends = injected(_unannotated(annotation))
         if depends is not None:
             if depends.dependency is None:
                 # `db: Database = Depends()` depends on the annotated class.
@@ -99,14 +97,23 @@ def resolvers(handler: Callable[..., Any], path_params: set[str]) -> list[Param]
         elif annotation is Request or (annotation is _EMPTY and name in ("request", "req")):
             read = lambda request, name=name: (name, request)  # noqa: E731
             found.append(Param(name, "request", name, Request, False, read))
-        elif name in path_params:
-            found.append(_path(name, annotation))
-        elif isinstance(default, Header | Cookie):
-            found.append(_header_or_cookie(name, annotation, default))
-        elif _is_body(annotation):
-            found.append(_body(name, annotation, default))
+        elif name in path_params or isinstance(marker, Path):
+            found.append(_path(name, annotation, marker))
+        elif isinstance(marker, Header | Cookie):
+            found.append(_header_or_cookie(name, annotation, marker, default))
+        elif isinstance(marker, Body) or (marker is None and _is_body(annotation)):
+            found.append(_body(name, annotation, default, marker))
         else:
-            found.append(_query(name, annotation, default))
+            found.append(_query(name, annotation, default, marker))
+    bodies = [p for p in found if p.source == "body"]
+    if len(bodies) > 1 or (bodies and getattr(bodies[0].marker, "embed", False)):
+        # Several body parameters: each is the body's key of its name.
+        found = [
+            _body(p.name, p.annotation, p.default, p.marker, embed=True)
+            if p.source == "body"
+            else p
+            for p in found
+        ]
     return found
 
 
@@ -144,6 +151,7 @@ def resolve_all(resolvers: list[Param], request: Request) -> dict[str, Any]:
 
 
 def _hints(handler: Callable[..., Any]) -> dict[str, Any]:
+    handler = getattr(handler, "__cello_hints__", handler)
     if inspect.isclass(handler):  # a class dependency: its constructor's
         handler = handler.__init__
     try:
@@ -152,74 +160,110 @@ def _hints(handler: Callable[..., Any]) -> dict[str, Any]:
         return {}
 
 
-def _path(name: str, annotation: Any) -> Param:
+def _checked(value: Any, marker: Marker | None, loc: list[Any]) -> Any:
+    if marker is not None and marker.constrained:
+        errors = marker.check(value, loc)
+        if errors:
+            raise Invalid(errors)
+    return value
+
+
+def _path(name: str, annotation: Any, marker: Marker | None) -> Param:
+    annotation = _unannotated(annotation)
+
     def resolve(request: Request) -> tuple[str, Any]:
-        return name, validate(request.params[name], annotation, ["path", name], text=True)
+        loc = ["path", name]
+        return name, _checked(
+            validate(request.params[name], annotation, loc, text=True), marker, loc
+        )
 
-    return Param(name, "path", name, annotation, True, resolve)
+    return Param(name, "path", name, annotation, True, resolve, marker=marker)
 
 
-def _header_or_cookie(name: str, annotation: Any, marker: Header | Cookie) -> Param:
+def _header_or_cookie(name: str, annotation: Any, marker: Header | Cookie, default: Any) -> Param:
     is_header = isinstance(marker, Header)
-    key = marker.alias or (name.replace("_", "-") if is_header else name)
+    if marker.alias:
+        key = marker.alias.lower() if is_header else marker.alias
+    elif is_header and marker.convert_underscores:
+        key = name.replace("_", "-")
+    else:
+        key = name
     where = "header" if is_header else "cookie"
+    annotation = _unannotated(annotation)
+    many = is_header and typing.get_origin(_strip_optional(annotation)) is list
 
     def resolve(request: Request) -> tuple[str, Any]:
         if is_header:
-            raw = request.headers.get(key)
+            raw = request.headers.get_all(key) or None if many else request.headers.get(key)
         else:
             jar = SimpleCookie(request.headers.get("cookie", ""))
             raw = jar[key].value if key in jar else None
         if raw is None:
-            if marker.default is not _MISSING:
-                return name, marker.default
-            if _optional(annotation):
-                return name, None
-            raise Invalid([_error("missing", [where, key], "Field required", None)])
-        return name, validate(raw, annotation, [where, key], text=True)
-
-    required = marker.default is _MISSING and not _optional(annotation)
-    return Param(name, where, key, annotation, required, resolve)
-
-
-def _query(name: str, annotation: Any, default: Any) -> Param:
-    many = typing.get_origin(_strip_optional(annotation)) is list
-
-    def resolve(request: Request) -> tuple[str, Any]:
-        if many:
-            values = [v for k, v in request.query_pairs() if k == name]
-            if values:
-                return name, validate(values, annotation, ["query", name], text=True)
-        elif name in request.query:
-            return name, validate(request.query[name], annotation, ["query", name], text=True)
-        if default is not _EMPTY:
-            return name, default
-        if _optional(annotation):
-            return name, None
-        raise Invalid([_error("missing", ["query", name], "Field required", None)])
-
-    required = default is _EMPTY and not _optional(annotation)
-    return Param(name, "query", name, annotation, required, resolve)
-
-
-def _body(name: str, annotation: Any, default: Any) -> Param:
-    def resolve(request: Request) -> tuple[str, Any]:
-        if not request.body:
             if default is not _EMPTY:
                 return name, default
             if _optional(annotation):
                 return name, None
-            raise Invalid([_error("missing", ["body"], "Field required", None)])
-        try:
-            data = parse_json(request.body)
-        except ValueError as e:
-            raise Invalid(
-                [_error("json_invalid", ["body", e.pos], f"JSON decode error: {e.msg}", {})]
-            ) from None
-        return name, validate(data, annotation, ["body"])
+            raise Invalid([_error("missing", [where, key], "Field required", None)])
+        loc = [where, key]
+        return name, _checked(validate(raw, annotation, loc, text=True), marker, loc)
 
     required = default is _EMPTY and not _optional(annotation)
-    return Param(name, "body", name, annotation, required, resolve)
+    return Param(name, where, key, annotation, required, resolve, marker=marker, default=default)
+
+
+def _query(name: str, annotation: Any, default: Any, marker: Marker | None = None) -> Param:
+    annotation = _unannotated(annotation)
+    many = typing.get_origin(_strip_optional(annotation)) is list
+    key = (marker.alias if marker is not None else None) or name
+
+    def resolve(request: Request) -> tuple[str, Any]:
+        loc = ["query", key]
+        if many:
+            values = [v for k, v in request.query_pairs() if k == key]
+            if values:
+                return name, _checked(validate(values, annotation, loc, text=True), marker, loc)
+        elif key in request.query:
+            value = validate(request.query[key], annotation, loc, text=True)
+            return name, _checked(value, marker, loc)
+        if default is not _EMPTY:
+            return name, default
+        if _optional(annotation):
+            return name, None
+        raise Invalid([_error("missing", loc, "Field required", None)])
+
+    required = default is _EMPTY and not _optional(annotation)
+    return Param(name, "query", key, annotation, required, resolve, marker=marker, default=default)
+
+
+def _body(
+    name: str, annotation: Any, default: Any, marker: Marker | None = None, embed: bool = False
+) -> Param:
+    annotation = _unannotated(annotation)
+    key = (marker.alias if marker is not None else None) or name
+
+    def resolve(request: Request) -> tuple[str, Any]:
+        data = _MISSING
+        if request.body:
+            try:
+                data = parse_json(request.body)
+            except ValueError as e:
+                raise Invalid(
+                    [_error("json_invalid", ["body", e.pos], f"JSON decode error: {e.msg}", {})]
+                ) from None
+            if embed:
+                data = data.get(key, _MISSING) if isinstance(data, dict) else _MISSING
+        if data is _MISSING:
+            if default is not _EMPTY:
+                return name, default
+            if _optional(annotation):
+                return name, None
+            loc = ["body", key] if embed else ["body"]
+            raise Invalid([_error("missing", loc, "Field required", None)])
+        loc = ["body", key] if embed else ["body"]
+        return name, _checked(validate(data, annotation, loc), marker, loc)
+
+    required = default is _EMPTY and not _optional(annotation)
+    return Param(name, "body", key, annotation, required, resolve, marker=marker, default=default)
 
 
 def _is_body(annotation: Any) -> bool:

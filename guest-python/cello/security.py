@@ -29,6 +29,9 @@ class RoleGuard:
 
     roles: list[str]
 
+    def __init__(self, roles: list[str] | str):
+        object.__setattr__(self, "roles", [roles] if isinstance(roles, str) else list(roles))
+
 
 @dataclass(frozen=True)
 class ScopeGuard:
@@ -36,6 +39,9 @@ class ScopeGuard:
     or ``scp``)."""
 
     scopes: list[str]
+
+    def __init__(self, scopes: list[str] | str):
+        object.__setattr__(self, "scopes", [scopes] if isinstance(scopes, str) else list(scopes))
 
 
 @dataclass(frozen=True)
@@ -51,9 +57,27 @@ class RateLimitConfig:
 
     @classmethod
     def token_bucket(
-        cls, capacity: int, refill_rate: float, key: str = "client-address"
+        cls,
+        capacity: int | None = None,
+        refill_rate: float | None = None,
+        key: str = "client-address",
+        *,
+        requests: int | None = None,
+        window: int | None = None,
     ) -> RateLimitConfig:
-        """Bursts of up to ``capacity``, refilled at ``refill_rate`` per second."""
+        """Bursts of up to ``capacity``, refilled at ``refill_rate`` per
+        second; or, as the Cello framework spells it, ``requests`` per
+        ``window`` seconds (a bucket of ``requests`` refilled over ``window``)."""
+        if requests is not None or window is not None:
+            if capacity is not None or refill_rate is not None:
+                raise ValueError("give capacity= and refill_rate=, or requests= and window=")
+            if requests is None or window is None or requests < 1 or window < 1:
+                raise ValueError("a token bucket needs requests >= 1 and window >= 1 seconds")
+            return cls("token-bucket", int(requests), int(window), _key(key))
+        if capacity is None or refill_rate is None:
+            raise ValueError(
+                "a token bucket needs capacity= and refill_rate= (or requests= and window=)"
+            )
         if capacity < 1 or refill_rate <= 0:
             raise ValueError("a token bucket needs capacity >= 1 and refill_rate > 0")
         period = max(1, round(capacity / refill_rate))
@@ -61,9 +85,20 @@ class RateLimitConfig:
 
     @classmethod
     def sliding_window(
-        cls, capacity: int, window_seconds: int, key: str = "client-address"
+        cls,
+        capacity: int | None = None,
+        window_seconds: int | None = None,
+        key: str = "client-address",
+        *,
+        requests: int | None = None,
+        window: int | None = None,
     ) -> RateLimitConfig:
-        """At most ``capacity`` requests in any ``window_seconds``."""
+        """At most ``capacity`` (or ``requests``) requests in any
+        ``window_seconds`` (or ``window``)."""
+        capacity = capacity if capacity is not None else requests
+        window_seconds = window_seconds if window_seconds is not None else window
+        if capacity is None or window_seconds is None:
+            raise ValueError("a sliding window needs capacity= and window_seconds=")
         if capacity < 1 or window_seconds < 1:
             raise ValueError("a sliding window needs capacity >= 1 and window_seconds >= 1")
         return cls("sliding-window", capacity, window_seconds, _key(key))

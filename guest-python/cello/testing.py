@@ -15,11 +15,13 @@ from __future__ import annotations
 import asyncio
 import json as _json
 import re
+import uuid
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode, urljoin, urlsplit
 
 from .app import App
+from .deps import _client_overrides
 from .messages import Headers, Request, Response
 
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -41,10 +43,37 @@ class TestResponse:
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, response: Response):
+    def __init__(self, response: Response, url: str = ""):
         self.status_code = response.status
         self.headers = Headers(response.headers)
         self.content = response.body
+        self.url = url
+        #: The redirects followed to get here, oldest first.
+        self.history: list[TestResponse] = []
+
+    @property
+    def is_success(self) -> bool:
+        return 200 <= self.status_code < 300
+
+    @property
+    def is_redirect(self) -> bool:
+        return self.status_code in (301, 302, 303, 307, 308) and "location" in self.headers
+
+    @property
+    def cookies(self) -> dict[str, str]:
+        """Cookies the response sets, by name."""
+        from http.cookies import SimpleCookie
+
+        jar: dict[str, str] = {}
+        for line in self.headers.get_all("set-cookie"):
+            parsed = SimpleCookie(line)
+            jar.update({k: m.value for k, m in parsed.items()})
+        return jar
+
+    def raise_for_status(self) -> TestResponse:
+        if self.status_code >= 400:
+            raise AssertionError(f"{self.status_code} from {self.url}: {self.text[:200]}")
+        return self
 
     @property
     def text(self) -> str:
@@ -59,12 +88,29 @@ class TestClient:
 
     __test__ = False
 
-    def __init__(self, app: App, dependency_overrides: Mapping[Any, Any] | None = None):
-        """``dependency_overrides`` are added to ``app.dependency_overrides``.
-        Startup hooks run before the first request (or on ``with``), and
-        shutdown hooks when the ``with`` block ends."""
+    def __init__(
+        self,
+        app: App,
+        dependency_overrides: Mapping[Any, Any] | None = None,
+        *,
+        base_url: str = "http://testserver",
+        cookies: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        follow_redirects: bool = True,
+        raise_server_exceptions: bool = True,
+    ):
+        """``dependency_overrides`` apply to this client's requests only,
+        over the app's own ``app.dependency_overrides``; the app is left as
+        it was. ``cookies`` and ``headers`` go with every request; redirects
+        are followed, as Starlette's TestClient does. Startup hooks run
+        before the first request (or on ``with``), and shutdown hooks when
+        the ``with`` block ends."""
         self.app = app.finalize()
-        self.app.dependency_overrides.update(dependency_overrides or {})
+        self.dependency_overrides: dict[Any, Any] = dict(dependency_overrides or {})
+        self.base_url = base_url
+        self.cookies: dict[str, str] = dict(cookies or {})
+        self.headers: dict[str, str] = dict(headers or {})
+        self.follow_redirects = follow_redirects
         self._patterns = [(index, _compile(route.path)) for index, route in enumerate(app.routes)]
         self._started = False
 
@@ -90,21 +136,44 @@ class TestClient:
         params: Mapping[str, Any] | None = None,
         json: Any = None,
         content: bytes | str | None = None,
+        data: Mapping[str, Any] | str | bytes | None = None,
+        files: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
+        cookies: Mapping[str, str] | None = None,
+        follow_redirects: bool | None = None,
     ) -> TestResponse:
+        """Sends one request. The body is ``json``, ``content`` (bytes or
+        text), ``data`` (a form, urlencoded; raw bytes or text as they are)
+        or ``files`` (multipart, with ``data`` as its other fields; a file
+        is bytes, a file object, or ``(name, content[, media type])``)."""
         method = method.upper()
         parts = urlsplit(url)
         query = parts.query
         if params:
             query = "&".join(filter(None, [query, urlencode(params, doseq=True)]))
-        header_pairs = [(k.lower(), v) for k, v in (headers or {}).items()]
-        body = b""
-        if json is not None:
-            body = _json.dumps(json).encode()
-            header_pairs.append(("content-type", "application/json"))
-        elif content is not None:
-            body = content.encode() if isinstance(content, str) else content
-        return TestResponse(self._send(method, parts.path or "/", query, header_pairs, body))
+        merged = {**self.headers, **(headers or {})}
+        header_pairs = [(k.lower(), str(v)) for k, v in merged.items()]
+        jar = {**self.cookies, **(cookies or {})}
+        if jar:
+            header_pairs.append(("cookie", "; ".join(f"{k}={v}" for k, v in jar.items())))
+        body, media_type = _body(json, content, data, files)
+        if media_type and not any(k == "content-type" for k, _ in header_pairs):
+            header_pairs.append(("content-type", media_type))
+        path = parts.path or "/"
+        response = TestResponse(self._send(method, path, query, header_pairs, body), url)
+        follow = self.follow_redirects if follow_redirects is None else follow_redirects
+        history: list[TestResponse] = []
+        while follow and response.is_redirect and len(history) < 20:
+            history.append(response)
+            target = urlsplit(urljoin(path, response.headers["location"]))
+            if target.netloc and target.netloc != urlsplit(self.base_url).netloc:
+                break  # off this app: leave it to the test
+            path, query = target.path or "/", target.query
+            if response.status_code == 303:
+                method, body = "GET", b""
+            response = TestResponse(self._send(method, path, query, header_pairs, body), path)
+        response.history = history
+        return response
 
     def get(self, url: str, **kwargs) -> TestResponse:
         return self.request("GET", url, **kwargs)
@@ -120,6 +189,9 @@ class TestClient:
 
     def delete(self, url: str, **kwargs) -> TestResponse:
         return self.request("DELETE", url, **kwargs)
+
+    def options(self, url: str, **kwargs) -> TestResponse:
+        return self.request("OPTIONS", url, **kwargs)
 
     def head(self, url: str, **kwargs) -> TestResponse:
         return self.request("HEAD", url, **kwargs)
@@ -149,11 +221,53 @@ class TestClient:
 
     def _call(self, index: int, request: Request) -> Response:
         self._start()
-        if self.app.routes[index].is_async:
-            response = asyncio.run(self.app.dispatch_async(index, request))
-        else:
-            response = self.app.dispatch(index, request)
+        token = _client_overrides.set(self.dependency_overrides or None)
+        try:
+            if self.app.routes[index].is_async:
+                response = asyncio.run(self.app.dispatch_async(index, request))
+            else:
+                response = self.app.dispatch(index, request)
+        finally:
+            _client_overrides.reset(token)
         # As on the host, background tasks run once the response is made.
         if response.background is not None:
             asyncio.run(response.background.run())
         return response
+
+
+def _body(json: Any, content: Any, data: Any, files: Any) -> tuple[bytes, str | None]:
+    """A request body and its media type."""
+    if json is not None:
+        return _json.dumps(json).encode(), "application/json"
+    if content is not None:
+        return (content.encode() if isinstance(content, str) else bytes(content)), None
+    if files:
+        return _multipart(data if isinstance(data, Mapping) else {}, files)
+    if isinstance(data, Mapping):
+        return urlencode(data, doseq=True).encode(), "application/x-www-form-urlencoded"
+    if data is not None:
+        return (data.encode() if isinstance(data, str) else bytes(data)), None
+    return b"", None
+
+
+def _multipart(fields: Mapping[str, Any], files: Mapping[str, Any]) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    out = bytearray()
+    for name, value in fields.items():
+        for item in value if isinstance(value, list) else [value]:
+            out += f'--{boundary}\r\ncontent-disposition: form-data; name="{name}"\r\n\r\n'.encode()
+            out += str(item).encode() + b"\r\n"
+    for name, file in files.items():
+        filename, media_type = name, "application/octet-stream"
+        if isinstance(file, tuple):
+            filename, file, *rest = file
+            media_type = rest[0] if rest else media_type
+        payload = file.read() if hasattr(file, "read") else file
+        payload = payload.encode() if isinstance(payload, str) else bytes(payload)
+        out += (
+            f'--{boundary}\r\ncontent-disposition: form-data; name="{name}"; '
+            f'filename="{filename}"\r\ncontent-type: {media_type}\r\n\r\n'
+        ).encode()
+        out += payload + b"\r\n"
+    out += f"--{boundary}--\r\n".encode()
+    return bytes(out), f"multipart/form-data; boundary={boundary}"

@@ -1,8 +1,12 @@
 """`python -m cello build`: a broken app is reported as a Python error."""
 
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 
 def build(tmp_path: Path, source: str) -> subprocess.CompletedProcess:
@@ -38,3 +42,66 @@ def test_a_missing_file_is_reported(tmp_path):
     )
     assert result.returncode == 1
     assert "is not a Python file" in result.stderr
+
+
+def test_a_pydantic_import_failure_names_the_cause_and_the_alternative():
+    from cello.build import _explain
+
+    output = (
+        "Traceback (most recent call last):\n"
+        '  File "app.py", line 1, in <module>\n'
+        "ModuleNotFoundError: No module named 'pydantic_core._pydantic_core'\n"
+        "\nStack backtrace:\n   0: anyhow::error\n" + "   1: frame\n" * 80
+    )
+    message = _explain("app.py", output)
+    assert len(message.splitlines()) == 1
+    assert "pydantic_core is a native extension" in message
+    assert "from cello import BaseModel, Field" in message
+
+
+def test_other_failures_keep_the_python_traceback_and_drop_the_rust_backtrace():
+    from cello.build import _explain
+
+    output = (
+        "Error: initialization failed\nTraceback (most recent call last):\n"
+        '  File "app.py", line 3\nValueError: bad\n\nStack backtrace:\n   0: x\n'
+    )
+    message = _explain("app.py", output)
+    assert message.endswith("ValueError: bad")
+    assert "Stack backtrace" not in message
+
+
+def test_the_build_reports_its_stages(tmp_path):
+    result = build(tmp_path, "from cello import App\napp = App()\n1 / 0\n")
+    assert "checking that" in result.stdout and "imports (natively, Python 3." in result.stdout
+
+
+@pytest.mark.skipif(
+    not os.environ.get("CELLO_SLOW_TESTS"),
+    reason="installs the SDK into a fresh venv and builds a component (about a minute)",
+)
+def test_a_plain_install_builds_from_any_folder(tmp_path):
+    """`pip install ./guest-python`, not editable, then a build elsewhere."""
+    # A copy, so pip's in-tree build leaves the checkout as it was.
+    sdk = tmp_path / "sdk"
+    shutil.copytree(
+        Path(__file__).resolve().parents[1],
+        sdk,
+        ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", "examples", "tests"),
+    )
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    subprocess.run([str(python), "-m", "pip", "install", "-q", str(sdk)], check=True)
+    app = tmp_path / "elsewhere" / "app.py"
+    app.parent.mkdir()
+    app.write_text("from cello import App\napp = App()\napp.get('/')(lambda: 'hi')\n")
+    result = subprocess.run(
+        [str(python), "-m", "cello", "build", "app.py", "-o", "app.wasm"],
+        cwd=app.parent,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "componentizing" in result.stdout
+    assert (app.parent / "app.wasm").stat().st_size > 1_000_000

@@ -82,8 +82,22 @@ def test_dependency_overrides_replace_a_dependency_for_tests():
     app = make_app([])
     client = TestClient(app, dependency_overrides={app.get_user: lambda: "test-user"})
     assert client.get("/me").json()["user"] == "test-user"
-    app.dependency_overrides.clear()
-    assert client.get("/me").status_code == 422
+
+
+def test_a_clients_overrides_leave_the_app_and_other_clients_alone():
+    app = make_app([])
+    overridden = TestClient(app, dependency_overrides={app.get_user: lambda: "test-user"})
+    plain = TestClient(app)
+    assert overridden.get("/me").json()["user"] == "test-user"
+    assert app.dependency_overrides == {}
+    assert plain.get("/me").status_code == 422
+    assert overridden.get("/me").json()["user"] == "test-user"
+
+
+def test_the_apps_own_overrides_apply_to_every_client_as_in_fastapi():
+    app = make_app([])
+    app.dependency_overrides[app.get_user] = lambda: "everyone"
+    assert TestClient(app).get("/me").json()["user"] == "everyone"
 
 
 def test_overriding_a_deep_dependency_reaches_through_the_chain():

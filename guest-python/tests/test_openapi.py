@@ -55,8 +55,18 @@ def test_the_document_describes_parameters_bodies_and_responses():
     assert get["tags"] == ["items"]
     assert get["parameters"] == [
         {"name": "item_id", "in": "path", "required": True, "schema": {"type": "integer"}},
-        {"name": "verbose", "in": "query", "required": False, "schema": {"type": "boolean"}},
-        {"name": "x-trace", "in": "header", "required": False, "schema": {"type": "string"}},
+        {
+            "name": "verbose",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "boolean", "default": False},
+        },
+        {
+            "name": "x-trace",
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string", "default": ""},
+        },
     ]
     post = doc["paths"]["/items"]["post"]
     assert post["requestBody"]["content"]["application/json"]["schema"] == {
@@ -85,3 +95,113 @@ def test_the_docs_page_needs_nothing_from_elsewhere():
 def test_the_routes_can_be_turned_off():
     quiet = App(openapi_url=None, docs_url=None).finalize()
     assert quiet.routes == []
+
+
+def two_routers() -> App:
+    from cello import Depends, Query
+
+    app = App("two", root_path="/shop")
+    users = Router(prefix="/users", tags=["users"], responses={404: {"description": "Not found"}})
+    items = Router(prefix="/items", tags=["items"])
+
+    def auth(token: str = Header()):
+        return token
+
+    @users.get("/")
+    def index(limit: int = Query(10, ge=1, le=100, description="How many")):
+        return []
+
+    @items.get("/", dependencies=[Depends(auth)])
+    def index_items(q: str | None = Query(None, max_length=20, pattern="^[a-z]+$")):
+        return []
+
+    @items.get("/{item_id}")
+    def index_one(item_id: int):  # noqa: F811
+        return {}
+
+    # The same handler name in both routers: ids must still be unique.
+    index_items.__name__ = "index"
+    items.routes[0].handler.__name__ = "index"
+    app.include_router(users)
+    app.include_router(items)
+    return app
+
+
+def test_a_two_router_document_validates_with_unique_operation_ids():
+    client = TestClient(two_routers())
+    doc = client.get("/openapi.json").json()
+    validate(doc)
+    ids = [op["operationId"] for item in doc["paths"].values() for op in item.values()]
+    assert len(ids) == len(set(ids))
+    assert doc["paths"]["/users"]["get"]["operationId"] == "index_users_get"
+    assert doc["paths"]["/items"]["get"]["operationId"] == "index_items_get"
+
+
+def test_the_prefix_the_app_is_served_under_is_in_servers():
+    doc = TestClient(two_routers()).get("/openapi.json").json()
+    assert doc["servers"] == [{"url": "/shop"}]
+    app = App()
+    app.get("/x")(lambda: {})
+    forwarded = TestClient(app).get("/openapi.json", headers={"X-Forwarded-Prefix": "/tut/"})
+    assert forwarded.json()["servers"] == [{"url": "/tut"}]
+
+
+def test_parameters_carry_their_defaults_constraints_and_router_responses():
+    doc = TestClient(two_routers()).get("/openapi.json").json()
+    (limit,) = doc["paths"]["/users"]["get"]["parameters"]
+    assert limit["description"] == "How many"
+    assert limit["schema"] == {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 100,
+        "description": "How many",
+        "default": 10,
+    }
+    assert doc["paths"]["/users"]["get"]["responses"]["404"] == {"description": "Not found"}
+    items = doc["paths"]["/items"]["get"]["parameters"]
+    assert {p["in"]: p["name"] for p in items} == {"query": "q", "header": "token"}
+    (q,) = [p for p in items if p["name"] == "q"]
+    assert q["schema"]["maxLength"] == 20 and q["schema"]["pattern"] == "^[a-z]+$"
+
+
+def test_annotated_header_is_a_header_in_the_document():
+    from typing import Annotated
+
+    app = App()
+
+    @app.get("/ua")
+    def ua(user_agent: Annotated[str, Header()]):
+        return user_agent
+
+    (param,) = TestClient(app).get("/openapi.json").json()["paths"]["/ua"]["get"]["parameters"]
+    assert (param["in"], param["name"]) == ("header", "user-agent")
+
+
+def test_a_cello_model_is_a_component_schema():
+    from cello import BaseModel, Field
+
+    class Item(BaseModel):
+        name: str = Field(max_length=5)
+        price: float = 1.0
+
+    app = App()
+    app.post("/items")(lambda item: item)
+
+    @app.post("/items2")
+    def make(item: Item):
+        return item
+
+    doc = TestClient(app).get("/openapi.json").json()
+    validate(doc)
+    assert doc["components"]["schemas"]["Item"]["required"] == ["name"]
+    assert doc["components"]["schemas"]["Item"]["properties"]["name"]["maxLength"] == 5
+
+
+def test_the_docs_page_fetches_the_document_wherever_it_is_served():
+    from cello.openapi import docs_page
+
+    assert 'fetch("api/schema.json")' in docs_page("/docs", "/api/schema.json")
+    assert 'fetch("../openapi.json")' in docs_page("/x/docs", "/openapi.json")
+    app = App(openapi_url="/api/schema.json")
+    page = TestClient(app).get("/docs").text
+    assert 'fetch("api/schema.json")' in page

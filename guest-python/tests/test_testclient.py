@@ -137,3 +137,57 @@ def test_redirect_and_created_set_location():
 def test_a_router_prefix_must_start_with_a_slash():
     with pytest.raises(ValueError, match="must start with '/'"):
         Router(prefix="items")
+
+
+def echo_app() -> App:
+    from cello import Request
+
+    app = App()
+
+    @app.post("/echo")
+    def echo(request: Request):
+        return {
+            "type": request.headers.get("content-type"),
+            "cookie": request.headers.get("cookie"),
+            "body": request.text(),
+        }
+
+    @app.options("/echo")
+    def options():
+        return Response(b"", 204, {"allow": "POST, OPTIONS"})
+
+    return app
+
+
+def test_data_sends_a_urlencoded_form_or_raw_text():
+    client = TestClient(echo_app())
+    form = client.post("/echo", data={"name": "Ada Lovelace", "tag": ["a", "b"]}).json()
+    assert form["type"] == "application/x-www-form-urlencoded"
+    assert form["body"] == "name=Ada+Lovelace&tag=a&tag=b"
+    assert client.post("/echo", data="raw").json()["body"] == "raw"
+
+
+def test_files_send_multipart_with_the_form_fields():
+    client = TestClient(echo_app())
+    sent = client.post(
+        "/echo",
+        data={"kind": "report"},
+        files={"upload": ("notes.txt", b"hello", "text/plain")},
+    ).json()
+    assert sent["type"].startswith("multipart/form-data; boundary=")
+    assert 'name="kind"\r\n\r\nreport' in sent["body"]
+    assert 'filename="notes.txt"\r\ncontent-type: text/plain\r\n\r\nhello' in sent["body"]
+
+
+def test_cookies_go_with_the_client_and_the_request():
+    client = TestClient(echo_app(), cookies={"session": "s1"})
+    assert client.post("/echo").json()["cookie"] == "session=s1"
+    assert client.post("/echo", cookies={"theme": "dark"}).json()["cookie"] == (
+        "session=s1; theme=dark"
+    )
+
+
+def test_options_requests():
+    reply = TestClient(echo_app()).options("/echo")
+    assert reply.status_code == 204
+    assert reply.headers["allow"] == "POST, OPTIONS"

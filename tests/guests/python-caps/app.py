@@ -3,6 +3,7 @@ HTTP, dependencies, lifecycle hooks and background tasks."""
 
 import asyncio
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 from cello import (
     App,
@@ -11,6 +12,7 @@ from cello import (
     Header,
     HTTPException,
     Request,
+    Response,
     config,
     http,
     kv,
@@ -18,7 +20,8 @@ from cello import (
 )
 from cello.host import sleep
 
-app = App("python-caps")
+# Tasks a handler leaves running get 2 s after its response (30 by default).
+app = App("python-caps", leftover_task_seconds=2)
 # Wishes for the host, which the operator may override or refuse.
 app.enable_cors(allow_origins=["https://py.example"], allow_methods=["GET"])
 app.enable_logging()
@@ -181,3 +184,87 @@ async def wait_for(timeout_ms: int, sleep_ms: int):
     except TimeoutError:
         return {"timed_out": True}
     return {"timed_out": False}
+
+
+# Async code that must never take the instance down (issue 21).
+
+
+@app.post("/spawn/{key}")
+async def spawn(key: str):
+    """A fire-and-forget task that outlives its handler, and one that fails."""
+    asyncio.create_task(record_later(key))  # noqa: RUF006 - the pattern under test
+    asyncio.create_task(failing_later())  # noqa: RUF006
+    kv.sync.set(f"{key}:responded", str(time.time_ns()))
+    return {"spawned": True}
+
+
+@app.post("/spawn-forever")
+async def spawn_forever():
+    """A task that would never end: cancelled after the limit."""
+    asyncio.create_task(forever())  # noqa: RUF006
+    return {"spawned": True}
+
+
+async def forever():
+    try:
+        while True:
+            await sleep(0.05)
+    except asyncio.CancelledError:
+        kv.sync.set("forever:cancelled", str(time.time_ns()))
+        raise
+
+
+@app.post("/spawn-sync")
+def spawn_sync():
+    """A `def` route has no event loop to start a task on."""
+    asyncio.create_task(forever())  # noqa: RUF006
+    return {"spawned": True}
+
+
+async def failing_later():
+    await sleep(0.05)
+    raise RuntimeError("this spawned task fails on purpose")
+
+
+@app.get("/wait-for-http")
+async def wait_for_http(url: str, timeout_ms: int):
+    """A timeout around an outbound call slower than the timeout."""
+    try:
+        response = await asyncio.wait_for(http.get(url), timeout=timeout_ms / 1000)
+    except TimeoutError:
+        return {"timed_out": True}
+    return {"timed_out": False, "body": response.text}
+
+
+@app.post("/orders/{key}")
+async def create_order(key: str, request: Request):
+    """The seed's background tasks: made in the handler, never attached."""
+    tasks = BackgroundTasks()
+    tasks.add_task(record_later, key)
+    kv.sync.set(f"{key}:responded", str(time.time_ns()))
+    return Response.json({"order_id": key, "status": "created"}, status=201)
+
+
+@app.post("/orders-attached/{key}")
+def create_order_attached(key: str):
+    """Starlette's spelling: the tasks passed to the response."""
+    tasks = BackgroundTasks()
+    tasks.add_task(record_later, key)
+    kv.sync.set(f"{key}:responded", str(time.time_ns()))
+    return Response.json({"order_id": key}, status=201, background=tasks)
+
+
+def heavy_computation(n: int) -> int:
+    return sum(range(n))
+
+
+# Made at module level, as the seeds do: inline inside a component.
+executor = ProcessPoolExecutor()
+
+
+@app.get("/compute")
+async def compute(n: int = 1_000_000):
+    loop = asyncio.get_running_loop()
+    result = await loop.run_in_executor(executor, heavy_computation, n)
+    threaded = await asyncio.to_thread(heavy_computation, n)
+    return {"result": result, "threaded": threaded}

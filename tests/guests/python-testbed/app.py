@@ -1,10 +1,30 @@
 """Routes that let the tests observe the host from inside a Python guest."""
 
 import os
+import threading
 import uuid
 from dataclasses import dataclass
+from typing import Annotated
 
-from cello import App, RateLimitConfig, Request, Response, RoleGuard, Router, cache
+from cello import (
+    APIRouter,
+    App,
+    Depends,
+    Header,
+    HTTPException,
+    Json,
+    Path,
+    Query,
+    RateLimitConfig,
+    Request,
+    Response,
+    RoleGuard,
+    Router,
+    cache,
+    injectable,
+    status,
+)
+from cello.controllers import controller, get, post
 from cello.host import sleep
 
 app = App("python-testbed")
@@ -174,3 +194,61 @@ def py_editor(request: Request):
 @app.get("/py-limited", rate_limit=RateLimitConfig.sliding_window(capacity=1, window_seconds=60))
 def py_limited():
     return "within the limit"
+
+
+# The seeds' code as written: Lauren's controllers, extractors and services.
+
+
+@injectable()  # SINGLETON by default
+class Counter:
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._n = 0
+
+    def increment(self) -> int:
+        with self._lock:
+            self._n += 1
+            return self._n
+
+
+@controller("/counter")
+class CounterController:
+    def __init__(self, counter: Counter): ...
+
+    @post("/")
+    def bump(self) -> dict:
+        return {"n": self.counter.increment(), "instance": instance_id()}
+
+
+@controller("/items")
+class ItemController:
+    @get("/async/{id}")
+    async def get_async(self, id: Path[int]) -> dict:  # noqa: A002 - the seed's name
+        await sleep(0.001)
+        return {"id": id}
+
+    @post("/body")
+    def with_body(self, payload: Json[Thing]) -> dict:
+        return {"name": payload.name}
+
+
+app.include_router(CounterController)
+app.include_router(ItemController)
+
+
+# FastAPI's spellings: markers with constraints, an Annotated header, a
+# router with dependencies, and a trailing-slash redirect.
+def verify_token(x_token: Annotated[str, Header()]):
+    if x_token != "secret":
+        raise HTTPException(status_code=status.HTTP_400_BAD_REQUEST, detail="bad token")
+
+
+things = APIRouter(prefix="/things", tags=["things"], dependencies=[Depends(verify_token)])
+
+
+@things.get("/")
+def list_things(limit: Annotated[int, Query(ge=1, le=10)] = 5):
+    return {"limit": limit}
+
+
+app.include_router(things)
