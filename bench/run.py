@@ -422,7 +422,8 @@ def isolation(state: Path) -> list[Load]:
     """p99 of a quiet tenant's hello route, alone and beside noisy tenants."""
     print("isolation: a quiet tenant (wrk -c2) alone and beside a noisy one")
     port, ops, admin_port = free_port(), free_port(), free_port()
-    command = [str(HOST), "serve", str(component_dir()), "--listen", f"127.0.0.1:{port}"]
+    command = [str(HOST), "serve", str(component_dir()), "--allow-empty"]
+    command += ["--listen", f"127.0.0.1:{port}"]
     command += ["--state-dir", str(state), "--ops-listen", f"127.0.0.1:{ops}"]
     command += ["--admin-listen", f"127.0.0.1:{admin_port}", "--admin-token", OPERATOR]
     command += ["--tenants-dir", tempfile.mkdtemp(prefix="cello-bench-tenants-"), "--no-watch"]
