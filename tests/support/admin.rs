@@ -1,7 +1,6 @@
 //! Tenants through the real admin API: a host with it on, and the calls
 //! tests make to it.
 
-use std::io::Write as _;
 use std::time::Duration;
 
 use http::Method;
@@ -75,7 +74,7 @@ pub async fn push(host: &Host, tenant: &str, name: &str, token: &str, bytes: Vec
         .await
 }
 
-/// An upload as a multipart form with sidecar settings.
+/// An upload as a multipart form with sidecar settings, by the operator.
 pub async fn push_with(
     host: &Host,
     tenant: &str,
@@ -83,25 +82,7 @@ pub async fn push_with(
     bytes: Vec<u8>,
     settings: &str,
 ) -> Reply {
-    let boundary = "cello-test-boundary";
-    let mut body = Vec::new();
-    for (field, data) in [
-        ("component", bytes),
-        ("settings", settings.as_bytes().to_vec()),
-    ] {
-        write!(
-            body,
-            "--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"\r\n\r\n"
-        )
-        .unwrap();
-        body.extend_from_slice(&data);
-        body.extend_from_slice(b"\r\n");
-    }
-    write!(body, "--{boundary}--\r\n").unwrap();
-    let path = format!("/v1/tenants/{tenant}/components/{name}");
-    let content_type = format!("multipart/form-data; boundary={boundary}");
-    host.admin(Method::PUT, &path, OPERATOR, &content_type, body)
-        .await
+    host.upload(tenant, name, OPERATOR, bytes, settings).await
 }
 
 /// An admin request without a body.
