@@ -33,11 +33,11 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 
+use crate::body::Body;
 use crate::config::ServerSettings;
 use crate::connections::accept;
 use crate::error::json_response;
-use crate::server::Body;
-use crate::tenants::{Refusal, TenantSettings, Tenants};
+use crate::tenants::{Refusal, TenantChanges, Tenants};
 
 /// Largest JSON body the API reads.
 const MAX_JSON: usize = 1 << 20;
@@ -116,7 +116,7 @@ fn ok(status: StatusCode, value: impl serde::Serialize) -> Result<http::Response
 }
 
 fn no_content() -> Result<http::Response<Body>, Refusal> {
-    let mut response = http::Response::new(crate::error::full(Bytes::new()));
+    let mut response = http::Response::new(crate::body::full(Bytes::new()));
     *response.status_mut() = StatusCode::NO_CONTENT;
     Ok(response)
 }
@@ -205,7 +205,7 @@ impl Admin {
             (Endpoint::Tenants, &Method::POST) => {
                 operator(&caller)?;
                 let body: NewTenant = json_body(req).await?;
-                let settings = TenantSettings {
+                let settings = TenantChanges {
                     quotas: body.quotas,
                     grants: body.grants,
                 };
@@ -218,7 +218,7 @@ impl Admin {
             }
             (Endpoint::Tenant, &Method::PATCH) => {
                 operator(&caller)?;
-                let settings: TenantSettings = json_body(req).await?;
+                let settings: TenantChanges = json_body(req).await?;
                 ok(StatusCode::OK, tenants.update(tenant, settings).await?)
             }
             (Endpoint::Tenant, &Method::DELETE) => {

@@ -8,17 +8,17 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::capabilities::Grants;
 use crate::capabilities::config::ValueSource;
 use crate::capabilities::kv::KvQuota;
 use crate::capabilities::outbound::OutboundSettings;
-use crate::capabilities::{GrantSettings, Grants};
 use crate::middleware::auth::AuthSettings;
 use crate::middleware::rate_limit::RateLimitSettings;
 use crate::middleware::{
     self, AccessLogSettings, AppPolicySettings, CompressionSettings, CorsSettings,
     SecurityHeaderSettings,
 };
-use crate::response_cache::CachePolicy;
+use crate::response_cache::policy::CachePolicy;
 
 /// The host's config file (`--config cello.toml`). Every field is optional.
 ///
@@ -339,7 +339,7 @@ pub struct TenantSettings {
     /// `{tenant}.{domain}` as well.
     pub domain: Option<String>,
     #[serde(default)]
-    pub quotas: crate::tenants::Quotas,
+    pub quotas: crate::tenants::quotas::Quotas,
 }
 
 /// Where the key-value store lives, and what a served component may keep
@@ -405,16 +405,15 @@ impl HostConfig {
     pub fn from_file(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let config: Self = toml::from_str(&text)
-            .map_err(|e| format!("{} is not a valid host config: {e}", path.display()))?;
-        config
-            .execution
-            .validate()
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        config
-            .server
-            .validate()
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// A host config from its text.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let config: Self =
+            toml::from_str(text).map_err(|e| format!("not a valid host config: {e}"))?;
+        config.execution.validate()?;
+        config.server.validate()?;
         Ok(config)
     }
 
@@ -540,16 +539,6 @@ impl ComponentConfig {
             auth: self.auth.clone().map(|a| (a, dir.to_path_buf())),
             rate_limit: self.rate_limit.clone(),
             access_log: false,
-        }
-    }
-
-    /// The fields that say what the component is granted.
-    pub fn grant_settings(&self) -> GrantSettings<'_> {
-        GrantSettings {
-            grants: &self.grants,
-            outbound: &self.outbound,
-            variables: &self.variables,
-            secrets: &self.secrets,
         }
     }
 }

@@ -20,8 +20,8 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::body::Body;
 use crate::config::ServerSettings;
-use crate::server::{Body, SHUTTING_DOWN};
 
 /// How long shutdown waits for requests in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -148,7 +148,6 @@ where
         });
     }
     drop(listener);
-    SHUTTING_DOWN.store(true, Ordering::Relaxed);
     drop(drain);
     let _ = draining.send(());
     if tokio::time::timeout(SHUTDOWN_GRACE, draining.closed())

@@ -14,6 +14,7 @@ use wasmparser::{Chunk, Parser, Payload};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::config::PoolSettings;
+use crate::world::World;
 
 /// How often the epoch advances. A guest running without pause yields to the
 /// runtime after one tick, so other requests on its thread keep moving, and
@@ -53,17 +54,14 @@ impl Engines {
     /// functions are async), the concurrent one for anything else.
     pub fn for_component(&self, bytes: &[u8]) -> &Engine {
         match top_level_names(bytes) {
-            Some((imports, exports)) if is_plain_proxy(&imports, &exports) => &self.plain,
+            Some((imports, exports)) if is_plain_proxy(&imports, exports.clone()) => &self.plain,
             _ => &self.concurrent,
         }
     }
 }
 
-fn is_plain_proxy(imports: &[String], exports: &[String]) -> bool {
-    exports
-        .iter()
-        .any(|name| name.starts_with("wasi:http/incoming-handler@0.2"))
-        && !exports.iter().any(|name| name == "handle-async")
+fn is_plain_proxy(imports: &[String], exports: Vec<String>) -> bool {
+    World::of_exports(exports) == World::Proxy
         && !imports.iter().any(|name| name.starts_with("cello:"))
 }
 
@@ -129,7 +127,7 @@ fn base_config(concurrent: bool) -> Config {
         .concurrency_support(concurrent)
         .epoch_interruption(true)
         .memory_init_cow(true);
-    // For `perf`: guest functions by name (README, "Serving").
+    // For `perf`: guest functions by name (docs/operations.md, "Profiling").
     if std::env::var_os("CELLO_PERFMAP").is_some() {
         config.profiler(wasmtime::ProfilingStrategy::PerfMap);
     }
@@ -163,7 +161,7 @@ fn pooling(settings: &PoolSettings) -> PoolingAllocationConfig {
     // (found with the kernel's PAGEMAP_SCAN) spares the next instance a
     // fault, and a TLB shootdown, for every page it writes: a fresh Python
     // instance writes 8–16 MiB. The copy happens where the instance is
-    // dropped, so it is opt-in (README, "The host config").
+    // dropped, so it is opt-in (docs/configuration.md, "Pool").
     let keep_resident = (settings.keep_resident_mb as usize) << 20;
     pool.linear_memory_keep_resident(keep_resident)
         .table_keep_resident(keep_resident);
@@ -218,13 +216,13 @@ mod tests {
         let (imports, exports) = top_level_names(&bytes).expect("parses");
         assert_eq!(imports, ["wasi:cli/stdout@0.2.3"]);
         assert_eq!(exports, ["wasi:http/incoming-handler@0.2.3"]);
-        assert!(is_plain_proxy(&imports, &exports));
+        assert!(is_plain_proxy(&imports, exports.clone()));
         let cello = component(
             &["cello:component/kv"],
             &["wasi:http/incoming-handler@0.2.3"],
         );
         let (imports, exports) = top_level_names(&cello).expect("parses");
-        assert!(!is_plain_proxy(&imports, &exports));
+        assert!(!is_plain_proxy(&imports, exports.clone()));
         assert_eq!(top_level_names(b"\0asm garbage"), None);
     }
 }

@@ -2,11 +2,9 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
-use http_body_util::{BodyExt, Full};
 
-use crate::server::Body;
+use crate::body::{Body, full};
 
 /// Why a call into a guest produced no response.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +79,15 @@ pub fn error_response(status: StatusCode, detail: &str) -> http::Response<Body> 
     json_response(status, &serde_json::json!({ "detail": detail }))
 }
 
+/// A 429 saying `detail`, with `Retry-After: seconds`.
+pub fn too_many_requests(detail: &str, seconds: u64) -> http::Response<Body> {
+    let mut response = error_response(StatusCode::TOO_MANY_REQUESTS, detail);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
+}
+
 /// `value` as a JSON response with `status`.
 pub fn json_response(status: StatusCode, value: &serde_json::Value) -> http::Response<Body> {
     let mut response = http::Response::new(full(value.to_string()));
@@ -90,11 +97,4 @@ pub fn json_response(status: StatusCode, value: &serde_json::Value) -> http::Res
         HeaderValue::from_static("application/json"),
     );
     response
-}
-
-/// A response body from bytes in memory.
-pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
 }

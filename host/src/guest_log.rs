@@ -3,7 +3,7 @@
 //! JSON mode a guest's `print` or traceback is JSON like every other line.
 
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use tokio::io::AsyncWrite;
@@ -12,27 +12,59 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 /// Longest line kept whole; a longer one is logged in pieces of this size.
 const MAX_LINE: usize = 16 << 10;
 
+/// Guest log lines kept in memory as well as logged: what a test reads
+/// (see [`crate::testing::TestHost`]). Shared by every component of a host
+/// built to keep them.
+#[derive(Clone, Default)]
+pub struct GuestLogs(Arc<Mutex<Vec<GuestLine>>>);
+
+/// One line a guest logged, or wrote to stdout or stderr.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GuestLine {
+    pub component: String,
+    /// `trace` to `error` for a log call; `stdout` or `stderr` for output.
+    pub level: String,
+    pub message: String,
+    /// The request the guest was serving, when known.
+    pub request_id: Option<String>,
+}
+
+impl GuestLogs {
+    /// Keeps `line`.
+    pub fn push(&self, line: GuestLine) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+    }
+
+    /// Every line kept so far, oldest first.
+    pub fn lines(&self) -> Vec<GuestLine> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
 /// One of a guest's output streams.
 #[derive(Clone)]
 pub struct GuestOutput {
     component: Arc<str>,
     stream: &'static str,
+    kept: Option<GuestLogs>,
 }
 
 impl GuestOutput {
-    /// `component`'s stdout.
-    pub fn stdout(component: Arc<str>) -> Self {
+    /// `component`'s stdout, its lines also kept in `kept`.
+    pub fn stdout(component: Arc<str>, kept: Option<GuestLogs>) -> Self {
         Self {
             component,
             stream: "stdout",
+            kept,
         }
     }
 
-    /// `component`'s stderr.
-    pub fn stderr(component: Arc<str>) -> Self {
+    /// `component`'s stderr, its lines also kept in `kept`.
+    pub fn stderr(component: Arc<str>, kept: Option<GuestLogs>) -> Self {
         Self {
             component,
             stream: "stderr",
+            kept,
         }
     }
 }
@@ -71,6 +103,14 @@ impl LineWriter {
             stream = self.output.stream,
             "{line}"
         );
+        if let Some(kept) = &self.output.kept {
+            kept.push(GuestLine {
+                component: self.output.component.to_string(),
+                level: self.output.stream.into(),
+                message: line.into(),
+                request_id: None,
+            });
+        }
     }
 
     /// Logs every whole line gathered, keeping the unfinished rest.

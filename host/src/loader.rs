@@ -5,61 +5,30 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
-
-use wasmtime::Engine;
-use wasmtime::component::{Component, Linker};
 
 use crate::app::{AppComponent, WarmUpFailed};
 use crate::bindings::Manifest;
 use crate::capabilities::kv::KvStore;
-use crate::capabilities::{self, Capabilities, GrantSet};
+use crate::capabilities::{self, Capabilities};
 use crate::capacity::HostCapacity;
 use crate::compile::CompileCache;
 use crate::config::{ComponentConfig, DeploySettings, HostConfig, Limits};
 use crate::engine::Engines;
+use crate::guest_log::GuestLogs;
 use crate::middleware::{self, Middleware};
 use crate::proxy::ProxyComponent;
+use crate::resources::Resources;
 use crate::response_cache::ResponseCache;
 use crate::router::{Router, RouterBuilder};
 use crate::scheduler::Scheduler;
-use crate::state::{InstanceState, Owner, TenantScope};
-
-/// What every component is loaded with: the engines, and the resources all
-/// components share.
-pub struct Runtime {
-    pub engines: Engines,
-    /// One linker per engine and set of granted capabilities, made on
-    /// first use.
-    linkers: Mutex<HashMap<(bool, GrantSet), Linker<InstanceState>>>,
-    /// Instances alive at once across every component.
-    pub capacity: Arc<HostCapacity>,
-    pub responses: Arc<ResponseCache>,
-    /// The key-value store behind every component's namespace.
-    pub kv: KvStore,
-    /// Shares the CPU between every component's guest calls.
-    pub scheduler: Arc<Scheduler>,
-}
-
-impl Runtime {
-    /// The linker for `engine` offering exactly the capabilities in
-    /// `granted`.
-    fn linker(&self, engine: &Engine, granted: GrantSet) -> anyhow::Result<Linker<InstanceState>> {
-        let key = (engine.get_concurrency_support(), granted);
-        let mut linkers = self.linkers.lock().unwrap();
-        if let Some(linker) = linkers.get(&key) {
-            return Ok(linker.clone());
-        }
-        let linker = capabilities::linker(engine, granted)?;
-        linkers.insert(key, linker.clone());
-        Ok(linker)
-    }
-}
+use crate::state::{Owner, TenantScope};
+use crate::world::World;
 
 /// Everything needed to turn component files into servable components.
 pub struct Loader {
-    runtime: Runtime,
+    runtime: Resources,
     cache: CompileCache,
     limits: Limits,
     /// How long each step of validating a component may take.
@@ -68,6 +37,8 @@ pub struct Loader {
     middleware: middleware::Settings,
     /// Which of an app's own wishes the host honours.
     app_policy: middleware::AppPolicySettings,
+    /// Where guests' log lines are kept as well as logged (tests).
+    guest_logs: Option<GuestLogs>,
 }
 
 /// One component that loaded.
@@ -168,6 +139,12 @@ pub struct LoadReport {
 }
 
 impl Loader {
+    /// Keeps every guest log line of the components loaded from now on in
+    /// `logs`, as well as logging it.
+    pub fn capture_guest_logs(&mut self, logs: GuestLogs) {
+        self.guest_logs = Some(logs);
+    }
+
     /// The key-value store behind every component's namespace.
     pub fn kv(&self) -> &KvStore {
         &self.runtime.kv
@@ -190,19 +167,19 @@ impl Loader {
         kv: KvStore,
     ) -> anyhow::Result<Self> {
         Ok(Self {
-            runtime: Runtime {
+            runtime: Resources::new(
                 engines,
-                linkers: Mutex::default(),
-                capacity: HostCapacity::new(config.pool.max_instances as usize),
+                HostCapacity::new(config.pool.max_instances as usize),
                 responses,
                 kv,
-                scheduler: Scheduler::new(&config.execution)?,
-            },
+                Scheduler::new(&config.execution)?,
+            ),
             cache,
             limits: config.default_limits(),
             deploys: config.deploys.clone(),
             middleware: config.middleware(config_file),
             app_policy: config.app_policy.clone(),
+            guest_logs: None,
         })
     }
 
@@ -333,7 +310,14 @@ impl Loader {
             started.elapsed()
         );
         let limits = self.limits.with(&config.limits);
-        let capabilities = Capabilities::grant(config.grant_settings(), &label, &self.runtime.kv)
+        let resolving = capabilities::Resolving {
+            namespace: &label,
+            kv: &self.runtime.kv,
+            outbound: &config.outbound,
+            variables: &config.variables,
+            secrets: &config.secrets,
+        };
+        let capabilities = Capabilities::grant(&config.grants, &resolving)
             .map_err(|e| one(format!("{sidecar}: {e}")))?;
         let granted = capabilities.set();
         let engine = component.engine();
@@ -354,13 +338,16 @@ impl Loader {
                 .share(&format!("tenant {}", tenant.name)),
             None => self.runtime.scheduler.share(&format!("component {label}")),
         };
-        let owner = Owner::new(
+        let mut owner = Owner::new(
             label.clone(),
             self.runtime.responses.clone(),
             capabilities,
             tenant,
             cpu,
         );
+        if let Some(owner) = Arc::get_mut(&mut owner) {
+            owner.guest_logs = self.guest_logs.clone();
+        }
         let middleware = |settings: &middleware::Settings| {
             Middleware::new(settings).map_err(|e| one(format!("{sidecar}: {e}")))
         };
@@ -477,34 +464,6 @@ fn check_header(bytes: &[u8]) -> Result<(), String> {
              build for wasm32-wasip2 or wrap it with `wasm-tools component new`"
             .into()),
         _ => Err("a WebAssembly binary of an unknown version or layer".into()),
-    }
-}
-
-enum World {
-    App,
-    Proxy,
-    Unknown(Vec<String>),
-}
-
-impl World {
-    /// Tells the world from the component's exports.
-    fn of(engine: &Engine, component: &Component) -> Self {
-        let exports: Vec<String> = component
-            .component_type()
-            .exports(engine)
-            .map(|(name, _)| name.to_string())
-            .collect();
-        let has = |name: &str| exports.iter().any(|n| n == name);
-        if has("describe") && has("handle") && has("handle-async") {
-            World::App
-        } else if exports
-            .iter()
-            .any(|n| n.starts_with("wasi:http/incoming-handler@0.2"))
-        {
-            World::Proxy
-        } else {
-            World::Unknown(exports)
-        }
     }
 }
 

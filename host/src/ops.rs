@@ -12,13 +12,13 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 
+use crate::body::{Body, full};
 use crate::config::ServerSettings;
 use crate::connections::accept;
-use crate::error::{error_response, full, json_response};
+use crate::error::{error_response, json_response};
 use crate::metrics::Exposition;
 use crate::readiness::Readiness;
 use crate::response_cache::ResponseCache;
-use crate::server::Body;
 
 /// Serves the ops endpoints until `shutdown` resolves. `/readyz` answers
 /// 503 until `ready` says the host is ready: before the traffic listener

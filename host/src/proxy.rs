@@ -7,7 +7,7 @@ use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::body::{Frame, SizeHint};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use wasmtime::Engine;
@@ -17,11 +17,11 @@ use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
+use crate::body::{Body, BodyError, BoxError, RequestBody};
 use crate::capacity::{Capacity, Slot};
 use crate::config::Limits;
 use crate::error::CallError;
-use crate::loader::Runtime;
-use crate::server::{Body, BoxError};
+use crate::resources::Resources;
 use crate::state::{InstanceState, Owner};
 use crate::warm::{Warm, WarmPool};
 
@@ -67,7 +67,7 @@ impl ProxyComponent {
         component: &Component,
         linker: &Linker<InstanceState>,
         limits: Limits,
-        runtime: &Runtime,
+        runtime: &Resources,
     ) -> anyhow::Result<Self> {
         let pre = linker
             .instantiate_pre(component)
@@ -98,7 +98,7 @@ impl ProxyComponent {
     /// the response it sets.
     pub async fn handle(
         &self,
-        request: http::Request<Incoming>,
+        request: http::Request<RequestBody>,
     ) -> Result<http::Response<Body>, CallError> {
         let shared = &self.shared;
         let deadline = Instant::now() + shared.limits.timeout;
@@ -218,6 +218,11 @@ fn body_error(error: BoxError, limit: usize) -> wasmtime_wasi_http::Error {
     if error.is::<LengthLimitError>() {
         return wasmtime_wasi_http::Error::HttpRequestBodySize(Some(limit as u64));
     }
+    // A connection's error comes wrapped, as every request body's does.
+    let error = match error.downcast::<BodyError>() {
+        Ok(wrapped) => wrapped.0,
+        Err(other) => other,
+    };
     match error.downcast::<hyper::Error>() {
         Ok(hyper) => wasmtime_wasi_http::Error::Hyper(*hyper),
         Err(other) => wasmtime_wasi_http::Error::InternalError(Some(other.to_string())),

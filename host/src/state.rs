@@ -10,12 +10,12 @@ use wasmtime::{CallHook, ResourceLimiter, Store, StoreContextMut, UpdateDeadline
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::capabilities::Capabilities;
 use crate::capabilities::outbound::OutboundHooks;
+use crate::capabilities::{Capabilities, HasCapabilities};
 use crate::config::Limits;
 use crate::engine::{EPOCH_TICK, TICKS};
 use crate::error::CallError;
-use crate::guest_log::GuestOutput;
+use crate::guest_log::{GuestLogs, GuestOutput};
 use crate::metrics::ComponentMetrics;
 use crate::middleware::Middleware;
 use crate::response_cache::ResponseCache;
@@ -41,6 +41,9 @@ pub struct Owner {
     pub cpu: CpuShare,
     /// CORS, auth and rate limits around it, set once its manifest is read.
     middleware: OnceLock<Middleware>,
+    /// Where its log lines are kept as well as logged, when the host keeps
+    /// them (tests).
+    pub guest_logs: Option<GuestLogs>,
 }
 
 /// What the components of one tenant share: its name (for the guest's
@@ -69,6 +72,7 @@ impl Owner {
             tenant,
             cpu,
             middleware: OnceLock::new(),
+            guest_logs: None,
         })
     }
 
@@ -155,6 +159,12 @@ pub struct InstanceState {
 #[error("the call ran past its deadline")]
 pub struct DeadlineExceeded;
 
+impl HasCapabilities for InstanceState {
+    fn capabilities(&self) -> &Capabilities {
+        &self.owner.capabilities
+    }
+}
+
 impl InstanceState {
     /// State with nothing reachable: no preopened directories, no network,
     /// no environment; stdout and stderr are lines of the host's log. The guest may
@@ -162,8 +172,14 @@ impl InstanceState {
     /// 1 MiB of random bytes at once, and send headers of at most 64 KiB.
     pub fn new(owner: Arc<Owner>, limits: &Limits) -> Self {
         let wasi = WasiCtx::builder()
-            .stdout(GuestOutput::stdout(owner.component.clone()))
-            .stderr(GuestOutput::stderr(owner.component.clone()))
+            .stdout(GuestOutput::stdout(
+                owner.component.clone(),
+                owner.guest_logs.clone(),
+            ))
+            .stderr(GuestOutput::stderr(
+                owner.component.clone(),
+                owner.guest_logs.clone(),
+            ))
             .max_random_size(1 << 20)
             .build();
         let mut http = WasiHttpCtx::new();

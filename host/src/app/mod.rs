@@ -22,8 +22,8 @@ use crate::bindings::{App as AppBindings, AppPre, Manifest, Request, Response};
 use crate::capacity::{Capacity, Slot};
 use crate::config::Limits;
 use crate::error::CallError;
-use crate::loader::Runtime;
 use crate::middleware::rate_limit::Limiter;
+use crate::resources::Resources;
 use crate::response_cache::CachePolicy;
 use crate::state::{InstanceState, Owner};
 use crate::warm::Warm;
@@ -101,7 +101,7 @@ impl AppComponent {
         linker: &Linker<InstanceState>,
         limits: Limits,
         default_cache: Option<CachePolicy>,
-        runtime: &Runtime,
+        runtime: &Resources,
     ) -> anyhow::Result<(Self, Manifest)> {
         let engine = component.engine();
         let pre = linker

@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use serde::Deserialize;
 
 use crate::bindings::cello::component::config;
-use crate::state::InstanceState;
+use wasmtime::component::{HasData, Linker};
+
+use super::capability::{Capability, Has};
 
 /// Where a variable's value comes from, as a sidecar writes it:
 /// `name = "literal"` or `name = { env = "VAR", default = "..." }`.
@@ -74,22 +76,43 @@ impl ConfigValues {
     }
 }
 
-impl config::Host for InstanceState {
+/// The config capability: `config = true` under `[grants]` lets the
+/// component read its `[variables]` and `[secrets]`.
+pub struct Config;
+
+impl Capability for Config {
+    const INTERFACES: &'static [&'static str] = &["cello:component/config"];
+    const HOW_TO_GRANT: &'static str = "config = true";
+    type Grant = bool;
+    type Granted = ConfigValues;
+
+    fn is_granted(grant: &bool) -> bool {
+        *grant
+    }
+
+    fn add_to_linker<T: Has<Self>>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+        config::add_to_linker::<T, ConfigAccess>(linker, |state| ConfigView(state.granted()))
+    }
+}
+
+/// How the host functions reach a store's values.
+struct ConfigAccess;
+
+impl HasData for ConfigAccess {
+    type Data<'a> = ConfigView<'a>;
+}
+
+/// A component's values, as its host functions see them.
+pub struct ConfigView<'a>(Option<&'a ConfigValues>);
+
+impl config::Host for ConfigView<'_> {
     fn get(&mut self, name: String) -> wasmtime::Result<Option<String>> {
-        Ok(self
-            .owner
-            .capabilities
-            .config
-            .as_ref()
-            .and_then(|c| c.variables.get(&name).cloned()))
+        Ok(self.0.and_then(|c| c.variables.get(&name).cloned()))
     }
 
     fn get_secret(&mut self, name: String) -> wasmtime::Result<Option<String>> {
         Ok(self
-            .owner
-            .capabilities
-            .config
-            .as_ref()
+            .0
             .and_then(|c| c.secrets.get(&name).map(|s| s.0.clone())))
     }
 }

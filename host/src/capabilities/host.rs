@@ -6,6 +6,7 @@ use std::time::Duration;
 use wasmtime::component::{Accessor, HasSelf};
 
 use crate::bindings::cello::component::host::{self, Level};
+use crate::guest_log::GuestLine;
 use crate::state::InstanceState;
 
 impl crate::bindings::cello::component::types::Host for InstanceState {}
@@ -30,6 +31,21 @@ impl host::Host for InstanceState {
             Level::Error => {
                 tracing::error!(target: "guest", component, route, request_id, "{message}")
             }
+        }
+        if let Some(kept) = &self.owner.guest_logs {
+            kept.push(GuestLine {
+                component: component.into(),
+                level: match level {
+                    Level::Trace => "trace",
+                    Level::Debug => "debug",
+                    Level::Info => "info",
+                    Level::Warn => "warn",
+                    Level::Error => "error",
+                }
+                .into(),
+                message,
+                request_id: request_id.map(str::to_string),
+            });
         }
         Ok(())
     }

@@ -1,11 +1,14 @@
-//! Host functions that guests import. Each capability is its own module.
+//! Host functions that guests import, each granted per component.
 //!
-//! `host` (log, sleep) and `cache` are every app's. The others are granted
-//! per component in its sidecar's `[grants]`, and only a granted one is in
-//! the component's linker; a component that imports one it was not granted
-//! is refused at load, with the grant to add.
+//! `host` (log, sleep) and `cache` are every app's; they are linked with
+//! WASI in [`crate::linker`]. The others are capabilities: each is a module
+//! with a type implementing [`Capability`] (see [`capability`]), and a line
+//! in the list below, which makes its field in `[grants]`, in
+//! [`Capabilities`] and [`GrantSet`], links it when granted and names the
+//! grant a component that imports it without one must add.
 
 pub mod cache;
+pub mod capability;
 pub mod config;
 pub mod host;
 pub mod kv;
@@ -14,97 +17,144 @@ pub mod outbound;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use wasmtime::Engine;
-use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime_wasi_http::WasiHttpView;
+use wasmtime::component::{Component, Linker};
 
-use crate::bindings::cello::component as cello;
-use crate::state::InstanceState;
+pub use capability::{Capability, Has};
 use config::{ConfigValues, ValueSource};
-use kv::{KvNamespace, KvStore};
+use kv::KvStore;
 use outbound::{Outbound, OutboundSettings};
 
-/// The sidecar's `[grants]` table.
-///
-/// ```toml
-/// [grants]
-/// kv = true                                   # cello:component/kv
-/// config = true                               # cello:component/config
-/// outbound = ["https://api.example.com"]      # outbound HTTP, by allow-list
-/// ```
-#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct Grants {
-    #[serde(default)]
-    pub kv: bool,
-    #[serde(default)]
-    pub config: bool,
-    /// `scheme://host[:port]` patterns; empty means no outbound HTTP.
-    #[serde(default)]
-    pub outbound: Vec<String>,
-}
-
-/// What one component was granted, ready for its instances.
-#[derive(Debug, Default)]
-pub struct Capabilities {
-    pub kv: Option<KvNamespace>,
-    pub config: Option<ConfigValues>,
-    pub outbound: Option<Arc<Outbound>>,
-}
-
-/// The sidecar fields that grants read, in one place.
-pub struct GrantSettings<'a> {
-    pub grants: &'a Grants,
+/// What resolving a component's grants reads: its name in the key-value
+/// store and the sidecar tables capabilities take their settings from.
+pub struct Resolving<'a> {
+    /// The component's namespace: `name`, or `tenant/name`.
+    pub namespace: &'a str,
+    pub kv: &'a KvStore,
     pub outbound: &'a OutboundSettings,
     pub variables: &'a HashMap<String, ValueSource>,
     pub secrets: &'a HashMap<String, ValueSource>,
 }
 
+/// Makes, from the list of capabilities, `Grants`, `Capabilities`,
+/// `GrantSet` and what links and names them.
+macro_rules! capabilities {
+    ($( $(#[$doc:meta])* $name:ident: $capability:ty = $resolve:expr ),* $(,)?) => {
+        /// The sidecar's `[grants]` table.
+        ///
+        /// ```toml
+        /// [grants]
+        /// kv = true                                   # cello:component/kv
+        /// config = true                               # cello:component/config
+        /// outbound = ["https://api.example.com"]      # outbound HTTP, by allow-list
+        /// ```
+        #[derive(Debug, Clone, Default, Deserialize, Serialize)]
+        #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+        pub struct Grants {
+            $( $(#[$doc])* #[serde(default)] pub $name: <$capability as Capability>::Grant, )*
+        }
+
+        /// What one component was granted, ready for its instances.
+        #[derive(Debug, Default)]
+        pub struct Capabilities {
+            $( pub $name: Option<<$capability as Capability>::Granted>, )*
+        }
+
+        /// Which capabilities a linker offers.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+        pub struct GrantSet {
+            $( pub $name: bool, )*
+        }
+
+        impl Grants {
+            /// True when anything is granted.
+            pub fn any(&self) -> bool {
+                false $( || <$capability as Capability>::is_granted(&self.$name) )*
+            }
+
+            /// A sentence naming a grant the host could never honour.
+            pub fn check(&self) -> Result<(), String> {
+                $( <$capability as Capability>::check(&self.$name)?; )*
+                Ok(())
+            }
+
+            /// Resolves each grant for one component; fails with a sentence
+            /// naming the bad field.
+            fn resolve(&self, cx: &Resolving<'_>) -> Result<Capabilities, String> {
+                Ok(Capabilities {
+                    $( $name: <$capability as Capability>::is_granted(&self.$name)
+                        .then(|| ($resolve)(&self.$name, cx))
+                        .transpose()?, )*
+                })
+            }
+        }
+
+        impl Capabilities {
+            /// Which capabilities are linked.
+            pub fn set(&self) -> GrantSet {
+                GrantSet { $( $name: self.$name.is_some(), )* }
+            }
+        }
+
+        /// Adds the host functions of every capability in `granted`.
+        pub fn add_to_linker<T: HasCapabilities>(
+            linker: &mut Linker<T>,
+            granted: GrantSet,
+        ) -> wasmtime::Result<()> {
+            $( if granted.$name {
+                <$capability as Capability>::add_to_linker(linker)?;
+            } )*
+            Ok(())
+        }
+
+        $( impl<T: HasCapabilities> Has<$capability> for T {
+            fn granted(&self) -> Option<&<$capability as Capability>::Granted> {
+                self.capabilities().$name.as_ref()
+            }
+        } )*
+
+        /// The grant to add for an import of `interface`, when it is a
+        /// capability's that `granted` lacks.
+        fn missing_grant(interface: &str, granted: GrantSet) -> Option<&'static str> {
+            $( if !granted.$name && <$capability as Capability>::INTERFACES.contains(&interface) {
+                return Some(<$capability as Capability>::HOW_TO_GRANT);
+            } )*
+            None
+        }
+    };
+}
+
+capabilities! {
+    /// `cello:component/kv`: a namespace of the host's key-value store.
+    kv: kv::Kv = |_, cx: &Resolving<'_>| Ok::<_, String>(cx.kv.namespace(cx.namespace)),
+    /// `cello:component/config`: the sidecar's `[variables]` and `[secrets]`.
+    config: config::Config = |_, cx: &Resolving<'_>| ConfigValues::resolve(cx.variables, cx.secrets),
+    /// Outbound HTTP to the `scheme://host[:port]` patterns listed; empty
+    /// means none.
+    outbound: outbound::OutboundHttp = |grant: &Vec<String>, cx: &Resolving<'_>| {
+        Outbound::new(grant, cx.outbound).map(Arc::new)
+    },
+}
+
+/// A store's state that holds its component's capabilities.
+pub trait HasCapabilities: Send + 'static {
+    fn capabilities(&self) -> &Capabilities;
+}
+
 impl Capabilities {
-    /// Resolves `settings` for the component `namespace`; fails with a
-    /// sentence naming the bad field.
-    pub fn grant(
-        settings: GrantSettings<'_>,
-        namespace: &str,
-        store: &KvStore,
-    ) -> Result<Self, String> {
-        let grants = settings.grants;
-        let has_values = !settings.variables.is_empty() || !settings.secrets.is_empty();
+    /// Resolves `grants` for one component; fails with a sentence naming
+    /// the bad field.
+    pub fn grant(grants: &Grants, cx: &Resolving<'_>) -> Result<Self, String> {
+        let has_values = !cx.variables.is_empty() || !cx.secrets.is_empty();
         if has_values && !grants.config {
             return Err(
                 "[variables] or [secrets] are set but not granted; add `config = true` under [grants]"
                     .into(),
             );
         }
-        Ok(Self {
-            kv: grants.kv.then(|| store.namespace(namespace)),
-            config: grants
-                .config
-                .then(|| ConfigValues::resolve(settings.variables, settings.secrets))
-                .transpose()?,
-            outbound: (!grants.outbound.is_empty())
-                .then(|| Outbound::new(&grants.outbound, settings.outbound).map(Arc::new))
-                .transpose()?,
-        })
+        grants.resolve(cx)
     }
-
-    /// Which capabilities are linked.
-    pub fn set(&self) -> GrantSet {
-        GrantSet {
-            kv: self.kv.is_some(),
-            config: self.config.is_some(),
-            outbound: self.outbound.is_some(),
-        }
-    }
-}
-
-/// The capabilities a linker offers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct GrantSet {
-    pub kv: bool,
-    pub config: bool,
-    pub outbound: bool,
 }
 
 /// Each import a component makes without its grant, as a sentence saying
@@ -119,56 +169,11 @@ pub fn ungranted_imports(
     let mut problems = Vec::new();
     for (name, _) in component.component_type().imports(engine) {
         let interface = name.split('@').next().unwrap_or(name);
-        let missing = match interface {
-            "cello:component/kv" if !granted.kv => "kv = true",
-            "cello:component/config" if !granted.config => "config = true",
-            "cello:component/outbound" | "wasi:http/outgoing-handler" if !granted.outbound => {
-                "outbound = [\"https://host.example\"]"
-            }
-            _ => continue,
-        };
-        problems.push(format!(
-            "imports {name}, which it is not granted; add `{missing}` {hint}"
-        ));
+        if let Some(missing) = missing_grant(interface, granted) {
+            problems.push(format!(
+                "imports {name}, which it is not granted; add `{missing}` {hint}"
+            ));
+        }
     }
     problems
-}
-
-/// A linker with WASI (nothing reachable unless granted), wasi:http types,
-/// Cello's `host` and `cache`, and the capabilities in `granted`. On an
-/// engine without concurrency support, only WASI and wasi:http: Cello's
-/// interfaces have async functions.
-pub fn linker(engine: &Engine, granted: GrantSet) -> anyhow::Result<Linker<InstanceState>> {
-    use wasmtime_wasi_http::p2::bindings::http as wasi_http;
-    type Http = wasmtime_wasi_http::WasiHttp;
-    let mut linker = Linker::new(engine);
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-    let options = wasmtime_wasi_http::p2::bindings::LinkOptions::default();
-    wasi_http::types::add_to_linker::<_, Http>(&mut linker, &options.into(), InstanceState::http)?;
-    if !engine.get_concurrency_support() {
-        if granted.outbound {
-            wasi_http::outgoing_handler::add_to_linker::<_, Http>(
-                &mut linker,
-                InstanceState::http,
-            )?;
-        }
-        return Ok(linker);
-    }
-    fn this(state: &mut InstanceState) -> &mut InstanceState {
-        state
-    }
-    cello::types::add_to_linker::<_, HasSelf<_>>(&mut linker, this)?;
-    cello::host::add_to_linker::<_, HasSelf<_>>(&mut linker, this)?;
-    cello::cache::add_to_linker::<_, HasSelf<_>>(&mut linker, this)?;
-    if granted.kv {
-        cello::kv::add_to_linker::<_, HasSelf<_>>(&mut linker, this)?;
-    }
-    if granted.config {
-        cello::config::add_to_linker::<_, HasSelf<_>>(&mut linker, this)?;
-    }
-    if granted.outbound {
-        cello::outbound::add_to_linker::<_, HasSelf<_>>(&mut linker, this)?;
-        wasi_http::outgoing_handler::add_to_linker::<_, Http>(&mut linker, InstanceState::http)?;
-    }
-    Ok(linker)
 }

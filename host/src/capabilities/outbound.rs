@@ -13,13 +13,14 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use serde::Deserialize;
 use tokio::sync::Semaphore;
-use wasmtime::component::{Accessor, HasSelf};
+use wasmtime::component::{Accessor, HasData, Linker};
 use wasmtime_wasi_http::{RequestOptions, WasiHttpHooks};
 
 use crate::bindings::cello::component::outbound::{
     self, Error as GuestError, IncomingResponse, OutgoingRequest,
 };
-use crate::state::InstanceState;
+
+use super::capability::{Capability, Has};
 
 /// Largest response body the SDK client reads, in bytes.
 const MAX_RESPONSE_BYTES: usize = 16 << 20;
@@ -235,14 +236,53 @@ impl Outbound {
     }
 }
 
-impl outbound::Host for InstanceState {}
+/// The outbound HTTP capability: `outbound = ["https://api.example.com"]`
+/// under `[grants]` lets the component call the hosts listed, through
+/// `cello:component/outbound` or `wasi:http/outgoing-handler`.
+///
+/// `wasi:http/outgoing-handler` itself is linked for every component
+/// (componentize-py and componentize-js builds import it whether they use
+/// it or not); without the grant, each request is refused with
+/// `HTTP-request-denied` by [`OutboundHooks`].
+pub struct OutboundHttp;
 
-impl<U> outbound::HostWithStore<U> for HasSelf<InstanceState> {
+impl Capability for OutboundHttp {
+    const INTERFACES: &'static [&'static str] = &["cello:component/outbound"];
+    const HOW_TO_GRANT: &'static str = "outbound = [\"https://host.example\"]";
+    type Grant = Vec<String>;
+    type Granted = Arc<Outbound>;
+
+    fn is_granted(grant: &Vec<String>) -> bool {
+        !grant.is_empty()
+    }
+
+    fn check(grant: &Vec<String>) -> Result<(), String> {
+        Outbound::check_patterns(grant)
+    }
+
+    fn add_to_linker<T: Has<Self>>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+        outbound::add_to_linker::<T, OutboundAccess>(linker, |state| OutboundView(state.granted()))
+    }
+}
+
+/// How the host functions reach a store's grant.
+struct OutboundAccess;
+
+impl HasData for OutboundAccess {
+    type Data<'a> = OutboundView<'a>;
+}
+
+/// A component's grant, as its host functions see it.
+pub struct OutboundView<'a>(Option<&'a Arc<Outbound>>);
+
+impl outbound::Host for OutboundView<'_> {}
+
+impl<U> outbound::HostWithStore<U> for OutboundAccess {
     async fn send(
         accessor: &Accessor<U, Self>,
         request: OutgoingRequest,
     ) -> wasmtime::Result<Result<IncomingResponse, GuestError>> {
-        let grant = accessor.with(|mut access| access.get().owner.capabilities.outbound.clone());
+        let grant = accessor.with(|mut access| access.get().0.cloned());
         let Some(grant) = grant else {
             return Ok(Err(GuestError::Denied(
                 "this component has no outbound HTTP grant".into(),

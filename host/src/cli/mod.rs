@@ -8,16 +8,11 @@ mod serve;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
-use crate::capabilities::kv::KvStore;
-use crate::compile::CompileCache;
 use crate::config::HostConfig;
-use crate::loader::Loader;
 use crate::logging::LogFormat;
-use crate::response_cache::ResponseCache;
 
 #[derive(Parser)]
 #[command(
@@ -152,16 +147,6 @@ struct StateArgs {
     tenants_dir: Option<PathBuf>,
 }
 
-impl StateArgs {
-    fn kv(&self, config: &HostConfig) -> KvStore {
-        let store = match &self.kv_path {
-            Some(path) => KvStore::at(path),
-            None => KvStore::at(&config.kv_path(&self.state_dir)),
-        };
-        store.with_component_quota(config.kv.component_quota())
-    }
-}
-
 /// Parses the command line and runs the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -231,28 +216,4 @@ fn host_config(state: &StateArgs) -> anyhow::Result<HostConfig> {
     crate::middleware::Middleware::new(&config.middleware(Some(path)))
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     Ok(config)
-}
-
-/// A loader with the engine and compile cache `state` asks for.
-fn loader(
-    state: &StateArgs,
-    config: &HostConfig,
-    responses: Arc<ResponseCache>,
-    kv: KvStore,
-) -> anyhow::Result<Loader> {
-    let engines = crate::engine::Engines::new(&config.pool)?;
-    tracing::debug!("engine ready");
-    let cache = if state.no_compile_cache {
-        CompileCache::disabled()
-    } else {
-        CompileCache::in_dir(state.state_dir.join("cache"))
-    };
-    Loader::new(
-        engines,
-        cache,
-        config,
-        state.config.as_deref(),
-        responses,
-        kv,
-    )
 }

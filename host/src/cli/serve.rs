@@ -13,15 +13,12 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use super::{CheckArgs, ServeArgs, StateArgs, loader};
+use super::{CheckArgs, ServeArgs, StateArgs};
 use crate::config::HostConfig;
+use crate::host::{Host, HostBuilder};
 use crate::loader::{LoadReport, Loaded, LoadedKind, build_router};
 use crate::logging::announce;
 use crate::readiness::Readiness;
-use crate::registry::Registry;
-use crate::response_cache::ResponseCache;
-use crate::tenants::Tenants;
-use crate::tenants::store::Store;
 
 /// How long a graceful shutdown waits for `on-stop` hooks.
 const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(6);
@@ -78,8 +75,8 @@ pub(super) async fn serve(args: ServeArgs, mut config: HostConfig) -> anyhow::Re
         None => None,
     };
     config.access_log.enabled |= args.access_log;
-    let responses = ResponseCache::new(config.cache.max_mb << 20);
-    let ready = Arc::new(Readiness::default());
+    let host = Arc::new(host(state, config)?);
+    let ready = host.ready().clone();
     // Dropped at the end, which stops the ops and admin listeners.
     let (stopped, stop) = tokio::sync::watch::channel(());
     let stop_signal = move || {
@@ -95,76 +92,49 @@ pub(super) async fn serve(args: ServeArgs, mut config: HostConfig) -> anyhow::Re
         ));
         tokio::spawn(crate::ops::serve(
             listener,
-            config.server.clone(),
+            host.config().server.clone(),
             ready.clone(),
-            responses.clone(),
+            host.responses().clone(),
             stop_signal(),
         ));
     }
     // Traffic is answered from now on: 503 until the components load.
-    let registry = Registry::new(config.tenants.domain.clone());
-    let front = Arc::new(crate::server::Front::new(&config, ready.clone()));
     let server = {
-        let registry = registry.clone();
-        let settings = config.server.clone();
+        let host = host.clone();
         let ready = ready.clone();
         let draining = async move {
             shutdown_signal().await;
             ready.set_serving(false);
             tracing::info!("shutting down; waiting for requests in flight");
         };
-        tokio::spawn(async move {
-            crate::server::serve(traffic, &settings, registry, front, draining).await
-        })
+        tokio::spawn(async move { host.serve(traffic, draining).await })
     };
-    let kv = state.kv(&config);
-    let loader = Arc::new(loader(state, &config, responses, kv.clone())?);
-    let report = loader.load_paths(&args.paths).await?;
+    let report = host.load(&args.paths).await?;
     let allow_partial = args.allow_partial || settings.allow_partial;
     let allow_empty = args.allow_empty || settings.allow_empty;
     strict_start(&args.paths, &report, allow_partial, allow_empty, &ready)?;
-    if report.loaded.iter().any(|l| l.config.grants.kv) {
-        kv.open().map_err(anyhow::Error::msg)?;
-    }
     announce_routes(&report.loaded);
-    let main = report
-        .loaded
-        .into_iter()
-        .map(|loaded| (loaded.name.clone(), Arc::new(loaded)))
-        .collect();
-    registry
-        .change(
-            |served| {
-                served.main = main;
-            },
-            async { Ok(()) },
-        )
+    host.put_in_service(report.loaded)
         .await
-        .map_err(|refused| {
+        .map_err(|problems| {
             anyhow::anyhow!(
                 "cannot serve {}:\n  {}",
                 listed(&args.paths),
-                refused.problems().join("\n  ")
+                problems.join("\n  ")
             )
         })?;
-    let tenants = Arc::new(Tenants::new(
-        loader.clone(),
-        registry.clone(),
-        Store::at(tenants_dir(state)),
-        config.tenants.quotas.clone(),
-    ));
     // Tenants' components load in the background: the listener opens now.
-    tenants.restore(ready.clone()).await;
+    host.tenants().restore(ready.clone()).await;
     match admin {
         Some((listener, token)) => {
             announce(&format!(
                 "admin listening on http://{}",
                 listener.local_addr()?
             ));
-            let admin = crate::admin::Admin::new(tenants, &token);
+            let admin = crate::admin::Admin::new(host.tenants().clone(), &token);
             tokio::spawn(crate::admin::serve(
                 listener,
-                config.server.clone(),
+                host.config().server.clone(),
                 admin,
                 stop_signal(),
             ));
@@ -173,7 +143,9 @@ pub(super) async fn serve(args: ServeArgs, mut config: HostConfig) -> anyhow::Re
     }
     let watch = !args.no_watch && settings.watch.unwrap_or(true);
     let _watcher = if watch {
-        let watcher = crate::reload::watch(&args.paths, loader, registry.clone(), ready.clone());
+        let loader = host.loader().clone();
+        let watcher =
+            crate::reload::watch(&args.paths, loader, host.registry().clone(), ready.clone());
         Some(watcher?)
     } else {
         None
@@ -182,9 +154,19 @@ pub(super) async fn serve(args: ServeArgs, mut config: HostConfig) -> anyhow::Re
     ready.set_serving(true);
     announce(&format!("listening on http://{traffic_bound}"));
     server.await??;
-    crate::app::retire_all(&registry.served().await.apps(), STOP_WAIT).await;
+    host.stop(STOP_WAIT).await;
     drop(stopped);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The host as the command line and config ask.
+fn host(state: &StateArgs, config: HostConfig) -> anyhow::Result<Host> {
+    HostBuilder::new(config, &state.state_dir)
+        .config_file(state.config.clone())
+        .kv_path(state.kv_path.clone())
+        .tenants_dir(state.tenants_dir.clone())
+        .compile_cache(!state.no_compile_cache)
+        .build()
 }
 
 /// Refuses to start when a component did not load (unless
@@ -227,15 +209,12 @@ fn strict_start(
 }
 
 pub(super) async fn check(args: CheckArgs, config: HostConfig) -> anyhow::Result<ExitCode> {
-    let state = &args.state;
-    let responses = ResponseCache::new(config.cache.max_mb << 20);
-    let loader = loader(state, &config, responses, state.kv(&config))?;
-    let report = loader.load_paths(&args.paths).await?;
+    let allow_empty = args.allow_empty || config.serve.allow_empty;
+    let report = host(&args.state, config)?.load(&args.paths).await?;
     let mut problems: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
     if let Err(conflicts) = build_router(&report.loaded) {
         problems.extend(conflicts);
     }
-    let allow_empty = args.allow_empty || config.serve.allow_empty;
     if report.loaded.is_empty() && problems.is_empty() {
         let paths = listed(&args.paths);
         if allow_empty {
@@ -258,13 +237,6 @@ pub(super) async fn check(args: CheckArgs, config: HostConfig) -> anyhow::Result
         }
         Ok(ExitCode::FAILURE)
     }
-}
-
-fn tenants_dir(state: &StateArgs) -> PathBuf {
-    state
-        .tenants_dir
-        .clone()
-        .unwrap_or_else(|| state.state_dir.join("tenants"))
 }
 
 /// Each component and its routes, a line each.

@@ -14,7 +14,11 @@ use serde::Deserialize;
 use serde_json::Value;
 use xxhash_rust::xxh3::Xxh3Builder;
 
+use http::{HeaderValue, StatusCode, header};
+
+use crate::body::Body;
 use crate::capabilities::config::ValueSource;
+use crate::error::error_response;
 
 /// `[auth]` in the host config or a sidecar.
 ///
@@ -86,11 +90,36 @@ const VERIFIED_FOR: Duration = Duration::from_secs(60);
 
 /// Why a request was refused.
 #[derive(Debug)]
-pub enum Refusal {
+pub enum Denied {
     /// 401: no token, or not a valid one.
     Unauthenticated(String),
     /// 403: a valid token without a role or scope the route requires.
     Forbidden(String),
+}
+
+impl Denied {
+    /// A 401 with a `WWW-Authenticate` challenge, or a 403.
+    pub fn response(self) -> http::Response<Body> {
+        match self {
+            Denied::Unauthenticated(why) => {
+                let mut response =
+                    error_response(StatusCode::UNAUTHORIZED, &format!("Unauthorized: {why}."));
+                let challenge = format!(
+                    "Bearer realm=\"cello\", error=\"invalid_token\", error_description=\"{}\"",
+                    why.replace('"', "'")
+                );
+                if let Ok(value) = HeaderValue::from_str(&challenge) {
+                    response
+                        .headers_mut()
+                        .insert(header::WWW_AUTHENTICATE, value);
+                }
+                response
+            }
+            Denied::Forbidden(why) => {
+                error_response(StatusCode::FORBIDDEN, &format!("Forbidden: {why}."))
+            }
+        }
+    }
 }
 
 impl Auth {
@@ -175,14 +204,14 @@ impl Auth {
     }
 
     /// The verified claims of the request's bearer token.
-    pub fn verify(&self, authorization: Option<&str>) -> Result<Arc<Verified>, Refusal> {
+    pub fn verify(&self, authorization: Option<&str>) -> Result<Arc<Verified>, Denied> {
         let Some(header) = authorization else {
-            return Err(Refusal::Unauthenticated("no bearer token".into()));
+            return Err(Denied::Unauthenticated("no bearer token".into()));
         };
         let token = header
             .strip_prefix("Bearer ")
             .or_else(|| header.strip_prefix("bearer "))
-            .ok_or_else(|| Refusal::Unauthenticated("not a bearer token".into()))?;
+            .ok_or_else(|| Denied::Unauthenticated("not a bearer token".into()))?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -208,19 +237,19 @@ impl Auth {
     }
 
     /// Checks `token`'s signature and claims.
-    fn check(&self, token: &str) -> Result<Value, Refusal> {
+    fn check(&self, token: &str) -> Result<Value, Denied> {
         let kid = jsonwebtoken::decode_header(token)
-            .map_err(|e| Refusal::Unauthenticated(format!("malformed token: {e}")))?
+            .map_err(|e| Denied::Unauthenticated(format!("malformed token: {e}")))?
             .kid;
         let key = self
             .keys
             .iter()
             .find(|(id, _)| id.is_none() || *id == kid)
             .map(|(_, key)| key)
-            .ok_or_else(|| Refusal::Unauthenticated("no key for the token's kid".into()))?;
+            .ok_or_else(|| Denied::Unauthenticated("no key for the token's kid".into()))?;
         jsonwebtoken::decode::<Value>(token, key, &self.validation)
             .map(|data| data.claims)
-            .map_err(|e| Refusal::Unauthenticated(describe(&e)))
+            .map_err(|e| Denied::Unauthenticated(describe(&e)))
     }
 }
 
@@ -243,7 +272,7 @@ fn describe(error: &jsonwebtoken::errors::Error) -> String {
 /// Checks that `claims` hold every one of `roles` and `scopes`. Roles are
 /// read from `roles` (a list) or `role`; scopes from `scope` (space
 /// separated) or `scp`.
-pub fn authorize(claims: &Value, roles: &[String], scopes: &[String]) -> Result<(), Refusal> {
+pub fn authorize(claims: &Value, roles: &[String], scopes: &[String]) -> Result<(), Denied> {
     let held = |names: &[&str]| -> Vec<String> {
         names
             .iter()
@@ -260,13 +289,13 @@ pub fn authorize(claims: &Value, roles: &[String], scopes: &[String]) -> Result<
     };
     let have_roles = held(&["roles", "role"]);
     if let Some(missing) = roles.iter().find(|r| !have_roles.contains(r)) {
-        return Err(Refusal::Forbidden(format!(
+        return Err(Denied::Forbidden(format!(
             "this route needs the role {missing:?}"
         )));
     }
     let have_scopes = held(&["scope", "scp"]);
     if let Some(missing) = scopes.iter().find(|s| !have_scopes.contains(s)) {
-        return Err(Refusal::Forbidden(format!(
+        return Err(Denied::Forbidden(format!(
             "this route needs the scope {missing:?}"
         )));
     }

@@ -9,7 +9,7 @@
 //! rather than a layer, a header map and a `Vary` value of its own.
 
 use std::convert::Infallible;
-use std::future::{Future, ready};
+use std::future::ready;
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -175,47 +175,67 @@ impl Cors {
         })
     }
 
-    /// Runs `inner` with CORS around it: a preflight is answered here, and
-    /// any other response gets the CORS headers.
-    pub async fn around<Req, Res, F, Fut>(
-        &self,
-        req: http::Request<Req>,
-        inner: F,
-    ) -> http::Response<Res>
-    where
-        Res: Default,
-        F: FnOnce(http::Request<Req>) -> Fut,
-        Fut: Future<Output = http::Response<Res>>,
-    {
-        if req.method() == Method::OPTIONS {
-            let mut inner = Some(inner);
-            let service = tower::service_fn(move |req| {
-                let inner = inner.take().expect("called once");
-                async move { Ok::<_, Infallible>(inner(req).await) }
-            });
-            return self
-                .layer
-                .layer(service)
-                .oneshot(req)
-                .await
-                .unwrap_or_else(|never| match never {});
+    /// What CORS does to a request: a preflight is answered here (`Err`);
+    /// any other request goes on, and [`Cors::after`] gives its response
+    /// the headers decided now.
+    pub fn before(&self, request: &http::request::Parts) -> Result<Decided, http::Response<()>> {
+        if request.method != Method::OPTIONS {
+            let origin = request.headers.get(ORIGIN);
+            let allowed = origin.and_then(|o| self.allowed.iter().position(|(a, _)| a == o));
+            return Ok(allowed.map_or(Decided::Otherwise, Decided::Allowed));
         }
-        let added = self.added_for(req.headers().get(ORIGIN));
-        let mut response = inner(req).await;
-        added.apply(response.headers_mut());
-        response
+        // An OPTIONS is asked of the layer itself, which answers it when it
+        // is a preflight and otherwise passes it on (to an empty response
+        // here, to learn the headers it adds).
+        let mut asked = http::Request::new(());
+        *asked.method_mut() = request.method.clone();
+        *asked.uri_mut() = request.uri.clone();
+        *asked.headers_mut() = request.headers.clone();
+        let passed = std::sync::atomic::AtomicBool::new(false);
+        let inner = tower::service_fn(|_| {
+            passed.store(true, std::sync::atomic::Ordering::Relaxed);
+            ready(Ok::<_, Infallible>(http::Response::new(())))
+        });
+        let response = self
+            .layer
+            .layer(inner)
+            .oneshot(asked)
+            .now_or_never()
+            .expect("the CORS layer answers at once when its inner service does")
+            .unwrap_or_else(|never| match never {});
+        if passed.into_inner() {
+            Ok(Decided::Asked(Added::from_response(response)))
+        } else {
+            Err(response)
+        }
     }
 
-    fn added_for(&self, origin: Option<&HeaderValue>) -> &Added {
-        origin
-            .and_then(|origin| self.allowed.iter().find(|(allowed, _)| allowed == origin))
-            .map_or(&self.otherwise, |(_, added)| added)
+    /// Gives a response the CORS headers [`Cors::before`] decided.
+    pub fn after(&self, decided: &Decided, headers: &mut HeaderMap) {
+        let added = match decided {
+            Decided::Allowed(index) => &self.allowed[*index].1,
+            Decided::Otherwise => &self.otherwise,
+            Decided::Asked(added) => added,
+        };
+        added.apply(headers);
     }
+}
+
+/// The CORS headers a response gets, decided from its request.
+#[derive(Debug)]
+pub enum Decided {
+    /// Those for the allowed origin at this index.
+    Allowed(usize),
+    /// Those for any other origin, or a request without one.
+    Otherwise,
+    /// Those the layer added to this very request (an OPTIONS that was not
+    /// a preflight).
+    Asked(Added),
 }
 
 /// The headers tower-http's layer adds to a non-preflight response.
 #[derive(Debug)]
-struct Added {
+pub struct Added {
     /// Appended to any `Vary` the response has.
     vary: Option<HeaderValue>,
     /// Set, replacing the response's own.
@@ -237,6 +257,11 @@ impl Added {
             .now_or_never()
             .expect("the CORS layer answers at once when its inner service does")
             .unwrap_or_else(|never| match never {});
+        Self::from_response(response)
+    }
+
+    /// The headers the layer put on `response`.
+    fn from_response(response: http::Response<()>) -> Self {
         let mut set = response.into_parts().0.headers;
         let vary = set.remove(VARY);
         Self { vary, set }
@@ -302,9 +327,17 @@ mod tests {
         answer.unwrap().unwrap()
     }
 
+    /// What `before` and `after` make of the same request.
     fn by_cors(cors: &Cors, req: http::Request<()>) -> http::Response<()> {
-        let answer = cors.around(req, |_| ready(guest_response())).now_or_never();
-        answer.expect("ready at once")
+        let (parts, ()) = req.into_parts();
+        match cors.before(&parts) {
+            Err(preflight) => preflight,
+            Ok(decided) => {
+                let mut response = guest_response();
+                cors.after(&decided, response.headers_mut());
+                response
+            }
+        }
     }
 
     #[test]

@@ -81,8 +81,12 @@ impl RateLimitSettings {
     }
 }
 
-type Bucket =
-    RateLimiter<Key, DefaultKeyedStateStore<Key>, DefaultClock, StateInformationMiddleware>;
+type Bucket = RateLimiter<
+    CallerKey,
+    DefaultKeyedStateStore<CallerKey>,
+    DefaultClock,
+    StateInformationMiddleware,
+>;
 
 /// One limit, with the state of every key it has seen.
 pub struct Limiter {
@@ -96,7 +100,7 @@ pub struct Limiter {
 
 enum Counter {
     Bucket(Bucket),
-    Window(Mutex<HashMap<Key, VecDeque<Instant>>>),
+    Window(Mutex<HashMap<CallerKey, VecDeque<Instant>>>),
 }
 
 /// What a check found: the headers to send, and whether to refuse.
@@ -212,7 +216,7 @@ impl Limiter {
 
 /// What a limit counts by: a client address costs no allocation.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Key {
+pub enum CallerKey {
     Address(IpAddr),
     Subject(Box<str>),
     Tenant(Box<str>),
@@ -228,14 +232,14 @@ pub struct Caller<'a> {
 }
 
 impl Caller<'_> {
-    fn key(&self, key: RateLimitKey) -> Key {
+    fn key(&self, key: RateLimitKey) -> CallerKey {
         match key {
             RateLimitKey::Subject => match self.claims.and_then(|c| c.get("sub")) {
-                Some(Value::String(sub)) => Key::Subject(sub.as_str().into()),
-                _ => Key::Address(self.client_ip()),
+                Some(Value::String(sub)) => CallerKey::Subject(sub.as_str().into()),
+                _ => CallerKey::Address(self.client_ip()),
             },
-            RateLimitKey::Tenant => Key::Tenant(self.tenant.unwrap_or("-").into()),
-            RateLimitKey::ClientAddress => Key::Address(self.client_ip()),
+            RateLimitKey::Tenant => CallerKey::Tenant(self.tenant.unwrap_or("-").into()),
+            RateLimitKey::ClientAddress => CallerKey::Address(self.client_ip()),
         }
     }
 

@@ -8,6 +8,7 @@
 //! components — then written down, then swapped in through the
 //! [`Registry`]. A failure at any step leaves the previous version serving.
 
+pub mod quotas;
 mod restore;
 pub mod store;
 
@@ -23,122 +24,18 @@ use tokio::sync::OwnedMutexGuard;
 
 use crate::capabilities::Grants;
 use crate::capabilities::config::ValueSource;
-use crate::capabilities::kv::{KvQuota, tenant_scope};
+use crate::capabilities::kv::tenant_scope;
 use crate::capacity::HostCapacity;
 use crate::config::{ComponentConfig, LimitSettings, Limits};
 use crate::loader::{Loaded, LoadedKind, Loader, NotStarted, Source};
 use crate::metrics::ComponentMetrics;
 use crate::registry::{ChangeRefused, Registry, TenantApps};
 use crate::state::TenantScope;
+pub use quotas::{QuotaChanges, Quotas};
 use store::{KEPT_VERSIONS, Store};
 
 /// Largest settings text (the sidecar TOML sent with an upload), in bytes.
 pub const MAX_SETTINGS_BYTES: usize = 64 << 10;
-
-/// What one tenant may use. Every field has a default.
-///
-/// Each `[limits]` key a component's settings may set has its ceiling
-/// here, under the same name: a setting above it is refused, and an unset
-/// key gets the lower of the host's default and the ceiling.
-///
-/// ```json
-/// {"memory-mb": 128, "timeout-ms": 10000, "cpu-ms": 10000, "max-instances": 8,
-///  "queue": 256, "async-concurrency": 64, "max-resources": 10000,
-///  "idle-timeout-s": 60, "background-timeout-ms": 10000, "max-body-kb": 10240,
-///  "max-components": 10, "max-component-mb": 64, "max-total-mb": 256,
-///  "requests-per-second": 500, "kv-mb": 64, "kv-keys": 100000}
-/// ```
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
-pub struct Quotas {
-    /// Memory per instance, MiB: the ceiling of a component's `memory-mb`.
-    pub memory_mb: u64,
-    /// Time per request, ms: the ceiling of a component's `timeout-ms`.
-    pub timeout_ms: u64,
-    /// CPU time per request, ms: the ceiling of a component's `cpu-ms`.
-    pub cpu_ms: u64,
-    /// Instances alive at once across all the tenant's components, and the
-    /// ceiling of a component's `max-instances`.
-    pub max_instances: usize,
-    /// Requests waiting for an instance: the ceiling of `queue`.
-    pub queue: usize,
-    /// Async requests on one instance: the ceiling of `async-concurrency`.
-    pub async_concurrency: usize,
-    /// Host resources one instance holds: the ceiling of `max-resources`.
-    pub max_resources: usize,
-    /// Seconds an idle instance is kept: the ceiling of `idle-timeout-s`.
-    pub idle_timeout_s: u64,
-    /// Background time after a response, ms: the ceiling of
-    /// `background-timeout-ms`.
-    pub background_timeout_ms: u64,
-    /// Request body, KiB: the ceiling of `max-body-kb`.
-    pub max_body_kb: u64,
-    pub max_components: usize,
-    /// Size of one uploaded component with its settings, MiB.
-    pub max_component_mb: u64,
-    /// Size of all current versions together with their settings, MiB.
-    pub max_total_mb: u64,
-    /// Requests per second across all the tenant's components; 0 for none.
-    pub requests_per_second: u32,
-    /// Key-value data across all the tenant's components (keys and values),
-    /// MiB.
-    pub kv_mb: u64,
-    /// Key-value keys across all the tenant's components.
-    pub kv_keys: u64,
-}
-
-impl Default for Quotas {
-    fn default() -> Self {
-        Self {
-            memory_mb: 128,
-            timeout_ms: 10_000,
-            cpu_ms: 10_000,
-            max_instances: 8,
-            queue: 256,
-            async_concurrency: 64,
-            max_resources: 10_000,
-            idle_timeout_s: 60,
-            background_timeout_ms: 10_000,
-            max_body_kb: 10 << 10,
-            max_components: 10,
-            max_component_mb: 64,
-            max_total_mb: 256,
-            requests_per_second: 500,
-            kv_mb: 64,
-            kv_keys: 100_000,
-        }
-    }
-}
-
-/// Quota changes as an operator sends them: some keys of [`Quotas`].
-pub type QuotaChanges = serde_json::Map<String, serde_json::Value>;
-
-impl Quotas {
-    /// These quotas with `changes` laid over them; an unknown key or a
-    /// value of the wrong type is refused with a sentence.
-    pub fn merged(&self, changes: QuotaChanges) -> Result<Self, Refusal> {
-        let serde_json::Value::Object(mut merged) =
-            serde_json::to_value(self).map_err(Refusal::internal)?
-        else {
-            return Err(Refusal::internal("quotas are not a JSON object"));
-        };
-        merged.extend(changes);
-        serde_json::from_value(merged.into()).map_err(|e| {
-            Refusal::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("quotas: {e}; see the quota keys in the README's tenants section"),
-            )
-        })
-    }
-
-    /// The key-value quota, in the store's terms.
-    pub fn kv(&self) -> KvQuota {
-        KvQuota {
-            max_bytes: self.kv_mb.saturating_mul(1 << 20),
-            max_keys: self.kv_keys,
-        }
-    }
-}
 
 /// A tenant as stored: its quotas and grants, and its tokens' hashes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -212,6 +109,11 @@ impl Refusal {
             error: error.into(),
             problems,
         }
+    }
+
+    /// A 422 saying `error`.
+    fn unprocessable(error: String) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, error)
     }
 
     fn internal(e: impl std::fmt::Display) -> Self {
@@ -316,7 +218,7 @@ pub struct ComponentView {
 /// What an operator may set on a tenant.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct TenantSettings {
+pub struct TenantChanges {
     /// Laid over the current quotas (at creation, the host's defaults).
     pub quotas: Option<QuotaChanges>,
     pub grants: Option<Grants>,
@@ -360,11 +262,7 @@ impl Tenants {
     }
 
     /// Creates a tenant.
-    pub async fn create(
-        &self,
-        name: &str,
-        settings: TenantSettings,
-    ) -> Result<TenantView, Refusal> {
+    pub async fn create(&self, name: &str, settings: TenantChanges) -> Result<TenantView, Refusal> {
         check_name("tenant", name)?;
         let _creating = self.creating.lock().await;
         if self.tenants.read().unwrap().contains_key(name) {
@@ -374,7 +272,10 @@ impl Tenants {
             ));
         }
         let quotas = match settings.quotas {
-            Some(changes) => self.default_quotas.merged(changes)?,
+            Some(changes) => self
+                .default_quotas
+                .merged(changes)
+                .map_err(Refusal::unprocessable)?,
             None => self.default_quotas.clone(),
         };
         let record = TenantRecord {
@@ -431,16 +332,15 @@ impl Tenants {
     /// Changes a tenant's quotas or grants. The request-rate quota applies
     /// at once; the others, and grants, to components uploaded or rolled
     /// back from now on (components serving keep what they were loaded with).
-    pub async fn update(
-        &self,
-        name: &str,
-        settings: TenantSettings,
-    ) -> Result<TenantView, Refusal> {
+    pub async fn update(&self, name: &str, settings: TenantChanges) -> Result<TenantView, Refusal> {
         let change = self.lock_tenant(name).await?;
         let tenant = change.entry.tenant();
         let mut record = tenant.record.clone();
         if let Some(changes) = settings.quotas {
-            record.quotas = record.quotas.merged(changes)?;
+            record.quotas = record
+                .quotas
+                .merged(changes)
+                .map_err(Refusal::unprocessable)?;
         }
         if let Some(grants) = settings.grants {
             check_grants(&grants)?;
@@ -902,7 +802,7 @@ fn parse_settings(
         problems.push(e);
     }
     let grants = &config.grants;
-    if grants.kv || grants.config || !grants.outbound.is_empty() {
+    if grants.any() {
         problems.push(
             "[grants] cannot be set by a tenant; the operator grants capabilities to the tenant"
                 .into(),
@@ -1018,7 +918,8 @@ fn cap_limits(limits: &mut LimitSettings, quotas: &Quotas, defaults: &Limits) ->
 
 /// Refuses grants the host could never honour.
 fn check_grants(grants: &Grants) -> Result<(), Refusal> {
-    crate::capabilities::outbound::Outbound::check_patterns(&grants.outbound)
+    grants
+        .check()
         .map_err(|e| Refusal::new(StatusCode::UNPROCESSABLE_ENTITY, format!("grants: {e}")))
 }
 
@@ -1174,7 +1075,6 @@ mod tests {
         let refused = quotas
             .merged(unknown.as_object().unwrap().clone())
             .unwrap_err();
-        assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
-        assert!(refused.error.contains("unknown field `memroy-mb`"));
+        assert!(refused.contains("unknown field `memroy-mb`"), "{refused}");
     }
 }

@@ -39,7 +39,9 @@ mod tables;
 use tables::{EXPIRIES, Tables, USAGE, count_usage, entry_bytes};
 
 use crate::bindings::cello::component::kv;
-use crate::state::InstanceState;
+use wasmtime::component::{HasData, Linker};
+
+use super::capability::{Capability, Has};
 
 /// (namespace, key) → expiry (8 bytes, little-endian) followed by the value.
 const TABLE: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("kv");
@@ -450,13 +452,40 @@ fn internal(error: impl std::fmt::Display) -> String {
     format!("the key-value store failed: {error}")
 }
 
-impl InstanceState {
-    /// This component's namespace; linked only when granted, so present.
+/// The key-value capability: `kv = true` under `[grants]` gives the
+/// component its own namespace of the host's store.
+pub struct Kv;
+
+impl Capability for Kv {
+    const INTERFACES: &'static [&'static str] = &["cello:component/kv"];
+    const HOW_TO_GRANT: &'static str = "kv = true";
+    type Grant = bool;
+    type Granted = KvNamespace;
+
+    fn is_granted(grant: &bool) -> bool {
+        *grant
+    }
+
+    fn add_to_linker<T: Has<Self>>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+        kv::add_to_linker::<T, KvAccess>(linker, |state| KvView(state.granted()))
+    }
+}
+
+/// How the host functions reach a store's namespace.
+struct KvAccess;
+
+impl HasData for KvAccess {
+    type Data<'a> = KvView<'a>;
+}
+
+/// A store's namespace, as its host functions see it; linked only when
+/// granted, so present.
+pub struct KvView<'a>(Option<&'a KvNamespace>);
+
+impl KvView<'_> {
     fn kv(&self) -> wasmtime::Result<KvNamespace> {
-        self.owner
-            .capabilities
-            .kv
-            .clone()
+        self.0
+            .cloned()
             .ok_or_else(|| wasmtime::Error::msg("kv called without the kv grant"))
     }
 }
@@ -469,7 +498,7 @@ async fn blocking<T: Send + 'static>(
     Ok(tokio::task::spawn_blocking(op).await?)
 }
 
-impl kv::Host for InstanceState {
+impl kv::Host for KvView<'_> {
     async fn get(&mut self, key: String) -> wasmtime::Result<KvResult<Option<Vec<u8>>>> {
         let kv = self.kv()?;
         blocking(move || kv.get(&key)).await

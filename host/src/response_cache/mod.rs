@@ -26,41 +26,16 @@ use moka::Expiry;
 use moka::future::Cache;
 use moka::notification::RemovalCause;
 
-use crate::error::{CallError, full};
-use crate::server::Body;
+use crate::body::{Body, full};
+use crate::error::CallError;
 use crate::state::Owner;
+pub use policy::CachePolicy;
 
-/// How long a route's responses are kept, and under which tags and headers.
-#[derive(Debug, Clone)]
-pub struct CachePolicy {
-    pub ttl: Duration,
-    pub tags: Vec<String>,
-    /// Request headers whose values key separate entries.
-    pub vary: Vec<HeaderName>,
-}
-
-impl CachePolicy {
-    /// A policy from its declared parts, or a sentence naming the bad header.
-    pub fn new(ttl_seconds: u32, tags: &[String], vary: &[String]) -> Result<Self, String> {
-        let vary = vary
-            .iter()
-            .map(|name| {
-                HeaderName::try_from(name.as_str()).map_err(|_| {
-                    format!("cache policy varies on {name:?}, which is not a header name")
-                })
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(Self {
-            ttl: Duration::from_secs(ttl_seconds.into()),
-            tags: tags.to_vec(),
-            vary,
-        })
-    }
-}
+pub mod policy;
 
 /// What identifies one stored response.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Key {
+pub struct CacheKey {
     component: Arc<str>,
     /// The load of the component that stored it ([`Owner::generation`]).
     generation: u64,
@@ -72,7 +47,7 @@ pub struct Key {
     variant: [u8; 32],
 }
 
-impl Key {
+impl CacheKey {
     /// The key for `request` to `route` (at `path`, the component's own
     /// path) of `owner`. `claims` are those `[auth]` verified, if any.
     pub fn new(
@@ -189,20 +164,20 @@ enum Miss {
 
 /// The host's response cache, shared by every component.
 pub struct ResponseCache {
-    entries: Cache<Arc<Key>, Arc<Entry>>,
+    entries: Cache<Arc<CacheKey>, Arc<Entry>>,
     /// Keys by component and tag. moka's iterator may not yet see an entry
     /// just inserted, so invalidation counts from here.
     tagged: Arc<Mutex<TagIndex>>,
 }
 
-type TagIndex = HashMap<(Arc<str>, String), HashMap<Arc<Key>, Arc<Owner>>>;
+type TagIndex = HashMap<(Arc<str>, String), HashMap<Arc<CacheKey>, Arc<Owner>>>;
 
 struct PerEntryTtl;
 
-impl Expiry<Arc<Key>, Arc<Entry>> for PerEntryTtl {
+impl Expiry<Arc<CacheKey>, Arc<Entry>> for PerEntryTtl {
     fn expire_after_create(
         &self,
-        _: &Arc<Key>,
+        _: &Arc<CacheKey>,
         entry: &Arc<Entry>,
         _: Instant,
     ) -> Option<Duration> {
@@ -217,13 +192,13 @@ impl ResponseCache {
         let index = tagged.clone();
         let entries = Cache::builder()
             .max_capacity(max_bytes)
-            .weigher(|key: &Arc<Key>, entry: &Arc<Entry>| {
+            .weigher(|key: &Arc<CacheKey>, entry: &Arc<Entry>| {
                 let size = entry.body.len() + key.path.len() + key.query.len() + 256;
                 u32::try_from(size).unwrap_or(u32::MAX)
             })
             .expire_after(PerEntryTtl)
             .support_invalidation_closures()
-            .eviction_listener(move |key: Arc<Arc<Key>>, entry: Arc<Entry>, cause| {
+            .eviction_listener(move |key: Arc<Arc<CacheKey>>, entry: Arc<Entry>, cause| {
                 if cause == RemovalCause::Size {
                     entry.owner.metrics.cache_evictions.inc();
                 }
@@ -250,7 +225,7 @@ impl ResponseCache {
     pub async fn respond<F, Fut>(
         &self,
         owner: &Arc<Owner>,
-        key: Key,
+        key: CacheKey,
         policy: &CachePolicy,
         request: &http::request::Parts,
         fetch: F,
@@ -322,7 +297,7 @@ impl ResponseCache {
     /// many there were.
     pub fn invalidate(&self, component: &str, tags: &[String]) -> u32 {
         let component: Arc<str> = component.into();
-        let keys: HashMap<Arc<Key>, Arc<Owner>> = {
+        let keys: HashMap<Arc<CacheKey>, Arc<Owner>> = {
             let index = self.tagged.lock().unwrap();
             tags.iter()
                 .filter_map(|tag| index.get(&(component.clone(), tag.clone())))
@@ -338,7 +313,7 @@ impl ResponseCache {
             owner.metrics.cache_invalidations.inc();
         }
         let tags = tags.to_vec();
-        let predicate = move |key: &Arc<Key>, entry: &Arc<Entry>| {
+        let predicate = move |key: &Arc<CacheKey>, entry: &Arc<Entry>| {
             key.component == component && entry.tags.iter().any(|t| tags.contains(t))
         };
         if let Err(e) = self.entries.invalidate_entries_if(predicate) {
@@ -353,11 +328,11 @@ impl ResponseCache {
     /// cache's housekeeping runs. Its keys could never be asked for again.
     pub fn forget(&self, owner: &Owner) {
         let generation = owner.generation;
-        let dropped = self
-            .entries
-            .invalidate_entries_if(move |key: &Arc<Key>, _: &Arc<Entry>| {
-                key.generation == generation
-            });
+        let dropped =
+            self.entries
+                .invalidate_entries_if(move |key: &Arc<CacheKey>, _: &Arc<Entry>| {
+                    key.generation == generation
+                });
         if let Err(e) = dropped {
             tracing::error!("cannot drop a component's cache entries: {e}");
         }
@@ -540,9 +515,9 @@ mod tests {
     }
 
     /// The key of a GET of `/page` with `headers`.
-    fn key_with(owner: &Owner, headers: &[(&str, &str)], claims: Option<&Value>) -> Key {
+    fn key_with(owner: &Owner, headers: &[(&str, &str)], claims: Option<&Value>) -> CacheKey {
         let request = request("/page", headers);
-        Key::new(owner, 0, "/page", &request, &policy(&[]), claims)
+        CacheKey::new(owner, 0, "/page", &request, &policy(&[]), claims)
     }
 
     #[test]
@@ -636,7 +611,7 @@ mod tests {
                 "/page",
                 &[("accept-language", "en"), ("accept-language", second)],
             );
-            Key::new(&owner, 0, "/page", &request, &policy, None)
+            CacheKey::new(&owner, 0, "/page", &request, &policy, None)
         };
         assert_ne!(key("de"), key("fr"));
         assert_eq!(key("de"), key("de"));
@@ -652,7 +627,7 @@ mod tests {
     #[test]
     fn the_query_is_keyed_in_any_order() {
         let owner = owner();
-        let key = |uri| Key::new(&owner, 0, "/page", &request(uri, &[]), &policy(&[]), None);
+        let key = |uri| CacheKey::new(&owner, 0, "/page", &request(uri, &[]), &policy(&[]), None);
         assert_eq!(key("/page?a=1&b=2"), key("/page?b=2&a=1"));
         assert_ne!(key("/page?a=1"), key("/page?a=2"));
     }
@@ -677,7 +652,7 @@ mod tests {
         let policy = policy(&[]);
         let parts = request("/page", &[]);
         for owner in [&old, &new] {
-            let key = Key::new(owner, 0, "/page", &parts, &policy, None);
+            let key = CacheKey::new(owner, 0, "/page", &parts, &policy, None);
             let fetch = || async { Ok(answer(&[])) };
             let stored = cache.respond(owner, key, &policy, &parts, fetch).await;
             assert_eq!(stored.unwrap().status(), StatusCode::OK);
@@ -687,7 +662,7 @@ mod tests {
         cache.forget(&old);
         cache.entries.run_pending_tasks().await;
         assert_eq!(cache.entries.entry_count(), 1);
-        let kept = Key::new(&new, 0, "/page", &parts, &policy, None);
+        let kept = CacheKey::new(&new, 0, "/page", &parts, &policy, None);
         assert!(cache.entries.contains_key(&kept));
     }
 

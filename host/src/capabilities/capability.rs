@@ -1,0 +1,52 @@
+//! What a capability is: host functions a component imports only when it
+//! is granted them, in its sidecar's `[grants]` (or, for a tenant, by the
+//! operator).
+//!
+//! A capability module (`kv`, `config`, `outbound`) defines a type that
+//! implements [`Capability`]: its grant (the value under `[grants]`), what
+//! the grant becomes for one component, and how its host functions are
+//! linked. Its host traits are implemented on a view of that per-component
+//! value, never on the store's whole state: a store reaches a capability
+//! only through [`Has`]. The list of capabilities is in
+//! [`crate::capabilities`].
+//!
+//! This module imports nothing of the host's, so capability modules and
+//! the store's state can both depend on it.
+
+use std::fmt::Debug;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use wasmtime::component::Linker;
+
+/// One capability a component can be granted.
+pub trait Capability: 'static {
+    /// The WIT interfaces it provides, without versions. A component that
+    /// imports one without the grant is refused at load, told
+    /// [`Capability::HOW_TO_GRANT`].
+    const INTERFACES: &'static [&'static str];
+    /// The line to add under `[grants]`, as the refusal says it.
+    const HOW_TO_GRANT: &'static str;
+
+    /// Its value under `[grants]`: `true`, a list of URLs...
+    type Grant: Clone + Debug + Default + PartialEq + Serialize + DeserializeOwned + Send + Sync;
+    /// What the grant becomes for one component, shared by its instances.
+    type Granted: Debug + Send + Sync;
+
+    /// True when `grant` grants anything.
+    fn is_granted(grant: &Self::Grant) -> bool;
+
+    /// A sentence naming what the host could never honour in `grant`.
+    fn check(_grant: &Self::Grant) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Adds its host functions to `linker`; each call reaches the
+    /// component's [`Capability::Granted`] through [`Has`].
+    fn add_to_linker<T: Has<Self>>(linker: &mut Linker<T>) -> wasmtime::Result<()>;
+}
+
+/// A store's state that can reach capability `C`, when it was granted.
+pub trait Has<C: Capability + ?Sized>: Send + 'static {
+    fn granted(&self) -> Option<&C::Granted>;
+}

@@ -1,0 +1,42 @@
+//! The linker a component is instantiated with: WASI (nothing reachable
+//! unless granted), wasi:http (its outgoing handler refusing every request
+//! without an outbound grant), Cello's `host` and `cache`, and the
+//! capabilities the component was granted.
+
+use wasmtime::Engine;
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime_wasi_http::WasiHttpView;
+
+use crate::bindings::cello::component as cello;
+use crate::capabilities::{self, GrantSet};
+use crate::state::InstanceState;
+
+/// A linker offering `granted`. On an engine without concurrency support,
+/// only WASI and wasi:http: Cello's interfaces have async functions.
+pub fn linker(engine: &Engine, granted: GrantSet) -> anyhow::Result<Linker<InstanceState>> {
+    use wasmtime_wasi_http::p2::bindings::http as wasi_http;
+    type Http = wasmtime_wasi_http::WasiHttp;
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    let options = wasmtime_wasi_http::p2::bindings::LinkOptions::default();
+    wasi_http::types::add_to_linker::<_, Http>(
+        &mut linker,
+        &options.into(),
+        <InstanceState as WasiHttpView>::http,
+    )?;
+    wasi_http::outgoing_handler::add_to_linker::<_, Http>(
+        &mut linker,
+        <InstanceState as WasiHttpView>::http,
+    )?;
+    if !engine.get_concurrency_support() {
+        return Ok(linker);
+    }
+    fn this(state: &mut InstanceState) -> &mut InstanceState {
+        state
+    }
+    cello::types::add_to_linker::<_, HasSelf<_>>(&mut linker, this)?;
+    cello::host::add_to_linker::<_, HasSelf<_>>(&mut linker, this)?;
+    cello::cache::add_to_linker::<_, HasSelf<_>>(&mut linker, this)?;
+    capabilities::add_to_linker(&mut linker, granted)?;
+    Ok(linker)
+}

@@ -1,0 +1,36 @@
+//! Admission: until the served components have loaded, every request is
+//! answered 503 with `Retry-After`, so an orchestrator or a client waits
+//! rather than reading 404s from a host that is still starting.
+
+use http::{HeaderValue, StatusCode, header};
+
+use crate::error::error_response;
+
+use super::stage::{Exchange, Response, Stage};
+
+/// Answers 503 until the host is ready.
+pub struct Admission;
+
+impl Stage for Admission {
+    fn before(x: &mut Exchange<'_>) -> Result<Self, Response> {
+        if x.host.ready.started() {
+            Ok(Admission)
+        } else {
+            Err(starting())
+        }
+    }
+
+    fn after(self, _: &mut Exchange<'_>, _: &mut Response) {}
+}
+
+/// The answer while the served components are still loading.
+fn starting() -> Response {
+    let mut response = error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "The host is starting: its components are still loading; try again shortly.",
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}

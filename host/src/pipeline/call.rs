@@ -1,0 +1,331 @@
+//! The call: the end of the pipeline, where the request reaches its
+//! component. A `wasi:http` proxy is handed the request as it streams in;
+//! a Cello app gets its whole body (413 past the component's limit, 408
+//! when it arrives too slowly) as a WIT request, through the response cache
+//! when the route is cacheable.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use tracing::Instrument as _;
+
+use crate::app::AppComponent;
+use crate::bindings::{self, cello::component::types::Context};
+use crate::body::{BoxError, RequestBody};
+use crate::error::{CallError, error_response};
+use crate::proxy::ProxyComponent;
+use crate::response_cache::{CacheKey, Fetched};
+use crate::router::Target;
+use crate::telemetry;
+
+use super::stage::{Exchange, Response, Routed};
+
+/// Calls the component routing chose and answers with its response (or a
+/// 405 for a method the path does not take).
+pub async fn call(x: &mut Exchange<'_>) -> Response {
+    let (target, params, app_path) = match &mut x.routed {
+        Some(Routed::Found {
+            target,
+            params,
+            app_path,
+        }) => (
+            target.clone(),
+            std::mem::take(params),
+            std::mem::take(app_path),
+        ),
+        Some(Routed::MethodNotAllowed { allow, .. }) => return not_allowed(allow),
+        None => return error_response(StatusCode::NOT_FOUND, "Not Found"),
+    };
+    let result = match target {
+        Target::Proxy(proxy) => to_proxy(x, &proxy, &app_path).await,
+        Target::App {
+            component,
+            route,
+            is_async,
+        } => to_app(x, &component, route, is_async, params, app_path).await,
+    };
+    result.unwrap_or_else(|e| {
+        let path = x.parts.uri.path();
+        tracing::error!(request_id = x.request_id, path, "request failed: {e}");
+        e.to_response()
+    })
+}
+
+/// Hands the request, streaming, to a `wasi:http` component.
+async fn to_proxy(
+    x: &mut Exchange<'_>,
+    proxy: &ProxyComponent,
+    app_path: &str,
+) -> Result<Response, CallError> {
+    let limit = proxy.max_body_bytes();
+    if declared_length(&x.parts.headers).is_some_and(|length| length > limit as u64) {
+        return Ok(too_large(limit));
+    }
+    // The request goes to the guest whole; the exchange keeps its method
+    // and URI (cheap clones) for the stages on the way out.
+    let mut parts = std::mem::replace(&mut x.parts, http::Request::new(()).into_parts().0);
+    x.parts.method = parts.method.clone();
+    x.parts.uri = parts.uri.clone();
+    if app_path.len() != parts.uri.path().len()
+        && let Some(uri) = without_prefix(&parts.uri, app_path)
+    {
+        parts.uri = uri;
+    }
+    if !parts.headers.contains_key(header::HOST) {
+        // HTTP/1.0 and HTTP/2 may omit Host; wasi:http needs an authority.
+        parts
+            .headers
+            .insert(header::HOST, HeaderValue::from_static("localhost"));
+    }
+    let body = x.body.take().unwrap_or_else(empty_body);
+    let request = http::Request::from_parts(parts, body);
+    Box::pin(proxy.handle(request))
+        .instrument(telemetry::stage("guest call"))
+        .await
+}
+
+/// Calls a Cello app's route with the whole request, through the cache
+/// when the route's responses may be cached.
+async fn to_app(
+    x: &mut Exchange<'_>,
+    component: &AppComponent,
+    route: u32,
+    is_async: bool,
+    params: Vec<(String, String)>,
+    app_path: String,
+) -> Result<Response, CallError> {
+    let limit = component.max_body_bytes();
+    let body = x.body.take();
+    let body = match read_body(body, limit, component.timeout()).await {
+        Ok(collected) => collected,
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Ok(too_large(limit)),
+        Err(e) if e.is::<tokio::time::error::Elapsed>() => {
+            let detail = format!(
+                "The request body did not arrive within {} ms; send it faster.",
+                component.timeout().as_millis()
+            );
+            return Ok(error_response(StatusCode::REQUEST_TIMEOUT, &detail));
+        }
+        Err(e) => {
+            let detail = format!("The request body could not be read: {e}");
+            return Ok(error_response(StatusCode::BAD_REQUEST, &detail));
+        }
+    };
+    let parts = &x.parts;
+    let owner = component.owner();
+    let request = bindings::Request {
+        method: parts.method.to_string(),
+        path: app_path,
+        query: parts.uri.query().unwrap_or("").to_string(),
+        headers: header_pairs(&parts.headers),
+        body: body.to_vec(),
+        route,
+        params,
+        context: Context {
+            request_id: x.request_id.clone(),
+            client_addr: address_text(x.peer),
+            tenant: owner.tenant.as_ref().map(|t| t.name.to_string()),
+            claims: x.claims.as_ref().map(|v| v.json.clone()),
+        },
+    };
+    let cacheable = matches!(parts.method, Method::GET | Method::HEAD);
+    let Some(policy) = component.cache_policy(route).filter(|_| cacheable) else {
+        let response = component
+            .handle(request, is_async)
+            .instrument(telemetry::stage("guest call"))
+            .await;
+        return response.and_then(fetched).map(Fetched::into_response);
+    };
+    let claims = x.claims.as_deref().map(|v| &v.claims);
+    let key = CacheKey::new(owner, route, &request.path, parts, policy, claims);
+    let fetch = || {
+        let request = request.clone();
+        let call = component.handle(request, is_async);
+        async move { fetched(call.instrument(telemetry::stage("guest call")).await?) }
+    };
+    // Boxed: the cache's future holds a whole guest call of its own, and
+    // inline it would double the size of every request's future (moved by
+    // value more than once).
+    Box::pin(owner.cache.respond(owner, key, policy, parts, fetch))
+        .instrument(telemetry::stage("cache"))
+        .await
+}
+
+/// A request body with nothing in it.
+fn empty_body() -> RequestBody {
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// A 405 listing the methods the path takes.
+fn not_allowed(allow: &str) -> Response {
+    let mut response = error_response(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
+    if let Ok(allow) = HeaderValue::from_str(allow) {
+        response.headers_mut().insert(header::ALLOW, allow);
+    }
+    response
+}
+
+/// Headers as the WIT contract carries them: names and text values (bytes
+/// that are not UTF-8 read lossily).
+fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(k, v)| {
+            let value = match v.to_str() {
+                Ok(text) => text.to_owned(),
+                Err(_) => String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            };
+            (k.as_str().to_owned(), value)
+        })
+        .collect()
+}
+
+/// The whole body, at most `limit` bytes, within `timeout`: a client that
+/// sends a byte now and then would otherwise hold its connection forever.
+/// No body, or an empty one (a GET), sets no timer.
+async fn read_body(
+    body: Option<RequestBody>,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, BoxError> {
+    use hyper::body::Body as _;
+    let Some(body) = body.filter(|b| !b.is_end_stream()) else {
+        return Ok(Bytes::new());
+    };
+    let collected = tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await;
+    Ok(collected??.to_bytes())
+}
+
+/// A 413 for a body over `limit` bytes.
+fn too_large(limit: usize) -> Response {
+    error_response(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!("The request body is larger than the {limit} bytes allowed."),
+    )
+}
+
+/// The body's length as the request's `Content-Length` declares it.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// `uri` with its path replaced by `app_path` (the path without the prefix
+/// the component is served under), its query kept.
+fn without_prefix(uri: &http::Uri, app_path: &str) -> Option<http::Uri> {
+    let path_and_query = match uri.query() {
+        Some(query) => format!("{app_path}?{query}"),
+        None => app_path.to_owned(),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(path_and_query.try_into().ok()?);
+    http::Uri::from_parts(parts).ok()
+}
+
+/// Room for the headers the host adds to a response on its way out (request
+/// id, CORS, rate limits, security headers, compression), so adding them
+/// does not grow the map again and again.
+const HOST_HEADERS: usize = 12;
+
+/// A guest's response as HTTP parts; an invalid status or header from the
+/// guest is an error (a 500), never a panic.
+fn fetched(response: bindings::Response) -> Result<Fetched, CallError> {
+    let status = StatusCode::from_u16(response.status)
+        .map_err(|_| CallError::InvalidResponse(format!("status {}", response.status)))?;
+    let mut headers = HeaderMap::with_capacity(response.headers.len() + HOST_HEADERS);
+    for (name, value) in response.headers {
+        let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value))
+        else {
+            return Err(CallError::InvalidResponse("a header name or value".into()));
+        };
+        headers.append(name, value);
+    }
+    Ok(Fetched {
+        status,
+        headers,
+        body: response.body.into(),
+    })
+}
+
+/// `peer` as text, like its `Display` but without the formatting
+/// machinery for the common IPv4 case: it is made for every request.
+fn address_text(peer: SocketAddr) -> String {
+    let SocketAddr::V4(v4) = peer else {
+        return peer.to_string();
+    };
+    let mut numbers = itoa::Buffer::new();
+    let mut text = String::with_capacity(21);
+    for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+        if i > 0 {
+            text.push('.');
+        }
+        text.push_str(numbers.format(octet));
+    }
+    text.push(':');
+    text.push_str(numbers.format(v4.port()));
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_text_reads_as_display_does() {
+        for peer in [
+            "127.0.0.1:8080",
+            "0.0.0.0:0",
+            "255.10.0.9:65535",
+            "[::1]:443",
+        ] {
+            let peer: SocketAddr = peer.parse().unwrap();
+            assert_eq!(address_text(peer), peer.to_string());
+        }
+    }
+
+    #[test]
+    fn a_proxy_sees_its_path_without_the_prefix_and_with_its_query() {
+        let uri: http::Uri = "/t/acme/proxy/a/b?x=1".parse().unwrap();
+        assert_eq!(without_prefix(&uri, "/a/b").unwrap(), "/a/b?x=1");
+        let uri: http::Uri = "http://example.test/proxy".parse().unwrap();
+        assert_eq!(without_prefix(&uri, "/").unwrap(), "http://example.test/");
+    }
+
+    #[test]
+    fn the_declared_length_is_read_from_content_length() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(declared_length(&headers), None);
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("2048"));
+        assert_eq!(declared_length(&headers), Some(2048));
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("lots"));
+        assert_eq!(declared_length(&headers), None);
+    }
+
+    #[test]
+    fn a_guest_response_with_a_bad_status_or_header_is_an_error_not_a_panic() {
+        let response = |status, headers: Vec<(&str, &str)>| bindings::Response {
+            status,
+            headers: headers
+                .into_iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            body: b"ok".to_vec(),
+            background: false,
+        };
+        let good = fetched(response(201, vec![("x-a", "1"), ("x-a", "2")])).unwrap();
+        assert_eq!(good.status, StatusCode::CREATED);
+        assert_eq!(good.headers.get_all("x-a").iter().count(), 2);
+        assert!(fetched(response(1000, vec![])).is_err());
+        assert!(fetched(response(200, vec![("bad name", "1")])).is_err());
+        assert!(fetched(response(200, vec![("x-a", "line\nbreak")])).is_err());
+    }
+}

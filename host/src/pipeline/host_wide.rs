@@ -1,0 +1,46 @@
+//! What the host does to every request whatever component answers it,
+//! as the host config sets it: compression, security headers, the access
+//! log, and whether the served components are ready.
+
+use std::sync::Arc;
+
+use http::{HeaderName, HeaderValue};
+use tower_http::compression::CompressionLayer;
+use tower_http::compression::predicate::{
+    And, DefaultPredicate, NotForContentType, Predicate, SizeAbove,
+};
+
+use crate::config::HostConfig;
+use crate::readiness::Readiness;
+
+/// The host-wide settings of the pipeline.
+pub struct HostWide {
+    pub compression: Option<CompressionLayer<Compressible>>,
+    pub security_headers: Vec<(HeaderName, HeaderValue)>,
+    pub access_log: bool,
+    /// Says when the served components have loaded.
+    pub ready: Arc<Readiness>,
+}
+
+/// Which responses are worth compressing: large enough, and not of a type
+/// that is compressed already (images, archives, event streams, gRPC).
+pub type Compressible = And<And<DefaultPredicate, SizeAbove>, NotForContentType>;
+
+impl HostWide {
+    /// The settings as the host config asks, answering 503 until `ready`
+    /// says the served components have loaded.
+    pub fn new(config: &HostConfig, ready: Arc<Readiness>) -> Self {
+        let compression = config.compression.enabled.then(|| {
+            let predicate = DefaultPredicate::new()
+                .and(SizeAbove::new(config.compression.min_bytes))
+                .and(NotForContentType::const_new("application/zip"));
+            CompressionLayer::new().compress_when(predicate)
+        });
+        Self {
+            compression,
+            security_headers: config.security_headers.headers(),
+            access_log: config.access_log.enabled,
+            ready,
+        }
+    }
+}

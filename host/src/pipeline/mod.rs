@@ -1,0 +1,182 @@
+//! The request pipeline: every stage a request passes between the
+//! connection and its component, in order, as the one list below.
+//!
+//! A request goes down the list: each stage's `before` either lets it on
+//! or answers it. At the bottom, [`call`] calls the component. The
+//! response comes back up the list, through the `after` of every stage
+//! the request passed. Compression wraps the whole (it negotiates on the
+//! request's `Accept-Encoding` and wraps the response body).
+//!
+//! A new middleware is a module with a type implementing [`Stage`], and its
+//! line in [`Stages`]. One the operator configures per component keeps its
+//! settings and logic in [`crate::middleware`] (see `docs/extending.md`).
+
+// A stage's answer is a whole response by value: it is the rare path, and
+// boxing it would cost every refusal an allocation for nothing.
+#![allow(clippy::result_large_err)]
+
+pub mod access_log;
+pub mod admission;
+pub mod auth;
+pub mod call;
+pub mod cors;
+pub mod host_wide;
+pub mod rate_limit;
+pub mod record;
+pub mod response_headers;
+pub mod routing;
+pub mod stage;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use http::header;
+use http_body_util::BodyExt;
+use tower::{Layer, ServiceExt};
+
+use crate::body::{BoxError, RequestBody};
+use crate::registry::Routes;
+pub use host_wide::HostWide;
+pub use stage::{Exchange, Response, Routed, Stage};
+
+/// Nests the stages into the type the pipeline runs: `(A, (B, ()))`.
+macro_rules! stages {
+    () => { () };
+    ($first:ty $(, $rest:ty)* $(,)?) => { ($first, stages!($($rest),*)) };
+}
+
+/// The stages, outermost first.
+pub type Stages = stages![
+    record::Record,                    // metrics: every response counted; client aborts
+    access_log::AccessLog,             // one line per request, when asked for
+    response_headers::ResponseHeaders, // X-Request-Id and security headers, always
+    admission::Admission,              // 503 until the served components have loaded
+    routing::Routing,                  // table, tenant quota, route: 404, 429, 503
+    cors::Cors,                        // preflights answered; CORS headers on the way out
+    auth::Auth,                        // bearer token, route roles and scopes: 401, 403
+    rate_limit::RateLimits,            // component and route limits: 429, RateLimit-*
+];
+// Then `call::call`: the body (413, 408), the response cache, the component.
+
+/// Answers one request: compression around the stages.
+pub async fn handle(
+    host: &HostWide,
+    routes: &Routes,
+    request: http::Request<RequestBody>,
+    peer: SocketAddr,
+) -> Response {
+    // Without Accept-Encoding nothing would be compressed: skip the layer.
+    let compress = host
+        .compression
+        .as_ref()
+        .filter(|_| request.headers().contains_key(header::ACCEPT_ENCODING));
+    let Some(layer) = compress else {
+        return through_stages(host, routes, request, peer).await;
+    };
+    let inner = tower::service_fn(|request: http::Request<RequestBody>| async {
+        Ok::<_, Infallible>(through_stages(host, routes, request, peer).await)
+    });
+    let response = layer.layer(inner).oneshot(request).await;
+    let response = response.unwrap_or_else(|never| match never {});
+    response.map(|body| body.map_err(BoxError::from).boxed_unsync())
+}
+
+/// Runs `request` through [`Stages`] and the call.
+async fn through_stages(
+    host: &HostWide,
+    routes: &Routes,
+    request: http::Request<RequestBody>,
+    peer: SocketAddr,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let mut exchange = Exchange {
+        host,
+        routes,
+        peer,
+        started: Instant::now(),
+        request_id: request_id(&parts.headers),
+        parts,
+        body: Some(body),
+        routed: None,
+        claims: None,
+        answered: false,
+    };
+    Stages::run(&mut exchange).await
+}
+
+/// A list of stages that can run a request, ending with the call.
+pub trait Chain {
+    fn run<'x, 'a: 'x>(
+        exchange: &'x mut Exchange<'a>,
+    ) -> impl Future<Output = Response> + Send + 'x;
+}
+
+impl Chain for () {
+    fn run<'x, 'a: 'x>(
+        exchange: &'x mut Exchange<'a>,
+    ) -> impl Future<Output = Response> + Send + 'x {
+        call::call(exchange)
+    }
+}
+
+impl<S: Stage + Send, Rest: Chain> Chain for (S, Rest) {
+    // Not an `async fn`: its future would then have to outlive the stage
+    // types, which the compiler cannot yet prove where the host spawns it
+    // (rust-lang/rust#100013).
+    #[allow(clippy::manual_async_fn)]
+    fn run<'x, 'a: 'x>(
+        exchange: &'x mut Exchange<'a>,
+    ) -> impl Future<Output = Response> + Send + 'x {
+        async move {
+            match S::before(exchange) {
+                Err(answer) => answer,
+                Ok(stage) => {
+                    let mut response = Rest::run(exchange).await;
+                    stage.after(exchange, &mut response);
+                    response
+                }
+            }
+        }
+    }
+}
+
+const REQUEST_ID: http::HeaderName = response_headers::REQUEST_ID;
+
+/// The request's id: its own `X-Request-Id` when it sends a usable one,
+/// else a new one.
+fn request_id(headers: &http::HeaderMap) -> String {
+    headers
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_string)
+        .unwrap_or_else(new_request_id)
+}
+
+/// A request id unique within this process and unlikely to repeat across
+/// restarts: start time and a counter.
+fn new_request_id() -> String {
+    static REQUEST_IDS: AtomicU64 = AtomicU64::new(0);
+    static START: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    });
+    let n = REQUEST_IDS.fetch_add(1, Ordering::Relaxed);
+    let mut id = String::with_capacity(21);
+    push_hex(&mut id, start, 12);
+    id.push('-');
+    push_hex(&mut id, n, 8);
+    id
+}
+
+/// Appends the low `digits` hex digits of `value`.
+fn push_hex(out: &mut String, value: u64, digits: u32) {
+    for shift in (0..digits).rev() {
+        let nibble = (value >> (shift * 4)) & 0xf;
+        out.push(char::from_digit(nibble as u32, 16).expect("a nibble is a hex digit"));
+    }
+}
