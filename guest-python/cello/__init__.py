@@ -13,9 +13,9 @@ Build it into a component with ``python -m cello build app.py -o app.wasm``.
 
 from . import status
 from .app import App, Router, cache
+from .background import BackgroundTasks
 from .controllers import controller
-from .deps import BackgroundTasks, Depends, Scope, injectable, singleton
-from .markers import Body, Cookie, Header, Json, Path, Query
+from .markers import Body, Cookie, Depends, Header, Json, Path, Query, Scope, injectable, singleton
 from .messages import HTTPException, Request, Response
 from .models import BaseModel, Field
 from .security import RateLimitConfig, RoleGuard, ScopeGuard

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .app import Router
-from .deps import Depends
+from .markers import Depends
 
 _SELF = "_cello_controller"
 
