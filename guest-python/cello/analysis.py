@@ -123,17 +123,24 @@ class _Analysis:
 
     def parameters(self, fn: Callable[..., Any], chain: list[Any], strict: bool) -> list[Param]:
         """``fn``'s parameters; ``chain`` is ``fn`` and what needs it, nearest
-        last. A dependency (``strict``) whose annotations name something not
-        defined is an error; a handler's fall back to unannotated."""
+        last. In a dependency (``strict``), an annotation that names something
+        not defined is an error where it decides the value (not beside a
+        ``Depends(fn)``); a handler's is read as no annotation."""
         try:
             parameters = inspect.signature(fn).parameters
         except (TypeError, ValueError) as error:
             raise self.fail(chain, f"its signature cannot be read ({error})") from None
-        hints = _hints(fn, lambda error: self.fail(chain, _unresolved(error)) if strict else None)
+        hints, unresolved = _hints(fn)
         found = []
         for name, parameter in parameters.items():
-            annotation = hints.get(name, _EMPTY)
-            found.append(self.parameter(name, annotation, parameter.default, chain))
+            default = parameter.default
+            if strict and name in unresolved and not _names_its_dependency(default):
+                problem = (
+                    f"the annotation of parameter {name!r} uses a name not defined when the "
+                    f"route is registered ({unresolved[name]}); define it before the route"
+                )
+                raise self.fail(chain, problem)
+            found.append(self.parameter(name, hints.get(name, _EMPTY), default, chain))
         bodies = [p for p in found if p.source is Source.BODY]
         if len(bodies) > 1 or (bodies and getattr(bodies[0].marker, "embed", False)):
             # Several body parameters: each is the body's key of its name.
@@ -215,28 +222,43 @@ def _header_or_cookie_key(name: str, marker: Marker) -> str:
     return name
 
 
-def _hints(fn: Callable[..., Any], unresolved: Callable[[NameError], Exception | None]) -> dict:
-    """``fn``'s resolved annotations. A name they use that is not defined is
-    ``unresolved(error)``'s error, or (if it gives none) no annotations."""
+def _names_its_dependency(default: Any) -> bool:
+    """Whether ``default`` is ``Depends(fn)``: the annotation beside it is unused."""
+    return isinstance(default, Depends) and default.dependency is not None
+
+
+def _hints(fn: Callable[..., Any]) -> tuple[dict[str, Any], dict[str, NameError]]:
+    """``fn``'s resolved parameter annotations, and for each one that names
+    something not defined (say, imported only under ``TYPE_CHECKING``), the
+    ``NameError``."""
     fn = getattr(fn, "__cello_hints__", fn)
     if inspect.isclass(fn):  # a class dependency: its constructor's
         fn = fn.__init__
     try:
-        return typing.get_type_hints(fn, include_extras=True)
-    except NameError as error:
-        raised = unresolved(error)
-        if raised is not None:
-            raise raised from None
-        return {}
+        return typing.get_type_hints(fn, include_extras=True), {}
+    except NameError:
+        pass  # one by one below, to know which
     except Exception:  # noqa: BLE001 - a partial, a callable object: unannotated
-        return {}
+        return {}, {}
+    namespace = getattr(inspect.unwrap(fn), "__globals__", {})
+    hints, unresolved = {}, {}
+    for name, annotation in fn.__annotations__.items():
+        if name == "return":
+            continue
+        try:
+            hints.update(
+                typing.get_type_hints(_Annotation(name, annotation), namespace, include_extras=True)
+            )
+        except NameError as error:
+            unresolved[name] = error
+    return hints, unresolved
 
 
-def _unresolved(error: NameError) -> str:
-    return (
-        f"its annotations use a name not defined when the route is registered ({error}); "
-        "define it before the route"
-    )
+class _Annotation:
+    """One annotation alone, for ``typing.get_type_hints`` to resolve."""
+
+    def __init__(self, name: str, annotation: Any):
+        self.__annotations__ = {name: annotation}
 
 
 def _annotated(annotation: Any, marker: type) -> Any:

@@ -48,8 +48,27 @@ def test_a_dependency_with_an_undefined_name_in_its_annotations_fails_at_registr
     assert message.startswith("GET /me: get_db (test_analysis.py, line ")
     assert "needed by get_user (test_analysis.py" in message
     assert "needed by me (test_analysis.py" in message
+    assert "the annotation of parameter 'session'" in message
     assert "name 'Sesion' is not defined" in message
     assert app.routes == []
+
+
+def test_a_name_only_a_type_checker_sees_is_fine_where_the_annotation_is_unused():
+    app = App()
+
+    def get_db() -> "Session":  # noqa: F821 - imported under TYPE_CHECKING, say
+        return {"users": 1}
+
+    def count(db: "Session" = Depends(get_db), limit: int = 10):  # noqa: F821
+        return min(db["users"], limit)
+
+    @app.get("/count")
+    def read(n: int = Depends(count)):
+        return {"n": n}
+
+    client = TestClient(app)
+    assert client.get("/count").json() == {"n": 1}
+    assert client.get("/count?limit=0").json() == {"n": 0}  # still read as an int
 
 
 def test_depending_on_something_not_callable_fails_at_registration():
