@@ -9,13 +9,28 @@
         return {"message": f"Hello, {name}!"}
 
 Build it into a component with ``python -m cello build app.py -o app.wasm``.
+
+The package, bottom layer first; a module imports only from layers below
+its own (``tests/test_layers.py`` holds it to that):
+
+- ``messages``, ``status``, ``security``, ``background``: requests,
+  responses, route policies, background tasks;
+- ``markers``: what a signature says (``Path()``, ..., ``Depends()``, ``Source``);
+- ``analysis``: a handler's signature, and its dependencies', read into a plan;
+- ``validation``: a plan and a request turned into arguments, or a 422;
+- ``deps`` (dependencies solved per request), ``models`` (``BaseModel``);
+- ``routing``: routes, routers and the path matcher; ``openapi``: the document;
+- ``app``: the ``App``; ``controllers``, ``testing`` (``TestClient``), and
+  ``_guest``, the glue to the component's WIT exports;
+- ``sleeps``, ``http``, ``kv``, ``config``, ``log``: the host's capabilities
+  (with native fallbacks); ``build``: the build command.
 """
 
 from . import status
 from .app import App, Router, cache
+from .background import BackgroundTasks
 from .controllers import controller
-from .deps import BackgroundTasks, Depends, Scope, injectable, singleton
-from .markers import Body, Cookie, Header, Json, Path, Query
+from .markers import Body, Cookie, Depends, Header, Json, Path, Query, Scope, injectable, singleton
 from .messages import HTTPException, Request, Response
 from .models import BaseModel, Field
 from .security import RateLimitConfig, RoleGuard, ScopeGuard

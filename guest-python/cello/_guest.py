@@ -18,8 +18,7 @@ import wit_world
 from componentize_py_types import Err
 from wit_world.imports import cache, host, types
 
-from . import _tasks, concurrency
-from . import host as _sleeps
+from . import _tasks, concurrency, sleeps
 from .app import App
 from .messages import Request, Response
 
@@ -124,7 +123,7 @@ def _call_at(self, when, callback, *args, context=None):
             if delay <= 0:
                 handle._run()
                 return
-            await _sleeps._slept(host, min(math.ceil(delay * 1000), _sleeps.SLICE_MS))
+            await sleeps.slept(host, min(math.ceil(delay * 1000), sleeps.SLICE_MS))
 
     self.create_task(fire())
     return handle

@@ -12,7 +12,7 @@ request on it down too. Three guest patterns did that:
 - an exception in a task nobody awaited, which the event loop re-raised.
 
 So, for each export call: every task made during it is recorded
-(``record``); host calls are awaited through ``host.call``, so cancelling
+(``record``); host calls are awaited through ``_hostcalls.call``, so cancelling
 the wait never cancels the call; and when the handler has its response,
 ``finish`` keeps the export alive, after the response is on its way, until
 those tasks are done. A task still running ``LEFTOVER_SECONDS`` after the
@@ -27,7 +27,8 @@ import contextvars
 import logging
 import time
 
-from . import host as _host
+from ._hostcalls import is_host_call
+from .sleeps import pause
 
 log = logging.getLogger("cello")
 
@@ -100,7 +101,7 @@ async def finish(spawned: list, what: str, limit: float = LEFTOVER_SECONDS) -> N
                 return
             if not cancelled and time.monotonic() >= deadline:
                 cancelled = True
-                users = [t for t in pending if not _host.is_host_call(t)]
+                users = [t for t in pending if not is_host_call(t)]
                 log.warning(
                     "%s left %d task(s) running %.0f s after it ended; cancelling them",
                     what,
@@ -109,7 +110,7 @@ async def finish(spawned: list, what: str, limit: float = LEFTOVER_SECONDS) -> N
                 )
                 for task in users:
                     task.cancel()
-            await _host.pause(POLL_MS)
+            await pause(POLL_MS)
     except BaseException:  # noqa: BLE001 - an exception here would trap the instance
         log.exception("waiting for the tasks of %s failed", what)
 
@@ -122,6 +123,6 @@ def _report(spawned: list) -> None:
             keep.append(task)
         elif not task.cancelled() and task.exception() is not None:
             error = task.exception()
-            if not _host.is_host_call(task):
+            if not is_host_call(task):
                 log.error("a task failed", exc_info=error)
     spawned[:] = keep

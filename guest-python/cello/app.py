@@ -8,8 +8,10 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from . import openapi, params
-from .deps import RequestScope, collect_tasks, drive, merged_tasks
+from . import openapi
+from .analysis import Param
+from .background import collect_tasks, merged_tasks
+from .deps import RequestScope, drive
 from .messages import HTTPException, Request, Response, to_response
 from .routing import CachePolicy, Route, Router, cache, slash_redirect
 
@@ -78,7 +80,8 @@ class App(Router):
         #: Replacements for dependencies, for tests: ``{get_db: fake_db}``.
         self.dependency_overrides: dict[Callable[..., Any], Callable[..., Any]] = {}
         self._singletons: dict[Callable[..., Any], Any] = {}
-        self._dependency_params: dict[Any, list[params.Param]] = {}
+        #: The plans of ``dependency_overrides``' replacements, by path params.
+        self._override_plans: dict[Any, tuple[Param, ...]] = {}
         self._handlers: dict[str, list[Callable[[], Any]]] = {"startup": [], "shutdown": []}
         #: The rate limit of every route that declares none.
         self.rate_limit: Any = None

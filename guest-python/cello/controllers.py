@@ -34,8 +34,8 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from .app import Router
-from .deps import Depends
+from .markers import Depends
+from .routing import Router
 
 _SELF = "_cello_controller"
 

@@ -1,5 +1,7 @@
-"""Dependency injection the FastAPI way: ``Depends``, background tasks,
-and instance-wide singletons.
+"""Dependency injection the FastAPI way, at request time: solving a
+route's plan, its dependencies' values, their cleanup, background tasks
+and instance-wide singletons. (The markers, ``Depends``, ``@injectable()``
+and ``@singleton``, live in ``markers``; they are re-exported here.)
 
 A handler parameter whose default is ``Depends(fn)`` (or whose annotation
 is ``Annotated[T, Depends(fn)]``) receives what ``fn`` returns. ``fn``'s own
@@ -23,6 +25,8 @@ query parameters, headers, the request, and other dependencies:
 - One request computes each dependency once (``use_cache=False`` opts out).
 - ``@singleton`` makes a dependency's value live as long as the instance.
 - ``app.dependency_overrides[get_db] = fake_db`` swaps one in tests.
+- Every dependency's signature is read when the route is registered
+  (``analysis``), so a mistake in one is an error there, naming it.
 
 Services in Lauren's style are classes marked ``@injectable()``; a
 parameter annotated with one (a controller's constructor's, a handler's, a
@@ -42,137 +46,46 @@ by every instance belongs in the host's KV store (``cello.kv``).
 from __future__ import annotations
 
 import contextvars
-import enum
 import inspect
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
+from typing import Any
 
-from .messages import HTTPException
-from .params import Invalid, resolvers
+from . import analysis
+from .analysis import Param
+from .background import BackgroundTasks, collect_tasks, merged_tasks
+from .markers import Depends, Scope, Source, injectable, singleton
+from .messages import HTTPException, Request
+from .validation import Invalid, read
 
-if TYPE_CHECKING:
-    from .app import App
-    from .messages import Request
+__all__ = [
+    "BackgroundTasks",
+    "Depends",
+    "RequestScope",
+    "Scope",
+    "collect_tasks",
+    "drive",
+    "injectable",
+    "merged_tasks",
+    "singleton",
+]
 
 log = logging.getLogger("cello")
-
-
-class Depends:
-    """Marks a parameter as filled by calling ``dependency``."""
-
-    #: Set for ``@injectable()`` singletons: one value per instance.
-    singleton = False
-
-    def __init__(self, dependency: Callable[..., Any] | None = None, *, use_cache: bool = True):
-        self.dependency = dependency
-        self.use_cache = use_cache
-
-    def __repr__(self) -> str:
-        return f"Depends({getattr(self.dependency, '__name__', self.dependency)!r})"
-
-
-def singleton(dependency: Callable[..., Any]) -> Callable[..., Any]:
-    """Makes ``dependency`` run once per instance; every later request gets
-    the same value. Use it for clients and other costly, shareable objects."""
-    dependency.__cello_singleton__ = True
-    return dependency
-
-
-class Scope(enum.Enum):
-    """How long an ``@injectable()`` service's instance lives."""
-
-    #: One per component instance, made on first use.
-    SINGLETON = "singleton"
-    #: One per request, shared by everything that request injects.
-    REQUEST = "request"
-    #: A new one wherever it is injected.
-    TRANSIENT = "transient"
-
-
-def injectable(scope: Scope = Scope.SINGLETON):
-    """Marks a class as a service injected by its type annotation."""
-
-    def mark(cls: type) -> type:
-        cls.__cello_injectable__ = scope
-        return cls
-
-    return mark
-
-
-def injected(annotation: Any) -> Depends | None:
-    """``Depends`` for a parameter annotated with an ``@injectable`` class."""
-    scope = (
-        getattr(annotation, "__cello_injectable__", None) if inspect.isclass(annotation) else None
-    )
-    if scope is None:
-        return None
-    depends = Depends(annotation, use_cache=scope is not Scope.TRANSIENT)
-    depends.singleton = scope is Scope.SINGLETON
-    return depends
-
 
 #: A TestClient's dependency overrides, for the requests it sends.
 _client_overrides: contextvars.ContextVar[dict | None] = contextvars.ContextVar(
     "cello_client_overrides", default=None
 )
 
-#: The background tasks made during the current request, wherever made.
-_request_tasks: contextvars.ContextVar[list | None] = contextvars.ContextVar(
-    "cello_request_tasks", default=None
-)
-
-
-def collect_tasks() -> tuple[list, contextvars.Token]:
-    """Starts collecting every ``BackgroundTasks()`` the request makes."""
-    made: list = []
-    return made, _request_tasks.set(made)
-
-
-def merged_tasks(made: list, token: contextvars.Token, current: Any) -> Any:
-    """Stops collecting; the response's tasks, with every collected one."""
-    _request_tasks.reset(token)
-    extra = [t for t in made if t is not current and t.tasks]
-    if not extra:
-        return current
-    merged = BackgroundTasks.__new__(BackgroundTasks)
-    merged.tasks = [
-        task for group in ([current] if current else []) + extra for task in group.tasks
-    ]
-    return merged
-
-
-class BackgroundTasks:
-    """Work to do after the response has been sent: declare a parameter of
-    this type, or make one in the handler (``tasks = BackgroundTasks()``),
-    and ``add_task(fn, *args, **kwargs)``; ``fn`` may be async. A failing
-    task is logged and never changes the response."""
-
-    def __init__(self, tasks: list | None = None) -> None:
-        self.tasks: list[tuple[Callable[..., Any], tuple, dict]] = list(tasks or [])
-        made = _request_tasks.get()
-        if made is not None:
-            made.append(self)
-
-    def add_task(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        self.tasks.append((fn, args, kwargs))
-
-    async def run(self) -> None:
-        """Runs every task in order; one that fails does not stop the rest."""
-        for fn, args, kwargs in self.tasks:
-            try:
-                result = fn(*args, **kwargs)
-                if inspect.isawaitable(result):
-                    await result
-            except Exception:  # noqa: BLE001 - a task's failure is only logged
-                log.exception("background task %s failed", getattr(fn, "__name__", fn))
-
 
 class RequestScope:
     """One request's dependency state: values computed so far, generator
-    dependencies waiting for their cleanup, and queued background tasks."""
+    dependencies waiting for their cleanup, and queued background tasks.
 
-    def __init__(self, app: App, request: Request, path_params: frozenset[str]):
+    ``app`` is the ``App`` whose ``dependency_overrides`` and singletons
+    apply (``app`` sits above this module, which reads only those)."""
+
+    def __init__(self, app: Any, request: Request, path_params: frozenset[str]):
         self.app = app
         self.request = request
         self.path_params = path_params
@@ -187,18 +100,17 @@ class RequestScope:
             self.background = BackgroundTasks()
         return self.background
 
-    async def solve(self, arguments: list) -> dict[str, Any]:
-        """Every argument in ``arguments``, or one 422 listing every problem."""
+    async def solve(self, plan: Iterable[Param]) -> dict[str, Any]:
+        """Every argument of ``plan``, or one 422 listing every problem."""
         values, errors = {}, []
-        for param in arguments:
+        for param in plan:
             try:
-                if param.source == "depends":
-                    values[param.name] = await self.call(param.dependency)
-                elif param.source == "background":
+                if param.source is Source.DEPENDS:
+                    values[param.name] = await self.call(param)
+                elif param.source is Source.BACKGROUND:
                     values[param.name] = self.tasks()
                 else:
-                    name, value = param(self.request)
-                    values[name] = value
+                    values[param.name] = read(param, self.request)
             except Invalid as invalid:
                 errors.extend(invalid.errors)
             except HTTPException as error:
@@ -210,8 +122,9 @@ class RequestScope:
             raise HTTPException(422, errors)
         return values
 
-    async def call(self, depends: Depends) -> Any:
+    async def call(self, param: Param) -> Any:
         """The value of one dependency, computed (or reused) for this request."""
+        depends = param.depends
         original = depends.dependency
         fn = self.app.dependency_overrides.get(original, original)
         overrides = self.overrides
@@ -222,12 +135,7 @@ class RequestScope:
             return self.app._singletons[fn]
         if depends.use_cache and fn in self.values:
             return self.values[fn]
-        key = (fn, self.path_params)
-        arguments = self.app._dependency_params.get(key)
-        if arguments is None:
-            arguments = resolvers(fn, set(self.path_params))
-            self.app._dependency_params[key] = arguments
-        kwargs = await self.solve(arguments)
+        kwargs = await self.solve(param.plan if fn is original else self.replaced(fn))
         if inspect.isgeneratorfunction(fn):
             generator = fn(**kwargs)
             value = next(generator)
@@ -245,6 +153,16 @@ class RequestScope:
         # Like FastAPI: the first value computed is the one later uses share.
         self.values.setdefault(fn, value)
         return value
+
+    def replaced(self, fn: Callable[..., Any]) -> tuple[Param, ...]:
+        """The plan of a dependency's replacement, read on its first use (an
+        override may be set after the routes are registered)."""
+        key = (fn, self.path_params)
+        plan = self.app._override_plans.get(key)
+        if plan is None:
+            plan = analysis.dependency_plan(fn, self.path_params)
+            self.app._override_plans[key] = plan
+        return plan
 
     async def close(self, error: BaseException | None) -> None:
         """Finishes generator dependencies, last first. ``error``, if the

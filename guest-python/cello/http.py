@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
 
-from .host import call as _hostcall
+from ._hostcalls import call as _hostcall
 from .messages import Headers
 
 try:

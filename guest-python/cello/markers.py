@@ -1,4 +1,8 @@
-"""Where a parameter comes from, and the constraints its value must meet.
+"""What an app writes in a handler's signature to say where a parameter's
+value comes from and the constraints it must meet: ``Path()``, ``Query()``,
+``Header()``, ``Cookie()``, ``Body()``, ``Json``, ``Depends()``, and the
+``@injectable()`` and ``@singleton`` marks on services. Markers are data:
+``analysis`` reads them into a route's plan, ``validation`` applies them.
 
 Each marker works in FastAPI's spellings and in Lauren's:
 
@@ -12,17 +16,37 @@ shape (``string_too_long``, ``greater_than_equal``, ...).
 
 from __future__ import annotations
 
+import enum
 import re
+from collections.abc import Callable
 from typing import Annotated, Any
 
 #: No default: the parameter is required (FastAPI also spells it ``...``).
 MISSING: Any = object()
 
 
+class Source(enum.Enum):
+    """Where a handler's parameter gets its value. The first four are also
+    OpenAPI's ``in`` values."""
+
+    PATH = "path"
+    QUERY = "query"
+    HEADER = "header"
+    COOKIE = "cookie"
+    #: The JSON body, or one key of it.
+    BODY = "body"
+    #: The ``Request`` itself.
+    REQUEST = "request"
+    #: What a dependency returns (``Depends``, an ``@injectable`` class).
+    DEPENDS = "depends"
+    #: The request's ``BackgroundTasks``.
+    BACKGROUND = "background"
+
+
 class Marker:
     """A parameter's source (the subclass) and constraints."""
 
-    source = "query"
+    source = Source.QUERY
 
     def __init__(
         self,
@@ -55,7 +79,7 @@ class Marker:
         self.gt, self.ge, self.lt, self.le = gt, ge, lt, le
         self.min_length, self.max_length = min_length, max_length
         self.pattern = pattern or regex
-        self._compiled = re.compile(self.pattern) if self.pattern else None
+        self.compiled_pattern = re.compile(self.pattern) if self.pattern else None
         self.examples = examples if examples is not None else ([example] if example else None)
         self.deprecated = deprecated
         self.include_in_schema = include_in_schema
@@ -70,89 +94,29 @@ class Marker:
 
     @property
     def constrained(self) -> bool:
+        """Whether the value has constraints to meet (``validation.check``)."""
         return any(
             v is not None
             for v in (self.gt, self.ge, self.lt, self.le, self.min_length, self.max_length)
         ) or bool(self.pattern)
 
-    def check(self, value: Any, loc: list[Any]) -> list[dict[str, Any]]:
-        """The constraint errors of ``value``, in pydantic's shape."""
-        errors = []
-        if isinstance(value, str | list | tuple | dict | bytes):
-            what = "String" if isinstance(value, str) else "List"
-            unit = "character" if isinstance(value, str) else "item"
-            kind = "string" if isinstance(value, str) else ""
-            size = len(value)
-            if self.min_length is not None and size < self.min_length:
-                n = self.min_length
-                msg = f"{what} should have at least {n} {unit}{'s' if n != 1 else ''}"
-                errors.append(_error(f"{kind}_too_short" if kind else "too_short", loc, msg, value,
-                                     {"min_length": n}))  # fmt: skip
-            if self.max_length is not None and size > self.max_length:
-                n = self.max_length
-                msg = f"{what} should have at most {n} {unit}{'s' if n != 1 else ''}"
-                errors.append(_error(f"{kind}_too_long" if kind else "too_long", loc, msg, value,
-                                     {"max_length": n}))  # fmt: skip
-            if self._compiled is not None and isinstance(value, str):
-                if not self._compiled.search(value):
-                    msg = f"String should match pattern '{self.pattern}'"
-                    errors.append(
-                        _error(
-                            "string_pattern_mismatch", loc, msg, value, {"pattern": self.pattern}
-                        )
-                    )
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            for bound, kind, words, ok in (
-                (self.gt, "greater_than", "greater than", lambda v, b: v > b),
-                (self.ge, "greater_than_equal", "greater than or equal to", lambda v, b: v >= b),
-                (self.lt, "less_than", "less than", lambda v, b: v < b),
-                (self.le, "less_than_equal", "less than or equal to", lambda v, b: v <= b),
-            ):
-                if bound is not None and not ok(value, bound):
-                    key = {"greater_than": "gt", "greater_than_equal": "ge"}.get(kind)
-                    key = key or {"less_than": "lt", "less_than_equal": "le"}[kind]
-                    msg = f"Input should be {words} {bound}"
-                    errors.append(_error(kind, loc, msg, value, {key: bound}))
-        return errors
-
-    def schema(self) -> dict[str, Any]:
-        """The constraints as JSON Schema keywords (and a default, if any)."""
-        out: dict[str, Any] = {}
-        for key, value in (
-            ("exclusiveMinimum", self.gt),
-            ("minimum", self.ge),
-            ("exclusiveMaximum", self.lt),
-            ("maximum", self.le),
-            ("minLength", self.min_length),
-            ("maxLength", self.max_length),
-            ("pattern", self.pattern),
-            ("title", self.title),
-            ("description", self.description),
-            ("examples", self.examples),
-        ):
-            if value is not None:
-                out[key] = value
-        if self.default is not MISSING and _json_safe(self.default):
-            out["default"] = self.default
-        return out
-
 
 class Path(Marker):
     """A ``{name}`` segment of the route's path."""
 
-    source = "path"
+    source = Source.PATH
 
 
 class Query(Marker):
     """A query parameter (the default for plain parameters)."""
 
-    source = "query"
+    source = Source.QUERY
 
 
 class Header(Marker):
     """A request header: ``user_agent`` is read from ``user-agent``."""
 
-    source = "header"
+    source = Source.HEADER
 
     def __init__(self, default: Any = MISSING, *, convert_underscores: bool = True, **options):
         super().__init__(default, **options)
@@ -162,14 +126,14 @@ class Header(Marker):
 class Cookie(Marker):
     """A cookie of the request."""
 
-    source = "cookie"
+    source = Source.COOKIE
 
 
 class Body(Marker):
     """The JSON body, or with ``embed=True`` (or beside other body
     parameters) the body's key of the parameter's name."""
 
-    source = "body"
+    source = Source.BODY
 
     def __init__(self, default: Any = MISSING, *, embed: bool = False, **options):
         options.pop("media_type", None)
@@ -181,9 +145,43 @@ class Json(Body):
     """Lauren's spelling of the JSON body: ``payload: Json[Item]``."""
 
 
-def _error(kind: str, loc: list[Any], msg: str, value: Any, ctx: dict[str, Any]) -> dict:
-    return {"type": kind, "loc": loc, "msg": msg, "input": value, "ctx": ctx}
+class Depends:
+    """Marks a parameter as filled by calling ``dependency``."""
+
+    #: Set for ``@injectable()`` singletons: one value per instance.
+    singleton = False
+
+    def __init__(self, dependency: Callable[..., Any] | None = None, *, use_cache: bool = True):
+        self.dependency = dependency
+        self.use_cache = use_cache
+
+    def __repr__(self) -> str:
+        return f"Depends({getattr(self.dependency, '__name__', self.dependency)!r})"
 
 
-def _json_safe(value: Any) -> bool:
-    return value is None or isinstance(value, str | int | float | bool | list | dict)
+def singleton(dependency: Callable[..., Any]) -> Callable[..., Any]:
+    """Makes ``dependency`` run once per instance; every later request gets
+    the same value. Use it for clients and other costly, shareable objects."""
+    dependency.__cello_singleton__ = True
+    return dependency
+
+
+class Scope(enum.Enum):
+    """How long an ``@injectable()`` service's instance lives."""
+
+    #: One per component instance, made on first use.
+    SINGLETON = "singleton"
+    #: One per request, shared by everything that request injects.
+    REQUEST = "request"
+    #: A new one wherever it is injected.
+    TRANSIENT = "transient"
+
+
+def injectable(scope: Scope = Scope.SINGLETON):
+    """Marks a class as a service injected by its type annotation."""
+
+    def mark(cls: type) -> type:
+        cls.__cello_injectable__ = scope
+        return cls
+
+    return mark

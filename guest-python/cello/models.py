@@ -27,7 +27,9 @@ import json as _json
 import typing
 from typing import Any, ClassVar
 
+from .json_schema import schema
 from .markers import MISSING, Marker
+from .validation import Invalid, check, validate
 
 
 class Field(Marker):
@@ -77,8 +79,6 @@ class BaseModel:
 
     @classmethod
     def _validated(cls, data: Any) -> dict[str, Any]:
-        from .params import Invalid, validate
-
         if not isinstance(data, dict):
             msg = "Input should be a valid dictionary or instance of " + cls.__name__
             raise ValidationError(
@@ -98,7 +98,7 @@ class BaseModel:
             try:
                 value = validate(data[key], annotation, [key])
                 if marker is not None and marker.constrained:
-                    problems = marker.check(value, [key])
+                    problems = check(marker, value, [key])
                     if problems:
                         raise Invalid(problems)
                 values[name] = value
@@ -146,8 +146,6 @@ class BaseModel:
     @classmethod
     def model_json_schema(cls) -> dict[str, Any]:
         """The model's JSON Schema, with nested models under ``$defs``."""
-        from .openapi import schema
-
         definitions: dict[str, Any] = {}
         root = schema(cls, definitions)
         name = root["$ref"].rsplit("/", 1)[-1]

@@ -1,25 +1,27 @@
-"""An OpenAPI 3.1 document for an app, built from its routes, parameter
-annotations and dataclass / TypedDict schemas, and a page that shows it.
+"""An OpenAPI 3.1 document for an app, built from its routes' plans (the
+handler's parameters and, through ``Depends``, its dependencies'), and a
+page that shows it.
 
 The page is self-contained: no script or style comes from anywhere else.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import json
 import posixpath
 import re
-import types
-import typing
-import uuid
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .messages import Request
+from .analysis import Param
+from .json_schema import constraints, plain, schema
+from .markers import Source
+from .routing import Route
 
-_EMPTY = inspect.Parameter.empty
+#: The sources OpenAPI lists as ``parameters``, by their ``in``.
+_PARAMETERS = (Source.PATH, Source.QUERY, Source.HEADER, Source.COOKIE)
 
 _VALIDATION_SCHEMAS = {
     "ValidationError": {
@@ -42,18 +44,10 @@ _VALIDATION_SCHEMAS = {
     },
 }
 
-_SCALARS = {
-    int: {"type": "integer"},
-    float: {"type": "number"},
-    str: {"type": "string"},
-    bool: {"type": "boolean"},
-    bytes: {"type": "string", "format": "binary"},
-    uuid.UUID: {"type": "string", "format": "uuid"},
-}
 
-
-def document(app, skip: set[str]) -> dict[str, Any]:
-    """The OpenAPI 3.1 document for ``app``, leaving out the ``skip`` paths."""
+def document(app: Any, skip: set[str]) -> dict[str, Any]:
+    """The OpenAPI 3.1 document for ``app`` (an ``App``, which serves it),
+    leaving out the ``skip`` paths."""
     schemas: dict[str, Any] = {}
     paths: dict[str, Any] = {}
     for route in app.routes:
@@ -76,25 +70,22 @@ def document(app, skip: set[str]) -> dict[str, Any]:
     return doc
 
 
-def _id(route, method: str) -> str:
+def _id(route: Route, method: str) -> str:
     """FastAPI's operation id: name, path and method, so two handlers of
     one name (in two routers, say) never share one."""
     return re.sub(r"\W", "_", f"{route.handler.__name__}{route.path}") + f"_{method.lower()}"
 
 
-def _flatten(arguments: list, path_params: frozenset[str], depth: int = 0):
+def _flatten(plan: Iterable[Param]) -> Iterator[Param]:
     """The parameters of a route and, recursively, of its dependencies."""
-    from .params import resolvers
-
-    for param in arguments:
-        if param.source == "depends" and depth < 16:
-            inner = resolvers(param.dependency.dependency, set(path_params))
-            yield from _flatten(inner, path_params, depth + 1)
+    for param in plan:
+        if param.source is Source.DEPENDS:
+            yield from _flatten(param.plan)
         else:
             yield param
 
 
-def _operation(route, schemas: dict[str, Any]) -> dict[str, Any]:
+def _operation(route: Route, schemas: dict[str, Any]) -> dict[str, Any]:
     doc = inspect.getdoc(route.handler) or ""
     meta = route.meta
     operation: dict[str, Any] = {
@@ -108,8 +99,8 @@ def _operation(route, schemas: dict[str, Any]) -> dict[str, Any]:
     if route.tags:
         operation["tags"] = list(route.tags)
     parameters, body, seen = [], None, set()
-    for param in _flatten(route.arguments, route.path_params):
-        if param.source in ("path", "query", "header", "cookie"):
+    for param in _flatten(route.arguments):
+        if param.source in _PARAMETERS:
             if (param.source, param.key) in seen:
                 continue
             seen.add((param.source, param.key))
@@ -118,24 +109,24 @@ def _operation(route, schemas: dict[str, Any]) -> dict[str, Any]:
                 continue
             entry = {
                 "name": param.key,
-                "in": param.source,
-                "required": param.required or param.source == "path",
+                "in": param.source.value,
+                "required": param.required or param.source is Source.PATH,
                 "schema": schema(param.annotation, schemas),
             }
             if marker is not None:
-                entry["schema"].update(marker.schema())
+                entry["schema"].update(constraints(marker))
                 if marker.description:
                     entry["description"] = marker.description
                 if marker.deprecated:
                     entry["deprecated"] = True
-            if "default" not in entry["schema"] and _plain(param.default):
+            if "default" not in entry["schema"] and plain(param.default):
                 entry["schema"]["default"] = param.default
             parameters.append(entry)
-        elif param.source == "body":
+        elif param.source is Source.BODY:
             body_schema = schema(param.annotation, schemas)
             if param.marker is not None and param.marker.constrained:
-                body_schema = {**body_schema, **param.marker.schema()}
-            if body is not None or getattr(param.marker, "embed", False):
+                body_schema = {**body_schema, **constraints(param.marker)}
+            if body is not None or param.embed:
                 # Several body parameters: one object, keyed by their names.
                 merged = body["content"]["application/json"]["schema"] if body else None
                 if not merged or "properties" not in merged:
@@ -179,92 +170,6 @@ def _operation(route, schemas: dict[str, Any]) -> dict[str, Any]:
             },
         }
     return operation
-
-
-def _plain(value: Any) -> bool:
-    from .markers import MISSING
-
-    return (
-        value is not MISSING
-        and value is not _EMPTY
-        and (value is None or isinstance(value, str | int | float | bool))
-    )
-
-
-def schema(annotation: Any, schemas: dict[str, Any]) -> dict[str, Any]:
-    """The JSON Schema of ``annotation``; dataclasses and TypedDicts are
-    added to ``schemas`` and referenced."""
-    if annotation in (_EMPTY, Any, object, Request):
-        return {}
-    if annotation in _SCALARS:
-        return dict(_SCALARS[annotation])
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin is typing.Annotated:
-        return schema(args[0], schemas)
-    if origin in (typing.Union, types.UnionType):
-        return {"anyOf": [schema(a, schemas) for a in args]}
-    if annotation is type(None):
-        return {"type": "null"}
-    if origin is list or annotation is list:
-        return {"type": "array", "items": schema(args[0], schemas) if args else {}}
-    if origin is dict or annotation is dict:
-        values = schema(args[1], schemas) if args else {}
-        return {"type": "object", "additionalProperties": values}
-    if dataclasses.is_dataclass(annotation):
-        required = [
-            f.name
-            for f in dataclasses.fields(annotation)
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        ]
-        return _object(annotation, required, schemas)
-    if isinstance(annotation, type) and typing.is_typeddict(annotation):
-        return _object(annotation, sorted(annotation.__required_keys__), schemas)
-    if isinstance(annotation, type) and hasattr(annotation, "model_fields_info"):
-        return _model(annotation, schemas)
-    if isinstance(annotation, type) and hasattr(annotation, "model_json_schema"):
-        return annotation.model_json_schema()
-    return {}
-
-
-def _model(cls: type, schemas: dict[str, Any]) -> dict[str, Any]:
-    """A ``cello.BaseModel``: its fields, constraints and defaults."""
-    from .markers import MISSING
-
-    name = cls.__name__
-    if name not in schemas:
-        schemas[name] = {}
-        properties, required = {}, []
-        for field, (annotation, marker, default) in cls.model_fields_info().items():
-            key = marker.alias if marker is not None and marker.alias else field
-            prop = schema(annotation, schemas)
-            if marker is not None:
-                prop = {**prop, **marker.schema()}
-            if default is MISSING:
-                required.append(key)
-            elif _plain(default) or isinstance(default, list | dict):
-                prop.setdefault("default", default)
-            prop.setdefault("title", field.replace("_", " ").title())
-            properties[key] = prop
-        body: dict[str, Any] = {"title": name, "type": "object", "properties": properties}
-        if required:
-            body["required"] = required
-        schemas[name] = body
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _object(cls: type, required: list[str], schemas: dict[str, Any]) -> dict[str, Any]:
-    name = cls.__name__
-    if name not in schemas:
-        schemas[name] = {}  # reserved first, so a recursive type refers to itself
-        properties = {
-            field: schema(annotation, schemas)
-            for field, annotation in typing.get_type_hints(cls).items()
-        }
-        body: dict[str, Any] = {"title": name, "type": "object", "properties": properties}
-        if required:
-            body["required"] = required
-        schemas[name] = body
-    return {"$ref": f"#/components/schemas/{name}"}
 
 
 #: The docs page, read at import: at build time, into the component's snapshot.

@@ -1,18 +1,77 @@
-"""Routes and routers: a handler, its path and methods, how its parameters
-are found, and the policies the host enforces for it."""
+"""Routes and routers: a handler, its path and methods, its plan (how its
+parameters are found), and the policies the host enforces for it; and the
+path matcher that picks a route for a request as the host does.
+
+A route's plan, its dependencies' included, is made when it is registered
+(``analysis``), so a handler or dependency that cannot be served is an
+error at its decorator, not at its first request.
+"""
 
 from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import params
+from . import analysis, validation
+from .analysis import Param
+from .markers import Source
 from .messages import Request, Response
 
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class PathPattern:
+    """A route's path: literal text and ``{name}`` segments, each matching
+    one segment of a request's path."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.params = frozenset(_PARAM.findall(path))
+        pieces, last = [], 0
+        for param in _PARAM.finditer(path):
+            pieces.append(re.escape(path[last : param.start()]))
+            pieces.append(f"(?P<{param.group(1)}>[^/]+)")
+            last = param.end()
+        pieces.append(re.escape(path[last:]))
+        self._regex = re.compile("^" + "".join(pieces) + "$")
+
+    def match(self, path: str) -> dict[str, str] | None:
+        """The ``{name}`` values if ``path`` matches, else ``None``."""
+        found = self._regex.match(path)
+        return None if found is None else found.groupdict()
+
+
+@dataclass(frozen=True)
+class Found:
+    """The route a request goes to, and its ``{name}`` values."""
+
+    index: int
+    params: dict[str, str]
+
+
+def find(routes: Sequence[Route], method: str, path: str) -> Found | Response:
+    """The route for ``method`` and ``path``, picked as the host picks it:
+    static segments win over ``{params}``, and HEAD is answered by a GET
+    route. Else the host's answer: 404, or 405 with ``Allow``."""
+    matches = []
+    for index, route in enumerate(routes):
+        params = route.pattern.match(path)
+        if params is not None:
+            matches.append((len(params), index, params))
+    if not matches:
+        return Response.json({"detail": "Not Found"}, 404)
+    # Fewer parameters first: a static segment beats a {param}.
+    fewest = min(count for count, _, _ in matches)
+    candidates = [(index, params) for count, index, params in matches if count == fewest]
+    for wanted in [method] + (["GET"] if method == "HEAD" else []):
+        for index, params in candidates:
+            if wanted in routes[index].methods:
+                return Found(index, params)
+    allow = sorted({m for index, _ in candidates for m in routes[index].methods})
+    return Response.json({"detail": "Method Not Allowed"}, 405, {"allow": ", ".join(allow)})
 
 
 @dataclass(frozen=True)
@@ -43,6 +102,10 @@ def cache(ttl: int, tags: list[str] | tuple[str, ...] = (), vary: list[str] | tu
     return mark
 
 
+#: The sources a request's dependency scope fills (``deps.RequestScope``).
+_SCOPED = (Source.DEPENDS, Source.BACKGROUND)
+
+
 @dataclass
 class Route:
     """One route: its methods, path pattern, handler and how to call it."""
@@ -51,7 +114,8 @@ class Route:
     path: str
     handler: Callable[..., Any]
     is_async: bool
-    arguments: list[Callable[[Request], Any]]
+    #: The handler's plan, then one parameter per route dependency.
+    arguments: tuple[Param, ...]
     status_code: int | None = None
     tags: tuple[str, ...] = ()
     guards: tuple = ()
@@ -71,16 +135,17 @@ class Route:
         return [s for g in self.guards for s in getattr(g, "scopes", ())]
 
     def __post_init__(self) -> None:
-        self.path_params = frozenset(_PARAM.findall(self.path))
-        self.hidden = tuple(p.name for p in self.arguments if p.name.startswith(_HIDDEN))
+        self.pattern = PathPattern(self.path)
+        self.path_params = self.pattern.params
+        self.hidden = tuple(p.name for p in self.arguments if p.name.startswith(analysis.HIDDEN))
         # Routes without dependencies or background tasks skip the scope.
-        self.scoped = any(p.source in ("depends", "background") for p in self.arguments)
+        self.scoped = any(p.source in _SCOPED for p in self.arguments)
 
     def call(self, request: Request) -> Any:
         """Calls the handler with its arguments taken from ``request``."""
         if not self.arguments:
             return self.handler()
-        return self.handler(**params.resolve_all(self.arguments, request))
+        return self.handler(**validation.arguments(self.arguments, request))
 
     @property
     def cache(self) -> CachePolicy | None:
@@ -132,15 +197,16 @@ class Router:
         def register(handler: Callable[..., Any]) -> Callable[..., Any]:
             full_path = self.prefix + path if path != "/" or not self.prefix else self.prefix
             depends = self.dependencies + tuple(dependencies or ())
+            verbs = [m.upper() for m in (methods or ["GET"])]
             self.routes.append(
                 Route(
-                    methods=[m.upper() for m in (methods or ["GET"])],
+                    methods=verbs,
                     path=full_path,
                     handler=handler,
                     # Fixed once here, like a compiled flag: the host calls
                     # `handle-async` for these routes, `handle` for the rest.
                     is_async=inspect.iscoroutinefunction(handler),
-                    arguments=_resolvers(handler, full_path, depends),
+                    arguments=_plan(handler, verbs, full_path, depends),
                     status_code=status_code,
                     tags=self.tags + tuple(tags or ()),
                     guards=tuple(guards or ()),
@@ -203,7 +269,7 @@ class Router:
                     path=path,
                     handler=route.handler,
                     is_async=route.is_async,
-                    arguments=_resolvers(route.handler, path, depends),
+                    arguments=_plan(route.handler, route.methods, path, depends),
                     status_code=route.status_code,
                     tags=self.tags + tuple(tags or ()) + route.tags,
                     guards=route.guards,
@@ -214,24 +280,13 @@ class Router:
             )
 
 
-#: Names of the arguments that run a route's ``dependencies=[...]``.
-_HIDDEN = "__cello_dependency_"
-
-
-def _resolvers(
-    handler: Callable[..., Any], path: str, dependencies: tuple = ()
-) -> list[params.Resolver]:
-    """For each parameter of ``handler``, a function that finds its value,
-    then one per route dependency (whose values the handler never sees)."""
-    found = params.resolvers(handler, set(_PARAM.findall(path)))
-    for i, depends in enumerate(dependencies):
-        name = f"{_HIDDEN}{i}"
-        found.append(params.Param(name, "depends", name, Any, False, _never, depends))
-    return found
-
-
-def _never(request: Request) -> Any:
-    raise AssertionError("resolved by the request's dependency scope")
+def _plan(
+    handler: Callable[..., Any], methods: list[str], path: str, dependencies: tuple
+) -> tuple[Param, ...]:
+    """The plan of ``handler`` served at ``path``, then one parameter per
+    route dependency (whose values the handler never sees)."""
+    route = f"{' '.join(methods)} {path}"
+    return analysis.plan(handler, frozenset(_PARAM.findall(path)), dependencies, route)
 
 
 def slash_redirect(request: Request) -> Response:

@@ -5,16 +5,16 @@
     client = TestClient(app)
     assert client.get("/items/1").json() == {"id": 1}
 
-Routing follows the host: static segments win over ``{params}``, an unknown
-path is 404, a known path with another method is 405 with ``Allow``, and HEAD
-is answered by a GET route.
+Routing follows the host, by the app's own path matcher (``routing.find``):
+static segments win over ``{params}``, an unknown path is 404, a known path
+with another method is 405 with ``Allow``, and HEAD is answered by a GET
+route.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json as _json
-import re
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -23,19 +23,7 @@ from urllib.parse import urlencode, urljoin, urlsplit
 from .app import App
 from .deps import _client_overrides
 from .messages import Headers, Request, Response
-
-_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-def _compile(path: str) -> re.Pattern[str]:
-    """A regex for a route path: literal text, ``{name}`` as one segment."""
-    pieces, last = [], 0
-    for param in _PARAM.finditer(path):
-        pieces.append(re.escape(path[last : param.start()]))
-        pieces.append(f"(?P<{param.group(1)}>[^/]+)")
-        last = param.end()
-    pieces.append(re.escape(path[last:]))
-    return re.compile("^" + "".join(pieces) + "$")
+from .routing import Found, find
 
 
 class TestResponse:
@@ -111,7 +99,6 @@ class TestClient:
         self.cookies: dict[str, str] = dict(cookies or {})
         self.headers: dict[str, str] = dict(headers or {})
         self.follow_redirects = follow_redirects
-        self._patterns = [(index, _compile(route.path)) for index, route in enumerate(app.routes)]
         self._started = False
 
     def __enter__(self) -> TestClient:
@@ -197,27 +184,14 @@ class TestClient:
         return self.request("HEAD", url, **kwargs)
 
     def _send(self, method: str, path: str, query: str, headers, body: bytes) -> Response:
-        matches = []
-        for index, pattern in self._patterns:
-            found = pattern.match(path)
-            if found:
-                matches.append((len(found.groupdict()), index, found.groupdict()))
-        if not matches:
-            return Response.json({"detail": "Not Found"}, 404)
-        # Fewer parameters first: a static segment beats a {param}.
-        matches.sort(key=lambda m: m[0])
-        fewest = matches[0][0]
-        candidates = [m for m in matches if m[0] == fewest]
-        for wanted in [method] + (["GET"] if method == "HEAD" else []):
-            for _, index, path_params in candidates:
-                if wanted in self.app.routes[index].methods:
-                    request = Request(method, path, query, headers, body, path_params, "test")
-                    response = self._call(index, request)
-                    if method == "HEAD":
-                        response.body = b""
-                    return response
-        allow = sorted({m for _, i, _ in candidates for m in self.app.routes[i].methods})
-        return Response.json({"detail": "Method Not Allowed"}, 405, {"allow": ", ".join(allow)})
+        found = find(self.app.routes, method, path)
+        if not isinstance(found, Found):
+            return found
+        request = Request(method, path, query, headers, body, found.params, "test")
+        response = self._call(found.index, request)
+        if method == "HEAD":
+            response.body = b""
+        return response
 
     def _call(self, index: int, request: Request) -> Response:
         self._start()
