@@ -20,6 +20,7 @@ test: setup
 	cargo test --workspace
 	cargo test --manifest-path guest-rust/Cargo.toml -p cello-sdk -p hello -p items
 	$(VENV)/bin/pytest -q guest-python
+	$(PYTHON) tests/docs_links.py
 
 BENCH_VENV := bench/.venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -73,8 +74,8 @@ lint: setup
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy --manifest-path guest-rust/Cargo.toml --target $(WASM) -- -D warnings
-	$(VENV)/bin/ruff check --config guest-python/pyproject.toml guest-python tests/guests bench
-	$(VENV)/bin/ruff format --check --config guest-python/pyproject.toml guest-python tests/guests bench
+	$(VENV)/bin/ruff check --config guest-python/pyproject.toml guest-python tests/guests tests/docs_links.py bench
+	$(VENV)/bin/ruff format --check --config guest-python/pyproject.toml guest-python tests/guests tests/docs_links.py bench
 
 fmt: setup
 	cargo fmt --all

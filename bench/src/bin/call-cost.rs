@@ -11,12 +11,9 @@ use std::time::Instant;
 use anyhow::Context as _;
 use cello_host::bindings::Request;
 use cello_host::bindings::cello::component::types::Context;
-use cello_host::capabilities::kv::KvStore;
-use cello_host::compile::CompileCache;
 use cello_host::config::HostConfig;
-use cello_host::engine::Engines;
-use cello_host::loader::{LoadedKind, Loader};
-use cello_host::response_cache::ResponseCache;
+use cello_host::host::HostBuilder;
+use cello_host::loader::LoadedKind;
 
 const WARMUP: usize = 20_000;
 const CALLS: usize = 100_000;
@@ -28,16 +25,9 @@ async fn main() -> anyhow::Result<()> {
     let usage = "usage: call-cost COMPONENT STATE_DIR";
     let component = PathBuf::from(args.next().context(usage)?);
     let state = PathBuf::from(args.next().context(usage)?);
-    let config = HostConfig::default();
-    let loader = Loader::new(
-        Engines::new(&config.pool)?,
-        CompileCache::in_dir(state.join("cache")),
-        &config,
-        None,
-        ResponseCache::new(config.cache.max_mb << 20),
-        KvStore::at(&state.join("kv.redb")),
-    )?;
-    let loaded = loader
+    let host = HostBuilder::new(HostConfig::default(), state).build()?;
+    let loaded = host
+        .loader()
         .load_file(&component)
         .await
         .map_err(anyhow::Error::msg)?;
