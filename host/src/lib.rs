@@ -1,45 +1,42 @@
 //! Cello's host: serves HTTP from WebAssembly components.
 //!
-//! A request's path through the crate, in module order:
+//! A request's path through the crate:
 //!
-//! - [`connections`] accepts connections, with timeouts and caps;
-//! - [`server`] turns each request into a call;
-//! - [`registry`] holds what is in service and says which route table
-//!   answers: the served directory's, or a tenant's (`/t/{tenant}/...`);
-//! - [`router`] picks the component and route for its method and path;
-//! - [`middleware`] wraps the call: CORS, JWT auth with route roles and
-//!   scopes, rate limits (the rest of the chain is in [`server`]);
-//! - [`app`] runs Cello app components (`cello:component/app`), sync routes
-//!   on a pool of instances and async routes on event-loop instances;
-//! - [`response_cache`] answers cacheable requests without the guest;
-//! - [`proxy`] runs standard `wasi:http/proxy` components;
-//! - [`capabilities`] are the host functions guests import, each granted
-//!   per component: key-value, config, outbound HTTP;
-//! - [`scheduler`] shares the CPU between guests: long-running calls move
-//!   off the threads that serve requests and take turns, tenant by tenant;
-//! - [`capacity`] bounds the instances of each component and queues the
-//!   requests that wait for one;
-//! - [`warm`] keeps the instances that serve one call at a time (sync
-//!   routes, `wasi:http` requests) warm for reuse;
-//! - [`error`] turns every failure into a response.
+//! - [`connections`] accepts connections, with timeouts and caps, and
+//!   [`server`] hands each request to the [`pipeline`];
+//! - the [`pipeline`] runs its stages in order: admission, routing (with
+//!   [`registry`], what is in service, and [`router`], one route table),
+//!   CORS, auth and rate limits (their settings and logic in
+//!   [`middleware`]), then the call; on the way back, response headers,
+//!   the access log and metrics;
+//! - the call reaches an [`app`] (`cello:component/app`: sync routes on a
+//!   pool of instances, async routes on event-loop instances), through the
+//!   [`response_cache`] when the route is cacheable, or a [`proxy`]
+//!   (`wasi:http/proxy`);
+//! - [`instances`] are made from a component's [`instances::Prepared`]
+//!   within its slots, kept warm for reuse, and carry their store's state;
+//!   [`scheduler`] shares the CPU between guests; [`capabilities`] are the
+//!   host functions guests import, each granted per component, linked by
+//!   [`linker`];
+//! - [`error`] turns every failure into a response, over [`body`].
 //!
-//! Around them: [`cli`] is the `cello-host` command; [`loader`] turns
-//! `.wasm` files and sidecars ([`config`]) into components, from the
-//! served directory, from [`reload`] when it changes, and from uploads to
-//! [`tenants`] through the [`admin`] API;
-//! [`compile`] keeps compiled artifacts on disk; [`engine`] holds the
-//! wasmtime configuration and the pooling allocator; [`state`] is what each
-//! instance's store carries; [`metrics`], [`ops`], [`logging`] (with [`guest_log`]) and
-//! [`telemetry`] report on
-//! it all, and [`readiness`] says whether it is ready; and
-//! [`bindings`] is the generated contract.
+//! Around them: [`host`] puts it all together from the config (and
+//! [`testing`] serves components in-process for tests); [`cli`] is the
+//! `cello-host` command; [`loader`] turns `.wasm` files and sidecars
+//! ([`config`]) into components, from the served directory, from
+//! [`reload`] when it changes, and from uploads to [`tenants`] through the
+//! [`admin`] API; [`compile`] keeps compiled artifacts on disk;
+//! [`engine`] holds the wasmtime configuration and [`world`] tells what a
+//! component is; [`resources`] is what every component's instances share;
+//! [`metrics`], [`ops`], [`logging`] (with [`guest_log`]) and
+//! [`telemetry`] report on it all, and [`readiness`] says whether it is
+//! ready; [`bindings`] is the generated contract.
 
 pub mod admin;
 pub mod app;
 pub mod bindings;
 pub mod body;
 pub mod capabilities;
-pub mod capacity;
 pub mod cli;
 pub mod compile;
 pub mod config;
@@ -48,6 +45,7 @@ pub mod engine;
 pub mod error;
 pub mod guest_log;
 pub mod host;
+pub mod instances;
 pub mod linker;
 pub mod loader;
 pub mod logging;
@@ -64,9 +62,7 @@ pub mod response_cache;
 pub mod router;
 pub mod scheduler;
 pub mod server;
-pub mod state;
 pub mod telemetry;
 pub mod tenants;
 pub mod testing;
-pub mod warm;
 pub mod world;

@@ -9,7 +9,7 @@ use wasmtime_wasi_http::WasiHttpView;
 
 use crate::bindings::cello::component as cello;
 use crate::capabilities::{self, GrantSet};
-use crate::state::InstanceState;
+use crate::instances::state::InstanceState;
 
 /// A linker offering `granted`. On an engine without concurrency support,
 /// only WASI and wasi:http: Cello's interfaces have async functions.

@@ -12,18 +12,18 @@ use crate::app::{AppComponent, WarmUpFailed};
 use crate::bindings::Manifest;
 use crate::capabilities::kv::KvStore;
 use crate::capabilities::{self, Capabilities};
-use crate::capacity::HostCapacity;
 use crate::compile::CompileCache;
 use crate::config::{ComponentConfig, DeploySettings, HostConfig, Limits};
 use crate::engine::Engines;
 use crate::guest_log::GuestLogs;
+use crate::instances::capacity::HostCapacity;
+use crate::instances::state::{Owner, TenantScope};
 use crate::middleware::{self, Middleware};
 use crate::proxy::ProxyComponent;
 use crate::resources::Resources;
 use crate::response_cache::ResponseCache;
 use crate::router::{Router, RouterBuilder};
 use crate::scheduler::Scheduler;
-use crate::state::{Owner, TenantScope};
 use crate::world::World;
 
 /// Everything needed to turn component files into servable components.

@@ -10,7 +10,6 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::{Frame, SizeHint};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
-use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
@@ -18,12 +17,13 @@ use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::body::{Body, BodyError, BoxError, RequestBody};
-use crate::capacity::{Capacity, Slot};
 use crate::config::Limits;
 use crate::error::CallError;
+use crate::instances::Prepared;
+use crate::instances::capacity::Slot;
+use crate::instances::state::{InstanceState, Owner};
+use crate::instances::warm::{Warm, WarmPool};
 use crate::resources::Resources;
-use crate::state::{InstanceState, Owner};
-use crate::warm::{Warm, WarmPool};
 
 /// A loaded `wasi:http/proxy` component. A request holds one warm instance
 /// from its pool until the guest's `handle` returns, as a `def` route does;
@@ -35,13 +35,7 @@ pub struct ProxyComponent {
 }
 
 /// What every instance of one proxy component is made from.
-struct Shared {
-    owner: Arc<Owner>,
-    engine: Engine,
-    pre: ProxyPre<InstanceState>,
-    limits: Limits,
-    capacity: Capacity,
-}
+type Shared = Prepared<ProxyPre<InstanceState>>;
 
 /// The guest's call, running to its end on its own instance: the instance
 /// goes back to the pool after a clean return.
@@ -69,27 +63,11 @@ impl ProxyComponent {
         limits: Limits,
         runtime: &Resources,
     ) -> anyhow::Result<Self> {
-        let pre = linker
-            .instantiate_pre(component)
-            .map_err(|e| anyhow::anyhow!("cannot link: {e:#}"))?;
-        let pre = ProxyPre::new(pre).map_err(|e| anyhow::anyhow!("wrong exports: {e:#}"))?;
-        let capacity = Capacity::new(
-            limits.max_instances,
-            owner.tenant.as_ref().map(|t| t.capacity.clone()),
-            runtime.capacity.clone(),
-            limits.queue,
-            owner.metrics.clone(),
-        );
-        let pool = WarmPool::new(owner.clone(), &limits, drop);
-        capacity.register(Arc::downgrade(&pool) as _);
+        let shared = Prepared::new(owner, component, linker, limits, runtime, ProxyPre::new)?;
+        let pool = WarmPool::new(shared.owner.clone(), &shared.limits, drop);
+        shared.capacity.register(Arc::downgrade(&pool) as _);
         Ok(Self {
-            shared: Arc::new(Shared {
-                owner,
-                engine: component.engine().clone(),
-                pre,
-                limits,
-                capacity,
-            }),
+            shared: Arc::new(shared),
             pool,
         })
     }
@@ -108,7 +86,7 @@ impl ProxyComponent {
                 let shared = shared.clone();
                 async move {
                     let owner = shared.owner.clone();
-                    let start = Box::pin(async move { shared.instantiate(slot).await });
+                    let start = Box::pin(async move { instantiate(&shared, slot).await });
                     owner.run_guest(start).await?
                 }
             })
@@ -185,20 +163,17 @@ impl ProxyComponent {
     }
 }
 
-impl Shared {
-    /// A fresh instance in `slot`.
-    async fn instantiate(&self, slot: Slot) -> Result<Warm<Proxy>, CallError> {
-        let started = std::time::Instant::now();
-        let state = InstanceState::new(self.owner.clone(), &self.limits);
-        let mut store = state.into_store(&self.engine);
-        let proxy = self
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(CallError::Instantiate)?;
-        self.owner.metrics.instantiated(started.elapsed());
-        Ok(Warm::new(store, proxy, slot))
-    }
+/// A fresh instance of `shared` in `slot`.
+async fn instantiate(shared: &Shared, slot: Slot) -> Result<Warm<Proxy>, CallError> {
+    let started = std::time::Instant::now();
+    let mut store = shared.store();
+    let proxy = shared
+        .pre
+        .instantiate_async(&mut store)
+        .await
+        .map_err(CallError::Instantiate)?;
+    shared.owner.metrics.instantiated(started.elapsed());
+    Ok(Warm::new(store, proxy, slot))
 }
 
 /// Lets a call run to its end after its response has gone, logging how it

@@ -9,11 +9,11 @@ use wasmtime::component::Linker;
 
 use crate::capabilities::GrantSet;
 use crate::capabilities::kv::KvStore;
-use crate::capacity::HostCapacity;
 use crate::engine::Engines;
+use crate::instances::capacity::HostCapacity;
+use crate::instances::state::InstanceState;
 use crate::response_cache::ResponseCache;
 use crate::scheduler::Scheduler;
-use crate::state::InstanceState;
 
 /// What every component is loaded with, and its instances share: the
 /// engines and their linkers, the host's instance capacity, the response

@@ -8,8 +8,8 @@ use http::Method;
 
 use crate::app::AppComponent;
 use crate::bindings::Manifest;
+use crate::instances::state::Owner;
 use crate::proxy::ProxyComponent;
-use crate::state::Owner;
 
 /// Where a matched request goes.
 #[derive(Clone)]

@@ -15,7 +15,7 @@
 //!   tenant running one does.
 //!
 //! Guest time is counted in epoch ticks, by the store's epoch callback
-//! (see [`crate::state`]), which fire only while guest code runs: a call
+//! (see [`crate::instances::state`]), which fire only while guest code runs: a call
 //! that the kernel merely preempted is not mistaken for a long one, and the
 //! request path reads no clock. The callback raises a flag on its thread
 //! ([`ask_to_move`]); the future polling the guest reads it once the poll

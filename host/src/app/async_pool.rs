@@ -19,9 +19,9 @@ use tokio::time::Instant;
 
 use super::{Instance, Shared, retire};
 use crate::bindings::{Request, Response};
-use crate::capacity::{Evict, Slot};
 use crate::error::CallError;
-use crate::state::CpuExceeded;
+use crate::instances::capacity::{Evict, Slot};
+use crate::instances::state::CpuExceeded;
 
 type Reply = oneshot::Sender<Result<Response, CallError>>;
 

@@ -15,18 +15,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
-use wasmtime::Engine;
+
 use wasmtime::component::{Component, Linker};
 
 use crate::bindings::{App as AppBindings, AppPre, Manifest, Request, Response};
-use crate::capacity::{Capacity, Slot};
 use crate::config::Limits;
 use crate::error::CallError;
+use crate::instances::Prepared;
+use crate::instances::capacity::Slot;
+use crate::instances::state::{InstanceState, Owner};
+use crate::instances::warm::Warm;
 use crate::middleware::rate_limit::Limiter;
 use crate::resources::Resources;
 use crate::response_cache::CachePolicy;
-use crate::state::{InstanceState, Owner};
-use crate::warm::Warm;
 use async_pool::AsyncPool;
 use sync_pool::SyncPool;
 
@@ -44,11 +45,8 @@ pub struct AppComponent {
 
 /// What every instance of one component is made from.
 struct Shared {
-    owner: Arc<Owner>,
-    engine: Engine,
-    pre: AppPre<InstanceState>,
-    limits: Limits,
-    capacity: Capacity,
+    /// Owner, engine, the linked component, limits and instance slots.
+    prepared: Prepared<AppPre<InstanceState>>,
     /// Route paths by index, to name routes in logs.
     routes: Vec<Arc<str>>,
     /// Each route's cache policy, by index.
@@ -103,12 +101,8 @@ impl AppComponent {
         default_cache: Option<CachePolicy>,
         runtime: &Resources,
     ) -> anyhow::Result<(Self, Manifest)> {
-        let engine = component.engine();
-        let pre = linker
-            .instantiate_pre(component)
-            .map_err(|e| anyhow::anyhow!("cannot link: {e:#}"))?;
-        let pre = AppPre::new(pre).map_err(|e| anyhow::anyhow!("wrong exports: {e:#}"))?;
-        let manifest = describe(&owner, engine, &pre, &limits).await?;
+        let prepared = Prepared::new(owner, component, linker, limits, runtime, AppPre::new)?;
+        let manifest = describe(&prepared).await?;
         let cache_policies = cache_policies(&manifest, default_cache)?;
         let guards = manifest
             .routes
@@ -128,13 +122,7 @@ impl AppComponent {
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         let shared = Arc::new(Shared {
-            capacity: Capacity::new(
-                limits.max_instances,
-                owner.tenant.as_ref().map(|t| t.capacity.clone()),
-                runtime.capacity.clone(),
-                limits.queue,
-                owner.metrics.clone(),
-            ),
+            prepared,
             cache_policies,
             guards,
             runs_long: manifest
@@ -147,10 +135,6 @@ impl AppComponent {
                 .iter()
                 .map(|r| r.path.as_str().into())
                 .collect(),
-            owner,
-            engine: engine.clone(),
-            pre,
-            limits,
         });
         let sync_pool = SyncPool::new(shared.owner.clone(), &shared.limits, retire);
         let async_pool = Arc::new(AsyncPool::default());
@@ -244,7 +228,7 @@ impl AppComponent {
     /// Retires every idle instance, running its `on-stop` hook: for a
     /// component taken out of service once its last request has ended.
     pub fn retire_idle(&self) {
-        use crate::capacity::Evict;
+        use crate::instances::capacity::Evict;
         while self.sync_pool.evict_one() {}
         while self.async_pool.evict_one() {}
     }
@@ -291,14 +275,10 @@ fn cache_policies(
 
 /// Runs `describe` on an instance made for it alone, under the component's
 /// CPU share: a `describe()` that loops leaves the request threads alone.
-async fn describe(
-    owner: &Arc<Owner>,
-    engine: &Engine,
-    pre: &AppPre<InstanceState>,
-    limits: &Limits,
-) -> anyhow::Result<Manifest> {
-    let mut store = InstanceState::new(owner.clone(), limits).into_store(engine);
-    let pre = pre.clone();
+async fn describe(prepared: &Prepared<AppPre<InstanceState>>) -> anyhow::Result<Manifest> {
+    let mut store = prepared.store();
+    let pre = prepared.pre.clone();
+    let owner = &prepared.owner;
     let described = Box::pin(async move {
         let bindings = pre
             .instantiate_async(&mut store)
@@ -313,6 +293,14 @@ async fn describe(
         .run_guest(described)
         .await
         .map_err(|e| anyhow::anyhow!("describe() did not finish: {e}"))?
+}
+
+impl std::ops::Deref for Shared {
+    type Target = Prepared<AppPre<InstanceState>>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.prepared
+    }
 }
 
 impl Shared {

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use super::{Instance, Shared};
 use crate::bindings::{App as AppBindings, Request, Response};
 use crate::error::CallError;
-use crate::warm::WarmPool;
+use crate::instances::warm::WarmPool;
 
 /// The idle instances of a component's `def` routes.
 pub(super) type SyncPool = WarmPool<AppBindings>;

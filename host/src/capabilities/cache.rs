@@ -2,7 +2,7 @@
 //! tag, from inside any handler.
 
 use crate::bindings::cello::component::cache;
-use crate::state::InstanceState;
+use crate::instances::state::InstanceState;
 
 impl cache::Host for InstanceState {
     fn invalidate(&mut self, tags: Vec<String>) -> wasmtime::Result<u32> {

@@ -7,7 +7,7 @@ use wasmtime::component::{Accessor, HasSelf};
 
 use crate::bindings::cello::component::host::{self, Level};
 use crate::guest_log::GuestLine;
-use crate::state::InstanceState;
+use crate::instances::state::InstanceState;
 
 impl crate::bindings::cello::component::types::Host for InstanceState {}
 

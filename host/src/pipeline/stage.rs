@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::body::{Body, RequestBody};
+use crate::instances::state::Owner;
 use crate::middleware::auth::Verified;
 use crate::pipeline::host_wide::HostWide;
 use crate::router::Target;
-use crate::state::Owner;
 
 /// A response, as every stage makes and sees it.
 pub type Response = http::Response<Body>;

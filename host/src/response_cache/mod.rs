@@ -28,7 +28,7 @@ use moka::notification::RemovalCause;
 
 use crate::body::{Body, full};
 use crate::error::CallError;
-use crate::state::Owner;
+use crate::instances::state::Owner;
 pub use policy::CachePolicy;
 
 pub mod policy;

@@ -25,12 +25,12 @@ use tokio::sync::OwnedMutexGuard;
 use crate::capabilities::Grants;
 use crate::capabilities::config::ValueSource;
 use crate::capabilities::kv::tenant_scope;
-use crate::capacity::HostCapacity;
 use crate::config::{ComponentConfig, LimitSettings, Limits};
+use crate::instances::capacity::HostCapacity;
+use crate::instances::state::TenantScope;
 use crate::loader::{Loaded, LoadedKind, Loader, NotStarted, Source};
 use crate::metrics::ComponentMetrics;
 use crate::registry::{ChangeRefused, Registry, TenantApps};
-use crate::state::TenantScope;
 pub use quotas::{QuotaChanges, Quotas};
 use store::{KEPT_VERSIONS, Store};
 

@@ -13,10 +13,10 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use wasmtime::Store;
 
-use crate::capacity::{Capacity, Evict, Slot};
 use crate::config::Limits;
 use crate::error::CallError;
-use crate::state::{InstanceState, Owner};
+use crate::instances::capacity::{Capacity, Evict, Slot};
+use crate::instances::state::{InstanceState, Owner};
 
 /// An instance with its store and the bindings to call it through, holding
 /// one of its component's slots.

@@ -50,7 +50,7 @@ pub struct Owner {
 /// context and rate-limit keys) and its instance limit.
 pub struct TenantScope {
     pub name: Arc<str>,
-    pub capacity: Arc<crate::capacity::HostCapacity>,
+    pub capacity: Arc<crate::instances::capacity::HostCapacity>,
 }
 
 impl Owner {

@@ -1,0 +1,67 @@
+//! Instances: what a store holds ([`state`]), the slots instances take and
+//! the queue for them ([`capacity`]), the warm instances kept for reuse
+//! ([`warm`]), and what every instance of one component is made from
+//! ([`Prepared`]), for app and proxy components alike. The pools for an
+//! app's routes are in [`crate::app`].
+
+pub mod capacity;
+pub mod state;
+pub mod warm;
+
+use std::sync::Arc;
+
+use wasmtime::component::{Component, InstancePre, Linker};
+use wasmtime::{Engine, Store};
+
+use crate::config::Limits;
+use crate::resources::Resources;
+use capacity::Capacity;
+use state::{InstanceState, Owner};
+
+/// What every instance of one component is made from: its owner, engine,
+/// linked and type-checked component (`P`: the bindings' `...Pre`), its
+/// limits and its instance slots.
+pub struct Prepared<P> {
+    pub owner: Arc<Owner>,
+    pub engine: Engine,
+    pub pre: P,
+    pub limits: Limits,
+    pub capacity: Capacity,
+}
+
+impl<P> Prepared<P> {
+    /// Links `component` and checks its exports with `typed` (the world's
+    /// `...Pre::new`); fails with a sentence saying which went wrong.
+    pub fn new(
+        owner: Arc<Owner>,
+        component: &Component,
+        linker: &Linker<InstanceState>,
+        limits: Limits,
+        resources: &Resources,
+        typed: impl FnOnce(InstancePre<InstanceState>) -> wasmtime::Result<P>,
+    ) -> anyhow::Result<Self> {
+        let pre = linker
+            .instantiate_pre(component)
+            .map_err(|e| anyhow::anyhow!("cannot link: {e:#}"))?;
+        let pre = typed(pre).map_err(|e| anyhow::anyhow!("wrong exports: {e:#}"))?;
+        let capacity = Capacity::new(
+            limits.max_instances,
+            owner.tenant.as_ref().map(|t| t.capacity.clone()),
+            resources.capacity.clone(),
+            limits.queue,
+            owner.metrics.clone(),
+        );
+        Ok(Self {
+            owner,
+            engine: component.engine().clone(),
+            pre,
+            limits,
+            capacity,
+        })
+    }
+
+    /// A store for a new instance, with the component's limits.
+    pub fn store(&self) -> Store<InstanceState> {
+        InstanceState::new(self.owner.clone(), &self.limits).into_store(&self.engine)
+    }
+}
