@@ -417,3 +417,28 @@ async fn the_rust_sdk_reaches_every_capability() {
         "written in the background"
     );
 }
+
+/// `wasi:http/outgoing-handler` is linked for every component, as
+/// componentize-py and componentize-js builds import it whether they use
+/// it or not: without the grant it loads, and each request is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ungranted_outgoing_handler_loads_and_refuses_each_request() {
+    use cello_host::testing::TestHost;
+    let wasm = support::components_dir().join("proxy-testbed.wasm");
+    let outgoing = async |sidecar: &str| {
+        let host = TestHost::builder()
+            .component_with(&wasm, sidecar)
+            .build()
+            .await
+            .expect("a component importing the outgoing handler loads without a grant");
+        let reply = host.get("/outgoing").await;
+        assert_eq!(reply.status, 200);
+        reply.text()
+    };
+    let ungranted = outgoing("").await;
+    assert!(ungranted.contains("HttpRequestDenied"), "{ungranted}");
+    let elsewhere = outgoing("[grants]\noutbound = [\"https://api.example.com\"]\n").await;
+    assert!(elsewhere.contains("HttpRequestDenied"), "{elsewhere}");
+    let granted = outgoing("[grants]\noutbound = [\"http://127.0.0.1:*\"]\n").await;
+    assert!(!granted.contains("HttpRequestDenied"), "{granted}");
+}

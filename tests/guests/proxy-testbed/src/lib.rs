@@ -5,7 +5,8 @@ use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use wasip2::http::types::{
-    Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
+    Fields, IncomingRequest, OutgoingBody, OutgoingRequest, OutgoingResponse, ResponseOutparam,
+    Scheme,
 };
 
 wasip2::http::proxy::export!(Proxy);
@@ -27,6 +28,9 @@ impl wasip2::exports::http::incoming_handler::Guest for Proxy {
             "/trap" => panic!("asked to trap"),
             "/unanswered" => {}
             "/count" => respond(response_out, &[served.to_string().as_bytes()], false),
+            // An outbound request through wasi:http/outgoing-handler; the
+            // answer says how it went.
+            "/outgoing" => respond(response_out, &[outgoing().as_bytes()], false),
             // Half the body, then a loop: the host ends the body with an error.
             "/stall" => respond(response_out, &[b"first half;"], true),
             _ => respond(response_out, &[b"chunk 1;", b"chunk 2;", b"chunk 3"], false),
@@ -54,4 +58,23 @@ fn respond(out: ResponseOutparam, chunks: &[&[u8]], stall: bool) {
     }
     drop(stream);
     OutgoingBody::finish(body, None).expect("finish");
+}
+
+/// Sends `GET http://127.0.0.1:9/` and says what came of it: a status, or
+/// the error code (`HttpRequestDenied` without an outbound grant).
+fn outgoing() -> String {
+    let request = OutgoingRequest::new(Fields::new());
+    let _ = request.set_scheme(Some(&Scheme::Http));
+    let _ = request.set_authority(Some("127.0.0.1:9"));
+    let _ = request.set_path_with_query(Some("/"));
+    let future = match wasip2::http::outgoing_handler::handle(request, None) {
+        Ok(future) => future,
+        Err(code) => return format!("refused: {code:?}"),
+    };
+    future.subscribe().block();
+    match future.get() {
+        Some(Ok(Ok(response))) => format!("status {}", response.status()),
+        Some(Ok(Err(code))) => format!("failed: {code:?}"),
+        other => format!("no response: {other:?}"),
+    }
 }
