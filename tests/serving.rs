@@ -128,6 +128,7 @@ async fn python_request_carries_everything_the_host_knows_on_sync_and_async_rout
             "{seen}"
         );
         assert_eq!(seen["user"], serde_json::Value::Null);
+        assert_eq!(seen["tenant"], serde_json::Value::Null, "not a tenant's");
     }
 }
 

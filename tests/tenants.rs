@@ -34,6 +34,19 @@ async fn versions(host: &Host, tenant: &str, name: &str) -> serde_json::Value {
 }
 
 #[tokio::test]
+async fn a_tenants_python_app_reads_its_tenant_from_the_request() {
+    let host = serve(Components::new());
+    create_tenant(&host, "acme", serde_json::json!({})).await;
+    let reply = push(&host, "acme", "py", OPERATOR, component("python-testbed")).await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let reply = host
+        .send(Method::POST, "/t/acme/seen/sync", &[], b"x".to_vec())
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json()["tenant"], "acme");
+}
+
+#[tokio::test]
 async fn a_tenants_wasi_http_component_sees_the_path_without_the_tenant_prefix() {
     let host = serve(Components::new().with("hello-rust"));
     create_tenant(&host, "acme", serde_json::json!({})).await;

@@ -47,15 +47,17 @@ def _install_logging() -> None:
 
 def _context(request_id: str, client_addr: str, tenant: str | None, claims: str | None) -> tuple:
     """The WIT ``context`` record, as componentize-py builds it: a tuple
-    (request id, client address, claims) instead of a dataclass."""
-    return (request_id, client_addr, claims)
+    instead of a dataclass."""
+    return (request_id, client_addr, tenant, claims)
 
 
 def _request(method, path, query, headers, body, route, params, context) -> Request:
     """The WIT ``request`` record, as componentize-py builds it: straight
     into the SDK's Request, with the route index kept for the dispatch."""
-    request_id, client_addr, claims = context
-    request = Request(method, path, query, headers, body, params, request_id, client_addr, claims)
+    request_id, client_addr, tenant, claims = context
+    request = Request(
+        method, path, query, headers, body, params, request_id, client_addr, claims, tenant
+    )
     request.route_index = route
     return request
 

@@ -112,6 +112,7 @@ class Request:
         request_id: str = "",
         client: str = "",
         claims: str | dict | None = None,
+        tenant: str | None = None,
     ):
         self.method = method
         self.path = path
@@ -124,6 +125,9 @@ class Request:
         self._headers: Headers | None = None
         self._query: dict[str, str] | None = None
         self._claims = claims
+        #: The tenant whose component serves the request; ``None`` for a
+        #: component of the host's own directory.
+        self.tenant = tenant
 
     @property
     def headers(self) -> Headers:

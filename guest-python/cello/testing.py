@@ -86,14 +86,17 @@ class TestClient:
         headers: Mapping[str, str] | None = None,
         follow_redirects: bool = True,
         raise_server_exceptions: bool = True,
+        tenant: str | None = None,
     ):
         """``dependency_overrides`` apply to this client's requests only,
         over the app's own ``app.dependency_overrides``; the app is left as
         it was. ``cookies`` and ``headers`` go with every request; redirects
         are followed, as Starlette's TestClient does. Startup hooks run
         before the first request (or on ``with``), and shutdown hooks when
-        the ``with`` block ends."""
+        the ``with`` block ends. ``tenant`` is what ``request.tenant``
+        reads, as if a tenant had uploaded the app."""
         self.app = app.finalize()
+        self.tenant = tenant
         self.dependency_overrides: dict[Any, Any] = dict(dependency_overrides or {})
         self.base_url = base_url
         self.cookies: dict[str, str] = dict(cookies or {})
@@ -187,7 +190,9 @@ class TestClient:
         found = find(self.app.routes, method, path)
         if not isinstance(found, Found):
             return found
-        request = Request(method, path, query, headers, body, found.params, "test")
+        request = Request(
+            method, path, query, headers, body, found.params, "test", tenant=self.tenant
+        )
         response = self._call(found.index, request)
         if method == "HEAD":
             response.body = b""

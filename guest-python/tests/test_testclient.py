@@ -191,3 +191,17 @@ def test_options_requests():
     reply = TestClient(echo_app()).options("/echo")
     assert reply.status_code == 204
     assert reply.headers["allow"] == "POST, OPTIONS"
+
+
+def test_a_test_client_can_stand_in_for_a_tenant():
+    from cello import App, Request
+    from cello.testing import TestClient
+
+    app = App()
+
+    @app.get("/whose")
+    def whose(request: Request):
+        return {"tenant": request.tenant}
+
+    assert TestClient(app).get("/whose").json() == {"tenant": None}
+    assert TestClient(app, tenant="acme").get("/whose").json() == {"tenant": "acme"}

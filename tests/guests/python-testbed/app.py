@@ -75,6 +75,7 @@ def seen(request: Request) -> dict:
         "request_id": request.request_id,
         "client": request.client,
         "user": request.user,
+        "tenant": request.tenant,
     }
 
 
