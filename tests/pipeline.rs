@@ -131,3 +131,22 @@ async fn a_guests_bad_response_is_a_500_and_the_host_goes_on() {
     );
     assert_eq!(host.get("/count").await.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn text_is_compressed_and_opaque_bytes_are_not() {
+    let host = testbed().await;
+    let echo = async |content_type: &str| {
+        let request = http::Request::post("/echo")
+            .header("content-type", content_type)
+            .header("accept-encoding", "gzip")
+            .body(vec![b'a'; 8 << 10])
+            .unwrap();
+        host.request(request).await
+    };
+    let text = echo("text/plain").await;
+    assert_eq!(text.header("content-encoding"), Some("gzip"));
+    assert!(text.body.len() < 1024, "{} bytes", text.body.len());
+    let bytes = echo("application/octet-stream").await;
+    assert_eq!(bytes.header("content-encoding"), None);
+    assert_eq!(bytes.body.len(), 8 << 10);
+}

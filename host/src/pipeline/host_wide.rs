@@ -23,8 +23,11 @@ pub struct HostWide {
 }
 
 /// Which responses are worth compressing: large enough, and not of a type
-/// that is compressed already (images, archives, event streams, gRPC).
-pub type Compressible = And<And<DefaultPredicate, SizeAbove>, NotForContentType>;
+/// that is compressed already (images, archives, event streams, gRPC) or
+/// opaque bytes (`application/octet-stream`: a download, a file, often
+/// compressed, and whose length a client may rely on).
+pub type Compressible =
+    And<And<And<DefaultPredicate, SizeAbove>, NotForContentType>, NotForContentType>;
 
 impl HostWide {
     /// The settings as the host config asks, answering 503 until `ready`
@@ -33,7 +36,8 @@ impl HostWide {
         let compression = config.compression.enabled.then(|| {
             let predicate = DefaultPredicate::new()
                 .and(SizeAbove::new(config.compression.min_bytes))
-                .and(NotForContentType::const_new("application/zip"));
+                .and(NotForContentType::const_new("application/zip"))
+                .and(NotForContentType::const_new("application/octet-stream"));
             CompressionLayer::new().compress_when(predicate)
         });
         Self {
