@@ -442,3 +442,40 @@ async fn an_ungranted_outgoing_handler_loads_and_refuses_each_request() {
     let granted = outgoing("[grants]\noutbound = [\"http://127.0.0.1:*\"]\n").await;
     assert!(!granted.contains("HttpRequestDenied"), "{granted}");
 }
+
+/// A sidecar's `[environment]` is the guest's environment, and nothing of
+/// the host's own leaks into it; a tenant may give values, not read the
+/// host's.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sidecars_environment_reaches_a_wasi_http_guest_and_nothing_else_does() {
+    use cello_host::testing::TestHost;
+    let wasm = support::components_dir().join("proxy-testbed.wasm");
+    let env = async |sidecar: &str| {
+        let host = TestHost::builder()
+            .component_with(&wasm, sidecar)
+            .build()
+            .await
+            .expect("loads");
+        host.get("/env").await.text()
+    };
+    assert_eq!(env("").await, "unset;unset");
+    assert_eq!(
+        env("[environment]\nGREETING = \"hello\"\n").await,
+        "hello;unset"
+    );
+    // SAFETY: set before any thread of this test reads the environment.
+    unsafe { std::env::set_var("CELLO_TEST_GREETING", "from the host") };
+    let sidecar = "[environment]\nGREETING = { env = \"CELLO_TEST_GREETING\" }\n";
+    assert_eq!(env(sidecar).await, "from the host;unset");
+    let missing = "[environment]\nGREETING = { env = \"CELLO_TEST_UNSET_VARIABLE\" }\n";
+    let refused = TestHost::builder()
+        .component_with(&wasm, missing)
+        .build()
+        .await
+        .err()
+        .expect("an unset variable without a default stops the load");
+    assert!(
+        format!("{refused:#}").contains("CELLO_TEST_UNSET_VARIABLE"),
+        "{refused:#}"
+    );
+}

@@ -520,6 +520,11 @@ pub struct ComponentConfig {
     /// Secrets, like variables but never logged.
     #[serde(default)]
     pub secrets: HashMap<String, ValueSource>,
+    /// The guest's environment variables (`wasi:cli/environment`), as
+    /// `wasmtime serve --env` gives them: literals or `{ env = "VAR" }`.
+    /// Nothing of the host's own environment is passed otherwise.
+    #[serde(default)]
+    pub environment: std::collections::BTreeMap<String, ValueSource>,
     /// CORS for this component, replacing the host's.
     #[serde(default)]
     pub cors: Option<CorsSettings>,

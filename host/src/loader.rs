@@ -345,8 +345,15 @@ impl Loader {
             tenant,
             cpu,
         );
+        let environment = config
+            .environment
+            .iter()
+            .map(|(name, value)| Ok((name.clone(), value.resolve("environment", name)?)))
+            .collect::<Result<Vec<_>, String>>()
+            .map_err(|e| one(format!("{sidecar}: {e}")))?;
         if let Some(owner) = Arc::get_mut(&mut owner) {
             owner.guest_logs = self.guest_logs.clone();
+            owner.environment = environment;
         }
         let middleware = |settings: &middleware::Settings| {
             Middleware::new(settings).map_err(|e| one(format!("{sidecar}: {e}")))

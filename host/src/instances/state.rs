@@ -44,6 +44,8 @@ pub struct Owner {
     /// Where its log lines are kept as well as logged, when the host keeps
     /// them (tests).
     pub guest_logs: Option<GuestLogs>,
+    /// Its environment variables, from the sidecar's `[environment]`.
+    pub environment: Vec<(String, String)>,
 }
 
 /// What the components of one tenant share: its name (for the guest's
@@ -73,6 +75,7 @@ impl Owner {
             cpu,
             middleware: OnceLock::new(),
             guest_logs: None,
+            environment: Vec::new(),
         })
     }
 
@@ -180,6 +183,7 @@ impl InstanceState {
                 owner.component.clone(),
                 owner.guest_logs.clone(),
             ))
+            .envs(&owner.environment)
             .max_random_size(1 << 20)
             .build();
         let mut http = WasiHttpCtx::new();

@@ -12,7 +12,7 @@ pub mod quotas;
 mod restore;
 pub mod store;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -808,9 +808,12 @@ fn parse_settings(
                 .into(),
         );
     }
+    let environment: HashMap<String, ValueSource> =
+        config.environment.clone().into_iter().collect();
     for (section, values) in [
         ("variables", &config.variables),
         ("secrets", &config.secrets),
+        ("environment", &environment),
     ] {
         for (key, value) in values {
             if matches!(value, ValueSource::Env { .. }) {

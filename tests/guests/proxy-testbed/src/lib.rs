@@ -31,6 +31,12 @@ impl wasip2::exports::http::incoming_handler::Guest for Proxy {
             // An outbound request through wasi:http/outgoing-handler; the
             // answer says how it went.
             "/outgoing" => respond(response_out, &[outgoing().as_bytes()], false),
+            // What the sidecar's [environment] gave the guest.
+            "/env" => {
+                let greeting = std::env::var("GREETING").unwrap_or_else(|_| "unset".into());
+                let home = std::env::var("HOME").unwrap_or_else(|_| "unset".into());
+                respond(response_out, &[format!("{greeting};{home}").as_bytes()], false)
+            }
             // Half the body, then a loop: the host ends the body with an error.
             "/stall" => respond(response_out, &[b"first half;"], true),
             _ => respond(response_out, &[b"chunk 1;", b"chunk 2;", b"chunk 3"], false),
