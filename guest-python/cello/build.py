@@ -20,7 +20,6 @@ import tempfile
 import time
 from pathlib import Path
 
-PACKAGE = "cello:component@0.1.0"
 ENTRY = "cello_entry"
 #: SDK modules whose import means the app uses a host capability, and the
 #: WIT interface each one needs.
@@ -148,9 +147,19 @@ def _world(wit_dir: Path, into: Path, capabilities: list[str]) -> str:
     shutil.copytree(wit_dir, into)
     imports = "".join(f"  import {name};\n" for name in capabilities)
     (into / "cello-build.wit").write_text(
-        f"package {PACKAGE};\n\nworld app-build {{\n  include app;\n{imports}}}\n"
+        f"package {_package(wit_dir)};\n\nworld app-build {{\n  include app;\n{imports}}}\n"
     )
     return "cello:component/app-build"
+
+
+def _package(wit_dir: Path) -> str:
+    """The contract's package, as its WIT declares it (with its version):
+    the world made for a build must be in the same package."""
+    for file in sorted(wit_dir.glob("*.wit")):
+        declared = re.search(r"^package\s+(cello:component@[^;\s]+)\s*;", file.read_text(), re.M)
+        if declared:
+            return declared.group(1)
+    raise BuildError(f"no `package cello:component@...;` in the WIT at {wit_dir}")
 
 
 def _check_imports(directory: Path, module: str, attr: str, sdk_parent: Path) -> list[str]:
