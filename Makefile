@@ -36,12 +36,16 @@ bench: components host
 	cargo build --release -p cello-bench
 	$(BENCH_VENV)/bin/python bench/run.py
 
-## Install what is missing: the wasm32-wasip2 target and a .venv with the
-## pinned Python build tools, the cello SDK and what the tests use.
+## Install what is missing: the Rust toolchain rust-toolchain.toml pins, with
+## the wasm32-wasip2 target, and a .venv with the pinned Python build tools,
+## the cello SDK and what the tests use.
 setup: .make/rust-target $(VENV)/.installed
 
-.make/rust-target:
+# Installed here rather than left to cargo, which does not when
+# RUSTUP_AUTO_INSTALL=0; rustup itself is left as it is.
+.make/rust-target: rust-toolchain.toml
 	@mkdir -p .make
+	rustup toolchain install --no-self-update
 	rustup target list --installed | grep -qx $(WASM) || rustup target add $(WASM)
 	@touch $@
 

@@ -84,7 +84,10 @@ fn top_level_names(bytes: &[u8]) -> Option<(Vec<String>, Vec<String>)> {
             }
             | Payload::ComponentSection {
                 unchecked_range, ..
-            } => rest = rest.get(unchecked_range.len()..)?,
+            } => {
+                let len = usize::try_from(unchecked_range.end - unchecked_range.start).ok()?;
+                rest = rest.get(len..)?;
+            }
             Payload::ComponentImportSection(reader) => {
                 for import in reader {
                     imports.push(import.ok()?.name.name.to_string());

@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use wasmtime::component::ResourceTable;
-use wasmtime::{CallHook, ResourceLimiter, Store, StoreContextMut, UpdateDeadline};
+use wasmtime::{CallHook, ResourceLimiter, Store, StoreHookState, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
@@ -228,7 +228,7 @@ impl InstanceState {
     pub fn into_store(self, engine: &wasmtime::Engine) -> Store<Self> {
         let mut store = Store::new(engine, self);
         store.limiter(|state| &mut state.memory);
-        store.epoch_deadline_callback(|mut ctx: StoreContextMut<'_, Self>| {
+        store.epoch_deadline_callback(|mut ctx: StoreHookState<'_, Self>| {
             let state = ctx.data_mut();
             state.ran_ticks += 1;
             // An event loop serves many calls: what counts is how long its
