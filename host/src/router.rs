@@ -264,3 +264,239 @@ fn join(prefix: &str, path: &str) -> String {
         format!("{prefix}{path}")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::HostConfig;
+    use crate::host::{Host, HostBuilder};
+    use crate::loader::LoadedKind;
+
+    /// The smallest `wasi:http/proxy` component: routes only need a target
+    /// to point at, never a call.
+    const PROXY: &str = r#"
+        (component
+          (import "wasi:http/types@0.2.3" (instance $types
+            (export "incoming-request" (type (sub resource)))
+            (export "response-outparam" (type (sub resource)))))
+          (alias export $types "incoming-request" (type $request))
+          (alias export $types "response-outparam" (type $outparam))
+          (core module $m (func (export "handle") (param i32 i32)))
+          (core instance $i (instantiate $m))
+          (func $handle (param "request" (own $request)) (param "response-out" (own $outparam))
+            (canon lift (core func $i "handle")))
+          (instance $handler (export "handle" (func $handle)))
+          (export "wasi:http/incoming-handler@0.2.3" (instance $handler)))
+    "#;
+
+    /// Components loaded by a real host, one per name, to route to.
+    struct Components {
+        _host: Host,
+        _dir: tempfile::TempDir,
+        by_name: BTreeMap<String, Target>,
+    }
+
+    impl Components {
+        async fn load(names: &[&str]) -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let host = HostBuilder::new(HostConfig::default(), dir.path().join("state"))
+                .compile_cache(false)
+                .build()
+                .expect("a host");
+            let wasm = wat::parse_str(PROXY).expect("valid component text");
+            let mut by_name = BTreeMap::new();
+            for name in names {
+                let file = dir.path().join(format!("{name}.wasm"));
+                std::fs::write(&file, &wasm).unwrap();
+                let loaded = host.loader().load_file(&file).await.expect("loads");
+                let LoadedKind::Proxy(proxy) = loaded.kind else {
+                    panic!("{name} loaded as an app");
+                };
+                by_name.insert(name.to_string(), Target::Proxy(proxy));
+            }
+            Self {
+                _host: host,
+                _dir: dir,
+                by_name,
+            }
+        }
+
+        fn target(&self, name: &str) -> Target {
+            self.by_name[name].clone()
+        }
+
+        fn proxy(&self, name: &str) -> Arc<ProxyComponent> {
+            match self.target(name) {
+                Target::Proxy(proxy) => proxy,
+                Target::App { .. } => unreachable!("only proxies are loaded"),
+            }
+        }
+
+        /// A table of `routes`: each an owner, a method (`None`: any) and a
+        /// pattern.
+        fn table(&self, routes: &[(&str, Option<Method>, &str)]) -> RouterBuilder {
+            let mut builder = RouterBuilder::default();
+            for (owner, method, pattern) in routes {
+                builder.add(owner, "", pattern, method.clone(), self.target(owner));
+            }
+            builder
+        }
+    }
+
+    fn build(builder: RouterBuilder) -> Router {
+        builder
+            .build()
+            .unwrap_or_else(|problems| panic!("conflicts: {problems:?}"))
+    }
+
+    fn conflicts(builder: RouterBuilder) -> Vec<String> {
+        match builder.build() {
+            Ok(_) => panic!("the table was accepted"),
+            Err(problems) => problems,
+        }
+    }
+
+    const GET: Option<Method> = Some(Method::GET);
+    const POST: Option<Method> = Some(Method::POST);
+
+    /// Who answers `method path`, with what parameters and path; or why
+    /// nobody does.
+    fn answer(router: &Router, method: Method, path: &str) -> String {
+        match router.at(&method, path) {
+            RouteMatch::Found {
+                target,
+                params,
+                app_path,
+            } => format!("{} {app_path} {params:?}", target.owner().component),
+            RouteMatch::NotFound => "404".into(),
+            RouteMatch::MethodNotAllowed { allow, owner } => {
+                format!("405 {} allow: {allow}", owner.component)
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_static_segment_beats_a_parameter() {
+        let components = Components::load(&["shop", "blog"]).await;
+        let router =
+            build(components.table(&[("shop", GET, "/items/{id}"), ("blog", GET, "/items/new")]));
+        assert_eq!(
+            answer(&router, Method::GET, "/items/new"),
+            "blog /items/new []"
+        );
+        assert_eq!(
+            answer(&router, Method::GET, "/items/7"),
+            "shop /items/7 [(\"id\", \"7\")]"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_path_nobody_declared_is_not_found() {
+        let components = Components::load(&["shop"]).await;
+        let router = build(components.table(&[("shop", GET, "/items/{id}")]));
+        for path in ["/", "/items", "/items/7/reviews", "/other"] {
+            assert_eq!(answer(&router, Method::GET, path), "404", "{path}");
+        }
+    }
+
+    #[tokio::test]
+    async fn another_method_is_405_listing_the_allowed_ones_sorted() {
+        let components = Components::load(&["shop"]).await;
+        let delete = Some(Method::DELETE);
+        let router = build(components.table(&[
+            ("shop", POST, "/items"),
+            ("shop", GET, "/items"),
+            ("shop", delete, "/items"),
+        ]));
+        assert_eq!(
+            answer(&router, Method::PUT, "/items"),
+            "405 shop allow: DELETE, GET, POST"
+        );
+        assert_eq!(answer(&router, Method::POST, "/items"), "shop /items []");
+    }
+
+    #[tokio::test]
+    async fn head_is_answered_by_get_unless_declared() {
+        let components = Components::load(&["shop", "blog"]).await;
+        let router = build(components.table(&[("shop", GET, "/items"), ("blog", POST, "/posts")]));
+        assert_eq!(answer(&router, Method::HEAD, "/items"), "shop /items []");
+        assert_eq!(
+            answer(&router, Method::HEAD, "/posts"),
+            "405 blog allow: POST"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_route_for_any_method_answers_every_method() {
+        let components = Components::load(&["shop"]).await;
+        let router = build(components.table(&[("shop", None, "/hook")]));
+        for method in [Method::GET, Method::PATCH, Method::OPTIONS] {
+            assert_eq!(answer(&router, method, "/hook"), "shop /hook []");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_proxy_takes_every_path_under_its_prefix_without_it() {
+        let components = Components::load(&["api", "site"]).await;
+        let mut builder = RouterBuilder::default();
+        builder.add_proxy("api", "/api", &components.proxy("api"));
+        builder.add_proxy("site", "", &components.proxy("site"));
+        let router = build(builder);
+        assert_eq!(answer(&router, Method::GET, "/api"), "api / []");
+        assert_eq!(answer(&router, Method::GET, "/api/"), "api / []");
+        assert_eq!(
+            answer(&router, Method::POST, "/api/v1/items"),
+            "api /v1/items []"
+        );
+        // Only whole segments: `/apix` is the catch-all's.
+        assert_eq!(answer(&router, Method::GET, "/apix"), "site /apix []");
+        assert_eq!(answer(&router, Method::GET, "/"), "site / []");
+    }
+
+    #[tokio::test]
+    async fn two_components_on_one_path_are_a_conflict_naming_both() {
+        let components = Components::load(&["shop", "blog"]).await;
+        let table = components.table(&[("shop", GET, "/items"), ("blog", POST, "/items")]);
+        assert_eq!(
+            conflicts(table),
+            ["route conflict: /items is declared by both shop and blog"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_method_declared_twice_is_a_conflict() {
+        let components = Components::load(&["shop"]).await;
+        let table = components.table(&[
+            ("shop", GET, "/items"),
+            ("shop", GET, "/items"),
+            ("shop", None, "/hook"),
+            ("shop", None, "/hook"),
+        ]);
+        assert_eq!(
+            conflicts(table),
+            [
+                "shop: GET /items is declared twice",
+                "shop: any method /hook is declared twice"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn overlapping_patterns_are_a_conflict_naming_both_owners() {
+        let components = Components::load(&["shop", "blog"]).await;
+        let table =
+            components.table(&[("shop", GET, "/items/{id}"), ("blog", GET, "/items/{slug}")]);
+        assert_eq!(
+            conflicts(table),
+            ["route conflict: /items/{slug} of blog overlaps /items/{id} of shop"]
+        );
+    }
+
+    #[test]
+    fn a_prefix_and_a_path_join_with_one_slash() {
+        assert_eq!(join("", "/items"), "/items");
+        assert_eq!(join("", "items"), "/items");
+        assert_eq!(join("/shop", "/"), "/shop");
+        assert_eq!(join("/shop", "items/{id}"), "/shop/items/{id}");
+    }
+}

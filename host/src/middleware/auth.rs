@@ -104,15 +104,24 @@ impl Denied {
             Denied::Unauthenticated(why) => {
                 let mut response =
                     error_response(StatusCode::UNAUTHORIZED, &format!("Unauthorized: {why}."));
+                // RFC 6750 allows no quote, backslash or byte outside
+                // printable ASCII here; the sentence may quote the token.
+                let description: String = why
+                    .chars()
+                    .map(|c| match c {
+                        '"' => '\'',
+                        '\\' => '/',
+                        ' '..='~' => c,
+                        _ => '?',
+                    })
+                    .collect();
                 let challenge = format!(
-                    "Bearer realm=\"cello\", error=\"invalid_token\", error_description=\"{}\"",
-                    why.replace('"', "'")
+                    "Bearer realm=\"cello\", error=\"invalid_token\", error_description=\"{description}\""
                 );
-                if let Ok(value) = HeaderValue::from_str(&challenge) {
-                    response
-                        .headers_mut()
-                        .insert(header::WWW_AUTHENTICATE, value);
-                }
+                let value = HeaderValue::from_str(&challenge).expect("printable ASCII");
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, value);
                 response
             }
             Denied::Forbidden(why) => {
@@ -300,4 +309,320 @@ pub fn authorize(claims: &Value, roles: &[String], scopes: &[String]) -> Result<
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    use serde_json::json;
+
+    use super::*;
+
+    const SECRET: &str = "a secret of the shop";
+    const ISSUER: &str = "https://auth.example";
+    const AUDIENCE: &str = "shop";
+
+    fn now() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    /// HS256 with a literal secret, an issuer and an audience, no leeway.
+    fn auth() -> Auth {
+        let settings = AuthSettings {
+            algorithm: "HS256".into(),
+            secret: Some(ValueSource::Literal(SECRET.into())),
+            public_key_file: None,
+            jwks_file: None,
+            issuer: Some(ISSUER.into()),
+            audience: Some(AUDIENCE.into()),
+            leeway_s: 0,
+            required: false,
+        };
+        Auth::new(&settings, Path::new(".")).expect("valid settings")
+    }
+
+    /// `claims` signed with `secret`, as an `Authorization` value.
+    fn bearer_signed(claims: &Value, secret: &str) -> String {
+        let key = EncodingKey::from_secret(secret.as_bytes());
+        let token = encode(&Header::default(), claims, &key).expect("a signed token");
+        format!("Bearer {token}")
+    }
+
+    fn bearer(claims: &Value) -> String {
+        bearer_signed(claims, SECRET)
+    }
+
+    /// Claims this host accepts, with `extra` added.
+    fn claims(extra: Value) -> Value {
+        let mut claims = json!({
+            "sub": "alice",
+            "iss": ISSUER,
+            "aud": AUDIENCE,
+            "exp": now() + 600,
+        });
+        for (name, value) in extra.as_object().unwrap() {
+            claims[name] = value.clone();
+        }
+        claims
+    }
+
+    /// The sentence of a 401, or a panic if it was anything else.
+    fn unauthenticated(result: Result<Arc<Verified>, Denied>) -> String {
+        match result {
+            Err(Denied::Unauthenticated(why)) => why,
+            Err(Denied::Forbidden(why)) => panic!("a 403, not a 401: {why}"),
+            Ok(verified) => panic!("verified: {}", verified.json),
+        }
+    }
+
+    #[test]
+    fn a_valid_token_verifies_and_its_claims_come_back() {
+        let auth = auth();
+        let sent = claims(json!({ "roles": ["admin"] }));
+        let verified = auth.verify(Some(&bearer(&sent))).expect("verifies");
+        assert_eq!(verified.claims, sent);
+        assert_eq!(serde_json::from_str::<Value>(&verified.json).unwrap(), sent);
+    }
+
+    #[test]
+    fn a_lowercase_bearer_scheme_is_accepted() {
+        let token = bearer(&claims(json!({})));
+        let lowercase = token.replacen("Bearer ", "bearer ", 1);
+        assert!(auth().verify(Some(&lowercase)).is_ok());
+    }
+
+    #[test]
+    fn a_token_signed_with_another_secret_is_refused() {
+        let token = bearer_signed(&claims(json!({})), "someone else's secret");
+        let why = unauthenticated(auth().verify(Some(&token)));
+        assert_eq!(why, "the token's signature does not verify");
+    }
+
+    #[test]
+    fn an_expired_token_is_refused() {
+        let token = bearer(&claims(json!({ "exp": now() - 10 })));
+        let why = unauthenticated(auth().verify(Some(&token)));
+        assert_eq!(why, "the token has expired");
+    }
+
+    #[test]
+    fn a_token_not_valid_yet_is_refused() {
+        let token = bearer(&claims(json!({ "nbf": now() + 300 })));
+        let why = unauthenticated(auth().verify(Some(&token)));
+        assert_eq!(why, "the token is not valid yet");
+    }
+
+    #[test]
+    fn a_token_from_another_issuer_is_refused() {
+        let token = bearer(&claims(json!({ "iss": "https://evil.example" })));
+        let why = unauthenticated(auth().verify(Some(&token)));
+        assert_eq!(why, "the token is from another issuer");
+    }
+
+    #[test]
+    fn a_token_for_another_audience_is_refused() {
+        let token = bearer(&claims(json!({ "aud": "payroll" })));
+        let why = unauthenticated(auth().verify(Some(&token)));
+        assert_eq!(why, "the token is for another audience");
+    }
+
+    #[test]
+    fn a_token_without_a_required_claim_is_refused() {
+        for claim in ["exp", "iss", "aud"] {
+            let mut sent = claims(json!({}));
+            sent.as_object_mut().unwrap().remove(claim);
+            let why = unauthenticated(auth().verify(Some(&bearer(&sent))));
+            assert_eq!(
+                why,
+                format!("the token has no {claim:?} claim, and this host requires one"),
+            );
+        }
+    }
+
+    #[test]
+    fn a_request_without_a_bearer_token_is_refused() {
+        let auth = auth();
+        assert_eq!(unauthenticated(auth.verify(None)), "no bearer token");
+        for header in ["Basic YWxpY2U6c2VjcmV0", "Bearer", "Token abc"] {
+            let why = unauthenticated(auth.verify(Some(header)));
+            assert_eq!(why, "not a bearer token", "{header}");
+        }
+    }
+
+    #[test]
+    fn a_garbage_token_is_refused_as_malformed() {
+        let auth = auth();
+        for token in ["Bearer garbage", "Bearer a.b.c", "Bearer "] {
+            let why = unauthenticated(auth.verify(Some(token)));
+            assert!(why.starts_with("malformed token: "), "{token}: {why}");
+        }
+    }
+
+    #[test]
+    fn a_second_request_with_the_same_token_is_answered_from_the_cache() {
+        let auth = auth();
+        let token = bearer(&claims(json!({})));
+        let first = auth.verify(Some(&token)).expect("verifies");
+        let second = auth.verify(Some(&token)).expect("verifies again");
+        assert!(Arc::ptr_eq(&first, &second), "the same verified token");
+        // Kept for at most a minute, and never past `exp` plus leeway.
+        assert!(first.valid_until <= now() + VERIFIED_FOR.as_secs());
+    }
+
+    #[test]
+    fn a_cached_token_past_its_time_is_checked_again() {
+        let auth = auth();
+        let expired = claims(json!({ "exp": now() - 10 }));
+        let token = bearer(&expired);
+        // As if it had verified while it was valid, and its time has passed.
+        let stale = Arc::new(Verified {
+            json: expired.to_string(),
+            claims: expired,
+            valid_until: now() - 10,
+        });
+        let text = token.strip_prefix("Bearer ").unwrap();
+        auth.verified.write().unwrap().insert(text.into(), stale);
+        let why = unauthenticated(auth.verify(Some(&token)));
+        assert_eq!(why, "the token has expired");
+    }
+
+    #[test]
+    fn a_cached_token_is_kept_no_longer_than_its_exp() {
+        let auth = auth();
+        let exp = now() + 5;
+        let token = bearer(&claims(json!({ "exp": exp })));
+        let verified = auth.verify(Some(&token)).expect("verifies");
+        assert_eq!(verified.valid_until, exp);
+    }
+
+    fn strings(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
+    /// The sentence of a 403, or a panic if it was anything else.
+    fn forbidden(result: Result<(), Denied>) -> String {
+        match result {
+            Err(Denied::Forbidden(why)) => why,
+            other => panic!("not a 403: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_route_role_is_read_from_the_roles_claim() {
+        let claims = json!({ "roles": ["admin", "editor"] });
+        assert!(authorize(&claims, &strings(&["admin"]), &[]).is_ok());
+        assert!(authorize(&claims, &strings(&["admin", "editor"]), &[]).is_ok());
+        let why = forbidden(authorize(&claims, &strings(&["owner"]), &[]));
+        assert_eq!(why, "this route needs the role \"owner\"");
+        let single = json!({ "role": "admin" });
+        assert!(authorize(&single, &strings(&["admin"]), &[]).is_ok());
+    }
+
+    #[test]
+    fn a_route_scope_is_read_from_scope_or_scp() {
+        let spaced = json!({ "scope": "items:read items:write" });
+        assert!(authorize(&spaced, &[], &strings(&["items:write"])).is_ok());
+        let listed = json!({ "scp": ["items:read"] });
+        assert!(authorize(&listed, &[], &strings(&["items:read"])).is_ok());
+        let why = forbidden(authorize(&listed, &[], &strings(&["items:write"])));
+        assert_eq!(why, "this route needs the scope \"items:write\"");
+    }
+
+    #[test]
+    fn a_token_without_roles_or_scopes_is_forbidden_where_they_are_required() {
+        let claims = json!({ "sub": "alice" });
+        assert!(authorize(&claims, &[], &[]).is_ok());
+        forbidden(authorize(&claims, &strings(&["admin"]), &[]));
+        forbidden(authorize(&claims, &[], &strings(&["items:read"])));
+        // A role is not a scope.
+        let roles = json!({ "roles": ["items:read"] });
+        forbidden(authorize(&roles, &[], &strings(&["items:read"])));
+    }
+
+    #[test]
+    fn unauthenticated_is_a_401_with_a_bearer_challenge() {
+        let why = "the token is \"odd\"".to_string();
+        let response = Denied::Unauthenticated(why).response();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        let challenge = response.headers()[header::WWW_AUTHENTICATE]
+            .to_str()
+            .unwrap();
+        assert_eq!(
+            challenge,
+            "Bearer realm=\"cello\", error=\"invalid_token\", \
+             error_description=\"the token is 'odd'\""
+        );
+    }
+
+    /// `bytes` in unpadded base64url, as a token's segments are.
+    fn base64url(bytes: &[u8]) -> String {
+        const DIGITS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let n = chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+            for i in 0..=chunk.len() {
+                out.push(DIGITS[(n >> (18 - 6 * i) & 63) as usize] as char);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_challenge_stays_a_valid_quoted_string_whatever_the_token_says() {
+        // The token's own header text comes back in the parser's error.
+        let header = base64url(br#"{"alg":"\\ends \"here\" \u00e9\u000a","typ":"JWT"}"#);
+        let token = format!("Bearer {header}.e30.c2ln");
+        let why = unauthenticated(auth().verify(Some(&token)));
+        let response = Denied::Unauthenticated(why).response();
+        let challenge = response
+            .headers()
+            .get(header::WWW_AUTHENTICATE)
+            .expect("a 401 always carries its challenge")
+            .to_str()
+            .unwrap();
+        let description = challenge
+            .split_once("error_description=\"")
+            .and_then(|(_, rest)| rest.strip_suffix('"'))
+            .expect("a quoted description at the end");
+        // RFC 6750: no quote, backslash or control character inside.
+        let unsafe_char = description
+            .chars()
+            .find(|c| !matches!(c, ' '..='~') || matches!(c, '"' | '\\'));
+        assert_eq!(unsafe_char, None, "{challenge}");
+    }
+
+    #[test]
+    fn forbidden_is_a_403_without_a_challenge() {
+        let response = Denied::Forbidden("this route needs the role \"admin\"".into()).response();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        assert!(!response.headers().contains_key(header::WWW_AUTHENTICATE));
+    }
+
+    #[test]
+    fn settings_without_a_key_or_with_an_unknown_algorithm_are_refused() {
+        let mut settings = AuthSettings {
+            algorithm: "HS256".into(),
+            secret: None,
+            public_key_file: None,
+            jwks_file: None,
+            issuer: None,
+            audience: None,
+            leeway_s: 0,
+            required: false,
+        };
+        let no_key = Auth::new(&settings, Path::new(".")).err().unwrap();
+        assert_eq!(
+            no_key,
+            "[auth] needs a key: secret, public-key-file or jwks-file"
+        );
+        settings.algorithm = "none".into();
+        let unknown = Auth::new(&settings, Path::new(".")).err().unwrap();
+        assert!(unknown.starts_with("[auth] algorithm:"), "{unknown}");
+    }
 }

@@ -265,3 +265,304 @@ impl Caller<'_> {
             .unwrap_or(peer)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn settings(kind: &str, key: &str, capacity: u32) -> RateLimitSettings {
+        RateLimitSettings {
+            kind: kind.into(),
+            key: key.into(),
+            capacity,
+            period_s: 60,
+            trusted_proxies: Vec::new(),
+        }
+    }
+
+    fn limiter(kind: &str, key: &str, capacity: u32) -> Limiter {
+        let policy = settings(kind, key, capacity).policy().expect("a policy");
+        Limiter::new(&policy).expect("a limiter")
+    }
+
+    fn peer(address: &str) -> SocketAddr {
+        SocketAddr::new(address.parse().unwrap(), 40_000)
+    }
+
+    /// A caller at `address` with nothing else to tell it by.
+    fn caller<'a>(address: &str, headers: &'a HeaderMap) -> Caller<'a> {
+        Caller {
+            peer: peer(address),
+            headers,
+            claims: None,
+            tenant: None,
+            trusted_proxies: &[],
+        }
+    }
+
+    /// The verdicts of `count` requests from `caller`.
+    fn checks(limiter: &Limiter, caller: &Caller<'_>, count: usize) -> Vec<bool> {
+        (0..count).map(|_| limiter.check(caller).allowed).collect()
+    }
+
+    fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+        headers.get(name).map(|v| v.to_str().unwrap().to_string())
+    }
+
+    /// Allows `capacity` requests, refuses the next until the budget refills.
+    fn refuses_past_capacity(kind: &str) {
+        let limiter = limiter(kind, "client-address", 2);
+        let headers = HeaderMap::new();
+        let caller = caller("192.0.2.1", &headers);
+        let first = limiter.check(&caller);
+        assert!(first.allowed);
+        assert_eq!(first.remaining, 1);
+        let second = limiter.check(&caller);
+        assert!(second.allowed);
+        assert_eq!(second.remaining, 0);
+        let third = limiter.check(&caller);
+        assert!(!third.allowed, "{kind}: the third request is refused");
+        assert_eq!(third.remaining, 0);
+        assert!(third.reset_s >= 1, "{kind}: reset in {} s", third.reset_s);
+        assert!(third.reset_s <= 60, "{kind}: reset in {} s", third.reset_s);
+    }
+
+    #[test]
+    fn a_token_bucket_refuses_past_its_capacity() {
+        refuses_past_capacity("token-bucket");
+    }
+
+    #[test]
+    fn a_sliding_window_refuses_past_its_capacity() {
+        refuses_past_capacity("sliding-window");
+    }
+
+    #[test]
+    fn a_sliding_window_refusal_waits_for_its_oldest_request_to_leave() {
+        let limiter = limiter("sliding-window", "client-address", 1);
+        let headers = HeaderMap::new();
+        let caller = caller("192.0.2.1", &headers);
+        assert!(limiter.check(&caller).allowed);
+        let refused = limiter.check(&caller);
+        assert!(!refused.allowed);
+        assert!((59..=60).contains(&refused.reset_s), "{}", refused.reset_s);
+    }
+
+    #[test]
+    fn an_allowed_verdict_sets_the_ratelimit_headers_without_retry_after() {
+        let limiter = limiter("token-bucket", "client-address", 2);
+        let empty = HeaderMap::new();
+        let verdict = limiter.check(&caller("192.0.2.1", &empty));
+        let mut headers = HeaderMap::new();
+        verdict.apply(&mut headers);
+        assert_eq!(header(&headers, "ratelimit-limit").as_deref(), Some("2"));
+        assert_eq!(
+            header(&headers, "ratelimit-remaining").as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            header(&headers, "ratelimit-reset"),
+            Some(verdict.reset_s.to_string())
+        );
+        assert_eq!(header(&headers, "retry-after"), None);
+    }
+
+    #[test]
+    fn a_refused_verdict_also_sets_retry_after() {
+        let limiter = limiter("token-bucket", "client-address", 1);
+        let empty = HeaderMap::new();
+        let caller = caller("192.0.2.1", &empty);
+        limiter.check(&caller);
+        let verdict = limiter.check(&caller);
+        assert!(!verdict.allowed);
+        let mut headers = HeaderMap::new();
+        verdict.apply(&mut headers);
+        assert_eq!(header(&headers, "ratelimit-limit").as_deref(), Some("1"));
+        assert_eq!(
+            header(&headers, "ratelimit-remaining").as_deref(),
+            Some("0")
+        );
+        let reset = verdict.reset_s.to_string();
+        assert_eq!(header(&headers, "ratelimit-reset"), Some(reset.clone()));
+        assert_eq!(header(&headers, "retry-after"), Some(reset));
+    }
+
+    #[test]
+    fn retry_after_is_at_least_a_second() {
+        let verdict = Verdict {
+            allowed: false,
+            limit: http::HeaderValue::from(5u32),
+            remaining: 0,
+            reset_s: 0,
+        };
+        let mut headers = HeaderMap::new();
+        verdict.apply(&mut headers);
+        assert_eq!(header(&headers, "retry-after").as_deref(), Some("1"));
+        assert_eq!(header(&headers, "ratelimit-reset").as_deref(), Some("0"));
+    }
+
+    #[test]
+    fn large_numbers_are_written_in_full() {
+        let verdict = Verdict {
+            allowed: false,
+            limit: http::HeaderValue::from(1000u32),
+            remaining: 999,
+            reset_s: 3600,
+        };
+        let mut headers = HeaderMap::new();
+        verdict.apply(&mut headers);
+        assert_eq!(
+            header(&headers, "ratelimit-remaining").as_deref(),
+            Some("999")
+        );
+        assert_eq!(header(&headers, "retry-after").as_deref(), Some("3600"));
+    }
+
+    #[test]
+    fn each_client_address_has_its_own_budget() {
+        for kind in ["token-bucket", "sliding-window"] {
+            let limiter = limiter(kind, "client-address", 1);
+            let headers = HeaderMap::new();
+            let (one, two) = (caller("192.0.2.1", &headers), caller("192.0.2.2", &headers));
+            assert_eq!(checks(&limiter, &one, 2), [true, false], "{kind}");
+            assert_eq!(checks(&limiter, &two, 2), [true, false], "{kind}");
+        }
+    }
+
+    #[test]
+    fn a_subject_key_counts_by_the_token_subject_wherever_it_calls_from() {
+        let limiter = limiter("token-bucket", "subject", 1);
+        let headers = HeaderMap::new();
+        let (alice, bob) = (json!({ "sub": "alice" }), json!({ "sub": "bob" }));
+        let as_subject = |address, claims| Caller {
+            claims: Some(claims),
+            ..caller(address, &headers)
+        };
+        assert!(limiter.check(&as_subject("192.0.2.1", &alice)).allowed);
+        assert!(!limiter.check(&as_subject("192.0.2.2", &alice)).allowed);
+        assert!(limiter.check(&as_subject("192.0.2.1", &bob)).allowed);
+    }
+
+    #[test]
+    fn a_subject_key_falls_back_to_the_address_without_a_subject() {
+        let limiter = limiter("token-bucket", "subject", 1);
+        let headers = HeaderMap::new();
+        let anonymous = json!({ "iss": "https://auth.example" });
+        let with_claims = Caller {
+            claims: Some(&anonymous),
+            ..caller("192.0.2.1", &headers)
+        };
+        assert!(limiter.check(&with_claims).allowed);
+        // The same address without a token shares that budget.
+        assert!(!limiter.check(&caller("192.0.2.1", &headers)).allowed);
+        assert!(limiter.check(&caller("192.0.2.2", &headers)).allowed);
+    }
+
+    #[test]
+    fn a_tenant_key_counts_by_tenant() {
+        let limiter = limiter("sliding-window", "tenant", 1);
+        let headers = HeaderMap::new();
+        let of = |address, tenant| Caller {
+            tenant,
+            ..caller(address, &headers)
+        };
+        assert!(limiter.check(&of("192.0.2.1", Some("acme"))).allowed);
+        assert!(!limiter.check(&of("192.0.2.2", Some("acme"))).allowed);
+        assert!(limiter.check(&of("192.0.2.1", Some("globex"))).allowed);
+    }
+
+    #[test]
+    fn x_forwarded_for_is_believed_only_from_a_trusted_proxy() {
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let trusted = [proxy];
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", "203.0.113.7".parse().unwrap());
+        let via_proxy = Caller {
+            trusted_proxies: &trusted,
+            ..caller("10.0.0.1", &headers)
+        };
+        let client: IpAddr = "203.0.113.7".parse().unwrap();
+        assert_eq!(via_proxy.client_ip(), client);
+        // From anyone else the header is the client's own word.
+        let direct = Caller {
+            trusted_proxies: &trusted,
+            ..caller("192.0.2.9", &headers)
+        };
+        assert_eq!(direct.client_ip(), "192.0.2.9".parse::<IpAddr>().unwrap());
+        let untrusting = caller("10.0.0.1", &headers);
+        assert_eq!(untrusting.client_ip(), proxy);
+    }
+
+    #[test]
+    fn the_client_is_the_nearest_forwarded_address_that_is_not_a_proxy() {
+        let trusted: [IpAddr; 2] = ["10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap()];
+        let mut headers = HeaderMap::new();
+        // A client may send any X-Forwarded-For; proxies append to it.
+        headers.append(
+            "x-forwarded-for",
+            "198.51.100.1, 203.0.113.7".parse().unwrap(),
+        );
+        headers.append("x-forwarded-for", "10.0.0.2".parse().unwrap());
+        let via_proxies = Caller {
+            trusted_proxies: &trusted,
+            ..caller("10.0.0.1", &headers)
+        };
+        assert_eq!(
+            via_proxies.client_ip(),
+            "203.0.113.7".parse::<IpAddr>().unwrap()
+        );
+        let mut garbage = HeaderMap::new();
+        garbage.insert("x-forwarded-for", "not an address".parse().unwrap());
+        let unreadable = Caller {
+            trusted_proxies: &trusted,
+            ..caller("10.0.0.1", &garbage)
+        };
+        assert_eq!(unreadable.client_ip(), trusted[0]);
+    }
+
+    #[test]
+    fn forwarded_clients_behind_one_proxy_have_separate_budgets() {
+        let limiter = limiter("token-bucket", "client-address", 1);
+        let trusted: [IpAddr; 1] = ["10.0.0.1".parse().unwrap()];
+        let forwarded_for = |client: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert("x-forwarded-for", client.parse().unwrap());
+            headers
+        };
+        let (one, two) = (forwarded_for("203.0.113.1"), forwarded_for("203.0.113.2"));
+        let via = |headers| Caller {
+            trusted_proxies: &trusted,
+            ..caller("10.0.0.1", headers)
+        };
+        assert_eq!(checks(&limiter, &via(&one), 2), [true, false]);
+        assert_eq!(checks(&limiter, &via(&two), 2), [true, false]);
+    }
+
+    #[test]
+    fn a_policy_names_the_field_it_does_not_understand() {
+        let kind = settings("leaky-bucket", "client-address", 1).policy();
+        assert_eq!(
+            kind.err().unwrap(),
+            "[rate-limit] kind: \"leaky-bucket\" is not token-bucket or sliding-window"
+        );
+        let key = settings("token-bucket", "ip", 1).policy();
+        assert_eq!(
+            key.err().unwrap(),
+            "[rate-limit] key: \"ip\" is not client-address, subject or tenant"
+        );
+    }
+
+    #[test]
+    fn a_zero_capacity_or_period_is_refused() {
+        let zero_capacity = settings("token-bucket", "client-address", 0)
+            .policy()
+            .unwrap();
+        assert!(Limiter::new(&zero_capacity).is_err());
+        let mut zero_period = settings("sliding-window", "client-address", 1);
+        zero_period.period_s = 0;
+        let refused = Limiter::new(&zero_period.policy().unwrap()).err().unwrap();
+        assert_eq!(refused, "a rate limit needs a positive capacity and period");
+    }
+}

@@ -34,3 +34,29 @@ fn starting() -> Response {
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::tests::{Fixture, detail};
+
+    #[tokio::test]
+    async fn a_request_before_the_components_have_loaded_is_answered_503() {
+        let fixture = Fixture::new();
+        let mut exchange = fixture.exchange(http::Request::get("/").body(()).unwrap());
+        let Err(response) = Admission::before(&mut exchange) else {
+            panic!("admitted before the host started");
+        };
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        assert!(detail(response).await.starts_with("The host is starting"));
+    }
+
+    #[test]
+    fn once_started_every_request_goes_on() {
+        let fixture = Fixture::new();
+        fixture.host.ready.set_started();
+        let mut exchange = fixture.exchange(http::Request::get("/").body(()).unwrap());
+        assert!(Admission::before(&mut exchange).is_ok());
+    }
+}

@@ -30,7 +30,6 @@ pub mod stage;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
 use http::header;
 use http_body_util::BodyExt;
@@ -90,19 +89,7 @@ async fn through_stages(
     request: http::Request<RequestBody>,
     peer: SocketAddr,
 ) -> Response {
-    let (parts, body) = request.into_parts();
-    let mut exchange = Exchange {
-        host,
-        routes,
-        peer,
-        started: Instant::now(),
-        request_id: request_id(&parts.headers),
-        parts,
-        body: Some(body),
-        routed: None,
-        claims: None,
-        answered: false,
-    };
+    let mut exchange = Exchange::new(host, routes, request, peer);
     Stages::run(&mut exchange).await
 }
 
@@ -178,5 +165,104 @@ fn push_hex(out: &mut String, value: u64, digits: u32) {
     for shift in (0..digits).rev() {
         let nibble = (value >> (shift * 4)) & 0xf;
         out.push(char::from_digit(nibble as u32, 16).expect("a nibble is a hex digit"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::sync::Arc;
+
+    use http_body_util::Empty;
+
+    use super::*;
+    use crate::config::HostConfig;
+    use crate::readiness::Readiness;
+    use crate::registry::Registry;
+
+    /// What a stage sees of the host: its settings and route tables with
+    /// nothing in service.
+    pub(super) struct Fixture {
+        pub host: HostWide,
+        pub routes: Arc<Routes>,
+    }
+
+    impl Fixture {
+        pub fn new() -> Self {
+            Self::with(&HostConfig::default())
+        }
+
+        pub fn with(config: &HostConfig) -> Self {
+            Self {
+                host: HostWide::new(config, Arc::new(Readiness::default())),
+                routes: Registry::new(None).routes(),
+            }
+        }
+
+        /// `request`, with an empty body, on its way in.
+        pub fn exchange(&self, request: http::Request<()>) -> Exchange<'_> {
+            let request =
+                request.map(|()| Empty::new().map_err(|never| match never {}).boxed_unsync());
+            let peer = "192.0.2.1:40000".parse().unwrap();
+            Exchange::new(&self.host, &self.routes, request, peer)
+        }
+    }
+
+    /// The `detail` of an error response.
+    pub(super) async fn detail(response: Response) -> String {
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).expect("a JSON error");
+        json["detail"].as_str().expect("a detail").to_string()
+    }
+
+    fn id_of(value: &[u8]) -> String {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(REQUEST_ID, http::HeaderValue::from_bytes(value).unwrap());
+        request_id(&headers)
+    }
+
+    fn is_new_id(id: &str) -> bool {
+        let (start, count) = id.split_once('-').unwrap_or_default();
+        let hex = |s: &str, len| s.len() == len && s.chars().all(|c| c.is_ascii_hexdigit());
+        hex(start, 12) && hex(count, 8)
+    }
+
+    #[test]
+    fn a_client_request_id_is_kept() {
+        assert_eq!(id_of(b"checkout-42"), "checkout-42");
+        let longest = "a".repeat(128);
+        assert_eq!(id_of(longest.as_bytes()), longest);
+    }
+
+    #[test]
+    fn an_empty_over_long_or_binary_request_id_is_replaced() {
+        let too_long = "a".repeat(129);
+        for sent in [&b""[..], too_long.as_bytes(), b"caf\xe9"] {
+            let id = id_of(sent);
+            assert!(is_new_id(&id), "{sent:?} became {id:?}");
+        }
+        assert!(is_new_id(&request_id(&http::HeaderMap::new())));
+    }
+
+    #[test]
+    fn new_request_ids_are_unique() {
+        let ids: HashSet<String> = (0..1000).map(|_| new_request_id()).collect();
+        assert_eq!(ids.len(), 1000);
+        assert!(ids.iter().all(|id| is_new_id(id)));
+    }
+
+    #[test]
+    fn a_new_exchange_is_unrouted_and_carries_the_request_id() {
+        let fixture = Fixture::new();
+        let request = http::Request::get("/items?page=2")
+            .header("x-request-id", "checkout-42")
+            .body(())
+            .unwrap();
+        let exchange = fixture.exchange(request);
+        assert_eq!(exchange.request_id, "checkout-42");
+        assert_eq!(exchange.parts.uri.path(), "/items");
+        assert!(exchange.body.is_some());
+        assert!(exchange.routed.is_none() && exchange.claims.is_none());
+        assert!(exchange.owner().is_none());
     }
 }

@@ -98,3 +98,85 @@ fn restoring(tenant: &TenantRoutes) -> Response {
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU32;
+    use std::sync::Arc;
+
+    use governor::{Quota, RateLimiter};
+
+    use super::*;
+    use crate::pipeline::tests::{Fixture, detail};
+    use crate::router::RouterBuilder;
+
+    fn tenant(limiter: Option<Quota>, restoring: bool) -> TenantRoutes {
+        let Ok(router) = RouterBuilder::default().build() else {
+            panic!("an empty table has no conflicts");
+        };
+        TenantRoutes {
+            name: "acme".into(),
+            router,
+            limiter: limiter.map(|quota| Arc::new(RateLimiter::direct(quota))),
+            restoring,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_tenant_over_its_request_rate_is_answered_429() {
+        let per_second = Quota::per_second(NonZeroU32::new(1).unwrap());
+        let acme = tenant(Some(per_second), false);
+        assert!(admit(&acme).is_ok());
+        let Err(refused) = admit(&acme) else {
+            panic!("a second request within the second was admitted");
+        };
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(refused.headers()[header::RETRY_AFTER], "1");
+        assert_eq!(
+            detail(refused).await,
+            "Too many requests to tenant acme; try again in 1 s."
+        );
+    }
+
+    #[test]
+    fn a_tenant_without_a_quota_is_always_admitted() {
+        let acme = tenant(None, false);
+        assert!((0..100).all(|_| admit(&acme).is_ok()));
+    }
+
+    #[tokio::test]
+    async fn a_tenant_being_restored_is_answered_503_with_retry_after() {
+        let response = restoring(&tenant(None, true));
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        let detail = detail(response).await;
+        assert!(detail.starts_with("Tenant acme is starting"), "{detail}");
+    }
+
+    /// What routing answers `GET path` with nothing in service.
+    async fn refusal(path: &str) -> (StatusCode, String) {
+        let fixture = Fixture::new();
+        let mut exchange = fixture.exchange(http::Request::get(path).body(()).unwrap());
+        let Err(response) = Routing::before(&mut exchange) else {
+            panic!("{path} was routed with nothing in service");
+        };
+        assert!(exchange.routed.is_none());
+        (response.status(), detail(response).await)
+    }
+
+    #[tokio::test]
+    async fn a_path_no_component_serves_is_404() {
+        let (status, detail) = refusal("/items").await;
+        assert_eq!(
+            (status, detail.as_str()),
+            (StatusCode::NOT_FOUND, "Not Found")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_path_of_an_unknown_tenant_is_404_naming_it() {
+        let (status, detail) = refusal("/t/acme/items").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(detail, "Not Found: there is no tenant named \"acme\".");
+    }
+}

@@ -81,6 +81,30 @@ impl Routed {
     }
 }
 
+impl<'a> Exchange<'a> {
+    /// `request` from `peer` on its way in, not routed yet, with its id.
+    pub fn new(
+        host: &'a HostWide,
+        routes: &'a crate::registry::Routes,
+        request: http::Request<RequestBody>,
+        peer: SocketAddr,
+    ) -> Self {
+        let (parts, body) = request.into_parts();
+        Exchange {
+            host,
+            routes,
+            peer,
+            started: Instant::now(),
+            request_id: super::request_id(&parts.headers),
+            parts,
+            body: Some(body),
+            routed: None,
+            claims: None,
+            answered: false,
+        }
+    }
+}
+
 impl Exchange<'_> {
     /// The component the request was routed to, if any.
     pub fn owner(&self) -> Option<&Arc<Owner>> {
