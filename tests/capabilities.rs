@@ -132,6 +132,44 @@ async fn guest_log_lines_carry_component_route_and_request_id() {
 }
 
 #[tokio::test]
+async fn concurrent_async_calls_on_one_instance_log_with_their_own_request_id() {
+    let host = python_caps().serve_with(&["--log-format", "json"]);
+    let ids = ["overlap-1", "overlap-2", "overlap-3"];
+    // All three wait on one event-loop instance; each logs while the others
+    // are still in flight.
+    let send = |id| {
+        let host = &host;
+        async move {
+            let headers = [("x-request-id", id)];
+            host.send(Method::GET, "/log-after/300", &headers, vec![])
+                .await
+        }
+    };
+    let replies = futures::future::join_all(ids.map(send)).await;
+    assert!(replies.iter().all(|r| r.status == 200), "{}", host.log());
+    for id in ids {
+        for text in ["logged after the wait", "printed after the wait"] {
+            let request_id = format!(r#""request_id":"{id}""#);
+            let logged = async {
+                while !host
+                    .log()
+                    .lines()
+                    .any(|l| l.contains(text) && l.contains(&request_id))
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            };
+            if tokio::time::timeout(Duration::from_secs(5), logged)
+                .await
+                .is_err()
+            {
+                panic!("no {text:?} with {request_id} in the log:\n{}", host.log());
+            }
+        }
+    }
+}
+
+#[tokio::test]
 async fn a_failing_startup_gives_503_for_that_component_only() {
     let failing = format!("prefix = \"/bad\"\n{GRANTS}")
         .replace("[variables]\n", "[variables]\nfail-startup = \"yes\"\n");

@@ -1,13 +1,21 @@
 //! A guest's stdout and stderr as records of the host's log: one event a
 //! line (target `guest`), with the component and the stream, so that in
 //! JSON mode a guest's `print` or traceback is JSON like every other line.
+//!
+//! A line names the route and request of the call that wrote it, as
+//! `cello:component/host` log lines do: [`CallsInFlight`] knows the calls
+//! on an instance, and on an event loop, where several run at once,
+//! wasmtime's task-group hook tells it which one runs.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use tokio::io::AsyncWrite;
+use wasmtime::component::{TaskGroupHook, TaskGroupId};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
 /// Longest line kept whole; a longer one is logged in pieces of this size.
 const MAX_LINE: usize = 16 << 10;
@@ -46,25 +54,45 @@ impl GuestLogs {
 pub struct GuestOutput {
     component: Arc<str>,
     stream: &'static str,
+    calls: Arc<CallsInFlight>,
     kept: Option<GuestLogs>,
 }
 
 impl GuestOutput {
-    /// `component`'s stdout, its lines also kept in `kept`.
-    pub fn stdout(component: Arc<str>, kept: Option<GuestLogs>) -> Self {
+    /// `component`'s stdout, on the instance running `calls`; its lines
+    /// also kept in `kept`.
+    pub fn stdout(
+        component: Arc<str>,
+        calls: Arc<CallsInFlight>,
+        kept: Option<GuestLogs>,
+    ) -> Self {
         Self {
             component,
             stream: "stdout",
+            calls,
             kept,
         }
     }
 
-    /// `component`'s stderr, its lines also kept in `kept`.
-    pub fn stderr(component: Arc<str>, kept: Option<GuestLogs>) -> Self {
+    /// `component`'s stderr, on the instance running `calls`; its lines
+    /// also kept in `kept`.
+    pub fn stderr(
+        component: Arc<str>,
+        calls: Arc<CallsInFlight>,
+        kept: Option<GuestLogs>,
+    ) -> Self {
         Self {
             component,
             stream: "stderr",
+            calls,
             kept,
+        }
+    }
+
+    fn writer(&self) -> LineWriter {
+        LineWriter {
+            output: self.clone(),
+            line: Vec::new(),
         }
     }
 }
@@ -76,11 +104,15 @@ impl IsTerminal for GuestOutput {
 }
 
 impl StdoutStream for GuestOutput {
+    /// Written to in the guest's call, not from a task of its own as
+    /// wasmtime's adapter does, so that a line is logged while the call
+    /// that wrote it runs, and names it.
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.writer())
+    }
+
     fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
-        Box::new(LineWriter {
-            output: self.clone(),
-            line: Vec::new(),
-        })
+        Box::new(self.writer())
     }
 }
 
@@ -97,10 +129,13 @@ impl LineWriter {
         if line.is_empty() {
             return;
         }
+        let (route, request_id) = self.output.calls.current().unzip();
         tracing::info!(
             target: "guest",
             component = &*self.output.component,
             stream = self.output.stream,
+            route = route.as_deref(),
+            request_id = request_id.as_deref(),
             "{line}"
         );
         if let Some(kept) = &self.output.kept {
@@ -108,7 +143,7 @@ impl LineWriter {
                 component: self.output.component.to_string(),
                 level: self.output.stream.into(),
                 message: line.into(),
-                request_id: None,
+                request_id: request_id.as_deref().map(str::to_string),
             });
         }
     }
@@ -157,8 +192,138 @@ impl AsyncWrite for LineWriter {
     }
 }
 
+#[async_trait::async_trait]
+impl Pollable for LineWriter {
+    async fn ready(&mut self) {}
+}
+
+impl OutputStream for LineWriter {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        self.line.extend_from_slice(&bytes);
+        self.log_lines();
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(MAX_LINE)
+    }
+}
+
 impl Drop for LineWriter {
     fn drop(&mut self) {
         self.finish();
+    }
+}
+
+/// The calls in flight on one instance, and which of them runs now. Shared
+/// by the instance's state, its output streams and its task-group hook.
+#[derive(Default)]
+pub struct CallsInFlight(Mutex<Calls>);
+
+#[derive(Default)]
+struct Calls {
+    calls: Vec<Call>,
+    /// The task group whose code (the guest's, or a host call it made)
+    /// runs now, as the hook last reported.
+    running: Option<TaskGroupId>,
+}
+
+struct Call {
+    route: Arc<str>,
+    request_id: Arc<str>,
+    /// Its task group, for a concurrent call, while the group lives.
+    group: Option<TaskGroupId>,
+}
+
+impl CallsInFlight {
+    /// Records that the call for `request_id` on `route` started; a
+    /// concurrent call with the task group it runs as.
+    pub fn start(&self, route: &Arc<str>, request_id: &str, group: Option<TaskGroupId>) {
+        self.0.lock().unwrap().calls.push(Call {
+            route: route.clone(),
+            request_id: request_id.into(),
+            group,
+        });
+    }
+
+    /// Records that the call for `request_id` ended.
+    pub fn end(&self, request_id: &str) {
+        let calls = &mut self.0.lock().unwrap().calls;
+        if let Some(i) = calls.iter().position(|c| &*c.request_id == request_id) {
+            calls.swap_remove(i);
+        }
+    }
+
+    /// Forgets every call.
+    pub fn clear(&self) {
+        self.0.lock().unwrap().calls.clear();
+    }
+
+    /// The route and request id of the call running now: the only one in
+    /// flight, or among several the one whose task group runs.
+    pub fn current(&self) -> Option<(Arc<str>, Arc<str>)> {
+        let calls = self.0.lock().unwrap();
+        let call = match calls.calls.as_slice() {
+            [call] => call,
+            several => {
+                let running = calls.running?;
+                several.iter().find(|c| c.group == Some(running))?
+            }
+        };
+        Some((call.route.clone(), call.request_id.clone()))
+    }
+
+    /// The routes of the calls in flight, each once.
+    pub fn routes(&self) -> Vec<Arc<str>> {
+        let mut routes: Vec<Arc<str>> = self
+            .0
+            .lock()
+            .unwrap()
+            .calls
+            .iter()
+            .map(|c| c.route.clone())
+            .collect();
+        routes.sort_unstable();
+        routes.dedup();
+        routes
+    }
+}
+
+/// The task-group hook of an event-loop instance: it tells the instance's
+/// [`CallsInFlight`] which call's code runs.
+pub struct RunningCall(pub Arc<CallsInFlight>);
+
+impl TaskGroupHook for RunningCall {
+    fn handle_start(&mut self, _: TaskGroupId) -> wasmtime::Result<()> {
+        Ok(())
+    }
+
+    fn handle_enter(&mut self, group: TaskGroupId) -> wasmtime::Result<()> {
+        self.0.0.lock().unwrap().running = Some(group);
+        Ok(())
+    }
+
+    fn handle_exit(&mut self, group: TaskGroupId) -> wasmtime::Result<()> {
+        let mut calls = self.0.0.lock().unwrap();
+        if calls.running == Some(group) {
+            calls.running = None;
+        }
+        Ok(())
+    }
+
+    /// wasmtime reuses a finished group's id: no call may keep it.
+    fn handle_finish(&mut self, group: TaskGroupId) -> wasmtime::Result<()> {
+        let mut calls = self.0.0.lock().unwrap();
+        for call in calls.calls.iter_mut().filter(|c| c.group == Some(group)) {
+            call.group = None;
+        }
+        if calls.running == Some(group) {
+            calls.running = None;
+        }
+        Ok(())
     }
 }

@@ -16,6 +16,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
+use wasmtime::AsContextMut;
 
 use super::{Instance, Shared, retire};
 use crate::bindings::{Request, Response};
@@ -253,7 +254,7 @@ enum Finished {
     /// A request's handler returned (or trapped).
     Call(u64, Arc<str>, wasmtime::Result<Response>, String),
     /// A request's background tasks ended, or ran out of time.
-    Background(Option<wasmtime::Result<()>>),
+    Background(String, Option<wasmtime::Result<()>>),
 }
 
 /// Replies of the calls in flight, kept outside the event loop so that a
@@ -339,6 +340,7 @@ impl EventLoop {
         let bindings = &instance.bindings;
         let idle_timeout = shared.limits.idle_timeout;
         let background_timeout = shared.limits.background_timeout;
+        let background: Arc<str> = Arc::from("(background)");
         let event_loop = instance.store.run_concurrent(async |accessor| {
             let mut calls: FuturesUnordered<CallFuture<'_>> = FuturesUnordered::new();
             loop {
@@ -353,9 +355,18 @@ impl EventLoop {
                                     Ok(response) if response.background => {
                                         pending.lock().unwrap().answer(id, Ok(response));
                                         // Still in flight until its tasks end.
+                                        let tasks = bindings.func_run_background();
+                                        let call = accessor.with(|mut store| -> wasmtime::Result<_> {
+                                            let id = (request_id.clone(),);
+                                            let call = tasks.start_call_concurrent(store.as_context_mut(), id)?;
+                                            let state = store.data_mut();
+                                            state.track_concurrent_call(&background, &request_id, call.group());
+                                            Ok(call)
+                                        });
                                         calls.push(Box::pin(async move {
-                                            let run = bindings.call_run_background(accessor, request_id);
-                                            Finished::Background(tokio::time::timeout(background_timeout, run).await.ok())
+                                            let run = async { tasks.finish_call_concurrent(accessor, call?).await };
+                                            let ran = tokio::time::timeout(background_timeout, run).await.ok();
+                                            Finished::Background(request_id, ran)
                                         }));
                                         continue;
                                     }
@@ -363,11 +374,15 @@ impl EventLoop {
                                     Err(trap) => return End::trapped(&trap),
                                 }
                             }
-                            Finished::Background(None) => return End::BackgroundOverran,
-                            Finished::Background(Some(Err(trap))) => {
+                            Finished::Background(_, None) => return End::BackgroundOverran,
+                            Finished::Background(_, Some(Err(trap))) => {
                                 return End::Trapped(format!("background tasks: {trap:#}"));
                             }
-                            Finished::Background(Some(Ok(()))) => {}
+                            Finished::Background(request_id, Some(Ok(()))) => {
+                                accessor.with(|mut store| {
+                                    store.data_mut().track_call(&background, &request_id, true);
+                                });
+                            }
                         }
                         worker.in_flight.fetch_sub(1, Ordering::Relaxed);
                         pool.room.notify_one();
@@ -381,13 +396,21 @@ impl EventLoop {
                         let Some(Job { req, reply }) = job else { return End::Retired };
                         let route = shared.route_name(req.route);
                         let request_id = req.context.request_id.clone();
-                        accessor.with(|mut store| {
-                            store.data_mut().track_call(&route, &request_id, false);
+                        // Started here, to learn the call's task group: what
+                        // its code logs while that group runs names it.
+                        let handle = bindings.func_handle_async();
+                        let call = accessor.with(|mut store| -> wasmtime::Result<_> {
+                            let call = handle.start_call_concurrent(store.as_context_mut(), (req,))?;
+                            let state = store.data_mut();
+                            state.track_concurrent_call(&route, &request_id, call.group());
+                            Ok(call)
                         });
                         let id = pending.lock().unwrap().add(reply);
                         calls.push(Box::pin(async move {
-                            let result = bindings.call_handle_async(accessor, req).await;
-                            Finished::Call(id, route, result, request_id)
+                            let result = async {
+                                Ok(handle.finish_call_concurrent(accessor, call?).await?.0)
+                            };
+                            Finished::Call(id, route, result.await, request_id)
                         }));
                     }
                     () = worker.stop.notified(), if calls.is_empty() => {

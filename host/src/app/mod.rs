@@ -320,6 +320,7 @@ impl Shared {
         let mut store = state.into_store(&self.engine);
         if watch {
             InstanceState::watch_blocking(&mut store, self.limits.blocked_warn);
+            InstanceState::follow_calls(&mut store);
         }
         let bindings = self
             .pre

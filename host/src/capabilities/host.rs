@@ -14,7 +14,8 @@ impl crate::bindings::cello::component::types::Host for InstanceState {}
 impl host::Host for InstanceState {
     fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
         let component = &*self.owner.component;
-        let (route, request_id) = self.current_call();
+        let (route, request_id) = self.current_call().unzip();
+        let (route, request_id) = (route.as_deref(), request_id.as_deref());
         match level {
             Level::Trace => {
                 tracing::trace!(target: "guest", component, route, request_id, "{message}")

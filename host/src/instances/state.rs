@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{ResourceTable, TaskGroupId};
 use wasmtime::{CallHook, ResourceLimiter, Store, StoreHookState, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
@@ -15,7 +15,7 @@ use crate::capabilities::{Capabilities, HasCapabilities};
 use crate::config::Limits;
 use crate::engine::{EPOCH_TICK, TICKS};
 use crate::error::CallError;
-use crate::guest_log::{GuestLogs, GuestOutput};
+use crate::guest_log::{CallsInFlight, GuestLogs, GuestOutput, RunningCall};
 use crate::metrics::ComponentMetrics;
 use crate::middleware::Middleware;
 use crate::response_cache::ResponseCache;
@@ -153,8 +153,8 @@ pub struct InstanceState {
     move_after_ticks: u64,
     /// The CPU limit of one call (`cpu-ms`), and the same in ticks.
     cpu: Option<(Duration, u64)>,
-    /// The calls in flight on the instance: route and request id.
-    calls: Vec<(Arc<str>, String)>,
+    /// The calls in flight on the instance, shared with its output streams.
+    calls: Arc<CallsInFlight>,
 }
 
 /// The trap a sync call gets when it runs past its deadline.
@@ -174,13 +174,16 @@ impl InstanceState {
     /// hold at most `limits.max_resources` host resources, ask for at most
     /// 1 MiB of random bytes at once, and send headers of at most 64 KiB.
     pub fn new(owner: Arc<Owner>, limits: &Limits) -> Self {
+        let calls = Arc::new(CallsInFlight::default());
         let wasi = WasiCtx::builder()
             .stdout(GuestOutput::stdout(
                 owner.component.clone(),
+                calls.clone(),
                 owner.guest_logs.clone(),
             ))
             .stderr(GuestOutput::stderr(
                 owner.component.clone(),
+                calls.clone(),
                 owner.guest_logs.clone(),
             ))
             .envs(&owner.environment)
@@ -206,7 +209,7 @@ impl InstanceState {
             ran_ticks: 0,
             move_after_ticks,
             cpu: limits.cpu.map(|limit| (limit, ticks_in(limit))),
-            calls: Vec::new(),
+            calls,
         }
     }
 
@@ -282,17 +285,35 @@ impl InstanceState {
         });
     }
 
+    /// Follows which of the concurrent calls on an event-loop instance
+    /// runs, so that what a call logs names its request (see
+    /// [`Self::track_concurrent_call`]).
+    pub fn follow_calls(store: &mut Store<Self>) {
+        let calls = store.data().calls.clone();
+        store.task_group_hook(RunningCall(calls));
+    }
+
     /// Records that the call for request `request_id` on `route` started
     /// (or, with `done`, ended), so log lines and blocked-loop warnings can
     /// name it.
     pub fn track_call(&mut self, route: &Arc<str>, request_id: &str, done: bool) {
         if done {
-            if let Some(i) = self.calls.iter().position(|(_, id)| id == request_id) {
-                self.calls.swap_remove(i);
-            }
+            self.calls.end(request_id);
         } else {
-            self.calls.push((route.clone(), request_id.to_string()));
+            self.calls.start(route, request_id, None);
         }
+    }
+
+    /// Records that a concurrent call started, running as task group
+    /// `group`: on an instance that follows its calls, it can be told apart
+    /// from the others in flight. It ends as [`Self::track_call`] says.
+    pub fn track_concurrent_call(
+        &mut self,
+        route: &Arc<str>,
+        request_id: &str,
+        group: TaskGroupId,
+    ) {
+        self.calls.start(route, request_id, Some(group));
     }
 
     /// Forgets every call in flight.
@@ -300,13 +321,10 @@ impl InstanceState {
         self.calls.clear();
     }
 
-    /// The route and request id of the one call in flight; with several
-    /// async calls at once, a host call cannot tell which made it.
-    pub fn current_call(&self) -> (Option<&str>, Option<&str>) {
-        match self.calls.as_slice() {
-            [(route, id)] => (Some(route), Some(id)),
-            _ => (None, None),
-        }
+    /// The route and request id of the call running now: the one in flight,
+    /// or on an instance that follows its calls, the one whose code runs.
+    pub fn current_call(&self) -> Option<(Arc<str>, Arc<str>)> {
+        self.calls.current()
     }
 }
 
@@ -377,7 +395,7 @@ impl BlockedWatch {
     }
 
     /// Returns how many ticks the guest has run without awaiting.
-    fn on_tick(&mut self, owner: &Owner, calls: &[(Arc<str>, String)]) -> wasmtime::Result<u64> {
+    fn on_tick(&mut self, owner: &Owner, calls: &CallsInFlight) -> wasmtime::Result<u64> {
         let Some(since) = self.running_since else {
             return Ok(0);
         };
@@ -390,9 +408,7 @@ impl BlockedWatch {
         if ran >= self.threshold_ticks && !self.warned {
             self.warned = true;
             owner.metrics.blocked_loops.inc();
-            let mut routes: Vec<&str> = calls.iter().map(|(r, _)| &**r).collect();
-            routes.sort_unstable();
-            routes.dedup();
+            let routes: Vec<Arc<str>> = calls.routes();
             tracing::warn!(
                 component = %owner.component,
                 routes = routes.join(", "),

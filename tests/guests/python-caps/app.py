@@ -46,6 +46,15 @@ def write_log():
     return "logged"
 
 
+@app.get("/log-after/{ms}")
+async def write_log_after(ms: int):
+    """Logs and prints after a wait, while other calls are in flight."""
+    await sleep(ms / 1000)
+    log.info("logged after the wait")
+    print("printed after the wait", flush=True)
+    return "logged"
+
+
 @app.get("/startup")
 async def startup_value():
     return {"greeting": await kv.get_text("startup:greeting")}
