@@ -5,7 +5,7 @@
     log.info("order %s placed", order_id)
 
 Inside a component every line goes to the host's log, tagged with the
-component (and, for ``def`` routes, the route and request id); natively it
+component and the route and request id of the call; natively it
 is the standard ``logging`` module's ``app`` logger. Python's own
 ``logging`` calls reach the host the same way.
 """

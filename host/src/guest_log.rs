@@ -61,11 +61,7 @@ pub struct GuestOutput {
 impl GuestOutput {
     /// `component`'s stdout, on the instance running `calls`; its lines
     /// also kept in `kept`.
-    pub fn stdout(
-        component: Arc<str>,
-        calls: Arc<CallsInFlight>,
-        kept: Option<GuestLogs>,
-    ) -> Self {
+    pub fn stdout(component: Arc<str>, calls: Arc<CallsInFlight>, kept: Option<GuestLogs>) -> Self {
         Self {
             component,
             stream: "stdout",
@@ -76,11 +72,7 @@ impl GuestOutput {
 
     /// `component`'s stderr, on the instance running `calls`; its lines
     /// also kept in `kept`.
-    pub fn stderr(
-        component: Arc<str>,
-        calls: Arc<CallsInFlight>,
-        kept: Option<GuestLogs>,
-    ) -> Self {
+    pub fn stderr(component: Arc<str>, calls: Arc<CallsInFlight>, kept: Option<GuestLogs>) -> Self {
         Self {
             component,
             stream: "stderr",
