@@ -79,6 +79,16 @@ pub fn error_response(status: StatusCode, detail: &str) -> http::Response<Body> 
     json_response(status, &serde_json::json!({ "detail": detail }))
 }
 
+/// A 503 saying `detail`, with `Retry-After: 1`: for a wait that ends on
+/// its own (the host starting, a tenant being restored).
+pub fn unavailable(detail: &str) -> http::Response<Body> {
+    let mut response = error_response(StatusCode::SERVICE_UNAVAILABLE, detail);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
 /// A 429 saying `detail`, with `Retry-After: seconds`.
 pub fn too_many_requests(detail: &str, seconds: u64) -> http::Response<Body> {
     let mut response = error_response(StatusCode::TOO_MANY_REQUESTS, detail);

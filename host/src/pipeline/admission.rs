@@ -2,9 +2,7 @@
 //! answered 503 with `Retry-After`, so an orchestrator or a client waits
 //! rather than reading 404s from a host that is still starting.
 
-use http::{HeaderValue, StatusCode, header};
-
-use crate::error::error_response;
+use crate::error::unavailable;
 
 use super::stage::{Exchange, Response, Stage};
 
@@ -25,20 +23,14 @@ impl Stage for Admission {
 
 /// The answer while the served components are still loading.
 fn starting() -> Response {
-    let mut response = error_response(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "The host is starting: its components are still loading; try again shortly.",
-    );
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    response
+    unavailable("The host is starting: its components are still loading; try again shortly.")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::pipeline::tests::{Fixture, detail};
+    use http::{StatusCode, header};
 
     #[tokio::test]
     async fn a_request_before_the_components_have_loaded_is_answered_503() {

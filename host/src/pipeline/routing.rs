@@ -3,9 +3,9 @@
 //! admitted (its requests-per-second quota, its restore after a restart),
 //! and which component and route the method and path reach.
 
-use http::{HeaderValue, StatusCode, header};
+use http::{StatusCode, header};
 
-use crate::error::{error_response, too_many_requests};
+use crate::error::{error_response, too_many_requests, unavailable};
 use crate::registry::{Resolved, TenantRoutes};
 use crate::router::RouteMatch;
 
@@ -86,17 +86,10 @@ fn admit(tenant: &TenantRoutes) -> Result<(), Response> {
 /// The answer for a route a tenant may have once its components are
 /// restored after a restart.
 fn restoring(tenant: &TenantRoutes) -> Response {
-    let mut response = error_response(
-        StatusCode::SERVICE_UNAVAILABLE,
-        &format!(
-            "Tenant {} is starting: its components are still being restored; try again shortly.",
-            tenant.name
-        ),
-    );
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    response
+    unavailable(&format!(
+        "Tenant {} is starting: its components are still being restored; try again shortly.",
+        tenant.name
+    ))
 }
 
 #[cfg(test)]
