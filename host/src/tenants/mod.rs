@@ -12,7 +12,7 @@ pub mod quotas;
 mod restore;
 pub mod store;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -808,20 +808,20 @@ fn parse_settings(
                 .into(),
         );
     }
-    let environment: HashMap<String, ValueSource> =
-        config.environment.clone().into_iter().collect();
-    for (section, values) in [
-        ("variables", &config.variables),
-        ("secrets", &config.secrets),
-        ("environment", &environment),
-    ] {
-        for (key, value) in values {
-            if matches!(value, ValueSource::Env { .. }) {
-                problems.push(format!(
-                    "[{section}] {key} reads the host's environment, which tenants cannot; \
-                     give the value itself"
-                ));
-            }
+    let values = (config.variables.iter().map(|entry| ("variables", entry)))
+        .chain(config.secrets.iter().map(|entry| ("secrets", entry)))
+        .chain(
+            config
+                .environment
+                .iter()
+                .map(|entry| ("environment", entry)),
+        );
+    for (section, (key, value)) in values {
+        if matches!(value, ValueSource::Env { .. }) {
+            problems.push(format!(
+                "[{section}] {key} reads the host's environment, which tenants cannot; \
+                 give the value itself"
+            ));
         }
     }
     if let Some(auth) = &config.auth {
