@@ -69,6 +69,8 @@ components: setup
 	cp guest-python/examples/hello/sidecar.toml components/hello-python.toml
 	cd guest-python/examples/items && ../../../$(PYTHON) -m cello build app.py -o ../../../components/items.wasm
 	cp guest-python/examples/items/sidecar.toml components/items.toml
+	cd guest-python/examples/todos && ../../../$(PYTHON) -m cello build todos.py -o ../../../components/todos.wasm
+	cp guest-python/examples/todos/sidecar.toml components/todos.toml
 
 host:
 	cargo build --release -p cello-host

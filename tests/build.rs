@@ -16,6 +16,7 @@ const RUST_GUESTS: &[(&str, &str, &str)] = &[
     ("tests/guests", "testbed", "testbed"),
     ("tests/guests", "bad-describe", "bad-describe"),
     ("tests/guests", "rust-caps", "rust-caps"),
+    ("tests/guests", "rust-sql", "rust-sql"),
     ("tests/guests", "proxy-testbed", "proxy-testbed"),
     ("tests/guests", "slow-start", "slow-start"),
 ];
@@ -26,6 +27,7 @@ const PYTHON_GUESTS: &[(&str, &str)] = &[
     ("tests/guests/python-testbed/app.py", "python-testbed"),
     ("tests/guests/python-caps/app.py", "python-caps"),
     ("guest-python/examples/items/app.py", "items"),
+    ("guest-python/examples/todos/todos.py", "todos"),
 ];
 
 /// What a change to should rebuild the guests.
@@ -40,6 +42,8 @@ const INPUTS: &[&str] = &[
     "tests/guests/testbed/src",
     "tests/guests/bad-describe/src",
     "tests/guests/rust-caps/src",
+    "tests/guests/rust-sql/src",
+    "tests/guests/rust-sql/migrations",
     "tests/guests/proxy-testbed/src",
     "tests/guests/slow-start/src",
     "tests/guests/python-testbed",

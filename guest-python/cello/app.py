@@ -190,6 +190,16 @@ class App(Router):
 
         return register
 
+    def add_event_handler(
+        self, event: str, handler: Callable[[], Any], *, first: bool = False
+    ) -> None:
+        """Registers ``handler`` for ``event``, as ``on_event`` does;
+        ``first=True`` runs it before the hooks registered so far."""
+        self.on_event(event)(handler)
+        if first:
+            handlers = self._handlers[event]
+            handlers.insert(0, handlers.pop())
+
     async def run_event(self, event: str) -> None:
         """Runs the hooks registered for ``event``, in order."""
         for handler in self._handlers[event]:

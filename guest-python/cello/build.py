@@ -23,7 +23,12 @@ from pathlib import Path
 ENTRY = "cello_entry"
 #: SDK modules whose import means the app uses a host capability, and the
 #: WIT interface each one needs.
-CAPABILITIES = {"cello.kv": "kv", "cello.config": "config", "cello.http": "outbound"}
+CAPABILITIES = {
+    "cello.kv": "kv",
+    "cello.config": "config",
+    "cello.http": "outbound",
+    "cello.sql": "sql",
+}
 
 
 def main(argv: list[str] | None = None) -> int:

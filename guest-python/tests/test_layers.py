@@ -22,7 +22,7 @@ LAYERS = [
         "_hostcalls",
         "build",
     ],  # fmt: skip
-    ["guards", "sleeps", "http", "markers"],
+    ["guards", "sleeps", "http", "sql", "markers"],
     ["host", "_tasks", "params", "json_schema", "analysis"],
     ["validation"],
     ["models", "deps"],

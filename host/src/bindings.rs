@@ -7,6 +7,7 @@ wasmtime::component::bindgen!({
     world: "app-with-capabilities",
     imports: {
         "cello:component/kv": async | trappable,
+        "cello:component/sql": async | trappable,
         default: trappable,
     },
     exports: { default: async },

@@ -44,6 +44,9 @@ pub struct HostConfig {
     /// Where the key-value capability keeps its data.
     #[serde(default)]
     pub kv: KvSettings,
+    /// Where the SQL capability keeps its databases, and their limits.
+    #[serde(default)]
+    pub sql: crate::capabilities::sql::SqlSettings,
     /// CORS for every component (a sidecar's `[cors]` replaces it).
     #[serde(default)]
     pub cors: Option<CorsSettings>,

@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 
 use crate::body::RequestBody;
 use crate::capabilities::kv::KvStore;
+use crate::capabilities::sql::SqlStore;
 use crate::compile::CompileCache;
 use crate::config::HostConfig;
 use crate::engine::Engines;
@@ -34,6 +35,7 @@ pub struct HostBuilder {
     config_file: Option<PathBuf>,
     state_dir: PathBuf,
     kv_path: Option<PathBuf>,
+    sql_dir: Option<PathBuf>,
     tenants_dir: Option<PathBuf>,
     compile_cache: bool,
     guest_logs: Option<GuestLogs>,
@@ -48,6 +50,7 @@ impl HostBuilder {
             config_file: None,
             state_dir: state_dir.into(),
             kv_path: None,
+            sql_dir: None,
             tenants_dir: None,
             compile_cache: true,
             guest_logs: None,
@@ -64,6 +67,12 @@ impl HostBuilder {
     /// The key-value store's file, instead of the one under the state dir.
     pub fn kv_path(mut self, path: Option<PathBuf>) -> Self {
         self.kv_path = path;
+        self
+    }
+
+    /// The directory of the SQL databases, instead of `STATE_DIR/sql`.
+    pub fn sql_dir(mut self, dir: Option<PathBuf>) -> Self {
+        self.sql_dir = dir;
         self
     }
 
@@ -93,6 +102,10 @@ impl HostBuilder {
             .kv_path
             .unwrap_or_else(|| config.kv_path(&self.state_dir));
         let kv = KvStore::at(&kv_path).with_component_quota(config.kv.component_quota());
+        let sql_dir = self
+            .sql_dir
+            .unwrap_or_else(|| config.sql.dir(&self.state_dir));
+        let sql = SqlStore::new(sql_dir, config.sql.limits());
         let engines = Engines::new(&config.pool)?;
         let cache = if self.compile_cache {
             CompileCache::in_dir(self.state_dir.join("cache"))
@@ -107,6 +120,7 @@ impl HostBuilder {
             self.config_file.as_deref(),
             responses.clone(),
             kv,
+            sql,
         )?;
         if let Some(logs) = self.guest_logs {
             loader.capture_guest_logs(logs);

@@ -11,6 +11,7 @@ use std::time::Duration;
 use crate::app::{AppComponent, WarmUpFailed};
 use crate::bindings::Manifest;
 use crate::capabilities::kv::KvStore;
+use crate::capabilities::sql::SqlStore;
 use crate::capabilities::{self, Capabilities};
 use crate::compile::CompileCache;
 use crate::config::{ComponentConfig, DeploySettings, HostConfig, Limits};
@@ -150,6 +151,11 @@ impl Loader {
         &self.runtime.kv
     }
 
+    /// The SQL databases.
+    pub fn sql(&self) -> &SqlStore {
+        &self.runtime.sql
+    }
+
     /// The limits a component gets where its settings set none.
     pub fn limits(&self) -> &Limits {
         &self.limits
@@ -165,6 +171,7 @@ impl Loader {
         config_file: Option<&Path>,
         responses: Arc<ResponseCache>,
         kv: KvStore,
+        sql: SqlStore,
     ) -> anyhow::Result<Self> {
         Ok(Self {
             runtime: Resources::new(
@@ -172,6 +179,7 @@ impl Loader {
                 HostCapacity::new(config.pool.max_instances as usize),
                 responses,
                 kv,
+                sql,
                 Scheduler::new(&config.execution)?,
             ),
             cache,
@@ -313,6 +321,7 @@ impl Loader {
         let resolving = capabilities::Resolving {
             namespace: &label,
             kv: &self.runtime.kv,
+            sql: &self.runtime.sql,
             outbound: &config.outbound,
             variables: &config.variables,
             secrets: &config.secrets,

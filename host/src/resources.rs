@@ -9,6 +9,7 @@ use wasmtime::component::Linker;
 
 use crate::capabilities::GrantSet;
 use crate::capabilities::kv::KvStore;
+use crate::capabilities::sql::SqlStore;
 use crate::engine::Engines;
 use crate::instances::capacity::HostCapacity;
 use crate::instances::state::InstanceState;
@@ -17,7 +18,7 @@ use crate::scheduler::Scheduler;
 
 /// What every component is loaded with, and its instances share: the
 /// engines and their linkers, the host's instance capacity, the response
-/// cache, the key-value store and the CPU scheduler.
+/// cache, the key-value store, the SQL databases and the CPU scheduler.
 pub struct Resources {
     pub engines: Engines,
     /// One linker per engine and set of granted capabilities, made on
@@ -28,6 +29,8 @@ pub struct Resources {
     pub responses: Arc<ResponseCache>,
     /// The key-value store behind every component's namespace.
     pub kv: KvStore,
+    /// The databases of the components granted SQL.
+    pub sql: SqlStore,
     /// Shares the CPU between every component's guest calls.
     pub scheduler: Arc<Scheduler>,
 }
@@ -39,6 +42,7 @@ impl Resources {
         capacity: Arc<HostCapacity>,
         responses: Arc<ResponseCache>,
         kv: KvStore,
+        sql: SqlStore,
         scheduler: Arc<Scheduler>,
     ) -> Self {
         Self {
@@ -47,6 +51,7 @@ impl Resources {
             capacity,
             responses,
             kv,
+            sql,
             scheduler,
         }
     }

@@ -81,6 +81,11 @@ impl Components {
         self.kv.path().join("kv.redb")
     }
 
+    /// The directory of the SQL databases this test's hosts share.
+    pub fn sql_dir(&self) -> PathBuf {
+        self.kv.path().join("sql")
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
@@ -134,6 +139,9 @@ impl Components {
         }
         if !args.contains(&"--kv-path") {
             command.arg("--kv-path").arg(self.kv_path());
+        }
+        if !args.contains(&"--sql-dir") {
+            command.arg("--sql-dir").arg(self.sql_dir());
         }
         if self.is_empty() {
             command.arg("--allow-empty");

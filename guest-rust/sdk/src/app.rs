@@ -191,6 +191,23 @@ impl App {
         self
     }
 
+    /// Applies `migrations` (see [`crate::migrations!`]) to the component's
+    /// SQL database before each instance's first request, ahead of the
+    /// `on_start` hooks: each runs once, in its own transaction. One that
+    /// fails keeps the version from serving (the old one goes on).
+    pub fn migrations(mut self, migrations: &'static [crate::sql::Migration]) -> Self {
+        let apply: BoxedStart = Box::new(move |_| {
+            Box::pin(async move {
+                crate::sql::migrate(migrations)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            })
+        });
+        self.on_start.insert(0, apply);
+        self
+    }
+
     /// Runs `hook` (sync or async) when the instance is retired or the host
     /// shuts down.
     pub fn on_stop<H: StopHook<M>, M>(mut self, hook: H) -> Self {

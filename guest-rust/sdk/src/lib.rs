@@ -59,6 +59,8 @@ mod policy;
 mod rejection;
 mod request;
 mod response;
+pub mod sql;
+mod sql_de;
 mod sys;
 
 #[cfg(target_arch = "wasm32")]

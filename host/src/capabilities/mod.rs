@@ -13,6 +13,7 @@ pub mod config;
 pub mod host;
 pub mod kv;
 pub mod outbound;
+pub mod sql;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,6 +26,7 @@ pub use capability::{Capability, Has};
 use config::{ConfigValues, ValueSource};
 use kv::KvStore;
 use outbound::{Outbound, OutboundSettings};
+use sql::SqlStore;
 
 /// What resolving a component's grants reads: its name in the key-value
 /// store and the sidecar tables capabilities take their settings from.
@@ -32,6 +34,7 @@ pub struct Resolving<'a> {
     /// The component's namespace: `name`, or `tenant/name`.
     pub namespace: &'a str,
     pub kv: &'a KvStore,
+    pub sql: &'a SqlStore,
     pub outbound: &'a OutboundSettings,
     pub variables: &'a HashMap<String, ValueSource>,
     pub secrets: &'a HashMap<String, ValueSource>,
@@ -48,6 +51,7 @@ macro_rules! capabilities {
         /// kv = true                                   # cello:component/kv
         /// config = true                               # cello:component/config
         /// outbound = ["https://api.example.com"]      # outbound HTTP, by allow-list
+        /// sql = true                                  # cello:component/sql
         /// ```
         #[derive(Debug, Clone, Default, Deserialize, Serialize)]
         #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -135,6 +139,8 @@ capabilities! {
     outbound: outbound::OutboundHttp = |grant: &Vec<String>, cx: &Resolving<'_>| {
         Outbound::new(grant, cx.outbound).map(Arc::new)
     },
+    /// `cello:component/sql`: a SQL database of the component's own.
+    sql: sql::Sql = |_, cx: &Resolving<'_>| Ok::<_, String>(cx.sql.database(cx.namespace)),
 }
 
 /// A store's state that holds its component's capabilities.

@@ -141,6 +141,10 @@ struct StateArgs {
     /// default `kv.redb` in the state directory).
     #[arg(long, env = "CELLO_KV_PATH")]
     kv_path: Option<PathBuf>,
+    /// The directory of the SQL databases (over `[sql] dir` in the config;
+    /// by default `sql/` in the state directory).
+    #[arg(long, env = "CELLO_SQL_DIR")]
+    sql_dir: Option<PathBuf>,
     /// Where tenants and their uploads are kept (by default `tenants/` in
     /// the state directory).
     #[arg(long, env = "CELLO_TENANTS_DIR")]

@@ -164,6 +164,7 @@ fn host(state: &StateArgs, config: HostConfig) -> anyhow::Result<Host> {
     HostBuilder::new(config, &state.state_dir)
         .config_file(state.config.clone())
         .kv_path(state.kv_path.clone())
+        .sql_dir(state.sql_dir.clone())
         .tenants_dir(state.tenants_dir.clone())
         .compile_cache(!state.no_compile_cache)
         .build()

@@ -307,7 +307,7 @@ impl Tenants {
             components: BTreeMap::new(),
         };
         let view = view(&tenant);
-        self.set_kv_quota(&tenant.record);
+        self.set_store_quotas(&tenant.record);
         self.remember_tokens(&tenant.record);
         let entry = Entry::new(tenant);
         self.tenants
@@ -360,7 +360,7 @@ impl Tenants {
             )
             .await
             .map_err(not_made("not changed"))?;
-        self.set_kv_quota(&record);
+        self.set_store_quotas(&record);
         change.entry.set(|tenant| {
             if record.quotas.max_instances != tenant.record.quotas.max_instances {
                 tenant.scope = scope(&record);
@@ -398,6 +398,15 @@ impl Tenants {
             ComponentMetrics::forget(&format!("{name}/{component}"));
         }
         self.loader.kv().set_quota(&tenant_scope(name), None);
+        if let Err(e) = self
+            .loader
+            .sql()
+            .drop_namespaces_under(&tenant_scope(name))
+            .await
+        {
+            tracing::warn!(tenant = name, "SQL databases not removed: {e}");
+        }
+        self.loader.sql().set_quota(&tenant_scope(name), None);
         change.entry.deleted.store(true, Ordering::Release);
         self.tenants.write().unwrap().remove(name);
         self.tokens.write().unwrap().remove(name);
@@ -436,10 +445,13 @@ impl Tenants {
         tokens.get(name)?.contains(&hash).then(|| name.to_string())
     }
 
-    /// Puts the tenant's key-value quota in force, at once.
-    fn set_kv_quota(&self, record: &TenantRecord) {
+    /// Puts the tenant's key-value and SQL quotas in force, at once.
+    fn set_store_quotas(&self, record: &TenantRecord) {
         let scope = tenant_scope(&record.name);
         self.loader.kv().set_quota(&scope, Some(record.quotas.kv()));
+        self.loader
+            .sql()
+            .set_quota(&scope, Some(record.quotas.sql()));
     }
 
     fn remember_tokens(&self, record: &TenantRecord) {
@@ -658,6 +670,9 @@ impl Tenants {
         let namespace = label.clone();
         if let Err(e) = blocking(move || kv.drop_namespace(&namespace)).await {
             tracing::warn!(component = %label, "key-value data not removed: {e}");
+        }
+        if let Err(e) = self.loader.sql().drop_namespace(&label).await {
+            tracing::warn!(component = %label, "SQL database not removed: {e}");
         }
         ComponentMetrics::forget(&label);
         tracing::info!(tenant = tenant_name, component = name, "removed");

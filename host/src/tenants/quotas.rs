@@ -2,7 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use std::time::Duration;
+
 use crate::capabilities::kv::KvQuota;
+use crate::capabilities::sql::SqlQuota;
 
 /// What one tenant may use. Every field has a default.
 ///
@@ -15,7 +18,8 @@ use crate::capabilities::kv::KvQuota;
 ///  "queue": 256, "async-concurrency": 64, "max-resources": 10000,
 ///  "idle-timeout-s": 60, "background-timeout-ms": 10000, "max-body-kb": 10240,
 ///  "max-components": 10, "max-component-mb": 64, "max-total-mb": 256,
-///  "requests-per-second": 500, "kv-mb": 64, "kv-keys": 100000}
+///  "requests-per-second": 500, "kv-mb": 64, "kv-keys": 100000,
+///  "sql-mb": 64, "sql-query-ms": 5000}
 /// ```
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
@@ -54,6 +58,11 @@ pub struct Quotas {
     pub kv_mb: u64,
     /// Key-value keys across all the tenant's components.
     pub kv_keys: u64,
+    /// Size of each of the tenant's SQL databases (one per component),
+    /// MiB.
+    pub sql_mb: u64,
+    /// Time one SQL statement may run, ms.
+    pub sql_query_ms: u64,
 }
 
 impl Default for Quotas {
@@ -75,6 +84,8 @@ impl Default for Quotas {
             requests_per_second: 500,
             kv_mb: 64,
             kv_keys: 100_000,
+            sql_mb: 64,
+            sql_query_ms: 5_000,
         }
     }
 }
@@ -100,6 +111,14 @@ impl Quotas {
         KvQuota {
             max_bytes: self.kv_mb.saturating_mul(1 << 20),
             max_keys: self.kv_keys,
+        }
+    }
+
+    /// The SQL quota of each of the tenant's databases.
+    pub fn sql(&self) -> SqlQuota {
+        SqlQuota {
+            max_bytes: self.sql_mb.saturating_mul(1 << 20),
+            query_timeout: Duration::from_millis(self.sql_query_ms),
         }
     }
 }

@@ -50,7 +50,7 @@ impl Tenants {
             for component in tenant.components.keys() {
                 ready.loading(format!("{name}/{component}"));
             }
-            self.set_kv_quota(&tenant.record);
+            self.set_store_quotas(&tenant.record);
             self.remember_tokens(&tenant.record);
             let entry = Entry::new(tenant);
             // Taken before the admin API opens, so that no change to the

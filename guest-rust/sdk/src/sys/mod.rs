@@ -5,10 +5,14 @@
 
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) mod native;
+#[cfg(not(target_arch = "wasm32"))]
+mod native_sql;
 #[cfg(target_arch = "wasm32")]
 mod wasm;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) use native::*;
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) use native_sql::{sql, sql_blocking};
 #[cfg(target_arch = "wasm32")]
 pub(crate) use wasm::*;

@@ -20,6 +20,8 @@ pub(crate) struct NativeHost {
     pub(crate) config: RefCell<HashMap<String, String>>,
     pub(crate) secrets: RefCell<HashMap<String, String>>,
     pub(crate) outbound: RefCell<Option<OutboundStub>>,
+    /// The SQL database, in memory, opened on first use.
+    pub(crate) sql: RefCell<Option<rusqlite::Connection>>,
 }
 
 struct Stored {
@@ -37,7 +39,7 @@ thread_local! {
     static CURRENT: RefCell<Rc<NativeHost>> = RefCell::new(Rc::default());
 }
 
-fn current() -> Rc<NativeHost> {
+pub(crate) fn current() -> Rc<NativeHost> {
     CURRENT.with(|c| c.borrow().clone())
 }
 

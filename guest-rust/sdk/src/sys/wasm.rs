@@ -66,3 +66,98 @@ pub(crate) async fn outbound_send(request: OutgoingRequest) -> Result<Reply, Sen
         Err(outbound::Error::Failed(why)) => Err(SendError::Failed(why)),
     }
 }
+
+mod sql_calls {
+    use crate::bindings::cello::component::sql as wit;
+    use crate::sql::{Done, Executed, Op, Rows, SqlError, Value};
+
+    fn to_wit(value: Value) -> wit::Value {
+        match value {
+            Value::Null => wit::Value::Null,
+            Value::Integer(i) => wit::Value::Integer(i),
+            Value::Real(r) => wit::Value::Real(r),
+            Value::Text(t) => wit::Value::Text(t),
+            Value::Blob(b) => wit::Value::Blob(b),
+            Value::Json(j) => wit::Value::Json(j),
+        }
+    }
+
+    fn from_wit(value: wit::Value) -> Value {
+        match value {
+            wit::Value::Null => Value::Null,
+            wit::Value::Integer(i) => Value::Integer(i),
+            wit::Value::Real(r) => Value::Real(r),
+            wit::Value::Text(t) => Value::Text(t),
+            wit::Value::Blob(b) => Value::Blob(b),
+            wit::Value::Json(j) => Value::Json(j),
+        }
+    }
+
+    fn rows(rows: wit::Rows) -> Done {
+        Done::Rows(Rows {
+            columns: rows.columns,
+            rows: rows
+                .rows
+                .into_iter()
+                .map(|row| row.into_iter().map(from_wit).collect())
+                .collect(),
+        })
+    }
+
+    fn executed(done: wit::Executed) -> Done {
+        Done::Executed(Executed {
+            rows_affected: done.rows_affected,
+            last_insert_id: done.last_insert_id,
+        })
+    }
+
+    fn error(error: wit::Error) -> SqlError {
+        match error {
+            wit::Error::Invalid(m) => SqlError::Invalid(m),
+            wit::Error::Constraint(m) => SqlError::Constraint(m),
+            wit::Error::Quota(m) => SqlError::Quota(m),
+            wit::Error::Timeout(m) => SqlError::Timeout(m),
+            wit::Error::NoTransaction => SqlError::NoTransaction,
+            wit::Error::Failed(m) => SqlError::Failed(m),
+        }
+    }
+
+    fn migrations(list: &[crate::sql::Migration]) -> Vec<wit::Migration> {
+        list.iter()
+            .map(|m| wit::Migration {
+                name: m.name.into(),
+                statements: m.statements.into(),
+            })
+            .collect()
+    }
+
+    fn params(values: Vec<Value>) -> Vec<wit::Value> {
+        values.into_iter().map(to_wit).collect()
+    }
+
+    pub(crate) async fn sql(op: Op) -> Result<Done, SqlError> {
+        match op {
+            Op::Query(s, p, tx) => wit::query(s, params(p), tx).await.map(rows),
+            Op::Execute(s, p, tx) => wit::execute(s, params(p), tx).await.map(executed),
+            Op::Begin => wit::begin().await.map(Done::Transaction),
+            Op::Commit(tx) => wit::commit(tx).await.map(|()| Done::Finished),
+            Op::Rollback(tx) => wit::rollback(tx).await.map(|()| Done::Finished),
+            Op::Migrate(list) => wit::migrate(migrations(&list)).await.map(Done::Applied),
+        }
+        .map_err(error)
+    }
+
+    pub(crate) fn sql_blocking(op: Op) -> Result<Done, SqlError> {
+        match op {
+            Op::Query(s, p, tx) => wit::query_blocking(&s, &params(p), tx).map(rows),
+            Op::Execute(s, p, tx) => wit::execute_blocking(&s, &params(p), tx).map(executed),
+            Op::Begin => wit::begin_blocking().map(Done::Transaction),
+            Op::Commit(tx) => wit::commit_blocking(tx).map(|()| Done::Finished),
+            Op::Rollback(tx) => wit::rollback_blocking(tx).map(|()| Done::Finished),
+            Op::Migrate(list) => wit::migrate_blocking(&migrations(&list)).map(Done::Applied),
+        }
+        .map_err(error)
+    }
+}
+
+pub(crate) use sql_calls::{sql, sql_blocking};

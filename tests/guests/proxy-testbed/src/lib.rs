@@ -35,7 +35,11 @@ impl wasip2::exports::http::incoming_handler::Guest for Proxy {
             "/env" => {
                 let greeting = std::env::var("GREETING").unwrap_or_else(|_| "unset".into());
                 let home = std::env::var("HOME").unwrap_or_else(|_| "unset".into());
-                respond(response_out, &[format!("{greeting};{home}").as_bytes()], false)
+                respond(
+                    response_out,
+                    &[format!("{greeting};{home}").as_bytes()],
+                    false,
+                )
             }
             // Half the body, then a loop: the host ends the body with an error.
             "/stall" => respond(response_out, &[b"first half;"], true),

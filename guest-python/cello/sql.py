@@ -1,0 +1,556 @@
+"""The component's SQL database (the host's ``sql`` capability).
+
+    from cello import App, Depends, sql
+
+    app = App()
+    sql.migrate(app, "migrations")  # migrations/*.sql, in order, once
+
+    @app.get("/notes/{id}")
+    async def note(id: int, db: sql.Connection = Depends(sql.connection)):
+        row = await db.fetch_one("SELECT id, body FROM notes WHERE id = ?", [id])
+        if row is None:
+            raise HTTPException(404, "no such note")
+        return row
+
+The database is the component's own: SQLite kept by the host (or a
+PostgreSQL schema, when the host is configured so). Values go in as
+parameters, ``?`` in order or ``$1``/``?1`` by number, never spliced into
+the text. ``fetch_all``, ``fetch_one``, ``fetch_val`` and ``execute`` are
+awaited without blocking the instance; ``db.sync`` has blocking twins for
+``def`` routes. ``async with db.transaction():`` runs the statements inside
+it (of this task and the tasks it starts) in one transaction, rolled back
+if the block raises.
+
+Inside a component this needs ``sql = true`` under ``[grants]`` in the
+sidecar; importing this module is what makes the build ask for it. Run
+natively (``TestClient``), the database is an in-memory SQLite;
+``sql.reset()`` starts a fresh one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import hashlib
+import inspect
+import json as _json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ._hostcalls import call as _hostcall
+
+try:
+    from wit_world.imports import sql as _wit
+except ImportError:  # run natively
+    _wit = None
+
+
+class Error(Exception):
+    """A statement failed; the message says why."""
+
+
+class ProgrammingError(Error):
+    """Not valid SQL, a missing table or column, the wrong number of
+    parameters, or something a component may not do."""
+
+
+class IntegrityError(Error):
+    """A constraint (unique, not null, foreign key, check) refused it."""
+
+
+class QuotaExceeded(Error):
+    """The database is at its size quota."""
+
+
+class QueryTimeout(Error, TimeoutError):
+    """The statement ran past its time limit, or waited too long."""
+
+
+class TransactionClosed(Error):
+    """The transaction is finished, timed out, or was never begun."""
+
+
+class OperationalError(Error):
+    """The database failed or cannot be reached."""
+
+
+_ERRORS = {
+    "Invalid": ProgrammingError,
+    "Constraint": IntegrityError,
+    "Quota": QuotaExceeded,
+    "Timeout": QueryTimeout,
+    "NoTransaction": TransactionClosed,
+    "Failed": OperationalError,
+}
+
+
+class Row(dict):
+    """A row: a dict of column to value, which also takes a position,
+    ``row["body"]`` or ``row[1]``. Returned from a route, it is a JSON
+    object."""
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, int):
+            return list(self.values())[key]
+        return super().__getitem__(key)
+
+
+@dataclass(frozen=True)
+class Executed:
+    """What ``execute`` changed."""
+
+    rows_affected: int
+    #: The id of the last row inserted, if the statement inserted one.
+    last_insert_id: int | None
+
+
+@dataclass(frozen=True)
+class Migration:
+    """Statements run once, in a transaction, named in the ledger."""
+
+    name: str
+    statements: str
+
+
+# --- the backends: the host's functions, or SQLite in memory -------------
+
+
+def _to_wit(value: Any) -> Any:
+    if value is None:
+        return _wit.Value_Null()
+    if isinstance(value, bool):
+        return _wit.Value_Integer(int(value))
+    if isinstance(value, int):
+        return _wit.Value_Integer(value)
+    if isinstance(value, float):
+        return _wit.Value_Real(value)
+    if isinstance(value, str):
+        return _wit.Value_Text(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return _wit.Value_Blob(bytes(value))
+    if isinstance(value, (dict, list)):
+        return _wit.Value_Json(_json.dumps(value, separators=(",", ":")))
+    return _wit.Value_Text(_text(value))
+
+
+def _text(value: Any) -> str:
+    """A value SQLite has no type for, as text (dates as ISO 8601)."""
+    isoformat = getattr(value, "isoformat", None)
+    return isoformat() if callable(isoformat) else str(value)
+
+
+def _from_wit(value: Any) -> Any:
+    kind = type(value).__name__
+    if kind == "Value_Null":
+        return None
+    if kind == "Value_Json":
+        return _json.loads(value.value)
+    if kind == "Value_Blob":
+        return bytes(value.value)
+    return value.value
+
+
+def _raise(error: Any) -> None:
+    """Raises the SDK's exception for a host error (componentize-py's
+    ``Err``), or re-raises anything else."""
+    if type(error).__name__ != "Err":
+        raise error
+    variant = getattr(error, "value", error)
+    kind = type(variant).__name__.removeprefix("Error_")
+    message = getattr(variant, "value", None) or "the transaction is finished or timed out"
+    raise _ERRORS.get(kind, Error)(message) from None
+
+
+class _Host:
+    """The host's ``sql`` interface, awaited or blocking."""
+
+    @staticmethod
+    def _rows(rows: Any) -> list[Row]:
+        columns = list(rows.columns)
+        return [Row(zip(columns, map(_from_wit, row), strict=True)) for row in rows.rows]
+
+    @staticmethod
+    def _executed(done: Any) -> Executed:
+        return Executed(done.rows_affected, done.last_insert_id)
+
+    async def query(self, statement: str, params: list, tx: int | None) -> list[Row]:
+        try:
+            rows = await _hostcall(_wit.query(statement, [_to_wit(p) for p in params], tx))
+        except Exception as error:  # noqa: BLE001 - mapped to the SDK's errors
+            _raise(error)
+        return self._rows(rows)
+
+    def query_blocking(self, statement: str, params: list, tx: int | None) -> list[Row]:
+        try:
+            rows = _wit.query_blocking(statement, [_to_wit(p) for p in params], tx)
+        except Exception as error:  # noqa: BLE001
+            _raise(error)
+        return self._rows(rows)
+
+    async def execute(self, statement: str, params: list, tx: int | None) -> Executed:
+        try:
+            done = await _hostcall(_wit.execute(statement, [_to_wit(p) for p in params], tx))
+        except Exception as error:  # noqa: BLE001
+            _raise(error)
+        return self._executed(done)
+
+    def execute_blocking(self, statement: str, params: list, tx: int | None) -> Executed:
+        try:
+            done = _wit.execute_blocking(statement, [_to_wit(p) for p in params], tx)
+        except Exception as error:  # noqa: BLE001
+            _raise(error)
+        return self._executed(done)
+
+    async def call(self, name: str, *args: Any) -> Any:
+        """``begin``, ``commit``, ``rollback`` or ``migrate``, awaited."""
+        try:
+            return await _hostcall(getattr(_wit, name)(*args))
+        except Exception as error:  # noqa: BLE001
+            _raise(error)
+
+    def call_blocking(self, name: str, *args: Any) -> Any:
+        try:
+            return getattr(_wit, f"{name}_blocking")(*args)
+        except Exception as error:  # noqa: BLE001
+            _raise(error)
+
+
+class _Memory:
+    """SQLite in memory, for native runs: the host's rules on parameters,
+    transactions and migrations, kept by Python's ``sqlite3``."""
+
+    def __init__(self) -> None:
+        self.db = sqlite3.connect(
+            ":memory:",
+            check_same_thread=False,
+            isolation_level=None,
+            detect_types=sqlite3.PARSE_DECLTYPES,
+        )
+        self.db.execute("PRAGMA foreign_keys = ON")
+        self.transactions: set[int] = set()
+        self.next_id = 1
+
+    def _run(self, statement: str, params: list) -> sqlite3.Cursor:
+        values = [_native_value(p) for p in params]
+        try:
+            try:
+                return self.db.execute(statement, values)
+            except sqlite3.ProgrammingError as error:
+                if "named" not in str(error) and "supplied a sequence" not in str(error):
+                    raise
+                # `$1`, `?1`: numbered, which sqlite3 binds by name.
+                return self.db.execute(statement, {str(i + 1): v for i, v in enumerate(values)})
+        except sqlite3.IntegrityError as error:
+            raise IntegrityError(str(error)) from None
+        except (sqlite3.ProgrammingError, sqlite3.OperationalError) as error:
+            raise ProgrammingError(str(error)) from None
+
+    def query(self, statement: str, params: list, tx: int | None) -> list[Row]:
+        self._check(tx)
+        cursor = self._run(statement, params)
+        columns = [d[0] for d in cursor.description or ()]
+        return [Row(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+
+    def execute(self, statement: str, params: list, tx: int | None) -> Executed:
+        self._check(tx)
+        before = self.db.total_changes
+        cursor = self._run(statement, params)
+        cursor.fetchall()
+        changed = self.db.total_changes - before
+        inserted = cursor.lastrowid if changed and cursor.lastrowid else None
+        return Executed(changed, inserted)
+
+    def _check(self, tx: int | None) -> None:
+        if tx is not None and tx not in self.transactions:
+            raise TransactionClosed("the transaction is finished or timed out")
+
+    def begin(self) -> int:
+        self.db.execute("BEGIN IMMEDIATE")
+        tx, self.next_id = self.next_id, self.next_id + 1
+        self.transactions.add(tx)
+        return tx
+
+    def commit(self, tx: int) -> None:
+        self._check(tx)
+        self.transactions.discard(tx)
+        self.db.execute("COMMIT")
+
+    def rollback(self, tx: int) -> None:
+        self._check(tx)
+        self.transactions.discard(tx)
+        self.db.execute("ROLLBACK")
+
+    def migrate(self, migrations: list) -> int:
+        ledger = "_cello_migrations"
+        self.db.execute(
+            f"CREATE TABLE IF NOT EXISTS {ledger} "
+            "(name TEXT PRIMARY KEY, checksum TEXT NOT NULL, applied_at INTEGER NOT NULL)"
+        )
+        applied = dict(self.db.execute(f"SELECT name, checksum FROM {ledger}").fetchall())
+        count = 0
+        for migration in migrations:
+            checksum = hashlib.sha256(migration.statements.encode()).hexdigest()
+            if migration.name in applied:
+                if applied[migration.name] != checksum:
+                    raise ProgrammingError(
+                        f"migration {migration.name!r} was changed after it was applied: "
+                        "add a new migration instead"
+                    )
+                continue
+            try:
+                self.db.executescript(f"BEGIN IMMEDIATE;\n{migration.statements}\n;")
+                self.db.execute(
+                    f"INSERT INTO {ledger} VALUES (?, ?, unixepoch())", [migration.name, checksum]
+                )
+                self.db.execute("COMMIT")
+            except sqlite3.Error as error:
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                raise ProgrammingError(f"migration {migration.name!r}: {error}") from None
+            count += 1
+        return count
+
+
+def _native_value(value: Any) -> Any:
+    if isinstance(value, (dict, list)):
+        return _json.dumps(value, separators=(",", ":"))
+    if value is None or isinstance(value, (int, float, str, bytes)):
+        return value
+    return _text(value)
+
+
+sqlite3.register_converter("JSON", _json.loads)
+_native = _Memory()
+
+
+def reset() -> None:
+    """Natively, starts a fresh in-memory database (for tests). Inside a
+    component it does nothing."""
+    global _native
+    _native = _Memory()
+
+
+async def _query(statement: str, params: list, tx: int | None) -> list[Row]:
+    if _wit is None:
+        return _native.query(statement, params, tx)
+    return await _Host().query(statement, params, tx)
+
+
+def _query_blocking(statement: str, params: list, tx: int | None) -> list[Row]:
+    if _wit is None:
+        return _native.query(statement, params, tx)
+    return _Host().query_blocking(statement, params, tx)
+
+
+async def _execute(statement: str, params: list, tx: int | None) -> Executed:
+    if _wit is None:
+        return _native.execute(statement, params, tx)
+    return await _Host().execute(statement, params, tx)
+
+
+def _execute_blocking(statement: str, params: list, tx: int | None) -> Executed:
+    if _wit is None:
+        return _native.execute(statement, params, tx)
+    return _Host().execute_blocking(statement, params, tx)
+
+
+async def _call(name: str, *args: Any) -> Any:
+    if _wit is None:
+        return getattr(_native, name)(*args)
+    return await _Host().call(name, *args)
+
+
+def _call_blocking(name: str, *args: Any) -> Any:
+    if _wit is None:
+        return getattr(_native, name)(*args)
+    return _Host().call_blocking(name, *args)
+
+
+# --- what handlers use ---------------------------------------------------
+
+
+def _values(args: tuple, values: Sequence | None) -> list:
+    """The parameters, given as ``fetch_one(q, a, b)``, ``fetch_one(q, [a,
+    b])`` or ``fetch_one(q, values=[a, b])``."""
+    if values is not None:
+        if args:
+            raise TypeError("give the parameters as arguments or as values=, not both")
+        return list(values)
+    if len(args) == 1 and isinstance(args[0], (list, tuple)):
+        return list(args[0])
+    return list(args)
+
+
+class _Transactions:
+    """The transaction statements of the current task run in, per
+    connection (a context variable, so tasks started inside a transaction
+    block are in it too)."""
+
+    def __init__(self) -> None:
+        self.current: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+            "cello_sql_transaction", default=None
+        )
+
+
+class Connection:
+    """The database, awaitable: ``await db.fetch_all(...)``. ``db.sync``
+    has the same calls, blocking, for ``def`` routes."""
+
+    def __init__(self) -> None:
+        self._transactions = _Transactions()
+        self.sync = SyncConnection(self._transactions)
+
+    async def fetch_all(self, query: str, *args: Any, values: Sequence | None = None) -> list[Row]:
+        """Every row the query returns."""
+        return await _query(query, _values(args, values), self._transactions.current.get())
+
+    async def fetch_one(self, query: str, *args: Any, values: Sequence | None = None) -> Row | None:
+        """The first row, or ``None``."""
+        rows = await self.fetch_all(query, *args, values=values)
+        return rows[0] if rows else None
+
+    async def fetch_val(
+        self, query: str, *args: Any, values: Sequence | None = None, column: int | str = 0
+    ) -> Any:
+        """One value of the first row (its first column by default), or
+        ``None`` when there is no row."""
+        row = await self.fetch_one(query, *args, values=values)
+        return None if row is None else row[column]
+
+    async def execute(self, query: str, *args: Any, values: Sequence | None = None) -> Executed:
+        """Runs a statement that changes rows; says how many and the id
+        inserted."""
+        return await _execute(query, _values(args, values), self._transactions.current.get())
+
+    async def execute_many(self, query: str, values: Iterable[Sequence]) -> int:
+        """Runs the statement once per parameter list, in one transaction;
+        returns the rows affected."""
+        total = 0
+        async with self.transaction():
+            for params in values:
+                total += (await self.execute(query, list(params))).rows_affected
+        return total
+
+    @contextlib.asynccontextmanager
+    async def transaction(self):
+        """``async with db.transaction():`` commits the statements in the
+        block, or rolls them back if it raises. Nested blocks join the
+        outer transaction."""
+        current = self._transactions.current
+        if current.get() is not None:
+            yield self
+            return
+        tx = await _call("begin")
+        token = current.set(tx)
+        try:
+            yield self
+        except BaseException:
+            current.reset(token)
+            with contextlib.suppress(TransactionClosed):
+                await _call("rollback", tx)
+            raise
+        current.reset(token)
+        await _call("commit", tx)
+
+
+class SyncConnection:
+    """The database, blocking: for ``def`` routes."""
+
+    def __init__(self, transactions: _Transactions | None = None) -> None:
+        self._transactions = transactions or _Transactions()
+
+    def fetch_all(self, query: str, *args: Any, values: Sequence | None = None) -> list[Row]:
+        return _query_blocking(query, _values(args, values), self._transactions.current.get())
+
+    def fetch_one(self, query: str, *args: Any, values: Sequence | None = None) -> Row | None:
+        rows = self.fetch_all(query, *args, values=values)
+        return rows[0] if rows else None
+
+    def fetch_val(
+        self, query: str, *args: Any, values: Sequence | None = None, column: int | str = 0
+    ) -> Any:
+        row = self.fetch_one(query, *args, values=values)
+        return None if row is None else row[column]
+
+    def execute(self, query: str, *args: Any, values: Sequence | None = None) -> Executed:
+        return _execute_blocking(query, _values(args, values), self._transactions.current.get())
+
+    def execute_many(self, query: str, values: Iterable[Sequence]) -> int:
+        total = 0
+        with self.transaction():
+            for params in values:
+                total += self.execute(query, list(params)).rows_affected
+        return total
+
+    @contextlib.contextmanager
+    def transaction(self):
+        """``with db.sync.transaction():`` commits the block, or rolls it
+        back if it raises."""
+        current = self._transactions.current
+        if current.get() is not None:
+            yield self
+            return
+        tx = _call_blocking("begin")
+        token = current.set(tx)
+        try:
+            yield self
+        except BaseException:
+            current.reset(token)
+            with contextlib.suppress(TransactionClosed):
+                _call_blocking("rollback", tx)
+            raise
+        current.reset(token)
+        _call_blocking("commit", tx)
+
+
+def connection() -> Connection:
+    """The database, as a dependency: ``db: sql.Connection =
+    Depends(sql.connection)``. Each request gets its own, so its
+    transactions are its own."""
+    return Connection()
+
+
+# --- migrations ------------------------------------------------------------
+
+
+def migrations_in(directory: str | Path) -> list[Migration]:
+    """The ``*.sql`` files of ``directory``, in order of name, as
+    migrations named by file name."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"no migrations directory at {directory}")
+    return [Migration(path.stem, path.read_text()) for path in sorted(directory.glob("*.sql"))]
+
+
+def migrate(
+    app: Any, source: str | Path | Iterable[Migration | tuple[str, str]]
+) -> list[Migration]:
+    """Applies ``source`` before each instance's first request, ahead of
+    the app's startup hooks: each migration not applied before runs once,
+    in its own transaction, in order. A migration that fails refuses the
+    new version (the old one keeps serving); one changed after it was
+    applied is refused too.
+
+    ``source`` is a directory of ``*.sql`` files (relative to the calling
+    module's file; read now, so at build time, into the component), or a
+    list of ``Migration`` or ``(name, statements)`` pairs."""
+    if isinstance(source, (str, Path)):
+        directory = Path(source)
+        if not directory.is_absolute():
+            caller = inspect.stack()[1].filename
+            directory = Path(caller).resolve().parent / directory
+        migrations = migrations_in(directory)
+    else:
+        migrations = [m if isinstance(m, Migration) else Migration(*m) for m in source]
+
+    async def apply_migrations() -> None:
+        if _wit is None:
+            _native.migrate(migrations)
+            return
+        await _Host().call("migrate", [_wit.Migration(m.name, m.statements) for m in migrations])
+
+    app.add_event_handler("startup", apply_migrations, first=True)
+    return migrations

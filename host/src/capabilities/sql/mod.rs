@@ -1,0 +1,668 @@
+//! `cello:component/sql`: a SQL database of the component's own.
+//!
+//! Each component (each tenant's component) has its own SQLite file under
+//! the state directory, `sql/NAME.sqlite` or `sql/TENANT/NAME.sqlite`: no
+//! statement reaches another's file (see [`sqlite`] for what a statement
+//! may do). A database's size quota and each statement's time limit come
+//! from the host config's `[sql]` table, or, for a tenant's components,
+//! from the tenant's quotas. A refused statement is an `error` the guest
+//! sees, never a trap.
+//!
+//! Every function is an `async func` (an async handler awaits it while its
+//! instance serves others) with a `-blocking` twin for sync handlers; both
+//! run the same code here.
+
+pub mod sqlite;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
+
+use serde::Deserialize;
+use wasmtime::component::{Accessor, HasData, Linker};
+
+use crate::bindings::cello::component::sql;
+pub use crate::bindings::cello::component::sql::{
+    Error as SqlError, Executed, Migration, Rows, Value,
+};
+pub use sqlite::Database;
+
+use super::capability::{Capability, Has};
+
+/// Largest result one query returns, in bytes.
+pub const MAX_RESULT_BYTES: usize = 16 << 20;
+
+/// The host config's `[sql]` table.
+///
+/// ```toml
+/// [sql]
+/// max-mb = 256                  # per served component; tenants have quotas
+/// query-timeout-ms = 5000
+/// transaction-timeout-ms = 10000
+/// ```
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SqlSettings {
+    /// Where the databases are kept; by default `sql/` in the state
+    /// directory.
+    pub dir: Option<PathBuf>,
+    /// MiB one served component's database may grow to; no limit by
+    /// default.
+    pub max_mb: Option<u64>,
+    /// Time one statement may run, ms; 5000 by default.
+    pub query_timeout_ms: Option<u64>,
+    /// Time a transaction may stay open, ms; 10000 by default. Past it the
+    /// host rolls it back.
+    pub transaction_timeout_ms: Option<u64>,
+}
+
+impl SqlSettings {
+    /// The limits of each served component's database.
+    pub fn limits(&self) -> SqlLimits {
+        SqlLimits {
+            max_bytes: self.max_mb.map(|mb| mb.saturating_mul(1 << 20)),
+            query_timeout: Duration::from_millis(self.query_timeout_ms.unwrap_or(5_000)),
+            transaction_timeout: Duration::from_millis(
+                self.transaction_timeout_ms.unwrap_or(10_000),
+            ),
+            max_result_bytes: MAX_RESULT_BYTES,
+        }
+    }
+
+    /// The directory of the databases, given the state directory.
+    pub fn dir(&self, state_dir: &Path) -> PathBuf {
+        self.dir.clone().unwrap_or_else(|| state_dir.join("sql"))
+    }
+}
+
+/// What one database may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqlLimits {
+    /// The size the database may grow to, in bytes.
+    pub max_bytes: Option<u64>,
+    /// Time one statement may run, and wait for the database.
+    pub query_timeout: Duration,
+    /// Time a transaction may stay open.
+    pub transaction_timeout: Duration,
+    /// Bytes one query may return.
+    pub max_result_bytes: usize,
+}
+
+/// A tenant's quota for each of its components' databases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqlQuota {
+    pub max_bytes: u64,
+    pub query_timeout: Duration,
+}
+
+/// Every component's database, by namespace (`name`, or `tenant/name`).
+#[derive(Clone)]
+pub struct SqlStore {
+    dir: Arc<PathBuf>,
+    /// The limits of a served component's database.
+    defaults: SqlLimits,
+    /// Each tenant's quota, by scope (`acme/`).
+    quotas: Arc<RwLock<HashMap<String, SqlQuota>>>,
+    /// The databases in use; components of one namespace (two versions,
+    /// while one replaces the other) share one.
+    open: Arc<Mutex<HashMap<Arc<str>, Weak<Database>>>>,
+}
+
+impl SqlStore {
+    /// The databases kept under `dir`.
+    pub fn new(dir: PathBuf, defaults: SqlLimits) -> Self {
+        Self {
+            dir: Arc::new(dir),
+            defaults,
+            quotas: Arc::default(),
+            open: Arc::default(),
+        }
+    }
+
+    /// The database of `namespace`, shared with whoever uses it already;
+    /// its file is opened on the first statement.
+    pub fn database(&self, namespace: &str) -> Arc<Database> {
+        let mut open = self.open.lock().unwrap();
+        open.retain(|_, database| database.strong_count() > 0);
+        if let Some(database) = open.get(namespace).and_then(Weak::upgrade) {
+            return database;
+        }
+        let namespace: Arc<str> = namespace.into();
+        let database = Database::new(
+            namespace.clone(),
+            self.path_of(&namespace),
+            self.limits_of(&namespace),
+        );
+        open.insert(namespace, Arc::downgrade(&database));
+        database
+    }
+
+    /// Sets (or with `None` removes) the quota of every database of the
+    /// tenant whose scope is `scope` (`acme/`); in force at once.
+    pub fn set_quota(&self, scope: &str, quota: Option<SqlQuota>) {
+        {
+            let mut quotas = self.quotas.write().unwrap();
+            match quota {
+                Some(quota) => quotas.insert(scope.to_string(), quota),
+                None => quotas.remove(scope),
+            };
+        }
+        for (namespace, database) in self.open.lock().unwrap().iter() {
+            if let Some(database) = database.upgrade()
+                && namespace.starts_with(scope)
+            {
+                database.set_limits(self.limits_of(namespace));
+            }
+        }
+    }
+
+    fn limits_of(&self, namespace: &str) -> SqlLimits {
+        let scope = namespace.find('/').map(|slash| &namespace[..=slash]);
+        let quota = scope.and_then(|scope| self.quotas.read().unwrap().get(scope).copied());
+        match quota {
+            Some(quota) => SqlLimits {
+                max_bytes: Some(quota.max_bytes),
+                query_timeout: quota.query_timeout,
+                ..self.defaults
+            },
+            None => self.defaults,
+        }
+    }
+
+    fn path_of(&self, namespace: &str) -> PathBuf {
+        self.dir.join(format!("{namespace}.sqlite"))
+    }
+
+    /// Closes and deletes the database of `namespace`: whoever takes the
+    /// name next starts empty.
+    pub async fn drop_namespace(&self, namespace: &str) -> Result<(), String> {
+        self.close(|name| name == namespace).await;
+        let path = self.path_of(namespace);
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = path.clone().into_os_string();
+            file.push(suffix);
+            remove(Path::new(&file), |p| std::fs::remove_file(p))?;
+        }
+        Ok(())
+    }
+
+    /// Closes and deletes every database of the tenant whose scope is
+    /// `scope` (`acme/`).
+    pub async fn drop_namespaces_under(&self, scope: &str) -> Result<(), String> {
+        self.close(|name| name.starts_with(scope)).await;
+        remove(&self.dir.join(scope), |p| std::fs::remove_dir_all(p))
+    }
+
+    async fn close(&self, dropped: impl Fn(&str) -> bool) {
+        let closing: Vec<_> = {
+            let mut open = self.open.lock().unwrap();
+            let names: Vec<_> = open.keys().filter(|n| dropped(n)).cloned().collect();
+            names
+                .iter()
+                .filter_map(|n| open.remove(n)?.upgrade())
+                .collect()
+        };
+        for database in closing {
+            database.close().await;
+        }
+    }
+}
+
+/// Removes `path` with `remove`; a path already gone is fine.
+fn remove(path: &Path, remove: fn(&Path) -> std::io::Result<()>) -> Result<(), String> {
+    match remove(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(format!("cannot remove {}: {e}", path.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+impl SqlError {
+    /// The error, its sentence prefixed by `what` ("migration 001: ...").
+    pub fn context(self, what: &str) -> Self {
+        match self {
+            Self::Invalid(m) => Self::Invalid(format!("{what}: {m}")),
+            Self::Constraint(m) => Self::Constraint(format!("{what}: {m}")),
+            Self::Quota(m) => Self::Quota(format!("{what}: {m}")),
+            Self::Timeout(m) => Self::Timeout(format!("{what}: {m}")),
+            Self::Failed(m) => Self::Failed(format!("{what}: {m}")),
+            Self::NoTransaction => Self::NoTransaction,
+        }
+    }
+}
+
+/// The SQL capability: `sql = true` under `[grants]` gives the component
+/// a database of its own.
+pub struct Sql;
+
+impl Capability for Sql {
+    const INTERFACES: &'static [&'static str] = &["cello:component/sql"];
+    const HOW_TO_GRANT: &'static str = "sql = true";
+    type Grant = bool;
+    type Granted = Arc<Database>;
+
+    fn is_granted(grant: &bool) -> bool {
+        *grant
+    }
+
+    fn add_to_linker<T: Has<Self>>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+        sql::add_to_linker::<T, SqlAccess>(linker, |state| SqlView(state.granted()))
+    }
+}
+
+/// How the host functions reach a store's database.
+struct SqlAccess;
+
+impl HasData for SqlAccess {
+    type Data<'a> = SqlView<'a>;
+}
+
+/// A store's database, as its host functions see it; linked only when
+/// granted, so present.
+pub struct SqlView<'a>(Option<&'a Arc<Database>>);
+
+impl SqlView<'_> {
+    fn database(&self) -> wasmtime::Result<Arc<Database>> {
+        self.0
+            .cloned()
+            .ok_or_else(|| wasmtime::Error::msg("sql called without the sql grant"))
+    }
+}
+
+/// The database of the store `accessor` reaches.
+fn database<U>(accessor: &Accessor<U, SqlAccess>) -> wasmtime::Result<Arc<Database>> {
+    accessor.with(|mut access| access.get().database())
+}
+
+type Answer<T> = wasmtime::Result<Result<T, SqlError>>;
+
+/// The `-blocking` twins, for sync handlers.
+impl sql::Host for SqlView<'_> {
+    async fn query_blocking(
+        &mut self,
+        statement: String,
+        params: Vec<Value>,
+        transaction: Option<u64>,
+    ) -> Answer<Rows> {
+        Ok(self.database()?.query(statement, params, transaction).await)
+    }
+
+    async fn execute_blocking(
+        &mut self,
+        statement: String,
+        params: Vec<Value>,
+        transaction: Option<u64>,
+    ) -> Answer<Executed> {
+        Ok(self
+            .database()?
+            .execute(statement, params, transaction)
+            .await)
+    }
+
+    async fn begin_blocking(&mut self) -> Answer<u64> {
+        Ok(self.database()?.begin().await)
+    }
+
+    async fn commit_blocking(&mut self, transaction: u64) -> Answer<()> {
+        Ok(self.database()?.finish(transaction, "COMMIT").await)
+    }
+
+    async fn rollback_blocking(&mut self, transaction: u64) -> Answer<()> {
+        Ok(self.database()?.finish(transaction, "ROLLBACK").await)
+    }
+
+    async fn migrate_blocking(&mut self, migrations: Vec<Migration>) -> Answer<u32> {
+        Ok(self.database()?.migrate(migrations).await)
+    }
+}
+
+impl<U> sql::HostWithStore<U> for SqlAccess {
+    async fn query(
+        accessor: &Accessor<U, Self>,
+        statement: String,
+        params: Vec<Value>,
+        transaction: Option<u64>,
+    ) -> Answer<Rows> {
+        Ok(database(accessor)?
+            .query(statement, params, transaction)
+            .await)
+    }
+
+    async fn execute(
+        accessor: &Accessor<U, Self>,
+        statement: String,
+        params: Vec<Value>,
+        transaction: Option<u64>,
+    ) -> Answer<Executed> {
+        Ok(database(accessor)?
+            .execute(statement, params, transaction)
+            .await)
+    }
+
+    async fn begin(accessor: &Accessor<U, Self>) -> Answer<u64> {
+        Ok(database(accessor)?.begin().await)
+    }
+
+    async fn commit(accessor: &Accessor<U, Self>, transaction: u64) -> Answer<()> {
+        Ok(database(accessor)?.finish(transaction, "COMMIT").await)
+    }
+
+    async fn rollback(accessor: &Accessor<U, Self>, transaction: u64) -> Answer<()> {
+        Ok(database(accessor)?.finish(transaction, "ROLLBACK").await)
+    }
+
+    async fn migrate(accessor: &Accessor<U, Self>, migrations: Vec<Migration>) -> Answer<u32> {
+        Ok(database(accessor)?.migrate(migrations).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(dir: &tempfile::TempDir) -> SqlStore {
+        SqlStore::new(dir.path().into(), SqlSettings::default().limits())
+    }
+
+    fn text(s: &str) -> Value {
+        Value::Text(s.into())
+    }
+
+    async fn run(db: &Database, statement: &str, params: Vec<Value>) -> Result<Executed, SqlError> {
+        db.execute(statement.into(), params, None).await
+    }
+
+    async fn notes(db: &Database) {
+        let made =
+            "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL UNIQUE, meta JSON)";
+        run(db, made, vec![]).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn rows_come_back_typed_with_parameters_in_any_style() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = store(&dir).database("shop");
+        notes(&db).await;
+        let added = run(
+            &db,
+            "INSERT INTO notes (body, meta) VALUES (?, ?)",
+            vec![text("a"), Value::Json("{}".into())],
+        )
+        .await
+        .unwrap();
+        assert_eq!((added.rows_affected, added.last_insert_id), (1, Some(1)));
+        run(&db, "INSERT INTO notes (body) VALUES ($1)", vec![text("b")])
+            .await
+            .unwrap();
+        let rows = db
+            .query("SELECT id, body, meta, 1.5 AS r, x'00ff' AS b FROM notes WHERE body = $2 OR id = $1 ORDER BY id".into(), vec![Value::Integer(1), text("b")], None)
+            .await
+            .unwrap();
+        assert_eq!(rows.columns, ["id", "body", "meta", "r", "b"]);
+        assert_eq!(rows.rows.len(), 2);
+        assert!(
+            matches!(&rows.rows[0][..], [Value::Integer(1), Value::Text(a), Value::Json(m), Value::Real(r), Value::Blob(b)]
+            if a == "a" && m == "{}" && *r == 1.5 && b == &[0, 255]),
+            "{:?}",
+            rows.rows
+        );
+        let updated = run(&db, "UPDATE notes SET body = body || '!'", vec![])
+            .await
+            .unwrap();
+        assert_eq!((updated.rows_affected, updated.last_insert_id), (2, None));
+    }
+
+    #[tokio::test]
+    async fn an_insert_names_its_row_after_migrations_wrote_the_ledger() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = store(&dir).database("shop");
+        let create = Migration {
+            name: "001".into(),
+            statements: "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)".into(),
+        };
+        db.migrate(vec![create]).await.unwrap();
+        let added = run(&db, "INSERT INTO notes (body) VALUES ('a')", vec![])
+            .await
+            .unwrap();
+        assert_eq!(added.last_insert_id, Some(1));
+    }
+
+    #[tokio::test]
+    async fn bad_statements_are_errors_with_a_sentence() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = store(&dir).database("shop");
+        notes(&db).await;
+        let err = |r: Result<Executed, SqlError>| r.unwrap_err();
+        assert!(
+            matches!(err(run(&db, "SELEC 1", vec![]).await), SqlError::Invalid(m) if m.contains("syntax"))
+        );
+        assert!(
+            matches!(err(run(&db, "INSERT INTO notes (body) VALUES (?)", vec![]).await), SqlError::Invalid(m) if m.contains("takes 1 parameter"))
+        );
+        assert!(
+            matches!(err(run(&db, "INSERT INTO notes (body) VALUES (:b)", vec![text("x")]).await), SqlError::Invalid(m) if m.contains("named parameter"))
+        );
+        assert!(
+            matches!(err(run(&db, "SELECT 1; DROP TABLE notes", vec![]).await), SqlError::Invalid(m) if m.contains("one statement"))
+        );
+        run(&db, "INSERT INTO notes (body) VALUES ('x')", vec![])
+            .await
+            .unwrap();
+        assert!(
+            matches!(err(run(&db, "INSERT INTO notes (body) VALUES ('x')", vec![]).await), SqlError::Constraint(m) if m.contains("UNIQUE"))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_statement_cannot_reach_another_file_or_lift_its_quota() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = store(&dir).database("acme/shop");
+        notes(&db).await;
+        run(&db, "INSERT INTO notes (body) VALUES ('kept')", vec![])
+            .await
+            .unwrap();
+        let other = dir.path().join("other.sqlite");
+        for statement in [
+            format!("ATTACH DATABASE '{}' AS other", other.display()),
+            format!("VACUUM INTO '{}'", other.display()),
+            "PRAGMA max_page_count = 1000000000".to_string(),
+            "PRAGMA writable_schema = ON".to_string(),
+            "SELECT load_extension('x')".to_string(),
+        ] {
+            let refused = run(&db, &statement, vec![]).await.unwrap_err();
+            assert!(
+                matches!(refused, SqlError::Invalid(_)),
+                "{statement}: {refused:?}"
+            );
+        }
+        assert!(!other.exists());
+        let rows = db
+            .query("SELECT body FROM notes".into(), vec![], None)
+            .await;
+        assert!(matches!(&rows, Ok(r) if r.rows.len() == 1), "{rows:?}");
+        assert!(dir.path().join("acme/shop.sqlite").exists());
+    }
+
+    #[tokio::test]
+    async fn a_write_past_the_size_quota_fails_and_the_database_still_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqlStore::new(
+            dir.path().into(),
+            SqlLimits {
+                max_bytes: Some(64 << 10),
+                ..SqlSettings::default().limits()
+            },
+        );
+        let db = store.database("shop");
+        run(&db, "CREATE TABLE blobs (b BLOB)", vec![])
+            .await
+            .unwrap();
+        let mut full = None;
+        for _ in 0..32 {
+            if let Err(e) = run(
+                &db,
+                "INSERT INTO blobs VALUES (?)",
+                vec![Value::Blob(vec![7; 8 << 10])],
+            )
+            .await
+            {
+                full = Some(e);
+                break;
+            }
+        }
+        assert!(matches!(full, Some(SqlError::Quota(m)) if m.contains("quota")));
+        let rows = db
+            .query("SELECT count(*) FROM blobs".into(), vec![], None)
+            .await
+            .unwrap();
+        assert!(matches!(rows.rows[0][0], Value::Integer(n) if n > 0));
+        // A tenant's quota is in force at once.
+        store.set_quota(
+            "acme/",
+            Some(SqlQuota {
+                max_bytes: 1 << 20,
+                query_timeout: Duration::from_millis(50),
+            }),
+        );
+        let tenant = store.database("acme/shop");
+        let slow = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT count(*) FROM n";
+        let cut = tenant.query(slow.into(), vec![], None).await.unwrap_err();
+        assert!(
+            matches!(&cut, SqlError::Timeout(m) if m.contains("50 ms")),
+            "{cut:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_transaction_commits_or_rolls_back_and_is_rolled_back_past_its_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqlStore::new(
+            dir.path().into(),
+            SqlLimits {
+                transaction_timeout: Duration::from_millis(200),
+                ..SqlSettings::default().limits()
+            },
+        );
+        let db = store.database("shop");
+        notes(&db).await;
+        let count = async |db: &Database| match db
+            .query("SELECT count(*) FROM notes".into(), vec![], None)
+            .await
+            .unwrap()
+            .rows[0][0]
+        {
+            Value::Integer(n) => n,
+            _ => unreachable!(),
+        };
+        let tx = db.begin().await.unwrap();
+        db.execute(
+            "INSERT INTO notes (body) VALUES ('kept')".into(),
+            vec![],
+            Some(tx),
+        )
+        .await
+        .unwrap();
+        db.finish(tx, "COMMIT").await.unwrap();
+        let tx = db.begin().await.unwrap();
+        db.execute(
+            "INSERT INTO notes (body) VALUES ('dropped')".into(),
+            vec![],
+            Some(tx),
+        )
+        .await
+        .unwrap();
+        db.finish(tx, "ROLLBACK").await.unwrap();
+        assert_eq!(count(&db).await, 1);
+        assert!(matches!(
+            db.finish(tx, "COMMIT").await,
+            Err(SqlError::NoTransaction)
+        ));
+        // Left open, it is rolled back and the database is free again.
+        let tx = db.begin().await.unwrap();
+        db.execute(
+            "INSERT INTO notes (body) VALUES ('forgotten')".into(),
+            vec![],
+            Some(tx),
+        )
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(count(&db).await, 1);
+        assert!(matches!(
+            db.finish(tx, "COMMIT").await,
+            Err(SqlError::NoTransaction)
+        ));
+    }
+
+    #[tokio::test]
+    async fn migrations_apply_once_in_order_and_a_changed_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = store(&dir).database("shop");
+        let m = |name: &str, statements: &str| Migration {
+            name: name.into(),
+            statements: statements.into(),
+        };
+        let first = vec![
+            m(
+                "001",
+                "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT);",
+            ),
+            m(
+                "002",
+                "ALTER TABLE notes ADD COLUMN done INTEGER NOT NULL DEFAULT 0; CREATE INDEX notes_done ON notes (done);",
+            ),
+        ];
+        assert_eq!(db.migrate(first.clone()).await.unwrap(), 2);
+        assert_eq!(db.migrate(first.clone()).await.unwrap(), 0);
+        let mut failing = first.clone();
+        failing.push(m(
+            "003",
+            "CREATE TABLE tags (id INTEGER); CREATE TABLE broken (;",
+        ));
+        let refused = db.migrate(failing).await.unwrap_err();
+        assert!(
+            matches!(&refused, SqlError::Invalid(m) if m.starts_with("migration \"003\"")),
+            "{refused:?}"
+        );
+        // The failed migration left nothing behind.
+        assert!(
+            db.query("SELECT * FROM tags".into(), vec![], None)
+                .await
+                .is_err()
+        );
+        let mut changed = first.clone();
+        changed[0].statements.push_str(" -- edited");
+        let refused = db.migrate(changed).await.unwrap_err();
+        assert!(
+            matches!(&refused, SqlError::Invalid(m) if m.contains("changed after it was applied")),
+            "{refused:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_dropped_namespace_is_deleted_and_its_name_starts_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir);
+        let db = store.database("acme/shop");
+        notes(&db).await;
+        let tx = db.begin().await.unwrap();
+        store.drop_namespaces_under("acme/").await.unwrap();
+        assert!(
+            matches!(db.query("SELECT 1".into(), vec![], None).await, Err(SqlError::Failed(m)) if m.contains("removed"))
+        );
+        assert!(matches!(
+            db.finish(tx, "COMMIT").await,
+            Err(SqlError::NoTransaction)
+        ));
+        assert!(!dir.path().join("acme").exists());
+        let again = store.database("acme/shop");
+        assert!(
+            again
+                .query("SELECT * FROM notes".into(), vec![], None)
+                .await
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,619 @@
+//! One component's SQLite database: a file under the state directory,
+//! opened on first use, in WAL mode with every commit synced.
+//!
+//! The database has one connection, behind an async mutex: a statement
+//! waits for it (at most the query time limit), then runs on a blocking
+//! thread. That serialises the writes of every instance of the component
+//! (SQLite takes one writer at a time anyway) without `SQLITE_BUSY`. A
+//! transaction holds the connection from `begin` to `commit` or
+//! `rollback`, or until its time is up, when the host rolls it back.
+//!
+//! What a guest's statements may do is narrowed at prepare time by an
+//! authorizer: no `ATTACH` (another file), no `PRAGMA` (the size quota is
+//! `max_page_count`, which a pragma could lift). The connection runs in
+//! SQLite's defensive mode, and a progress handler interrupts a statement
+//! past its deadline.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+use rusqlite::limits::Limit;
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
+
+use super::{Executed, Migration, Rows, SqlError, SqlLimits, Value};
+
+/// Longest statement, in bytes.
+const MAX_STATEMENT_BYTES: i32 = 1 << 20;
+/// Largest text or blob a statement may make, in bytes.
+const MAX_VALUE_BYTES: i32 = 16 << 20;
+/// VM steps between two looks at the deadline.
+const STEPS_BETWEEN_CHECKS: i32 = 1000;
+/// Time a `BEGIN`, `COMMIT` or `ROLLBACK` may take.
+const FINISH_TIME: Duration = Duration::from_secs(60);
+/// The table that records which migrations were applied.
+const LEDGER: &str = "_cello_migrations";
+
+/// The connection, once opened.
+type Slot = Option<Session>;
+/// The connection, held by one statement or transaction.
+type Held = OwnedMutexGuard<Slot>;
+
+/// One component's database.
+pub struct Database {
+    namespace: Arc<str>,
+    path: PathBuf,
+    limits: RwLock<SqlLimits>,
+    connection: Arc<AsyncMutex<Slot>>,
+    /// Open transactions, by id. Each holds the connection.
+    transactions: Mutex<HashMap<u64, Arc<AsyncMutex<Option<Held>>>>>,
+    /// Set when the component was removed: it may no longer use it.
+    dropped: AtomicBool,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Database {
+    /// The database of `namespace`, kept at `path`; nothing is opened yet.
+    pub fn new(namespace: Arc<str>, path: PathBuf, limits: SqlLimits) -> Arc<Self> {
+        Arc::new(Self {
+            namespace,
+            path,
+            limits: RwLock::new(limits),
+            connection: Arc::default(),
+            transactions: Mutex::default(),
+            dropped: AtomicBool::new(false),
+        })
+    }
+
+    /// Puts new limits in force from the next statement on.
+    pub fn set_limits(&self, limits: SqlLimits) {
+        *self.limits.write().unwrap() = limits;
+    }
+
+    fn limits(&self) -> SqlLimits {
+        *self.limits.read().unwrap()
+    }
+
+    /// Refuses every later call, and rolls back open transactions.
+    pub async fn close(&self) {
+        self.dropped.store(true, Ordering::SeqCst);
+        let open: Vec<_> = self.transactions.lock().unwrap().drain().collect();
+        for (_, transaction) in open {
+            if let Some(held) = transaction.lock().await.take() {
+                let _ = blocking(held, |session| session.finish("ROLLBACK")).await;
+            }
+        }
+    }
+
+    /// Runs one statement and returns its rows.
+    pub async fn query(
+        &self,
+        statement: String,
+        params: Vec<Value>,
+        transaction: Option<u64>,
+    ) -> Result<Rows, SqlError> {
+        let limits = self.limits();
+        self.with_connection(transaction, move |session| {
+            session.query(&statement, &params, &limits)
+        })
+        .await
+    }
+
+    /// Runs one statement that changes rows.
+    pub async fn execute(
+        &self,
+        statement: String,
+        params: Vec<Value>,
+        transaction: Option<u64>,
+    ) -> Result<Executed, SqlError> {
+        let limits = self.limits();
+        self.with_connection(transaction, move |session| {
+            session.execute(&statement, &params, &limits)
+        })
+        .await
+    }
+
+    /// Begins a transaction, which holds the connection until it ends.
+    pub async fn begin(self: &Arc<Self>) -> Result<u64, SqlError> {
+        let limits = self.limits();
+        let held = self.acquire(&limits).await?;
+        let (held, began) = blocking(held, |session| session.finish("BEGIN IMMEDIATE")).await;
+        began?;
+        let id = loop {
+            let id = random_id();
+            let mut open = self.transactions.lock().unwrap();
+            if let std::collections::hash_map::Entry::Vacant(slot) = open.entry(id) {
+                slot.insert(Arc::new(AsyncMutex::new(Some(held))));
+                break id;
+            }
+        };
+        // A transaction left open (a guest that forgot, or trapped) holds
+        // the database: past its time it is rolled back.
+        let database = Arc::downgrade(self);
+        tokio::spawn(expire(database, id, limits.transaction_timeout));
+        Ok(id)
+    }
+
+    /// Ends transaction `id` with `COMMIT` or `ROLLBACK`.
+    pub async fn finish(&self, id: u64, verb: &'static str) -> Result<(), SqlError> {
+        let transaction = self.transactions.lock().unwrap().remove(&id);
+        let transaction = transaction.ok_or(SqlError::NoTransaction)?;
+        let held = transaction.lock().await.take();
+        let held = held.ok_or(SqlError::NoTransaction)?;
+        let (_, finished) = blocking(held, move |session| {
+            let finished = session.finish(verb);
+            if finished.is_err() && verb == "COMMIT" {
+                // A commit refused (a deferred constraint) leaves the
+                // transaction open: end it, so the connection is free.
+                let _ = session.finish("ROLLBACK");
+            }
+            finished
+        })
+        .await;
+        finished
+    }
+
+    /// Applies the migrations not applied before; returns how many.
+    pub async fn migrate(&self, migrations: Vec<Migration>) -> Result<u32, SqlError> {
+        let limits = self.limits();
+        self.with_connection(None, move |session| session.migrate(&migrations, &limits))
+            .await
+    }
+
+    /// Runs `op` on the connection: that of transaction `transaction`, or
+    /// the connection once it is free.
+    async fn with_connection<T: Send + 'static>(
+        &self,
+        transaction: Option<u64>,
+        op: impl FnOnce(&mut Session) -> Result<T, SqlError> + Send + 'static,
+    ) -> Result<T, SqlError> {
+        let Some(id) = transaction else {
+            let held = self.acquire(&self.limits()).await?;
+            return blocking(held, op).await.1;
+        };
+        let transaction = self.transactions.lock().unwrap().get(&id).cloned();
+        let transaction = transaction.ok_or(SqlError::NoTransaction)?;
+        let mut slot = transaction.lock().await;
+        let held = slot.take().ok_or(SqlError::NoTransaction)?;
+        let (held, result) = blocking(held, op).await;
+        *slot = Some(held);
+        result
+    }
+
+    /// The connection, opened if need be, once no one else holds it.
+    async fn acquire(&self, limits: &SqlLimits) -> Result<Held, SqlError> {
+        if self.dropped.load(Ordering::SeqCst) {
+            return Err(SqlError::Failed("this component was removed".into()));
+        }
+        let wait = tokio::time::timeout(limits.query_timeout, self.connection.clone().lock_owned());
+        let mut held = wait.await.map_err(|_| {
+            SqlError::Timeout(format!(
+                "waited {} ms for the database: a transaction holds it",
+                limits.query_timeout.as_millis()
+            ))
+        })?;
+        if held.is_none() {
+            let path = self.path.clone();
+            let opened = tokio::task::spawn_blocking(move || Session::open(&path))
+                .await
+                .map_err(|e| SqlError::Failed(e.to_string()))??;
+            *held = Some(opened);
+        }
+        Ok(held)
+    }
+}
+
+/// Rolls transaction `id` back if it is still open after `after`.
+async fn expire(database: Weak<Database>, id: u64, after: Duration) {
+    tokio::time::sleep(after).await;
+    let Some(database) = database.upgrade() else {
+        return;
+    };
+    let transaction = database.transactions.lock().unwrap().remove(&id);
+    let Some(transaction) = transaction else {
+        return;
+    };
+    if let Some(held) = transaction.lock().await.take() {
+        tracing::warn!(
+            component = &*database.namespace,
+            "a SQL transaction was still open after {} ms: rolled back",
+            after.as_millis()
+        );
+        let _ = blocking(held, |session| session.finish("ROLLBACK")).await;
+    }
+}
+
+/// Runs `op` on the held connection on a blocking thread; gives the
+/// connection back with the result.
+async fn blocking<T: Send + 'static>(
+    mut held: Held,
+    op: impl FnOnce(&mut Session) -> Result<T, SqlError> + Send + 'static,
+) -> (Held, Result<T, SqlError>) {
+    let joined = tokio::task::spawn_blocking(move || {
+        let result = match held.as_mut() {
+            Some(session) => op(session),
+            None => Err(SqlError::Failed("the database is not open".into())),
+        };
+        (held, result)
+    })
+    .await;
+    match joined {
+        Ok(done) => done,
+        Err(e) => panic!("a SQL statement's thread failed: {e}"),
+    }
+}
+
+fn random_id() -> u64 {
+    let mut bytes = [0; 8];
+    getrandom::fill(&mut bytes).expect("the system's random source works");
+    u64::from_le_bytes(bytes)
+}
+
+/// An open connection and what guards it.
+struct Session {
+    connection: Connection,
+    /// When the running statement must stop.
+    deadline: Arc<Mutex<Instant>>,
+    /// While set, the host's own statements pass the authorizer.
+    host_mode: Arc<AtomicBool>,
+    /// The `max_page_count` in force, once set.
+    max_pages: Option<i64>,
+    page_size: u64,
+}
+
+impl Session {
+    fn open(path: &Path) -> Result<Self, SqlError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| SqlError::Failed(format!("cannot make {}: {e}", dir.display())))?;
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_EXRESCODE;
+        let connection = Connection::open_with_flags(path, flags).map_err(failed)?;
+        let setup = |connection: &Connection| -> rusqlite::Result<u64> {
+            connection.pragma_update(None, "journal_mode", "WAL")?;
+            connection.pragma_update(None, "synchronous", "FULL")?;
+            connection.pragma_update(None, "foreign_keys", true)?;
+            connection.pragma_update(None, "trusted_schema", false)?;
+            connection
+                .set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
+            connection.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0)?;
+            connection.set_limit(Limit::SQLITE_LIMIT_SQL_LENGTH, MAX_STATEMENT_BYTES)?;
+            connection.set_limit(Limit::SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)?;
+            connection
+                .pragma_query_value(None, "page_size", |row| row.get::<_, i64>(0))
+                .map(|size| size.max(512) as u64)
+        };
+        let page_size = setup(&connection).map_err(failed)?;
+        let deadline = Arc::new(Mutex::new(Instant::now()));
+        let host_mode = Arc::new(AtomicBool::new(false));
+        let passed = deadline.clone();
+        connection
+            .progress_handler(
+                STEPS_BETWEEN_CHECKS,
+                Some(move || Instant::now() > *passed.lock().unwrap()),
+            )
+            .map_err(failed)?;
+        let host = host_mode.clone();
+        connection
+            .authorizer(Some(move |context: AuthContext<'_>| {
+                if host.load(Ordering::Relaxed) {
+                    return Authorization::Allow;
+                }
+                authorize(&context.action)
+            }))
+            .map_err(failed)?;
+        Ok(Self {
+            connection,
+            deadline,
+            host_mode,
+            max_pages: None,
+            page_size,
+        })
+    }
+
+    /// Starts the clock for a statement, with the size quota in force.
+    fn arm(&mut self, limits: &SqlLimits, time: Duration) -> Result<(), SqlError> {
+        let pages = limits.max_bytes.map_or(i64::from(u32::MAX), |bytes| {
+            i64::try_from(bytes.div_ceil(self.page_size)).unwrap_or(i64::MAX)
+        });
+        if self.max_pages != Some(pages) {
+            self.as_host(|connection| connection.pragma_update(None, "max_page_count", pages))
+                .map_err(failed)?;
+            self.max_pages = Some(pages);
+        }
+        self.clock(time);
+        Ok(())
+    }
+
+    /// Gives the next statements `time` to run.
+    fn clock(&self, time: Duration) {
+        *self.deadline.lock().unwrap() = Instant::now() + time;
+    }
+
+    /// Runs the host's own statements, past the authorizer.
+    fn as_host<T>(
+        &self,
+        op: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        self.host_mode.store(true, Ordering::Relaxed);
+        let result = op(&self.connection);
+        self.host_mode.store(false, Ordering::Relaxed);
+        result
+    }
+
+    fn query(&mut self, sql: &str, params: &[Value], limits: &SqlLimits) -> Result<Rows, SqlError> {
+        self.arm(limits, limits.query_timeout)?;
+        let timed_out = timeout_error(limits.query_timeout);
+        let mut statement = self.connection.prepare(sql).map_err(&timed_out)?;
+        bind(&mut statement, params)?;
+        let columns: Vec<String> = statement
+            .column_names()
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        let json: Vec<bool> = statement
+            .columns()
+            .iter()
+            .map(|c| {
+                c.decl_type()
+                    .is_some_and(|t| t.eq_ignore_ascii_case("json"))
+            })
+            .collect();
+        let mut rows = Vec::new();
+        let mut bytes = 0usize;
+        let mut raw = statement.raw_query();
+        while let Some(row) = raw.next().map_err(&timed_out)? {
+            let mut values = Vec::with_capacity(columns.len());
+            for (i, is_json) in json.iter().enumerate() {
+                let value = value_of(row.get_ref(i).map_err(failed)?, *is_json);
+                bytes += value.size();
+                values.push(value);
+            }
+            if bytes > limits.max_result_bytes {
+                return Err(SqlError::Invalid(format!(
+                    "the result is larger than {} MiB: select fewer rows or columns",
+                    limits.max_result_bytes >> 20
+                )));
+            }
+            rows.push(values);
+        }
+        Ok(Rows { columns, rows })
+    }
+
+    fn execute(
+        &mut self,
+        sql: &str,
+        params: &[Value],
+        limits: &SqlLimits,
+    ) -> Result<Executed, SqlError> {
+        self.arm(limits, limits.query_timeout)?;
+        let timed_out = timeout_error(limits.query_timeout);
+        // SAFETY: the handle is this connection's own, used on the thread
+        // that holds the connection; the call only sets a number SQLite
+        // keeps for it. Zeroed, a row id after the statement is its own
+        // (rusqlite has no safe way to ask whether a statement inserted).
+        unsafe { rusqlite::ffi::sqlite3_set_last_insert_rowid(self.connection.handle(), 0) };
+        let mut statement = self.connection.prepare(sql).map_err(&timed_out)?;
+        bind(&mut statement, params)?;
+        // Rows a statement returns (`RETURNING`) are stepped through and
+        // dropped: `query` is the call that keeps them.
+        let mut raw = statement.raw_query();
+        while raw.next().map_err(&timed_out)?.is_some() {}
+        drop(raw);
+        drop(statement);
+        let last = self.connection.last_insert_rowid();
+        Ok(Executed {
+            rows_affected: self.connection.changes(),
+            last_insert_id: (last != 0).then_some(last),
+        })
+    }
+
+    /// Runs a bare `BEGIN`, `COMMIT` or `ROLLBACK`.
+    fn finish(&mut self, verb: &str) -> Result<(), SqlError> {
+        // Ending a transaction must not be cut short.
+        self.clock(FINISH_TIME);
+        self.as_host(|connection| connection.execute_batch(verb))
+            .map_err(failed_as_sql)
+    }
+
+    fn migrate(&mut self, migrations: &[Migration], limits: &SqlLimits) -> Result<u32, SqlError> {
+        let mut names = std::collections::HashSet::new();
+        if let Some(twice) = migrations.iter().find(|m| !names.insert(&m.name)) {
+            return Err(SqlError::Invalid(format!(
+                "migration {:?} is listed twice",
+                twice.name
+            )));
+        }
+        self.arm(limits, limits.transaction_timeout)?;
+        let applied = self
+            .as_host(|connection| {
+                connection.execute_batch(&format!(
+                    "CREATE TABLE IF NOT EXISTS {LEDGER} \
+                     (name TEXT PRIMARY KEY, checksum TEXT NOT NULL, applied_at INTEGER NOT NULL)"
+                ))?;
+                let mut statement =
+                    connection.prepare(&format!("SELECT name, checksum FROM {LEDGER}"))?;
+                statement
+                    .query_map([], |row| {
+                        Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+                    })?
+                    .collect::<rusqlite::Result<HashMap<_, _>>>()
+            })
+            .map_err(failed_as_sql)?;
+        let mut count = 0;
+        for migration in migrations {
+            let checksum = blake3::hash(migration.statements.as_bytes())
+                .to_hex()
+                .to_string();
+            match applied.get(&migration.name) {
+                Some(before) if *before == checksum => continue,
+                Some(_) => {
+                    return Err(SqlError::Invalid(format!(
+                        "migration {:?} was changed after it was applied: add a new migration instead",
+                        migration.name
+                    )));
+                }
+                None => {}
+            }
+            self.finish("BEGIN IMMEDIATE")?;
+            self.arm(limits, limits.transaction_timeout)?;
+            let ran = self
+                .connection
+                .execute_batch(&migration.statements)
+                .map_err(timeout_error(limits.transaction_timeout))
+                .and_then(|()| {
+                    self.as_host(|connection| {
+                        connection.execute(
+                            &format!("INSERT INTO {LEDGER} (name, checksum, applied_at) VALUES (?1, ?2, unixepoch())"),
+                            (&migration.name, &checksum),
+                        )
+                    })
+                    .map_err(failed_as_sql)
+                })
+                .and_then(|_| self.finish("COMMIT"));
+            if let Err(error) = ran {
+                let _ = self.finish("ROLLBACK");
+                return Err(error.context(&format!("migration {:?}", migration.name)));
+            }
+            count += 1;
+        }
+        Ok(count)
+    }
+}
+
+/// What a guest's statement may do.
+fn authorize(action: &AuthAction<'_>) -> Authorization {
+    match action {
+        AuthAction::Attach { .. } | AuthAction::Detach { .. } | AuthAction::Pragma { .. } => {
+            Authorization::Deny
+        }
+        AuthAction::Function { function_name }
+            if function_name.eq_ignore_ascii_case("load_extension") =>
+        {
+            Authorization::Deny
+        }
+        _ => Authorization::Allow,
+    }
+}
+
+/// Binds `params` to the statement's placeholders: `?` in order, `?N`
+/// and `$N` by number.
+fn bind(statement: &mut rusqlite::Statement<'_>, params: &[Value]) -> Result<(), SqlError> {
+    let count = statement.parameter_count();
+    let mut wanted = 0;
+    for index in 1..=count {
+        let number = match statement.parameter_name(index) {
+            None => index,
+            Some(name) => name[1..].parse::<usize>().map_err(|_| {
+                SqlError::Invalid(format!(
+                    "named parameter {name} is not supported: use ?, ?1 or $1 with a list of values"
+                ))
+            })?,
+        };
+        wanted = wanted.max(number);
+        let Some(value) = number.checked_sub(1).and_then(|i| params.get(i)) else {
+            continue;
+        };
+        let bound = match value {
+            Value::Null => statement.raw_bind_parameter(index, rusqlite::types::Null),
+            Value::Integer(i) => statement.raw_bind_parameter(index, i),
+            Value::Real(r) => statement.raw_bind_parameter(index, r),
+            Value::Text(t) | Value::Json(t) => statement.raw_bind_parameter(index, t),
+            Value::Blob(b) => statement.raw_bind_parameter(index, b),
+        };
+        bound.map_err(failed_as_sql)?;
+    }
+    if wanted != params.len() {
+        return Err(SqlError::Invalid(format!(
+            "the statement takes {wanted} parameter(s); {} given",
+            params.len()
+        )));
+    }
+    Ok(())
+}
+
+fn value_of(value: ValueRef<'_>, json: bool) -> Value {
+    match value {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(i) => Value::Integer(i),
+        ValueRef::Real(r) => Value::Real(r),
+        ValueRef::Text(t) if json => Value::Json(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+    }
+}
+
+/// Maps an error, naming the time limit when the statement ran past it.
+fn timeout_error(limit: Duration) -> impl Fn(rusqlite::Error) -> SqlError {
+    move |error| match error.sqlite_error_code() {
+        Some(ErrorCode::OperationInterrupted) => SqlError::Timeout(format!(
+            "the statement ran past the time limit of {} ms",
+            limit.as_millis()
+        )),
+        _ => failed_as_sql(error),
+    }
+}
+
+/// A SQLite error, in the guest's terms.
+fn failed_as_sql(error: rusqlite::Error) -> SqlError {
+    let message = error.to_string();
+    match &error {
+        rusqlite::Error::MultipleStatement => {
+            SqlError::Invalid("one statement per call (migrations may hold many)".into())
+        }
+        rusqlite::Error::InvalidParameterCount(..) | rusqlite::Error::InvalidParameterName(_) => {
+            SqlError::Invalid(message)
+        }
+        rusqlite::Error::SqliteFailure(code, _) => match code.code {
+            ErrorCode::ConstraintViolation => SqlError::Constraint(message),
+            ErrorCode::DiskFull => {
+                SqlError::Quota(format!("the database is at its size quota ({message})"))
+            }
+            ErrorCode::OperationInterrupted => SqlError::Timeout(message),
+            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => SqlError::Timeout(message),
+            ErrorCode::AuthorizationForStatementDenied => SqlError::Invalid(format!(
+                "{message}: components may not attach databases or run pragmas"
+            )),
+            ErrorCode::Unknown
+            | ErrorCode::TypeMismatch
+            | ErrorCode::ParameterOutOfRange
+            | ErrorCode::TooBig
+            | ErrorCode::ReadOnly
+            | ErrorCode::ApiMisuse => SqlError::Invalid(message),
+            _ => failed(error),
+        },
+        _ => SqlError::Invalid(message),
+    }
+}
+
+/// A failure of the database itself: logged in full, named to the guest.
+fn failed(error: impl std::fmt::Display) -> SqlError {
+    tracing::error!("SQL database error: {error}");
+    SqlError::Failed(format!("the database failed: {error}"))
+}
+
+impl Value {
+    /// About how many bytes it takes in a result.
+    fn size(&self) -> usize {
+        16 + match self {
+            Value::Text(t) | Value::Json(t) => t.len(),
+            Value::Blob(b) => b.len(),
+            _ => 0,
+        }
+    }
+}

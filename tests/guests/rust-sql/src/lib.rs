@@ -1,0 +1,125 @@
+//! A Rust guest over the SQL capability: migrations (one more can come
+//! from the sidecar's `extra-migration` variable, to try a failing one),
+//! async and blocking calls, a transaction dropped unfinished, a slow
+//! query and a database filling up. Errors answer with the host's
+//! sentence and a status by kind.
+
+use cello::sql::{self, Db, Migration, SqlError};
+use cello::{App, Path, Response, StatusCode, config};
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize)]
+struct Note {
+    id: i64,
+    body: String,
+}
+
+fn answer(error: SqlError) -> Response {
+    let status = match &error {
+        SqlError::Invalid(_) => StatusCode::BAD_REQUEST,
+        SqlError::Constraint(_) | SqlError::NoTransaction => StatusCode::CONFLICT,
+        SqlError::Quota(_) => StatusCode::INSUFFICIENT_STORAGE,
+        SqlError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        SqlError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    Response::text(error.to_string()).with_status(status)
+}
+
+async fn start() -> Result<(), SqlError> {
+    if let Some(statements) = config::get("extra-migration") {
+        let extra = Migration {
+            name: "900_extra",
+            statements: Box::leak(statements.into_boxed_str()),
+        };
+        sql::migrate(&[extra]).await?;
+    }
+    Ok(())
+}
+
+async fn add(db: Db, body: String) -> Result<Response, Response> {
+    let added = db
+        .execute("INSERT INTO notes (body) VALUES (?)", (body,))
+        .await
+        .map_err(answer)?;
+    Ok(Response::text(
+        added.last_insert_id.unwrap_or_default().to_string(),
+    ))
+}
+
+async fn read(Path(id): Path<i64>, db: Db) -> Result<Response, Response> {
+    let note: Option<Note> = db
+        .fetch_one("SELECT id, body FROM notes WHERE id = $1", (id,))
+        .await
+        .map_err(answer)?;
+    Ok(match note {
+        Some(note) => Response::json(&note),
+        None => Response::text("no such note").with_status(StatusCode::NOT_FOUND),
+    })
+}
+
+/// Inserts in a transaction, then fails: the transaction is dropped
+/// unfinished, so rolled back.
+async fn abandon(db: Db, body: String) -> Result<Response, Response> {
+    let tx = db.begin().await.map_err(answer)?;
+    tx.execute("INSERT INTO notes (body) VALUES (?)", (body,))
+        .await
+        .map_err(answer)?;
+    Err(Response::text("changed my mind").with_status(StatusCode::INTERNAL_SERVER_ERROR))
+}
+
+async fn batch(db: Db, body: String) -> Result<Response, Response> {
+    let tx = db.begin().await.map_err(answer)?;
+    for line in body.lines() {
+        tx.execute("INSERT INTO notes (body) VALUES (?)", (line,))
+            .await
+            .map_err(answer)?;
+    }
+    tx.commit().await.map_err(answer)?;
+    Ok(Response::text("committed"))
+}
+
+fn count(db: Db) -> Result<Response, Response> {
+    let n: Option<i64> = db
+        .blocking()
+        .fetch_val("SELECT count(*) FROM notes", ())
+        .map_err(answer)?;
+    Ok(Response::text(n.unwrap_or_default().to_string()))
+}
+
+async fn slow(db: Db) -> Result<Response, Response> {
+    let forever = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) \
+                   SELECT count(*) FROM n";
+    let n: Option<i64> = db.fetch_val(forever, ()).await.map_err(answer)?;
+    Ok(Response::text(format!("{n:?}")))
+}
+
+async fn fill(Path(kib): Path<usize>, db: Db) -> Result<Response, Response> {
+    db.execute(
+        "INSERT INTO blobs (data) VALUES (?)",
+        (vec![7u8; kib << 10],),
+    )
+    .await
+    .map_err(answer)?;
+    Ok(Response::text("stored"))
+}
+
+async fn run(db: Db, statement: String) -> Result<Response, Response> {
+    let done = db.execute(&statement, ()).await.map_err(answer)?;
+    Ok(Response::text(done.rows_affected.to_string()))
+}
+
+fn app() -> App {
+    App::new("rust-sql")
+        .migrations(cello::migrations!("migrations": "001_notes"))
+        .on_start(start)
+        .post("/notes", add)
+        .get("/notes/{id}", read)
+        .post("/abandon", abandon)
+        .post("/batch", batch)
+        .get("/count", count)
+        .get("/slow", slow)
+        .post("/fill/{kib}", fill)
+        .post("/run", run)
+}
+
+cello::export_app!(app);
