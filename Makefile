@@ -7,7 +7,7 @@ LISTEN    ?= 127.0.0.1:8080
 OPS_LISTEN ?= 127.0.0.1:9090
 RUST_OUT  := guest-rust/target/$(WASM)/release
 
-.PHONY: run test bench setup components host lint fmt clean
+.PHONY: run test bench bench-sql setup components host lint fmt clean
 
 ## Build the examples and the host, then serve them on $(LISTEN)
 ## (metrics and health on $(OPS_LISTEN)), with a line per request.
@@ -35,6 +35,14 @@ bench: components host
 	chmod +x $(BENCH_VENV)/lib/python*/site-packages/wasmtime_cli/wasmtime
 	cargo build --release -p cello-bench
 	$(BENCH_VENV)/bin/python bench/run.py
+
+## Only the SQL rows (the todos example against FastAPI + aiosqlite):
+## replaces the SQL section of bench/RESULTS.md.
+bench-sql: components host
+	command -v wrk >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk)
+	test -x $(BENCH_VENV)/bin/python || python3 -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet -r bench/requirements.txt
+	$(BENCH_VENV)/bin/python bench/run.py sql
 
 ## Install what is missing: the Rust toolchain rust-toolchain.toml pins, with
 ## the wasm32-wasip2 target, and a .venv with the pinned Python build tools,

@@ -454,6 +454,96 @@ def isolation(state: Path) -> list[Load]:
     return loads
 
 
+#: The todos example's sidecar: a SQLite database of its own.
+TODOS = 'prefix = "/todos"\n[grants]\nsql = true\n'
+SQL_ROWS = 1000
+SQL_NAMES = {
+    "cello": "cello-host, Python todos: SELECT by primary key (SQLite)",
+    "fastapi": "FastAPI + uvicorn + aiosqlite, the same SELECT",
+}
+
+
+def seed_todos(url: str) -> None:
+    """Adds SQL_ROWS todos through the component's batch route."""
+    body = json.dumps([{"title": f"todo {i}"} for i in range(1, SQL_ROWS + 1)]).encode()
+    request = urllib.request.Request(
+        url, data=body, method="POST", headers={"content-type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as reply:
+        assert reply.status == 201, reply.status
+
+
+def sql_reads(state: Path, rounds: int = 3) -> list[Load]:
+    """One indexed SELECT by primary key behind a route, on cello (the
+    Python todos example, SQLite) and on FastAPI with aiosqlite, alternately,
+    `rounds` times each; each row is the median run."""
+    print("sql: the todos read route, cello and FastAPI alternately", flush=True)
+    runs: dict[str, list[Load]] = {"cello": [], "fastapi": []}
+    path = f"/todos/{SQL_ROWS // 2}"
+    for _ in range(rounds):
+        directory = component_dir("todos", sidecars={"todos": TODOS})
+        with cello(directory, "/todos/", state) as s:
+            seed_todos(s.url.rsplit("/", 1)[0] + "/batch")
+            runs["cello"].append(wrk("  cello", s, path))
+        with uvicorn("fastapi_sql", path) as s:
+            runs["fastapi"].append(wrk("  fastapi", s, path))
+    medians = []
+    for which, loads in runs.items():
+        median = sorted(loads, key=lambda load: load.rps)[len(loads) // 2]
+        median.name = f"{SQL_NAMES[which]} (median of {rounds})"
+        medians.append(median)
+    return medians
+
+
+def sql_section(loads: list[Load]) -> list[str]:
+    """The SQL section of RESULTS.md."""
+    cello_load, fastapi_load = loads
+    lines = [
+        "## SQL",
+        "",
+        f"`GET /todos/{SQL_ROWS // 2}` of the Python todos example (the SQL capability on "
+        f"SQLite; the route's dependency runs one `SELECT` by primary key) against the same "
+        f"route on FastAPI with aiosqlite, both over {SQL_ROWS} rows in a WAL-mode file. "
+        "Alternating runs; each row is the median of 3.",
+        "",
+        "| system | req/s | p50 ms | p99 ms | req/CPU-s | errors |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {load.name} | {load.rps:,.0f} | {load.p50_ms:.2f} | {load.p99_ms:.2f} | "
+        f"{load.per_cpu_second:,.0f} | {load.errors} |"
+        for load in loads
+    ]
+    lines += [
+        "",
+        "| target | measured | goal | |",
+        "|---|---:|---:|---|",
+        target_row("cello ÷ FastAPI, SQLite read (req/s)", cello_load.rps / fastapi_load.rps, 1.0),
+        target_row(
+            "FastAPI p99 ÷ cello p99, SQLite read", fastapi_load.p99_ms / cello_load.p99_ms, 1.0
+        ),
+        "",
+    ]
+    return lines
+
+
+def replace_section(text: str, section: list[str]) -> str:
+    """`text` with the section titled as `section`'s first line replaced
+    (or added before the chart)."""
+    title = section[0]
+    body = "\n".join(section)
+    start = text.find(title + "\n")
+    if start < 0:
+        chart = text.find("![requests per second]")
+        chart = len(text) if chart < 0 else chart
+        return text[:chart] + body + "\n" + text[chart:]
+    end = text.find("\n## ", start + len(title))
+    chart = text.find("\n![requests per second]", start)
+    ends = [e for e in (end, chart) if e >= 0]
+    end = min(ends) + 1 if ends else len(text)
+    return text[:start] + body + "\n" + text[end:]
+
+
 def middleware_chain(state: Path, rounds: int = 3) -> list[Load]:
     """The Rust hello with the middleware chain off and on, alternately,
     `rounds` times each with the same requests; each row is the median run,
@@ -585,7 +675,7 @@ def target_row(label: str, value: float, goal: float, at_most: bool = False) -> 
     return f"| {label} | {value:.2f} | {sign} {goal:.2f} | {'met' if met else '**not met**'} |"
 
 
-def write_results(loads, cold, inst, mem, isolated, call_us) -> None:
+def write_results(loads, cold, inst, mem, isolated, call_us, sql) -> None:
     by_name = {load.name: load for load in loads}
     hyper = by_name["native hyper"]
     best_wasmtime = max(
@@ -743,8 +833,8 @@ def write_results(loads, cold, inst, mem, isolated, call_us) -> None:
         target_row("growing neighbour: quiet req/s ÷ alone", growing.rps / alone.rps, 0.5),
         target_row("slowloris neighbour: quiet req/s ÷ alone", slow.rps / alone.rps, 0.8),
     ]
+    lines += ["", *sql_section(sql)]
     lines += [
-        "",
         "![requests per second](results.png)",
         "",
     ]
@@ -775,7 +865,7 @@ def chart(loads) -> None:
 
 def build_python_app() -> None:
     COMPONENTS.mkdir(parents=True, exist_ok=True)
-    for name in ["hello-rust", "http-proxy"]:
+    for name in ["hello-rust", "http-proxy", "todos"]:
         shutil.copy(ROOT / "components" / f"{name}.wasm", COMPONENTS / f"{name}.wasm")
     python = ROOT / ".venv/bin/python"
     subprocess.run(
@@ -795,6 +885,8 @@ def build_python_app() -> None:
 
 def main() -> None:
     build_python_app()
+    if sys.argv[1:] == ["sql"]:
+        return only_sql()
     # Every directory the run makes (components, state, tenants) goes under
     # this one, removed at the end: a run leaves nothing behind.
     scratch = tempfile.mkdtemp(prefix="cello-bench-")
@@ -807,11 +899,27 @@ def main() -> None:
         mem = memory(state)
         isolated = isolation(state)
         call_us = call_cost(state)
+        sql = sql_reads(state)
     finally:
         tempfile.tempdir = None
         shutil.rmtree(scratch, ignore_errors=True)
-    write_results(loads, cold, inst, mem, isolated, call_us)
+    write_results(loads, cold, inst, mem, isolated, call_us, sql)
     print(f"wrote {BENCH / 'RESULTS.md'} and {BENCH / 'results.png'}")
+
+
+def only_sql() -> None:
+    """`run.py sql`: the SQL rows alone, replacing their section of
+    RESULTS.md."""
+    scratch = tempfile.mkdtemp(prefix="cello-bench-")
+    tempfile.tempdir = scratch
+    try:
+        sql = sql_reads(Path(tempfile.mkdtemp(prefix="state-")))
+    finally:
+        tempfile.tempdir = None
+        shutil.rmtree(scratch, ignore_errors=True)
+    results = BENCH / "RESULTS.md"
+    results.write_text(replace_section(results.read_text(), sql_section(sql)))
+    print(f"updated the SQL section of {results}")
 
 
 if __name__ == "__main__":
