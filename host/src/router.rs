@@ -51,6 +51,8 @@ pub enum RouteMatch<'a> {
         params: Vec<(String, String)>,
         /// The path with the component's prefix removed.
         app_path: String,
+        /// The component's prefix, which `app_path` is relative to.
+        prefix: &'a str,
     },
     NotFound,
     /// The path exists but not for this method; `allow` lists the methods.
@@ -245,6 +247,7 @@ impl Router {
             target,
             params,
             app_path,
+            prefix: &endpoint.prefix,
         }
     }
 }
@@ -367,6 +370,7 @@ mod tests {
                 target,
                 params,
                 app_path,
+                ..
             } => format!("{} {app_path} {params:?}", target.owner().component),
             RouteMatch::NotFound => "404".into(),
             RouteMatch::MethodNotAllowed { allow, owner } => {
@@ -451,6 +455,20 @@ mod tests {
         // Only whole segments: `/apix` is the catch-all's.
         assert_eq!(answer(&router, Method::GET, "/apix"), "site /apix []");
         assert_eq!(answer(&router, Method::GET, "/"), "site / []");
+    }
+
+    #[tokio::test]
+    async fn a_match_names_the_prefix_its_path_was_found_under() {
+        let components = Components::load(&["api"]).await;
+        let mut builder = RouterBuilder::default();
+        builder.add_proxy("api", "/api", &components.proxy("api"));
+        let router = build(builder);
+        for path in ["/api", "/api/", "/api/v1/items"] {
+            let RouteMatch::Found { prefix, .. } = router.at(&Method::GET, path) else {
+                panic!("{path} was not found");
+            };
+            assert_eq!(prefix, "/api", "{path}");
+        }
     }
 
     #[tokio::test]
