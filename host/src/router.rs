@@ -8,6 +8,7 @@ use http::Method;
 
 use crate::app::AppComponent;
 use crate::bindings::Manifest;
+use crate::host_files;
 use crate::instances::state::Owner;
 use crate::proxy::ProxyComponent;
 
@@ -142,6 +143,14 @@ impl RouterBuilder {
         method: Option<Method>,
         target: Target,
     ) {
+        if host_files::is_reserved(pattern) {
+            self.problems.push(format!(
+                "{owner}: {pattern} is under {}, where the host serves its own files; \
+                 declare the route, or set the prefix, elsewhere",
+                host_files::PATH
+            ));
+            return;
+        }
         let endpoint = self
             .endpoints
             .entry(pattern.to_string())
@@ -507,6 +516,19 @@ mod tests {
         assert_eq!(
             conflicts(table),
             ["route conflict: /items/{slug} of blog overlaps /items/{id} of shop"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_route_under_the_hosts_own_path_is_refused() {
+        let components = Components::load(&["shop", "api"]).await;
+        let mut table = components.table(&[("shop", GET, "/_cello/items")]);
+        table.add_proxy("api", "/_cello", &components.proxy("api"));
+        let problems = conflicts(table);
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert!(
+            problems[0].starts_with("shop: /_cello/items is under /_cello/, where the host"),
+            "{problems:?}"
         );
     }
 
