@@ -14,7 +14,7 @@ use crate::router::RouteMatch;
 use super::stage::{Exchange, Response, Routed, Stage};
 
 /// The path prefix a proxy removed before passing a request on.
-pub const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
 
 /// Sets [`Exchange::routed`], or answers 404, 429 or 503.
 pub struct Routing;
