@@ -45,9 +45,9 @@ bench-sql: components host
 	$(BENCH_VENV)/bin/python bench/run.py sql
 
 ## Install what is missing: the Rust toolchain rust-toolchain.toml pins, with
-## the wasm32-wasip2 target, and a .venv with the pinned Python build tools,
-## the cello SDK and what the tests use.
-setup: .make/rust-target $(VENV)/.installed
+## the wasm32-wasip2 target, a .venv with the pinned Python build tools,
+## the cello SDK and what the tests use, and a headless browser.
+setup: .make/rust-target $(VENV)/.installed .make/browser
 
 # Installed here rather than left to cargo, which does not when
 # RUSTUP_AUTO_INSTALL=0; rustup itself is left as it is.
@@ -55,6 +55,13 @@ setup: .make/rust-target $(VENV)/.installed
 	@mkdir -p .make
 	rustup toolchain install --no-self-update
 	rustup target list --installed | grep -qx $(WASM) || rustup target add $(WASM)
+	@touch $@
+
+# Debian's Chromium and its ChromeDriver, for the test that opens a docs
+# page in a real browser (tests/docs_page.rs); about 20 s to install.
+.make/browser:
+	@mkdir -p .make
+	command -v chromedriver >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver)
 	@touch $@
 
 $(VENV)/.installed: guest-python/requirements.txt guest-python/pyproject.toml tests/requirements.txt

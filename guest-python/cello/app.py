@@ -12,6 +12,7 @@ from . import openapi
 from .analysis import Param
 from .background import collect_tasks, merged_tasks
 from .deps import RequestScope, drive
+from .docs import docs_page
 from .messages import HTTPException, Request, Response, to_response
 from .routing import CachePolicy, Route, Router, cache, slash_redirect
 
@@ -106,8 +107,11 @@ class App(Router):
                     lambda request: Response.json(self._served_openapi(request, own))
                 )
             if docs_url:
-                page = openapi.docs_page(docs_url, openapi_url)
-                self.get(docs_url, include_in_schema=False)(lambda: Response.html(page))
+                self.get(docs_url, include_in_schema=False)(
+                    lambda request: Response.html(
+                        docs_page(docs_url, openapi_url, self._prefix(request), self.title)
+                    )
+                )
             if self.redirect_slashes:
                 self._addslash_redirects()
         return self
@@ -126,10 +130,14 @@ class App(Router):
             if other not in methods:
                 self.route(other, sorted(set(verbs)), include_in_schema=False)(slash_redirect)
 
+    def _prefix(self, request: Request) -> str:
+        """The path the app is served under: ``root_path``, or the
+        ``X-Forwarded-Prefix`` the host (or a proxy) sends."""
+        return self.root_path or request.headers.get("x-forwarded-prefix", "").rstrip("/")
+
     def _served_openapi(self, request: Request, skip: set[str]) -> dict[str, Any]:
-        """The document with the path the app is served under in ``servers``:
-        ``root_path``, or a proxy's ``X-Forwarded-Prefix``."""
-        prefix = self.root_path or request.headers.get("x-forwarded-prefix", "").rstrip("/")
+        """The document with the path the app is served under in ``servers``."""
+        prefix = self._prefix(request)
         document = self.openapi(skip=skip)
         if prefix:
             document = {**document, "servers": [{"url": prefix}]}

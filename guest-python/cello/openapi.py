@@ -1,18 +1,12 @@
 """An OpenAPI 3.1 document for an app, built from its routes' plans (the
-handler's parameters and, through ``Depends``, its dependencies'), and a
-page that shows it.
-
-The page is self-contained: no script or style comes from anywhere else.
-"""
+handler's parameters and, through ``Depends``, its dependencies'). The page
+that shows it is ``docs``."""
 
 from __future__ import annotations
 
 import inspect
-import json
-import posixpath
 import re
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
 from .analysis import Param
@@ -170,16 +164,3 @@ def _operation(route: Route, schemas: dict[str, Any]) -> dict[str, Any]:
             },
         }
     return operation
-
-
-#: The docs page, read at import: at build time, into the component's snapshot.
-DOCS_PAGE = (Path(__file__).parent / "docs.html").read_text()
-
-
-def docs_page(docs_url: str, openapi_url: str | None) -> str:
-    """The docs page served at ``docs_url``, fetching the document from
-    ``openapi_url`` by a relative URL, so it holds under any prefix."""
-    if not openapi_url:
-        return DOCS_PAGE.replace('fetch("openapi.json")', "Promise.reject('no document')")
-    relative = posixpath.relpath(openapi_url, posixpath.dirname(docs_url) or "/")
-    return DOCS_PAGE.replace('fetch("openapi.json")', f"fetch({json.dumps(relative)})")

@@ -21,6 +21,7 @@ LAYERS = [
         "background",
         "_hostcalls",
         "build",
+        "docs",
     ],  # fmt: skip
     ["guards", "sleeps", "http", "sql", "markers"],
     ["host", "_tasks", "params", "json_schema", "analysis"],

@@ -84,12 +84,26 @@ def test_the_docs_and_openapi_routes_are_not_in_the_document():
     assert set(doc["paths"]) == {"/items/{item_id}", "/items", "/items/search"}
 
 
-def test_the_docs_page_needs_nothing_from_elsewhere():
+def test_the_docs_page_is_swagger_ui_from_the_host_and_nothing_from_elsewhere():
     page = TestClient(app()).get("/docs")
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
-    assert 'fetch("openapi.json")' in page.text
+    assert '<script src="_cello/swagger-ui/swagger-ui-bundle.js">' in page.text
+    assert 'href="_cello/swagger-ui/swagger-ui.css"' in page.text
+    assert 'const documentUrl = "openapi.json";' in page.text
     assert "http://" not in page.text and "https://" not in page.text
+
+
+def test_the_docs_page_finds_swagger_ui_at_the_hosts_root_under_any_prefix():
+    page = TestClient(app()).get("/docs", headers={"X-Forwarded-Prefix": "/t/acme/shop"})
+    assert '<script src="../../../_cello/swagger-ui/swagger-ui-bundle.js">' in page.text
+    assert 'const documentUrl = "openapi.json";' in page.text
+
+
+def test_the_docs_page_lists_the_operations_plainly_without_swagger_ui():
+    page = TestClient(app()).get("/docs").text
+    assert "if (window.SwaggerUIBundle)" in page
+    assert "fetch(documentUrl)" in page
 
 
 def test_the_routes_can_be_turned_off():
@@ -198,10 +212,22 @@ def test_a_cello_model_is_a_component_schema():
 
 
 def test_the_docs_page_fetches_the_document_wherever_it_is_served():
-    from cello.openapi import docs_page
+    from cello.docs import docs_page
 
-    assert 'fetch("api/schema.json")' in docs_page("/docs", "/api/schema.json")
-    assert 'fetch("../openapi.json")' in docs_page("/x/docs", "/openapi.json")
+    def document(page: str) -> str:
+        return page.split("const documentUrl = ", 1)[1].split(";", 1)[0]
+
+    assert document(docs_page("/docs", "/api/schema.json")) == '"api/schema.json"'
+    assert document(docs_page("/x/docs", "/openapi.json")) == '"../openapi.json"'
+    assert document(docs_page("/docs", None)) == "null"
     app = App(openapi_url="/api/schema.json")
     page = TestClient(app).get("/docs").text
-    assert 'fetch("api/schema.json")' in page
+    assert document(page) == '"api/schema.json"'
+
+
+def test_the_docs_page_is_titled_for_the_app_and_deeper_pages_find_swagger_ui_too():
+    from cello.docs import docs_page
+
+    page = docs_page("/api/docs", "/openapi.json", prefix="/shop/", title="<Shop & Co>")
+    assert "<title>&lt;Shop &amp; Co&gt; - Swagger UI</title>" in page
+    assert '<script src="../../_cello/swagger-ui/swagger-ui-bundle.js">' in page

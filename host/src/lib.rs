@@ -18,7 +18,8 @@
 //!   [`scheduler`] shares the CPU between guests; [`capabilities`] are the
 //!   host functions guests import, each granted per component, linked by
 //!   [`linker`];
-//! - [`error`] turns every failure into a response, over [`body`].
+//! - [`error`] turns every failure into a response, over [`body`];
+//!   [`host_files`] are the files the host serves itself (Swagger UI).
 //!
 //! Around them: [`host`] puts it all together from the config (and
 //! [`testing`] serves components in-process for tests); [`cli`] is the
@@ -45,6 +46,7 @@ pub mod engine;
 pub mod error;
 pub mod guest_log;
 pub mod host;
+pub mod host_files;
 pub mod instances;
 pub mod linker;
 pub mod loader;

@@ -72,6 +72,9 @@ pub enum Resolved<'a> {
     Main(&'a Router),
     Tenant {
         routes: &'a TenantRoutes,
+        /// What the tenant was reached under: `/t/{tenant}`, or nothing
+        /// when it was reached by its subdomain.
+        mount: &'a str,
         /// The path without `/t/{tenant}`.
         path: &'a str,
     },
@@ -108,21 +111,26 @@ impl Routes {
                 .strip_suffix(domain.as_str())
                 .and_then(|rest| rest.strip_suffix('.'))
         {
-            return self.tenant(tenant, path);
+            return self.tenant(tenant, "", path);
         }
         let Some(rest) = path.strip_prefix(TENANT_PATH) else {
             return Resolved::Main(&self.main);
         };
-        let (tenant, path) = match rest.find('/') {
+        let (tenant, tenant_path) = match rest.find('/') {
             Some(slash) => (&rest[..slash], &rest[slash..]),
             None => (rest, "/"),
         };
-        self.tenant(tenant, path)
+        let mount = &path[..TENANT_PATH.len() + tenant.len()];
+        self.tenant(tenant, mount, tenant_path)
     }
 
-    fn tenant<'a>(&'a self, name: &'a str, path: &'a str) -> Resolved<'a> {
+    fn tenant<'a>(&'a self, name: &'a str, mount: &'a str, path: &'a str) -> Resolved<'a> {
         match self.tenants.get(name) {
-            Some(routes) => Resolved::Tenant { routes, path },
+            Some(routes) => Resolved::Tenant {
+                routes,
+                mount,
+                path,
+            },
             None => Resolved::NoTenant {
                 name,
                 main: &self.main,
@@ -277,7 +285,63 @@ fn retire_when_done(loaded: Arc<Loaded>) {
 
 #[cfg(test)]
 mod tests {
-    use super::host_name;
+    use super::*;
+    use crate::router::RouterBuilder;
+
+    fn empty() -> Router {
+        let Ok(router) = RouterBuilder::default().build() else {
+            panic!("an empty table has no conflicts");
+        };
+        router
+    }
+
+    /// Tables with one tenant, acme, also reached at `acme.example.com`.
+    fn routes() -> Routes {
+        let acme = TenantRoutes {
+            name: "acme".into(),
+            router: empty(),
+            limiter: None,
+            restoring: false,
+        };
+        Routes {
+            main: empty(),
+            tenants: HashMap::from([("acme".to_string(), acme)]),
+            domain: Some("example.com".into()),
+        }
+    }
+
+    /// The tenant, mount and path `host` and `path` resolve to.
+    fn tenant_of<'a>(
+        routes: &'a Routes,
+        host: &'a str,
+        path: &'a str,
+    ) -> (&'a str, &'a str, &'a str) {
+        match routes.resolve(Some(host), path) {
+            Resolved::Tenant {
+                routes,
+                mount,
+                path,
+            } => (&*routes.name, mount, path),
+            _ => panic!("{host}{path} is not a tenant's"),
+        }
+    }
+
+    #[test]
+    fn a_tenant_is_mounted_at_its_path_or_at_the_root_of_its_subdomain() {
+        let routes = routes();
+        let by_path = tenant_of(&routes, "localhost", "/t/acme/shop/items");
+        assert_eq!(by_path, ("acme", "/t/acme", "/shop/items"));
+        assert_eq!(
+            tenant_of(&routes, "localhost", "/t/acme"),
+            ("acme", "/t/acme", "/")
+        );
+        let by_host = tenant_of(&routes, "acme.example.com:8080", "/shop/items");
+        assert_eq!(by_host, ("acme", "", "/shop/items"));
+        assert!(matches!(
+            routes.resolve(Some("localhost"), "/shop"),
+            Resolved::Main(_)
+        ));
+    }
 
     #[test]
     fn the_host_name_drops_the_port_and_keeps_ipv6_literals_whole() {

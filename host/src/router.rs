@@ -8,6 +8,7 @@ use http::Method;
 
 use crate::app::AppComponent;
 use crate::bindings::Manifest;
+use crate::host_files;
 use crate::instances::state::Owner;
 use crate::proxy::ProxyComponent;
 
@@ -51,6 +52,8 @@ pub enum RouteMatch<'a> {
         params: Vec<(String, String)>,
         /// The path with the component's prefix removed.
         app_path: String,
+        /// The component's prefix, which `app_path` is relative to.
+        prefix: &'a str,
     },
     NotFound,
     /// The path exists but not for this method; `allow` lists the methods.
@@ -140,6 +143,14 @@ impl RouterBuilder {
         method: Option<Method>,
         target: Target,
     ) {
+        if host_files::is_reserved(pattern) {
+            self.problems.push(format!(
+                "{owner}: {pattern} is under {}, where the host serves its own files; \
+                 declare the route, or set the prefix, elsewhere",
+                host_files::PATH
+            ));
+            return;
+        }
         let endpoint = self
             .endpoints
             .entry(pattern.to_string())
@@ -245,6 +256,7 @@ impl Router {
             target,
             params,
             app_path,
+            prefix: &endpoint.prefix,
         }
     }
 }
@@ -367,6 +379,7 @@ mod tests {
                 target,
                 params,
                 app_path,
+                ..
             } => format!("{} {app_path} {params:?}", target.owner().component),
             RouteMatch::NotFound => "404".into(),
             RouteMatch::MethodNotAllowed { allow, owner } => {
@@ -454,6 +467,20 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_match_names_the_prefix_its_path_was_found_under() {
+        let components = Components::load(&["api"]).await;
+        let mut builder = RouterBuilder::default();
+        builder.add_proxy("api", "/api", &components.proxy("api"));
+        let router = build(builder);
+        for path in ["/api", "/api/", "/api/v1/items"] {
+            let RouteMatch::Found { prefix, .. } = router.at(&Method::GET, path) else {
+                panic!("{path} was not found");
+            };
+            assert_eq!(prefix, "/api", "{path}");
+        }
+    }
+
+    #[tokio::test]
     async fn two_components_on_one_path_are_a_conflict_naming_both() {
         let components = Components::load(&["shop", "blog"]).await;
         let table = components.table(&[("shop", GET, "/items"), ("blog", POST, "/items")]);
@@ -489,6 +516,19 @@ mod tests {
         assert_eq!(
             conflicts(table),
             ["route conflict: /items/{slug} of blog overlaps /items/{id} of shop"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_route_under_the_hosts_own_path_is_refused() {
+        let components = Components::load(&["shop", "api"]).await;
+        let mut table = components.table(&[("shop", GET, "/_cello/items")]);
+        table.add_proxy("api", "/_cello", &components.proxy("api"));
+        let problems = conflicts(table);
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert!(
+            problems[0].starts_with("shop: /_cello/items is under /_cello/, where the host"),
+            "{problems:?}"
         );
     }
 

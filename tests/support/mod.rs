@@ -16,6 +16,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 pub mod admin;
+pub mod browser;
 
 /// Where the build script put the components.
 pub fn components_dir() -> PathBuf {

@@ -20,6 +20,7 @@ pub mod admission;
 pub mod auth;
 pub mod call;
 pub mod cors;
+pub mod host_files;
 pub mod host_wide;
 pub mod rate_limit;
 pub mod record;
@@ -52,6 +53,7 @@ pub type Stages = stages![
     access_log::AccessLog,             // one line per request, when asked for
     response_headers::ResponseHeaders, // X-Request-Id and security headers, always
     admission::Admission,              // 503 until the served components have loaded
+    host_files::HostFiles,             // /_cello/: the host's own files (Swagger UI)
     routing::Routing,                  // table, tenant quota, route: 404, 429, 503
     cors::Cors,                        // preflights answered; CORS headers on the way out
     auth::Auth,                        // bearer token, route roles and scopes: 401, 403

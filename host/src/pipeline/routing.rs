@@ -1,15 +1,20 @@
 //! Routing: which route table answers (the served directory's, or a
 //! tenant's under `/t/{tenant}/` or its subdomain), whether that tenant is
 //! admitted (its requests-per-second quota, its restore after a restart),
-//! and which component and route the method and path reach.
+//! and which component and route the method and path reach. The component
+//! sees its path without the prefix it is served under, and is told that
+//! prefix in `X-Forwarded-Prefix`, as a reverse proxy tells its upstream.
 
-use http::{StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 
 use crate::error::{error_response, too_many_requests, unavailable};
 use crate::registry::{Resolved, TenantRoutes};
 use crate::router::RouteMatch;
 
 use super::stage::{Exchange, Response, Routed, Stage};
+
+/// The path prefix a proxy removed before passing a request on.
+const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
 
 /// Sets [`Exchange::routed`], or answers 404, 429 or 503.
 pub struct Routing;
@@ -24,13 +29,17 @@ impl Stage for Routing {
         });
         let path = x.parts.uri.path();
         let method = &x.parts.method;
-        let found = match routes.resolve(host.flatten(), path) {
-            Resolved::Main(router) => router.at(method, path),
-            Resolved::Tenant { routes, path } => {
+        let (mount, found) = match routes.resolve(host.flatten(), path) {
+            Resolved::Main(router) => ("", router.at(method, path)),
+            Resolved::Tenant {
+                routes,
+                mount,
+                path,
+            } => {
                 admit(routes)?;
                 match routes.router.at(method, path) {
                     RouteMatch::NotFound if routes.restoring => return Err(restoring(routes)),
-                    found => found,
+                    found => (mount, found),
                 }
             }
             Resolved::NoTenant { name, main } => match main.at(method, path) {
@@ -38,31 +47,78 @@ impl Stage for Routing {
                     let detail = format!("Not Found: there is no tenant named {name:?}.");
                     return Err(error_response(StatusCode::NOT_FOUND, &detail));
                 }
-                found => found,
+                found => ("", found),
             },
         };
-        x.routed = Some(match found {
+        let (routed, forwarded) = match found {
             RouteMatch::Found {
                 target,
                 params,
                 app_path,
-            } => Routed::Found {
-                target: target.clone(),
-                params,
-                app_path,
-            },
-            RouteMatch::MethodNotAllowed { allow, owner } => Routed::MethodNotAllowed {
-                allow,
-                owner: owner.clone(),
-            },
+                prefix,
+            } => {
+                let trusted = &target.owner().middleware().trusted_proxies;
+                let from_proxy = trusted.contains(&x.peer.ip());
+                let incoming = from_proxy.then_some(&x.parts.headers);
+                let forwarded = forwarded_prefix(incoming, &[mount, prefix]);
+                let routed = Routed::Found {
+                    target: target.clone(),
+                    params,
+                    app_path,
+                };
+                (routed, Some(forwarded))
+            }
+            RouteMatch::MethodNotAllowed { allow, owner } => {
+                let owner = owner.clone();
+                (Routed::MethodNotAllowed { allow, owner }, None)
+            }
             RouteMatch::NotFound => {
                 return Err(error_response(StatusCode::NOT_FOUND, "Not Found"));
             }
-        });
+        };
+        if let Some(forwarded) = forwarded {
+            set_forwarded_prefix(&mut x.parts.headers, forwarded);
+        }
+        x.routed = Some(routed);
         Ok(Routing)
     }
 
     fn after(self, _: &mut Exchange<'_>, _: &mut Response) {}
+}
+
+/// The `X-Forwarded-Prefix` the component is to see: the prefix a trusted
+/// proxy's own header names (`incoming`, given only for a request from
+/// one), then the `removed` parts of the path, joined. A client's own
+/// header is never passed on, so it cannot pose as the host's.
+fn forwarded_prefix(incoming: Option<&HeaderMap>, removed: &[&str]) -> Option<HeaderValue> {
+    let mut value = String::new();
+    let proxied = incoming
+        .into_iter()
+        .flat_map(|headers| headers.get_all(X_FORWARDED_PREFIX))
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','));
+    for part in proxied.chain(removed.iter().copied()) {
+        let part = part.trim().trim_matches('/');
+        if !part.is_empty() {
+            value.push('/');
+            value.push_str(part);
+        }
+    }
+    // The removed parts come from the request's path, so they are valid in
+    // a header; the proxy's were read from one.
+    HeaderValue::try_from(value).ok().filter(|v| !v.is_empty())
+}
+
+/// Replaces every `X-Forwarded-Prefix` the request came with by `value`.
+fn set_forwarded_prefix(headers: &mut HeaderMap, value: Option<HeaderValue>) {
+    match value {
+        Some(value) => {
+            headers.insert(X_FORWARDED_PREFIX, value);
+        }
+        None => {
+            headers.remove(X_FORWARDED_PREFIX);
+        }
+    }
 }
 
 /// Refuses a request to a tenant over its requests-per-second quota.
@@ -144,6 +200,59 @@ mod tests {
         assert_eq!(response.headers()[header::RETRY_AFTER], "1");
         let detail = detail(response).await;
         assert!(detail.starts_with("Tenant acme is starting"), "{detail}");
+    }
+
+    /// The prefix a component is told, as text.
+    fn told(incoming: Option<&HeaderMap>, removed: &[&str]) -> Option<String> {
+        let value = forwarded_prefix(incoming, removed)?;
+        Some(value.to_str().unwrap().to_string())
+    }
+
+    fn sent(values: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(X_FORWARDED_PREFIX, value.parse().unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn the_component_is_told_the_tenant_path_and_prefix_the_host_removed() {
+        assert_eq!(
+            told(None, &["/t/acme", "/shop"]).as_deref(),
+            Some("/t/acme/shop")
+        );
+        assert_eq!(told(None, &["", "/shop"]).as_deref(), Some("/shop"));
+        assert_eq!(told(None, &["/t/acme", ""]).as_deref(), Some("/t/acme"));
+        assert_eq!(told(None, &["", ""]), None);
+    }
+
+    #[test]
+    fn a_trusted_proxys_prefix_goes_before_the_hosts() {
+        let proxy = sent(&["/api/"]);
+        assert_eq!(
+            told(Some(&proxy), &["", "/shop"]).as_deref(),
+            Some("/api/shop")
+        );
+        assert_eq!(told(Some(&proxy), &["", ""]).as_deref(), Some("/api"));
+        let chain = sent(&["/edge, /api", "/v1"]);
+        assert_eq!(
+            told(Some(&chain), &["/t/acme", ""]).as_deref(),
+            Some("/edge/api/v1/t/acme")
+        );
+    }
+
+    #[test]
+    fn a_clients_own_forwarded_prefix_is_replaced_or_dropped() {
+        let mut headers = sent(&["/evil", "/worse"]);
+        set_forwarded_prefix(
+            &mut headers,
+            told(None, &["", "/shop"]).map(|v| v.parse().unwrap()),
+        );
+        let seen: Vec<_> = headers.get_all(X_FORWARDED_PREFIX).iter().collect();
+        assert_eq!(seen, ["/shop"]);
+        set_forwarded_prefix(&mut headers, None);
+        assert!(!headers.contains_key(X_FORWARDED_PREFIX));
     }
 
     /// What routing answers `GET path` with nothing in service.

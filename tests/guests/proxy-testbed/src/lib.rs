@@ -41,6 +41,15 @@ impl wasip2::exports::http::incoming_handler::Guest for Proxy {
                     false,
                 )
             }
+            // The prefix the host says it removed from the path.
+            "/forwarded-prefix" => {
+                let values = request.headers().get("x-forwarded-prefix");
+                let text: Vec<String> = values
+                    .iter()
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .collect();
+                respond(response_out, &[text.join(";").as_bytes()], false)
+            }
             // Half the body, then a loop: the host ends the body with an error.
             "/stall" => respond(response_out, &[b"first half;"], true),
             _ => respond(response_out, &[b"chunk 1;", b"chunk 2;", b"chunk 3"], false),
