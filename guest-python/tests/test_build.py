@@ -1,12 +1,9 @@
 """`python -m cello build`: a broken app is reported as a Python error."""
 
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-
-import pytest
 
 
 def build(tmp_path: Path, source: str) -> subprocess.CompletedProcess:
@@ -76,10 +73,6 @@ def test_the_build_reports_its_stages(tmp_path):
     assert "checking that" in result.stdout and "imports (natively, Python 3." in result.stdout
 
 
-@pytest.mark.skipif(
-    not os.environ.get("CELLO_SLOW_TESTS"),
-    reason="installs the SDK into a fresh venv and builds a component (about a minute)",
-)
 def test_a_plain_install_builds_from_any_folder(tmp_path):
     """`pip install ./guest-python`, not editable, then a build elsewhere."""
     # A copy, so pip's in-tree build leaves the checkout as it was.
