@@ -15,10 +15,13 @@ run: components host
 	./target/release/cello-host serve components/ --listen $(LISTEN) --ops-listen $(OPS_LISTEN) --access-log
 
 ## Every test: the Rust workspace (integration tests build their own
-## components), the Rust SDK and examples natively, and the Python SDK's tests.
+## components), the Rust SDK and examples natively (the SDK also with its
+## `openapi` feature, whose document the .venv's validator checks), and the
+## Python SDK's tests.
 test: setup
 	cargo test --workspace
 	cargo test --manifest-path guest-rust/Cargo.toml -p cello-sdk -p hello -p items
+	cargo test --manifest-path guest-rust/Cargo.toml -p cello-sdk --features openapi
 	$(VENV)/bin/pytest -q guest-python
 	$(PYTHON) tests/docs_links.py
 
@@ -95,6 +98,7 @@ lint: setup
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy --manifest-path guest-rust/Cargo.toml --target $(WASM) -- -D warnings
+	cargo clippy --manifest-path guest-rust/Cargo.toml -p cello-sdk --features openapi --all-targets -- -D warnings
 	$(VENV)/bin/ruff check --config guest-python/pyproject.toml guest-python tests/guests tests/docs_links.py bench
 	$(VENV)/bin/ruff format --check --config guest-python/pyproject.toml guest-python tests/guests tests/docs_links.py bench
 

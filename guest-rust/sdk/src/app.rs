@@ -40,6 +40,9 @@ pub(crate) struct Route {
     pub(crate) roles: Vec<String>,
     pub(crate) scopes: Vec<String>,
     pub(crate) rate_limit: Option<RateLimit>,
+    /// What the OpenAPI document says of the route beyond its policies.
+    #[cfg(feature = "openapi")]
+    pub(crate) doc: crate::openapi::RouteDoc,
 }
 
 /// A hook run once per instance before its first request: a `fn` or
@@ -123,6 +126,8 @@ pub struct App {
     pub(crate) access_log: bool,
     pub(crate) default_rate_limit: Option<RateLimit>,
     pub(crate) state: AppState,
+    #[cfg(feature = "openapi")]
+    pub(crate) openapi: crate::openapi::OpenApi,
 }
 
 macro_rules! method_routes {
@@ -154,6 +159,8 @@ impl App {
             access_log: false,
             default_rate_limit: None,
             state: AppState::default(),
+            #[cfg(feature = "openapi")]
+            openapi: crate::openapi::OpenApi::default(),
         }
     }
 
@@ -244,6 +251,8 @@ impl App {
             roles: Vec::new(),
             scopes: Vec::new(),
             rate_limit: None,
+            #[cfg(feature = "openapi")]
+            doc: crate::openapi::RouteDoc::new(H::openapi()),
         });
         self
     }
@@ -276,7 +285,7 @@ impl App {
         self
     }
 
-    fn last_route(&mut self) -> &mut Route {
+    pub(crate) fn last_route(&mut self) -> &mut Route {
         self.routes
             .last_mut()
             .expect("declare a route before its policies: .get(path, handler).roles(...)")
@@ -305,6 +314,16 @@ impl App {
     /// `.get("/items", list).cached(Cache::ttl(60).tags(&["items"]))`.
     pub fn cached(mut self, policy: Cache) -> Self {
         self.last_route().cache = Some(policy);
+        self
+    }
+
+    /// The app as it is served: its own routes, then those the SDK adds
+    /// (the OpenAPI document's, with the `openapi` feature). The component
+    /// and the test client serve it; an app need not call it.
+    pub(crate) fn finalize(self) -> Self {
+        #[cfg(feature = "openapi")]
+        return crate::openapi::serve_document(self);
+        #[cfg(not(feature = "openapi"))]
         self
     }
 

@@ -26,6 +26,17 @@ pub trait Handler<M>: 'static {
 
     #[doc(hidden)]
     fn call(&self, req: Request) -> LocalBoxFuture<'_, Response>;
+
+    /// What the route's OpenAPI operation learns from the handler: its
+    /// name, and with [`crate::openapi::documented`] its types.
+    #[cfg(feature = "openapi")]
+    #[doc(hidden)]
+    fn openapi() -> crate::openapi::HandlerDoc
+    where
+        Self: Sized,
+    {
+        crate::openapi::HandlerDoc::named(std::any::type_name::<Self>())
+    }
 }
 
 /// Marks a handler that returns its response.
@@ -152,6 +163,9 @@ macro_rules! handlers {
                 })
             }
         }
+
+        #[cfg(feature = "openapi")]
+        crate::openapi::describe_handlers!($($arg)* $last);
     };
 }
 

@@ -38,6 +38,8 @@
 //!   your own through [`FromRequest`]. A rejected request answers 422 in
 //!   FastAPI's shape (`rejection`), like the Python SDK.
 //! - [`IntoResponse`] (`response`) turns results into a [`Response`].
+//! - `openapi` (feature `openapi`) serves the app's OpenAPI 3.1 document
+//!   at `/openapi.json`, its schemas from the handlers' types.
 //! - `sys` is the host: the component's imports on wasm32, an in-memory
 //!   stand-in natively, where [`testing::TestClient`] runs handlers in
 //!   `cargo test`.
@@ -54,6 +56,8 @@ mod extract;
 mod handler;
 mod json;
 pub mod kv;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 pub mod outbound;
 mod policy;
 mod rejection;

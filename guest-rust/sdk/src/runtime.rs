@@ -18,7 +18,7 @@ thread_local! {
 }
 
 fn app(build: fn() -> App) -> Rc<App> {
-    APP.with(|cell| cell.get_or_init(|| Rc::new(build())).clone())
+    APP.with(|cell| cell.get_or_init(|| Rc::new(build().finalize())).clone())
 }
 
 pub fn describe(build: fn() -> App) -> Manifest {

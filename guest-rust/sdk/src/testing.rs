@@ -56,6 +56,7 @@ pub struct TestClient {
 impl TestClient {
     /// Panics if two routes conflict, as the host would refuse the app.
     pub fn new(app: App) -> Self {
+        let app = app.finalize();
         let mut router = matchit::Router::new();
         let mut endpoints: Vec<Vec<usize>> = Vec::new();
         let mut patterns: Vec<&str> = Vec::new();

@@ -3,22 +3,25 @@
 //!
 //! `POST /notes` stores `{"text": ...}` and answers 201 with its id;
 //! `GET /notes/{id}` reads it back (404 when there is none). Each new note
-//! is logged. Needs `kv = true` (sidecar.toml).
+//! is logged. Needs `kv = true` (sidecar.toml). Its OpenAPI document, made
+//! from the handlers' types, is at `/openapi.json`.
 
 use cello::host::{Level, log};
+use cello::openapi::{JsonSchema, documented};
 use cello::{App, HttpError, Json, Kv, KvError, Path, StatusCode};
 use serde::{Deserialize, Serialize};
 
 /// A note as stored and returned.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Note {
     pub id: u64,
     pub text: String,
 }
 
 /// What a client sends.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 struct NewNote {
+    /// What to remember.
     text: String,
 }
 
@@ -45,8 +48,10 @@ fn read(kv: Kv, Path(id): Path<u64>) -> Result<Json<Note>, cello::Response> {
 
 pub fn app() -> App {
     App::new("notes")
-        .post("/notes", create)
-        .get("/notes/{id}", read)
+        .post("/notes", documented(create))
+        .summary("Store a note")
+        .get("/notes/{id}", documented(read))
+        .summary("Read a note")
 }
 
 cello::export_app!(app);
@@ -66,5 +71,17 @@ mod tests {
         assert_eq!(made.status(), StatusCode::CREATED);
         let read = client.get("/notes/1").send().json::<serde_json::Value>();
         assert_eq!(read["text"], "tune the A string");
+    }
+
+    #[test]
+    fn the_document_describes_both_routes_from_their_types() {
+        let doc = app().openapi_document();
+        let create = &doc["paths"]["/notes"]["post"];
+        let body = &create["requestBody"]["content"]["application/json"]["schema"];
+        assert_eq!(body["$ref"], "#/components/schemas/NewNote");
+        let read = &doc["paths"]["/notes/{id}"]["get"];
+        assert_eq!(read["parameters"][0]["schema"]["type"], "integer");
+        let note = &read["responses"]["200"]["content"]["application/json"]["schema"];
+        assert_eq!(note["$ref"], "#/components/schemas/Note");
     }
 }

@@ -100,3 +100,32 @@ async fn a_bad_body_is_a_422_before_any_note_is_stored() -> anyhow::Result<()> {
     assert_eq!(host.kv_get("notes", "next-id")?, None);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_component_serves_its_openapi_document() -> anyhow::Result<()> {
+    let host = TestHost::new(component()).await?;
+    let served = host.get("/openapi.json").await;
+    assert_eq!(served.status, 200, "{}", served.text());
+    assert_eq!(served.header("content-type"), Some("application/json"));
+    let doc: Value = served.json()?;
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert_eq!(doc["info"]["title"], "notes");
+    let create = &doc["paths"]["/notes"]["post"];
+    assert_eq!(create["operationId"], "create_notes_post");
+    assert_eq!(create["summary"], "Store a note");
+    let body = &create["requestBody"]["content"]["application/json"]["schema"];
+    assert_eq!(body["$ref"], "#/components/schemas/NewNote");
+    let read = &doc["paths"]["/notes/{id}"]["get"];
+    assert_eq!(read["parameters"][0]["name"], "id");
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(schemas["NewNote"]["required"], json!(["text"]));
+    assert_eq!(schemas["Note"]["required"], json!(["id", "text"]));
+
+    // Behind a proxy that says where it mounted the app, `servers` says so.
+    let request = cello::http::Request::get("/openapi.json")
+        .header("x-forwarded-prefix", "/notes-app")
+        .body(Vec::new())?;
+    let forwarded: Value = host.request(request).await.json()?;
+    assert_eq!(forwarded["servers"], json!([{"url": "/notes-app"}]));
+    Ok(())
+}
