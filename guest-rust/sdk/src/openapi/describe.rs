@@ -14,6 +14,7 @@ use serde_json::json;
 
 use super::{Operation, ParamIn};
 use crate::outbound::Client;
+use crate::sql::{Db, SqlError};
 use crate::{
     BackgroundTasks, Claims, Config, FromRequest, Header, HttpError, Invalid, Json, Kv, KvError,
     Path, Query, Request, Response, State,
@@ -113,7 +114,7 @@ macro_rules! add_nothing {
     };
 }
 
-add_nothing!(OperationInput: Request, Method, HeaderMap, Kv, Config, Client, BackgroundTasks);
+add_nothing!(OperationInput: Request, Method, HeaderMap, Kv, Config, Client, BackgroundTasks, Db);
 
 impl<T> OperationInput for State<T> {}
 
@@ -224,5 +225,12 @@ impl OperationOutput for Invalid {
 
 // Any status, or a 500 whose reason is logged: nothing to promise.
 add_nothing!(OperationOutput: Response, HttpError, KvError, anyhow::Error, Infallible, HeaderMap);
+
+/// A constraint refused answers 409.
+impl OperationOutput for SqlError {
+    fn describe(op: &mut Operation<'_>) {
+        op.respond("409", "Conflict", "application/json", None);
+    }
+}
 
 impl<B> OperationOutput for http::Response<B> {}
