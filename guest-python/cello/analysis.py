@@ -234,6 +234,8 @@ def _hints(fn: Callable[..., Any]) -> tuple[dict[str, Any], dict[str, NameError]
     fn = getattr(fn, "__cello_hints__", fn)
     if inspect.isclass(fn):  # a class dependency: its constructor's
         fn = fn.__init__
+    elif not inspect.isroutine(fn) and callable(fn):  # a callable object: its __call__'s
+        fn = type(fn).__call__
     try:
         return typing.get_type_hints(fn, include_extras=True), {}
     except NameError:

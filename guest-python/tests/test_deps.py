@@ -274,3 +274,25 @@ def test_openapi_lists_the_parameters_of_dependencies():
     assert parameters == [
         {"name": "x-token", "in": "header", "required": True, "schema": {"type": "string"}}
     ]
+
+
+def test_a_callable_instance_is_a_dependency_with_its_call_annotations():
+    class AtLeast:
+        def __init__(self, floor: int):
+            self.floor = floor
+
+        def __call__(self, n: int = 0) -> bool:
+            return n >= self.floor
+
+    app = App()
+
+    @app.get("/check")
+    def check(enough: bool = Depends(AtLeast(3))):
+        return {"enough": enough}
+
+    client = TestClient(app)
+    assert client.get("/check", params={"n": 5}).json() == {"enough": True}
+    assert client.get("/check", params={"n": 1}).json() == {"enough": False}
+    assert client.get("/check", params={"n": "many"}).status_code == 422
+    (param,) = app.openapi()["paths"]["/check"]["get"]["parameters"]
+    assert param["schema"] == {"type": "integer", "default": 0}
