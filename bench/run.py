@@ -479,14 +479,16 @@ def sql_reads(state: Path, rounds: int = 3) -> list[Load]:
     `rounds` times each; each row is the median run."""
     print("sql: the todos read route, cello and FastAPI alternately", flush=True)
     runs: dict[str, list[Load]] = {"cello": [], "fastapi": []}
-    path = f"/todos/{SQL_ROWS // 2}"
+    # wrk() puts `row` after the last `/` of each server's URL: /todos/500.
+    row = f"/{SQL_ROWS // 2}"
     for _ in range(rounds):
         directory = component_dir("todos", sidecars={"todos": TODOS})
         with cello(directory, "/todos/", state) as s:
-            seed_todos(s.url.rsplit("/", 1)[0] + "/batch")
-            runs["cello"].append(wrk("  cello", s, path))
-        with uvicorn("fastapi_sql", path) as s:
-            runs["fastapi"].append(wrk("  fastapi", s, path))
+            seed_todos(s.url + "batch")
+            assert get(s.url + row[1:])[0] == 200, "the todos component did not serve the row"
+            runs["cello"].append(wrk("  cello", s, row))
+        with uvicorn("fastapi_sql", f"/todos{row}") as s:
+            runs["fastapi"].append(wrk("  fastapi", s, row))
     medians = []
     for which, loads in runs.items():
         median = sorted(loads, key=lambda load: load.rps)[len(loads) // 2]
