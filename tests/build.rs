@@ -19,6 +19,7 @@ const RUST_GUESTS: &[(&str, &str, &str)] = &[
     ("tests/guests", "rust-sql", "rust-sql"),
     ("tests/guests", "proxy-testbed", "proxy-testbed"),
     ("tests/guests", "slow-start", "slow-start"),
+    ("tests/guests", "wasi-config", "wasi-config"),
 ];
 
 /// Python guests: (app file, component name).
@@ -46,6 +47,8 @@ const INPUTS: &[&str] = &[
     "tests/guests/rust-sql/migrations",
     "tests/guests/proxy-testbed/src",
     "tests/guests/slow-start/src",
+    "tests/guests/wasi-config/src",
+    "tests/guests/wasi-config/wit",
     "tests/guests/python-testbed",
     "tests/guests/python-caps",
     "guest-python/cello",

@@ -328,6 +328,32 @@ async fn components_cannot_see_each_others_keys() {
     assert_eq!(host.get("/other/kv/mine").await.status, 404);
 }
 
+#[tokio::test]
+async fn a_standard_component_reads_its_variables_and_secrets_through_wasi_config() {
+    let sidecar = "[grants]\nconfig = true\n[variables]\ngreeting = \"hi\"\nshared = \"the variable\"\n\
+                   [secrets]\ntoken = \"s3cret\"\nshared = \"the secret\"\n";
+    let host = Components::new()
+        .with_sidecar("wasi-config", sidecar)
+        .serve();
+    assert_eq!(host.get("/greeting").await.body, "hi");
+    assert_eq!(host.get("/token").await.body, "s3cret");
+    assert_eq!(host.get("/missing").await.status, 404);
+    assert_eq!(
+        host.get("/").await.body,
+        "greeting=hi;shared=the variable;token=s3cret"
+    );
+
+    let output = Components::new().with("wasi-config").check();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success());
+    assert!(
+        stdout.contains(
+            "imports wasi:config/store@0.2.0-rc.1, which it is not granted; add `config = true`"
+        ),
+        "{stdout}"
+    );
+}
+
 #[test]
 fn an_ungranted_import_is_refused_at_load_naming_the_grant() {
     let output = Components::new()

@@ -1,6 +1,7 @@
 //! The linker a component is instantiated with: WASI (nothing reachable
 //! unless granted), wasi:http (its outgoing handler refusing every request
-//! without an outbound grant), Cello's `host` and `cache`, and the
+//! without an outbound grant), the standard interfaces of the capabilities
+//! granted (`wasi:config/store`), Cello's `host` and `cache`, and the
 //! capabilities the component was granted.
 
 use wasmtime::Engine;
@@ -12,7 +13,8 @@ use crate::capabilities::{self, GrantSet};
 use crate::instances::state::InstanceState;
 
 /// A linker offering `granted`. On an engine without concurrency support,
-/// only WASI and wasi:http: Cello's interfaces have async functions.
+/// only WASI, wasi:http and the granted standard interfaces: Cello's
+/// interfaces have async functions.
 pub fn linker(engine: &Engine, granted: GrantSet) -> anyhow::Result<Linker<InstanceState>> {
     use wasmtime_wasi_http::p2::bindings::http as wasi_http;
     type Http = wasmtime_wasi_http::WasiHttp;
@@ -28,6 +30,7 @@ pub fn linker(engine: &Engine, granted: GrantSet) -> anyhow::Result<Linker<Insta
         &mut linker,
         <InstanceState as WasiHttpView>::http,
     )?;
+    capabilities::add_standard_to_linker(&mut linker, granted)?;
     if !engine.get_concurrency_support() {
         return Ok(linker);
     }

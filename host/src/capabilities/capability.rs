@@ -44,6 +44,13 @@ pub trait Capability: 'static {
     /// Adds its host functions to `linker`; each call reaches the
     /// component's [`Capability::Granted`] through [`Has`].
     fn add_to_linker<T: Has<Self>>(linker: &mut Linker<T>) -> wasmtime::Result<()>;
+
+    /// Adds the standard (WASI) interfaces it also answers. Unlike Cello's
+    /// own, these are linked on every engine, so that `wasi:http`
+    /// components reach them too. None by default.
+    fn add_standard_to_linker<T: Has<Self>>(_linker: &mut Linker<T>) -> wasmtime::Result<()> {
+        Ok(())
+    }
 }
 
 /// A store's state that can reach capability `C`, when it was granted.

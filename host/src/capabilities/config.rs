@@ -2,13 +2,20 @@
 //! `[variables]` and `[secrets]`, each a literal or read from the host's
 //! environment when the component loads. A secret's value is never logged:
 //! its `Debug` prints a placeholder.
+//!
+//! The same grant answers `wasi:config/store` (as `wasmtime serve -S
+//! config` does), for components written against the standard: `get` and
+//! `get-all` see the variables and the secrets, a variable first when both
+//! have a name.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
 use serde::Deserialize;
 
 use crate::bindings::cello::component::config;
 use wasmtime::component::{HasData, Linker};
+use wasmtime_wasi_config::{WasiConfig, WasiConfigVariables};
 
 use super::capability::{Capability, Has};
 
@@ -50,10 +57,21 @@ impl std::fmt::Debug for Secret {
 }
 
 /// One component's resolved variables and secrets.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct ConfigValues {
     variables: HashMap<String, String>,
     secrets: HashMap<String, Secret>,
+    /// Both, as `wasi:config/store` answers them.
+    standard: WasiConfigVariables,
+}
+
+impl std::fmt::Debug for ConfigValues {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigValues")
+            .field("variables", &self.variables)
+            .field("secrets", &self.secrets)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ConfigValues {
@@ -72,6 +90,16 @@ impl ConfigValues {
             let value = source.resolve("secrets", name)?;
             values.secrets.insert(name.clone(), Secret(value));
         }
+        let secrets = values
+            .secrets
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.0.as_str()));
+        let variables = values
+            .variables
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()));
+        // Collected in this order, a variable replaces a secret of its name.
+        values.standard = secrets.chain(variables).collect();
         Ok(values)
     }
 }
@@ -81,7 +109,7 @@ impl ConfigValues {
 pub struct Config;
 
 impl Capability for Config {
-    const INTERFACES: &'static [&'static str] = &["cello:component/config"];
+    const INTERFACES: &'static [&'static str] = &["cello:component/config", "wasi:config/store"];
     const HOW_TO_GRANT: &'static str = "config = true";
     type Grant = bool;
     type Granted = ConfigValues;
@@ -92,6 +120,13 @@ impl Capability for Config {
 
     fn add_to_linker<T: Has<Self>>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
         config::add_to_linker::<T, ConfigAccess>(linker, |state| ConfigView(state.granted()))
+    }
+
+    fn add_standard_to_linker<T: Has<Self>>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+        wasmtime_wasi_config::add_to_linker(linker, |state: &mut T| {
+            static NONE: LazyLock<WasiConfigVariables> = LazyLock::new(WasiConfigVariables::new);
+            WasiConfig::new(state.granted().map_or(&*NONE, |values| &values.standard))
+        })
     }
 }
 

@@ -112,6 +112,18 @@ macro_rules! capabilities {
             Ok(())
         }
 
+        /// Adds the standard interfaces of every capability in `granted`,
+        /// on any engine.
+        pub fn add_standard_to_linker<T: HasCapabilities>(
+            linker: &mut Linker<T>,
+            granted: GrantSet,
+        ) -> wasmtime::Result<()> {
+            $( if granted.$name {
+                <$capability as Capability>::add_standard_to_linker(linker)?;
+            } )*
+            Ok(())
+        }
+
         $( impl<T: HasCapabilities> Has<$capability> for T {
             fn granted(&self) -> Option<&<$capability as Capability>::Granted> {
                 self.capabilities().$name.as_ref()
