@@ -665,4 +665,246 @@ mod tests {
                 .is_err()
         );
     }
+
+    // ---- attack tests (branch sql-attack): each asserts the behaviour a
+    // hostile or careless tenant should meet; a failure is a finding. ----
+
+    fn limited(dir: &tempfile::TempDir, limits: SqlLimits) -> SqlStore {
+        SqlStore::new(dir.path().into(), limits)
+    }
+
+    /// Peak resident memory of this process, in bytes.
+    fn peak_rss() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+        let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        kib << 10
+    }
+
+    #[tokio::test]
+    async fn attack_temp_tables_count_against_the_size_quota() {
+        // TEMP tables live outside the file and its quota: refused.
+        let dir = tempfile::tempdir().unwrap();
+        let db = store(&dir).database("acme/shop");
+        for statement in [
+            "CREATE TEMP TABLE big (b BLOB)",
+            "CREATE TABLE temp.big AS SELECT zeroblob(1000) AS b",
+            "CREATE TEMP VIEW v AS SELECT 1",
+        ] {
+            let refused = run(&db, statement, vec![]).await;
+            assert!(
+                matches!(refused, Err(SqlError::Invalid(_))),
+                "{statement}: {refused:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn attack_a_wide_row_is_refused_before_it_is_copied() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = store(&dir).database("acme/shop");
+        // 64 columns of 16 MB: each value under SQLITE_LIMIT_LENGTH, the
+        // row 1 GiB; the 16 MiB result cap is looked at after the row.
+        let columns = vec!["zeroblob(16000000)"; 64].join(", ");
+        let before = peak_rss();
+        let refused = db
+            .query(format!("SELECT {columns}"), vec![], None)
+            .await
+            .unwrap_err();
+        let grew = peak_rss().saturating_sub(before);
+        assert!(matches!(refused, SqlError::Invalid(_)), "{refused:?}");
+        assert!(
+            grew < 256 << 20,
+            "a query capped at 16 MiB made the host's peak memory grow by {} MiB",
+            grew >> 20
+        );
+    }
+
+    #[tokio::test]
+    async fn attack_one_function_call_honours_the_time_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir);
+        store.set_quota(
+            "acme/",
+            Some(SqlQuota {
+                max_bytes: 1 << 20,
+                query_timeout: Duration::from_millis(200),
+            }),
+        );
+        let db = store.database("acme/shop");
+        // instr() is O(haystack * needle) inside one VM step: the progress
+        // handler never runs. (LIKE '%aaaa...b' and replace() alike.)
+        let started = std::time::Instant::now();
+        let ran = db
+            .query(
+                "SELECT instr(printf('%.*c', 800000, 'a'), printf('%.*c', 400000, 'a') || 'b')"
+                    .into(),
+                vec![],
+                None,
+            )
+            .await;
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_millis(1000),
+            "a statement limited to 200 ms ran {took:?} ({ran:?})"
+        );
+    }
+
+    #[tokio::test]
+    async fn attack_a_guest_cannot_begin_or_commit_behind_the_hosts_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = store(&dir).database("acme/shop");
+        notes(&db).await;
+        let began = run(&db, "BEGIN", vec![]).await;
+        let tx = db.begin().await;
+        assert!(
+            began.is_err(),
+            "a guest's BEGIN was run ({began:?}); the connection is now in a transaction no reaper knows: \
+             every later write is uncommitted, and the host's begin() answers {tx:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn attack_a_migration_that_fails_is_not_recorded_as_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = store(&dir).database("acme/shop");
+        let sneaky = vec![Migration {
+            name: "001".into(),
+            statements: "CREATE TABLE a (x); COMMIT; CREATE TABLE b (x)".into(),
+        }];
+        let first = db.migrate(sneaky.clone()).await;
+        let second = db.migrate(sneaky).await;
+        assert!(
+            first.is_ok() || second.is_err(),
+            "the first migrate failed ({first:?}) yet the second found it applied ({second:?})"
+        );
+    }
+
+    #[tokio::test]
+    async fn attack_a_cancelled_statement_does_not_leave_the_transaction_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = limited(
+            &dir,
+            SqlLimits {
+                transaction_timeout: Duration::from_millis(300),
+                ..SqlSettings::default().limits()
+            },
+        );
+        let db = store.database("acme/shop");
+        notes(&db).await;
+        let tx = db.begin().await.unwrap();
+        // The request's time limit (or a client gone) drops the guest's
+        // call while its statement runs on the blocking thread.
+        let slow = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n LIMIT 3000000) SELECT count(*) FROM n";
+        let cut = tokio::time::timeout(
+            Duration::from_millis(50),
+            db.query(slow.into(), vec![], Some(tx)),
+        )
+        .await;
+        assert!(cut.is_err(), "the statement was meant to be cut");
+        // Past the statement and the transaction's time.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        run(&db, "INSERT INTO notes (body) VALUES ('after')", vec![])
+            .await
+            .unwrap();
+        let other = rusqlite::Connection::open(dir.path().join("acme/shop.sqlite")).unwrap();
+        let durable: i64 = other
+            .query_row("SELECT count(*) FROM notes", [], |r| r.get(0))
+            .unwrap();
+        let again = db.begin().await;
+        assert!(
+            durable == 1 && again.is_ok(),
+            "after a cancelled statement in a transaction, a later write is not committed \
+             (another connection sees {durable} rows) and begin() answers {again:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn attack_host_mode_does_not_reach_a_guests_trigger() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = store(&dir).database("acme/shop");
+        let m = |name: &str, statements: &str| Migration {
+            name: name.into(),
+            statements: statements.into(),
+        };
+        db.migrate(vec![m("001", "CREATE TABLE spy (v)")])
+            .await
+            .unwrap();
+        // A guest may neither hang a trigger on the host's ledger (in any
+        // schema) nor touch the ledger itself.
+        for statement in [
+            "CREATE TEMP TRIGGER t AFTER INSERT ON main._cello_migrations BEGIN \
+             INSERT INTO spy SELECT max_page_count FROM pragma_max_page_count; END",
+            "CREATE TRIGGER t AFTER INSERT ON _cello_migrations BEGIN \
+             INSERT INTO spy SELECT max_page_count FROM pragma_max_page_count; END",
+            "DELETE FROM _cello_migrations",
+            "UPDATE _CELLO_MIGRATIONS SET checksum = 'x'",
+            "DROP TABLE _cello_migrations",
+        ] {
+            let refused = run(&db, statement, vec![]).await;
+            assert!(
+                matches!(refused, Err(SqlError::Invalid(_))),
+                "{statement}: {refused:?}"
+            );
+        }
+        // Reading it is fine.
+        let rows = db
+            .query("SELECT name FROM _cello_migrations".into(), vec![], None)
+            .await
+            .unwrap();
+        assert_eq!(rows.rows.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn attack_a_temp_table_shadows_the_ledger() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = store(&dir).database("acme/shop");
+        let one = vec![Migration {
+            name: "001".into(),
+            statements: "CREATE TABLE notes (x)".into(),
+        }];
+        db.migrate(one.clone()).await.unwrap();
+        let shadow = "CREATE TEMP TABLE _cello_migrations (name TEXT PRIMARY KEY, checksum TEXT, applied_at INTEGER)";
+        assert!(run(&db, shadow, vec![]).await.is_err());
+        let again = db.migrate(one).await;
+        assert!(matches!(again, Ok(0)), "{again:?}");
+    }
+
+    #[tokio::test]
+    async fn held_no_other_file_no_shadow_table_no_schema_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = store(&dir).database("acme/shop");
+        notes(&db).await;
+        let out = dir.path().join("out.sqlite");
+        let refused = [
+            "VACUUM".to_string(),
+            format!("VACUUM INTO 'file:{}?mode=rwc'", out.display()),
+            format!("ATTACH 'file:{}' AS o", out.display()),
+            "SELECT * FROM sqlite_dbpage".to_string(),
+            "UPDATE sqlite_schema SET sql = 'x'".to_string(),
+            "INSERT INTO sqlite_schema VALUES ('table','x','x',0,'CREATE TABLE x(y)')".to_string(),
+            "CREATE TABLE sqlite_x (y)".to_string(),
+            "SELECT * FROM pragma_journal_mode".to_string(),
+            "SELECT * FROM pragma_table_info('notes')".to_string(),
+            "SELECT load_extension('/tmp/x')".to_string(),
+            "SELECT printf('%.*c', 1000000000, 'x')".to_string(),
+            "SELECT zeroblob(1000000000)".to_string(),
+            "SELECT length(group_concat(zeroblob(1000000))) FROM (WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n LIMIT 100) SELECT * FROM n)".to_string(),
+            "CREATE VIRTUAL TABLE f USING fts5(a)".to_string(),
+            "INSERT INTO f_data VALUES (99, x'00')".to_string(),
+            "CREATE VIRTUAL TABLE r USING rtree(id, a, b)".to_string(),
+            "INSERT INTO r_node VALUES (99, x'00')".to_string(),
+            "DELETE FROM sqlite_stat1".to_string(),
+        ];
+        let mut report = Vec::new();
+        for statement in refused {
+            let got = db.query(statement.clone(), vec![], None).await;
+            report.push(format!(
+                "{statement:.70} => {:?}",
+                got.map(|r| r.rows.len())
+            ));
+        }
+        eprintln!("{}", report.join("\n"));
+        assert!(!out.exists());
+    }
 }

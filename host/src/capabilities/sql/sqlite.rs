@@ -10,9 +10,19 @@
 //!
 //! What a guest's statements may do is narrowed at prepare time by an
 //! authorizer: no `ATTACH` (another file), no `PRAGMA` (the size quota is
-//! `max_page_count`, which a pragma could lift). The connection runs in
-//! SQLite's defensive mode, and a progress handler interrupts a statement
-//! past its deadline.
+//! `max_page_count`, which a pragma could lift), no `BEGIN`, `COMMIT` or
+//! savepoints (transactions are the host's, through `begin`), no `TEMP`
+//! tables, views or triggers (kept outside the file and its quota), and no
+//! writes or DDL on the host's `_cello_*` tables. The host's own statements
+//! pass, but not a guest's trigger or view they fire. The connection runs
+//! in SQLite's defensive mode.
+//!
+//! A progress handler interrupts a statement past its deadline, between VM
+//! steps. One step can be long: a built-in function over a large value.
+//! Values are capped at 4 MiB and `LIKE`/`GLOB` patterns at 256 bytes, and
+//! `instr` and `replace` are replaced by linear-time versions, so no single
+//! step runs for long. A query's result is counted as it is copied, and
+//! refused past 16 MiB before the next value is copied.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -30,19 +40,55 @@ use super::{Executed, Migration, Rows, SqlError, SqlLimits, Value};
 
 /// Longest statement, in bytes.
 const MAX_STATEMENT_BYTES: i32 = 1 << 20;
-/// Largest text or blob a statement may make, in bytes.
-const MAX_VALUE_BYTES: i32 = 16 << 20;
+/// Largest text or blob a statement may make, in bytes: with the pattern
+/// cap below, what bounds the time one built-in function call takes.
+const MAX_VALUE_BYTES: i32 = 4 << 20;
+/// Longest `LIKE` or `GLOB` pattern, in bytes (SQLite's default is 50000).
+const MAX_PATTERN_BYTES: i32 = 256;
+/// Most columns a table or result may have (SQLite's default is 2000).
+const MAX_COLUMNS: i32 = 500;
 /// VM steps between two looks at the deadline.
 const STEPS_BETWEEN_CHECKS: i32 = 1000;
 /// Time a `BEGIN`, `COMMIT` or `ROLLBACK` may take.
 const FINISH_TIME: Duration = Duration::from_secs(60);
 /// The table that records which migrations were applied.
-const LEDGER: &str = "_cello_migrations";
+const LEDGER: &str = "main._cello_migrations";
 
 /// The connection, once opened.
 type Slot = Option<Session>;
 /// The connection, held by one statement or transaction.
-type Held = OwnedMutexGuard<Slot>;
+type Held = Holding;
+
+/// The connection while one statement or transaction holds it. Let go
+/// inside a SQLite transaction (a call cancelled while its statement ran,
+/// its request timed out), it rolls the transaction back, so the
+/// connection is never handed on mid-transaction.
+struct Holding(OwnedMutexGuard<Slot>);
+
+impl std::ops::Deref for Holding {
+    type Target = Slot;
+
+    fn deref(&self) -> &Slot {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Holding {
+    fn deref_mut(&mut self) -> &mut Slot {
+        &mut self.0
+    }
+}
+
+impl Drop for Holding {
+    fn drop(&mut self) {
+        if let Some(session) = self.0.as_mut()
+            && !session.connection.is_autocommit()
+        {
+            tracing::warn!("a SQL transaction was let go unfinished: rolled back");
+            let _ = session.finish("ROLLBACK");
+        }
+    }
+}
 
 /// One component's database.
 pub struct Database {
@@ -198,12 +244,16 @@ impl Database {
             return Err(SqlError::Failed("this component was removed".into()));
         }
         let wait = tokio::time::timeout(limits.query_timeout, self.connection.clone().lock_owned());
-        let mut held = wait.await.map_err(|_| {
+        let mut held = Holding(wait.await.map_err(|_| {
             SqlError::Timeout(format!(
                 "waited {} ms for the database: a transaction holds it",
                 limits.query_timeout.as_millis()
             ))
-        })?;
+        })?);
+        // Removed while this call waited: its file may be gone already.
+        if self.dropped.load(Ordering::SeqCst) {
+            return Err(SqlError::Failed("this component was removed".into()));
+        }
         if held.is_none() {
             let path = self.path.clone();
             let opened = tokio::task::spawn_blocking(move || Session::open(&path))
@@ -294,6 +344,11 @@ impl Session {
             connection.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0)?;
             connection.set_limit(Limit::SQLITE_LIMIT_SQL_LENGTH, MAX_STATEMENT_BYTES)?;
             connection.set_limit(Limit::SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)?;
+            connection.set_limit(Limit::SQLITE_LIMIT_LIKE_PATTERN_LENGTH, MAX_PATTERN_BYTES)?;
+            connection.set_limit(Limit::SQLITE_LIMIT_COLUMN, MAX_COLUMNS)?;
+            // The WAL is cut back to this after each checkpoint.
+            connection.pragma_update(None, "journal_size_limit", 16 << 20)?;
+            linear_functions(connection)?;
             connection
                 .pragma_query_value(None, "page_size", |row| row.get::<_, i64>(0))
                 .map(|size| size.max(512) as u64)
@@ -311,10 +366,12 @@ impl Session {
         let host = host_mode.clone();
         connection
             .authorizer(Some(move |context: AuthContext<'_>| {
-                if host.load(Ordering::Relaxed) {
+                // The host's own statements pass; a guest's trigger or view
+                // they fire (`accessor` names it) does not.
+                if host.load(Ordering::Relaxed) && context.accessor.is_none() {
                     return Authorization::Allow;
                 }
-                authorize(&context.action)
+                authorize(&context)
             }))
             .map_err(failed)?;
         Ok(Self {
@@ -380,15 +437,17 @@ impl Session {
         while let Some(row) = raw.next().map_err(&timed_out)? {
             let mut values = Vec::with_capacity(columns.len());
             for (i, is_json) in json.iter().enumerate() {
-                let value = value_of(row.get_ref(i).map_err(failed)?, *is_json);
-                bytes += value.size();
-                values.push(value);
-            }
-            if bytes > limits.max_result_bytes {
-                return Err(SqlError::Invalid(format!(
-                    "the result is larger than {} MiB: select fewer rows or columns",
-                    limits.max_result_bytes >> 20
-                )));
+                let raw = row.get_ref(i).map_err(failed)?;
+                // Counted before it is copied: a wide row of large values
+                // is refused at the value that passes the cap.
+                bytes += 16 + raw.as_bytes().map_or(0, <[u8]>::len);
+                if bytes > limits.max_result_bytes {
+                    return Err(SqlError::Invalid(format!(
+                        "the result is larger than {} MiB: select fewer rows or columns",
+                        limits.max_result_bytes >> 20
+                    )));
+                }
+                values.push(value_of(raw, *is_json));
             }
             rows.push(values);
         }
@@ -497,17 +556,96 @@ impl Session {
 }
 
 /// What a guest's statement may do.
-fn authorize(action: &AuthAction<'_>) -> Authorization {
-    match action {
-        AuthAction::Attach { .. } | AuthAction::Detach { .. } | AuthAction::Pragma { .. } => {
-            Authorization::Deny
+fn authorize(context: &AuthContext<'_>) -> Authorization {
+    use AuthAction as A;
+    // Nothing is made or written in `temp`: it is outside the file and its
+    // quota (`CREATE TABLE temp.t AS ...` is a plain CREATE TABLE there).
+    let in_temp = context.database_name == Some("temp");
+    let denied = match &context.action {
+        A::Attach { .. } | A::Detach { .. } | A::Pragma { .. } => true,
+        A::Transaction { .. } | A::Savepoint { .. } => true,
+        A::CreateTempTable { .. }
+        | A::CreateTempIndex { .. }
+        | A::CreateTempTrigger { .. }
+        | A::CreateTempView { .. } => true,
+        A::Function { function_name } => function_name.eq_ignore_ascii_case("load_extension"),
+        A::Insert { table_name }
+        | A::Update { table_name, .. }
+        | A::Delete { table_name }
+        | A::CreateTable { table_name }
+        | A::DropTable { table_name }
+        | A::AlterTable { table_name, .. }
+        | A::CreateIndex { table_name, .. }
+        | A::DropIndex { table_name, .. }
+        | A::CreateTrigger { table_name, .. }
+        | A::DropTrigger { table_name, .. } => in_temp || is_hosts(table_name),
+        A::CreateView { .. } | A::CreateVtable { .. } => in_temp,
+        _ => false,
+    };
+    if denied {
+        Authorization::Deny
+    } else {
+        Authorization::Allow
+    }
+}
+
+/// Whether `table` is one the host keeps (the migration ledger).
+fn is_hosts(table: &str) -> bool {
+    table
+        .get(..7)
+        .is_some_and(|start| start.eq_ignore_ascii_case("_cello_"))
+}
+
+/// `instr` and `replace` in linear time: SQLite's compare at every
+/// position, so one call over a large value would run for minutes, between
+/// two looks at the deadline.
+fn linear_functions(connection: &Connection) -> rusqlite::Result<()> {
+    use rusqlite::functions::{Context, FunctionFlags};
+    let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
+    connection.create_scalar_function("instr", 2, flags, |ctx: &Context<'_>| {
+        let position = match (ctx.get_raw(0), ctx.get_raw(1)) {
+            (ValueRef::Null, _) | (_, ValueRef::Null) => return Ok(None),
+            (ValueRef::Blob(haystack), ValueRef::Blob(needle)) => {
+                memchr::memmem::find(haystack, needle).map_or(0, |at| at + 1)
+            }
+            _ => {
+                let haystack = text_of(ctx.get_raw(0));
+                let needle = text_of(ctx.get_raw(1));
+                // A position in characters, as SQLite's for text.
+                haystack
+                    .find(needle.as_str())
+                    .map_or(0, |at| haystack[..at].chars().count() + 1)
+            }
+        };
+        Ok(Some(position as i64))
+    })?;
+    connection.create_scalar_function("replace", 3, flags, |ctx: &Context<'_>| {
+        if (0..3).any(|i| matches!(ctx.get_raw(i), ValueRef::Null)) {
+            return Ok(None);
         }
-        AuthAction::Function { function_name }
-            if function_name.eq_ignore_ascii_case("load_extension") =>
-        {
-            Authorization::Deny
+        let text = text_of(ctx.get_raw(0));
+        let from = text_of(ctx.get_raw(1));
+        if from.is_empty() {
+            return Ok(Some(text));
         }
-        _ => Authorization::Allow,
+        let replaced = text.replace(from.as_str(), &text_of(ctx.get_raw(2)));
+        if replaced.len() > MAX_VALUE_BYTES as usize {
+            return Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_TOOBIG),
+                Some("string or blob too big".into()),
+            ));
+        }
+        Ok(Some(replaced))
+    })
+}
+
+/// A value as text, as SQLite converts one for a text function.
+fn text_of(value: ValueRef<'_>) -> String {
+    match value {
+        ValueRef::Null => String::new(),
+        ValueRef::Integer(i) => i.to_string(),
+        ValueRef::Real(r) => r.to_string(),
+        ValueRef::Text(t) | ValueRef::Blob(t) => String::from_utf8_lossy(t).into_owned(),
     }
 }
 
@@ -581,13 +719,15 @@ fn failed_as_sql(error: rusqlite::Error) -> SqlError {
         }
         rusqlite::Error::SqliteFailure(code, _) => match code.code {
             ErrorCode::ConstraintViolation => SqlError::Constraint(message),
-            ErrorCode::DiskFull => {
-                SqlError::Quota(format!("the database is at its size quota ({message})"))
-            }
+            ErrorCode::DiskFull => SqlError::Quota(format!(
+                "the database is full: at its size quota, or the disk is ({message})"
+            )),
             ErrorCode::OperationInterrupted => SqlError::Timeout(message),
             ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => SqlError::Timeout(message),
             ErrorCode::AuthorizationForStatementDenied => SqlError::Invalid(format!(
-                "{message}: components may not attach databases or run pragmas"
+                "{message}: a component may not attach databases, run pragmas, begin or \
+                 commit transactions in SQL (use the begin call), make TEMP tables, or \
+                 change the host's _cello_ tables"
             )),
             ErrorCode::Unknown
             | ErrorCode::TypeMismatch
@@ -605,15 +745,4 @@ fn failed_as_sql(error: rusqlite::Error) -> SqlError {
 fn failed(error: impl std::fmt::Display) -> SqlError {
     tracing::error!("SQL database error: {error}");
     SqlError::Failed(format!("the database failed: {error}"))
-}
-
-impl Value {
-    /// About how many bytes it takes in a result.
-    fn size(&self) -> usize {
-        16 + match self {
-            Value::Text(t) | Value::Json(t) => t.len(),
-            Value::Blob(b) => b.len(),
-            _ => 0,
-        }
-    }
 }
