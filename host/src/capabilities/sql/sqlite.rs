@@ -132,7 +132,7 @@ impl Database {
         let (held, began) = blocking(held, |session| session.finish("BEGIN IMMEDIATE")).await;
         began?;
         let id = loop {
-            let id = random_id();
+            let id = super::random_id();
             let mut open = self.transactions.lock().unwrap();
             if let std::collections::hash_map::Entry::Vacant(slot) = open.entry(id) {
                 slot.insert(Arc::new(AsyncMutex::new(Some(held))));
@@ -253,12 +253,6 @@ async fn blocking<T: Send + 'static>(
         Ok(done) => done,
         Err(e) => panic!("a SQL statement's thread failed: {e}"),
     }
-}
-
-fn random_id() -> u64 {
-    let mut bytes = [0; 8];
-    getrandom::fill(&mut bytes).expect("the system's random source works");
-    u64::from_le_bytes(bytes)
 }
 
 /// An open connection and what guards it.
@@ -605,15 +599,4 @@ fn failed_as_sql(error: rusqlite::Error) -> SqlError {
 fn failed(error: impl std::fmt::Display) -> SqlError {
     tracing::error!("SQL database error: {error}");
     SqlError::Failed(format!("the database failed: {error}"))
-}
-
-impl Value {
-    /// About how many bytes it takes in a result.
-    fn size(&self) -> usize {
-        16 + match self {
-            Value::Text(t) | Value::Json(t) => t.len(),
-            Value::Blob(b) => b.len(),
-            _ => 0,
-        }
-    }
 }
