@@ -8,18 +8,9 @@ use std::time::{Duration, Instant};
 
 use http::Method;
 use serde_json::json;
-use support::admin::{OPERATOR, component, create_tenant, push_with, serve};
-use support::{Components, Host, Reply};
-
-const TODOS: &str = "prefix = \"/todos\"\n[grants]\nsql = true\n";
-
-async fn post_json(host: &Host, path: &str, body: serde_json::Value) -> Reply {
-    host.post(path, "application/json", body.to_string()).await
-}
-
-async fn post_text(host: &Host, path: &str, body: &str) -> Reply {
-    host.post(path, "text/plain", body.to_string()).await
-}
+use support::admin::{OPERATOR, component, push_with, serve};
+use support::sql::{TODOS, post_json, post_text, tenants_on};
+use support::{Components, Host};
 
 #[tokio::test]
 async fn python_todos_are_kept_across_a_restart_and_a_failed_batch_leaves_nothing() {
@@ -84,14 +75,7 @@ async fn python_todos_are_kept_across_a_restart_and_a_failed_batch_leaves_nothin
 /// rust-sql as `notes`.
 async fn tenants() -> Host {
     let host = serve(Components::new());
-    let grants = json!({"sql": true, "config": true});
-    let quotas = json!({"sql-mb": 1, "sql-query-ms": 300});
-    create_tenant(&host, "acme", json!({"grants": grants, "quotas": quotas})).await;
-    create_tenant(&host, "globex", json!({"grants": grants})).await;
-    for tenant in ["acme", "globex"] {
-        let reply = push_with(&host, tenant, "notes", component("rust-sql"), "").await;
-        assert_eq!(reply.status, 201, "{}", reply.body);
-    }
+    tenants_on(&host, "acme", "globex").await;
     host
 }
 

@@ -28,8 +28,15 @@
 //! size of the schema's tables with their indexes and TOAST
 //! (`pg_total_relation_size`) is measured before a statement that follows
 //! a write, and while over the quota statements run read-only, so writes
-//! fail with `quota` and reads go on. A transaction begun under the quota
-//! may write past it until it ends.
+//! fail with `quota` and reads go on, as do statements that free space
+//! (`DELETE`, `TRUNCATE`, `DROP`, `VACUUM`; a `DELETE` frees the space for
+//! PostgreSQL's reuse, but the size shrinks only after `TRUNCATE`, `DROP`
+//! or `VACUUM FULL`). A transaction begun under the quota may write past
+//! it until it ends.
+//!
+//! Roles belong to the PostgreSQL cluster, not to one database: the
+//! components of one Cello deployment (one URL) may share a cluster with
+//! other applications, but not with another deployment's same names.
 
 mod server;
 pub mod wire;
@@ -44,7 +51,7 @@ use tokio::sync::{Mutex as AsyncMutex, OwnedSemaphorePermit};
 use tokio_postgres::{Client, Statement};
 
 pub use server::Server;
-use wire::{Cell, Param, failed, numbered_placeholders, schema_name, sql_error};
+use wire::{Cell, Param, failed, frees_space, numbered_placeholders, schema_name, sql_error};
 
 use super::{Executed, Migration, Rows, SqlError, SqlLimits, Value};
 
@@ -244,7 +251,8 @@ impl Database {
         in_transaction: bool,
     ) -> Result<(Rows, u64), SqlError> {
         let time = limits.query_timeout;
-        let read_only = !in_transaction && self.over_quota(lease, limits).await?;
+        let read_only =
+            !in_transaction && !frees_space(statement) && self.over_quota(lease, limits).await?;
         // Whatever a former call left (a transaction it began, settings
         // it changed) is undone before this one; the limits are set anew.
         let settings = if in_transaction {
@@ -293,7 +301,7 @@ impl Database {
         if lease.connection().client.is_closed() {
             lease.broken = true;
         }
-        if ran.as_ref().is_ok_and(|(_, affected)| *affected > 0) {
+        if ran.as_ref().is_ok_and(|(_, affected)| *affected > 0) || frees_space(statement) {
             *self.size.lock().unwrap() = None;
         }
         ran

@@ -165,6 +165,31 @@ pub fn numbered_placeholders(sql: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// Whether the statement only frees space (`DELETE`, `TRUNCATE`, `DROP`,
+/// `VACUUM`): let through when the schema is at its size quota.
+pub fn frees_space(sql: &str) -> bool {
+    let mut rest = sql.trim_start();
+    loop {
+        if let Some(line) = rest.strip_prefix("--") {
+            rest = line
+                .split_once('\n')
+                .map_or("", |(_, after)| after)
+                .trim_start();
+        } else if let Some(block) = rest.strip_prefix("/*") {
+            rest = block
+                .split_once("*/")
+                .map_or("", |(_, after)| after)
+                .trim_start();
+        } else {
+            break;
+        }
+    }
+    let word: String = rest.chars().take_while(char::is_ascii_alphabetic).collect();
+    ["delete", "truncate", "drop", "vacuum"]
+        .iter()
+        .any(|freeing| word.eq_ignore_ascii_case(freeing))
+}
+
 /// A guest's value, as a parameter of the type PostgreSQL inferred.
 #[derive(Debug)]
 pub struct Param<'a>(pub &'a Value);
@@ -530,6 +555,16 @@ mod tests {
         assert_eq!(kind("22P02"), "invalid");
         assert_eq!(kind("08006"), "failed");
         assert_eq!(kind("57P01"), "failed");
+    }
+
+    #[test]
+    fn only_statements_that_free_space_pass_the_size_quota() {
+        assert!(frees_space("  -- old rows\n/* all */ DELETE FROM t"));
+        assert!(frees_space("truncate t"));
+        assert!(!frees_space(
+            "WITH gone AS (DELETE FROM t) INSERT INTO u VALUES (1)"
+        ));
+        assert!(!frees_space("INSERT INTO t VALUES (1)"));
     }
 
     #[test]
