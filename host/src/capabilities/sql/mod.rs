@@ -18,6 +18,7 @@
 mod database;
 pub mod postgres;
 pub mod sqlite;
+mod transactions;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -270,13 +271,6 @@ impl SqlStore {
 
 fn path_of(dir: &Path, namespace: &str) -> PathBuf {
     dir.join(format!("{namespace}.sqlite"))
-}
-
-/// A fresh transaction id.
-fn random_id() -> u64 {
-    let mut bytes = [0; 8];
-    getrandom::fill(&mut bytes).expect("the system's random source works");
-    u64::from_le_bytes(bytes)
 }
 
 impl Value {

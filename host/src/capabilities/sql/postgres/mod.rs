@@ -53,6 +53,7 @@ use tokio_postgres::{Client, Statement};
 pub use server::Server;
 use wire::{Cell, Param, failed, frees_space, numbered_placeholders, schema_name, sql_error};
 
+use super::transactions::Transactions;
 use super::{Executed, Migration, Rows, SqlError, SqlLimits, Value};
 
 /// Time a `BEGIN`, `COMMIT` or `ROLLBACK` may take.
@@ -78,7 +79,7 @@ pub struct Database {
     size: Mutex<Option<u64>>,
     /// Serialises this host's migrations of the schema.
     migrating: AsyncMutex<()>,
-    transactions: Mutex<HashMap<u64, Arc<AsyncMutex<Option<Lease>>>>>,
+    transactions: Transactions<Lease>,
     dropped: AtomicBool,
 }
 
@@ -154,7 +155,7 @@ impl Database {
             provisioned: AsyncMutex::new(false),
             size: Mutex::new(None),
             migrating: AsyncMutex::new(()),
-            transactions: Mutex::default(),
+            transactions: Transactions::default(),
             dropped: AtomicBool::new(false),
         })
     }
@@ -172,12 +173,9 @@ impl Database {
     /// the idle connections.
     pub async fn close(&self) {
         self.dropped.store(true, Ordering::SeqCst);
-        let open: Vec<_> = self.transactions.lock().unwrap().drain().collect();
-        for (_, transaction) in open {
-            if let Some(mut lease) = transaction.lock().await.take() {
-                lease.broken = true;
-                let _ = lease.connection().client.batch_execute("ROLLBACK").await;
-            }
+        for mut lease in self.transactions.end_all().await {
+            lease.broken = true;
+            let _ = lease.connection().client.batch_execute("ROLLBACK").await;
         }
         self.idle.lock().unwrap().clear();
     }
@@ -234,8 +232,7 @@ impl Database {
             }
             return ran;
         };
-        let transaction = self.transactions.lock().unwrap().get(&id).cloned();
-        let transaction = transaction.ok_or(SqlError::NoTransaction)?;
+        let transaction = self.transactions.get(id)?;
         let mut slot = transaction.lock().await;
         let lease = slot.as_mut().ok_or(SqlError::NoTransaction)?;
         self.run(lease, statement, params, &limits, true).await
@@ -342,14 +339,7 @@ impl Database {
             "ROLLBACK; RESET ALL; BEGIN"
         };
         finish(&mut lease, verb).await?;
-        let id = loop {
-            let id = super::random_id();
-            let mut open = self.transactions.lock().unwrap();
-            if let std::collections::hash_map::Entry::Vacant(slot) = open.entry(id) {
-                slot.insert(Arc::new(AsyncMutex::new(Some(lease))));
-                break id;
-            }
-        };
+        let id = self.transactions.open(lease);
         let database = Arc::downgrade(self);
         tokio::spawn(expire(database, id, limits.transaction_timeout));
         Ok(id)
@@ -357,13 +347,7 @@ impl Database {
 
     /// Ends transaction `id` with `COMMIT` or `ROLLBACK`.
     pub async fn finish(&self, id: u64, verb: &'static str) -> Result<(), SqlError> {
-        let transaction = self.transactions.lock().unwrap().remove(&id);
-        let transaction = transaction.ok_or(SqlError::NoTransaction)?;
-        let mut lease = transaction
-            .lock()
-            .await
-            .take()
-            .ok_or(SqlError::NoTransaction)?;
+        let mut lease = self.transactions.end(id).await?;
         *self.size.lock().unwrap() = None;
         finish(&mut lease, verb).await
     }
@@ -576,11 +560,7 @@ async fn expire(database: Weak<Database>, id: u64, after: Duration) {
     let Some(database) = database.upgrade() else {
         return;
     };
-    let transaction = database.transactions.lock().unwrap().remove(&id);
-    let Some(transaction) = transaction else {
-        return;
-    };
-    if let Some(mut lease) = transaction.lock().await.take() {
+    if let Ok(mut lease) = database.transactions.end(id).await {
         tracing::warn!(
             component = &*database.namespace,
             "a SQL transaction was still open after {} ms: rolled back",
