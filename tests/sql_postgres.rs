@@ -9,8 +9,11 @@ use std::time::{Duration, Instant};
 
 use http::Method;
 use serde_json::json;
-use support::admin::{OPERATOR, component, push_with, serve_with};
-use support::sql::{TODOS, post_json, post_text, tenants_on};
+use support::admin::serve_with;
+use support::sql::{
+    TODOS, a_failing_migration_refuses_the_version, post_text, tenants_on, transactions_roll_back,
+    two_todos_and_a_failed_batch,
+};
 use support::{Components, Host, postgres};
 
 /// A host config file keeping databases in the shared PostgreSQL.
@@ -42,44 +45,7 @@ async fn tenants(small: &str, large: &str) -> (Host, tempfile::TempDir) {
 async fn python_todos_are_kept_in_postgres_across_a_restart() {
     let (_dir, config) = config();
     let host = serve_on_postgres(Components::new().with_sidecar("todos", TODOS), &config);
-    let created = post_json(
-        &host,
-        "/todos/",
-        json!({"title": "write docs", "tags": ["docs"]}),
-    )
-    .await;
-    assert_eq!(created.status, 201, "{}{}", created.body, host.log());
-    assert_eq!(
-        created.json(),
-        json!({"id": 1, "title": "write docs", "done": false, "tags": ["docs"]})
-    );
-    assert_eq!(
-        post_json(&host, "/todos/", json!({"title": "ship it"}))
-            .await
-            .json()["id"],
-        2
-    );
-    let done = host
-        .send(
-            Method::PUT,
-            "/todos/2",
-            &[("content-type", "application/json")],
-            json!({"title": "ship it", "done": true}).to_string().into(),
-        )
-        .await;
-    assert_eq!(done.status, 200, "{}", done.body);
-    let batch = post_json(
-        &host,
-        "/todos/batch",
-        json!([{"title": "a"}, {"title": " "}]),
-    )
-    .await;
-    assert_eq!(batch.status, 409, "{}", batch.body);
-    assert!(batch.body.contains("check constraint"), "{}", batch.body);
-    assert_eq!(
-        host.get("/todos/stats/counts").await.json(),
-        json!({"total": 2, "done": 1, "open": 1})
-    );
+    two_todos_and_a_failed_batch(&host, "check constraint").await;
 
     let host = serve_on_postgres(host.stop(), &config);
     let kept = host.get("/todos/?done=true").await;
@@ -130,25 +96,7 @@ async fn a_tenants_role_reaches_only_its_own_schema_whatever_it_tries() {
 #[tokio::test]
 async fn a_postgres_transaction_rolls_back_when_dropped_or_when_a_statement_fails() {
     let (host, _dir) = tenants("tx-a", "tx-b").await;
-    assert_eq!(post_text(&host, "/t/tx-a/notes", "kept").await.status, 200);
-    let abandoned = post_text(&host, "/t/tx-a/abandon", "dropped").await;
-    assert_eq!(abandoned.status, 500, "{}", abandoned.body);
-    let started = Instant::now();
-    assert_eq!(post_text(&host, "/t/tx-a/notes", "next").await.status, 200);
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "waited {:?}",
-        started.elapsed()
-    );
-    let batch = post_text(&host, "/t/tx-a/batch", "one\ntwo\nkept").await;
-    assert_eq!(batch.status, 409, "{}", batch.body);
-    assert!(batch.body.contains("unique"), "{}", batch.body);
-    assert_eq!(host.get("/t/tx-a/count").await.body, "2");
-    assert_eq!(
-        post_text(&host, "/t/tx-a/batch", "one\ntwo").await.body,
-        "committed"
-    );
-    assert_eq!(host.get("/t/tx-a/count").await.body, "4");
+    transactions_roll_back(&host, "tx-a", "unique").await;
 }
 
 #[tokio::test]
@@ -217,40 +165,5 @@ async fn the_schema_size_quota_and_time_limit_give_errors_and_the_rest_goes_on()
 #[tokio::test]
 async fn a_failing_postgres_migration_refuses_the_version_while_the_old_one_serves() {
     let (host, _dir) = tenants("mig-a", "mig-b").await;
-    assert_eq!(
-        post_text(&host, "/t/mig-a/notes", "before").await.status,
-        200
-    );
-    let broken = "[variables]\nextra-migration = \"ALTER TABLE notes ADD COLUMN x INTEGER; CREATE TABLE broken (;\"\n";
-    let refused = push_with(&host, "mig-a", "notes", component("rust-sql"), broken).await;
-    assert_eq!(refused.status, 422, "{}", refused.body);
-    assert!(refused.body.contains("900_extra"), "{}", refused.body);
-    assert_eq!(host.get("/t/mig-a/notes/1").await.json()["body"], "before");
-    let column = post_text(&host, "/t/mig-a/run", "UPDATE notes SET x = 1").await;
-    assert_eq!(column.status, 400, "{}", column.body);
-
-    let fixed = "[variables]\nextra-migration = \"ALTER TABLE notes ADD COLUMN x INTEGER;\"\n";
-    let reply = push_with(&host, "mig-a", "notes", component("rust-sql"), fixed).await;
-    assert_eq!(reply.status, 201, "{}", reply.body);
-    assert_eq!(
-        post_text(&host, "/t/mig-a/run", "UPDATE notes SET x = 1")
-            .await
-            .body,
-        "1"
-    );
-
-    // A component removed takes its schema along: the name starts empty.
-    let removed = host
-        .admin(
-            Method::DELETE,
-            "/v1/tenants/mig-a/components/notes",
-            OPERATOR,
-            "application/json",
-            vec![],
-        )
-        .await;
-    assert!(removed.status < 300, "{}", removed.body);
-    let reply = push_with(&host, "mig-a", "notes", component("rust-sql"), "").await;
-    assert_eq!(reply.status, 201, "{}", reply.body);
-    assert_eq!(host.get("/t/mig-a/count").await.body, "0");
+    a_failing_migration_refuses_the_version(&host, "mig-a").await;
 }
