@@ -55,7 +55,8 @@ async def list_todos(done: bool | None = None, db: sql.Connection = Depends(sql.
 @app.post("/", status_code=201)
 async def create(item: TodoIn, db: sql.Connection = Depends(sql.connection)):
     added = await db.execute(
-        "INSERT INTO todos (title, done, tags) VALUES (?, ?, ?) RETURNING id", [item.title, item.done, item.tags]
+        "INSERT INTO todos (title, done, tags) VALUES (?, ?, ?) RETURNING id",
+        [item.title, item.done, item.tags],
     )
     return {"id": added.last_insert_id, "title": item.title, "done": item.done, "tags": item.tags}
 
