@@ -6,64 +6,18 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use http::Method;
 use serde_json::json;
-use support::admin::{OPERATOR, component, create_tenant, push_with, serve};
-use support::{Components, Host, Reply};
-
-const TODOS: &str = "prefix = \"/todos\"\n[grants]\nsql = true\n";
-
-async fn post_json(host: &Host, path: &str, body: serde_json::Value) -> Reply {
-    host.post(path, "application/json", body.to_string()).await
-}
-
-async fn post_text(host: &Host, path: &str, body: &str) -> Reply {
-    host.post(path, "text/plain", body.to_string()).await
-}
+use support::admin::serve;
+use support::sql::{
+    TODOS, a_failing_migration_refuses_the_version, post_text, tenants_on, transactions_roll_back,
+    two_todos_and_a_failed_batch,
+};
+use support::{Components, Host};
 
 #[tokio::test]
 async fn python_todos_are_kept_across_a_restart_and_a_failed_batch_leaves_nothing() {
     let host = Components::new().with_sidecar("todos", TODOS).serve();
-    let created = post_json(
-        &host,
-        "/todos/",
-        json!({"title": "write docs", "tags": ["docs"]}),
-    )
-    .await;
-    assert_eq!(created.status, 201, "{}", created.body);
-    assert_eq!(
-        created.json(),
-        json!({"id": 1, "title": "write docs", "done": false, "tags": ["docs"]})
-    );
-    let second = post_json(&host, "/todos/", json!({"title": "ship it"})).await;
-    assert_eq!(second.json()["id"], 2);
-    let done = host
-        .send(
-            Method::PUT,
-            "/todos/2",
-            &[("content-type", "application/json")],
-            json!({"title": "ship it", "done": true}).to_string().into(),
-        )
-        .await;
-    assert_eq!(done.status, 200, "{}", done.body);
-    // A batch with a blank title breaks a CHECK constraint half-way: the
-    // transaction is rolled back, and the app answers 409.
-    let batch = post_json(
-        &host,
-        "/todos/batch",
-        json!([{"title": "a"}, {"title": " "}]),
-    )
-    .await;
-    assert_eq!(batch.status, 409, "{}", batch.body);
-    assert!(batch.body.contains("CHECK constraint"), "{}", batch.body);
-    // The sync route reads through the blocking calls.
-    let counts = host.get("/todos/stats/counts").await;
-    assert_eq!(
-        counts.json(),
-        json!({"total": 2, "done": 1, "open": 1}),
-        "{}",
-        host.log()
-    );
+    two_todos_and_a_failed_batch(&host, "CHECK constraint").await;
 
     let host = host.stop().serve();
     let kept = host.get("/todos/").await;
@@ -84,14 +38,7 @@ async fn python_todos_are_kept_across_a_restart_and_a_failed_batch_leaves_nothin
 /// rust-sql as `notes`.
 async fn tenants() -> Host {
     let host = serve(Components::new());
-    let grants = json!({"sql": true, "config": true});
-    let quotas = json!({"sql-mb": 1, "sql-query-ms": 300});
-    create_tenant(&host, "acme", json!({"grants": grants, "quotas": quotas})).await;
-    create_tenant(&host, "globex", json!({"grants": grants})).await;
-    for tenant in ["acme", "globex"] {
-        let reply = push_with(&host, tenant, "notes", component("rust-sql"), "").await;
-        assert_eq!(reply.status, 201, "{}", reply.body);
-    }
+    tenants_on(&host, "acme", "globex").await;
     host
 }
 
@@ -128,28 +75,7 @@ async fn tenants_databases_are_their_own_and_no_statement_reaches_another() {
 
 #[tokio::test]
 async fn a_transaction_rolls_back_when_dropped_or_when_a_statement_fails() {
-    let host = tenants().await;
-    assert_eq!(post_text(&host, "/t/acme/notes", "kept").await.status, 200);
-    // Dropped unfinished: rolled back at once, not when its time is up.
-    let abandoned = post_text(&host, "/t/acme/abandon", "dropped").await;
-    assert_eq!(abandoned.status, 500, "{}", abandoned.body);
-    let started = Instant::now();
-    assert_eq!(post_text(&host, "/t/acme/notes", "next").await.status, 200);
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "waited {:?}",
-        started.elapsed()
-    );
-    // A duplicate half-way through a batch: nothing of it is kept.
-    let batch = post_text(&host, "/t/acme/batch", "one\ntwo\nkept").await;
-    assert_eq!(batch.status, 409, "{}", batch.body);
-    assert!(batch.body.contains("UNIQUE"), "{}", batch.body);
-    assert_eq!(host.get("/t/acme/count").await.body, "2");
-    assert_eq!(
-        post_text(&host, "/t/acme/batch", "one\ntwo").await.body,
-        "committed"
-    );
-    assert_eq!(host.get("/t/acme/count").await.body, "4");
+    transactions_roll_back(&tenants().await, "acme", "UNIQUE").await;
 }
 
 #[tokio::test]
@@ -202,46 +128,5 @@ async fn the_size_quota_and_time_limit_give_errors_and_the_rest_goes_on() {
 
 #[tokio::test]
 async fn a_failing_migration_refuses_the_version_while_the_old_one_serves() {
-    let host = tenants().await;
-    assert_eq!(
-        post_text(&host, "/t/acme/notes", "before").await.status,
-        200
-    );
-    let broken = "[variables]\nextra-migration = \"ALTER TABLE notes ADD COLUMN x INTEGER; CREATE TABLE broken (;\"\n";
-    let refused = push_with(&host, "acme", "notes", component("rust-sql"), broken).await;
-    assert_eq!(refused.status, 422, "{}", refused.body);
-    assert!(
-        refused.body.contains("migration \\\"900_extra\\\"") || refused.body.contains("900_extra"),
-        "{}",
-        refused.body
-    );
-    assert_eq!(host.get("/t/acme/notes/1").await.json()["body"], "before");
-    // Its first statement was rolled back with the rest.
-    let column = post_text(&host, "/t/acme/run", "UPDATE notes SET x = 1").await;
-    assert_eq!(column.status, 400, "{}", column.body);
-
-    let fixed = "[variables]\nextra-migration = \"ALTER TABLE notes ADD COLUMN x INTEGER;\"\n";
-    let reply = push_with(&host, "acme", "notes", component("rust-sql"), fixed).await;
-    assert_eq!(reply.status, 201, "{}", reply.body);
-    assert_eq!(
-        post_text(&host, "/t/acme/run", "UPDATE notes SET x = 1")
-            .await
-            .body,
-        "1"
-    );
-
-    // A component removed takes its database along: the name starts empty.
-    let removed = host
-        .admin(
-            Method::DELETE,
-            "/v1/tenants/acme/components/notes",
-            OPERATOR,
-            "application/json",
-            vec![],
-        )
-        .await;
-    assert!(removed.status < 300, "{}", removed.body);
-    let reply = push_with(&host, "acme", "notes", component("rust-sql"), "").await;
-    assert_eq!(reply.status, 201, "{}", reply.body);
-    assert_eq!(host.get("/t/acme/count").await.body, "0");
+    a_failing_migration_refuses_the_version(&tenants().await, "acme").await;
 }

@@ -284,6 +284,7 @@ class _Memory:
         self.db.execute("ROLLBACK")
 
     def migrate(self, migrations: list) -> int:
+        migrations = for_dialect(migrations, "sqlite")
         ledger = "_cello_migrations"
         self.db.execute(
             f"CREATE TABLE IF NOT EXISTS {ledger} "
@@ -514,6 +515,27 @@ def connection() -> Connection:
 
 
 # --- migrations ------------------------------------------------------------
+
+
+def for_dialect(migrations: list, dialect: str) -> list:
+    """The migrations for ``dialect``, as the host picks them: ``NAME.postgres``
+    (or ``NAME.sqlite``) takes the place of ``NAME`` on that backend and is
+    left out on the other."""
+    dialects = ("sqlite", "postgres")
+
+    def split(name: str) -> tuple[str, str | None]:
+        base, _, suffix = name.rpartition(".")
+        return (base, suffix) if base and suffix in dialects else (name, None)
+
+    own = {split(m.name)[0]: m.statements for m in migrations if split(m.name)[1] == dialect}
+    chosen, seen = [], set()
+    for m in migrations:
+        base, suffix = split(m.name)
+        if (suffix is not None and suffix != dialect) or base in seen:
+            continue
+        seen.add(base)
+        chosen.append(Migration(base, own.get(base, m.statements)))
+    return chosen
 
 
 def migrations_in(directory: str | Path) -> list[Migration]:

@@ -105,7 +105,8 @@ impl HostBuilder {
         let sql_dir = self
             .sql_dir
             .unwrap_or_else(|| config.sql.dir(&self.state_dir));
-        let sql = SqlStore::new(sql_dir, config.sql.limits());
+        let sql_backend = config.sql.backend(sql_dir).map_err(anyhow::Error::msg)?;
+        let sql = SqlStore::new(sql_backend, config.sql.limits());
         let engines = Engines::new(&config.pool)?;
         let cache = if self.compile_cache {
             CompileCache::in_dir(self.state_dir.join("cache"))

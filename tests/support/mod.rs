@@ -17,6 +17,8 @@ use hyper_util::rt::TokioExecutor;
 
 pub mod admin;
 pub mod browser;
+pub mod postgres;
+pub mod sql;
 
 /// Where the build script put the components.
 pub fn components_dir() -> PathBuf {

@@ -3,9 +3,12 @@
     python -m cello build todos.py -o todos.wasm    # needs `sql = true` (sidecar.toml)
 
 The tables come from ``migrations/*.sql``, applied in order, once, before
-the first request of each new version. Every route takes the database as a
-dependency; ``def`` routes use its blocking twin, ``db.sync``. The same app
-runs natively under ``TestClient`` against an in-memory SQLite.
+the first request of each new version; ``NAME.postgres.sql`` replaces
+``NAME.sql`` when the host keeps the database in PostgreSQL. Inserts say
+``RETURNING id``: PostgreSQL has no last insert id otherwise. Every route
+takes the database as a dependency; ``def`` routes use its blocking twin,
+``db.sync``. The same app runs natively under ``TestClient`` against an
+in-memory SQLite.
 """
 
 from dataclasses import dataclass, field
@@ -52,7 +55,8 @@ async def list_todos(done: bool | None = None, db: sql.Connection = Depends(sql.
 @app.post("/", status_code=201)
 async def create(item: TodoIn, db: sql.Connection = Depends(sql.connection)):
     added = await db.execute(
-        "INSERT INTO todos (title, done, tags) VALUES (?, ?, ?)", [item.title, item.done, item.tags]
+        "INSERT INTO todos (title, done, tags) VALUES (?, ?, ?) RETURNING id",
+        [item.title, item.done, item.tags],
     )
     return {"id": added.last_insert_id, "title": item.title, "done": item.done, "tags": item.tags}
 
@@ -64,7 +68,7 @@ async def create_many(items: list[TodoIn], db: sql.Connection = Depends(sql.conn
     async with db.transaction():
         for item in items:
             added = await db.execute(
-                "INSERT INTO todos (title, done, tags) VALUES (?, ?, ?)",
+                "INSERT INTO todos (title, done, tags) VALUES (?, ?, ?) RETURNING id",
                 [item.title, item.done, item.tags],
             )
             ids.append(added.last_insert_id)

@@ -1,9 +1,12 @@
 //! `cello:component/sql`: a SQL database of the component's own.
 //!
-//! Each component (each tenant's component) has its own SQLite file under
-//! the state directory, `sql/NAME.sqlite` or `sql/TENANT/NAME.sqlite`: no
-//! statement reaches another's file (see [`sqlite`] for what a statement
-//! may do). A database's size quota and each statement's time limit come
+//! By default each component (each tenant's component) has its own SQLite
+//! file under the state directory, `sql/NAME.sqlite` or
+//! `sql/TENANT/NAME.sqlite`: no statement reaches another's file (see
+//! [`sqlite`] for what a statement may do). With `[sql] postgres = URL`
+//! each has a schema of its own on that server instead, reached through a
+//! role of its own (see [`postgres`]). A [`Database`] is either; the WIT
+//! functions do not tell them apart. A database's size quota and each statement's time limit come
 //! from the host config's `[sql]` table, or, for a tenant's components,
 //! from the tenant's quotas. A refused statement is an `error` the guest
 //! sees, never a trap.
@@ -12,7 +15,10 @@
 //! instance serves others) with a `-blocking` twin for sync handlers; both
 //! run the same code here.
 
+mod database;
+pub mod postgres;
 pub mod sqlite;
+mod transactions;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -26,9 +32,10 @@ use crate::bindings::cello::component::sql;
 pub use crate::bindings::cello::component::sql::{
     Error as SqlError, Executed, Migration, Rows, Value,
 };
-pub use sqlite::Database;
+pub use database::Database;
 
 use super::capability::{Capability, Has};
+use super::config::ValueSource;
 
 /// Largest result one query returns, in bytes.
 pub const MAX_RESULT_BYTES: usize = 16 << 20;
@@ -40,6 +47,11 @@ pub const MAX_RESULT_BYTES: usize = 16 << 20;
 /// max-mb = 256                  # per served component; tenants have quotas
 /// query-timeout-ms = 5000
 /// transaction-timeout-ms = 10000
+/// # PostgreSQL instead of SQLite files, the URL written here or read
+/// # from the host's environment:
+/// postgres = { env = "CELLO_SQL_POSTGRES" }
+/// connections = 16                # in use at once, across components
+/// connections-per-component = 4
 /// ```
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -55,6 +67,16 @@ pub struct SqlSettings {
     /// Time a transaction may stay open, ms; 10000 by default. Past it the
     /// host rolls it back.
     pub transaction_timeout_ms: Option<u64>,
+    /// A PostgreSQL URL (`postgres://USER:PASSWORD@HOST/DATABASE`): each
+    /// component gets a schema there instead of a SQLite file. The user
+    /// makes the schemas and roles: a superuser, or one with CREATEROLE
+    /// that owns the database.
+    pub postgres: Option<ValueSource>,
+    /// PostgreSQL connections in use at once, across components; 16 by
+    /// default.
+    pub connections: Option<usize>,
+    /// PostgreSQL connections one component may use at once; 4 by default.
+    pub connections_per_component: Option<usize>,
 }
 
 impl SqlSettings {
@@ -74,6 +96,30 @@ impl SqlSettings {
     pub fn dir(&self, state_dir: &Path) -> PathBuf {
         self.dir.clone().unwrap_or_else(|| state_dir.join("sql"))
     }
+
+    /// Where the databases are kept: the PostgreSQL server if the table
+    /// names one, or else SQLite files in `dir`.
+    pub fn backend(&self, dir: PathBuf) -> Result<Backend, String> {
+        let Some(url) = &self.postgres else {
+            return Ok(Backend::Sqlite(dir));
+        };
+        let url = url.resolve("sql", "postgres")?;
+        let server = postgres::Server::new(
+            &url,
+            self.connections.unwrap_or(16),
+            self.connections_per_component.unwrap_or(4),
+        )?;
+        Ok(Backend::Postgres(server))
+    }
+}
+
+/// Where the databases are kept.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// A SQLite file per component in this directory.
+    Sqlite(PathBuf),
+    /// A schema per component on this server.
+    Postgres(Arc<postgres::Server>),
 }
 
 /// What one database may do.
@@ -99,7 +145,7 @@ pub struct SqlQuota {
 /// Every component's database, by namespace (`name`, or `tenant/name`).
 #[derive(Clone)]
 pub struct SqlStore {
-    dir: Arc<PathBuf>,
+    backend: Backend,
     /// The limits of a served component's database.
     defaults: SqlLimits,
     /// Each tenant's quota, by scope (`acme/`).
@@ -110,10 +156,10 @@ pub struct SqlStore {
 }
 
 impl SqlStore {
-    /// The databases kept under `dir`.
-    pub fn new(dir: PathBuf, defaults: SqlLimits) -> Self {
+    /// The databases kept in `backend`.
+    pub fn new(backend: Backend, defaults: SqlLimits) -> Self {
         Self {
-            dir: Arc::new(dir),
+            backend,
             defaults,
             quotas: Arc::default(),
             open: Arc::default(),
@@ -129,11 +175,19 @@ impl SqlStore {
             return database;
         }
         let namespace: Arc<str> = namespace.into();
-        let database = Database::new(
-            namespace.clone(),
-            self.path_of(&namespace),
-            self.limits_of(&namespace),
-        );
+        let limits = self.limits_of(&namespace);
+        let database = match &self.backend {
+            Backend::Sqlite(dir) => {
+                let path = path_of(dir, &namespace);
+                Database::Sqlite(sqlite::Database::new(namespace.clone(), path, limits))
+            }
+            Backend::Postgres(server) => Database::Postgres(postgres::Database::new(
+                namespace.clone(),
+                server.clone(),
+                limits,
+            )),
+        };
+        let database = Arc::new(database);
         open.insert(namespace, Arc::downgrade(&database));
         database
     }
@@ -170,28 +224,34 @@ impl SqlStore {
         }
     }
 
-    fn path_of(&self, namespace: &str) -> PathBuf {
-        self.dir.join(format!("{namespace}.sqlite"))
-    }
-
     /// Closes and deletes the database of `namespace`: whoever takes the
     /// name next starts empty.
     pub async fn drop_namespace(&self, namespace: &str) -> Result<(), String> {
         self.close(|name| name == namespace).await;
-        let path = self.path_of(namespace);
-        for suffix in ["", "-wal", "-shm"] {
-            let mut file = path.clone().into_os_string();
-            file.push(suffix);
-            remove(Path::new(&file), |p| std::fs::remove_file(p))?;
+        match &self.backend {
+            Backend::Sqlite(dir) => {
+                let path = path_of(dir, namespace);
+                for suffix in ["", "-wal", "-shm"] {
+                    let mut file = path.clone().into_os_string();
+                    file.push(suffix);
+                    remove(Path::new(&file), |p| std::fs::remove_file(p))?;
+                }
+                Ok(())
+            }
+            Backend::Postgres(server) => server.drop_namespaces(|name| name == namespace).await,
         }
-        Ok(())
     }
 
     /// Closes and deletes every database of the tenant whose scope is
     /// `scope` (`acme/`).
     pub async fn drop_namespaces_under(&self, scope: &str) -> Result<(), String> {
         self.close(|name| name.starts_with(scope)).await;
-        remove(&self.dir.join(scope), |p| std::fs::remove_dir_all(p))
+        match &self.backend {
+            Backend::Sqlite(dir) => remove(&dir.join(scope), |p| std::fs::remove_dir_all(p)),
+            Backend::Postgres(server) => {
+                server.drop_namespaces(|name| name.starts_with(scope)).await
+            }
+        }
     }
 
     async fn close(&self, dropped: impl Fn(&str) -> bool) {
@@ -205,6 +265,21 @@ impl SqlStore {
         };
         for database in closing {
             database.close().await;
+        }
+    }
+}
+
+fn path_of(dir: &Path, namespace: &str) -> PathBuf {
+    dir.join(format!("{namespace}.sqlite"))
+}
+
+impl Value {
+    /// About how many bytes it takes in a result.
+    fn size(&self) -> usize {
+        16 + match self {
+            Value::Text(t) | Value::Json(t) => t.len(),
+            Value::Blob(b) => b.len(),
+            _ => 0,
         }
     }
 }
@@ -363,7 +438,10 @@ mod tests {
     use super::*;
 
     fn store(dir: &tempfile::TempDir) -> SqlStore {
-        SqlStore::new(dir.path().into(), SqlSettings::default().limits())
+        SqlStore::new(
+            Backend::Sqlite(dir.path().into()),
+            SqlSettings::default().limits(),
+        )
     }
 
     fn text(s: &str) -> Value {
@@ -489,7 +567,7 @@ mod tests {
     async fn a_write_past_the_size_quota_fails_and_the_database_still_reads() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqlStore::new(
-            dir.path().into(),
+            Backend::Sqlite(dir.path().into()),
             SqlLimits {
                 max_bytes: Some(64 << 10),
                 ..SqlSettings::default().limits()
@@ -539,7 +617,7 @@ mod tests {
     async fn a_transaction_commits_or_rolls_back_and_is_rolled_back_past_its_time() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqlStore::new(
-            dir.path().into(),
+            Backend::Sqlite(dir.path().into()),
             SqlLimits {
                 transaction_timeout: Duration::from_millis(200),
                 ..SqlSettings::default().limits()
@@ -670,7 +748,7 @@ mod tests {
     // hostile or careless tenant should meet; a failure is a finding. ----
 
     fn limited(dir: &tempfile::TempDir, limits: SqlLimits) -> SqlStore {
-        SqlStore::new(dir.path().into(), limits)
+        SqlStore::new(Backend::Sqlite(dir.path().into()), limits)
     }
 
     /// Peak resident memory of this process, in bytes.

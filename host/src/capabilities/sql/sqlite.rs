@@ -36,6 +36,7 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
+use super::transactions::Transactions;
 use super::{Executed, Migration, Rows, SqlError, SqlLimits, Value};
 
 /// Longest statement, in bytes.
@@ -97,7 +98,7 @@ pub struct Database {
     limits: RwLock<SqlLimits>,
     connection: Arc<AsyncMutex<Slot>>,
     /// Open transactions, by id. Each holds the connection.
-    transactions: Mutex<HashMap<u64, Arc<AsyncMutex<Option<Held>>>>>,
+    transactions: Transactions<Held>,
     /// Set when the component was removed: it may no longer use it.
     dropped: AtomicBool,
 }
@@ -118,7 +119,7 @@ impl Database {
             path,
             limits: RwLock::new(limits),
             connection: Arc::default(),
-            transactions: Mutex::default(),
+            transactions: Transactions::default(),
             dropped: AtomicBool::new(false),
         })
     }
@@ -135,11 +136,8 @@ impl Database {
     /// Refuses every later call, and rolls back open transactions.
     pub async fn close(&self) {
         self.dropped.store(true, Ordering::SeqCst);
-        let open: Vec<_> = self.transactions.lock().unwrap().drain().collect();
-        for (_, transaction) in open {
-            if let Some(held) = transaction.lock().await.take() {
-                let _ = blocking(held, |session| session.finish("ROLLBACK")).await;
-            }
+        for held in self.transactions.end_all().await {
+            let _ = blocking(held, |session| session.finish("ROLLBACK")).await;
         }
     }
 
@@ -177,14 +175,7 @@ impl Database {
         let held = self.acquire(&limits).await?;
         let (held, began) = blocking(held, |session| session.finish("BEGIN IMMEDIATE")).await;
         began?;
-        let id = loop {
-            let id = random_id();
-            let mut open = self.transactions.lock().unwrap();
-            if let std::collections::hash_map::Entry::Vacant(slot) = open.entry(id) {
-                slot.insert(Arc::new(AsyncMutex::new(Some(held))));
-                break id;
-            }
-        };
+        let id = self.transactions.open(held);
         // A transaction left open (a guest that forgot, or trapped) holds
         // the database: past its time it is rolled back.
         let database = Arc::downgrade(self);
@@ -194,10 +185,7 @@ impl Database {
 
     /// Ends transaction `id` with `COMMIT` or `ROLLBACK`.
     pub async fn finish(&self, id: u64, verb: &'static str) -> Result<(), SqlError> {
-        let transaction = self.transactions.lock().unwrap().remove(&id);
-        let transaction = transaction.ok_or(SqlError::NoTransaction)?;
-        let held = transaction.lock().await.take();
-        let held = held.ok_or(SqlError::NoTransaction)?;
+        let held = self.transactions.end(id).await?;
         let (_, finished) = blocking(held, move |session| {
             let finished = session.finish(verb);
             if finished.is_err() && verb == "COMMIT" {
@@ -229,8 +217,7 @@ impl Database {
             let held = self.acquire(&self.limits()).await?;
             return blocking(held, op).await.1;
         };
-        let transaction = self.transactions.lock().unwrap().get(&id).cloned();
-        let transaction = transaction.ok_or(SqlError::NoTransaction)?;
+        let transaction = self.transactions.get(id)?;
         let mut slot = transaction.lock().await;
         let held = slot.take().ok_or(SqlError::NoTransaction)?;
         let (held, result) = blocking(held, op).await;
@@ -271,11 +258,7 @@ async fn expire(database: Weak<Database>, id: u64, after: Duration) {
     let Some(database) = database.upgrade() else {
         return;
     };
-    let transaction = database.transactions.lock().unwrap().remove(&id);
-    let Some(transaction) = transaction else {
-        return;
-    };
-    if let Some(held) = transaction.lock().await.take() {
+    if let Ok(held) = database.transactions.end(id).await {
         tracing::warn!(
             component = &*database.namespace,
             "a SQL transaction was still open after {} ms: rolled back",
@@ -303,12 +286,6 @@ async fn blocking<T: Send + 'static>(
         Ok(done) => done,
         Err(e) => panic!("a SQL statement's thread failed: {e}"),
     }
-}
-
-fn random_id() -> u64 {
-    let mut bytes = [0; 8];
-    getrandom::fill(&mut bytes).expect("the system's random source works");
-    u64::from_le_bytes(bytes)
 }
 
 /// An open connection and what guards it.

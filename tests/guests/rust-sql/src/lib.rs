@@ -2,7 +2,8 @@
 //! from the sidecar's `extra-migration` variable, to try a failing one),
 //! async and blocking calls, a transaction dropped unfinished, a slow
 //! query and a database filling up. Errors answer with the host's
-//! sentence and a status by kind.
+//! sentence and a status by kind. `001_notes.postgres` replaces
+//! `001_notes` on a host that keeps databases in PostgreSQL.
 
 use cello::sql::{self, Db, Migration, SqlError};
 use cello::{App, Path, Response, StatusCode, config};
@@ -38,7 +39,7 @@ async fn start() -> Result<(), SqlError> {
 
 async fn add(db: Db, body: String) -> Result<Response, Response> {
     let added = db
-        .execute("INSERT INTO notes (body) VALUES (?)", (body,))
+        .execute("INSERT INTO notes (body) VALUES (?) RETURNING id", (body,))
         .await
         .map_err(answer)?;
     Ok(Response::text(
@@ -110,7 +111,7 @@ async fn run(db: Db, statement: String) -> Result<Response, Response> {
 
 fn app() -> App {
     App::new("rust-sql")
-        .migrations(cello::migrations!("migrations": "001_notes"))
+        .migrations(cello::migrations!("migrations": "001_notes", "001_notes.postgres"))
         .on_start(start)
         .post("/notes", add)
         .get("/notes/{id}", read)
