@@ -489,12 +489,7 @@ def sql_reads(state: Path, rounds: int = 3) -> list[Load]:
             runs["cello"].append(wrk("  cello", s, row))
         with uvicorn("fastapi_sql", f"/todos{row}") as s:
             runs["fastapi"].append(wrk("  fastapi", s, row))
-    medians = []
-    for which, loads in runs.items():
-        median = sorted(loads, key=lambda load: load.rps)[len(loads) // 2]
-        median.name = f"{SQL_NAMES[which]} (median of {rounds})"
-        medians.append(median)
-    return medians
+    return medians(runs, SQL_NAMES)
 
 
 def sql_section(loads: list[Load]) -> list[str]:
@@ -560,12 +555,17 @@ def middleware_chain(state: Path, rounds: int = 3) -> list[Load]:
         "off": "cello-host, Rust SDK hello, middleware off",
         "on": "cello-host, Rust SDK hello, full middleware chain",
     }
-    medians = []
+    return medians(runs, names)
+
+
+def medians(runs: dict[str, list[Load]], names: dict[str, str]) -> list[Load]:
+    """Each set of alternating runs' median by req/s, named from `names`."""
+    rows = []
     for which, loads in runs.items():
         median = sorted(loads, key=lambda load: load.rps)[len(loads) // 2]
-        median.name = f"{names[which]} (median of {rounds})"
-        medians.append(median)
-    return medians
+        median.name = f"{names[which]} (median of {len(loads)})"
+        rows.append(median)
+    return rows
 
 
 def cold_start() -> dict[str, float]:
