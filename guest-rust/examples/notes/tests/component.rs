@@ -121,11 +121,18 @@ async fn the_component_serves_its_openapi_document() -> anyhow::Result<()> {
     assert_eq!(schemas["NewNote"]["required"], json!(["text"]));
     assert_eq!(schemas["Note"]["required"], json!(["id", "text"]));
 
-    // Behind a proxy that says where it mounted the app, `servers` says so.
+    // A client cannot choose the prefix the app is told...
     let request = cello::http::Request::get("/openapi.json")
-        .header("x-forwarded-prefix", "/notes-app")
+        .header("x-forwarded-prefix", "/elsewhere")
         .body(Vec::new())?;
-    let forwarded: Value = host.request(request).await.json()?;
-    assert_eq!(forwarded["servers"], json!([{"url": "/notes-app"}]));
+    let spoofed: Value = host.request(request).await.json()?;
+    assert_eq!(spoofed["servers"], Value::Null);
+    // ...the host tells it the prefix it serves the app under.
+    let prefixed = TestHost::builder()
+        .component_with(component(), "prefix = \"/notes-app\"\n[grants]\nkv = true\n")
+        .build()
+        .await?;
+    let served: Value = prefixed.get("/notes-app/openapi.json").await.json()?;
+    assert_eq!(served["servers"], json!([{"url": "/notes-app"}]));
     Ok(())
 }

@@ -15,6 +15,8 @@ use super::wire::{quoted, unreachable_database};
 const CONNECT_TIME: Duration = Duration::from_secs(5);
 /// What the host's comment on a schema starts with; the namespace follows.
 const MARK: &str = "cello namespace ";
+/// The advisory lock every host takes to create or drop schemas and roles.
+const PROVISIONING_LOCK: i64 = 0x63656c6c6f;
 
 /// One PostgreSQL database, reached with the host's URL.
 pub struct Server {
@@ -72,14 +74,23 @@ impl Server {
             .to_string()
     }
 
-    /// Runs `statements` on the admin connection, opened (again) if need be.
+    /// Runs `statements` on the admin connection, opened (again) if need
+    /// be, in one transaction under an advisory lock: PostgreSQL refuses
+    /// concurrent grants on one object ("tuple concurrently updated"), and
+    /// every host of a cluster provisions in the same database.
     async fn as_admin(&self, statements: &str) -> Result<(), SqlError> {
         let mut admin = self.admin.lock().await;
         if admin.as_ref().is_none_or(Client::is_closed) {
             *admin = Some(connect(&self.admin_config).await?);
         }
         let client = admin.as_ref().expect("connected above");
-        let ran = client.batch_execute(statements).await;
+        let locked = format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({PROVISIONING_LOCK}); {statements}; COMMIT;"
+        );
+        let ran = client.batch_execute(&locked).await;
+        if ran.is_err() {
+            let _ = client.batch_execute("ROLLBACK").await;
+        }
         if ran.as_ref().is_err_and(|_| client.is_closed()) {
             *admin = None;
         }
