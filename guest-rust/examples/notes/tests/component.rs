@@ -129,7 +129,10 @@ async fn the_component_serves_its_openapi_document() -> anyhow::Result<()> {
     assert_eq!(spoofed["servers"], Value::Null);
     // ...the host tells it the prefix it serves the app under.
     let prefixed = TestHost::builder()
-        .component_with(component(), "prefix = \"/notes-app\"\n[grants]\nkv = true\n")
+        .component_with(
+            component(),
+            "prefix = \"/notes-app\"\n[grants]\nkv = true\n",
+        )
         .build()
         .await?;
     let served: Value = prefixed.get("/notes-app/openapi.json").await.json()?;
