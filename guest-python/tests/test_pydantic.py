@@ -4,9 +4,11 @@ integration tests: tests/pydantic.rs.)"""
 
 import json
 from datetime import date
+from pathlib import Path
 
 from cello import FastAPI
 from cello.testing import TestClient
+from cello.wasi_packages import PYDANTIC, PYDANTIC_CORE, pydantic_core_extension
 from pydantic import BaseModel, Field, field_validator
 
 
@@ -134,3 +136,15 @@ def test_openapi_puts_models_under_components_as_fastapi_does():
         "$ref": "#/components/schemas/ItemOut"
     }
     assert "422" in create["responses"]
+
+
+def test_the_shipped_wasi_pydantic_core_matches_the_pinned_pydantic():
+    import pydantic
+    import pydantic_core
+
+    # The build takes pydantic's Python from this environment: pinned alike.
+    assert (pydantic.VERSION, pydantic_core.__version__) == (PYDANTIC, PYDANTIC_CORE)
+    assert pydantic_core_extension()[:4] == b"\0asm"
+    sdk = Path(__file__).parent.parent
+    for pins in (sdk / "pyproject.toml", sdk / "requirements.txt"):
+        assert f"pydantic=={PYDANTIC}" in pins.read_text(), pins
