@@ -29,6 +29,7 @@ const PYTHON_GUESTS: &[(&str, &str)] = &[
     ("tests/guests/python-caps/app.py", "python-caps"),
     ("guest-python/examples/items/app.py", "items"),
     ("guest-python/examples/todos/todos.py", "todos"),
+    ("tests/guests/python-pydantic/app.py", "python-pydantic"),
 ];
 
 /// What a change to should rebuild the guests.
@@ -51,6 +52,7 @@ const INPUTS: &[&str] = &[
     "tests/guests/wasi-config/wit",
     "tests/guests/python-testbed",
     "tests/guests/python-caps",
+    "tests/guests/python-pydantic",
     "guest-python/cello",
     "guest-python/examples",
 ];

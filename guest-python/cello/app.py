@@ -261,7 +261,7 @@ class App(Router):
                 if hasattr(result, "close"):
                     result.close()  # never to be awaited
                 raise TypeError(f"{route.path}: async handler called synchronously")
-            return to_response(result, route.status_code, self.fastapi_compat)
+            return to_response(route.shape(result), route.status_code, self.fastapi_compat)
         except Exception as error:  # noqa: BLE001 - every failure becomes a response
             return self._error_response(error, route, request)
 
@@ -272,7 +272,7 @@ class App(Router):
             result = route.call(request)
             if _awaitable(result):
                 result = await result
-            return to_response(result, route.status_code, self.fastapi_compat)
+            return to_response(route.shape(result), route.status_code, self.fastapi_compat)
         except Exception as error:  # noqa: BLE001
             return self._error_response(error, route, request)
 
@@ -290,7 +290,7 @@ class App(Router):
                 if not run_async:
                     raise TypeError(f"{route.path}: async handler called synchronously")
                 result = await result
-            response = to_response(result, route.status_code, self.fastapi_compat)
+            response = to_response(route.shape(result), route.status_code, self.fastapi_compat)
         except Exception as error:  # noqa: BLE001
             failure = error
             response = self._error_response(error, route, request)

@@ -11,6 +11,7 @@ build, where a failure is reported with its Python traceback only.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -19,6 +20,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from . import wasi_packages
 
 ENTRY = "cello_entry"
 #: SDK modules whose import means the app uses a host capability, and the
@@ -77,17 +80,30 @@ def build_component(app: str, output: Path, wit: str | None = None, quiet: bool 
     sdk_parent = Path(__file__).resolve().parent.parent
     module = path.stem
     say(f"checking that {file} imports (natively, Python {sys.version.split()[0]})")
-    capabilities = _check_imports(path.parent, module, attr, sdk_parent)
+    capabilities, found = _check_imports(path.parent, module, attr, sdk_parent)
     if capabilities:
         say(f"it uses host capabilities: {', '.join(capabilities)}")
     componentize = _componentize_py()
     with tempfile.TemporaryDirectory(prefix="cello-build-") as tmp:
+        # First on the path: ahead of a site-packages with native builds.
+        packages = Path(tmp) / "wasi-packages"
+        staged = "pydantic" in found
+        if staged:
+            say(f"adding pydantic {found['pydantic'][0]} with pydantic-core built for WASI")
+            try:
+                wasi_packages.stage_pydantic(found, packages)
+            except wasi_packages.Unsupported as error:
+                raise BuildError(f"cannot build {file}: {error}") from None
         world = _world(wit_dir, Path(tmp) / "wit", capabilities)
-        (Path(tmp) / f"{ENTRY}.py").write_text(
+        entry = Path(tmp) / "entry"
+        entry.mkdir()
+        (entry / f"{ENTRY}.py").write_text(
             # Before the app: its `ProcessPoolExecutor()` must be the inline one.
             "import cello.concurrency\ncello.concurrency.install()\n"
             f"import {module} as _app_module\n"
-            "from cello._guest import make_world\n"
+            # pydantic's lazy imports, into the snapshot: nothing else exists at run time.
+            + ("import cello.wasi_packages\ncello.wasi_packages.preload()\n" if staged else "")
+            + "from cello._guest import make_world\n"
             f"WitWorld = make_world(_app_module.{attr})\n"
         )
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -95,7 +111,7 @@ def build_component(app: str, output: Path, wit: str | None = None, quiet: bool 
         command = [
             componentize, "-d", str(Path(tmp) / "wit"), "-w", world,
             "componentize", ENTRY,
-            "-p", tmp, "-p", str(path.parent), "-p", str(sdk_parent),
+            "-p", str(packages), "-p", str(entry), "-p", str(path.parent), "-p", str(sdk_parent),
             "-o", str(output.resolve()),
         ]  # fmt: skip
         result = subprocess.run(command, capture_output=True, text=True)
@@ -110,9 +126,10 @@ def build_component(app: str, output: Path, wit: str | None = None, quiet: bool 
 _KNOWN = [
     (
         re.compile(r"No module named '(pydantic_core[\w.]*)'"),
-        "pydantic cannot load inside a component: pydantic_core is a native extension "
-        "and no build of it for WASI CPython exists; use `from cello import BaseModel, "
-        "Field`, which validates the same models with the SDK's own code",
+        "pydantic_core is a native extension and its WASI build was not added: the build "
+        f"adds pydantic-core {wasi_packages.PYDANTIC_CORE} when the app's own import loads "
+        f"pydantic (install `pydantic=={wasi_packages.PYDANTIC}`); or use `from cello import "
+        "BaseModel, Field`, which validates the same models with the SDK's own code",
     ),
     (
         re.compile(r"No module named '([\w.]+)'"),
@@ -167,24 +184,31 @@ def _package(wit_dir: Path) -> str:
     raise BuildError(f"no `package cello:component@...;` in the WIT at {wit_dir}")
 
 
-def _check_imports(directory: Path, module: str, attr: str, sdk_parent: Path) -> list[str]:
+def _check_imports(
+    directory: Path, module: str, attr: str, sdk_parent: Path
+) -> tuple[list[str], dict[str, tuple[str, str]]]:
     """Imports the app natively; an exception in it becomes a BuildError.
-    Returns the capabilities (WIT interfaces) the app's imports need."""
+    Returns the capabilities (WIT interfaces) the app's imports need, and
+    the version and file of each module loaded that has a WASI build here."""
     probe = (
-        "import sys, importlib\n"
+        "import sys, importlib, json\n"
         f"sys.path[:0] = [{str(directory)!r}, {str(sdk_parent)!r}]\n"
         f"m = importlib.import_module({module!r})\n"
         "from cello import App\n"
         f"a = getattr(m, {attr!r}, None)\n"
         "if not isinstance(a, App):\n"
         f"    sys.exit({f'{module}.py defines no cello.App named {attr!r}'!r})\n"
-        f"print(' '.join(w for m, w in {CAPABILITIES!r}.items() if m in sys.modules))\n"
+        f"caps = [w for m, w in {CAPABILITIES!r}.items() if m in sys.modules]\n"
+        f"mods = [sys.modules.get(n) for n in {wasi_packages.PYDANTIC_MODULES!r}]\n"
+        "found = {m.__name__: (getattr(m, '__version__', ''), m.__file__) for m in mods if m}\n"
+        "print(json.dumps([caps, found]))\n"
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     if result.returncode != 0:
         raise BuildError(f"{module}.py cannot be imported:\n{result.stderr.strip()}")
     lines = result.stdout.strip().splitlines()
-    return lines[-1].split() if lines else []
+    capabilities, found = json.loads(lines[-1]) if lines else ([], {})
+    return capabilities, {name: tuple(value) for name, value in found.items()}
 
 
 def _componentize_py() -> str:

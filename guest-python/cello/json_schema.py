@@ -1,6 +1,7 @@
 """JSON Schema for the types handlers take and return: scalars, lists,
-dicts, unions, dataclasses, TypedDicts and models (referenced from a shared
-``schemas`` map), and the constraints of a parameter's marker."""
+dicts, unions, dataclasses, TypedDicts and models, ``cello.BaseModel`` or
+pydantic's (referenced from a shared ``schemas`` map), and the constraints
+of a parameter's marker."""
 
 from __future__ import annotations
 
@@ -88,8 +89,20 @@ def schema(annotation: Any, schemas: dict[str, Any]) -> dict[str, Any]:
     if isinstance(annotation, type) and hasattr(annotation, "model_fields_info"):
         return _model(annotation, schemas)
     if isinstance(annotation, type) and hasattr(annotation, "model_json_schema"):
-        return annotation.model_json_schema()
+        return _pydantic(annotation, schemas)
     return {}
+
+
+def _pydantic(cls: type, schemas: dict[str, Any]) -> dict[str, Any]:
+    """A pydantic model, with the models it nests, in ``schemas`` as FastAPI
+    puts them: referenced from ``#/components/schemas/``, not ``$defs``."""
+    name = cls.__name__
+    if name not in schemas:
+        body = cls.model_json_schema(ref_template="#/components/schemas/{model}")
+        for nested, nested_body in body.pop("$defs", {}).items():
+            schemas.setdefault(nested, nested_body)
+        schemas[name] = body
+    return {"$ref": f"#/components/schemas/{name}"}
 
 
 def _model(cls: type, schemas: dict[str, Any]) -> dict[str, Any]:

@@ -321,6 +321,8 @@ def _encode_default(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)
     if hasattr(value, "model_dump"):  # a pydantic (or cello.BaseModel) model
+        if hasattr(type(value), "__pydantic_core_schema__"):
+            return value.model_dump(mode="json")  # dates and the like as JSON, like FastAPI
         return value.model_dump()
     if isinstance(value, set | frozenset):
         return list(value)

@@ -148,6 +148,9 @@ def _operation(route: Route, schemas: dict[str, Any]) -> dict[str, Any]:
         operation["requestBody"] = body
     status = str(route.status_code or 200)
     operation["responses"] = {status: {"description": "Successful Response"}}
+    if route.response_model is not None:
+        returned = {"application/json": {"schema": schema(route.response_model, schemas)}}
+        operation["responses"][status]["content"] = returned
     for code, extra in (meta.get("responses") or {}).items():
         extra = dict(extra)
         model = extra.pop("model", None)

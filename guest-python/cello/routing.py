@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -140,6 +141,25 @@ class Route:
         self.hidden = tuple(p.name for p in self.arguments if p.name.startswith(analysis.HIDDEN))
         # Routes without dependencies or background tasks skip the scope.
         self.scoped = any(p.source in _SCOPED for p in self.arguments)
+        self.response_model = self.meta.get("response_model") or _returned_model(self.handler)
+
+    def shape(self, result: Any) -> Any:
+        """``result`` as the route's response model, as FastAPI serialises
+        it: validated, fields the model does not declare dropped. A result
+        that does not fit is the handler's error, not the client's."""
+        model = self.response_model
+        if model is None or isinstance(result, Response | tuple):  # tuples: (body, status)
+            return result
+        if (
+            isinstance(model, type)
+            and hasattr(result, "model_dump")
+            and not isinstance(result, model)
+        ):
+            result = result.model_dump()  # another model: by its fields
+        try:
+            return validation.validate(result, model, ["response"])
+        except validation.Invalid as invalid:
+            raise ResponseValidationError(self.path, invalid.errors) from None
 
     def call(self, request: Request) -> Any:
         """Calls the handler with its arguments taken from ``request``."""
@@ -192,7 +212,9 @@ class Router:
         (a ``RateLimitConfig``) are enforced by the host before it runs.
         ``dependencies`` run first; ``responses``, ``summary``,
         ``description``, ``operation_id``, ``deprecated`` and
-        ``include_in_schema`` shape its OpenAPI operation, as in FastAPI."""
+        ``include_in_schema`` shape its OpenAPI operation, as in FastAPI.
+        ``response_model`` (else a model as the return annotation)
+        validates the result and drops the fields it does not declare."""
 
         def register(handler: Callable[..., Any]) -> Callable[..., Any]:
             full_path = self.prefix + path if path != "/" or not self.prefix else self.prefix
@@ -278,6 +300,27 @@ class Router:
                     meta=meta,
                 )
             )
+
+
+class ResponseValidationError(Exception):
+    """A handler's result that does not fit its route's response model."""
+
+    def __init__(self, path: str, errors: list[dict[str, Any]]):
+        super().__init__(f"{path}: the response does not fit its response_model: {errors}")
+        self.errors = errors
+
+
+def _returned_model(handler: Callable[..., Any]) -> Any:
+    """The model ``handler``'s return annotation names, the response model
+    FastAPI takes from it; other return annotations are left alone."""
+    try:
+        returned = typing.get_type_hints(handler).get("return")
+    except Exception:  # noqa: BLE001 - unresolvable: no model
+        return None
+    if typing.get_origin(returned) is list:
+        (item,) = typing.get_args(returned) or (None,)
+        return returned if analysis.is_pydantic(item) else None
+    return returned if analysis.is_pydantic(returned) else None
 
 
 def _plan(

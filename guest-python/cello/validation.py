@@ -225,11 +225,28 @@ def validate(value: Any, annotation: Any, loc: list[Any], text: bool = False) ->
         try:
             return annotation.model_validate(value)
         except Exception as e:  # noqa: BLE001 - pydantic's ValidationError
-            errors = getattr(e, "errors", lambda: [])()
-            raise Invalid(
-                [_error(x["type"], loc + list(x["loc"]), x["msg"], x.get("input")) for x in errors]
-            ) from None
+            raise Invalid([_model_error(x, loc) for x in _model_errors(e)]) from None
     return _scalar(value, annotation, loc, text)
+
+
+def _model_errors(error: Exception) -> list[dict[str, Any]]:
+    """A model's validation errors; pydantic's without their docs URL, as
+    FastAPI reports them."""
+    errors = getattr(error, "errors", None)
+    if errors is None:
+        return []
+    try:
+        return errors(include_url=False)
+    except TypeError:  # cello.BaseModel's take no options
+        return errors()
+
+
+def _model_error(error: dict[str, Any], loc: list[Any]) -> dict[str, Any]:
+    # A validator's exception in `ctx` is no JSON: FastAPI's encoder makes it {}.
+    ctx = error.get("ctx")
+    if ctx is not None:
+        ctx = {k: {} if isinstance(v, BaseException) else v for k, v in ctx.items()}
+    return _error(error["type"], loc + list(error["loc"]), error["msg"], error.get("input"), ctx)
 
 
 def _each(items, item_type: Any, loc: list[Any], text: bool, kind: type) -> Any:

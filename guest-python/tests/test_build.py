@@ -53,7 +53,36 @@ def test_a_pydantic_import_failure_names_the_cause_and_the_alternative():
     message = _explain("app.py", output)
     assert len(message.splitlines()) == 1
     assert "pydantic_core is a native extension" in message
+    assert "pydantic==2.14.4" in message
     assert "from cello import BaseModel, Field" in message
+
+
+def test_pydantic_is_staged_with_the_wasi_pydantic_core(tmp_path):
+    import pydantic
+    import pydantic_core
+    from cello.wasi_packages import EXTENSION_SUFFIX, stage_pydantic
+
+    found = {
+        "pydantic": (pydantic.VERSION, pydantic.__file__),
+        "pydantic_core": (pydantic_core.__version__, pydantic_core.__file__),
+    }
+    stage_pydantic(found, tmp_path / "staged")
+    core = tmp_path / "staged" / "pydantic_core"
+    assert (core / f"_pydantic_core{EXTENSION_SUFFIX}").read_bytes()[:4] == b"\0asm"
+    assert not list(core.glob("*x86_64*")) and not list(core.glob("*linux*"))
+    assert (tmp_path / "staged" / "pydantic" / "main.py").is_file()
+
+
+def test_another_pydantic_version_names_the_one_to_install(tmp_path):
+    from cello.wasi_packages import Unsupported, stage_pydantic
+
+    found = {"pydantic": ("2.9.0", "x"), "pydantic_core": ("2.23.2", "y")}
+    try:
+        stage_pydantic(found, tmp_path)
+    except Unsupported as error:
+        assert "pydantic==2.14.4" in str(error) and "2.23.2" in str(error)
+    else:
+        raise AssertionError("a mismatched pydantic-core was accepted")
 
 
 def test_other_failures_keep_the_python_traceback_and_drop_the_rust_backtrace():

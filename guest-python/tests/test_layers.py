@@ -20,10 +20,10 @@ LAYERS = [
         "concurrency",
         "background",
         "_hostcalls",
-        "build",
+        "wasi_packages",
         "docs",
     ],  # fmt: skip
-    ["guards", "sleeps", "http", "sql", "markers"],
+    ["guards", "sleeps", "http", "sql", "markers", "build"],
     ["host", "_tasks", "params", "json_schema", "analysis"],
     ["validation"],
     ["models", "deps"],
