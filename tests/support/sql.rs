@@ -137,3 +137,25 @@ pub async fn a_failing_migration_refuses_the_version(host: &Host, tenant: &str) 
     assert_eq!(reply.status, 201, "{}", reply.body);
     assert_eq!(host.get(&path("count")).await.body, "0");
 }
+
+/// `slow`, a request whose statement would never end, answers 504 naming
+/// the 300 ms limit of `tenant` within a few seconds, while `other` is
+/// served meanwhile; `tenant` keeps its 2 notes.
+pub async fn slow_query_cut(
+    host: &Host,
+    slow: tokio::task::JoinHandle<Reply>,
+    tenant: &str,
+    other: &str,
+) {
+    let started = Instant::now();
+    assert_eq!(host.get(&format!("/t/{other}/count")).await.status, 200);
+    let slow = slow.await.unwrap();
+    assert_eq!(slow.status, 504, "{}", slow.body);
+    assert!(slow.body.contains("300 ms"), "{}", slow.body);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(host.get(&format!("/t/{tenant}/count")).await.body, "2");
+}

@@ -744,8 +744,7 @@ mod tests {
         );
     }
 
-    // ---- attack tests (branch sql-attack): each asserts the behaviour a
-    // hostile or careless tenant should meet; a failure is a finding. ----
+    // What a hostile or careless tenant meets, from a review as an attacker.
 
     fn limited(dir: &tempfile::TempDir, limits: SqlLimits) -> SqlStore {
         SqlStore::new(Backend::Sqlite(dir.path().into()), limits)
