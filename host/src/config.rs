@@ -87,6 +87,9 @@ pub struct HostConfig {
     /// Where traces go (OpenTelemetry over OTLP), if anywhere.
     #[serde(default)]
     pub telemetry: crate::telemetry::TelemetrySettings,
+    /// The servers several hosts share (PostgreSQL, Redis), if any.
+    #[serde(default)]
+    pub cluster: crate::cluster::ClusterSettings,
 }
 
 /// The `[serve]` table: `serve`'s flags, as config. A flag, or its

@@ -26,8 +26,8 @@
 //! `cello-host` command; [`loader`] turns `.wasm` files and sidecars
 //! ([`config`]) into components, from the served directory, from
 //! [`reload`] when it changes, and from uploads to [`tenants`] through the
-//! [`admin`] API; [`compile`] keeps compiled artifacts on disk;
-//! [`engine`] holds the wasmtime configuration and [`world`] tells what a
+//! [`admin`] API, shared between hosts by [`cluster`]; [`compile`] keeps
+//! compiled artifacts on disk; [`engine`] holds the wasmtime configuration and [`world`] tells what a
 //! component is; [`resources`] is what every component's instances share;
 //! [`metrics`], [`ops`], [`logging`] (with [`guest_log`]) and
 //! [`telemetry`] report on it all, and [`readiness`] says whether it is
@@ -39,6 +39,7 @@ pub mod bindings;
 pub mod body;
 pub mod capabilities;
 pub mod cli;
+pub mod cluster;
 pub mod compile;
 pub mod config;
 pub mod connections;
