@@ -39,7 +39,8 @@ bench: components host
 	cargo build --release -p cello-bench
 	$(BENCH_VENV)/bin/python bench/run.py
 
-## Only the SQL rows (the todos example against FastAPI + aiosqlite):
+## Only the SQL rows (the todos example against FastAPI + aiosqlite, and
+## on a PostgreSQL the bench starts, against FastAPI + asyncpg):
 ## replaces the SQL section of bench/RESULTS.md.
 bench-sql: components host
 	command -v wrk >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk)

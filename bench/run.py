@@ -25,6 +25,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from postgres import Postgres
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 OUT = BENCH / "out"
@@ -205,14 +207,14 @@ def cello(
     return Server(command, f"http://127.0.0.1:{port}{path}", env=env)
 
 
-def uvicorn(module: str, path: str) -> Server:
+def uvicorn(module: str, path: str, env: dict[str, str] | None = None) -> Server:
     port = free_port()
     command = [
         sys.executable, "-m", "uvicorn", f"{module}:app", "--port", str(port),
         "--workers", "1", "--loop", "uvloop", "--http", "httptools",
         "--log-level", "warning", "--no-access-log",
     ]  # fmt: skip
-    return Server(command, f"http://127.0.0.1:{port}{path}", cwd=BENCH / "apps")
+    return Server(command, f"http://127.0.0.1:{port}{path}", cwd=BENCH / "apps", env=env)
 
 
 def wasmtime_serve(extra: list[str]) -> Server:
@@ -454,12 +456,16 @@ def isolation(state: Path) -> list[Load]:
     return loads
 
 
-#: The todos example's sidecar: a SQLite database of its own.
+#: The todos example's sidecar: a SQL database of its own.
 TODOS = 'prefix = "/todos"\n[grants]\nsql = true\n'
 SQL_ROWS = 1000
+#: PostgreSQL connections per component, for cello and for FastAPI's pool.
+PG_CONNECTIONS = 8
 SQL_NAMES = {
     "cello": "cello-host, Python todos: SELECT by primary key (SQLite)",
     "fastapi": "FastAPI + uvicorn + aiosqlite, the same SELECT",
+    "cello-pg": "cello-host, Python todos: SELECT by primary key (PostgreSQL)",
+    "fastapi-pg": "FastAPI + uvicorn + asyncpg, the same SELECT",
 }
 
 
@@ -473,35 +479,51 @@ def seed_todos(url: str) -> None:
         assert reply.status == 201, reply.status
 
 
+def todos_run(label: str, state: Path, row: str, config: str | None = None) -> Load:
+    """One load run of the todos read route on cello."""
+    directory = component_dir("todos", sidecars={"todos": TODOS})
+    with cello(directory, "/todos/", state, config=config) as s:
+        seed_todos(s.url + "batch")
+        assert get(s.url + row[1:])[0] == 200, "the todos component did not serve the row"
+        return wrk(label, s, row)
+
+
 def sql_reads(state: Path, rounds: int = 3) -> list[Load]:
     """One indexed SELECT by primary key behind a route, on cello (the
-    Python todos example, SQLite) and on FastAPI with aiosqlite, alternately,
-    `rounds` times each; each row is the median run."""
+    Python todos example) and on FastAPI, on SQLite (aiosqlite) and on
+    PostgreSQL (asyncpg), alternately, `rounds` times each; each row is the
+    median run."""
     print("sql: the todos read route, cello and FastAPI alternately", flush=True)
-    runs: dict[str, list[Load]] = {"cello": [], "fastapi": []}
+    runs: dict[str, list[Load]] = {name: [] for name in SQL_NAMES}
     # wrk() puts `row` after the last `/` of each server's URL: /todos/500.
     row = f"/{SQL_ROWS // 2}"
-    for _ in range(rounds):
-        directory = component_dir("todos", sidecars={"todos": TODOS})
-        with cello(directory, "/todos/", state) as s:
-            seed_todos(s.url + "batch")
-            assert get(s.url + row[1:])[0] == 200, "the todos component did not serve the row"
-            runs["cello"].append(wrk("  cello", s, row))
-        with uvicorn("fastapi_sql", f"/todos{row}") as s:
-            runs["fastapi"].append(wrk("  fastapi", s, row))
+    with Postgres() as pg:
+        config = (
+            f'[sql]\npostgres = "{pg.url("cello")}"\nconnections-per-component = {PG_CONNECTIONS}\n'
+        )
+        for _ in range(rounds):
+            runs["cello"].append(todos_run("  cello (SQLite)", state, row))
+            with uvicorn("fastapi_sql", f"/todos{row}") as s:
+                runs["fastapi"].append(wrk("  fastapi (aiosqlite)", s, row))
+            runs["cello-pg"].append(todos_run("  cello (PostgreSQL)", state, row, config))
+            env = {"BENCH_POSTGRES_URL": pg.url("fastapi")}
+            with uvicorn("fastapi_pg", f"/todos{row}", env) as s:
+                runs["fastapi-pg"].append(wrk("  fastapi (asyncpg)", s, row))
     return medians(runs, SQL_NAMES)
 
 
 def sql_section(loads: list[Load]) -> list[str]:
     """The SQL section of RESULTS.md."""
-    cello_load, fastapi_load = loads
+    cello_load, fastapi_load, cello_pg, fastapi_pg = loads
     lines = [
         "## SQL",
         "",
-        f"`GET /todos/{SQL_ROWS // 2}` of the Python todos example (the SQL capability on "
-        f"SQLite; the route's dependency runs one `SELECT` by primary key) against the same "
-        f"route on FastAPI with aiosqlite, both over {SQL_ROWS} rows in a WAL-mode file. "
-        "Alternating runs; each row is the median of 3.",
+        f"`GET /todos/{SQL_ROWS // 2}` of the Python todos example (the SQL capability; the "
+        "route's dependency runs one `SELECT` by primary key) against the same route on "
+        f"FastAPI, over {SQL_ROWS} rows: on SQLite (a WAL-mode file; aiosqlite for FastAPI) "
+        "and on PostgreSQL (a local server started by the bench; asyncpg for FastAPI, "
+        f"{PG_CONNECTIONS} connections for each). Alternating runs; each row is the median "
+        "of 3.",
         "",
         "| system | req/s | p50 ms | p99 ms | req/CPU-s | errors |",
         "|---|---:|---:|---:|---:|---:|",
@@ -511,16 +533,18 @@ def sql_section(loads: list[Load]) -> list[str]:
         f"{load.per_cpu_second:,.0f} | {load.errors} |"
         for load in loads
     ]
-    lines += [
-        "",
-        "| target | measured | goal | |",
-        "|---|---:|---:|---|",
-        target_row("cello ÷ FastAPI, SQLite read (req/s)", cello_load.rps / fastapi_load.rps, 1.0),
-        target_row(
-            "FastAPI p99 ÷ cello p99, SQLite read", fastapi_load.p99_ms / cello_load.p99_ms, 1.0
-        ),
-        "",
-    ]
+    lines += ["", "| target | measured | goal | |", "|---|---:|---:|---|"]
+    for backend, ours, theirs in (
+        ("SQLite", cello_load, fastapi_load),
+        ("PostgreSQL", cello_pg, fastapi_pg),
+    ):
+        lines += [
+            target_row(f"cello ÷ FastAPI, {backend} read (req/s)", ours.rps / theirs.rps, 1.0),
+            target_row(
+                f"FastAPI p99 ÷ cello p99, {backend} read", theirs.p99_ms / ours.p99_ms, 1.0
+            ),
+        ]
+    lines.append("")
     return lines
 
 

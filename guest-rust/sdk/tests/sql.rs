@@ -104,3 +104,26 @@ fn values_convert_from_rust_types() {
         Value::Json("{\"a\":1}".into())
     );
 }
+
+#[test]
+fn natively_a_sqlite_migration_replaces_the_plain_one_and_postgres_ones_are_skipped() {
+    let app = App::new("t")
+        .migrations(cello::migrations!(
+            "tests/migrations": "001_todos", "002_labels", "002_labels.sqlite", "002_labels.postgres"
+        ))
+        .get("/", async |db: Db| {
+            db.execute("INSERT INTO todos (title) VALUES ('a')", ())
+                .await?;
+            let labels: Option<String> = db.fetch_val("SELECT labels FROM todos", ()).await?;
+            let ledger: Vec<String> = db
+                .fetch_all("SELECT name FROM _cello_migrations ORDER BY name", ())
+                .await?;
+            Ok::<_, SqlError>(format!("{labels:?} {ledger:?}"))
+        });
+    let reply = app.test_client().get("/").send();
+    assert_eq!(reply.status(), StatusCode::OK, "{}", reply.text());
+    assert_eq!(
+        reply.text(),
+        r#"Some("[\"sqlite\"]") ["001_todos", "002_labels"]"#
+    );
+}

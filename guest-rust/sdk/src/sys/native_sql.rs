@@ -114,7 +114,34 @@ fn batch(db: &Connection, statements: &str) -> Result<(), SqlError> {
     db.execute_batch(statements).map_err(error)
 }
 
+/// The migrations SQLite runs, as the host picks them for a SQLite
+/// database: `NAME.sqlite` takes the place (and the name) of `NAME`, and
+/// `NAME.postgres` is left out.
+fn for_sqlite(list: &[Migration]) -> Vec<Migration> {
+    let split = |name: &'static str| match name.rsplit_once('.') {
+        Some((base, dialect @ ("sqlite" | "postgres"))) => (base, Some(dialect)),
+        _ => (name, None),
+    };
+    let mut seen = std::collections::HashSet::new();
+    list.iter()
+        .filter_map(|m| {
+            let (base, dialect) = split(m.name);
+            if dialect == Some("postgres") || !seen.insert(base) {
+                return None;
+            }
+            let own = list
+                .iter()
+                .find(|o| split(o.name) == (base, Some("sqlite")));
+            Some(Migration {
+                name: base,
+                statements: own.map_or(m.statements, |o| o.statements),
+            })
+        })
+        .collect()
+}
+
 fn migrate(db: &Connection, list: &[Migration]) -> Result<u32, SqlError> {
+    let list = &for_sqlite(list);
     batch(
         db,
         "CREATE TABLE IF NOT EXISTS _cello_migrations \
