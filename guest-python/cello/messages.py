@@ -94,6 +94,20 @@ class Headers(Mapping[str, str]):
         return [v for k, v in self._pairs if k == key]
 
 
+def trace_id(traceparent: str | None) -> str | None:
+    """The trace id of a W3C ``traceparent`` (``00-TRACE-SPAN-FLAGS``), or
+    ``None`` when it is missing or malformed (an all-zero id is invalid)."""
+    if traceparent is None:
+        return None
+    parts = traceparent.strip().split("-")
+    if len(parts) < 4 or len(parts[0]) != 2 or parts[0] == "ff":
+        return None
+    trace = parts[1]
+    if len(trace) != 32 or trace.strip("0123456789abcdef") or trace == "0" * 32:
+        return None
+    return trace
+
+
 class Request:
     """An HTTP request, as routed by the host.
 
@@ -151,6 +165,14 @@ class Request:
         if isinstance(self._claims, str):
             self._claims = _json.loads(self._claims)
         return self._claims
+
+    @property
+    def trace_id(self) -> str | None:
+        """The W3C trace id (32 hex digits) of the request's ``traceparent``:
+        with the host's traces on, the id it exports the request's spans
+        under; otherwise the caller's, if it sent one. ``None`` without a
+        valid ``traceparent``."""
+        return trace_id(self.headers.get("traceparent"))
 
     @property
     def user(self) -> str | None:

@@ -249,3 +249,23 @@ def test_cache_needs_a_positive_ttl():
 
 def test_invalidating_outside_the_host_drops_nothing():
     assert App().invalidate_cache(["items"]) == 0
+
+
+@pytest.mark.parametrize(
+    "traceparent, expected",
+    [
+        (
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "0af7651916cd43dd8448eb211c80319c",
+        ),
+        (None, None),
+        ("00-00000000000000000000000000000000-b7ad6b7169203331-01", None),
+        ("00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01", None),
+        ("ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", None),
+        ("00-0af7651916cd43dd8448eb211c80319c", None),
+        ("garbage", None),
+    ],
+)
+def test_the_trace_id_is_read_from_a_valid_traceparent_only(traceparent, expected):
+    headers = [] if traceparent is None else [("traceparent", traceparent)]
+    assert Request(headers=headers).trace_id == expected

@@ -229,16 +229,36 @@ struct Call {
     request_id: Arc<str>,
     /// Its task group, for a concurrent call, while the group lives.
     group: Option<TaskGroupId>,
+    /// Its trace span (none when traces are off): the host calls its code
+    /// makes are its children.
+    span: tracing::Span,
 }
 
 impl CallsInFlight {
-    /// Records that the call for `request_id` on `route` started; a
-    /// concurrent call with the task group it runs as.
-    pub fn start(&self, route: &Arc<str>, request_id: &str, group: Option<TaskGroupId>) {
+    /// Records that the call for `request_id` on `route` started.
+    pub fn start(&self, route: &Arc<str>, request_id: &str) {
         self.0.lock().unwrap().calls.push(Call {
             route: route.clone(),
             request_id: request_id.into(),
-            group,
+            group: None,
+            span: tracing::Span::none(),
+        });
+    }
+
+    /// Records that a concurrent call started, running as task group
+    /// `group` in trace span `span`.
+    pub fn start_concurrent(
+        &self,
+        route: &Arc<str>,
+        request_id: &str,
+        group: TaskGroupId,
+        span: tracing::Span,
+    ) {
+        self.0.lock().unwrap().calls.push(Call {
+            route: route.clone(),
+            request_id: request_id.into(),
+            group: Some(group),
+            span,
         });
     }
 
@@ -259,14 +279,18 @@ impl CallsInFlight {
     /// flight, or among several the one whose task group runs.
     pub fn current(&self) -> Option<(Arc<str>, Arc<str>)> {
         let calls = self.0.lock().unwrap();
-        let call = match calls.calls.as_slice() {
-            [call] => call,
-            several => {
-                let running = calls.running?;
-                several.iter().find(|c| c.group == Some(running))?
-            }
-        };
+        let call = calls.running_call()?;
         Some((call.route.clone(), call.request_id.clone()))
+    }
+
+    /// The trace span of the call running now, for the host calls its code
+    /// makes; none when it has none (a call on its own task already runs
+    /// in its span).
+    pub fn current_span(&self) -> tracing::Span {
+        let calls = self.0.lock().unwrap();
+        calls
+            .running_call()
+            .map_or_else(tracing::Span::none, |call| call.span.clone())
     }
 
     /// The routes of the calls in flight, each once.
@@ -282,6 +306,20 @@ impl CallsInFlight {
         routes.sort_unstable();
         routes.dedup();
         routes
+    }
+}
+
+impl Calls {
+    /// The only call in flight, or among several the one whose task group
+    /// runs.
+    fn running_call(&self) -> Option<&Call> {
+        match self.calls.as_slice() {
+            [call] => Some(call),
+            several => {
+                let running = self.running?;
+                several.iter().find(|c| c.group == Some(running))
+            }
+        }
     }
 }
 

@@ -10,6 +10,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::{Frame, SizeHint};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
+use tracing::Instrument as _;
 use wasmtime::component::{Component, Linker};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
@@ -90,6 +91,7 @@ impl ProxyComponent {
                     owner.run_guest(start).await?
                 }
             })
+            .instrument(crate::telemetry::stage("instance checkout"))
             .await?;
         let left = deadline.saturating_duration_since(Instant::now());
         let state = instance.store.data_mut();

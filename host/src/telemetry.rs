@@ -1,13 +1,16 @@
-//! OpenTelemetry traces, exported over OTLP (HTTP, protobuf or JSON) when
-//! an endpoint is set: `[telemetry] otlp-endpoint` in the host config, or
-//! the standard `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`).
+//! OpenTelemetry traces, exported over OTLP (gRPC, or HTTP with protobuf
+//! or JSON) when an endpoint is set: `[telemetry] otlp-endpoint` in the
+//! host config, or the standard `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+//! `..._TRACES_ENDPOINT`).
 //! Sampling follows `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`,
 //! or `[telemetry] sample-ratio`.
 //!
 //! Off by default, and then free: no span is made, no layer is installed.
 //! On, each request gets a span (child of the caller's W3C `traceparent`,
-//! when it sends one) with children for auth, rate limits, the cache and
-//! the guest call, and a guest's outbound requests carry `traceparent`.
+//! when it sends one) with children for auth, rate limits, the cache,
+//! instance checkout and the guest call, with a child of the guest call for
+//! each host call it makes (key-value, SQL, outbound HTTP). The guest sees
+//! the request's own `traceparent`, and its outbound requests carry it.
 
 use std::pin::Pin;
 use std::sync::OnceLock;
@@ -32,16 +35,17 @@ pub const TARGET: &str = "cello::trace";
 /// ```toml
 /// [telemetry]
 /// otlp-endpoint = "http://127.0.0.1:4318"  # or OTEL_EXPORTER_OTLP_ENDPOINT
-/// protocol = "http/protobuf"                # or "http/json"; or OTEL_EXPORTER_OTLP_PROTOCOL
+/// protocol = "http/protobuf"                # or "http/json", "grpc"; or OTEL_EXPORTER_OTLP_PROTOCOL
 /// sample-ratio = 0.1                        # or OTEL_TRACES_SAMPLER(_ARG); default: all
 /// service-name = "cello"                    # or OTEL_SERVICE_NAME
 /// ```
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct TelemetrySettings {
-    /// The collector's OTLP/HTTP address; `/v1/traces` is added.
+    /// The collector's OTLP address (for HTTP, `/v1/traces` is added):
+    /// usually port 4318 for HTTP, 4317 for gRPC.
     pub otlp_endpoint: Option<String>,
-    /// `http/protobuf` (the default) or `http/json`.
+    /// `http/protobuf` (the default), `http/json` or `grpc`.
     pub protocol: Option<String>,
     /// The share of traces kept, from 0 to 1, for traces no caller
     /// sampled already.
@@ -80,23 +84,38 @@ pub fn init(
         .protocol
         .clone()
         .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL").ok());
-    let protocol = match protocol.as_deref() {
-        Some("http/json") => Protocol::HttpJson,
-        Some("http/protobuf") | None => Protocol::HttpBinary,
+    let endpoint = settings
+        .otlp_endpoint
+        .as_deref()
+        .map(|e| e.trim_end_matches('/'));
+    let exporter = match protocol.as_deref() {
+        // gRPC's channel works on the runtime this is called on.
+        Some("grpc") => {
+            let mut exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic();
+            if let Some(endpoint) = endpoint {
+                exporter = exporter.with_endpoint(endpoint);
+            }
+            exporter.build()
+        }
+        Some("http/json" | "http/protobuf") | None => {
+            let protocol = match protocol.as_deref() {
+                Some("http/json") => Protocol::HttpJson,
+                _ => Protocol::HttpBinary,
+            };
+            let mut exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_protocol(protocol)
+                .with_http_client(TokioClient::new());
+            if let Some(endpoint) = endpoint {
+                exporter = exporter.with_endpoint(format!("{endpoint}/v1/traces"));
+            }
+            exporter.build()
+        }
         Some(other) => anyhow::bail!(
-            "the OTLP protocol {other:?} is not supported: use \"http/protobuf\" or \"http/json\""
+            "the OTLP protocol {other:?} is not supported: use \"grpc\", \"http/protobuf\" or \"http/json\""
         ),
     };
-    let mut exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
-        .with_protocol(protocol)
-        .with_http_client(TokioClient::new());
-    if let Some(endpoint) = &settings.otlp_endpoint {
-        exporter = exporter.with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')));
-    }
-    let exporter = exporter
-        .build()
-        .map_err(|e| anyhow::anyhow!("cannot export traces: {e}"))?;
+    let exporter = exporter.map_err(|e| anyhow::anyhow!("cannot export traces: {e}"))?;
     let mut provider = SdkTracerProvider::builder().with_batch_exporter(exporter);
     if let Some(ratio) = settings.sample_ratio {
         anyhow::ensure!(
@@ -157,6 +176,22 @@ pub fn stage(name: &'static str) -> tracing::Span {
         return tracing::Span::none();
     }
     tracing::info_span!(target: TARGET, "stage", otel.name = name)
+}
+
+/// A child span of the current one for a call the guest makes to the
+/// host (`kv get`, `sql query`, `outbound GET`); none when traces are off.
+/// `system` names what was called (`db.system` for SQL, the store for KV).
+pub fn host_call(name: &str, system: &'static str) -> tracing::Span {
+    if !on() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        target: TARGET,
+        "host call",
+        otel.name = name,
+        otel.kind = "client",
+        cello.system = system,
+    )
 }
 
 /// Adds the current span's `traceparent` to an outgoing request's headers.
@@ -229,6 +264,7 @@ mod tests {
         let headers = http::HeaderMap::new();
         assert!(request_span(&headers, &http::Method::GET, "/").is_none());
         assert!(stage("auth").is_none());
+        assert!(host_call("kv get", "redb").is_none());
         let mut outgoing = http::HeaderMap::new();
         inject(&mut outgoing);
         assert!(outgoing.is_empty());

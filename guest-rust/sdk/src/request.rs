@@ -109,6 +109,25 @@ impl Request {
         Some(self.claims()?.get("sub")?.as_str()?.to_string())
     }
 
+    /// The W3C trace id (32 hex digits) of the request's `traceparent`:
+    /// with the host's traces on, the id it exports the request's spans
+    /// under; otherwise the caller's, if it sent one. `None` without a
+    /// valid `traceparent`.
+    pub fn trace_id(&self) -> Option<&str> {
+        let mut parts = self.header("traceparent")?.trim().split('-');
+        let version = parts.next()?;
+        let trace = parts.next()?;
+        let valid = version.len() == 2
+            && version != "ff"
+            && parts.count() >= 2
+            && trace.len() == 32
+            && trace
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            && trace.bytes().any(|b| b != b'0');
+        valid.then_some(trace)
+    }
+
     /// The value of the path segment `{name}`.
     pub fn param(&self, name: &str) -> Option<&str> {
         self.params

@@ -243,3 +243,32 @@ fn a_sync_handler_whose_extractor_waits_on_the_host_is_a_500() {
         StatusCode::INTERNAL_SERVER_ERROR
     );
 }
+
+#[test]
+fn the_trace_id_is_read_from_a_valid_traceparent_only() {
+    let app = App::new("t").get("/", |req: Request| format!("{:?}", req.trace_id()));
+    let client = app.test_client();
+    let trace = |traceparent: Option<&str>| {
+        let request = client.get("/");
+        match traceparent {
+            Some(value) => request.header("traceparent", value).send().text(),
+            None => request.send().text(),
+        }
+    };
+    assert_eq!(
+        trace(Some(
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        )),
+        r#"Some("0af7651916cd43dd8448eb211c80319c")"#
+    );
+    assert_eq!(trace(None), "None");
+    for bad in [
+        "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+        "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",
+        "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        "00-0af7651916cd43dd8448eb211c80319c",
+        "garbage",
+    ] {
+        assert_eq!(trace(Some(bad)), "None", "{bad}");
+    }
+}

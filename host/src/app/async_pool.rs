@@ -16,6 +16,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
+use tracing::Instrument as _;
 use wasmtime::AsContextMut;
 
 use super::{Instance, Shared, retire};
@@ -30,6 +31,9 @@ type Reply = oneshot::Sender<Result<Response, CallError>>;
 struct Job {
     req: Request,
     reply: Reply,
+    /// The trace span the call runs in (none when traces are off): the
+    /// event loop runs on a task of its own, so it is carried here.
+    span: tracing::Span,
 }
 
 /// The event-loop instances of one component.
@@ -74,7 +78,15 @@ impl AsyncPool {
     ) -> Result<Response, CallError> {
         let deadline = Instant::now() + shared.limits.timeout;
         let (reply, response) = oneshot::channel();
-        let worker = self.dispatch(shared, Job { req, reply }, deadline).await?;
+        let job = Job {
+            req,
+            reply,
+            span: tracing::Span::current(),
+        };
+        let worker = self
+            .dispatch(shared, job, deadline)
+            .instrument(crate::telemetry::stage("instance checkout"))
+            .await?;
         match tokio::time::timeout_at(deadline, response).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(CallError::InstanceLost(format!(
@@ -360,7 +372,7 @@ impl EventLoop {
                                             let id = (request_id.clone(),);
                                             let call = tasks.start_call_concurrent(store.as_context_mut(), id)?;
                                             let state = store.data_mut();
-                                            state.track_concurrent_call(&background, &request_id, call.group());
+                                            state.track_concurrent_call(&background, &request_id, call.group(), tracing::Span::none());
                                             Ok(call)
                                         });
                                         calls.push(Box::pin(async move {
@@ -393,7 +405,7 @@ impl EventLoop {
                         }
                     }
                     job = queue.recv() => {
-                        let Some(Job { req, reply }) = job else { return End::Retired };
+                        let Some(Job { req, reply, span }) = job else { return End::Retired };
                         let route = shared.route_name(req.route);
                         let request_id = req.context.request_id.clone();
                         // Started here, to learn the call's task group: what
@@ -402,7 +414,7 @@ impl EventLoop {
                         let call = accessor.with(|mut store| -> wasmtime::Result<_> {
                             let call = handle.start_call_concurrent(store.as_context_mut(), (req,))?;
                             let state = store.data_mut();
-                            state.track_concurrent_call(&route, &request_id, call.group());
+                            state.track_concurrent_call(&route, &request_id, call.group(), span);
                             Ok(call)
                         });
                         let id = pending.lock().unwrap().add(reply);

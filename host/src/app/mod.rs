@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use wasmtime::component::{Component, Linker};
 
@@ -155,7 +156,8 @@ impl AppComponent {
             Box::pin(self.async_pool.call(&self.shared, req)).await
         } else if self.shared.runs_long(req.route) {
             let (pool, shared) = (self.sync_pool.clone(), self.shared.clone());
-            let call = Box::pin(async move { sync_pool::call(&pool, &shared, req).await });
+            let call = async move { sync_pool::call(&pool, &shared, req).await };
+            let call = Box::pin(call.in_current_span());
             let owner = &self.shared.owner;
             match owner.cpu.run_on_lane(call).await {
                 Ok(ran) => ran.out,

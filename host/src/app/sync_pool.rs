@@ -5,11 +5,13 @@
 use std::sync::Arc;
 
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use super::{Instance, Shared};
 use crate::bindings::{App as AppBindings, Request, Response};
 use crate::error::CallError;
 use crate::instances::warm::WarmPool;
+use crate::telemetry;
 
 /// The idle instances of a component's `def` routes.
 pub(super) type SyncPool = WarmPool<AppBindings>;
@@ -23,6 +25,7 @@ pub(super) async fn call(
     let deadline = Instant::now() + shared.limits.timeout;
     let mut instance: Instance = pool
         .checkout(&shared.capacity, deadline, |slot| shared.instantiate(slot))
+        .instrument(telemetry::stage("instance checkout"))
         .await?;
     let left = deadline.saturating_duration_since(Instant::now());
     let route = shared.route_name(req.route);
@@ -33,13 +36,16 @@ pub(super) async fn call(
     // The call owns its instance, so that the scheduler can move it off this
     // thread if it runs long. On a timeout or a trap the instance is dropped
     // with it: its state can no longer be trusted.
-    let call = Box::pin(async move {
+    let call = async move {
         let result = instance
             .bindings
             .call_handle(&mut instance.store, &req)
             .await;
         (instance, req, result)
-    });
+    };
+    // The scheduler may move a long call to another thread: the trace's
+    // span goes with it, for the host calls the guest makes.
+    let call = Box::pin(call.in_current_span());
     let ran = shared.owner.run_guest_timed(call).await?;
     let (mut instance, req, response) = match ran.out {
         (instance, req, Ok(response)) => (instance, req, response),

@@ -56,4 +56,8 @@ pub trait Capability: 'static {
 /// A store's state that can reach capability `C`, when it was granted.
 pub trait Has<C: Capability + ?Sized>: Send + 'static {
     fn granted(&self) -> Option<&C::Granted>;
+
+    /// The trace span the host calls made now belong to (see
+    /// [`super::HasCapabilities::call_span`]).
+    fn call_span(&self) -> tracing::Span;
 }

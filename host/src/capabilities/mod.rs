@@ -128,6 +128,10 @@ macro_rules! capabilities {
             fn granted(&self) -> Option<&<$capability as Capability>::Granted> {
                 self.capabilities().$name.as_ref()
             }
+
+            fn call_span(&self) -> tracing::Span {
+                HasCapabilities::call_span(self)
+            }
         } )*
 
         /// The grant to add for an import of `interface`, when it is a
@@ -158,6 +162,14 @@ capabilities! {
 /// A store's state that holds its component's capabilities.
 pub trait HasCapabilities: Send + 'static {
     fn capabilities(&self) -> &Capabilities;
+
+    /// The trace span of the guest call whose code runs now, for the host
+    /// calls it makes: on an event-loop instance the calls share one task,
+    /// so the current span cannot tell them apart. None when traces are
+    /// off, or when the call's own task is in its span already.
+    fn call_span(&self) -> tracing::Span {
+        tracing::Span::none()
+    }
 }
 
 impl Capabilities {

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use serde::Deserialize;
 use tokio::sync::Semaphore;
+use tracing::Instrument as _;
 use wasmtime::component::{Accessor, HasData, Linker};
 use wasmtime_wasi_http::{RequestOptions, WasiHttpHooks};
 
@@ -261,7 +262,9 @@ impl Capability for OutboundHttp {
     }
 
     fn add_to_linker<T: Has<Self>>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
-        outbound::add_to_linker::<T, OutboundAccess>(linker, |state| OutboundView(state.granted()))
+        outbound::add_to_linker::<T, OutboundAccess>(linker, |state| {
+            OutboundView(state.granted(), state.call_span())
+        })
     }
 }
 
@@ -272,8 +275,9 @@ impl HasData for OutboundAccess {
     type Data<'a> = OutboundView<'a>;
 }
 
-/// A component's grant, as its host functions see it.
-pub struct OutboundView<'a>(Option<&'a Arc<Outbound>>);
+/// A component's grant, as its host functions see it, and the trace span
+/// of the call using it.
+pub struct OutboundView<'a>(Option<&'a Arc<Outbound>>, tracing::Span);
 
 impl outbound::Host for OutboundView<'_> {}
 
@@ -282,14 +286,20 @@ impl<U> outbound::HostWithStore<U> for OutboundAccess {
         accessor: &Accessor<U, Self>,
         request: OutgoingRequest,
     ) -> wasmtime::Result<Result<IncomingResponse, GuestError>> {
-        let grant = accessor.with(|mut access| access.get().0.cloned());
+        let (grant, call) = accessor.with(|mut access| {
+            let view = access.get();
+            (view.0.cloned(), view.1.clone())
+        });
         let Some(grant) = grant else {
             return Ok(Err(GuestError::Denied(
                 "this component has no outbound HTTP grant".into(),
             )));
         };
         let url = request.url.clone();
-        let result = grant.fetch(request).await;
+        let span = call.in_scope(|| {
+            crate::telemetry::host_call(&format!("outbound {}", request.method), "http")
+        });
+        let result = grant.fetch(request).instrument(span).await;
         if let Err(error) = &result {
             tracing::debug!(%url, ?error, "outbound request failed");
         }
@@ -319,9 +329,11 @@ impl WasiHttpHooks for OutboundHooks {
         _fut: IoFuture,
     ) -> SendFuture {
         let grant = self.0.clone();
-        // The request's trace goes on: outbound requests carry traceparent.
-        crate::telemetry::inject(request.headers_mut());
-        Box::new(async move {
+        let span = crate::telemetry::host_call(&format!("outbound {}", request.method()), "http");
+        // The request's trace goes on: outbound requests carry traceparent,
+        // naming this call's span as their parent.
+        span.in_scope(|| crate::telemetry::inject(request.headers_mut()));
+        let sent = async move {
             let Some(grant) = grant else {
                 return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
             };
@@ -342,7 +354,8 @@ impl WasiHttpHooks for OutboundHooks {
                 response.map(BodyExt::boxed_unsync),
                 Box::new(io) as IoFuture,
             ))
-        })
+        };
+        Box::new(sent.instrument(span))
     }
 }
 

@@ -166,6 +166,13 @@ impl HasCapabilities for InstanceState {
     fn capabilities(&self) -> &Capabilities {
         &self.owner.capabilities
     }
+
+    fn call_span(&self) -> tracing::Span {
+        if !crate::telemetry::on() {
+            return tracing::Span::none();
+        }
+        self.calls.current_span()
+    }
 }
 
 impl InstanceState {
@@ -300,20 +307,22 @@ impl InstanceState {
         if done {
             self.calls.end(request_id);
         } else {
-            self.calls.start(route, request_id, None);
+            self.calls.start(route, request_id);
         }
     }
 
     /// Records that a concurrent call started, running as task group
     /// `group`: on an instance that follows its calls, it can be told apart
-    /// from the others in flight. It ends as [`Self::track_call`] says.
+    /// from the others in flight, and its code runs in its trace `span`.
+    /// It ends as [`Self::track_call`] says.
     pub fn track_concurrent_call(
         &mut self,
         route: &Arc<str>,
         request_id: &str,
         group: TaskGroupId,
+        span: tracing::Span,
     ) {
-        self.calls.start(route, request_id, Some(group));
+        self.calls.start_concurrent(route, request_id, group, span);
     }
 
     /// Forgets every call in flight.

@@ -39,6 +39,10 @@ pub async fn call(x: &mut Exchange<'_>) -> Response {
         Some(Routed::MethodNotAllowed { allow, .. }) => return not_allowed(allow),
         None => return error_response(StatusCode::NOT_FOUND, "Not Found"),
     };
+    // With traces on, the guest sees this request's own `traceparent`
+    // (a child of the caller's): the trace id it logs and passes on is
+    // the one the host exports.
+    telemetry::inject(&mut x.parts.headers);
     let result = match target {
         Target::Proxy(proxy) => to_proxy(x, &proxy, &app_path).await,
         Target::App {

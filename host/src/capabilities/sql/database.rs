@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use tracing::Instrument as _;
+
 use super::{Executed, Migration, Rows, SqlError, SqlLimits, Value, postgres, sqlite};
 
 /// One component's database: a SQLite file or a PostgreSQL schema.
@@ -21,6 +23,16 @@ impl Database {
             Self::Sqlite(_) => "sqlite",
             Self::Postgres(_) => "postgres",
         }
+    }
+
+    /// The trace span of one call (`sql query`, ...), with the backend
+    /// as OpenTelemetry names it.
+    fn span(&self, name: &str) -> tracing::Span {
+        let system = match self {
+            Self::Sqlite(_) => "sqlite",
+            Self::Postgres(_) => "postgresql",
+        };
+        crate::telemetry::host_call(name, system)
     }
 
     /// Puts new limits in force from the next statement on.
@@ -46,10 +58,13 @@ impl Database {
         params: Vec<Value>,
         transaction: Option<u64>,
     ) -> Result<Rows, SqlError> {
-        match self {
-            Self::Sqlite(db) => db.query(statement, params, transaction).await,
-            Self::Postgres(db) => db.query(statement, params, transaction).await,
-        }
+        let ran = async {
+            match self {
+                Self::Sqlite(db) => db.query(statement, params, transaction).await,
+                Self::Postgres(db) => db.query(statement, params, transaction).await,
+            }
+        };
+        ran.instrument(self.span("sql query")).await
     }
 
     /// Runs one statement that changes rows.
@@ -59,36 +74,53 @@ impl Database {
         params: Vec<Value>,
         transaction: Option<u64>,
     ) -> Result<Executed, SqlError> {
-        match self {
-            Self::Sqlite(db) => db.execute(statement, params, transaction).await,
-            Self::Postgres(db) => db.execute(statement, params, transaction).await,
-        }
+        let ran = async {
+            match self {
+                Self::Sqlite(db) => db.execute(statement, params, transaction).await,
+                Self::Postgres(db) => db.execute(statement, params, transaction).await,
+            }
+        };
+        ran.instrument(self.span("sql execute")).await
     }
 
     /// Begins a transaction.
     pub async fn begin(&self) -> Result<u64, SqlError> {
-        match self {
-            Self::Sqlite(db) => db.begin().await,
-            Self::Postgres(db) => db.begin().await,
-        }
+        let ran = async {
+            match self {
+                Self::Sqlite(db) => db.begin().await,
+                Self::Postgres(db) => db.begin().await,
+            }
+        };
+        ran.instrument(self.span("sql begin")).await
     }
 
     /// Ends transaction `id` with `COMMIT` or `ROLLBACK`.
     pub async fn finish(&self, id: u64, verb: &'static str) -> Result<(), SqlError> {
-        match self {
-            Self::Sqlite(db) => db.finish(id, verb).await,
-            Self::Postgres(db) => db.finish(id, verb).await,
-        }
+        let ran = async {
+            match self {
+                Self::Sqlite(db) => db.finish(id, verb).await,
+                Self::Postgres(db) => db.finish(id, verb).await,
+            }
+        };
+        let name = if verb == "COMMIT" {
+            "sql commit"
+        } else {
+            "sql rollback"
+        };
+        ran.instrument(self.span(name)).await
     }
 
     /// Applies the migrations (those for this backend) not applied
     /// before; returns how many.
     pub async fn migrate(&self, migrations: Vec<Migration>) -> Result<u32, SqlError> {
         let migrations = for_dialect(migrations, self.dialect());
-        match self {
-            Self::Sqlite(db) => db.migrate(migrations).await,
-            Self::Postgres(db) => db.migrate(migrations).await,
-        }
+        let ran = async {
+            match self {
+                Self::Sqlite(db) => db.migrate(migrations).await,
+                Self::Postgres(db) => db.migrate(migrations).await,
+            }
+        };
+        ran.instrument(self.span("sql migrate")).await
     }
 }
 

@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use serde::Deserialize;
+use tracing::Instrument as _;
 use wasmtime::component::{Accessor, HasData, Linker};
 
 use crate::bindings::cello::component::sql;
@@ -323,7 +324,9 @@ impl Capability for Sql {
     }
 
     fn add_to_linker<T: Has<Self>>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
-        sql::add_to_linker::<T, SqlAccess>(linker, |state| SqlView(state.granted()))
+        sql::add_to_linker::<T, SqlAccess>(linker, |state| {
+            SqlView(state.granted(), state.call_span())
+        })
     }
 }
 
@@ -334,9 +337,9 @@ impl HasData for SqlAccess {
     type Data<'a> = SqlView<'a>;
 }
 
-/// A store's database, as its host functions see it; linked only when
-/// granted, so present.
-pub struct SqlView<'a>(Option<&'a Arc<Database>>);
+/// A store's database, as its host functions see it (linked only when
+/// granted, so present), and the trace span of the call using it.
+pub struct SqlView<'a>(Option<&'a Arc<Database>>, tracing::Span);
 
 impl SqlView<'_> {
     fn database(&self) -> wasmtime::Result<Arc<Database>> {
@@ -346,9 +349,15 @@ impl SqlView<'_> {
     }
 }
 
-/// The database of the store `accessor` reaches.
-fn database<U>(accessor: &Accessor<U, SqlAccess>) -> wasmtime::Result<Arc<Database>> {
-    accessor.with(|mut access| access.get().database())
+/// The database of the store `accessor` reaches, and the calling guest
+/// call's trace span.
+fn database<U>(
+    accessor: &Accessor<U, SqlAccess>,
+) -> wasmtime::Result<(Arc<Database>, tracing::Span)> {
+    accessor.with(|mut access| {
+        let view = access.get();
+        Ok((view.database()?, view.1.clone()))
+    })
 }
 
 type Answer<T> = wasmtime::Result<Result<T, SqlError>>;
@@ -361,7 +370,9 @@ impl sql::Host for SqlView<'_> {
         params: Vec<Value>,
         transaction: Option<u64>,
     ) -> Answer<Rows> {
-        Ok(self.database()?.query(statement, params, transaction).await)
+        let db = self.database()?;
+        let ran = db.query(statement, params, transaction);
+        Ok(ran.instrument(self.1.clone()).await)
     }
 
     async fn execute_blocking(
@@ -370,26 +381,35 @@ impl sql::Host for SqlView<'_> {
         params: Vec<Value>,
         transaction: Option<u64>,
     ) -> Answer<Executed> {
-        Ok(self
-            .database()?
-            .execute(statement, params, transaction)
-            .await)
+        let db = self.database()?;
+        let ran = db.execute(statement, params, transaction);
+        Ok(ran.instrument(self.1.clone()).await)
     }
 
     async fn begin_blocking(&mut self) -> Answer<u64> {
-        Ok(self.database()?.begin().await)
+        let db = self.database()?;
+        Ok(db.begin().instrument(self.1.clone()).await)
     }
 
     async fn commit_blocking(&mut self, transaction: u64) -> Answer<()> {
-        Ok(self.database()?.finish(transaction, "COMMIT").await)
+        let db = self.database()?;
+        Ok(db
+            .finish(transaction, "COMMIT")
+            .instrument(self.1.clone())
+            .await)
     }
 
     async fn rollback_blocking(&mut self, transaction: u64) -> Answer<()> {
-        Ok(self.database()?.finish(transaction, "ROLLBACK").await)
+        let db = self.database()?;
+        Ok(db
+            .finish(transaction, "ROLLBACK")
+            .instrument(self.1.clone())
+            .await)
     }
 
     async fn migrate_blocking(&mut self, migrations: Vec<Migration>) -> Answer<u32> {
-        Ok(self.database()?.migrate(migrations).await)
+        let db = self.database()?;
+        Ok(db.migrate(migrations).instrument(self.1.clone()).await)
     }
 }
 
@@ -400,8 +420,10 @@ impl<U> sql::HostWithStore<U> for SqlAccess {
         params: Vec<Value>,
         transaction: Option<u64>,
     ) -> Answer<Rows> {
-        Ok(database(accessor)?
+        let (db, span) = database(accessor)?;
+        Ok(db
             .query(statement, params, transaction)
+            .instrument(span)
             .await)
     }
 
@@ -411,25 +433,31 @@ impl<U> sql::HostWithStore<U> for SqlAccess {
         params: Vec<Value>,
         transaction: Option<u64>,
     ) -> Answer<Executed> {
-        Ok(database(accessor)?
+        let (db, span) = database(accessor)?;
+        Ok(db
             .execute(statement, params, transaction)
+            .instrument(span)
             .await)
     }
 
     async fn begin(accessor: &Accessor<U, Self>) -> Answer<u64> {
-        Ok(database(accessor)?.begin().await)
+        let (db, span) = database(accessor)?;
+        Ok(db.begin().instrument(span).await)
     }
 
     async fn commit(accessor: &Accessor<U, Self>, transaction: u64) -> Answer<()> {
-        Ok(database(accessor)?.finish(transaction, "COMMIT").await)
+        let (db, span) = database(accessor)?;
+        Ok(db.finish(transaction, "COMMIT").instrument(span).await)
     }
 
     async fn rollback(accessor: &Accessor<U, Self>, transaction: u64) -> Answer<()> {
-        Ok(database(accessor)?.finish(transaction, "ROLLBACK").await)
+        let (db, span) = database(accessor)?;
+        Ok(db.finish(transaction, "ROLLBACK").instrument(span).await)
     }
 
     async fn migrate(accessor: &Accessor<U, Self>, migrations: Vec<Migration>) -> Answer<u32> {
-        Ok(database(accessor)?.migrate(migrations).await)
+        let (db, span) = database(accessor)?;
+        Ok(db.migrate(migrations).instrument(span).await)
     }
 }
 

@@ -131,6 +131,9 @@ fn app() -> App {
             Response::default().with_unchecked_status(42)
         })
         .route(&[], "/any", |req: Request| req.method.to_string())
+        .get("/trace-id", |req: Request| {
+            req.trace_id().unwrap_or("none").to_string()
+        })
         .post("/echo", |req: Request| {
             let content_type = req
                 .header("content-type")
