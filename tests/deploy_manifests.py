@@ -141,7 +141,8 @@ def deployment_problems(files: dict[Path, list[dict]]) -> list[str]:
     grace = pod["terminationGracePeriodSeconds"]
     if grace < pre_stop + drain:
         problems.append(
-            f"deployment: terminationGracePeriodSeconds {grace} < preStop {pre_stop} s + the host's drain {drain} s"
+            f"deployment: terminationGracePeriodSeconds {grace} < "
+            f"preStop {pre_stop} s + the host's drain {drain} s"
         )
 
     # Non-root, with a read-only root filesystem.
@@ -170,7 +171,8 @@ def deployment_problems(files: dict[Path, list[dict]]) -> list[str]:
             for key, value in keys.items() if isinstance(keys, dict) else ():
                 if isinstance(value, dict) and "env" in value and value["env"] not in env:
                     problems.append(
-                        f"configmap: [{table}] {key} reads {value['env']}, which the Deployment does not set"
+                        f"configmap: [{table}] {key} reads {value['env']}, "
+                        "which the Deployment does not set"
                     )
 
     # Every secret the Deployment reads exists.
@@ -181,7 +183,8 @@ def deployment_problems(files: dict[Path, list[dict]]) -> list[str]:
         ref = variable.get("valueFrom", {}).get("secretKeyRef")
         if ref and ref["key"] not in secrets.get(ref["name"], {}).get("stringData", {}):
             problems.append(
-                f"deployment: {variable['name']} reads {ref['name']}/{ref['key']}, which no Secret here has"
+                f"deployment: {variable['name']} reads {ref['name']}/{ref['key']}, "
+                "which no Secret here has"
             )
 
     # Every image names a version.
