@@ -15,7 +15,10 @@ const CONFIG_MAP: &str = "deploy/kubernetes/configmap.yaml";
 const CHECK_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn repository() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().into()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .into()
 }
 
 /// The text of the ConfigMap's `cello.toml: |` literal block: the lines
