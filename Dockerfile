@@ -34,9 +34,10 @@ RUN groupadd --system --gid 10001 cello \
     && useradd --system --uid 10001 --gid cello --home-dir /var/lib/cello --no-create-home cello \
     && mkdir -p /var/lib/cello /srv/cello \
     && chown cello:cello /var/lib/cello
-# Inside a container the listeners face the network; each flag or config
-# key still wins over these. The admin API opens only with an operator
-# token (CELLO_ADMIN_TOKEN).
+# Inside a container the listeners face the network. A flag, or the same
+# variable given to the container, wins over these; a config file's
+# [serve] and [log] keys do not (a variable wins over the config). The
+# admin API opens only with an operator token (CELLO_ADMIN_TOKEN).
 ENV CELLO_LISTEN=0.0.0.0:8080 \
     CELLO_OPS_LISTEN=0.0.0.0:9090 \
     CELLO_ADMIN_LISTEN=0.0.0.0:8081 \
