@@ -16,14 +16,15 @@ run: components host
 
 ## Every test: the Rust workspace (integration tests build their own
 ## components), the Rust SDK and examples natively (the SDK also with its
-## `openapi` feature, whose document the .venv's validator checks), and the
-## Python SDK's tests.
+## `openapi` feature, whose document the .venv's validator checks), the
+## Python SDK's tests, the docs' links, and the deployment files offline.
 test: setup
 	cargo test --workspace
 	cargo test --manifest-path guest-rust/Cargo.toml -p cello-sdk -p hello -p items
 	cargo test --manifest-path guest-rust/Cargo.toml -p cello-sdk --features openapi
 	$(VENV)/bin/pytest -q guest-python
 	$(PYTHON) tests/docs_links.py
+	$(PYTHON) tests/deploy_manifests.py
 
 BENCH_VENV := bench/.venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -104,8 +105,8 @@ lint: setup
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy --manifest-path guest-rust/Cargo.toml --target $(WASM) -- -D warnings
 	cargo clippy --manifest-path guest-rust/Cargo.toml -p cello-sdk --features openapi --all-targets -- -D warnings
-	$(VENV)/bin/ruff check --config guest-python/pyproject.toml guest-python tests/guests tests/docs_links.py bench
-	$(VENV)/bin/ruff format --check --config guest-python/pyproject.toml guest-python tests/guests tests/docs_links.py bench
+	$(VENV)/bin/ruff check --config guest-python/pyproject.toml guest-python tests/guests tests/docs_links.py tests/deploy_manifests.py bench
+	$(VENV)/bin/ruff format --check --config guest-python/pyproject.toml guest-python tests/guests tests/docs_links.py tests/deploy_manifests.py bench
 
 fmt: setup
 	cargo fmt --all
