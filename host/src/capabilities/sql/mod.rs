@@ -487,6 +487,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_kept_statement_sees_the_schema_change_and_a_refused_one_stays_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = store(&dir).database("shop");
+        notes(&db).await;
+        let all = || db.query("SELECT * FROM notes".into(), vec![], None);
+        assert_eq!(all().await.unwrap().columns, ["id", "body", "meta"]);
+        run(&db, "ALTER TABLE notes ADD COLUMN tag TEXT", vec![])
+            .await
+            .unwrap();
+        assert_eq!(all().await.unwrap().columns, ["id", "body", "meta", "tag"]);
+        // A schema change rolled back is undone for kept statements too.
+        let tx = db.begin().await.unwrap();
+        let alter = "ALTER TABLE notes ADD COLUMN gone TEXT";
+        db.execute(alter.into(), vec![], Some(tx)).await.unwrap();
+        let inside = db.query("SELECT * FROM notes".into(), vec![], Some(tx));
+        assert_eq!(inside.await.unwrap().columns.len(), 5);
+        db.finish(tx, "ROLLBACK").await.unwrap();
+        assert_eq!(all().await.unwrap().columns, ["id", "body", "meta", "tag"]);
+        for _ in 0..2 {
+            let refused = db.query("PRAGMA max_page_count = 1".into(), vec![], None);
+            assert!(matches!(refused.await, Err(SqlError::Invalid(_))));
+        }
+    }
+
+    #[tokio::test]
     async fn rows_come_back_typed_with_parameters_in_any_style() {
         let dir = tempfile::tempdir().unwrap();
         let db = store(&dir).database("shop");

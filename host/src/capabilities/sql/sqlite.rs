@@ -268,6 +268,9 @@ async fn expire(database: Weak<Database>, id: u64, after: Duration) {
     }
 }
 
+/// Prepared statements kept per database.
+const STATEMENT_CACHE: usize = 64;
+
 /// Runs `op` on the held connection on a blocking thread; gives the
 /// connection back with the result.
 async fn blocking<T: Send + 'static>(
@@ -295,6 +298,9 @@ struct Session {
     deadline: Arc<Mutex<Instant>>,
     /// While set, the host's own statements pass the authorizer.
     host_mode: Arc<AtomicBool>,
+    /// Set when a statement that changes the schema was prepared, or a
+    /// transaction rolled back: the kept statements' columns may be stale.
+    schema_changed: Arc<AtomicBool>,
     /// The `max_page_count` in force, once set.
     max_pages: Option<i64>,
     page_size: u64,
@@ -331,6 +337,11 @@ impl Session {
                 .map(|size| size.max(512) as u64)
         };
         let page_size = setup(&connection).map_err(failed)?;
+        // A guest's statements are kept prepared, by their text: a route
+        // runs the same few again and again. Only a guest's are cached, so
+        // each was authorized as a guest's; SQLite prepares one again (and
+        // asks the authorizer again) when the schema changes.
+        connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         let deadline = Arc::new(Mutex::new(Instant::now()));
         let host_mode = Arc::new(AtomicBool::new(false));
         let passed = deadline.clone();
@@ -341,8 +352,13 @@ impl Session {
             )
             .map_err(failed)?;
         let host = host_mode.clone();
+        let schema_changed = Arc::new(AtomicBool::new(false));
+        let changed = schema_changed.clone();
         connection
             .authorizer(Some(move |context: AuthContext<'_>| {
+                if changes_schema(&context.action) {
+                    changed.store(true, Ordering::Relaxed);
+                }
                 // The host's own statements pass; a guest's trigger or view
                 // they fire (`accessor` names it) does not.
                 if host.load(Ordering::Relaxed) && context.accessor.is_none() {
@@ -355,13 +371,20 @@ impl Session {
             connection,
             deadline,
             host_mode,
+            schema_changed,
             max_pages: None,
             page_size,
         })
     }
 
-    /// Starts the clock for a statement, with the size quota in force.
+    /// Starts the clock for a statement, with the size quota in force, and
+    /// forgets the kept statements if the schema changed since: SQLite
+    /// prepares a stale one again when it runs, but its columns are read
+    /// before that.
     fn arm(&mut self, limits: &SqlLimits, time: Duration) -> Result<(), SqlError> {
+        if self.schema_changed.swap(false, Ordering::Relaxed) {
+            self.connection.flush_prepared_statement_cache();
+        }
         let pages = limits.max_bytes.map_or(i64::from(u32::MAX), |bytes| {
             i64::try_from(bytes.div_ceil(self.page_size)).unwrap_or(i64::MAX)
         });
@@ -393,7 +416,7 @@ impl Session {
     fn query(&mut self, sql: &str, params: &[Value], limits: &SqlLimits) -> Result<Rows, SqlError> {
         self.arm(limits, limits.query_timeout)?;
         let timed_out = timeout_error(limits.query_timeout);
-        let mut statement = self.connection.prepare(sql).map_err(&timed_out)?;
+        let mut statement = self.connection.prepare_cached(sql).map_err(&timed_out)?;
         bind(&mut statement, params)?;
         let columns: Vec<String> = statement
             .column_names()
@@ -444,7 +467,7 @@ impl Session {
         // keeps for it. Zeroed, a row id after the statement is its own
         // (rusqlite has no safe way to ask whether a statement inserted).
         unsafe { rusqlite::ffi::sqlite3_set_last_insert_rowid(self.connection.handle(), 0) };
-        let mut statement = self.connection.prepare(sql).map_err(&timed_out)?;
+        let mut statement = self.connection.prepare_cached(sql).map_err(&timed_out)?;
         bind(&mut statement, params)?;
         // Rows a statement returns (`RETURNING`) are stepped through and
         // dropped: `query` is the call that keeps them.
@@ -463,6 +486,10 @@ impl Session {
     fn finish(&mut self, verb: &str) -> Result<(), SqlError> {
         // Ending a transaction must not be cut short.
         self.clock(FINISH_TIME);
+        if verb == "ROLLBACK" {
+            // What it undoes may have been a schema change.
+            self.schema_changed.store(true, Ordering::Relaxed);
+        }
         self.as_host(|connection| connection.execute_batch(verb))
             .map_err(failed_as_sql)
     }
@@ -564,6 +591,25 @@ fn authorize(context: &AuthContext<'_>) -> Authorization {
     } else {
         Authorization::Allow
     }
+}
+
+/// Whether `action` makes, alters or drops part of the schema.
+fn changes_schema(action: &AuthAction<'_>) -> bool {
+    use AuthAction as A;
+    matches!(
+        action,
+        A::CreateTable { .. }
+            | A::DropTable { .. }
+            | A::AlterTable { .. }
+            | A::CreateIndex { .. }
+            | A::DropIndex { .. }
+            | A::CreateView { .. }
+            | A::DropView { .. }
+            | A::CreateTrigger { .. }
+            | A::DropTrigger { .. }
+            | A::CreateVtable { .. }
+            | A::DropVtable { .. }
+    )
 }
 
 /// Whether `table` is one the host keeps (the migration ledger).
