@@ -6,6 +6,9 @@
 //! Without a `[cluster]` table a host keeps everything on its own disk,
 //! as on one machine.
 
+pub mod follower;
+pub mod tenant_store;
+
 use serde::Deserialize;
 
 use crate::capabilities::config::ValueSource;
