@@ -467,3 +467,36 @@ async fn a_host_joining_late_serves_every_tenant() {
     assert_eq!(fourth.host.get("/t/globex/v").await.body, "globex's");
     assert_eq!(fourth.host.ops_get("/readyz").await.body, "ready\n");
 }
+
+#[tokio::test]
+async fn uploads_through_two_hosts_at_once_get_distinct_versions() {
+    let cluster = Cluster::new();
+    let (one, two) = (cluster.join().await, cluster.join().await);
+    create_acme(&one.host).await;
+    deploy(&one.host, "v0").await;
+    served(&two.host, "v0", Instant::now(), EVERYWHERE_COLD).await;
+
+    let labels = ["a1", "b1", "a2", "b2"];
+    let (a, b) = tokio::join!(
+        async {
+            let first = deploy(&one.host, labels[0]).await;
+            (first, deploy(&one.host, labels[2]).await)
+        },
+        async {
+            let first = deploy(&two.host, labels[1]).await;
+            (first, deploy(&two.host, labels[3]).await)
+        },
+    );
+    let mut versions = vec![a.0, a.1, b.0, b.1];
+    versions.sort();
+    assert_eq!(versions, [2, 3, 4, 5], "two uploads got one number");
+
+    // Both hosts end on the version committed last.
+    let last = if a.1 == 5 { "a2" } else { "b2" };
+    let path = "/v1/tenants/acme/components/cfg/versions";
+    for host in [&one.host, &two.host] {
+        served(host, last, Instant::now(), EVERYWHERE).await;
+        let versions = call(host, Method::GET, path, OPERATOR).await.json();
+        assert_eq!(versions["current"], 5, "{versions}");
+    }
+}

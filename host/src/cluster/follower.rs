@@ -103,6 +103,9 @@ async fn follow_once(
         .batch_execute(&format!("LISTEN {CHANNEL}"))
         .await
         .map_err(|e| unreachable(&e.to_string()))?;
+    if !*loaded_once {
+        ready.store_waiting("loading every tenant from the tenants' store (PostgreSQL)".into());
+    }
     // Listening first: a change committed during the scan is heard too.
     tenants.catch_up(pg, ready).await?;
     if !*loaded_once {

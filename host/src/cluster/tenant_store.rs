@@ -81,8 +81,13 @@ impl PgTenants {
         let mut config: Config = url
             .parse()
             .map_err(|e| format!("[cluster] postgres is not a PostgreSQL URL: {e}"))?;
+        // Keepalives notice a database gone silent (a network cut, not a
+        // closed connection) within about half a minute.
         config
             .connect_timeout(CONNECT_TIME)
+            .keepalives_idle(Duration::from_secs(10))
+            .keepalives_interval(Duration::from_secs(5))
+            .keepalives_retries(3)
             .application_name("cello-host");
         Ok(Arc::new(Self {
             config,
