@@ -18,20 +18,28 @@ const FOLLOWING_AT_ONCE: usize = 4;
 impl Tenants {
     /// Brings every tenant here in line with the database: those it has,
     /// and those this host has that it no longer has. An error is the
-    /// store's (unreachable): the follower retries.
+    /// store's (unreachable): the follower retries. A tenant the database
+    /// refuses to give (a record no longer valid, say) is reported and
+    /// skipped, so that it does not hold up the others.
     pub async fn catch_up(&self, pg: &PgTenants, ready: &Readiness) -> Result<(), String> {
         let mut names: BTreeSet<String> = pg.tenant_names().await?.into_iter().collect();
         names.extend(self.tenants.read().unwrap().keys().cloned());
-        let failed: Vec<String> = futures::stream::iter(names)
-            .map(|name| async move { self.follow(&name, pg, ready).await.err() })
+        let failed: Vec<(String, String)> = futures::stream::iter(names)
+            .map(|name| async move {
+                let failed = self.follow(&name, pg, ready).await.err();
+                failed.map(|problem| (name, problem))
+            })
             .buffer_unordered(FOLLOWING_AT_ONCE)
             .filter_map(|failed| async move { failed })
             .collect()
             .await;
-        match failed.into_iter().next() {
-            Some(problem) => Err(problem),
-            None => Ok(()),
+        for (tenant, problem) in failed {
+            if !pg.reachable() {
+                return Err(problem);
+            }
+            tracing::error!(tenant, "not followed: {problem}");
         }
+        Ok(())
     }
 
     /// Brings tenant `name` here in line with the database. The tenant is

@@ -784,7 +784,7 @@ impl Tenants {
             .store
             .read_version(&tenant.record.name, name, version.version)
             .await
-            .map_err(|e| self.not_written("not read", e))?;
+            .map_err(|e| self.not_written("its stored bytes could not be read", e))?;
         let config = parse_settings(
             &version.settings,
             &tenant.record.quotas,
