@@ -11,6 +11,7 @@
 mod support;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use http::Method;
@@ -327,7 +328,7 @@ async fn a_host_killed_during_an_upload_loses_nothing_acknowledged() {
     drop(one);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hosts_keep_serving_while_postgres_is_down_and_catch_up_after() {
     let cluster = Cluster::new();
     let (one, two, three) = (
@@ -340,68 +341,108 @@ async fn hosts_keep_serving_while_postgres_is_down_and_catch_up_after() {
     deploy(&one.host, "before").await;
     served_everywhere(&hosts, "before", Instant::now(), EVERYWHERE_COLD).await;
 
-    cluster.pg.stop();
-    for host in hosts {
-        for _ in 0..5 {
-            let reply = host.get("/t/acme/v").await;
-            assert_eq!((reply.status, reply.body.as_str()), (200, "before"));
+    // Traffic to every host, from before the outage until every host
+    // caught up after it: each request is answered by one version or the
+    // other, never refused.
+    let (done, down) = (AtomicBool::new(false), AtomicBool::new(false));
+    let answered_while_down = AtomicUsize::new(0);
+    let traffic = async {
+        let mut refused = Vec::new();
+        while !done.load(Ordering::Relaxed) {
+            for host in hosts {
+                let reply = host.get("/t/acme/v").await;
+                if down.load(Ordering::Relaxed) {
+                    answered_while_down.fetch_add(1, Ordering::Relaxed);
+                }
+                if reply.status != 200 || !["before", "after"].contains(&reply.body.as_str()) {
+                    refused.push(format!("{} {}", reply.status, reply.body));
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-    }
-    let refused = upload(&two.host, "during").await;
-    assert_eq!(refused.status, 503, "{}", refused.body);
-    assert!(
-        refused.header("retry-after").is_some(),
-        "{:?}",
-        refused.headers
-    );
-    let detail = refused.json()["detail"].as_str().unwrap().to_string();
-    assert!(
-        detail.contains("the tenants' store is unreachable"),
-        "{detail}"
-    );
-    assert!(
         refused
-            .body
-            .contains("retry the change once PostgreSQL is back"),
-        "{}",
-        refused.body
-    );
-    // Ready all the same, with a warning once the host noticed.
-    let since = Instant::now();
-    loop {
-        let ready = three.host.ops_get("/readyz").await;
-        assert_eq!(ready.status, 200, "{}", ready.body);
-        if ready
-            .body
-            .contains("degraded: the tenants' store is unreachable")
-        {
-            break;
-        }
-        assert!(since.elapsed() < EVERYWHERE, "no warning: {}", ready.body);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-
-    cluster.pg.restart();
-    let since = Instant::now();
-    loop {
-        let reply = upload(&two.host, "after").await;
-        if reply.status == 201 {
-            break;
-        }
-        assert_eq!(reply.status, 503, "{}", reply.body);
+    };
+    let outage = async {
+        tokio::task::block_in_place(|| cluster.pg.stop());
+        down.store(true, Ordering::Relaxed);
+        let refused = upload(&two.host, "during").await;
+        assert_eq!(refused.status, 503, "{}", refused.body);
         assert!(
-            since.elapsed() < Duration::from_secs(30),
-            "uploads still refused: {}",
-            reply.body
+            refused.header("retry-after").is_some(),
+            "{:?}",
+            refused.headers
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    served_everywhere(&hosts, "after", Instant::now(), Duration::from_secs(15)).await;
-    let since = Instant::now();
-    while !three.host.ops_get("/readyz").await.body.eq("ready\n") {
-        assert!(since.elapsed() < Duration::from_secs(15), "still degraded");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        let detail = refused.json()["detail"].as_str().unwrap().to_string();
+        assert!(
+            detail.contains("the tenants' store is unreachable"),
+            "{detail}"
+        );
+        assert!(
+            refused
+                .body
+                .contains("retry the change once PostgreSQL is back"),
+            "{}",
+            refused.body
+        );
+        // Ready all the same, with a warning once the host noticed.
+        let since = Instant::now();
+        loop {
+            let ready = three.host.ops_get("/readyz").await;
+            assert_eq!(ready.status, 200, "{}", ready.body);
+            if ready
+                .body
+                .contains("degraded: the tenants' store is unreachable")
+            {
+                break;
+            }
+            assert!(since.elapsed() < EVERYWHERE, "no warning: {}", ready.body);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
+        while answered_while_down.load(Ordering::Relaxed) < 30 {
+            assert!(since.elapsed() < Duration::from_secs(30), "no traffic");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        down.store(false, Ordering::Relaxed);
+        tokio::task::block_in_place(|| cluster.pg.restart());
+        let since = Instant::now();
+        loop {
+            let reply = upload(&two.host, "after").await;
+            if reply.status == 201 {
+                break;
+            }
+            assert_eq!(reply.status, 503, "{}", reply.body);
+            assert!(
+                since.elapsed() < Duration::from_secs(30),
+                "uploads still refused: {}",
+                reply.body
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        served_everywhere(&hosts, "after", Instant::now(), Duration::from_secs(15)).await;
+        let since = Instant::now();
+        while !three.host.ops_get("/readyz").await.body.eq("ready\n") {
+            assert!(since.elapsed() < Duration::from_secs(15), "still degraded");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        done.store(true, Ordering::Relaxed);
+    };
+    let (refused, ()) = tokio::join!(traffic, outage);
+    assert!(refused.is_empty(), "refused during the outage: {refused:?}");
+}
+
+#[test]
+fn a_cluster_url_that_is_not_postgresql_stops_the_host_with_a_sentence() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cello.toml");
+    std::fs::write(&config, "[cluster]\npostgres = \"mysql://db/cello\"\n").unwrap();
+    let args = ["--config", config.to_str().unwrap(), "--allow-empty"];
+    let (status, output) = Components::new().serve_fails_with(&args);
+    assert!(!status.success(), "{output}");
+    assert!(
+        output.contains("[cluster] postgres is not a PostgreSQL URL"),
+        "{output}"
+    );
 }
 
 #[tokio::test]
