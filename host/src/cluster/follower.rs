@@ -2,7 +2,9 @@
 //! with the cluster's database. It `LISTEN`s on the tenants' channel and,
 //! for each change announced, brings that tenant in line; on every
 //! (re)connection it first runs a catch-up scan over every tenant, so that
-//! a change announced while it was away is never lost.
+//! a change announced while it was away is never lost, and again every
+//! [`RESCAN`], so that a change this host failed to apply (its instances
+//! all busy, say) is tried again.
 //!
 //! While the database is unreachable the host serves what it has; the
 //! follower retries with a growing pause (logging the first failure and
@@ -23,6 +25,8 @@ use crate::tenants::Tenants;
 /// The first pause after a failed connection; it doubles up to [`MAX_PAUSE`].
 const FIRST_PAUSE: Duration = Duration::from_millis(250);
 const MAX_PAUSE: Duration = Duration::from_secs(4);
+/// How often a connected follower scans every tenant again.
+const RESCAN: Duration = Duration::from_secs(30);
 
 /// Starts following `pg` for `tenants`.
 pub fn start(pg: Arc<PgTenants>, tenants: Arc<Tenants>, ready: Arc<Readiness>) {
@@ -116,10 +120,22 @@ async fn follow_once(
     }
     pg.set_reachable(true);
     ready.store_fine();
-    while let Some(note) = heard.recv().await {
+    let mut rescan = tokio::time::interval_at(tokio::time::Instant::now() + RESCAN, RESCAN);
+    rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let note = tokio::select! {
+            note = heard.recv() => note,
+            _ = rescan.tick() => {
+                if let Err(why) = tenants.catch_up(pg, ready).await {
+                    tracing::warn!("the periodic catch-up stopped: {why}");
+                }
+                continue;
+            }
+        };
         let payload = match note {
-            Ok(payload) => payload,
-            Err(why) => return Ok(why),
+            Some(Ok(payload)) => payload,
+            Some(Err(why)) => return Ok(why),
+            None => break,
         };
         let Some(tenant) = notified_tenant(&payload) else {
             tracing::warn!("ignored a change notice that names no tenant: {payload}");
@@ -128,7 +144,7 @@ async fn follow_once(
         let (pg, tenants, ready) = (pg.clone(), tenants.clone(), ready.clone());
         tokio::spawn(async move {
             if let Err(why) = tenants.follow(&tenant, &pg, &ready).await {
-                // The catch-up on reconnection applies it.
+                // The next catch-up applies it.
                 tracing::warn!(tenant, "change not followed yet: {why}");
             }
         });
