@@ -541,3 +541,42 @@ async fn uploads_through_two_hosts_at_once_get_distinct_versions() {
         assert_eq!(versions["current"], 5, "{versions}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_writes_answer_503_and_reads_answer_from_memory_while_postgres_is_down() {
+    let cluster = Cluster::new();
+    let one = cluster.join().await;
+    create_acme(&one.host).await;
+    deploy(&one.host, "stored").await;
+    tokio::task::block_in_place(|| cluster.pg.stop());
+
+    let reply = call(&one.host, Method::GET, "/v1/tenants/acme", OPERATOR).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json()["components"]["cfg"]["version"], 1);
+    let writes = [
+        (Method::POST, "/v1/tenants/acme/tokens"),
+        (Method::DELETE, "/v1/tenants/acme/components/cfg"),
+        (Method::DELETE, "/v1/tenants/acme"),
+    ];
+    for (method, path) in writes {
+        let reply = call(&one.host, method.clone(), path, OPERATOR).await;
+        assert_eq!(reply.status, 503, "{method} {path}: {}", reply.body);
+        assert!(reply.header("retry-after").is_some(), "{method} {path}");
+        let detail = reply.json()["detail"].as_str().unwrap().to_string();
+        assert!(detail.contains("retry once it is back"), "{detail}");
+    }
+    let body = serde_json::json!({ "name": "globex" }).to_string();
+    let reply = one
+        .host
+        .admin(
+            Method::POST,
+            "/v1/tenants",
+            OPERATOR,
+            "application/json",
+            body.into(),
+        )
+        .await;
+    assert_eq!(reply.status, 503, "{}", reply.body);
+    // Nothing was changed here either.
+    assert_eq!(one.host.get("/t/acme/v").await.body, "stored");
+}

@@ -1066,12 +1066,22 @@ impl Tenants {
     /// A refusal for a change not written: 503 while the store is
     /// unreachable (worth a retry), 500 otherwise.
     fn not_written(&self, what: &str, problem: String) -> Refusal {
-        Refusal::with(self.write_failure_status(), what, vec![problem])
+        self.failed_write(what, vec![problem])
     }
 
     /// The refusal for a change the registry did not make.
     fn not_made(&self, what: &str, refused: ChangeRefused) -> Refusal {
-        Refusal::with(self.write_failure_status(), what, refused.problems())
+        self.failed_write(what, refused.problems())
+    }
+
+    fn failed_write(&self, what: &str, problems: Vec<String>) -> Refusal {
+        let status = self.write_failure_status();
+        let error = if status == StatusCode::SERVICE_UNAVAILABLE {
+            format!("{what}: the tenants' store is unreachable; retry once it is back")
+        } else {
+            what.to_string()
+        };
+        Refusal::with(status, error, problems)
     }
 
     fn write_failure_status(&self) -> StatusCode {
