@@ -18,7 +18,8 @@ use futures::StreamExt as _;
 use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, NoTls};
 
-use super::tenant_store::{CHANNEL, PgTenants, notified_tenant, unreachable};
+use super::schema::{CHANNEL, notified_tenant};
+use super::tenant_store::{PgTenants, unreachable};
 use crate::readiness::Readiness;
 use crate::tenants::Tenants;
 

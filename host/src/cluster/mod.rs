@@ -7,6 +7,7 @@
 //! as on one machine.
 
 pub mod follower;
+pub mod schema;
 pub mod tenant_store;
 
 use serde::Deserialize;

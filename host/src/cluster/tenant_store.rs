@@ -4,7 +4,7 @@
 //! their own (`cello_cluster`).
 //!
 //! Every change is one transaction that ends with a `NOTIFY` on
-//! [`CHANNEL`] naming the tenant (and component and version), so that the
+//! [`CHANNEL`](super::schema::CHANNEL) naming the tenant (and component and version), so that the
 //! other hosts' followers ([`super::follower`]) hear of it once it is
 //! committed, and not before. Version numbers are the database's to give:
 //! an upload locks its component's row, so two hosts uploading the same
@@ -17,49 +17,15 @@ use std::time::Duration;
 use tokio::sync::Mutex as AsyncMutex;
 use tokio_postgres::{Client, Config, IsolationLevel, NoTls, Row, Transaction};
 
+use super::schema::{notify, prepare_schema};
 use crate::tenants::store::{KEPT_VERSIONS, Stored};
 use crate::tenants::{ComponentRecord, TenantRecord, VersionRecord};
 
-/// The channel every change is announced on.
-pub const CHANNEL: &str = "cello_cluster";
 /// Time to open a connection.
 const CONNECT_TIME: Duration = Duration::from_secs(3);
 /// Time one statement or transaction may take before the store counts as
 /// unreachable (an upload's bytes included).
 const ANSWER_TIME: Duration = Duration::from_secs(20);
-/// The advisory lock hosts take to create the schema: several start at once.
-const SCHEMA_LOCK: i64 = 0x6365_6c6c_6f01;
-
-/// The tables, made when missing.
-const SCHEMA: &str = "
-    CREATE SCHEMA IF NOT EXISTS cello_cluster;
-    CREATE TABLE IF NOT EXISTS cello_cluster.tenants (
-        name text PRIMARY KEY,
-        quotas jsonb NOT NULL,
-        grants jsonb NOT NULL,
-        token_hashes text[] NOT NULL DEFAULT '{}'
-    );
-    CREATE TABLE IF NOT EXISTS cello_cluster.components (
-        tenant text NOT NULL REFERENCES cello_cluster.tenants (name) ON DELETE CASCADE,
-        name text NOT NULL,
-        current integer NOT NULL,
-        next_version integer NOT NULL,
-        PRIMARY KEY (tenant, name)
-    );
-    CREATE TABLE IF NOT EXISTS cello_cluster.versions (
-        tenant text NOT NULL,
-        component text NOT NULL,
-        version integer NOT NULL,
-        bytes bigint NOT NULL,
-        blake3 text NOT NULL,
-        uploaded_at bigint NOT NULL,
-        settings text NOT NULL,
-        wasm bytea NOT NULL,
-        PRIMARY KEY (tenant, component, version),
-        FOREIGN KEY (tenant, component)
-            REFERENCES cello_cluster.components (tenant, name) ON DELETE CASCADE
-    );";
-
 /// The tenants' tables in one PostgreSQL database.
 pub struct PgTenants {
     config: Config,
@@ -419,7 +385,7 @@ impl PgTenants {
 
 /// Why a statement failed: the database refused it (the connection is
 /// fine), or the connection is lost.
-enum Failure {
+pub(super) enum Failure {
     Refused(String),
     Lost(String),
 }
@@ -460,50 +426,6 @@ pub async fn connect(config: &Config) -> Result<Client, String> {
         let _ = connection.await;
     });
     Ok(client)
-}
-
-/// Makes the schema and its tables if missing, under an advisory lock:
-/// `CREATE ... IF NOT EXISTS` races with itself across connections.
-async fn prepare_schema(client: &Client) -> Result<(), String> {
-    let statements =
-        format!("BEGIN; SELECT pg_advisory_xact_lock({SCHEMA_LOCK}); {SCHEMA} COMMIT;");
-    let made = client.batch_execute(&statements).await;
-    if let Err(e) = made {
-        let _ = client.batch_execute("ROLLBACK").await;
-        let why = match e.as_db_error() {
-            Some(db) => db.message().to_string(),
-            None => e.to_string(),
-        };
-        return Err(format!(
-            "cannot make the tenants' tables in PostgreSQL ({why}); the [cluster] postgres \
-             URL's role needs CREATE on its database"
-        ));
-    }
-    Ok(())
-}
-
-/// Announces a change, delivered when (and only if) `tx` commits.
-async fn notify(
-    tx: &Transaction<'_>,
-    tenant: &str,
-    component: Option<&str>,
-    version: Option<i32>,
-) -> Result<(), Failure> {
-    let payload = serde_json::json!({
-        "tenant": tenant, "component": component, "version": version,
-    });
-    tx.execute(
-        "SELECT pg_notify($1, $2)",
-        &[&CHANNEL, &payload.to_string()],
-    )
-    .await?;
-    Ok(())
-}
-
-/// The tenant a notification names.
-pub fn notified_tenant(payload: &str) -> Option<String> {
-    let value: serde_json::Value = serde_json::from_str(payload).ok()?;
-    value["tenant"].as_str().map(str::to_string)
 }
 
 fn json(value: &impl serde::Serialize) -> String {
@@ -562,13 +484,6 @@ async fn component_record(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_notification_names_its_tenant() {
-        let payload = r#"{"tenant":"acme","component":"shop","version":3}"#;
-        assert_eq!(notified_tenant(payload).as_deref(), Some("acme"));
-        assert_eq!(notified_tenant("not json"), None);
-    }
 
     #[test]
     fn a_bad_url_is_a_sentence_naming_the_key() {
