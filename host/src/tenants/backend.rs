@@ -153,3 +153,48 @@ impl TenantStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tenants::Quotas;
+
+    fn uploaded(version: u32) -> VersionRecord {
+        VersionRecord {
+            version,
+            bytes: 4,
+            blake3: String::new(),
+            uploaded_at: 0,
+            settings: String::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn on_disk_an_upload_becomes_current_and_the_last_versions_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TenantStore::Disk(Store::at(dir.path().to_path_buf()));
+        let tenant = TenantRecord {
+            name: "acme".into(),
+            quotas: Quotas::default(),
+            grants: Default::default(),
+            token_hashes: Vec::new(),
+        };
+        assert!(store.create_tenant(&tenant).await.unwrap());
+        let mut record = ComponentRecord::default();
+        for version in 1..=KEPT_VERSIONS as u32 + 2 {
+            let bytes = format!("v{version}!").into_bytes();
+            record = store
+                .add_version("acme", "shop", record, uploaded(version), bytes)
+                .await
+                .unwrap();
+        }
+        let kept: Vec<u32> = record.versions.iter().map(|v| v.version).collect();
+        assert_eq!(kept, [3, 4, 5, 6, 7]);
+        assert_eq!(record.current, 7);
+        assert!(store.read_version("acme", "shop", 2).await.is_err());
+
+        let record = store.set_current("acme", "shop", record, 4).await.unwrap();
+        assert_eq!(record.current, 4);
+        assert_eq!(store.read_version("acme", "shop", 4).await.unwrap(), b"v4!");
+    }
+}
