@@ -25,6 +25,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cluster
 from postgres import Postgres
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -913,6 +914,8 @@ def main() -> None:
     build_python_app()
     if sys.argv[1:] == ["sql"]:
         return only_sql()
+    if sys.argv[1:] == ["cluster"]:
+        return only_cluster()
     # Every directory the run makes (components, state, tenants) goes under
     # this one, removed at the end: a run leaves nothing behind.
     scratch = tempfile.mkdtemp(prefix="cello-bench-")
@@ -926,10 +929,13 @@ def main() -> None:
         isolated = isolation(state)
         call_us = call_cost(state)
         sql = sql_reads(state)
+        everywhere = upload_everywhere()
     finally:
         tempfile.tempdir = None
         shutil.rmtree(scratch, ignore_errors=True)
     write_results(loads, cold, inst, mem, isolated, call_us, sql)
+    results = BENCH / "RESULTS.md"
+    results.write_text(replace_section(results.read_text(), cluster.section(everywhere)))
     print(f"wrote {BENCH / 'RESULTS.md'} and {BENCH / 'results.png'}")
 
 
@@ -946,6 +952,26 @@ def only_sql() -> None:
     results = BENCH / "RESULTS.md"
     results.write_text(replace_section(results.read_text(), sql_section(sql)))
     print(f"updated the SQL section of {results}")
+
+
+def upload_everywhere() -> dict[str, float]:
+    wasm = (COMPONENTS / "hello-rust.wasm").read_bytes()
+    return cluster.upload_everywhere(HOST, wasm, OPERATOR, free_port, admin)
+
+
+def only_cluster() -> None:
+    """`run.py cluster`: the upload-to-everywhere rows alone, replacing
+    their section of RESULTS.md."""
+    scratch = tempfile.mkdtemp(prefix="cello-bench-")
+    tempfile.tempdir = scratch
+    try:
+        everywhere = upload_everywhere()
+    finally:
+        tempfile.tempdir = None
+        shutil.rmtree(scratch, ignore_errors=True)
+    results = BENCH / "RESULTS.md"
+    results.write_text(replace_section(results.read_text(), cluster.section(everywhere)))
+    print(f"updated the upload-to-everywhere section of {results}")
 
 
 if __name__ == "__main__":

@@ -100,7 +100,8 @@ fn refused(refusal: Refusal) -> http::Response<Body> {
             HeaderValue::from_static("Bearer realm=\"cello-admin\""),
         );
     }
-    // A 503 is a tenant whose traffic holds every instance: worth a retry.
+    // A 503 is a tenant whose traffic holds every instance, or a cluster's
+    // PostgreSQL out of reach: worth a retry.
     if refusal.status == StatusCode::SERVICE_UNAVAILABLE {
         response
             .headers_mut()

@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use crate::body::RequestBody;
 use crate::capabilities::kv::KvStore;
 use crate::capabilities::sql::SqlStore;
+use crate::cluster::tenant_store::PgTenants;
 use crate::compile::CompileCache;
 use crate::config::HostConfig;
 use crate::engine::Engines;
@@ -25,8 +26,8 @@ use crate::pipeline::{self, HostWide, Response};
 use crate::readiness::Readiness;
 use crate::registry::Registry;
 use crate::response_cache::ResponseCache;
-use crate::tenants::Tenants;
 use crate::tenants::store::Store;
+use crate::tenants::{TenantStore, Tenants};
 
 /// Says how to build a [`Host`]: its config, and where it keeps what it
 /// writes.
@@ -132,10 +133,14 @@ impl HostBuilder {
         let tenants_dir = self
             .tenants_dir
             .unwrap_or_else(|| self.state_dir.join("tenants"));
+        let store = match config.cluster.postgres_url().map_err(anyhow::Error::msg)? {
+            Some(url) => TenantStore::Postgres(PgTenants::new(&url).map_err(anyhow::Error::msg)?),
+            None => TenantStore::Disk(Store::at(tenants_dir)),
+        };
         let tenants = Arc::new(Tenants::new(
             loader.clone(),
             registry.clone(),
-            Store::at(tenants_dir),
+            store,
             config.tenants.quotas.clone(),
         ));
         let pipeline = Arc::new(HostWide::new(&config, ready.clone()));

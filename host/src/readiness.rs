@@ -24,6 +24,21 @@ pub struct Readiness {
     /// Components whose new version was refused while the previous one
     /// keeps serving, with why: reported, but the host is still ready.
     stale: Mutex<BTreeMap<String, String>>,
+    /// What is wrong with the tenants' store of record (a cluster's
+    /// PostgreSQL), if anything.
+    store: Mutex<StoreHealth>,
+}
+
+/// The tenants' store of record, as readiness sees it.
+#[derive(Default)]
+enum StoreHealth {
+    #[default]
+    Fine,
+    /// The tenants were never loaded from it: not ready, and why.
+    Waiting(String),
+    /// Lost after the tenants were loaded: what is loaded serves, but
+    /// changes cannot be made. A warning, not unreadiness.
+    Degraded(String),
 }
 
 impl Readiness {
@@ -75,10 +90,30 @@ impl Readiness {
         self.stale.lock().unwrap().remove(what);
     }
 
+    /// Notes that the tenants are not loaded yet from their store, and why.
+    pub fn store_waiting(&self, why: String) {
+        *self.store.lock().unwrap() = StoreHealth::Waiting(why);
+    }
+
+    /// Notes that the tenants' store was lost after they were loaded.
+    pub fn store_degraded(&self, why: String) {
+        *self.store.lock().unwrap() = StoreHealth::Degraded(why);
+    }
+
+    /// Notes that the tenants' store is reached and followed.
+    pub fn store_fine(&self) {
+        *self.store.lock().unwrap() = StoreHealth::Fine;
+    }
+
     /// None when ready; otherwise a sentence that says what is awaited.
     pub fn not_ready(&self) -> Option<String> {
         if !self.serving.load(Ordering::Relaxed) {
             return Some("not ready: not serving traffic (starting or shutting down)".into());
+        }
+        if let StoreHealth::Waiting(why) = &*self.store.lock().unwrap() {
+            return Some(format!(
+                "not ready: the tenants are not loaded yet from their store: {why}"
+            ));
         }
         let failed = self.failed.lock().unwrap();
         if !failed.is_empty() {
@@ -101,17 +136,20 @@ impl Readiness {
         ))
     }
 
-    /// What a ready host reports beside being ready: components whose new
-    /// version was refused, each a sentence.
+    /// What a ready host reports beside being ready: a tenants' store
+    /// lost, and components whose new version was refused, each a sentence.
     pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if let StoreHealth::Degraded(why) = &*self.store.lock().unwrap() {
+            warnings.push(format!(
+                "degraded: the tenants' store is unreachable, so tenants' changes are refused                  (503) while what is loaded keeps serving: {why}"
+            ));
+        }
         let stale = self.stale.lock().unwrap();
-        stale
-            .iter()
-            .take(SHOWN)
-            .map(|(name, why)| {
-                format!("{name}: the previous version keeps serving; its new version failed: {why}")
-            })
-            .collect()
+        warnings.extend(stale.iter().take(SHOWN).map(|(name, why)| {
+            format!("{name}: the previous version keeps serving; its new version failed: {why}")
+        }));
+        warnings
     }
 }
 
@@ -174,6 +212,27 @@ mod tests {
         );
         ready.settled("shop");
         assert_eq!(ready.not_ready(), None);
+    }
+
+    #[test]
+    fn a_store_never_reached_is_unreadiness_and_one_lost_later_a_warning() {
+        let ready = Readiness::default();
+        ready.set_serving(true);
+        ready.store_waiting("connection refused".into());
+        let why = ready.not_ready().unwrap();
+        assert!(why.contains("not loaded yet"), "{why}");
+        assert!(why.ends_with("connection refused"), "{why}");
+        ready.store_fine();
+        assert_eq!(ready.not_ready(), None);
+        ready.store_degraded("connection reset".into());
+        assert_eq!(ready.not_ready(), None);
+        let warnings = ready.warnings();
+        assert!(
+            warnings[0].starts_with("degraded: the tenants' store"),
+            "{warnings:?}"
+        );
+        ready.store_fine();
+        assert!(ready.warnings().is_empty());
     }
 
     #[test]

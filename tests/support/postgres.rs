@@ -6,6 +6,10 @@
 //! The server is stopped (and its directory removed) when the value is
 //! dropped, or when the test process exits, whichever comes first: a
 //! watcher shell stops it once the pipe from this process closes.
+//!
+//! A test of outages starts a server of its own and may [`Postgres::stop`]
+//! and [`Postgres::restart`] it, on the same port and data directory; the
+//! [`shared`] server is never stopped.
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -21,6 +25,8 @@ const PASSWORD: &str = "admin-secret";
 /// A running PostgreSQL server.
 pub struct Postgres {
     port: u16,
+    dir: PathBuf,
+    as_root: bool,
     watcher: Child,
     stop: Option<ChildStdin>,
 }
@@ -70,10 +76,9 @@ impl Postgres {
             ""
         };
         let script = format!(
-            "{user}{postgres} -D {data} -p {port} -k {dir} -c listen_addresses=127.0.0.1 \
-             -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
-             -c max_connections=200 >{dir}/log 2>&1 & \
+            "{user}{postgres} -D {data} {options} >{dir}/log 2>&1 & \
              read _; {user}{pg_ctl} stop -D {data} -m fast -w >/dev/null 2>&1; wait; rm -rf {dir}",
+            options = options(port, &dir),
             postgres = bin.join("postgres").display(),
             pg_ctl = bin.join("pg_ctl").display(),
             data = data.display(),
@@ -89,6 +94,8 @@ impl Postgres {
         let stop = watcher.stdin.take();
         let server = Self {
             port,
+            dir: dir.clone(),
+            as_root,
             watcher,
             stop,
         };
@@ -131,6 +138,37 @@ impl Postgres {
         server
     }
 
+    /// Stops the server (fast: connections are cut), keeping its data.
+    pub fn stop(&self) {
+        run(self.pg_ctl().args(["stop", "-m", "fast", "-w"]));
+    }
+
+    /// Starts the stopped server again, on the same port and data, and
+    /// waits until it takes connections.
+    pub fn restart(&self) {
+        // The first log is the watcher's (root's, when the tests run as root).
+        let log = self.dir.join("log.restarted");
+        run(self
+            .pg_ctl()
+            .args([
+                "start",
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                &options(self.port, &self.dir),
+            ])
+            .arg("-l")
+            .arg(&log)
+            .stdout(Stdio::null()));
+    }
+
+    fn pg_ctl(&self) -> Command {
+        let mut command = as_postgres(self.as_root, &bin_dir().join("pg_ctl"));
+        command.arg("-D").arg(self.dir.join("data"));
+        command
+    }
+
     /// The admin URL for the host's `[sql] postgres`.
     pub fn url(&self) -> String {
         format!("postgres://cello:{PASSWORD}@127.0.0.1:{}/cello", self.port)
@@ -144,6 +182,16 @@ impl Drop for Postgres {
         }
         let _ = self.watcher.wait();
     }
+}
+
+/// The server's options: its port, socket directory and loopback
+/// address, and durability traded for speed.
+fn options(port: u16, dir: &std::path::Path) -> String {
+    format!(
+        "-p {port} -k {dir} -c listen_addresses=127.0.0.1 -c fsync=off \
+         -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
+        dir = dir.display()
+    )
 }
 
 /// The newest installed PostgreSQL's programs (Debian's layout).

@@ -6,6 +6,10 @@
 //! Without a `[cluster]` table a host keeps everything on its own disk,
 //! as on one machine.
 
+pub mod follower;
+pub mod schema;
+pub mod tenant_store;
+
 use serde::Deserialize;
 
 use crate::capabilities::config::ValueSource;

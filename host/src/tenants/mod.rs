@@ -1,6 +1,8 @@
 //! Tenants: parties sharing one host, each with its own components, quotas,
 //! capability grants and tokens, managed over the admin API
-//! ([`crate::admin`]) and kept on disk ([`store`]).
+//! ([`crate::admin`]) and kept on disk ([`store`]) or, for a cluster of
+//! hosts, in PostgreSQL ([`backend`]), whose changes every host follows
+//! ([`follow`]).
 //!
 //! An upload is validated in full before anything changes — size, a real
 //! component of a known world, imports within the tenant's grants,
@@ -8,6 +10,8 @@
 //! components — then written down, then swapped in through the
 //! [`Registry`]. A failure at any step leaves the previous version serving.
 
+pub mod backend;
+mod follow;
 pub mod quotas;
 mod restore;
 pub mod store;
@@ -31,8 +35,9 @@ use crate::instances::state::TenantScope;
 use crate::loader::{Loaded, LoadedKind, Loader, NotStarted, Source};
 use crate::metrics::ComponentMetrics;
 use crate::registry::{ChangeRefused, Registry, TenantApps};
+pub use backend::TenantStore;
 pub use quotas::{QuotaChanges, Quotas};
-use store::{KEPT_VERSIONS, Store};
+use store::KEPT_VERSIONS;
 
 /// Largest settings text (the sidecar TOML sent with an upload), in bytes.
 pub const MAX_SETTINGS_BYTES: usize = 64 << 10;
@@ -73,7 +78,7 @@ pub struct VersionRecord {
 }
 
 impl ComponentRecord {
-    fn current(&self) -> Option<&VersionRecord> {
+    pub(crate) fn current(&self) -> Option<&VersionRecord> {
         self.versions.iter().find(|v| v.version == self.current)
     }
 }
@@ -177,7 +182,7 @@ struct Change {
 pub struct Tenants {
     loader: Arc<Loader>,
     registry: Arc<Registry>,
-    store: Store,
+    store: TenantStore,
     /// Every tenant by name; locked for a moment, never across an await.
     tenants: std::sync::RwLock<BTreeMap<String, Arc<Entry>>>,
     /// Held while a tenant is created, so that two creations of one name
@@ -230,7 +235,7 @@ impl Tenants {
     pub fn new(
         loader: Arc<Loader>,
         registry: Arc<Registry>,
-        store: Store,
+        store: TenantStore,
         default_quotas: Quotas,
     ) -> Self {
         Self {
@@ -290,17 +295,24 @@ impl Tenants {
             limiter: limiter(&record.quotas),
             restoring: false,
         };
-        let store = self.store.clone();
-        let written = record.clone();
+        // Written first: in a cluster, another host may have made the
+        // tenant before this one heard of it.
+        let created = self.store.create_tenant(&record).await;
+        if !created.map_err(|e| self.not_written("not created", e))? {
+            return Err(Refusal::new(
+                StatusCode::CONFLICT,
+                format!("tenant {name} exists already (made through another host)"),
+            ));
+        }
         self.registry
             .change(
                 |served| {
                     served.tenants.insert(name.to_string(), apps);
                 },
-                blocking(move || store.write_tenant(&written)),
+                async { Ok(()) },
             )
             .await
-            .map_err(not_made("not created"))?;
+            .map_err(|refused| self.not_made("not created", refused))?;
         let tenant = Tenant {
             scope: scope(&record),
             record,
@@ -346,8 +358,6 @@ impl Tenants {
             check_grants(&grants)?;
             record.grants = grants;
         }
-        let store = self.store.clone();
-        let written = record.clone();
         let limiter = limiter(&record.quotas);
         self.registry
             .change(
@@ -356,36 +366,57 @@ impl Tenants {
                         apps.limiter = limiter;
                     }
                 },
-                blocking(move || store.write_tenant(&written)),
+                self.store.write_tenant(&record),
             )
             .await
-            .map_err(not_made("not changed"))?;
+            .map_err(|refused| self.not_made("not changed", refused))?;
+        self.set_record(&change, record);
+        Ok(change.entry.view())
+    }
+
+    /// Puts a tenant's changed record in force here: quotas, tokens, and
+    /// the instance limit its components share.
+    fn set_record(&self, change: &Change, record: TenantRecord) {
         self.set_store_quotas(&record);
+        self.remember_tokens(&record);
         change.entry.set(|tenant| {
             if record.quotas.max_instances != tenant.record.quotas.max_instances {
                 tenant.scope = scope(&record);
             }
             tenant.record = record;
         });
-        Ok(change.entry.view())
     }
 
     /// Deletes a tenant: its components stop serving (requests in flight
     /// finish), its files and its key-value data are removed.
     pub async fn delete(&self, name: &str) -> Result<(), Refusal> {
         let change = self.lock_tenant(name).await?;
+        self.store
+            .delete_tenant(name)
+            .await
+            .map_err(|e| self.not_written("not deleted", e))?;
+        self.forget_tenant(change).await;
+        Ok(())
+    }
+
+    /// Takes a deleted tenant out of service here (requests in flight
+    /// finish) and removes what this host keeps for it.
+    async fn forget_tenant(&self, change: Change) {
         let tenant = change.entry.tenant();
-        let store = self.store.clone();
-        let owned = name.to_string();
-        self.registry
+        let name = tenant.record.name.as_str();
+        let removed = self
+            .registry
             .change(
                 |served| {
                     served.tenants.remove(name);
                 },
-                blocking(move || store.delete_tenant(&owned)),
+                async { Ok(()) },
             )
-            .await
-            .map_err(not_made("not deleted"))?;
+            .await;
+        if let Err(refused) = removed {
+            let refused = refused.problems().join("; ");
+            tracing::error!(tenant = name, "not taken out of service: {refused}");
+        }
         // A tenant created again under this name starts empty: every
         // namespace of the tenant, those of failed uploads too, and its
         // components' metric series.
@@ -411,7 +442,6 @@ impl Tenants {
         self.tenants.write().unwrap().remove(name);
         self.tokens.write().unwrap().remove(name);
         tracing::info!(tenant = name, "tenant deleted");
-        Ok(())
     }
 
     /// Issues a new token for a tenant; only its hash is kept.
@@ -426,11 +456,10 @@ impl Tenants {
         record
             .token_hashes
             .push(blake3::hash(token.as_bytes()).to_hex().to_string());
-        let store = self.store.clone();
-        let written = record.clone();
-        blocking(move || store.write_tenant(&written))
+        self.store
+            .write_tenant(&record)
             .await
-            .map_err(Refusal::internal)?;
+            .map_err(|e| self.not_written("no token issued", e))?;
         self.remember_tokens(&record);
         change.entry.set(|tenant| tenant.record = record);
         Ok(token)
@@ -539,6 +568,8 @@ impl Tenants {
         let (Some(config), true) = (config, problems.is_empty()) else {
             return Err(refuse(problems));
         };
+        // Not worth validating (compiling) what cannot be written down.
+        self.writable().await?;
         let record = tenant.components.get(name).cloned().unwrap_or_default();
         let version = record.versions.iter().map(|v| v.version).max().unwrap_or(0) + 1;
         let uploaded = VersionRecord {
@@ -554,20 +585,22 @@ impl Tenants {
             .map_err(|(status, problems)| {
                 Refusal::with(status, format!("{name} was not deployed"), problems)
             })?;
-        let mut record = record;
-        record.versions.push(uploaded);
-        record.current = version;
-        if record.versions.len() > KEPT_VERSIONS {
-            let excess = record.versions.len() - KEPT_VERSIONS;
-            record.versions.drain(..excess);
-        }
-        let store = self.store.clone();
-        let written = record.clone();
-        let (t, n) = (tenant_name.to_string(), name.to_string());
-        let commit = blocking(move || store.write_version(&t, &n, version, &bytes, &written));
-        let deployed = self
+        // The version as committed: in a cluster, its number is the
+        // database's to give.
+        let mut committed = None;
+        let commit = async {
+            let added = self
+                .store
+                .add_version(tenant_name, name, record, uploaded, bytes);
+            committed = Some(added.await?);
+            Ok(())
+        };
+        let mut deployed = self
             .swap(tenant_name, name, version, loaded, commit)
             .await?;
+        let record = committed.expect("committed before the swap");
+        deployed.version = record.current;
+        let version = record.current;
         change.entry.set(|tenant| {
             tenant.components.insert(name.to_string(), record);
         });
@@ -621,16 +654,20 @@ impl Tenants {
                 },
             )
         })?;
+        self.writable().await?;
         let loaded = self.load_version(&tenant, name, &target).await?;
-        let mut record = record;
-        record.current = target.version;
-        let store = self.store.clone();
-        let written = record.clone();
-        let (t, n) = (tenant_name.to_string(), name.to_string());
-        let commit = blocking(move || store.write_component(&t, &n, &written));
+        let mut committed = None;
+        let commit = async {
+            let set = self
+                .store
+                .set_current(tenant_name, name, record, target.version);
+            committed = Some(set.await?);
+            Ok(())
+        };
         let deployed = self
             .swap(tenant_name, name, target.version, loaded, commit)
             .await?;
+        let record = committed.expect("committed before the swap");
         change.entry.set(|tenant| {
             tenant.components.insert(name.to_string(), record);
         });
@@ -649,19 +686,37 @@ impl Tenants {
         if !change.entry.tenant().components.contains_key(name) {
             return Err(no_component(name));
         }
-        let store = self.store.clone();
-        let (t, n) = (tenant_name.to_string(), name.to_string());
-        self.registry
+        self.store
+            .delete_component(tenant_name, name)
+            .await
+            .map_err(|e| self.not_written("not removed", e))?;
+        self.forget_component(&change, name).await;
+        Ok(())
+    }
+
+    /// Takes a removed component out of service here and removes what
+    /// this host keeps for it.
+    async fn forget_component(&self, change: &Change, name: &str) {
+        let tenant_name = change.entry.tenant().record.name;
+        let tenant_name = tenant_name.as_str();
+        let removed = self
+            .registry
             .change(
                 |served| {
                     if let Some(apps) = served.tenants.get_mut(tenant_name) {
                         apps.components.remove(name);
                     }
                 },
-                blocking(move || store.delete_component(&t, &n)),
+                async { Ok(()) },
             )
-            .await
-            .map_err(not_made("not removed"))?;
+            .await;
+        if let Err(refused) = removed {
+            let refused = refused.problems().join("; ");
+            tracing::error!(
+                tenant = tenant_name,
+                "{name} not taken out of service: {refused}"
+            );
+        }
         change.entry.set(|tenant| {
             tenant.components.remove(name);
         });
@@ -676,7 +731,6 @@ impl Tenants {
         }
         ComponentMetrics::forget(&label);
         tracing::info!(tenant = tenant_name, component = name, "removed");
-        Ok(())
     }
 
     /// Puts `loaded` in service as `name`, once `commit` has written it
@@ -706,7 +760,7 @@ impl Tenants {
             loaded.retire();
             let status = match refused {
                 ChangeRefused::Conflicts(_) => StatusCode::CONFLICT,
-                ChangeRefused::NotWritten(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                ChangeRefused::NotWritten(_) => self.write_failure_status(),
             };
             let error = format!("{name} was not deployed");
             return Err(Refusal::with(status, error, refused.problems()));
@@ -726,15 +780,11 @@ impl Tenants {
         name: &str,
         version: &VersionRecord,
     ) -> Result<Loaded, Refusal> {
-        let store = self.store.clone();
-        let (t, n, v) = (
-            tenant.record.name.clone(),
-            name.to_string(),
-            version.version,
-        );
-        let bytes = blocking(move || store.read_version(&t, &n, v))
+        let bytes = self
+            .store
+            .read_version(&tenant.record.name, name, version.version)
             .await
-            .map_err(Refusal::internal)?;
+            .map_err(|e| self.not_written("its stored bytes could not be read", e))?;
         let config = parse_settings(
             &version.settings,
             &tenant.record.quotas,
@@ -1012,9 +1062,46 @@ fn routes_of(loaded: &Loaded) -> Vec<String> {
     }
 }
 
-/// The refusal for a change the registry did not make.
-fn not_made(what: &'static str) -> impl FnOnce(ChangeRefused) -> Refusal {
-    move |refused| Refusal::with(StatusCode::INTERNAL_SERVER_ERROR, what, refused.problems())
+impl Tenants {
+    /// A refusal for a change not written: 503 while the store is
+    /// unreachable (worth a retry), 500 otherwise.
+    fn not_written(&self, what: &str, problem: String) -> Refusal {
+        self.failed_write(what, vec![problem])
+    }
+
+    /// The refusal for a change the registry did not make.
+    fn not_made(&self, what: &str, refused: ChangeRefused) -> Refusal {
+        self.failed_write(what, refused.problems())
+    }
+
+    fn failed_write(&self, what: &str, problems: Vec<String>) -> Refusal {
+        let status = self.write_failure_status();
+        let error = if status == StatusCode::SERVICE_UNAVAILABLE {
+            format!("{what}: the tenants' store is unreachable; retry once it is back")
+        } else {
+            what.to_string()
+        };
+        Refusal::with(status, error, problems)
+    }
+
+    fn write_failure_status(&self) -> StatusCode {
+        if self.store.unreachable() {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    }
+
+    /// Refuses a change at once (503) while the store cannot take it.
+    async fn writable(&self) -> Result<(), Refusal> {
+        self.store.writable().await.map_err(|problem| {
+            Refusal::with(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the tenants' store is unreachable; nothing was changed",
+                vec![problem],
+            )
+        })
+    }
 }
 
 fn no_tenant(name: &str) -> Refusal {

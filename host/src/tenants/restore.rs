@@ -6,7 +6,7 @@ use std::sync::Arc;
 use futures::StreamExt as _;
 use http::StatusCode;
 
-use super::{Change, Entry, Refusal, Tenant, Tenants, limiter, scope};
+use super::{Change, Entry, Refusal, Tenant, TenantStore, Tenants, limiter, scope};
 use crate::readiness::Readiness;
 use crate::registry::TenantApps;
 
@@ -22,8 +22,17 @@ impl Tenants {
     /// version of each component, each servable as soon as it is loaded,
     /// while `ready` names those still loading. A component that no longer
     /// loads is reported and left out (its versions stay, for a rollback).
+    ///
+    /// Tenants kept in PostgreSQL are brought in by a follower instead,
+    /// which then keeps following the database's changes.
     pub async fn restore(self: &Arc<Self>, ready: Arc<Readiness>) {
-        let store = self.store.clone();
+        let store = match &self.store {
+            TenantStore::Disk(store) => store.clone(),
+            TenantStore::Postgres(pg) => {
+                crate::cluster::follower::start(pg.clone(), self.clone(), ready);
+                return;
+            }
+        };
         let (records, problems) = tokio::task::spawn_blocking(move || store.read_all())
             .await
             .unwrap_or_default();
