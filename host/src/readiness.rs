@@ -24,6 +24,10 @@ pub struct Readiness {
     /// Components whose new version was refused while the previous one
     /// keeps serving, with why: reported, but the host is still ready.
     stale: Mutex<BTreeMap<String, String>>,
+    /// Shared services the host serves without, with what that costs
+    /// (Redis down: KV fails, limits are per host): reported, but still
+    /// ready, since the host still serves.
+    degraded: Mutex<BTreeMap<String, String>>,
 }
 
 impl Readiness {
@@ -75,6 +79,18 @@ impl Readiness {
         self.stale.lock().unwrap().remove(what);
     }
 
+    /// Notes that `service` is out of reach, and what the host does
+    /// without it.
+    pub fn degraded(&self, service: &str, why: &str) {
+        let mut degraded = self.degraded.lock().unwrap();
+        degraded.insert(service.to_string(), why.to_string());
+    }
+
+    /// Notes that `service` answers again.
+    pub fn restored(&self, service: &str) {
+        self.degraded.lock().unwrap().remove(service);
+    }
+
     /// None when ready; otherwise a sentence that says what is awaited.
     pub fn not_ready(&self) -> Option<String> {
         if !self.serving.load(Ordering::Relaxed) {
@@ -101,17 +117,21 @@ impl Readiness {
         ))
     }
 
-    /// What a ready host reports beside being ready: components whose new
-    /// version was refused, each a sentence.
+    /// What a ready host reports beside being ready: shared services it
+    /// serves without (`degraded: ...`), and components whose new version
+    /// was refused, each a sentence.
     pub fn warnings(&self) -> Vec<String> {
+        let degraded = self.degraded.lock().unwrap();
+        let mut warnings: Vec<String> = degraded
+            .values()
+            .map(|why| format!("degraded: {why}"))
+            .collect();
+        drop(degraded);
         let stale = self.stale.lock().unwrap();
-        stale
-            .iter()
-            .take(SHOWN)
-            .map(|(name, why)| {
-                format!("{name}: the previous version keeps serving; its new version failed: {why}")
-            })
-            .collect()
+        warnings.extend(stale.iter().take(SHOWN).map(|(name, why)| {
+            format!("{name}: the previous version keeps serving; its new version failed: {why}")
+        }));
+        warnings
     }
 }
 

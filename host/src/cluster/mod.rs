@@ -8,6 +8,10 @@
 
 use serde::Deserialize;
 
+pub mod invalidations;
+pub mod rate_limits;
+pub mod redis;
+
 use crate::capabilities::config::ValueSource;
 
 /// The `[cluster]` table.
