@@ -52,7 +52,7 @@ fn host_id() -> u64 {
 
 async fn publish(redis: Arc<Redis>, host: u64, mut outgoing: UnboundedReceiver<Invalidation>) {
     while let Some(invalidation) = outgoing.recv().await {
-        let message = serde_json::to_string(&Message {
+        let message = &serde_json::to_string(&Message {
             from: host,
             invalidation,
         })
@@ -61,7 +61,7 @@ async fn publish(redis: Arc<Redis>, host: u64, mut outgoing: UnboundedReceiver<I
             .call(|mut c| async move {
                 redis::cmd("PUBLISH")
                     .arg(CHANNEL)
-                    .arg(&message)
+                    .arg(message)
                     .query_async::<i64>(&mut c)
                     .await
             })
@@ -95,7 +95,7 @@ async fn listen(redis: Arc<Redis>, host: u64, cache: Arc<ResponseCache>) {
                             None => break "the subscription ended".to_string(),
                         },
                         _ = ping.tick() => {
-                            let pong = tokio::time::timeout(CALL_TIMEOUT, sink.ping::<String>()).await;
+                            let pong = tokio::time::timeout(CALL_TIMEOUT, sink.ping::<redis::Value>()).await;
                             match pong {
                                 Ok(Ok(_)) => {}
                                 Ok(Err(e)) => break e.to_string(),

@@ -78,7 +78,7 @@ impl SharedLimits {
     /// `key`, in `scope` (the component, and the route for a route's own
     /// limit): in Redis, or, when Redis fails, on this host.
     pub async fn check(&self, scope: &str, limiter: &Limiter, key: CallerKey) -> Verdict {
-        let counter = format!("cello:rl:{{{scope}}}:{}", limiter.shared_key(&key));
+        let counter = &format!("cello:rl:{{{scope}}}:{}", limiter.shared_key(&key));
         let period_us = u64::try_from(limiter.period().as_micros()).unwrap_or(u64::MAX);
         let capacity = limiter.capacity();
         let counted: Result<(i64, i64, i64), RedisFailure> = self
@@ -87,7 +87,7 @@ impl SharedLimits {
                 if limiter.is_window() {
                     let token: u64 = rand_token();
                     self.window
-                        .key(&counter)
+                        .key(counter)
                         .arg(period_us)
                         .arg(capacity)
                         .arg(token)
@@ -96,7 +96,7 @@ impl SharedLimits {
                 } else {
                     let interval = (period_us / u64::from(capacity)).max(1);
                     self.bucket
-                        .key(&counter)
+                        .key(counter)
                         .arg(interval)
                         .arg(capacity)
                         .invoke_async(&mut c)

@@ -79,31 +79,24 @@ impl Redis {
     /// Runs `op` on the shared connection within [`CALL_TIMEOUT`]. An
     /// outage is noted (and the calls after it refused at once until the
     /// next retry is due); an error Redis answered is returned as it is.
+    /// A connection found broken is tried once more, on the new one the
+    /// manager makes: the first call after Redis restarts finds it so.
     pub async fn call<T, F, Fut>(&self, op: F) -> Result<T, RedisFailure>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: Fn(ConnectionManager) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
         if let Some(why) = self.health.backing_off() {
             return Err(RedisFailure::Unreachable(why));
         }
-        let connection = match self.connection.get() {
-            Some(connection) => connection.clone(),
-            None => {
-                let connection = ConnectionManager::new_lazy_with_config(
-                    self.client.clone(),
-                    ConnectionManagerConfig::new()
-                        .set_connection_timeout(Some(CALL_TIMEOUT))
-                        .set_response_timeout(Some(CALL_TIMEOUT))
-                        .set_number_of_retries(1)
-                        .set_min_delay(Duration::from_millis(50))
-                        .set_max_delay(LAST_RETRY),
-                )
-                .map_err(|e| RedisFailure::Unreachable(e.to_string()))?;
-                self.connection.get_or_init(|| connection).clone()
+        let connection = self.connection()?;
+        let attempts = async {
+            match op(connection.clone()).await {
+                Err(error) if is_outage(&error) => op(connection).await,
+                done => done,
             }
         };
-        match tokio::time::timeout(CALL_TIMEOUT, op(connection)).await {
+        match tokio::time::timeout(CALL_TIMEOUT, attempts).await {
             Ok(Ok(value)) => {
                 self.health.up();
                 Ok(value)
@@ -117,6 +110,24 @@ impl Redis {
                 .health
                 .down(format!("no answer within {} ms", CALL_TIMEOUT.as_millis()))),
         }
+    }
+
+    /// The shared connection, made on first use (it needs the runtime).
+    fn connection(&self) -> Result<ConnectionManager, RedisFailure> {
+        if let Some(connection) = self.connection.get() {
+            return Ok(connection.clone());
+        }
+        let connection = ConnectionManager::new_lazy_with_config(
+            self.client.clone(),
+            ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(CALL_TIMEOUT))
+                .set_response_timeout(Some(CALL_TIMEOUT))
+                .set_number_of_retries(1)
+                .set_min_delay(Duration::from_millis(50))
+                .set_max_delay(LAST_RETRY),
+        )
+        .map_err(|e| RedisFailure::Unreachable(e.to_string()))?;
+        Ok(self.connection.get_or_init(|| connection).clone())
     }
 
     /// Notes that Redis answered (a subscription's ping, say).

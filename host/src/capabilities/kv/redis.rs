@@ -244,7 +244,7 @@ impl RedisNamespace<'_> {
     }
 
     pub async fn get(&self, key: &str) -> KvResult<Option<Vec<u8>>> {
-        let data = format!("{}{key}", namespace_prefix(self.namespace));
+        let data = &format!("{}{key}", namespace_prefix(self.namespace));
         self.redis
             .call(|mut c| async move {
                 redis::cmd("GET")
@@ -257,7 +257,7 @@ impl RedisNamespace<'_> {
     }
 
     pub async fn set(&self, key: &str, value: &[u8], ttl_ms: u64) -> KvResult<()> {
-        let w = self.write_of(key);
+        let w = &self.write_of(key);
         let reply: Vec<redis::Value> = self
             .redis
             .call(|mut c: ConnectionManager| async move {
@@ -283,7 +283,7 @@ impl RedisNamespace<'_> {
     }
 
     pub async fn delete(&self, key: &str) -> KvResult<bool> {
-        let w = self.write_of(key);
+        let w = &self.write_of(key);
         let deleted: i64 = self
             .redis
             .call(|mut c: ConnectionManager| async move {
@@ -302,7 +302,7 @@ impl RedisNamespace<'_> {
     }
 
     pub async fn increment(&self, key: &str, delta: i64) -> KvResult<i64> {
-        let w = self.write_of(key);
+        let w = &self.write_of(key);
         let reply: Vec<redis::Value> = self
             .redis
             .call(|mut c: ConnectionManager| async move {
