@@ -183,6 +183,24 @@ async fn the_kv_quota_holds_across_hosts() {
 }
 
 #[tokio::test]
+async fn an_expired_value_frees_its_room_in_the_kv_quota() {
+    let redis = Redis::start();
+    let (one, two) = (
+        host(&redis, "", "[kv]\nmax-keys = 4\n"),
+        host(&redis, "", "[kv]\nmax-keys = 4\n"),
+    );
+    // Two keys of python-caps' on-start, and two that expire in a second.
+    assert_eq!(put(&one, "/kv/a?ttl=1", "1").await.status, 200);
+    assert_eq!(put(&two, "/kv/b?ttl=1", "2").await.status, 200);
+    assert_eq!(put(&one, "/kv/c", "3").await.status, 507);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let stored = put(&two, "/kv/c", "3").await;
+    assert_eq!(stored.status, 200, "{}", stored.body);
+    assert_eq!(put(&one, "/kv/d", "4").await.status, 200);
+    assert_eq!(put(&one, "/kv/e", "5").await.status, 507);
+}
+
+#[tokio::test]
 async fn a_rate_limit_counts_requests_through_every_host() {
     let redis = Redis::start();
     // 10 requests a second, with a burst of 10, for the whole cluster.

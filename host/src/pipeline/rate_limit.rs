@@ -82,47 +82,41 @@ impl Stage for RateLimits {
         )
     }
 
-    fn before_async<'x, 'a: 'x>(
-        x: &'x mut Exchange<'a>,
-    ) -> impl Future<Output = Result<Self, Response>> + Send + 'x {
-        async move {
-            let shared = x.host.shared_limits.clone();
-            let (Some(shared), Some(Routed::Found { target, .. })) = (shared, &x.routed) else {
-                return Self::before(x);
-            };
-            let target = target.clone();
-            let [component, route] = limiters(&target);
-            if component.is_none() && route.is_none() {
-                return Ok(RateLimits(None));
-            }
-            let owner = &target.owner().component;
-            let route_scope = match &target {
-                Target::App {
-                    component, route, ..
-                } => format!("{owner}:{}", component.route_path(*route)),
-                Target::Proxy(_) => owner.to_string(),
-            };
-            // Owned keys: nothing of the request is held while Redis answers.
-            let counted: Vec<(&str, &Limiter, CallerKey)> = {
-                let caller = caller(x, &target);
-                [(owner as &str, component), (route_scope.as_str(), route)]
-                    .into_iter()
-                    .filter_map(|(scope, limiter)| {
-                        limiter.map(|l| (scope, l, l.caller_key(&caller)))
-                    })
-                    .collect()
-            };
-            let mut verdicts = Vec::with_capacity(counted.len());
-            for (scope, limiter, key) in counted {
-                let verdict = shared.check(scope, limiter, key).await;
-                let refused = !verdict.allowed;
-                verdicts.push(verdict);
-                if refused {
-                    break;
-                }
-            }
-            decide(verdicts)
+    async fn before_async<'x, 'a: 'x>(x: &'x mut Exchange<'a>) -> Result<Self, Response> {
+        let shared = x.host.shared_limits.clone();
+        let (Some(shared), Some(Routed::Found { target, .. })) = (shared, &x.routed) else {
+            return Self::before(x);
+        };
+        let target = target.clone();
+        let [component, route] = limiters(&target);
+        if component.is_none() && route.is_none() {
+            return Ok(RateLimits(None));
         }
+        let owner = &target.owner().component;
+        let route_scope = match &target {
+            Target::App {
+                component, route, ..
+            } => format!("{owner}:{}", component.route_path(*route)),
+            Target::Proxy(_) => owner.to_string(),
+        };
+        // Owned keys: nothing of the request is held while Redis answers.
+        let counted: Vec<(&str, &Limiter, CallerKey)> = {
+            let caller = caller(x, &target);
+            [(owner as &str, component), (route_scope.as_str(), route)]
+                .into_iter()
+                .filter_map(|(scope, limiter)| limiter.map(|l| (scope, l, l.caller_key(&caller))))
+                .collect()
+        };
+        let mut verdicts = Vec::with_capacity(counted.len());
+        for (scope, limiter, key) in counted {
+            let verdict = shared.check(scope, limiter, key).await;
+            let refused = !verdict.allowed;
+            verdicts.push(verdict);
+            if refused {
+                break;
+            }
+        }
+        decide(verdicts)
     }
 
     fn after(self, _: &mut Exchange<'_>, response: &mut Response) {

@@ -248,7 +248,7 @@ impl RedisNamespace<'_> {
         self.redis
             .call(|mut c| async move {
                 redis::cmd("GET")
-                    .arg(&data)
+                    .arg(data)
                     .query_async::<Option<Vec<u8>>>(&mut c)
                     .await
             })
