@@ -15,8 +15,8 @@
 //! sizes in the usage hash): a value Redis expired is uncounted when its
 //! key is next written, or when a write finds the quota full.
 
-use redis::Script;
 use redis::aio::ConnectionManager;
+use redis::{Script, ScriptInvocation};
 
 use super::{KvQuota, KvResult, MAX_LISTED, quota_refusal, scope_of};
 use crate::cluster::redis::{Redis, RedisFailure};
@@ -256,26 +256,34 @@ impl RedisNamespace<'_> {
             .map_err(failed)
     }
 
-    pub async fn set(&self, key: &str, value: &[u8], ttl_ms: u64) -> KvResult<()> {
+    /// Runs `script` on `key`, its scope's usage and expiry index, with
+    /// the arguments `args` adds (given the quota's).
+    async fn write<T: redis::FromRedisValue>(
+        &self,
+        script: &Script,
+        key: &str,
+        args: impl Fn(&mut ScriptInvocation<'_>, &Write),
+    ) -> KvResult<T> {
         let w = &self.write_of(key);
-        let reply: Vec<redis::Value> = self
-            .redis
+        let args = &args;
+        self.redis
             .call(|mut c: ConnectionManager| async move {
-                scripts()
-                    .set
-                    .key(&w.data)
-                    .key(&w.usage)
-                    .key(&w.expiring)
-                    .arg(value)
-                    .arg(ttl_ms)
-                    .arg(key.len())
-                    .arg(w.max_bytes)
-                    .arg(w.max_keys)
-                    .invoke_async(&mut c)
-                    .await
+                let mut invocation = script.prepare_invoke();
+                invocation.key(&w.data).key(&w.usage).key(&w.expiring);
+                args(&mut invocation, w);
+                invocation.invoke_async(&mut c).await
             })
             .await
-            .map_err(failed)?;
+            .map_err(failed)
+    }
+
+    pub async fn set(&self, key: &str, value: &[u8], ttl_ms: u64) -> KvResult<()> {
+        let reply: Vec<redis::Value> = self
+            .write(&scripts().set, key, |invocation, w| {
+                invocation.arg(value).arg(ttl_ms).arg(key.len());
+                invocation.arg(w.max_bytes).arg(w.max_keys);
+            })
+            .await?;
         match reply.first() {
             Some(redis::Value::Int(1)) => Ok(()),
             _ => Err(self.refused(&reply)),
@@ -283,43 +291,21 @@ impl RedisNamespace<'_> {
     }
 
     pub async fn delete(&self, key: &str) -> KvResult<bool> {
-        let w = &self.write_of(key);
         let deleted: i64 = self
-            .redis
-            .call(|mut c: ConnectionManager| async move {
-                scripts()
-                    .delete
-                    .key(&w.data)
-                    .key(&w.usage)
-                    .key(&w.expiring)
-                    .arg(key.len())
-                    .invoke_async(&mut c)
-                    .await
+            .write(&scripts().delete, key, |invocation, _| {
+                invocation.arg(key.len());
             })
-            .await
-            .map_err(failed)?;
+            .await?;
         Ok(deleted == 1)
     }
 
     pub async fn increment(&self, key: &str, delta: i64) -> KvResult<i64> {
-        let w = &self.write_of(key);
         let reply: Vec<redis::Value> = self
-            .redis
-            .call(|mut c: ConnectionManager| async move {
-                scripts()
-                    .increment
-                    .key(&w.data)
-                    .key(&w.usage)
-                    .key(&w.expiring)
-                    .arg(delta)
-                    .arg(key.len())
-                    .arg(w.max_bytes)
-                    .arg(w.max_keys)
-                    .invoke_async(&mut c)
-                    .await
+            .write(&scripts().increment, key, |invocation, w| {
+                invocation.arg(delta).arg(key.len());
+                invocation.arg(w.max_bytes).arg(w.max_keys);
             })
-            .await
-            .map_err(failed)?;
+            .await?;
         let text = |value: Option<&redis::Value>| match value {
             Some(redis::Value::BulkString(bytes)) => String::from_utf8_lossy(bytes).into_owned(),
             Some(redis::Value::SimpleString(text)) => text.clone(),
