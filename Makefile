@@ -7,7 +7,7 @@ LISTEN    ?= 127.0.0.1:8080
 OPS_LISTEN ?= 127.0.0.1:9090
 RUST_OUT  := guest-rust/target/$(WASM)/release
 
-.PHONY: run test bench bench-sql bench-cluster setup postgresql components host lint fmt clean
+.PHONY: run test bench bench-sql bench-cluster setup postgresql redis-server components host lint fmt clean
 
 ## Build the examples and the host, then serve them on $(LISTEN)
 ## (metrics and health on $(OPS_LISTEN)), with a line per request.
@@ -58,12 +58,16 @@ bench-cluster: components host postgresql
 
 ## Install what is missing: the Rust toolchain rust-toolchain.toml pins, with
 ## the wasm32-wasip2 target, a .venv with the pinned Python build tools,
-## the cello SDK and what the tests use, a headless browser, and PostgreSQL
-## (Debian's package) for the SQL tests, which start their own server.
-setup: .make/rust-target $(VENV)/.installed .make/browser postgresql
+## the cello SDK and what the tests use, a headless browser, PostgreSQL
+## (Debian's package) for the SQL tests and Redis (Debian's redis-server)
+## for the cluster tests, which start their own servers.
+setup: .make/rust-target $(VENV)/.installed .make/browser postgresql redis-server
 
 postgresql:
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq postgresql)
+
+redis-server:
+	command -v redis-server >/dev/null 2>&1 || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server)
 
 # Installed here rather than left to cargo, which does not when
 # RUSTUP_AUTO_INSTALL=0; rustup itself is left as it is.

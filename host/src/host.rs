@@ -16,6 +16,9 @@ use tokio::net::TcpListener;
 use crate::body::RequestBody;
 use crate::capabilities::kv::KvStore;
 use crate::capabilities::sql::SqlStore;
+use crate::cluster::invalidations;
+use crate::cluster::rate_limits::SharedLimits;
+use crate::cluster::redis::Redis;
 use crate::cluster::tenant_store::PgTenants;
 use crate::compile::CompileCache;
 use crate::config::HostConfig;
@@ -102,7 +105,17 @@ impl HostBuilder {
         let kv_path = self
             .kv_path
             .unwrap_or_else(|| config.kv_path(&self.state_dir));
-        let kv = KvStore::at(&kv_path).with_component_quota(config.kv.component_quota());
+        let ready = Arc::new(Readiness::default());
+        let redis = config
+            .cluster
+            .redis_url()
+            .and_then(|url| url.map(|url| Redis::new(&url, ready.clone())).transpose())
+            .map_err(anyhow::Error::msg)?;
+        let kv = match &redis {
+            Some(redis) => KvStore::on_redis(redis.clone()),
+            None => KvStore::at(&kv_path),
+        };
+        let kv = kv.with_component_quota(config.kv.component_quota());
         let sql_dir = self
             .sql_dir
             .unwrap_or_else(|| config.sql.dir(&self.state_dir));
@@ -128,7 +141,6 @@ impl HostBuilder {
             loader.capture_guest_logs(logs);
         }
         let loader = Arc::new(loader);
-        let ready = Arc::new(Readiness::default());
         let registry = Registry::new(config.tenants.domain.clone());
         let tenants_dir = self
             .tenants_dir
@@ -143,7 +155,12 @@ impl HostBuilder {
             store,
             config.tenants.quotas.clone(),
         ));
-        let pipeline = Arc::new(HostWide::new(&config, ready.clone()));
+        let mut pipeline = HostWide::new(&config, ready.clone());
+        if let Some(redis) = redis {
+            pipeline.shared_limits = Some(Arc::new(SharedLimits::new(redis.clone())));
+            invalidations::start(redis, responses.clone());
+        }
+        let pipeline = Arc::new(pipeline);
         Ok(Host {
             config,
             loader,

@@ -31,6 +31,7 @@ struct Families {
     client_aborts: Family<Labels, Counter>,
     blocked_loops: Family<Labels, Counter>,
     cache: [Family<Labels, Counter>; 5],
+    rate_limit_fallbacks: Counter,
 }
 
 fn families() -> &'static Families {
@@ -53,6 +54,7 @@ fn families() -> &'static Families {
             client_aborts: Family::default(),
             blocked_loops: Family::default(),
             cache: Default::default(),
+            rate_limit_fallbacks: Counter::default(),
             registry: Registry::default(),
         };
         let f = &families;
@@ -121,6 +123,11 @@ fn families() -> &'static Families {
         for ((name, text), family) in help.into_iter().zip(&f.cache) {
             registry.register(name, text, family.clone());
         }
+        registry.register(
+            "rate_limit_fallbacks",
+            "Rate-limit decisions made on this host because the cluster's Redis failed",
+            f.rate_limit_fallbacks.clone(),
+        );
         Families {
             registry,
             ..families
@@ -227,6 +234,12 @@ impl ComponentMetrics {
         self.by_class[class].inc();
         self.duration.observe(elapsed.as_secs_f64());
     }
+}
+
+/// Counts a rate-limit decision made on this host, the cluster's shared
+/// counter being out of reach.
+pub fn rate_limit_fallback() {
+    families().rate_limit_fallbacks.inc();
 }
 
 /// The text formats `/metrics` speaks.

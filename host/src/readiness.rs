@@ -24,6 +24,10 @@ pub struct Readiness {
     /// Components whose new version was refused while the previous one
     /// keeps serving, with why: reported, but the host is still ready.
     stale: Mutex<BTreeMap<String, String>>,
+    /// Shared services the host serves without, with what that costs
+    /// (Redis down: KV fails, limits are per host): reported, but still
+    /// ready, since the host still serves.
+    degraded: Mutex<BTreeMap<String, String>>,
     /// What is wrong with the tenants' store of record (a cluster's
     /// PostgreSQL), if anything.
     store: Mutex<StoreHealth>,
@@ -105,6 +109,18 @@ impl Readiness {
         *self.store.lock().unwrap() = StoreHealth::Fine;
     }
 
+    /// Notes that `service` is out of reach, and what the host does
+    /// without it.
+    pub fn degraded(&self, service: &str, why: &str) {
+        let mut degraded = self.degraded.lock().unwrap();
+        degraded.insert(service.to_string(), why.to_string());
+    }
+
+    /// Notes that `service` answers again.
+    pub fn restored(&self, service: &str) {
+        self.degraded.lock().unwrap().remove(service);
+    }
+
     /// None when ready; otherwise a sentence that says what is awaited.
     pub fn not_ready(&self) -> Option<String> {
         if !self.serving.load(Ordering::Relaxed) {
@@ -136,15 +152,20 @@ impl Readiness {
         ))
     }
 
-    /// What a ready host reports beside being ready: a tenants' store
-    /// lost, and components whose new version was refused, each a sentence.
+    /// What a ready host reports beside being ready: shared servers it
+    /// serves without (`degraded: ...`: the tenants' store, Redis), and
+    /// components whose new version was refused, each a sentence.
     pub fn warnings(&self) -> Vec<String> {
         let mut warnings = Vec::new();
         if let StoreHealth::Degraded(why) = &*self.store.lock().unwrap() {
             warnings.push(format!(
-                "degraded: the tenants' store is unreachable, so tenants' changes are refused                  (503) while what is loaded keeps serving: {why}"
+                "degraded: the tenants' store is unreachable, so tenants' changes are \
+                 refused (503) while what is loaded keeps serving: {why}"
             ));
         }
+        let degraded = self.degraded.lock().unwrap();
+        warnings.extend(degraded.values().map(|why| format!("degraded: {why}")));
+        drop(degraded);
         let stale = self.stale.lock().unwrap();
         warnings.extend(stale.iter().take(SHOWN).map(|(name, why)| {
             format!("{name}: the previous version keeps serving; its new version failed: {why}")

@@ -18,6 +18,7 @@ use hyper_util::rt::TokioExecutor;
 pub mod admin;
 pub mod browser;
 pub mod postgres;
+pub mod redis;
 pub mod sql;
 
 /// Where the build script put the components.

@@ -12,6 +12,10 @@ pub mod tenant_store;
 
 use serde::Deserialize;
 
+pub mod invalidations;
+pub mod rate_limits;
+pub mod redis;
+
 use crate::capabilities::config::ValueSource;
 
 /// The `[cluster]` table.

@@ -169,7 +169,58 @@ impl Limiter {
 
     /// Counts one request from the caller described by the arguments.
     pub fn check(&self, caller: &Caller<'_>) -> Verdict {
-        let key = caller.key(self.key);
+        self.check_key(self.caller_key(caller))
+    }
+
+    /// What this limit counts `caller` by.
+    pub fn caller_key(&self, caller: &Caller<'_>) -> CallerKey {
+        caller.key(self.key)
+    }
+
+    /// The limit as a counter shared by a cluster counts it: the kind,
+    /// capacity and period (a changed policy starts a new count), and
+    /// the caller's key.
+    pub fn shared_key(&self, key: &CallerKey) -> String {
+        let kind = match self.counter {
+            Counter::Bucket(_) => "bucket",
+            Counter::Window(_) => "window",
+        };
+        let caller = match key {
+            CallerKey::Address(ip) => format!("address:{ip}"),
+            CallerKey::Subject(subject) => format!("subject:{subject}"),
+            CallerKey::Tenant(tenant) => format!("tenant:{tenant}"),
+        };
+        let period = self.period.as_millis();
+        format!("{kind}:{}/{period}ms:{caller}", self.capacity)
+    }
+
+    /// Whether this limit is a sliding window (else a token bucket).
+    pub fn is_window(&self) -> bool {
+        matches!(self.counter, Counter::Window(_))
+    }
+
+    /// Requests allowed per period (the burst of a bucket).
+    pub fn capacity(&self) -> u32 {
+        self.capacity
+    }
+
+    /// The period over which `capacity` requests are allowed.
+    pub fn period(&self) -> Duration {
+        self.period
+    }
+
+    /// A verdict counted elsewhere (by the cluster's shared counter).
+    pub fn verdict(&self, allowed: bool, remaining: u32, reset_s: u64) -> Verdict {
+        Verdict {
+            allowed,
+            limit: self.limit_header.clone(),
+            remaining: remaining.min(self.capacity),
+            reset_s,
+        }
+    }
+
+    /// Counts one request from the caller counted by `key`, on this host.
+    pub fn check_key(&self, key: CallerKey) -> Verdict {
         match &self.counter {
             Counter::Bucket(bucket) => match bucket.check_key(&key) {
                 Ok(state) => Verdict {

@@ -10,6 +10,7 @@ use tower_http::compression::predicate::{
     And, DefaultPredicate, NotForContentType, Predicate, SizeAbove,
 };
 
+use crate::cluster::rate_limits::SharedLimits;
 use crate::config::HostConfig;
 use crate::readiness::Readiness;
 
@@ -20,6 +21,8 @@ pub struct HostWide {
     pub access_log: bool,
     /// Says when the served components have loaded.
     pub ready: Arc<Readiness>,
+    /// The cluster's rate-limit counters, with `[cluster] redis`.
+    pub shared_limits: Option<Arc<SharedLimits>>,
 }
 
 /// Which responses are worth compressing: large enough, and not of a type
@@ -60,6 +63,7 @@ impl HostWide {
             security_headers: config.security_headers.headers(),
             access_log: config.access_log.enabled,
             ready,
+            shared_limits: None,
         }
     }
 }

@@ -119,7 +119,7 @@ impl<S: Stage + Send, Rest: Chain> Chain for (S, Rest) {
         exchange: &'x mut Exchange<'a>,
     ) -> impl Future<Output = Response> + Send + 'x {
         async move {
-            match S::before(exchange) {
+            match S::before_async(exchange).await {
                 Err(answer) => answer,
                 Ok(stage) => {
                     let mut response = Rest::run(exchange).await;

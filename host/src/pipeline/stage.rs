@@ -29,6 +29,18 @@ pub trait Stage: Sized {
     /// The stage's part of the request: `Ok` goes on, `Err` is the answer.
     fn before(exchange: &mut Exchange<'_>) -> Result<Self, Response>;
 
+    /// `before`, for a stage that may wait (on a counter the cluster
+    /// shares): the pipeline calls this one, which is `before` unless the
+    /// stage says otherwise.
+    fn before_async<'x, 'a: 'x>(
+        exchange: &'x mut Exchange<'a>,
+    ) -> impl Future<Output = Result<Self, Response>> + Send + 'x
+    where
+        Self: Send + 'x,
+    {
+        std::future::ready(Self::before(exchange))
+    }
+
     /// The stage's part of the response.
     fn after(self, exchange: &mut Exchange<'_>, response: &mut Response);
 }

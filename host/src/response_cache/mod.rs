@@ -13,10 +13,14 @@
 //! carry their component's tags and are dropped by tag, only ever by their
 //! own component (or the operator), and all at once when their generation
 //! leaves service.
+//!
+//! Entries stay in each host's memory. In a cluster, a tag invalidation
+//! and a component leaving service are told to the other hosts too
+//! ([`Invalidation`]), which drop the same entries of their own.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -25,6 +29,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use moka::Expiry;
 use moka::future::Cache;
 use moka::notification::RemovalCause;
+use tokio::sync::mpsc::UnboundedSender;
 
 use crate::body::{Body, full};
 use crate::error::CallError;
@@ -168,6 +173,22 @@ pub struct ResponseCache {
     /// Keys by component and tag. moka's iterator may not yet see an entry
     /// just inserted, so invalidation counts from here.
     tagged: Arc<Mutex<TagIndex>>,
+    /// Where this host's invalidations go for the other hosts of a
+    /// cluster to hear ([`crate::cluster::invalidations`]).
+    fanout: OnceLock<UnboundedSender<Invalidation>>,
+}
+
+/// A drop of cached responses that every host of a cluster makes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Invalidation {
+    /// A component's entries with any of these tags.
+    Tags {
+        component: String,
+        tags: Vec<String>,
+    },
+    /// Every entry of a component: a new version, or it left service.
+    Component(String),
 }
 
 type TagIndex = HashMap<(Arc<str>, String), HashMap<Arc<CacheKey>, Arc<Owner>>>;
@@ -216,7 +237,11 @@ impl ResponseCache {
                 }
             })
             .build();
-        Arc::new(Self { entries, tagged })
+        Arc::new(Self {
+            entries,
+            tagged,
+            fanout: OnceLock::new(),
+        })
     }
 
     /// Answers a cacheable request: from the cache, or by calling `fetch`
@@ -293,9 +318,55 @@ impl ResponseCache {
         }
     }
 
-    /// Drops `component`'s entries tagged with any of `tags`; returns how
-    /// many there were.
+    /// Sends every invalidation made here to `fanout` as well, for the
+    /// other hosts of a cluster.
+    pub fn broadcast_to(&self, fanout: UnboundedSender<Invalidation>) {
+        let _ = self.fanout.set(fanout);
+    }
+
+    fn broadcast(&self, invalidation: Invalidation) {
+        if let Some(fanout) = self.fanout.get() {
+            let _ = fanout.send(invalidation);
+        }
+    }
+
+    /// Drops `component`'s entries tagged with any of `tags`, here and on
+    /// the other hosts of a cluster; returns how many there were here.
     pub fn invalidate(&self, component: &str, tags: &[String]) -> u32 {
+        let dropped = self.invalidate_here(component, tags);
+        self.broadcast(Invalidation::Tags {
+            component: component.to_string(),
+            tags: tags.to_vec(),
+        });
+        dropped
+    }
+
+    /// What another host of the cluster dropped, dropped here too.
+    pub fn heard(&self, invalidation: Invalidation) {
+        match invalidation {
+            Invalidation::Tags { component, tags } => {
+                self.invalidate_here(&component, &tags);
+            }
+            Invalidation::Component(component) => {
+                let dropped = self.entries.invalidate_entries_if(
+                    move |key: &Arc<CacheKey>, _: &Arc<Entry>| *key.component == *component,
+                );
+                if let Err(e) = dropped {
+                    tracing::error!("cannot drop a component's cache entries: {e}");
+                }
+            }
+        }
+    }
+
+    /// Drops every entry: after an outage of the cluster's Redis, any of
+    /// them may have been invalidated on another host meanwhile.
+    pub fn drop_all(&self) {
+        self.entries.invalidate_all();
+    }
+
+    /// Drops `component`'s entries tagged with any of `tags`, on this host
+    /// only; returns how many there were.
+    fn invalidate_here(&self, component: &str, tags: &[String]) -> u32 {
         let component: Arc<str> = component.into();
         let keys: HashMap<Arc<CacheKey>, Arc<Owner>> = {
             let index = self.tagged.lock().unwrap();
@@ -336,6 +407,7 @@ impl ResponseCache {
         if let Err(e) = dropped {
             tracing::error!("cannot drop a component's cache entries: {e}");
         }
+        self.broadcast(Invalidation::Component(owner.component.to_string()));
     }
 }
 

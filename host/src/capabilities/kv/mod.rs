@@ -25,6 +25,11 @@
 //! when its key is written or deleted, or when a write finds its quota
 //! full, which first removes what has expired (found through a third
 //! table, ordered by expiry, so without a scan).
+//!
+//! With `[cluster] redis`, the store is on Redis instead, shared by every
+//! host of the cluster, with the same namespaces, limits and quotas (see
+//! [`redis`](self::redis)). The store is one type over the two backends; a
+//! call waits for redb on a blocking thread, and for Redis as a future.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -34,11 +39,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 
+mod redis;
 mod tables;
 
 use tables::{EXPIRIES, Tables, USAGE, count_usage, entry_bytes};
 
 use crate::bindings::cello::component::kv;
+use crate::cluster::redis::Redis;
 use wasmtime::component::{HasData, Linker};
 
 use super::capability::{Capability, Has};
@@ -56,13 +63,12 @@ pub const MAX_VALUE_BYTES: usize = 1 << 20;
 /// Most keys one `list-keys` returns.
 pub const MAX_LISTED: usize = 10_000;
 
-/// The host's key-value store, shared by every component. The file is
+/// The host's key-value store, shared by every component. A file is
 /// opened on first use, so a host whose components hold no `kv` grant (or
 /// `cello-host check`) never touches it.
 #[derive(Clone)]
 pub struct KvStore {
-    path: Arc<PathBuf>,
-    db: Arc<OnceLock<Result<Database, String>>>,
+    backend: Backend,
     /// Each tenant's quota, by scope (`acme/`).
     quotas: Arc<RwLock<HashMap<String, KvQuota>>>,
     /// The quota of each served component's namespace, if any.
@@ -71,6 +77,18 @@ pub struct KvStore {
     /// dropped namespace's flag is cleared and forgotten, so the next
     /// handle of that name starts afresh.
     writable: Arc<Mutex<HashMap<Arc<str>, Arc<AtomicBool>>>>,
+}
+
+/// Where the store keeps its values.
+#[derive(Clone)]
+enum Backend {
+    /// One redb file on this host's disk.
+    Redb {
+        path: Arc<PathBuf>,
+        db: Arc<OnceLock<Result<Database, String>>>,
+    },
+    /// The cluster's Redis, which every host shares.
+    Redis(Arc<Redis>),
 }
 
 /// What one scope may keep.
@@ -105,9 +123,20 @@ pub struct KvNamespace {
 impl KvStore {
     /// The store kept in the file `path`.
     pub fn at(path: &Path) -> Self {
-        Self {
+        Self::with_backend(Backend::Redb {
             path: Arc::new(path.to_path_buf()),
             db: Arc::default(),
+        })
+    }
+
+    /// The store kept on the cluster's `redis`.
+    pub fn on_redis(redis: Arc<Redis>) -> Self {
+        Self::with_backend(Backend::Redis(redis))
+    }
+
+    fn with_backend(backend: Backend) -> Self {
+        Self {
+            backend,
             quotas: Arc::default(),
             component_quota: None,
             writable: Arc::default(),
@@ -138,12 +167,23 @@ impl KvStore {
         }
     }
 
-    /// Opens (or creates) the file now; the error is a sentence.
-    pub fn open(&self) -> Result<&Database, String> {
-        self.db
-            .get_or_init(|| open(&self.path))
-            .as_ref()
-            .map_err(Clone::clone)
+    /// Opens (or creates) the file now; the error is a sentence. A store
+    /// on Redis has no file: Redis is reached call by call.
+    pub fn open(&self) -> Result<(), String> {
+        match &self.backend {
+            Backend::Redb { .. } => self.redb().map(drop),
+            Backend::Redis(_) => Ok(()),
+        }
+    }
+
+    /// The redb file, opened on first use.
+    fn redb(&self) -> Result<&Database, String> {
+        match &self.backend {
+            Backend::Redb { path, db } => {
+                db.get_or_init(|| open(path)).as_ref().map_err(Clone::clone)
+            }
+            Backend::Redis(_) => Err("the key-value store is on Redis, not in a file".into()),
+        }
     }
 
     /// Closes the namespace `name` (a removed component's) and deletes
@@ -170,7 +210,19 @@ impl KvStore {
             }
             keep
         });
-        let db = self.open()?;
+        if let Backend::Redis(redis) = &self.backend {
+            // Called on a blocking thread (a tenant's removal): wait there.
+            return tokio::runtime::Handle::current().block_on(async {
+                let mut removed = 0;
+                for namespace in redis::namespaces(redis).await? {
+                    if dropped(&namespace) {
+                        removed += self.on_redis_as(redis, &namespace).clear().await?;
+                    }
+                }
+                Ok(removed)
+            });
+        }
+        let db = self.redb()?;
         let write = db.begin_write().map_err(internal)?;
         let removed = {
             let mut tables = Tables::open(&write).map_err(internal)?;
@@ -191,6 +243,15 @@ impl KvStore {
         };
         write.commit().map_err(internal)?;
         Ok(removed)
+    }
+
+    /// `namespace` of the store on `redis`, with its scope's quota.
+    fn on_redis_as<'a>(&self, redis: &'a Redis, namespace: &'a str) -> redis::RedisNamespace<'a> {
+        redis::RedisNamespace {
+            redis,
+            namespace,
+            quota: self.quota_of(scope_of(namespace)),
+        }
     }
 
     /// The namespace `name`, which no other name can see into.
@@ -242,24 +303,16 @@ type KvResult<T> = Result<T, String>;
 impl KvNamespace {
     pub fn get(&self, key: &str) -> KvResult<Option<Vec<u8>>> {
         check_key(key)?;
-        let read = self.store.open()?.begin_read().map_err(internal)?;
+        let read = self.store.redb()?.begin_read().map_err(internal)?;
         let table = read.open_table(TABLE).map_err(internal)?;
         let value = table.get((&*self.namespace, key)).map_err(internal)?;
         Ok(value.and_then(|v| live(v.value()).map(<[u8]>::to_vec)))
     }
 
     pub fn set(&self, key: &str, value: &[u8], ttl_seconds: Option<u32>) -> KvResult<()> {
-        check_key(key)?;
-        if value.len() > MAX_VALUE_BYTES {
-            return Err(format!(
-                "value of {} bytes is over the limit of {MAX_VALUE_BYTES}",
-                value.len()
-            ));
-        }
-        let expires = match ttl_seconds {
-            Some(0) => return Err("ttl-seconds must be positive".into()),
-            Some(ttl) => now_ms() + u64::from(ttl) * 1000,
-            None => 0,
+        let expires = match check_set(key, value, ttl_seconds)? {
+            0 => 0,
+            ttl_ms => now_ms() + ttl_ms,
         };
         let mut stored = Vec::with_capacity(8 + value.len());
         stored.extend_from_slice(&expires.to_le_bytes());
@@ -273,7 +326,7 @@ impl KvNamespace {
     }
 
     pub fn list_keys(&self, prefix: &str) -> KvResult<Vec<String>> {
-        let read = self.store.open()?.begin_read().map_err(internal)?;
+        let read = self.store.redb()?.begin_read().map_err(internal)?;
         let table = read.open_table(TABLE).map_err(internal)?;
         let mut keys = Vec::new();
         for entry in table
@@ -349,27 +402,25 @@ impl KvNamespace {
             .get((&*self.namespace, key))?
             .map(|old| entry_bytes(key, old.value()));
         let scope = scope_of(&self.namespace);
-        let (bytes, keys) = tables.used(scope)?;
+        let used = tables.used(scope)?;
         let grown = entry_bytes(key, stored).saturating_sub(old.unwrap_or(0));
-        let (raise, bytes_key, keys_key) = if scope.ends_with('/') {
-            ("ask the operator to raise the tenant's", "kv-mb", "kv-keys")
-        } else {
-            ("raise the host config's [kv]", "max-mb", "max-keys")
-        };
-        if grown > 0 && bytes.saturating_add(grown) > quota.max_bytes {
-            return Ok(Some(format!(
-                "the key-value quota of {} bytes is full ({bytes} stored, this write needs \
-                 {grown} more); delete keys, or {raise} {bytes_key} quota",
-                quota.max_bytes,
-            )));
+        Ok(over_quota(scope, quota, used, grown, old.is_none()))
+    }
+
+    /// Refuses a write through a handle of a namespace that was dropped.
+    fn check_writable(&self) -> KvResult<()> {
+        if !self.writable.load(Ordering::SeqCst) {
+            return Err("this component has been removed; its key-value data is gone".into());
         }
-        if old.is_none() && keys >= quota.max_keys {
-            return Ok(Some(format!(
-                "the key-value quota of {} keys is full; delete keys, or {raise} {keys_key} quota",
-                quota.max_keys,
-            )));
+        Ok(())
+    }
+
+    /// This namespace on the cluster's Redis, when the store is there.
+    fn on_redis(&self) -> Option<redis::RedisNamespace<'_>> {
+        match &self.store.backend {
+            Backend::Redis(redis) => Some(self.store.on_redis_as(redis, &self.namespace)),
+            Backend::Redb { .. } => None,
         }
-        Ok(None)
     }
 
     /// Runs `change` in one durable write transaction.
@@ -377,10 +428,8 @@ impl KvNamespace {
         &self,
         change: impl FnOnce(&mut Tables<'_>) -> Result<T, WriteError>,
     ) -> KvResult<T> {
-        let write = self.store.open()?.begin_write().map_err(internal)?;
-        if !self.writable.load(Ordering::SeqCst) {
-            return Err("this component has been removed; its key-value data is gone".into());
-        }
+        let write = self.store.redb()?.begin_write().map_err(internal)?;
+        self.check_writable()?;
         let result = {
             let mut tables = Tables::open(&write).map_err(internal)?;
             change(&mut tables)
@@ -394,6 +443,48 @@ impl KvNamespace {
             Err(WriteError::Storage(e)) => Err(internal(e)),
         }
     }
+}
+
+/// Why growing `scope`, which holds `used` (bytes, keys), by `grown`
+/// bytes (and a key, when `is_new`) would pass `quota`, if it would.
+fn over_quota(
+    scope: &str,
+    quota: KvQuota,
+    (bytes, keys): (u64, u64),
+    grown: u64,
+    is_new: bool,
+) -> Option<String> {
+    let (raise, bytes_key, keys_key) = if scope.ends_with('/') {
+        ("ask the operator to raise the tenant's", "kv-mb", "kv-keys")
+    } else {
+        ("raise the host config's [kv]", "max-mb", "max-keys")
+    };
+    if grown > 0 && bytes.saturating_add(grown) > quota.max_bytes {
+        return Some(format!(
+            "the key-value quota of {} bytes is full ({bytes} stored, this write needs \
+             {grown} more); delete keys, or {raise} {bytes_key} quota",
+            quota.max_bytes,
+        ));
+    }
+    if is_new && keys >= quota.max_keys {
+        return Some(format!(
+            "the key-value quota of {} keys is full; delete keys, or {raise} {keys_key} quota",
+            quota.max_keys,
+        ));
+    }
+    None
+}
+
+/// What the guest sees when `scope` has no room: [`over_quota`]'s reason.
+fn quota_refusal(
+    scope: &str,
+    quota: KvQuota,
+    used: (u64, u64),
+    grown: u64,
+    is_new: bool,
+) -> String {
+    over_quota(scope, quota, used, grown, is_new)
+        .unwrap_or_else(|| "the key-value quota is full; delete keys".into())
 }
 
 /// Why a write failed: the guest's mistake, or the store's.
@@ -419,6 +510,22 @@ fn check_key(key: &str) -> KvResult<()> {
         ));
     }
     Ok(())
+}
+
+/// Checks a set of `value` under `key`; its TTL in milliseconds (0: none).
+fn check_set(key: &str, value: &[u8], ttl_seconds: Option<u32>) -> KvResult<u64> {
+    check_key(key)?;
+    if value.len() > MAX_VALUE_BYTES {
+        return Err(format!(
+            "value of {} bytes is over the limit of {MAX_VALUE_BYTES}",
+            value.len()
+        ));
+    }
+    match ttl_seconds {
+        Some(0) => Err("ttl-seconds must be positive".into()),
+        Some(ttl) => Ok(u64::from(ttl) * 1000),
+        None => Ok(0),
+    }
 }
 
 fn parse_counter(key: &str, value: &[u8]) -> Result<i64, WriteError> {
@@ -498,9 +605,17 @@ async fn blocking<T: Send + 'static>(
     Ok(tokio::task::spawn_blocking(op).await?)
 }
 
+// Each call goes to Redis as a future when the store is there, and to
+// redb on a blocking thread otherwise.
 impl kv::Host for KvView<'_> {
     async fn get(&mut self, key: String) -> wasmtime::Result<KvResult<Option<Vec<u8>>>> {
         let kv = self.kv()?;
+        if let Some(redis) = kv.on_redis() {
+            return Ok(match check_key(&key) {
+                Ok(()) => redis.get(&key).await,
+                Err(e) => Err(e),
+            });
+        }
         blocking(move || kv.get(&key)).await
     }
 
@@ -511,21 +626,45 @@ impl kv::Host for KvView<'_> {
         ttl_seconds: Option<u32>,
     ) -> wasmtime::Result<KvResult<()>> {
         let kv = self.kv()?;
+        if let Some(redis) = kv.on_redis() {
+            let checked = check_set(&key, &value, ttl_seconds);
+            return Ok(
+                match checked.and_then(|ttl| Ok((ttl, kv.check_writable()?))) {
+                    Ok((ttl_ms, ())) => redis.set(&key, &value, ttl_ms).await,
+                    Err(e) => Err(e),
+                },
+            );
+        }
         blocking(move || kv.set(&key, &value, ttl_seconds)).await
     }
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<KvResult<bool>> {
         let kv = self.kv()?;
+        if let Some(redis) = kv.on_redis() {
+            return Ok(match check_key(&key).and_then(|()| kv.check_writable()) {
+                Ok(()) => redis.delete(&key).await,
+                Err(e) => Err(e),
+            });
+        }
         blocking(move || kv.delete(&key)).await
     }
 
     async fn list_keys(&mut self, prefix: String) -> wasmtime::Result<KvResult<Vec<String>>> {
         let kv = self.kv()?;
+        if let Some(redis) = kv.on_redis() {
+            return Ok(redis.list_keys(&prefix).await);
+        }
         blocking(move || kv.list_keys(&prefix)).await
     }
 
     async fn increment(&mut self, key: String, delta: i64) -> wasmtime::Result<KvResult<i64>> {
         let kv = self.kv()?;
+        if let Some(redis) = kv.on_redis() {
+            return Ok(match check_key(&key).and_then(|()| kv.check_writable()) {
+                Ok(()) => redis.increment(&key, delta).await,
+                Err(e) => Err(e),
+            });
+        }
         blocking(move || kv.increment(&key, delta)).await
     }
 }
@@ -675,7 +814,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let old = store(&dir);
         old.namespace("acme/shop").set("a", &[0; 50], None).unwrap();
-        let write = old.open().unwrap().begin_write().unwrap();
+        let write = old.redb().unwrap().begin_write().unwrap();
         write.delete_table(USAGE).unwrap();
         write.commit().unwrap();
         drop(old);

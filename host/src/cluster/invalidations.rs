@@ -1,0 +1,167 @@
+//! Cache invalidations told to every host of a cluster over a Redis
+//! channel: a tag invalidation, a new version or a removed component on
+//! one host drops the matching entries on all of them. Entries stay in
+//! each host's memory; only the drops travel.
+//!
+//! Each message names the host that sent it, which skips its own. A host
+//! cut off from Redis cannot know what it missed: when its subscription
+//! comes back, it drops every entry it holds. What it invalidated itself
+//! during the outage is not sent (the others lost their subscriptions too,
+//! and drop everything on their return).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+
+use crate::cluster::redis::{CALL_TIMEOUT, Redis};
+use crate::response_cache::{Invalidation, ResponseCache};
+
+/// The channel every host publishes to and listens on.
+const CHANNEL: &str = "cello:cache-invalidations";
+/// How often a subscription checks that Redis still answers.
+const PING_EVERY: Duration = Duration::from_secs(1);
+/// The pause before subscribing again after losing the subscription.
+const RESUBSCRIBE_AFTER: Duration = Duration::from_millis(500);
+
+/// One message on the channel.
+#[derive(Serialize, Deserialize)]
+struct Message {
+    /// The sending host, unique per process.
+    from: u64,
+    invalidation: Invalidation,
+}
+
+/// Sends `cache`'s invalidations to the other hosts and drops theirs from
+/// it, until the process ends.
+pub fn start(redis: Arc<Redis>, cache: Arc<ResponseCache>) {
+    let host = host_id();
+    let (fanout, outgoing) = unbounded_channel();
+    cache.broadcast_to(fanout);
+    tokio::spawn(publish(redis.clone(), host, outgoing));
+    tokio::spawn(listen(redis, host, cache));
+}
+
+fn host_id() -> u64 {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).expect("the OS gives random bytes");
+    u64::from_le_bytes(bytes)
+}
+
+async fn publish(redis: Arc<Redis>, host: u64, mut outgoing: UnboundedReceiver<Invalidation>) {
+    while let Some(invalidation) = outgoing.recv().await {
+        let message = &serde_json::to_string(&Message {
+            from: host,
+            invalidation,
+        })
+        .expect("an invalidation serialises");
+        let published = redis
+            .call(|mut c| async move {
+                redis::cmd("PUBLISH")
+                    .arg(CHANNEL)
+                    .arg(message)
+                    .query_async::<i64>(&mut c)
+                    .await
+            })
+            .await;
+        if let Err(failure) = published {
+            tracing::debug!("a cache invalidation was not sent to the other hosts: {failure}");
+        }
+    }
+}
+
+async fn listen(redis: Arc<Redis>, host: u64, cache: Arc<ResponseCache>) {
+    let mut cut_off = false;
+    loop {
+        let lost = match subscribe(&redis).await {
+            Ok((mut sink, mut stream)) => {
+                if cut_off {
+                    // Whatever was invalidated meanwhile was not heard here.
+                    cache.drop_all();
+                    tracing::info!(
+                        "cache invalidations heard again; dropped every cached response, any \
+                         of which may have been invalidated meanwhile"
+                    );
+                    cut_off = false;
+                }
+                redis.answered();
+                let mut ping = tokio::time::interval(PING_EVERY);
+                loop {
+                    tokio::select! {
+                        message = stream.next() => match message {
+                            Some(message) => heard(host, &cache, &message),
+                            None => break "the subscription ended".to_string(),
+                        },
+                        _ = ping.tick() => {
+                            let pong = tokio::time::timeout(CALL_TIMEOUT, sink.ping::<redis::Value>()).await;
+                            match pong {
+                                Ok(Ok(_)) => {}
+                                Ok(Err(e)) => break e.to_string(),
+                                Err(_) => break "no answer to a ping".to_string(),
+                            }
+                        }
+                    }
+                }
+            }
+            Err(why) => why,
+        };
+        if !cut_off {
+            redis.failed(format!("cache invalidations: {lost}"));
+            cut_off = true;
+        }
+        tokio::time::sleep(RESUBSCRIBE_AFTER).await;
+    }
+}
+
+async fn subscribe(
+    redis: &Redis,
+) -> Result<(redis::aio::PubSubSink, redis::aio::PubSubStream), String> {
+    let subscribed = tokio::time::timeout(CALL_TIMEOUT, async {
+        let mut pubsub = redis.client().get_async_pubsub().await?;
+        pubsub.subscribe(CHANNEL).await?;
+        Ok::<_, redis::RedisError>(pubsub.split())
+    })
+    .await;
+    match subscribed {
+        Ok(Ok(split)) => Ok(split),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {} ms", CALL_TIMEOUT.as_millis())),
+    }
+}
+
+/// Drops what another host's `message` names.
+fn heard(host: u64, cache: &ResponseCache, message: &redis::Msg) {
+    let parsed = std::str::from_utf8(message.get_payload_bytes())
+        .ok()
+        .and_then(|text| serde_json::from_str::<Message>(text).ok());
+    match parsed {
+        Some(message) if message.from == host => {}
+        Some(message) => cache.heard(message.invalidation),
+        None => tracing::warn!("an unreadable message on {CHANNEL}; ignored"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_reads_as_it_was_written() {
+        let message = Message {
+            from: 7,
+            invalidation: Invalidation::Tags {
+                component: "acme/shop".into(),
+                tags: vec!["items".into()],
+            },
+        };
+        let text = serde_json::to_string(&message).unwrap();
+        assert_eq!(
+            text,
+            r#"{"from":7,"invalidation":{"tags":{"component":"acme/shop","tags":["items"]}}}"#
+        );
+        let read: Message = serde_json::from_str(&text).unwrap();
+        assert_eq!(read.invalidation, message.invalidation);
+    }
+}
