@@ -106,6 +106,10 @@ fn parent<'a>(spans: &'a [Value], span: &Value) -> &'a Value {
         .unwrap_or_else(|| panic!("the parent of {span:#} is not in {spans:#?}"))
 }
 
+/// What python-caps imports, with loopback servers allowed.
+const CAPS_GRANTS: &str =
+    "[grants]\nkv = true\nconfig = true\noutbound = [\"http://127.0.0.1:*\"]\n";
+
 const TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
 const CALLER_SPAN: &str = "b7ad6b7169203331";
 
@@ -242,9 +246,8 @@ async fn upstream() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
 async fn an_outbound_request_is_a_span_its_server_sees_as_parent() {
     let (collector, received) = receiver().await;
     let (upstream, traceparents) = upstream().await;
-    let grants = "[grants]\nkv = true\nconfig = true\noutbound = [\"http://127.0.0.1:*\"]\n";
     let host = traced(
-        Components::new().with_sidecar("python-caps", grants),
+        Components::new().with_sidecar("python-caps", CAPS_GRANTS),
         collector,
     );
     let reply = host
@@ -353,5 +356,39 @@ async fn traces_are_exported_over_grpc_when_asked() {
             "{span:?} not in {received:?}\n{}",
             host.log()
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_value_calls_of_an_async_route_are_spans_under_its_guest_call() {
+    let (collector, received) = receiver().await;
+    let host = traced(
+        Components::new().with_sidecar("python-caps", CAPS_GRANTS),
+        collector,
+    );
+    // Concurrent calls share an instance: each call's host calls must
+    // still be counted under its own trace.
+    let reads: Vec<_> = (0..4)
+        .map(|i| host.spawn_get(&format!("/kv/k{i}")))
+        .collect();
+    for read in reads {
+        assert_eq!(read.await.unwrap().status, 404);
+    }
+    let spans = spans_after_stop(host, &received);
+    let requests: Vec<&Value> = spans
+        .iter()
+        .filter(|s| {
+            s["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("GET /kv/"))
+        })
+        .collect();
+    assert_eq!(requests.len(), 4, "{spans:#?}");
+    for request in requests {
+        let get = spans
+            .iter()
+            .find(|s| s["name"] == "kv get" && s["traceId"] == request["traceId"])
+            .unwrap_or_else(|| panic!("no kv get in {request:#}'s trace: {spans:#?}"));
+        assert_eq!(parent(&spans, get)["name"], "guest call", "{get:#}");
     }
 }

@@ -36,6 +36,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
+use tracing::Instrument as _;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 
@@ -574,7 +575,7 @@ impl Capability for Kv {
     }
 
     fn add_to_linker<T: Has<Self>>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
-        kv::add_to_linker::<T, KvAccess>(linker, |state| KvView(state.granted()))
+        kv::add_to_linker::<T, KvAccess>(linker, |state| KvView(state.granted(), state.call_span()))
     }
 }
 
@@ -585,15 +586,29 @@ impl HasData for KvAccess {
     type Data<'a> = KvView<'a>;
 }
 
-/// A store's namespace, as its host functions see it; linked only when
-/// granted, so present.
-pub struct KvView<'a>(Option<&'a KvNamespace>);
+/// A store's namespace, as its host functions see it (linked only when
+/// granted, so present), and the trace span of the call using it.
+pub struct KvView<'a>(Option<&'a KvNamespace>, tracing::Span);
 
 impl KvView<'_> {
     fn kv(&self) -> wasmtime::Result<KvNamespace> {
         self.0
             .cloned()
             .ok_or_else(|| wasmtime::Error::msg("kv called without the kv grant"))
+    }
+
+    /// The namespace, and the trace span of one call (`kv get`, ...) on it.
+    fn call(&self, name: &str) -> wasmtime::Result<(KvNamespace, tracing::Span)> {
+        let kv = self.kv()?;
+        let system = if kv.on_redis().is_some() {
+            "redis"
+        } else {
+            "redb"
+        };
+        let span = self
+            .1
+            .in_scope(|| crate::telemetry::host_call(name, system));
+        Ok((kv, span))
     }
 }
 
@@ -609,14 +624,17 @@ async fn blocking<T: Send + 'static>(
 // redb on a blocking thread otherwise.
 impl kv::Host for KvView<'_> {
     async fn get(&mut self, key: String) -> wasmtime::Result<KvResult<Option<Vec<u8>>>> {
-        let kv = self.kv()?;
-        if let Some(redis) = kv.on_redis() {
-            return Ok(match check_key(&key) {
-                Ok(()) => redis.get(&key).await,
-                Err(e) => Err(e),
-            });
-        }
-        blocking(move || kv.get(&key)).await
+        let (kv, span) = self.call("kv get")?;
+        let call = async move {
+            if let Some(redis) = kv.on_redis() {
+                return Ok(match check_key(&key) {
+                    Ok(()) => redis.get(&key).await,
+                    Err(e) => Err(e),
+                });
+            }
+            blocking(move || kv.get(&key)).await
+        };
+        call.instrument(span).await
     }
 
     async fn set(
@@ -625,47 +643,59 @@ impl kv::Host for KvView<'_> {
         value: Vec<u8>,
         ttl_seconds: Option<u32>,
     ) -> wasmtime::Result<KvResult<()>> {
-        let kv = self.kv()?;
-        if let Some(redis) = kv.on_redis() {
-            let checked = check_set(&key, &value, ttl_seconds);
-            return Ok(
-                match checked.and_then(|ttl| Ok((ttl, kv.check_writable()?))) {
-                    Ok((ttl_ms, ())) => redis.set(&key, &value, ttl_ms).await,
-                    Err(e) => Err(e),
-                },
-            );
-        }
-        blocking(move || kv.set(&key, &value, ttl_seconds)).await
+        let (kv, span) = self.call("kv set")?;
+        let call = async move {
+            if let Some(redis) = kv.on_redis() {
+                let checked = check_set(&key, &value, ttl_seconds);
+                return Ok(
+                    match checked.and_then(|ttl| Ok((ttl, kv.check_writable()?))) {
+                        Ok((ttl_ms, ())) => redis.set(&key, &value, ttl_ms).await,
+                        Err(e) => Err(e),
+                    },
+                );
+            }
+            blocking(move || kv.set(&key, &value, ttl_seconds)).await
+        };
+        call.instrument(span).await
     }
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<KvResult<bool>> {
-        let kv = self.kv()?;
-        if let Some(redis) = kv.on_redis() {
-            return Ok(match check_key(&key).and_then(|()| kv.check_writable()) {
-                Ok(()) => redis.delete(&key).await,
-                Err(e) => Err(e),
-            });
-        }
-        blocking(move || kv.delete(&key)).await
+        let (kv, span) = self.call("kv delete")?;
+        let call = async move {
+            if let Some(redis) = kv.on_redis() {
+                return Ok(match check_key(&key).and_then(|()| kv.check_writable()) {
+                    Ok(()) => redis.delete(&key).await,
+                    Err(e) => Err(e),
+                });
+            }
+            blocking(move || kv.delete(&key)).await
+        };
+        call.instrument(span).await
     }
 
     async fn list_keys(&mut self, prefix: String) -> wasmtime::Result<KvResult<Vec<String>>> {
-        let kv = self.kv()?;
-        if let Some(redis) = kv.on_redis() {
-            return Ok(redis.list_keys(&prefix).await);
-        }
-        blocking(move || kv.list_keys(&prefix)).await
+        let (kv, span) = self.call("kv list")?;
+        let call = async move {
+            if let Some(redis) = kv.on_redis() {
+                return Ok(redis.list_keys(&prefix).await);
+            }
+            blocking(move || kv.list_keys(&prefix)).await
+        };
+        call.instrument(span).await
     }
 
     async fn increment(&mut self, key: String, delta: i64) -> wasmtime::Result<KvResult<i64>> {
-        let kv = self.kv()?;
-        if let Some(redis) = kv.on_redis() {
-            return Ok(match check_key(&key).and_then(|()| kv.check_writable()) {
-                Ok(()) => redis.increment(&key, delta).await,
-                Err(e) => Err(e),
-            });
-        }
-        blocking(move || kv.increment(&key, delta)).await
+        let (kv, span) = self.call("kv increment")?;
+        let call = async move {
+            if let Some(redis) = kv.on_redis() {
+                return Ok(match check_key(&key).and_then(|()| kv.check_writable()) {
+                    Ok(()) => redis.increment(&key, delta).await,
+                    Err(e) => Err(e),
+                });
+            }
+            blocking(move || kv.increment(&key, delta)).await
+        };
+        call.instrument(span).await
     }
 }
 
