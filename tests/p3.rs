@@ -6,12 +6,14 @@
 mod support;
 
 use serde_json::json;
-use support::Components;
+use support::{Components, Host, Reply};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 #[tokio::test]
 async fn a_p3_service_answers_a_get() {
     let host = Components::new().with("p3-testbed").serve();
+    host.wait_for_log("p3-testbed (wasi:http 0.3 service)")
+        .await;
     let reply = host.get("/hello").await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.body, "hello from p3");
@@ -90,14 +92,7 @@ async fn a_p3_request_past_its_time_limit_is_504() {
     let upstream = silent_upstream().await;
     let target = format!("http://{upstream}/");
     let started = std::time::Instant::now();
-    let reply = host
-        .send(
-            http::Method::GET,
-            "/outgoing",
-            &[("x-target", &target)],
-            Vec::new(),
-        )
-        .await;
+    let reply = send_to(&host, &target).await;
     assert_eq!(reply.status, 504, "{}", reply.body);
     assert_eq!(
         reply.json(),
@@ -118,14 +113,7 @@ async fn a_p3_outbound_request_needs_the_grant() {
         let host = Components::new()
             .with_sidecar("p3-testbed", sidecar)
             .serve();
-        let reply = host
-            .send(
-                http::Method::GET,
-                "/outgoing",
-                &[("x-target", &target)],
-                Vec::new(),
-            )
-            .await;
+        let reply = send_to(&host, &target).await;
         assert_eq!(reply.status, 200, "{}", reply.body);
         reply.body
     };
@@ -135,6 +123,13 @@ async fn a_p3_outbound_request_needs_the_grant() {
     assert!(elsewhere.contains("HttpRequestDenied"), "{elsewhere}");
     let granted = outgoing("[grants]\noutbound = [\"http://127.0.0.1:*\"]\n").await;
     assert_eq!(granted, "status 200: upstream says hi");
+}
+
+/// Asks the guest to send a GET to `target` and say how it went.
+async fn send_to(host: &Host, target: &str) -> Reply {
+    let headers = [("x-target", target)];
+    host.send(http::Method::GET, "/outgoing", &headers, Vec::new())
+        .await
 }
 
 /// A local server answering every request with "upstream says hi".

@@ -14,7 +14,8 @@ use hyper::body::{Frame, SizeHint};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::Instrument as _;
-use wasmtime::component::{Component, Linker};
+use wasmtime::Store;
+use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
@@ -47,7 +48,8 @@ impl ProxyComponent {
         limits: Limits,
         runtime: &Resources,
     ) -> anyhow::Result<Self> {
-        P2Proxy::load(owner, component, linker, limits, runtime).map(Self::P2)
+        let instances = Instances::load(owner, component, linker, limits, runtime, ProxyPre::new);
+        instances.map(|instances| Self::P2(P2Proxy(instances)))
     }
 
     /// Prepares a `wasi:http/service@0.3.x` component.
@@ -72,10 +74,18 @@ impl ProxyComponent {
         }
     }
 
+    /// Which kind it is, as the host announces it.
+    pub fn world(&self) -> &'static str {
+        match self {
+            Self::P2(_) => "wasi:http proxy",
+            Self::P3(_) => "wasi:http 0.3 service",
+        }
+    }
+
     /// Largest request body this component accepts.
     pub fn max_body_bytes(&self) -> usize {
         match self {
-            Self::P2(proxy) => proxy.shared.limits.max_body_bytes,
+            Self::P2(proxy) => proxy.0.shared.limits.max_body_bytes,
             Self::P3(service) => service.max_body_bytes(),
         }
     }
@@ -83,7 +93,7 @@ impl ProxyComponent {
     /// Who the component is, for logs and metrics.
     pub fn owner(&self) -> &Arc<Owner> {
         match self {
-            Self::P2(proxy) => &proxy.shared.owner,
+            Self::P2(proxy) => &proxy.0.shared.owner,
             Self::P3(service) => service.owner(),
         }
     }
@@ -93,17 +103,15 @@ impl ProxyComponent {
 /// from its pool until the guest's `handle` returns, as a `def` route does;
 /// the response goes out as soon as the guest sets it, and its body streams
 /// while the guest writes it.
-pub struct P2Proxy {
-    shared: Arc<Shared>,
-    pool: Arc<WarmPool<Proxy>>,
-}
-
-/// What every instance of one proxy component is made from.
-type Shared = Prepared<ProxyPre<InstanceState>>;
+pub struct P2Proxy(Instances<Proxy>);
 
 /// The guest's call, running to its end on its own instance: the instance
 /// goes back to the pool after a clean return.
 pub(crate) type Handling = Pin<Box<dyn Future<Output = Result<(), CallError>> + Send>>;
+
+/// A guest's call on an instance it holds, handing the instance back when
+/// it returns well.
+pub(crate) type Call<B> = Pin<Box<dyn Future<Output = wasmtime::Result<Warm<B>>> + Send>>;
 
 /// The response the guest set (or the error code it answered with), or the
 /// sign that it dropped its way to answer without using it.
@@ -118,16 +126,46 @@ enum First<B, E> {
     Set(Set<B, E>),
 }
 
-impl P2Proxy {
-    /// Prepares `component`; fails when it imports what the host lacks.
-    pub fn load(
+/// The bindings of a `wasi:http` world, made from its `...Pre`.
+pub(crate) trait Bindings: Sized + Send + 'static {
+    type Pre: Send + Sync + 'static;
+
+    fn instantiate(
+        pre: &Self::Pre,
+        store: &mut Store<InstanceState>,
+    ) -> impl Future<Output = wasmtime::Result<Self>> + Send;
+}
+
+impl Bindings for Proxy {
+    type Pre = ProxyPre<InstanceState>;
+
+    async fn instantiate(
+        pre: &Self::Pre,
+        store: &mut Store<InstanceState>,
+    ) -> wasmtime::Result<Self> {
+        pre.instantiate_async(store).await
+    }
+}
+
+/// The warm instances of one `wasi:http` component, of either version, and
+/// what they are made from: one request holds one instance at a time.
+pub(crate) struct Instances<B: Bindings> {
+    pub(crate) shared: Arc<Prepared<B::Pre>>,
+    pool: Arc<WarmPool<B>>,
+}
+
+impl<B: Bindings> Instances<B> {
+    /// Prepares `component`, its exports checked by `typed`; fails when it
+    /// imports what the host lacks.
+    pub(crate) fn load(
         owner: Arc<Owner>,
         component: &Component,
         linker: &Linker<InstanceState>,
         limits: Limits,
         runtime: &Resources,
+        typed: impl FnOnce(InstancePre<InstanceState>) -> wasmtime::Result<B::Pre>,
     ) -> anyhow::Result<Self> {
-        let shared = Prepared::new(owner, component, linker, limits, runtime, ProxyPre::new)?;
+        let shared = Prepared::new(owner, component, linker, limits, runtime, typed)?;
         let pool = WarmPool::new(shared.owner.clone(), &shared.limits, drop);
         shared.capacity.register(Arc::downgrade(&pool) as _);
         Ok(Self {
@@ -136,14 +174,10 @@ impl P2Proxy {
         })
     }
 
-    /// Hands `request` to the guest's `incoming-handler` and answers with
-    /// the response it sets.
-    pub async fn handle(
-        &self,
-        request: http::Request<RequestBody>,
-    ) -> Result<http::Response<Body>, CallError> {
+    /// A warm instance for a request due by `deadline`, or a new one if a
+    /// slot comes free first; its call's deadline is set.
+    pub(crate) async fn checkout(&self, deadline: Instant) -> Result<Warm<B>, CallError> {
         let shared = &self.shared;
-        let deadline = Instant::now() + shared.limits.timeout;
         let mut instance = self
             .pool
             .checkout(&shared.capacity, deadline, |slot| {
@@ -157,25 +191,20 @@ impl P2Proxy {
             .instrument(crate::telemetry::stage("instance checkout"))
             .await?;
         let left = deadline.saturating_duration_since(Instant::now());
-        let state = instance.store.data_mut();
-        state.set_deadline(Some(left));
-        let (sender, receiver) = oneshot::channel();
-        let mut http = state.http();
-        let limit = shared.limits.max_body_bytes;
-        let request =
-            request.map(|body| Limited::new(body, limit).map_err(move |e| body_error(e, limit)));
-        let resources = http
-            .new_incoming_request(Scheme::Http, request)
-            .and_then(|req| Ok((req, http.new_response_outparam(sender)?)));
-        let (req, out) = resources.map_err(CallError::Trap)?;
-        let pool = self.pool.clone();
-        let owner = shared.owner.clone();
-        let limit = shared.limits.timeout;
+        instance.store.data_mut().set_deadline(Some(left));
         instance.store.set_epoch_deadline(1);
+        Ok(instance)
+    }
+
+    /// Runs `call` under the component's CPU share and until `deadline`;
+    /// the instance goes back to the pool when it returns well.
+    pub(crate) fn handling(&self, call: Call<B>, deadline: Instant) -> Handling {
+        let pool = self.pool.clone();
+        let owner = self.shared.owner.clone();
+        let limit = self.shared.limits.timeout;
         let call = Box::pin(async move {
-            let handler = instance.bindings.wasi_http_incoming_handler();
-            match handler.call_handle(&mut instance.store, req, out).await {
-                Ok(()) => {
+            match call.await {
+                Ok(mut instance) => {
                     instance.store.data_mut().set_deadline(None);
                     instance.served += 1;
                     pool.checkin(instance);
@@ -184,16 +213,44 @@ impl P2Proxy {
                 Err(trap) => Err(owner.call_failed(trap, limit)),
             }
         });
-        let owner = shared.owner.clone();
+        let owner = self.shared.owner.clone();
         let call = async move { owner.run_guest(call).await? };
         // The epoch deadline stops a guest that computes too long; this one
         // stops a guest that waits too long.
-        let owner = shared.owner.clone();
-        let handling: Handling = Box::pin(async move {
+        let owner = self.shared.owner.clone();
+        Box::pin(async move {
             tokio::time::timeout_at(deadline, call)
                 .await
                 .unwrap_or_else(|_| Err(owner.timed_out(limit)))
+        })
+    }
+}
+
+impl P2Proxy {
+    /// Hands `request` to the guest's `incoming-handler` and answers with
+    /// the response it sets.
+    pub async fn handle(
+        &self,
+        request: http::Request<RequestBody>,
+    ) -> Result<http::Response<Body>, CallError> {
+        let shared = &self.0.shared;
+        let deadline = Instant::now() + shared.limits.timeout;
+        let mut instance = self.0.checkout(deadline).await?;
+        let (sender, receiver) = oneshot::channel();
+        let mut http = instance.store.data_mut().http();
+        let limit = shared.limits.max_body_bytes;
+        let request =
+            request.map(|body| Limited::new(body, limit).map_err(move |e| body_error(e, limit)));
+        let resources = http
+            .new_incoming_request(Scheme::Http, request)
+            .and_then(|req| Ok((req, http.new_response_outparam(sender)?)));
+        let (req, out) = resources.map_err(CallError::Trap)?;
+        let call = Box::pin(async move {
+            let handler = instance.bindings.wasi_http_incoming_handler();
+            handler.call_handle(&mut instance.store, req, out).await?;
+            Ok(instance)
         });
+        let handling = self.0.handling(call, deadline);
         answer(handling, receiver, shared.owner.clone()).await
     }
 }
@@ -235,16 +292,17 @@ where
 }
 
 /// A fresh instance of `shared` in `slot`.
-async fn instantiate(shared: &Shared, slot: Slot) -> Result<Warm<Proxy>, CallError> {
+async fn instantiate<B: Bindings>(
+    shared: &Prepared<B::Pre>,
+    slot: Slot,
+) -> Result<Warm<B>, CallError> {
     let started = std::time::Instant::now();
     let mut store = shared.store();
-    let proxy = shared
-        .pre
-        .instantiate_async(&mut store)
+    let bindings = B::instantiate(&shared.pre, &mut store)
         .await
         .map_err(CallError::Instantiate)?;
     shared.owner.metrics.instantiated(started.elapsed());
-    Ok(Warm::new(store, proxy, slot))
+    Ok(Warm::new(store, bindings, slot))
 }
 
 /// Lets a call run to its end after its response has gone, logging how it

@@ -24,7 +24,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::{Frame, SizeHint};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
-use tracing::Instrument as _;
+use wasmtime::Store;
 use wasmtime::component::{Component, Linker};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p3::bindings::http::types::ErrorCode;
@@ -33,21 +33,24 @@ use wasmtime_wasi_http::p3::bindings::{Service, ServicePre};
 use crate::body::{Body, RequestBody};
 use crate::config::Limits;
 use crate::error::CallError;
-use crate::instances::Prepared;
-use crate::instances::capacity::Slot;
 use crate::instances::state::{InstanceState, Owner};
-use crate::instances::warm::{Warm, WarmPool};
-use crate::proxy::{Handling, answer, body_error};
+use crate::instances::warm::Warm;
+use crate::proxy::{Bindings, Instances, answer, body_error};
 use crate::resources::Resources;
 
 /// A loaded `wasi:http/service@0.3` component.
-pub struct P3Service {
-    shared: Arc<Shared>,
-    pool: Arc<WarmPool<Service>>,
-}
+pub struct P3Service(Instances<Service>);
 
-/// What every instance of one service component is made from.
-type Shared = Prepared<ServicePre<InstanceState>>;
+impl Bindings for Service {
+    type Pre = ServicePre<InstanceState>;
+
+    async fn instantiate(
+        pre: &Self::Pre,
+        store: &mut Store<InstanceState>,
+    ) -> wasmtime::Result<Self> {
+        pre.instantiate_async(store).await
+    }
+}
 
 /// The response body the guest writes, as the host reads it.
 type GuestBody = http_body_util::combinators::UnsyncBoxBody<Bytes, wasmtime_wasi_http::Error>;
@@ -64,13 +67,7 @@ impl P3Service {
         limits: Limits,
         runtime: &Resources,
     ) -> anyhow::Result<Self> {
-        let shared = Prepared::new(owner, component, linker, limits, runtime, ServicePre::new)?;
-        let pool = WarmPool::new(shared.owner.clone(), &shared.limits, drop);
-        shared.capacity.register(Arc::downgrade(&pool) as _);
-        Ok(Self {
-            shared: Arc::new(shared),
-            pool,
-        })
+        Instances::load(owner, component, linker, limits, runtime, ServicePre::new).map(Self)
     }
 
     /// Hands `request` to the guest's `wasi:http/handler` and answers with
@@ -79,68 +76,34 @@ impl P3Service {
         &self,
         request: http::Request<RequestBody>,
     ) -> Result<http::Response<Body>, CallError> {
-        let shared = &self.shared;
+        let shared = &self.0.shared;
         let deadline = Instant::now() + shared.limits.timeout;
-        let mut instance = self
-            .pool
-            .checkout(&shared.capacity, deadline, |slot| {
-                let shared = shared.clone();
-                async move {
-                    let owner = shared.owner.clone();
-                    let start = Box::pin(async move { instantiate(&shared, slot).await });
-                    owner.run_guest(start).await?
-                }
-            })
-            .instrument(crate::telemetry::stage("instance checkout"))
-            .await?;
-        let left = deadline.saturating_duration_since(Instant::now());
-        instance.store.data_mut().set_deadline(Some(left));
-        instance.store.set_epoch_deadline(1);
+        let mut instance = self.0.checkout(deadline).await?;
         let limit = shared.limits.max_body_bytes;
         let request =
             request.map(|body| Limited::new(body, limit).map_err(move |e| body_error(e, limit)));
         let (sender, receiver) = oneshot::channel::<Given>();
-        let pool = self.pool.clone();
-        let owner = shared.owner.clone();
-        let limit = shared.limits.timeout;
         let call = Box::pin(async move {
             let Warm {
                 store, bindings, ..
             } = &mut instance;
-            let served = store
+            store
                 .run_concurrent(async |accessor| serve(accessor, bindings, request, sender).await)
-                .await;
-            match served.and_then(|served| served) {
-                Ok(()) => {
-                    instance.store.data_mut().set_deadline(None);
-                    instance.served += 1;
-                    pool.checkin(instance);
-                    Ok(())
-                }
-                Err(trap) => Err(owner.call_failed(trap, limit)),
-            }
+                .await??;
+            Ok(instance)
         });
-        let owner = shared.owner.clone();
-        let call = async move { owner.run_guest(call).await? };
-        // The epoch deadline stops a guest that computes too long; this one
-        // stops a guest that waits too long.
-        let owner = shared.owner.clone();
-        let handling: Handling = Box::pin(async move {
-            tokio::time::timeout_at(deadline, call)
-                .await
-                .unwrap_or_else(|_| Err(owner.timed_out(limit)))
-        });
+        let handling = self.0.handling(call, deadline);
         answer(handling, receiver, shared.owner.clone()).await
     }
 
     /// Largest request body this component accepts.
     pub fn max_body_bytes(&self) -> usize {
-        self.shared.limits.max_body_bytes
+        self.0.shared.limits.max_body_bytes
     }
 
     /// Who the component is, for logs and metrics.
     pub fn owner(&self) -> &Arc<Owner> {
-        &self.shared.owner
+        &self.0.shared.owner
     }
 }
 
@@ -176,19 +139,6 @@ async fn serve(
         let _ = body_gone.await;
     }
     Ok(())
-}
-
-/// A fresh instance of `shared` in `slot`.
-async fn instantiate(shared: &Shared, slot: Slot) -> Result<Warm<Service>, CallError> {
-    let started = std::time::Instant::now();
-    let mut store = shared.store();
-    let service = shared
-        .pre
-        .instantiate_async(&mut store)
-        .await
-        .map_err(CallError::Instantiate)?;
-    shared.owner.metrics.instantiated(started.elapsed());
-    Ok(Warm::new(store, service, slot))
 }
 
 /// The guest's response body, telling the event loop when it has ended or
