@@ -57,6 +57,7 @@ pub mod middleware;
 pub mod ops;
 pub mod pipeline;
 pub mod proxy;
+pub mod proxy_p3;
 pub mod readiness;
 pub mod registry;
 pub mod reload;

@@ -1,6 +1,6 @@
 //! The linker a component is instantiated with: WASI (nothing reachable
-//! unless granted), wasi:http (its outgoing handler refusing every request
-//! without an outbound grant), the standard interfaces of the capabilities
+//! unless granted), wasi:http 0.2 and, on the concurrent engine, 0.3 (their
+//! outgoing requests refused without an outbound grant), the standard interfaces of the capabilities
 //! granted (`wasi:config/store`), Cello's `host` and `cache`, and the
 //! capabilities the component was granted.
 
@@ -37,6 +37,10 @@ pub fn linker(engine: &Engine, granted: GrantSet) -> anyhow::Result<Linker<Insta
     fn this(state: &mut InstanceState) -> &mut InstanceState {
         state
     }
+    // wasi:http@0.3 and the WASI 0.3 interfaces its components import;
+    // the same context, hooks and grants as 0.2.
+    wasmtime_wasi::p3::add_to_linker(&mut linker)?;
+    wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
     cello::types::add_to_linker::<_, HasSelf<_>>(&mut linker, this)?;
     cello::host::add_to_linker::<_, HasSelf<_>>(&mut linker, this)?;
     cello::cache::add_to_linker::<_, HasSelf<_>>(&mut linker, this)?;

@@ -406,10 +406,17 @@ impl Loader {
                     .map_err(|e| one(format!("{e:#}")))?;
                 LoadedKind::Proxy(Arc::new(proxy))
             }
+            World::Service => {
+                owner.set_middleware(middleware(&settings)?);
+                let service =
+                    ProxyComponent::load_p3(owner, &component, &linker, limits, &self.runtime)
+                        .map_err(|e| one(format!("{e:#}")))?;
+                LoadedKind::Proxy(Arc::new(service))
+            }
             World::Unknown(exports) => {
                 return Err(one(format!(
                     "exports neither the cello:component/app world nor wasi:http/proxy \
-                     (it exports: {})",
+                     nor wasi:http/service (it exports: {})",
                     if exports.is_empty() {
                         "nothing".into()
                     } else {

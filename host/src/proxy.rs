@@ -1,5 +1,8 @@
-//! Standard `wasi:http/proxy@0.2.x` components, the kind built for
-//! `wasmtime serve` or Spin, served unchanged as one catch-all route.
+//! Standard `wasi:http` components, the kind built for `wasmtime serve` or
+//! Spin, served unchanged as one catch-all route: `wasi:http/proxy@0.2.x`
+//! here, `wasi:http/service@0.3.x` in [`crate::proxy_p3`]. Both answer
+//! through [`answer`]: the response goes out as soon as the guest gives it,
+//! and its body streams while the guest writes it.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -11,11 +14,11 @@ use hyper::body::{Frame, SizeHint};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::Instrument as _;
-use wasmtime::component::{Component, Linker};
+use wasmtime::Store;
+use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime_wasi_http::WasiHttpView;
-use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
-use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::body::{Body, BodyError, BoxError, RequestBody};
 use crate::config::Limits;
@@ -24,39 +27,20 @@ use crate::instances::Prepared;
 use crate::instances::capacity::Slot;
 use crate::instances::state::{InstanceState, Owner};
 use crate::instances::warm::{Warm, WarmPool};
+use crate::proxy_p3::P3Service;
 use crate::resources::Resources;
 
-/// A loaded `wasi:http/proxy` component. A request holds one warm instance
-/// from its pool until the guest's `handle` returns, as a `def` route does;
-/// the response goes out as soon as the guest sets it, and its body streams
-/// while the guest writes it.
-pub struct ProxyComponent {
-    shared: Arc<Shared>,
-    pool: Arc<WarmPool<Proxy>>,
-}
-
-/// What every instance of one proxy component is made from.
-type Shared = Prepared<ProxyPre<InstanceState>>;
-
-/// The guest's call, running to its end on its own instance: the instance
-/// goes back to the pool after a clean return.
-type Handling = Pin<Box<dyn Future<Output = Result<(), CallError>> + Send>>;
-
-/// The response the guest set, or the sign that it dropped the outparam
-/// without setting one.
-type Set = Result<Result<hyper::Response<HyperOutgoingBody>, ErrorCode>, oneshot::error::RecvError>;
-
-/// Whichever comes first while a request is handled.
-enum First {
-    /// The call ended; any response it set was sent before.
-    Ended(Result<(), CallError>),
-    /// The guest set its response (or dropped the outparam) and is still
-    /// running.
-    Set(Set),
+/// A loaded `wasi:http` component of either version.
+pub enum ProxyComponent {
+    /// `wasi:http/proxy@0.2.x`.
+    P2(P2Proxy),
+    /// `wasi:http/service@0.3.x`.
+    P3(P3Service),
 }
 
 impl ProxyComponent {
-    /// Prepares `component`; fails when it imports what the host lacks.
+    /// Prepares a `wasi:http/proxy@0.2.x` component; fails when it imports
+    /// what the host lacks.
     pub fn load(
         owner: Arc<Owner>,
         component: &Component,
@@ -64,7 +48,124 @@ impl ProxyComponent {
         limits: Limits,
         runtime: &Resources,
     ) -> anyhow::Result<Self> {
-        let shared = Prepared::new(owner, component, linker, limits, runtime, ProxyPre::new)?;
+        let instances = Instances::load(owner, component, linker, limits, runtime, ProxyPre::new);
+        instances.map(|instances| Self::P2(P2Proxy(instances)))
+    }
+
+    /// Prepares a `wasi:http/service@0.3.x` component.
+    pub fn load_p3(
+        owner: Arc<Owner>,
+        component: &Component,
+        linker: &Linker<InstanceState>,
+        limits: Limits,
+        runtime: &Resources,
+    ) -> anyhow::Result<Self> {
+        P3Service::load(owner, component, linker, limits, runtime).map(Self::P3)
+    }
+
+    /// Hands `request` to the guest and answers with the response it gives.
+    pub async fn handle(
+        &self,
+        request: http::Request<RequestBody>,
+    ) -> Result<http::Response<Body>, CallError> {
+        match self {
+            Self::P2(proxy) => proxy.handle(request).await,
+            Self::P3(service) => service.handle(request).await,
+        }
+    }
+
+    /// Which kind it is, as the host announces it.
+    pub fn world(&self) -> &'static str {
+        match self {
+            Self::P2(_) => "wasi:http proxy",
+            Self::P3(_) => "wasi:http 0.3 service",
+        }
+    }
+
+    /// Largest request body this component accepts.
+    pub fn max_body_bytes(&self) -> usize {
+        match self {
+            Self::P2(proxy) => proxy.0.shared.limits.max_body_bytes,
+            Self::P3(service) => service.max_body_bytes(),
+        }
+    }
+
+    /// Who the component is, for logs and metrics.
+    pub fn owner(&self) -> &Arc<Owner> {
+        match self {
+            Self::P2(proxy) => &proxy.0.shared.owner,
+            Self::P3(service) => service.owner(),
+        }
+    }
+}
+
+/// A loaded `wasi:http/proxy@0.2` component. A request holds one warm instance
+/// from its pool until the guest's `handle` returns, as a `def` route does;
+/// the response goes out as soon as the guest sets it, and its body streams
+/// while the guest writes it.
+pub struct P2Proxy(Instances<Proxy>);
+
+/// The guest's call, running to its end on its own instance: the instance
+/// goes back to the pool after a clean return.
+pub(crate) type Handling = Pin<Box<dyn Future<Output = Result<(), CallError>> + Send>>;
+
+/// A guest's call on an instance it holds, handing the instance back when
+/// it returns well.
+pub(crate) type Call<B> = Pin<Box<dyn Future<Output = wasmtime::Result<Warm<B>>> + Send>>;
+
+/// The response the guest set (or the error code it answered with), or the
+/// sign that it dropped its way to answer without using it.
+type Set<B, E> = Result<Result<hyper::Response<B>, E>, oneshot::error::RecvError>;
+
+/// Whichever comes first while a request is handled.
+enum First<B, E> {
+    /// The call ended; any response it set was sent before.
+    Ended(Result<(), CallError>),
+    /// The guest set its response (or dropped the outparam) and is still
+    /// running.
+    Set(Set<B, E>),
+}
+
+/// The bindings of a `wasi:http` world, made from its `...Pre`.
+pub(crate) trait Bindings: Sized + Send + 'static {
+    type Pre: Send + Sync + 'static;
+
+    fn instantiate(
+        pre: &Self::Pre,
+        store: &mut Store<InstanceState>,
+    ) -> impl Future<Output = wasmtime::Result<Self>> + Send;
+}
+
+impl Bindings for Proxy {
+    type Pre = ProxyPre<InstanceState>;
+
+    async fn instantiate(
+        pre: &Self::Pre,
+        store: &mut Store<InstanceState>,
+    ) -> wasmtime::Result<Self> {
+        pre.instantiate_async(store).await
+    }
+}
+
+/// The warm instances of one `wasi:http` component, of either version, and
+/// what they are made from: one request holds one instance at a time.
+pub(crate) struct Instances<B: Bindings> {
+    pub(crate) shared: Arc<Prepared<B::Pre>>,
+    pool: Arc<WarmPool<B>>,
+}
+
+impl<B: Bindings> Instances<B> {
+    /// Prepares `component`, its exports checked by `typed`; fails when it
+    /// imports what the host lacks.
+    pub(crate) fn load(
+        owner: Arc<Owner>,
+        component: &Component,
+        linker: &Linker<InstanceState>,
+        limits: Limits,
+        runtime: &Resources,
+        typed: impl FnOnce(InstancePre<InstanceState>) -> wasmtime::Result<B::Pre>,
+    ) -> anyhow::Result<Self> {
+        let shared = Prepared::new(owner, component, linker, limits, runtime, typed)?;
         let pool = WarmPool::new(shared.owner.clone(), &shared.limits, drop);
         shared.capacity.register(Arc::downgrade(&pool) as _);
         Ok(Self {
@@ -73,14 +174,10 @@ impl ProxyComponent {
         })
     }
 
-    /// Hands `request` to the guest's `incoming-handler` and answers with
-    /// the response it sets.
-    pub async fn handle(
-        &self,
-        request: http::Request<RequestBody>,
-    ) -> Result<http::Response<Body>, CallError> {
+    /// A warm instance for a request due by `deadline`, or a new one if a
+    /// slot comes free first; its call's deadline is set.
+    pub(crate) async fn checkout(&self, deadline: Instant) -> Result<Warm<B>, CallError> {
         let shared = &self.shared;
-        let deadline = Instant::now() + shared.limits.timeout;
         let mut instance = self
             .pool
             .checkout(&shared.capacity, deadline, |slot| {
@@ -94,25 +191,20 @@ impl ProxyComponent {
             .instrument(crate::telemetry::stage("instance checkout"))
             .await?;
         let left = deadline.saturating_duration_since(Instant::now());
-        let state = instance.store.data_mut();
-        state.set_deadline(Some(left));
-        let (sender, mut receiver) = oneshot::channel();
-        let mut http = state.http();
-        let limit = shared.limits.max_body_bytes;
-        let request =
-            request.map(|body| Limited::new(body, limit).map_err(move |e| body_error(e, limit)));
-        let resources = http
-            .new_incoming_request(Scheme::Http, request)
-            .and_then(|req| Ok((req, http.new_response_outparam(sender)?)));
-        let (req, out) = resources.map_err(CallError::Trap)?;
-        let pool = self.pool.clone();
-        let owner = shared.owner.clone();
-        let limit = shared.limits.timeout;
+        instance.store.data_mut().set_deadline(Some(left));
         instance.store.set_epoch_deadline(1);
+        Ok(instance)
+    }
+
+    /// Runs `call` under the component's CPU share and until `deadline`;
+    /// the instance goes back to the pool when it returns well.
+    pub(crate) fn handling(&self, call: Call<B>, deadline: Instant) -> Handling {
+        let pool = self.pool.clone();
+        let owner = self.shared.owner.clone();
+        let limit = self.shared.limits.timeout;
         let call = Box::pin(async move {
-            let handler = instance.bindings.wasi_http_incoming_handler();
-            match handler.call_handle(&mut instance.store, req, out).await {
-                Ok(()) => {
+            match call.await {
+                Ok(mut instance) => {
                     instance.store.data_mut().set_deadline(None);
                     instance.served += 1;
                     pool.checkin(instance);
@@ -121,61 +213,96 @@ impl ProxyComponent {
                 Err(trap) => Err(owner.call_failed(trap, limit)),
             }
         });
-        let owner = shared.owner.clone();
+        let owner = self.shared.owner.clone();
         let call = async move { owner.run_guest(call).await? };
         // The epoch deadline stops a guest that computes too long; this one
         // stops a guest that waits too long.
-        let owner = shared.owner.clone();
-        let mut handling: Handling = Box::pin(async move {
+        let owner = self.shared.owner.clone();
+        Box::pin(async move {
             tokio::time::timeout_at(deadline, call)
                 .await
                 .unwrap_or_else(|_| Err(owner.timed_out(limit)))
-        });
-        let first = std::future::poll_fn(|cx| {
-            if let Poll::Ready(ended) = handling.as_mut().poll(cx) {
-                return Poll::Ready(First::Ended(ended));
-            }
-            Pin::new(&mut receiver).poll(cx).map(First::Set)
         })
-        .await;
-        match first {
-            First::Ended(Err(failed)) => Err(failed),
-            First::Ended(Ok(())) => {
-                let set = receiver.try_recv().map_err(|_| never_set())?;
-                respond(set, None)
-            }
-            First::Set(Ok(set)) => respond(set, Some((handling, shared.owner.clone()))),
-            // The guest dropped the outparam without setting it; its call
-            // says why, or it ends without a response.
-            First::Set(Err(_)) => {
-                handling.await?;
-                Err(never_set())
-            }
+    }
+}
+
+impl P2Proxy {
+    /// Hands `request` to the guest's `incoming-handler` and answers with
+    /// the response it sets.
+    pub async fn handle(
+        &self,
+        request: http::Request<RequestBody>,
+    ) -> Result<http::Response<Body>, CallError> {
+        let shared = &self.0.shared;
+        let deadline = Instant::now() + shared.limits.timeout;
+        let mut instance = self.0.checkout(deadline).await?;
+        let (sender, receiver) = oneshot::channel();
+        let mut http = instance.store.data_mut().http();
+        let limit = shared.limits.max_body_bytes;
+        let request =
+            request.map(|body| Limited::new(body, limit).map_err(move |e| body_error(e, limit)));
+        let resources = http
+            .new_incoming_request(Scheme::Http, request)
+            .and_then(|req| Ok((req, http.new_response_outparam(sender)?)));
+        let (req, out) = resources.map_err(CallError::Trap)?;
+        let call = Box::pin(async move {
+            let handler = instance.bindings.wasi_http_incoming_handler();
+            handler.call_handle(&mut instance.store, req, out).await?;
+            Ok(instance)
+        });
+        let handling = self.0.handling(call, deadline);
+        answer(handling, receiver, shared.owner.clone()).await
+    }
+}
+
+/// Answers with the response the guest gives on `receiver` while
+/// `handling` runs its call: the call goes along with the body, which the
+/// guest is still writing.
+pub(crate) async fn answer<B, E>(
+    mut handling: Handling,
+    mut receiver: oneshot::Receiver<Result<hyper::Response<B>, E>>,
+    owner: Arc<Owner>,
+) -> Result<http::Response<Body>, CallError>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+    E: std::fmt::Debug,
+{
+    let first = std::future::poll_fn(|cx| {
+        if let Poll::Ready(ended) = handling.as_mut().poll(cx) {
+            return Poll::Ready(First::Ended(ended));
         }
-    }
-
-    /// Largest request body this component accepts.
-    pub fn max_body_bytes(&self) -> usize {
-        self.shared.limits.max_body_bytes
-    }
-
-    /// Who the component is, for logs and metrics.
-    pub fn owner(&self) -> &Arc<Owner> {
-        &self.shared.owner
+        Pin::new(&mut receiver).poll(cx).map(First::Set)
+    })
+    .await;
+    match first {
+        First::Ended(Err(failed)) => Err(failed),
+        First::Ended(Ok(())) => {
+            let set = receiver.try_recv().map_err(|_| never_set())?;
+            respond(set, None)
+        }
+        First::Set(Ok(set)) => respond(set, Some((handling, owner))),
+        // The guest dropped its way to answer without using it; its call
+        // says why, or it ends without a response.
+        First::Set(Err(_)) => {
+            handling.await?;
+            Err(never_set())
+        }
     }
 }
 
 /// A fresh instance of `shared` in `slot`.
-async fn instantiate(shared: &Shared, slot: Slot) -> Result<Warm<Proxy>, CallError> {
+async fn instantiate<B: Bindings>(
+    shared: &Prepared<B::Pre>,
+    slot: Slot,
+) -> Result<Warm<B>, CallError> {
     let started = std::time::Instant::now();
     let mut store = shared.store();
-    let proxy = shared
-        .pre
-        .instantiate_async(&mut store)
+    let bindings = B::instantiate(&shared.pre, &mut store)
         .await
         .map_err(CallError::Instantiate)?;
     shared.owner.metrics.instantiated(started.elapsed());
-    Ok(Warm::new(store, proxy, slot))
+    Ok(Warm::new(store, bindings, slot))
 }
 
 /// Lets a call run to its end after its response has gone, logging how it
@@ -183,15 +310,19 @@ async fn instantiate(shared: &Shared, slot: Slot) -> Result<Warm<Proxy>, CallErr
 fn finish_apart(handling: Handling, owner: Arc<Owner>) {
     tokio::spawn(async move {
         if let Err(failed) = handling.await {
-            let component = &owner.component;
-            tracing::error!(%component, "wasi:http handler failed after its response: {failed}");
+            log_after_response(&owner, &failed);
         }
     });
 }
 
+fn log_after_response(owner: &Owner, failed: &CallError) {
+    let component = &owner.component;
+    tracing::error!(%component, "wasi:http handler failed after its response: {failed}");
+}
+
 /// Why a request body stopped, as wasi:http tells the guest: past `limit`
 /// bytes it is the body-size error, and the guest reads no further.
-fn body_error(error: BoxError, limit: usize) -> wasmtime_wasi_http::Error {
+pub(crate) fn body_error(error: BoxError, limit: usize) -> wasmtime_wasi_http::Error {
     if error.is::<LengthLimitError>() {
         return wasmtime_wasi_http::Error::HttpRequestBodySize(Some(limit as u64));
     }
@@ -213,10 +344,15 @@ fn never_set() -> CallError {
 /// The response the guest set; a call still running (with its component)
 /// goes along with the body, which it is still writing, or on its own when
 /// the guest answered with an error code.
-fn respond(
-    set: Result<hyper::Response<HyperOutgoingBody>, ErrorCode>,
+fn respond<B, E>(
+    set: Result<hyper::Response<B>, E>,
     running: Option<(Handling, Arc<Owner>)>,
-) -> Result<http::Response<Body>, CallError> {
+) -> Result<http::Response<Body>, CallError>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+    E: std::fmt::Debug,
+{
     match set {
         Ok(response) => Ok(response.map(|body| match running {
             Some((handling, owner)) => Driven {
@@ -225,7 +361,7 @@ fn respond(
                 owner,
             }
             .boxed_unsync(),
-            None => body.map_err(BoxError::from).boxed_unsync(),
+            None => body.map_err(Into::into).boxed_unsync(),
         })),
         Err(code) => {
             if let Some((handling, owner)) = running {
@@ -242,13 +378,17 @@ fn respond(
 /// guest's call, which ends the body with an error if it traps or times
 /// out, and is dropped with the body (its instance with it) if the client
 /// goes away.
-struct Driven {
-    body: HyperOutgoingBody,
+struct Driven<B> {
+    body: B,
     handling: Option<Handling>,
     owner: Arc<Owner>,
 }
 
-impl hyper::body::Body for Driven {
+impl<B> hyper::body::Body for Driven<B>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
     type Data = Bytes;
     type Error = BoxError;
 
@@ -266,13 +406,18 @@ impl hyper::body::Body for Driven {
         }
         let frame = ready!(Pin::new(&mut self.body).poll_frame(cx));
         if frame.is_none()
-            && let Some(handling) = self.handling.take()
+            && let Some(mut handling) = self.handling.take()
         {
-            // The body is whole; whatever the guest does after it should not
-            // hold the response open.
-            finish_apart(handling, self.owner.clone());
+            // The body is whole: a call that ends with it (its instance back
+            // in the pool before the client can ask again) ends here; what
+            // the guest does after it does not hold the response open.
+            match handling.as_mut().poll(cx) {
+                Poll::Ready(Err(failed)) => log_after_response(&self.owner, &failed),
+                Poll::Ready(Ok(())) => {}
+                Poll::Pending => finish_apart(handling, self.owner.clone()),
+            }
         }
-        Poll::Ready(frame.map(|frame| frame.map_err(BoxError::from)))
+        Poll::Ready(frame.map(|frame| frame.map_err(Into::into)))
     }
 
     fn size_hint(&self) -> SizeHint {

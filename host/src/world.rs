@@ -10,6 +10,8 @@ pub enum World {
     App,
     /// A `wasi:http@0.2` proxy: `wasi:http/incoming-handler`.
     Proxy,
+    /// A `wasi:http@0.3` (p3) service: `wasi:http/handler`.
+    Service,
     /// Neither; the exports, to say so.
     Unknown(Vec<String>),
 }
@@ -25,6 +27,11 @@ impl World {
             .any(|n| n.starts_with("wasi:http/incoming-handler@0.2"))
         {
             World::Proxy
+        } else if exports
+            .iter()
+            .any(|n| n.starts_with("wasi:http/handler@0.3"))
+        {
+            World::Service
         } else {
             World::Unknown(exports)
         }
@@ -57,8 +64,9 @@ mod tests {
             world(&["describe", "handle"]),
             World::Unknown(vec!["describe".into(), "handle".into()])
         );
+        assert_eq!(world(&["wasi:http/handler@0.3.0"]), World::Service);
         assert!(matches!(
-            world(&["wasi:http/handler@0.3.0"]),
+            world(&["wasi:http/handler@0.2.0"]),
             World::Unknown(_)
         ));
     }

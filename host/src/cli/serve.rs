@@ -261,8 +261,8 @@ fn announce_routes(loaded: &[Loaded]) {
                     announce(&format!("  {methods:<7} {prefix}{} ({kind})", route.path));
                 }
             }
-            LoadedKind::Proxy(_) => {
-                announce(&format!("{} (wasi:http proxy)", component.name));
+            LoadedKind::Proxy(proxy) => {
+                announce(&format!("{} ({})", component.name, proxy.world()));
                 announce(&format!("  *       {prefix}/... (catch-all)"));
             }
         }
