@@ -7,7 +7,7 @@ LISTEN    ?= 127.0.0.1:8080
 OPS_LISTEN ?= 127.0.0.1:9090
 RUST_OUT  := guest-rust/target/$(WASM)/release
 
-.PHONY: run test bench bench-sql setup postgresql redis-server components host lint fmt clean
+.PHONY: run test bench bench-sql bench-kv setup postgresql redis-server components host lint fmt clean
 
 ## Build the examples and the host, then serve them on $(LISTEN)
 ## (metrics and health on $(OPS_LISTEN)), with a line per request.
@@ -30,7 +30,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 ## Cello against native hyper, wasmtime serve, FastAPI and Starlette, in one
 ## run on this machine: writes bench/RESULTS.md and bench/results.png.
-bench: components host
+bench: components host redis-server
 	command -v wrk >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk)
 	test -x $(BENCH_VENV)/bin/python || python3 -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install --quiet -r bench/requirements.txt
@@ -46,6 +46,14 @@ bench-sql: components host
 	test -x $(BENCH_VENV)/bin/python || python3 -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install --quiet -r bench/requirements.txt
 	$(BENCH_VENV)/bin/python bench/run.py sql
+
+## Only the key-value rows (the items example on redb and on Redis):
+## replaces that section of bench/RESULTS.md.
+bench-kv: components host redis-server
+	command -v wrk >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk)
+	test -x $(BENCH_VENV)/bin/python || python3 -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet -r bench/requirements.txt
+	$(BENCH_VENV)/bin/python bench/run.py kv
 
 ## Install what is missing: the Rust toolchain rust-toolchain.toml pins, with
 ## the wasm32-wasip2 target, a .venv with the pinned Python build tools,
