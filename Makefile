@@ -7,7 +7,7 @@ LISTEN    ?= 127.0.0.1:8080
 OPS_LISTEN ?= 127.0.0.1:9090
 RUST_OUT  := guest-rust/target/$(WASM)/release
 
-.PHONY: run test bench bench-sql bench-cluster setup postgresql redis-server components host lint fmt clean
+.PHONY: run test bench bench-sql bench-kv bench-cluster setup postgresql redis-server components host lint fmt clean
 
 ## Build the examples and the host, then serve them on $(LISTEN)
 ## (metrics and health on $(OPS_LISTEN)), with a line per request.
@@ -31,7 +31,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 ## Cello against native hyper, wasmtime serve, FastAPI and Starlette, in one
 ## run on this machine: writes bench/RESULTS.md and bench/results.png.
-bench: components host postgresql
+bench: components host postgresql redis-server
 	command -v wrk >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk)
 	test -x $(BENCH_VENV)/bin/python || python3 -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install --quiet -r bench/requirements.txt
@@ -43,7 +43,7 @@ bench: components host postgresql
 ## Only the SQL rows (the todos example against FastAPI + aiosqlite, and
 ## on a PostgreSQL the bench starts, against FastAPI + asyncpg):
 ## replaces the SQL section of bench/RESULTS.md.
-bench-sql: components host
+bench-sql: components host postgresql
 	command -v wrk >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk)
 	test -x $(BENCH_VENV)/bin/python || python3 -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install --quiet -r bench/requirements.txt
@@ -55,6 +55,14 @@ bench-cluster: components host postgresql
 	test -x $(BENCH_VENV)/bin/python || python3 -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install --quiet -r bench/requirements.txt
 	$(BENCH_VENV)/bin/python bench/run.py cluster
+
+## Only the key-value rows (the items example on redb and on Redis):
+## replaces that section of bench/RESULTS.md.
+bench-kv: components host redis-server
+	command -v wrk >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk)
+	test -x $(BENCH_VENV)/bin/python || python3 -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet -r bench/requirements.txt
+	$(BENCH_VENV)/bin/python bench/run.py kv
 
 ## Install what is missing: the Rust toolchain rust-toolchain.toml pins, with
 ## the wasm32-wasip2 target, a .venv with the pinned Python build tools,

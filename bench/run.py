@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -549,6 +550,101 @@ def sql_section(loads: list[Load]) -> list[str]:
     return lines
 
 
+#: The items example's sidecar: its items in the host's key-value store.
+ITEMS = 'prefix = "/shop"\n[grants]\nkv = true\n'
+KV_ITEMS = 20
+KV_NAMES = {
+    "redb": "cello-host, Python items: list 20 (kv.redb)",
+    "redis": "cello-host, Python items: list 20 ([cluster] redis)",
+}
+
+
+@contextmanager
+def redis_server():
+    """A throwaway redis-server on a free loopback port; yields its URL."""
+    port = free_port()
+    directory = tempfile.mkdtemp(prefix="redis-")
+    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", directory]
+    command += ["--save", "", "--appendonly", "no"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as connection:
+                connection.sendall(b"PING\r\n")
+                if connection.recv(7) == b"+PONG\r\n":
+                    break
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "redis-server did not start"
+        time.sleep(0.05)
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait()
+
+
+def seed_items(url: str) -> None:
+    """Adds KV_ITEMS items through the component's create route."""
+    for i in range(KV_ITEMS):
+        body = json.dumps({"name": f"item {i}", "price": 1.0, "tags": ["bench"]}).encode()
+        request = urllib.request.Request(
+            url, data=body, method="POST", headers={"content-type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            assert reply.status == 201, reply.status
+
+
+def kv_reads(state: Path, rounds: int = 3) -> list[Load]:
+    """The Python items example's list route (a prefix listing and one read
+    per item: 21 KV calls a request) on kv.redb and on a local Redis,
+    alternately, `rounds` times each; each row is the median run."""
+    print("kv: the items list route, on redb and on Redis alternately", flush=True)
+    runs: dict[str, list[Load]] = {"redb": [], "redis": []}
+    with redis_server() as url:
+        for _ in range(rounds):
+            for backend, config in (("redb", None), ("redis", f'[cluster]\nredis = "{url}"\n')):
+                # A fresh store each run, with the shared compile cache.
+                kv_state = Path(tempfile.mkdtemp(prefix="kv-"))
+                (state / "cache").mkdir(parents=True, exist_ok=True)
+                (kv_state / "cache").symlink_to(state / "cache", target_is_directory=True)
+                directory = component_dir("items", sidecars={"items": ITEMS})
+                with cello(directory, "/shop/items", kv_state, config=config) as s:
+                    if backend == "redis":
+                        subprocess.run(["redis-cli", "-u", url, "FLUSHALL"], check=True)
+                    seed_items(s.url)
+                    runs[backend].append(wrk(f"  {backend}", s, f"/items?limit={KV_ITEMS}"))
+    return medians(runs, KV_NAMES)
+
+
+def kv_section(loads: list[Load]) -> list[str]:
+    """The key-value section of RESULTS.md."""
+    redb, redis = loads
+    lines = [
+        "## Key-value: redb and Redis",
+        "",
+        f"`GET /shop/items?limit={KV_ITEMS}` of the Python items example: one prefix "
+        f"listing and {KV_ITEMS} reads of the key-value store a request, on the embedded "
+        "redb file and on a redis-server on this machine (`[cluster] redis`, what hosts of "
+        "a cluster share). Alternating runs; each row is the median of 3.",
+        "",
+        "| store | req/s | p50 ms | p99 ms | req/CPU-s | errors |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {load.name} | {load.rps:,.0f} | {load.p50_ms:.2f} | {load.p99_ms:.2f} | "
+        f"{load.per_cpu_second:,.0f} | {load.errors} |"
+        for load in loads
+    ]
+    lines += [
+        "",
+        f"Redis ÷ redb: {redis.rps / redb.rps:.2f}× the requests per second, "
+        f"{redis.p99_ms / redb.p99_ms:.2f}× the p99.",
+    ]
+    return lines
+
+
 def replace_section(text: str, section: list[str]) -> str:
     """`text` with the section titled as `section`'s first line replaced
     (or added before the chart)."""
@@ -702,7 +798,7 @@ def target_row(label: str, value: float, goal: float, at_most: bool = False) -> 
     return f"| {label} | {value:.2f} | {sign} {goal:.2f} | {'met' if met else '**not met**'} |"
 
 
-def write_results(loads, cold, inst, mem, isolated, call_us, sql) -> None:
+def write_results(loads, cold, inst, mem, isolated, call_us, sql, kv) -> None:
     by_name = {load.name: load for load in loads}
     hyper = by_name["native hyper"]
     best_wasmtime = max(
@@ -861,6 +957,7 @@ def write_results(loads, cold, inst, mem, isolated, call_us, sql) -> None:
         target_row("slowloris neighbour: quiet req/s ÷ alone", slow.rps / alone.rps, 0.8),
     ]
     lines += ["", *sql_section(sql)]
+    lines += ["", *kv_section(kv)]
     lines += [
         "![requests per second](results.png)",
         "",
@@ -892,7 +989,7 @@ def chart(loads) -> None:
 
 def build_python_app() -> None:
     COMPONENTS.mkdir(parents=True, exist_ok=True)
-    for name in ["hello-rust", "http-proxy", "todos"]:
+    for name in ["hello-rust", "http-proxy", "todos", "items"]:
         shutil.copy(ROOT / "components" / f"{name}.wasm", COMPONENTS / f"{name}.wasm")
     python = ROOT / ".venv/bin/python"
     subprocess.run(
@@ -913,9 +1010,11 @@ def build_python_app() -> None:
 def main() -> None:
     build_python_app()
     if sys.argv[1:] == ["sql"]:
-        return only_sql()
+        return only_section("SQL", sql_reads, sql_section)
+    if sys.argv[1:] == ["kv"]:
+        return only_section("key-value", kv_reads, kv_section)
     if sys.argv[1:] == ["cluster"]:
-        return only_cluster()
+        return only_section("upload-to-everywhere", upload_everywhere, cluster.section)
     # Every directory the run makes (components, state, tenants) goes under
     # this one, removed at the end: a run leaves nothing behind.
     scratch = tempfile.mkdtemp(prefix="cello-bench-")
@@ -929,49 +1028,37 @@ def main() -> None:
         isolated = isolation(state)
         call_us = call_cost(state)
         sql = sql_reads(state)
-        everywhere = upload_everywhere()
+        kv = kv_reads(state)
+        everywhere = upload_everywhere(state)
     finally:
         tempfile.tempdir = None
         shutil.rmtree(scratch, ignore_errors=True)
-    write_results(loads, cold, inst, mem, isolated, call_us, sql)
+    write_results(loads, cold, inst, mem, isolated, call_us, sql, kv)
     results = BENCH / "RESULTS.md"
     results.write_text(replace_section(results.read_text(), cluster.section(everywhere)))
     print(f"wrote {BENCH / 'RESULTS.md'} and {BENCH / 'results.png'}")
 
 
-def only_sql() -> None:
-    """`run.py sql`: the SQL rows alone, replacing their section of
-    RESULTS.md."""
+def only_section(title: str, measure, section) -> None:
+    """`run.py sql`, `run.py kv` or `run.py cluster`: those rows alone, replacing their
+    section of RESULTS.md."""
     scratch = tempfile.mkdtemp(prefix="cello-bench-")
     tempfile.tempdir = scratch
     try:
-        sql = sql_reads(Path(tempfile.mkdtemp(prefix="state-")))
+        loads = measure(Path(tempfile.mkdtemp(prefix="state-")))
     finally:
         tempfile.tempdir = None
         shutil.rmtree(scratch, ignore_errors=True)
     results = BENCH / "RESULTS.md"
-    results.write_text(replace_section(results.read_text(), sql_section(sql)))
-    print(f"updated the SQL section of {results}")
+    results.write_text(replace_section(results.read_text(), section(loads)))
+    print(f"updated the {title} section of {results}")
 
 
-def upload_everywhere() -> dict[str, float]:
+def upload_everywhere(_state: Path) -> dict[str, float]:
+    """The cluster rows: uploads through one of 3 hosts on one PostgreSQL
+    (the hosts keep state directories of their own)."""
     wasm = (COMPONENTS / "hello-rust.wasm").read_bytes()
     return cluster.upload_everywhere(HOST, wasm, OPERATOR, free_port, admin)
-
-
-def only_cluster() -> None:
-    """`run.py cluster`: the upload-to-everywhere rows alone, replacing
-    their section of RESULTS.md."""
-    scratch = tempfile.mkdtemp(prefix="cello-bench-")
-    tempfile.tempdir = scratch
-    try:
-        everywhere = upload_everywhere()
-    finally:
-        tempfile.tempdir = None
-        shutil.rmtree(scratch, ignore_errors=True)
-    results = BENCH / "RESULTS.md"
-    results.write_text(replace_section(results.read_text(), cluster.section(everywhere)))
-    print(f"updated the upload-to-everywhere section of {results}")
 
 
 if __name__ == "__main__":
