@@ -73,13 +73,26 @@ fn spans(received: &[Value]) -> Vec<Value> {
 
 /// A host exporting OTLP/JSON to `collector`, serving `components`.
 fn traced(components: Components, collector: SocketAddr) -> support::Host {
+    traced_over(components, collector, "http/json")
+}
+
+/// A host exporting over OTLP `protocol` to `collector`.
+fn traced_over(components: Components, collector: SocketAddr, protocol: &str) -> support::Host {
     let components = components.with_file(
         "host-config.toml",
-        format!("[telemetry]\notlp-endpoint = \"http://{collector}\"\nprotocol = \"http/json\"\n")
+        format!("[telemetry]\notlp-endpoint = \"http://{collector}\"\nprotocol = \"{protocol}\"\n")
             .as_bytes(),
     );
     let config = components.path().join("host-config.toml");
     components.serve_with(&["--config", config.to_str().unwrap()])
+}
+
+/// GET `path`, as a caller whose trace is [`TRACE`] would send it.
+async fn in_callers_trace(host: &support::Host, path: &str) -> support::Reply {
+    let traceparent = format!("00-{TRACE}-{CALLER_SPAN}-01");
+    let headers = [("traceparent", traceparent.as_str())];
+    host.send(http::Method::GET, path, &headers, Vec::new())
+        .await
 }
 
 /// Stops `host`, which exports what its batch still holds, and returns
@@ -118,15 +131,7 @@ const CALLER_SPAN: &str = "b7ad6b7169203331";
 async fn a_request_is_a_span_tree_under_the_callers_traceparent() {
     let (collector, received) = receiver().await;
     let host = traced(Components::new().with("testbed"), collector);
-    let traceparent = format!("00-{TRACE}-{CALLER_SPAN}-01");
-    let reply = host
-        .send(
-            http::Method::GET,
-            "/count",
-            &[("traceparent", traceparent.as_str())],
-            Vec::new(),
-        )
-        .await;
+    let reply = in_callers_trace(&host, "/count").await;
     assert_eq!(reply.status, 200);
     let log = host.log();
     let spans = spans_after_stop(host, &received);
@@ -156,15 +161,7 @@ async fn a_request_is_a_span_tree_under_the_callers_traceparent() {
 async fn the_guest_sees_the_trace_id_the_host_exports() {
     let (collector, received) = receiver().await;
     let host = traced(Components::new().with("testbed"), collector);
-    let traceparent = format!("00-{TRACE}-{CALLER_SPAN}-01");
-    let continued = host
-        .send(
-            http::Method::GET,
-            "/trace-id",
-            &[("traceparent", traceparent.as_str())],
-            Vec::new(),
-        )
-        .await;
+    let continued = in_callers_trace(&host, "/trace-id").await;
     assert_eq!(continued.body, TRACE);
     // Without a caller's trace, the host starts one and tells the guest.
     let started = host.get("/trace-id").await.body;
@@ -329,22 +326,8 @@ async fn grpc_receiver() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traces_are_exported_over_grpc_when_asked() {
     let (collector, received) = grpc_receiver().await;
-    let components = Components::new().with("testbed").with_file(
-        "host-config.toml",
-        format!("[telemetry]\notlp-endpoint = \"http://{collector}\"\nprotocol = \"grpc\"\n")
-            .as_bytes(),
-    );
-    let config = components.path().join("host-config.toml");
-    let mut host = components.serve_with(&["--config", config.to_str().unwrap()]);
-    let traceparent = format!("00-{TRACE}-{CALLER_SPAN}-01");
-    let reply = host
-        .send(
-            http::Method::GET,
-            "/count",
-            &[("traceparent", traceparent.as_str())],
-            Vec::new(),
-        )
-        .await;
+    let mut host = traced_over(Components::new().with("testbed"), collector, "grpc");
+    let reply = in_callers_trace(&host, "/count").await;
     assert_eq!(reply.status, 200);
     host.terminate();
     assert!(host.wait_exit(Duration::from_secs(20)).success());
