@@ -53,6 +53,11 @@ impl Cluster {
     }
 
     /// Starts a host over `components` and `state`, without waiting.
+    /// Three hosts, joined one after another.
+    async fn three(&self) -> (Node, Node, Node) {
+        (self.join().await, self.join().await, self.join().await)
+    }
+
     fn start(&self, components: Components, state: tempfile::TempDir) -> Node {
         let host = serve_with(components, &args(&self.config(), state.path()));
         Node { host, state }
@@ -154,11 +159,7 @@ async fn served_everywhere(
 #[tokio::test]
 async fn an_upload_through_one_host_is_served_by_every_host() {
     let cluster = Cluster::new();
-    let (one, two, three) = (
-        cluster.join().await,
-        cluster.join().await,
-        cluster.join().await,
-    );
+    let (one, two, three) = cluster.three().await;
     create_acme(&one.host).await;
 
     // Cold: hosts 2 and 3 compile the component for the first time.
@@ -189,11 +190,7 @@ async fn an_upload_through_one_host_is_served_by_every_host() {
 #[tokio::test]
 async fn a_rollback_and_a_delete_through_one_host_apply_on_the_others() {
     let cluster = Cluster::new();
-    let (one, two, three) = (
-        cluster.join().await,
-        cluster.join().await,
-        cluster.join().await,
-    );
+    let (one, two, three) = cluster.three().await;
     let hosts = [&one.host, &two.host, &three.host];
     create_acme(&one.host).await;
     deploy(&one.host, "first").await;
@@ -331,11 +328,7 @@ async fn a_host_killed_during_an_upload_loses_nothing_acknowledged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hosts_keep_serving_while_postgres_is_down_and_catch_up_after() {
     let cluster = Cluster::new();
-    let (one, two, three) = (
-        cluster.join().await,
-        cluster.join().await,
-        cluster.join().await,
-    );
+    let (one, two, three) = cluster.three().await;
     let hosts = [&one.host, &two.host, &three.host];
     create_acme(&one.host).await;
     deploy(&one.host, "before").await;
