@@ -169,6 +169,16 @@ pub fn request_span(headers: &http::HeaderMap, method: &http::Method, path: &str
     span
 }
 
+/// The current span when traces are on; otherwise none, without asking
+/// the subscriber (this runs for every request).
+pub fn current() -> tracing::Span {
+    if on() {
+        tracing::Span::current()
+    } else {
+        tracing::Span::none()
+    }
+}
+
 /// A child span of the current one for one stage of a request; none
 /// when traces are off.
 pub fn stage(name: &'static str) -> tracing::Span {

@@ -504,6 +504,21 @@ impl Drop for Host {
 }
 
 /// An HTTP/1.1 client with keep-alive.
+/// Runs `script` in `sh`, with its standard input a pipe: the test
+/// servers' harnesses start a server in the script and stop it once that
+/// pipe closes (when the test drops it, or its process exits).
+pub fn watcher_shell(script: &str) -> (Child, std::process::ChildStdin) {
+    let mut shell = Command::new("sh")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cannot run sh");
+    let stop = shell.stdin.take().unwrap();
+    (shell, stop)
+}
+
 pub fn client() -> Client<HttpConnector, Full<Bytes>> {
     Client::builder(TokioExecutor::new()).build_http()
 }

@@ -84,14 +84,8 @@ impl Postgres {
             data = data.display(),
             dir = dir.display(),
         );
-        let mut watcher = Command::new("sh")
-            .args(["-c", &script])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("cannot run sh");
-        let stop = watcher.stdin.take();
+        let (watcher, stop) = super::watcher_shell(&script);
+        let stop = Some(stop);
         let server = Self {
             port,
             dir: dir.clone(),

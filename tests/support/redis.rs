@@ -9,7 +9,7 @@
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Command};
 use std::time::{Duration, Instant};
 
 /// A Redis server on one port, running or stopped.
@@ -75,14 +75,7 @@ impl Redis {
             port = self.port,
             dir = self.dir.display(),
         );
-        let mut shell = Command::new("sh")
-            .args(["-c", &script])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("cannot run sh");
-        let stop = shell.stdin.take().unwrap();
+        let (shell, stop) = super::watcher_shell(&script);
         self.running = Some(Watcher { shell, stop });
         let deadline = Instant::now() + Duration::from_secs(30);
         while !self.answers() {

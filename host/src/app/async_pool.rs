@@ -81,7 +81,7 @@ impl AsyncPool {
         let job = Job {
             req,
             reply,
-            span: tracing::Span::current(),
+            span: crate::telemetry::current(),
         };
         let worker = self
             .dispatch(shared, job, deadline)

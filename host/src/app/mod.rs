@@ -157,7 +157,7 @@ impl AppComponent {
         } else if self.shared.runs_long(req.route) {
             let (pool, shared) = (self.sync_pool.clone(), self.shared.clone());
             let call = async move { sync_pool::call(&pool, &shared, req).await };
-            let call = Box::pin(call.in_current_span());
+            let call = Box::pin(call.instrument(crate::telemetry::current()));
             let owner = &self.shared.owner;
             match owner.cpu.run_on_lane(call).await {
                 Ok(ran) => ran.out,

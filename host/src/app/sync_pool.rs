@@ -45,7 +45,7 @@ pub(super) async fn call(
     };
     // The scheduler may move a long call to another thread: the trace's
     // span goes with it, for the host calls the guest makes.
-    let call = Box::pin(call.in_current_span());
+    let call = Box::pin(call.instrument(telemetry::current()));
     let ran = shared.owner.run_guest_timed(call).await?;
     let (mut instance, req, response) = match ran.out {
         (instance, req, Ok(response)) => (instance, req, response),
