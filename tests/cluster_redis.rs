@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use http::Method;
 use serde_json::json;
+use support::admin::{OPERATOR, component, create_tenant};
 use support::redis::Redis;
 use support::{Components, Host, Reply};
 
@@ -19,18 +20,25 @@ const KV: &str = "[grants]\nkv = true\nconfig = true\noutbound = [\"http://127.0
 /// `testbed` in its sidecar), sharing `redis`, with `config` added to its
 /// host config.
 fn host(redis: &Redis, testbed: &str, config: &str) -> Host {
+    host_with(redis, testbed, config, &[])
+}
+
+/// [`host`], with `extra` arguments.
+fn host_with(redis: &Redis, testbed: &str, config: &str, extra: &[&str]) -> Host {
     let host_config = format!("[cluster]\nredis = \"{}\"\n{config}", redis.url());
     let components = Components::new()
         .with_sidecar("python-caps", KV)
         .with_sidecar("testbed", &format!("prefix = \"/tb\"\n{testbed}"))
         .with_file("host-config.toml", host_config.as_bytes());
     let path = components.path().join("host-config.toml");
-    components.serve_with(&[
+    let mut args = vec![
         "--config",
         path.to_str().unwrap(),
         "--ops-listen",
         "127.0.0.1:0",
-    ])
+    ];
+    args.extend_from_slice(extra);
+    components.serve_with(&args)
 }
 
 /// Three hosts, as [`host`] makes them.
@@ -234,6 +242,51 @@ async fn a_rate_limit_counts_requests_through_every_host() {
     );
     assert!(f64::from(allowed) >= 10.0, "{allowed} allowed");
     assert_eq!(retry_after.as_deref(), Some("1"));
+}
+
+#[tokio::test]
+async fn a_tenants_request_rate_quota_counts_requests_through_every_host() {
+    let redis = Redis::start();
+    let admin = ["--admin-token", OPERATOR, "--admin-listen", "127.0.0.1:0"];
+    let hosts: [Host; 3] = std::array::from_fn(|_| host_with(&redis, "", "", &admin));
+    // Without [cluster] postgres each host keeps its own tenants: the
+    // same tenant, with the same quota, is made on each.
+    let quota = json!({ "quotas": { "requests-per-second": 10 } });
+    for host in &hosts {
+        create_tenant(host, "acme", quota.clone()).await;
+        let reply = host
+            .upload("acme", "app", OPERATOR, component("testbed"), "")
+            .await;
+        assert_eq!(reply.status, 201, "{}", reply.body);
+    }
+    let started = Instant::now();
+    let (mut allowed, mut refused) = (0u32, 0u32);
+    for host in hosts.iter().cycle() {
+        if started.elapsed() >= Duration::from_secs(3) {
+            break;
+        }
+        let reply = host.get("/t/acme/instance").await;
+        match reply.status {
+            200 => allowed += 1,
+            429 => {
+                refused += 1;
+                assert!(reply.body.contains("Too many requests to tenant acme"));
+                assert!(reply.header("retry-after").is_some());
+            }
+            status => panic!("{status}: {}", reply.body),
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    // One quota: a burst of 10 and 10 a second, about 40 in 3 s; a quota
+    // per host would allow about 120.
+    let cluster = 10.0 + 10.0 * seconds;
+    assert!(refused > 0, "nothing was refused in {allowed} requests");
+    assert!(
+        f64::from(allowed) <= cluster * 1.5,
+        "{allowed} allowed in {seconds:.1} s: more than one quota of {cluster:.0}"
+    );
+    assert!(f64::from(allowed) >= 10.0, "{allowed} allowed");
+    assert_eq!(fallbacks(&hosts[0]).await, 0.0);
 }
 
 #[tokio::test]

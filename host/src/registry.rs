@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::middleware::rate_limit::Limiter;
 use arc_swap::ArcSwap;
-use governor::DefaultDirectRateLimiter;
 
 use crate::app::AppComponent;
 use crate::loader::{Loaded, LoadedKind, build_router};
@@ -45,7 +45,7 @@ pub struct Served {
 pub struct TenantApps {
     pub components: BTreeMap<String, Arc<Loaded>>,
     /// Requests per second across all its components.
-    pub limiter: Option<Arc<DefaultDirectRateLimiter>>,
+    pub limiter: Option<Arc<Limiter>>,
     /// True while its components are being brought back after a restart.
     pub restoring: bool,
 }
@@ -61,7 +61,7 @@ pub struct Routes {
 pub struct TenantRoutes {
     pub name: Arc<str>,
     pub router: Router,
-    pub limiter: Option<Arc<DefaultDirectRateLimiter>>,
+    pub limiter: Option<Arc<Limiter>>,
     /// True while its components are being brought back after a restart:
     /// a route it does not have yet may be one still loading.
     pub restoring: bool,

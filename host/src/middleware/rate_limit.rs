@@ -167,6 +167,18 @@ impl Limiter {
         })
     }
 
+    /// A tenant's requests-per-second quota: a token bucket with a burst
+    /// of one second's requests, counted per tenant; none for 0 (no quota).
+    pub fn tenant_quota(requests_per_second: u32) -> Option<Self> {
+        let policy = RateLimitPolicy {
+            kind: RateLimitKind::TokenBucket,
+            key: RateLimitKey::Tenant,
+            capacity: requests_per_second,
+            period_seconds: 1,
+        };
+        Self::new(&policy).ok()
+    }
+
     /// Counts one request from the caller described by the arguments.
     pub fn check(&self, caller: &Caller<'_>) -> Verdict {
         self.check_key(self.caller_key(caller))

@@ -8,6 +8,7 @@
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 
 use crate::error::{error_response, too_many_requests, unavailable};
+use crate::middleware::rate_limit::{CallerKey, Verdict};
 use crate::registry::{Resolved, TenantRoutes};
 use crate::router::RouteMatch;
 
@@ -21,69 +22,110 @@ pub struct Routing;
 
 impl Stage for Routing {
     fn before(x: &mut Exchange<'_>) -> Result<Self, Response> {
-        let routes = x.routes;
-        let host = routes.by_host().then(|| {
-            let header = x.parts.headers.get(header::HOST);
-            let header = header.and_then(|v| v.to_str().ok());
-            header.or(x.parts.uri.host())
-        });
-        let path = x.parts.uri.path();
-        let method = &x.parts.method;
-        let (mount, found) = match routes.resolve(host.flatten(), path) {
-            Resolved::Main(router) => ("", router.at(method, path)),
-            Resolved::Tenant {
-                routes,
-                mount,
-                path,
-            } => {
-                admit(routes)?;
-                match routes.router.at(method, path) {
-                    RouteMatch::NotFound if routes.restoring => return Err(restoring(routes)),
-                    found => (mount, found),
-                }
-            }
-            Resolved::NoTenant { name, main } => match main.at(method, path) {
-                RouteMatch::NotFound => {
-                    let detail = format!("Not Found: there is no tenant named {name:?}.");
-                    return Err(error_response(StatusCode::NOT_FOUND, &detail));
-                }
-                found => ("", found),
-            },
+        route(x, Admission::OnThisHost)
+    }
+
+    /// With `[cluster] redis`, a tenant's requests-per-second quota is
+    /// counted there, for every host at once (on this host while Redis is
+    /// down, as the shared limits fall back).
+    async fn before_async<'x, 'a: 'x>(x: &'x mut Exchange<'a>) -> Result<Self, Response> {
+        let Some(shared) = x.host.shared_limits.clone() else {
+            return Self::before(x);
         };
-        let (routed, forwarded) = match found {
-            RouteMatch::Found {
-                target,
-                params,
-                app_path,
-                prefix,
-            } => {
-                let trusted = &target.owner().middleware().trusted_proxies;
-                let from_proxy = trusted.contains(&x.peer.ip());
-                let incoming = from_proxy.then_some(&x.parts.headers);
-                let forwarded = forwarded_prefix(incoming, &[mount, prefix]);
-                let routed = Routed::Found {
-                    target: target.clone(),
-                    params,
-                    app_path,
-                };
-                (routed, Some(forwarded))
+        let quota = match resolve(x) {
+            Resolved::Tenant { routes, .. } => {
+                routes.limiter.clone().map(|l| (routes.name.clone(), l))
             }
-            RouteMatch::MethodNotAllowed { allow, owner } => {
-                let owner = owner.clone();
-                (Routed::MethodNotAllowed { allow, owner }, None)
-            }
-            RouteMatch::NotFound => {
-                return Err(error_response(StatusCode::NOT_FOUND, "Not Found"));
-            }
+            _ => None,
         };
-        if let Some(forwarded) = forwarded {
-            set_forwarded_prefix(&mut x.parts.headers, forwarded);
+        if let Some((name, limiter)) = quota {
+            let key = CallerKey::Tenant(name.as_ref().into());
+            let verdict = shared.check(&format!("tenant:{name}"), &limiter, key).await;
+            refuse_over_quota(&name, &verdict)?;
         }
-        x.routed = Some(routed);
-        Ok(Routing)
+        route(x, Admission::Done)
     }
 
     fn after(self, _: &mut Exchange<'_>, _: &mut Response) {}
+}
+
+/// Whether routing still has to count a tenant's request against its
+/// quota, or the cluster's counter already has.
+#[derive(PartialEq)]
+enum Admission {
+    OnThisHost,
+    Done,
+}
+
+/// Which table answers `x`, and the path to look up in it.
+fn resolve<'x>(x: &'x Exchange<'_>) -> Resolved<'x> {
+    let routes = x.routes;
+    let host = routes.by_host().then(|| {
+        let header = x.parts.headers.get(header::HOST);
+        let header = header.and_then(|v| v.to_str().ok());
+        header.or(x.parts.uri.host())
+    });
+    routes.resolve(host.flatten(), x.parts.uri.path())
+}
+
+/// Sets [`Exchange::routed`], or answers 404, 429 or 503.
+fn route(x: &mut Exchange<'_>, admission: Admission) -> Result<Routing, Response> {
+    let path = x.parts.uri.path();
+    let method = &x.parts.method;
+    let (mount, found) = match resolve(x) {
+        Resolved::Main(router) => ("", router.at(method, path)),
+        Resolved::Tenant {
+            routes,
+            mount,
+            path,
+        } => {
+            if admission == Admission::OnThisHost {
+                admit(routes)?;
+            }
+            match routes.router.at(method, path) {
+                RouteMatch::NotFound if routes.restoring => return Err(restoring(routes)),
+                found => (mount, found),
+            }
+        }
+        Resolved::NoTenant { name, main } => match main.at(method, path) {
+            RouteMatch::NotFound => {
+                let detail = format!("Not Found: there is no tenant named {name:?}.");
+                return Err(error_response(StatusCode::NOT_FOUND, &detail));
+            }
+            found => ("", found),
+        },
+    };
+    let (routed, forwarded) = match found {
+        RouteMatch::Found {
+            target,
+            params,
+            app_path,
+            prefix,
+        } => {
+            let trusted = &target.owner().middleware().trusted_proxies;
+            let from_proxy = trusted.contains(&x.peer.ip());
+            let incoming = from_proxy.then_some(&x.parts.headers);
+            let forwarded = forwarded_prefix(incoming, &[mount, prefix]);
+            let routed = Routed::Found {
+                target: target.clone(),
+                params,
+                app_path,
+            };
+            (routed, Some(forwarded))
+        }
+        RouteMatch::MethodNotAllowed { allow, owner } => {
+            let owner = owner.clone();
+            (Routed::MethodNotAllowed { allow, owner }, None)
+        }
+        RouteMatch::NotFound => {
+            return Err(error_response(StatusCode::NOT_FOUND, "Not Found"));
+        }
+    };
+    if let Some(forwarded) = forwarded {
+        set_forwarded_prefix(&mut x.parts.headers, forwarded);
+    }
+    x.routed = Some(routed);
+    Ok(Routing)
 }
 
 /// The `X-Forwarded-Prefix` the component is to see: the prefix a trusted
@@ -121,22 +163,24 @@ fn set_forwarded_prefix(headers: &mut HeaderMap, value: Option<HeaderValue>) {
     }
 }
 
-/// Refuses a request to a tenant over its requests-per-second quota.
+/// Refuses a request to a tenant over its requests-per-second quota,
+/// counted on this host.
 fn admit(tenant: &TenantRoutes) -> Result<(), Response> {
     let Some(limiter) = &tenant.limiter else {
         return Ok(());
     };
-    limiter.check().map_err(|not_until| {
-        let wait = not_until.wait_time_from(governor::clock::Clock::now(
-            &governor::clock::DefaultClock::default(),
-        ));
-        let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
-        let detail = format!(
-            "Too many requests to tenant {}; try again in {seconds} s.",
-            tenant.name
-        );
-        too_many_requests(&detail, seconds)
-    })
+    let verdict = limiter.check_key(CallerKey::Tenant(tenant.name.as_ref().into()));
+    refuse_over_quota(&tenant.name, &verdict)
+}
+
+/// The 429 for a request `verdict` refused to tenant `name`.
+fn refuse_over_quota(name: &str, verdict: &Verdict) -> Result<(), Response> {
+    if verdict.allowed {
+        return Ok(());
+    }
+    let seconds = verdict.reset_s.max(1);
+    let detail = format!("Too many requests to tenant {name}; try again in {seconds} s.");
+    Err(too_many_requests(&detail, seconds))
 }
 
 /// The answer for a route a tenant may have once its components are
@@ -150,31 +194,28 @@ fn restoring(tenant: &TenantRoutes) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use std::num::NonZeroU32;
     use std::sync::Arc;
 
-    use governor::{Quota, RateLimiter};
-
     use super::*;
+    use crate::middleware::rate_limit::Limiter;
     use crate::pipeline::tests::{Fixture, detail};
     use crate::router::RouterBuilder;
 
-    fn tenant(limiter: Option<Quota>, restoring: bool) -> TenantRoutes {
+    fn tenant(requests_per_second: u32, restoring: bool) -> TenantRoutes {
         let Ok(router) = RouterBuilder::default().build() else {
             panic!("an empty table has no conflicts");
         };
         TenantRoutes {
             name: "acme".into(),
             router,
-            limiter: limiter.map(|quota| Arc::new(RateLimiter::direct(quota))),
+            limiter: Limiter::tenant_quota(requests_per_second).map(Arc::new),
             restoring,
         }
     }
 
     #[tokio::test]
     async fn a_tenant_over_its_request_rate_is_answered_429() {
-        let per_second = Quota::per_second(NonZeroU32::new(1).unwrap());
-        let acme = tenant(Some(per_second), false);
+        let acme = tenant(1, false);
         assert!(admit(&acme).is_ok());
         let Err(refused) = admit(&acme) else {
             panic!("a second request within the second was admitted");
@@ -189,13 +230,13 @@ mod tests {
 
     #[test]
     fn a_tenant_without_a_quota_is_always_admitted() {
-        let acme = tenant(None, false);
+        let acme = tenant(0, false);
         assert!((0..100).all(|_| admit(&acme).is_ok()));
     }
 
     #[tokio::test]
     async fn a_tenant_being_restored_is_answered_503_with_retry_after() {
-        let response = restoring(&tenant(None, true));
+        let response = restoring(&tenant(0, true));
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[header::RETRY_AFTER], "1");
         let detail = detail(response).await;

@@ -17,11 +17,10 @@ mod restore;
 pub mod store;
 
 use std::collections::BTreeMap;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use governor::{Quota, RateLimiter};
+use crate::middleware::rate_limit::Limiter;
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use tokio::sync::OwnedMutexGuard;
@@ -1021,9 +1020,8 @@ fn scope(record: &TenantRecord) -> Arc<TenantScope> {
     })
 }
 
-fn limiter(quotas: &Quotas) -> Option<Arc<governor::DefaultDirectRateLimiter>> {
-    let rate = NonZeroU32::new(quotas.requests_per_second)?;
-    Some(Arc::new(RateLimiter::direct(Quota::per_second(rate))))
+fn limiter(quotas: &Quotas) -> Option<Arc<Limiter>> {
+    Limiter::tenant_quota(quotas.requests_per_second).map(Arc::new)
 }
 
 fn view(tenant: &Tenant) -> TenantView {
