@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use http::Method;
 use serde_json::json;
 use support::admin::{OPERATOR, component, create_tenant};
-use support::redis::Redis;
+use support::redis::{Link, Redis};
 use support::{Components, Host, Reply};
 
 /// What python-caps imports (its KV routes are at `/`).
@@ -20,12 +20,12 @@ const KV: &str = "[grants]\nkv = true\nconfig = true\noutbound = [\"http://127.0
 /// `testbed` in its sidecar), sharing `redis`, with `config` added to its
 /// host config.
 fn host(redis: &Redis, testbed: &str, config: &str) -> Host {
-    host_with(redis, testbed, config, &[])
+    host_with(&redis.url(), testbed, config, &[])
 }
 
-/// [`host`], with `extra` arguments.
-fn host_with(redis: &Redis, testbed: &str, config: &str, extra: &[&str]) -> Host {
-    let host_config = format!("[cluster]\nredis = \"{}\"\n{config}", redis.url());
+/// [`host`], on Redis at `url`, with `extra` arguments.
+fn host_with(url: &str, testbed: &str, config: &str, extra: &[&str]) -> Host {
+    let host_config = format!("[cluster]\nredis = \"{url}\"\n{config}");
     let components = Components::new()
         .with_sidecar("python-caps", KV)
         .with_sidecar("testbed", &format!("prefix = \"/tb\"\n{testbed}"))
@@ -248,7 +248,7 @@ async fn a_rate_limit_counts_requests_through_every_host() {
 async fn a_tenants_request_rate_quota_counts_requests_through_every_host() {
     let redis = Redis::start();
     let admin = ["--admin-token", OPERATOR, "--admin-listen", "127.0.0.1:0"];
-    let hosts: [Host; 3] = std::array::from_fn(|_| host_with(&redis, "", "", &admin));
+    let hosts: [Host; 3] = std::array::from_fn(|_| host_with(&redis.url(), "", "", &admin));
     // Without [cluster] postgres each host keeps its own tenants: the
     // same tenant, with the same quota, is made on each.
     let quota = json!({ "quotas": { "requests-per-second": 10 } });
@@ -421,5 +421,40 @@ async fn an_entry_invalidated_while_a_host_was_cut_off_is_not_served_after_recon
         two.get("/tb/cached-count").await.header("x-cache"),
         Some("MISS"),
         "a possibly stale entry was served after the outage"
+    );
+}
+
+#[tokio::test]
+async fn an_invalidation_made_by_a_host_cut_off_alone_reaches_the_others_once_it_is_back() {
+    let redis = Redis::start();
+    let link = Link::to(&redis);
+    let (one, two) = (host_with(&link.url(), "", "", &[]), host(&redis, "", ""));
+    two.get("/tb/cached-count").await;
+    assert_eq!(
+        two.get("/tb/cached-count").await.header("x-cache"),
+        Some("HIT")
+    );
+    link.cut();
+    let cut_off = eventually(Duration::from_secs(10), || async {
+        one.ops_get("/readyz").await.body.contains("degraded")
+    })
+    .await;
+    assert!(cut_off, "host one never noticed it was cut off");
+    invalidate(&one, "testbed", &["counts"]).await;
+    // Host two never lost Redis, so it cannot know; it still serves the
+    // entry host one dropped.
+    assert_eq!(
+        two.get("/tb/cached-count").await.header("x-cache"),
+        Some("HIT")
+    );
+    link.mend();
+    let heard = eventually(Duration::from_secs(15), || async {
+        two.get("/tb/cached-count").await.header("x-cache") == Some("MISS")
+    })
+    .await;
+    assert!(
+        heard,
+        "host two never heard the invalidation: {}",
+        one.log()
     );
 }

@@ -139,3 +139,64 @@ fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
 }
+
+/// A TCP link to the server that can be cut for one host alone, as a
+/// network partition would, while others keep their own connections.
+pub struct Link {
+    port: u16,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>>,
+}
+
+impl Link {
+    /// A link to `redis`, forwarding each connection made to it.
+    pub fn to(redis: &Redis) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let link = Self {
+            port,
+            cut: Default::default(),
+            open: Default::default(),
+        };
+        let (cut, open, target) = (link.cut.clone(), link.open.clone(), redis.port);
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let server = match TcpStream::connect(("127.0.0.1", target)) {
+                    Ok(server) if !cut.load(Ordering::Acquire) => server,
+                    _ => continue,
+                };
+                let mut kept = open.lock().unwrap();
+                kept.extend([client.try_clone().unwrap(), server.try_clone().unwrap()]);
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        link
+    }
+
+    /// The URL for the host's `[cluster] redis`, through this link.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Cuts every connection through the link, and refuses new ones.
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::Release);
+        for stream in self.open.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// Lets connections through again.
+    pub fn mend(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::Release);
+    }
+}

@@ -6,8 +6,11 @@
 //! Each message names the host that sent it, which skips its own. A host
 //! cut off from Redis cannot know what it missed: when its subscription
 //! comes back, it drops every entry it holds. What it invalidated itself
-//! during the outage is not sent (the others lost their subscriptions too,
-//! and drop everything on their return).
+//! while cut off is kept, in order, and sent once Redis answers again: the
+//! other hosts may never have lost Redis (a host alone cut off), and
+//! would otherwise keep serving what it dropped. Past [`MAX_PENDING`]
+//! kept messages, they are replaced by one telling every host to drop
+//! everything.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,8 +26,11 @@ use crate::response_cache::{Invalidation, ResponseCache};
 const CHANNEL: &str = "cello:cache-invalidations";
 /// How often a subscription checks that Redis still answers.
 const PING_EVERY: Duration = Duration::from_secs(1);
-/// The pause before subscribing again after losing the subscription.
+/// The pause before subscribing again after losing the subscription, and
+/// before sending again what could not be sent.
 const RESUBSCRIBE_AFTER: Duration = Duration::from_millis(500);
+/// Invalidations kept while they cannot be sent.
+const MAX_PENDING: usize = 10_000;
 
 /// One message on the channel.
 #[derive(Serialize, Deserialize)]
@@ -51,12 +57,85 @@ fn host_id() -> u64 {
 }
 
 async fn publish(redis: Arc<Redis>, host: u64, mut outgoing: UnboundedReceiver<Invalidation>) {
-    while let Some(invalidation) = outgoing.recv().await {
-        let message = &serde_json::to_string(&Message {
+    let mut pending = Pending::default();
+    loop {
+        // Waits for the next invalidation; with some unsent, for at most
+        // the pause before sending them again.
+        let next = if pending.is_empty() {
+            outgoing.recv().await
+        } else {
+            match tokio::time::timeout(RESUBSCRIBE_AFTER, outgoing.recv()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    send_pending(&redis, &mut pending).await;
+                    continue;
+                }
+            }
+        };
+        let Some(invalidation) = next else { return };
+        pending.push(Message {
             from: host,
             invalidation,
-        })
-        .expect("an invalidation serialises");
+        });
+        send_pending(&redis, &mut pending).await;
+    }
+}
+
+/// Invalidations this host made that the others have not been sent.
+#[derive(Default)]
+struct Pending {
+    messages: std::collections::VecDeque<String>,
+    /// More were made than kept: the others are to drop everything.
+    overflowed: Option<u64>,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.messages.is_empty() && self.overflowed.is_none()
+    }
+
+    fn push(&mut self, message: Message) {
+        if self.overflowed.is_some() {
+            return;
+        }
+        if self.messages.len() >= MAX_PENDING {
+            tracing::warn!(
+                "{MAX_PENDING} cache invalidations could not be sent to the other hosts; \
+                 they will be told to drop every cached response instead"
+            );
+            self.messages.clear();
+            self.overflowed = Some(message.from);
+            return;
+        }
+        let text = serde_json::to_string(&message).expect("an invalidation serialises");
+        self.messages.push_back(text);
+    }
+
+    /// The next message to send.
+    fn front(&self) -> Option<String> {
+        match self.overflowed {
+            Some(from) => Some(
+                serde_json::to_string(&Message {
+                    from,
+                    invalidation: Invalidation::Everything,
+                })
+                .expect("an invalidation serialises"),
+            ),
+            None => self.messages.front().cloned(),
+        }
+    }
+
+    fn sent(&mut self) {
+        if self.overflowed.take().is_none() {
+            self.messages.pop_front();
+        }
+    }
+}
+
+/// Sends what is pending, in order, until all is sent or Redis fails.
+async fn send_pending(redis: &Redis, pending: &mut Pending) {
+    while let Some(message) = pending.front() {
+        let message = &message;
         let published = redis
             .call(|mut c| async move {
                 redis::cmd("PUBLISH")
@@ -67,8 +146,13 @@ async fn publish(redis: Arc<Redis>, host: u64, mut outgoing: UnboundedReceiver<I
             })
             .await;
         if let Err(failure) = published {
-            tracing::debug!("a cache invalidation was not sent to the other hosts: {failure}");
+            tracing::debug!(
+                "{} cache invalidations not yet sent to the other hosts: {failure}",
+                pending.messages.len().max(1)
+            );
+            return;
         }
+        pending.sent();
     }
 }
 
@@ -163,5 +247,43 @@ mod tests {
         );
         let read: Message = serde_json::from_str(&text).unwrap();
         assert_eq!(read.invalidation, message.invalidation);
+    }
+
+    fn component(name: &str) -> Message {
+        Message {
+            from: 7,
+            invalidation: Invalidation::Component(name.into()),
+        }
+    }
+
+    fn next(pending: &Pending) -> Invalidation {
+        let text = pending.front().expect("something pending");
+        serde_json::from_str::<Message>(&text).unwrap().invalidation
+    }
+
+    #[test]
+    fn unsent_invalidations_go_out_in_the_order_they_were_made() {
+        let mut pending = Pending::default();
+        pending.push(component("a"));
+        pending.push(component("b"));
+        assert_eq!(next(&pending), Invalidation::Component("a".into()));
+        // Not sent: the same one is tried again.
+        assert_eq!(next(&pending), Invalidation::Component("a".into()));
+        pending.sent();
+        assert_eq!(next(&pending), Invalidation::Component("b".into()));
+        pending.sent();
+        assert!(pending.is_empty());
+    }
+
+    #[test]
+    fn too_many_unsent_become_one_drop_of_everything() {
+        let mut pending = Pending::default();
+        for i in 0..=MAX_PENDING {
+            pending.push(component(&i.to_string()));
+        }
+        pending.push(component("after"));
+        assert_eq!(next(&pending), Invalidation::Everything);
+        pending.sent();
+        assert!(pending.is_empty());
     }
 }

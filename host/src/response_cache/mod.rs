@@ -189,6 +189,8 @@ pub enum Invalidation {
     },
     /// Every entry of a component: a new version, or it left service.
     Component(String),
+    /// Every entry: too many invalidations went unsent to tell them apart.
+    Everything,
 }
 
 type TagIndex = HashMap<(Arc<str>, String), HashMap<Arc<CacheKey>, Arc<Owner>>>;
@@ -355,6 +357,7 @@ impl ResponseCache {
                     tracing::error!("cannot drop a component's cache entries: {e}");
                 }
             }
+            Invalidation::Everything => self.drop_all(),
         }
     }
 
