@@ -366,7 +366,16 @@ def _native_value(value: Any) -> Any:
     return _text(value)
 
 
-sqlite3.register_converter("JSON", _json.loads)
+def _json_or_text(value: bytes) -> Any:
+    """A JSON column's value, as the host gives it: decoded, or the text
+    itself when it is not JSON."""
+    try:
+        return _json.loads(value)
+    except ValueError:
+        return value.decode(errors="replace")
+
+
+sqlite3.register_converter("JSON", _json_or_text)
 _native = _Memory()
 
 
