@@ -3,7 +3,8 @@
 //!
 //! The database has one connection, behind an async mutex: a statement
 //! waits for it (at most the query time limit), then runs on a blocking
-//! thread. That serialises the writes of every instance of the component
+//! thread; a read first runs on the calling thread, for at most 2 ms (see
+//! `run`). That serialises the writes of every instance of the component
 //! (SQLite takes one writer at a time anyway) without `SQLITE_BUSY`. A
 //! transaction holds the connection from `begin` to `commit` or
 //! `rollback`, or until its time is up, when the host rolls it back.
