@@ -487,6 +487,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_read_past_the_inline_budget_ends_on_a_blocking_thread_and_a_write_is_not_run_twice()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let db = store(&dir).database("shop");
+        notes(&db).await;
+        // Far longer than the 2 ms a read may take on the calling thread.
+        let long = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n LIMIT 300000) \
+                    SELECT count(*) FROM n";
+        let counted = db.query(long.into(), vec![], None).await.unwrap();
+        assert!(matches!(counted.rows[0][0], Value::Integer(300_000)));
+        // A write through `query` runs once, on a blocking thread.
+        let added = db
+            .query(
+                "INSERT INTO notes (body) VALUES (?) RETURNING id".into(),
+                vec![text("once")],
+                None,
+            )
+            .await
+            .unwrap();
+        assert!(matches!(added.rows[0][0], Value::Integer(1)));
+        let count = db
+            .query("SELECT count(*) FROM notes".into(), vec![], None)
+            .await
+            .unwrap();
+        assert!(matches!(count.rows[0][0], Value::Integer(1)));
+    }
+
+    #[tokio::test]
     async fn a_kept_statement_sees_the_schema_change_and_a_refused_one_stays_refused() {
         let dir = tempfile::tempdir().unwrap();
         let db = store(&dir).database("shop");
