@@ -20,6 +20,7 @@ const RUST_GUESTS: &[(&str, &str, &str)] = &[
     ("tests/guests", "proxy-testbed", "proxy-testbed"),
     ("tests/guests", "slow-start", "slow-start"),
     ("tests/guests", "wasi-config", "wasi-config"),
+    ("tests/guests", "wasi-keyvalue", "wasi-keyvalue"),
     ("tests/guests", "p3-testbed", "p3-testbed"),
 ];
 
@@ -51,6 +52,8 @@ const INPUTS: &[&str] = &[
     "tests/guests/slow-start/src",
     "tests/guests/wasi-config/src",
     "tests/guests/wasi-config/wit",
+    "tests/guests/wasi-keyvalue/src",
+    "host/wit/wasi-keyvalue",
     "tests/guests/p3-testbed/src",
     "tests/guests/python-testbed",
     "tests/guests/python-caps",

@@ -1,8 +1,9 @@
 //! The linker a component is instantiated with: WASI (nothing reachable
 //! unless granted), wasi:http 0.2 and, on the concurrent engine, 0.3 (their
-//! outgoing requests refused without an outbound grant), the standard interfaces of the capabilities
-//! granted (`wasi:config/store`), Cello's `host` and `cache`, and the
-//! capabilities the component was granted.
+//! outgoing requests refused without an outbound grant), the standard
+//! interfaces of the capabilities granted (`wasi:config/store`,
+//! `wasi:keyvalue`), Cello's `host` and `cache`, and the capabilities the
+//! component was granted.
 
 use wasmtime::Engine;
 use wasmtime::component::{HasSelf, Linker};

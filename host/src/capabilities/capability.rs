@@ -17,7 +17,7 @@ use std::fmt::Debug;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use wasmtime::component::Linker;
+use wasmtime::component::{Linker, ResourceTable};
 
 /// One capability a component can be granted.
 pub trait Capability: 'static {
@@ -56,6 +56,10 @@ pub trait Capability: 'static {
 /// A store's state that can reach capability `C`, when it was granted.
 pub trait Has<C: Capability + ?Sized>: Send + 'static {
     fn granted(&self) -> Option<&C::Granted>;
+
+    /// The same, beside the instance's resource table, for an interface
+    /// whose resources the host keeps (`wasi:keyvalue`'s buckets).
+    fn granted_with_table(&mut self) -> (Option<&C::Granted>, &mut ResourceTable);
 
     /// The trace span the host calls made now belong to (see
     /// [`super::HasCapabilities::call_span`]).

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use wasmtime::Engine;
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::{Component, Linker, ResourceTable};
 
 pub use capability::{Capability, Has};
 use config::{ConfigValues, ValueSource};
@@ -48,7 +48,7 @@ macro_rules! capabilities {
         ///
         /// ```toml
         /// [grants]
-        /// kv = true                                   # cello:component/kv
+        /// kv = true                                   # cello:component/kv, wasi:keyvalue
         /// config = true                               # cello:component/config
         /// outbound = ["https://api.example.com"]      # outbound HTTP, by allow-list
         /// sql = true                                  # cello:component/sql
@@ -129,6 +129,13 @@ macro_rules! capabilities {
                 self.capabilities().$name.as_ref()
             }
 
+            fn granted_with_table(
+                &mut self,
+            ) -> (Option<&<$capability as Capability>::Granted>, &mut ResourceTable) {
+                let (capabilities, table) = self.capabilities_and_table();
+                (capabilities.$name.as_ref(), table)
+            }
+
             fn call_span(&self) -> tracing::Span {
                 HasCapabilities::call_span(self)
             }
@@ -162,6 +169,9 @@ capabilities! {
 /// A store's state that holds its component's capabilities.
 pub trait HasCapabilities: Send + 'static {
     fn capabilities(&self) -> &Capabilities;
+
+    /// The capabilities beside the instance's resource table.
+    fn capabilities_and_table(&mut self) -> (&Capabilities, &mut ResourceTable);
 
     /// The trace span of the guest call whose code runs now, for the host
     /// calls it makes: on an event-loop instance the calls share one task,

@@ -167,6 +167,10 @@ impl HasCapabilities for InstanceState {
         &self.owner.capabilities
     }
 
+    fn capabilities_and_table(&mut self) -> (&Capabilities, &mut ResourceTable) {
+        (&self.owner.capabilities, &mut self.table)
+    }
+
     fn call_span(&self) -> tracing::Span {
         if !crate::telemetry::on() {
             return tracing::Span::none();

@@ -26,6 +26,8 @@
 //! full, which first removes what has expired (found through a third
 //! table, ordered by expiry, so without a scan).
 //!
+//! The same grant answers `wasi:keyvalue` (see [`wasi`](self::wasi)).
+//!
 //! With `[cluster] redis`, the store is on Redis instead, shared by every
 //! host of the cluster, with the same namespaces, limits and quotas (see
 //! [`redis`](self::redis)). The store is one type over the two backends; a
@@ -42,6 +44,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHand
 
 mod redis;
 mod tables;
+mod wasi;
 
 use tables::{EXPIRIES, Tables, USAGE, count_usage, entry_bytes};
 
@@ -565,7 +568,12 @@ fn internal(error: impl std::fmt::Display) -> String {
 pub struct Kv;
 
 impl Capability for Kv {
-    const INTERFACES: &'static [&'static str] = &["cello:component/kv"];
+    const INTERFACES: &'static [&'static str] = &[
+        "cello:component/kv",
+        "wasi:keyvalue/store",
+        "wasi:keyvalue/atomics",
+        "wasi:keyvalue/batch",
+    ];
     const HOW_TO_GRANT: &'static str = "kv = true";
     type Grant = bool;
     type Granted = KvNamespace;
@@ -576,6 +584,10 @@ impl Capability for Kv {
 
     fn add_to_linker<T: Has<Self>>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
         kv::add_to_linker::<T, KvAccess>(linker, |state| KvView(state.granted(), state.call_span()))
+    }
+
+    fn add_standard_to_linker<T: Has<Self>>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+        wasi::add_to_linker(linker)
     }
 }
 
@@ -596,20 +608,6 @@ impl KvView<'_> {
             .cloned()
             .ok_or_else(|| wasmtime::Error::msg("kv called without the kv grant"))
     }
-
-    /// The namespace, and the trace span of one call (`kv get`, ...) on it.
-    fn call(&self, name: &str) -> wasmtime::Result<(KvNamespace, tracing::Span)> {
-        let kv = self.kv()?;
-        let system = if kv.on_redis().is_some() {
-            "redis"
-        } else {
-            "redb"
-        };
-        let span = self
-            .1
-            .in_scope(|| crate::telemetry::host_call(name, system));
-        Ok((kv, span))
-    }
 }
 
 /// Runs a store operation off the async runtime's threads: a commit waits
@@ -620,82 +618,120 @@ async fn blocking<T: Send + 'static>(
     Ok(tokio::task::spawn_blocking(op).await?)
 }
 
+/// What a host call waits for: the guest's result, or a host failure (a
+/// blocking task lost) that traps.
+type KvCall<T> = wasmtime::Result<KvResult<T>>;
+
 // Each call goes to Redis as a future when the store is there, and to
-// redb on a blocking thread otherwise.
-impl kv::Host for KvView<'_> {
-    async fn get(&mut self, key: String) -> wasmtime::Result<KvResult<Option<Vec<u8>>>> {
-        let (kv, span) = self.call("kv get")?;
+// redb on a blocking thread otherwise, in the trace span of a host call
+// under `parent`. Both `cello:component/kv` and `wasi:keyvalue` call these.
+impl KvNamespace {
+    /// The trace span of one call (`kv get`, ...) on this namespace.
+    fn span(&self, parent: &tracing::Span, name: &str) -> tracing::Span {
+        let system = if self.on_redis().is_some() {
+            "redis"
+        } else {
+            "redb"
+        };
+        parent.in_scope(|| crate::telemetry::host_call(name, system))
+    }
+
+    async fn call_get(self, parent: &tracing::Span, key: String) -> KvCall<Option<Vec<u8>>> {
+        let span = self.span(parent, "kv get");
         let call = async move {
-            if let Some(redis) = kv.on_redis() {
+            if let Some(redis) = self.on_redis() {
                 return Ok(match check_key(&key) {
                     Ok(()) => redis.get(&key).await,
                     Err(e) => Err(e),
                 });
             }
-            blocking(move || kv.get(&key)).await
+            blocking(move || self.get(&key)).await
         };
         call.instrument(span).await
     }
 
-    async fn set(
-        &mut self,
+    async fn call_set(
+        self,
+        parent: &tracing::Span,
         key: String,
         value: Vec<u8>,
         ttl_seconds: Option<u32>,
-    ) -> wasmtime::Result<KvResult<()>> {
-        let (kv, span) = self.call("kv set")?;
+    ) -> KvCall<()> {
+        let span = self.span(parent, "kv set");
         let call = async move {
-            if let Some(redis) = kv.on_redis() {
+            if let Some(redis) = self.on_redis() {
                 let checked = check_set(&key, &value, ttl_seconds);
                 return Ok(
-                    match checked.and_then(|ttl| Ok((ttl, kv.check_writable()?))) {
+                    match checked.and_then(|ttl| Ok((ttl, self.check_writable()?))) {
                         Ok((ttl_ms, ())) => redis.set(&key, &value, ttl_ms).await,
                         Err(e) => Err(e),
                     },
                 );
             }
-            blocking(move || kv.set(&key, &value, ttl_seconds)).await
+            blocking(move || self.set(&key, &value, ttl_seconds)).await
         };
         call.instrument(span).await
     }
 
-    async fn delete(&mut self, key: String) -> wasmtime::Result<KvResult<bool>> {
-        let (kv, span) = self.call("kv delete")?;
+    async fn call_delete(self, parent: &tracing::Span, key: String) -> KvCall<bool> {
+        let span = self.span(parent, "kv delete");
         let call = async move {
-            if let Some(redis) = kv.on_redis() {
-                return Ok(match check_key(&key).and_then(|()| kv.check_writable()) {
+            if let Some(redis) = self.on_redis() {
+                return Ok(match check_key(&key).and_then(|()| self.check_writable()) {
                     Ok(()) => redis.delete(&key).await,
                     Err(e) => Err(e),
                 });
             }
-            blocking(move || kv.delete(&key)).await
+            blocking(move || self.delete(&key)).await
         };
         call.instrument(span).await
     }
 
-    async fn list_keys(&mut self, prefix: String) -> wasmtime::Result<KvResult<Vec<String>>> {
-        let (kv, span) = self.call("kv list")?;
+    async fn call_list_keys(self, parent: &tracing::Span, prefix: String) -> KvCall<Vec<String>> {
+        let span = self.span(parent, "kv list");
         let call = async move {
-            if let Some(redis) = kv.on_redis() {
+            if let Some(redis) = self.on_redis() {
                 return Ok(redis.list_keys(&prefix).await);
             }
-            blocking(move || kv.list_keys(&prefix)).await
+            blocking(move || self.list_keys(&prefix)).await
         };
         call.instrument(span).await
     }
 
-    async fn increment(&mut self, key: String, delta: i64) -> wasmtime::Result<KvResult<i64>> {
-        let (kv, span) = self.call("kv increment")?;
+    async fn call_increment(self, parent: &tracing::Span, key: String, delta: i64) -> KvCall<i64> {
+        let span = self.span(parent, "kv increment");
         let call = async move {
-            if let Some(redis) = kv.on_redis() {
-                return Ok(match check_key(&key).and_then(|()| kv.check_writable()) {
+            if let Some(redis) = self.on_redis() {
+                return Ok(match check_key(&key).and_then(|()| self.check_writable()) {
                     Ok(()) => redis.increment(&key, delta).await,
                     Err(e) => Err(e),
                 });
             }
-            blocking(move || kv.increment(&key, delta)).await
+            blocking(move || self.increment(&key, delta)).await
         };
         call.instrument(span).await
+    }
+}
+
+impl kv::Host for KvView<'_> {
+    async fn get(&mut self, key: String) -> KvCall<Option<Vec<u8>>> {
+        self.kv()?.call_get(&self.1, key).await
+    }
+
+    async fn set(&mut self, key: String, value: Vec<u8>, ttl_seconds: Option<u32>) -> KvCall<()> {
+        self.kv()?.call_set(&self.1, key, value, ttl_seconds).await
+    }
+
+    async fn delete(&mut self, key: String) -> KvCall<bool> {
+        self.kv()?.call_delete(&self.1, key).await
+    }
+
+    async fn list_keys(&mut self, prefix: String) -> KvCall<Vec<String>> {
+        self.kv()?.call_list_keys(&self.1, prefix).await
+    }
+
+    async fn increment(&mut self, key: String, delta: i64) -> KvCall<i64> {
+        self.kv()?.call_increment(&self.1, key, delta).await
     }
 }
 
