@@ -6,14 +6,12 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use std::time::{Duration, Instant};
-
 use serde_json::json;
-use support::{Components, Host};
+use support::Components;
 
 #[tokio::test]
 async fn a_fetch_event_handler_answers_every_request() {
-    let host = serve(Components::new().with("js-fetch-event")).await;
+    let host = Components::new().with("js-fetch-event").serve_ready().await;
     for round in 0..3 {
         let reply = host.get(&format!("/items/{round}?full=1")).await;
         assert_eq!(reply.status, 200, "round {round}: {}", reply.body);
@@ -30,7 +28,7 @@ async fn a_fetch_event_handler_answers_every_request() {
 
 #[tokio::test]
 async fn a_fetch_event_handler_gets_a_fresh_instance_per_request() {
-    let host = serve(Components::new().with("js-fetch-event")).await;
+    let host = Components::new().with("js-fetch-event").serve_ready().await;
     for _ in 0..3 {
         assert_eq!(host.get("/count").await.body, "1");
     }
@@ -44,7 +42,10 @@ async fn a_fetch_event_handler_gets_a_fresh_instance_per_request() {
 #[tokio::test]
 async fn the_sidecar_can_ask_to_reuse_a_componentize_js_instance() {
     let sidecar = "[limits]\nisolation = \"reuse\"\n";
-    let host = serve(Components::new().with_sidecar("js-fetch-event", sidecar)).await;
+    let host = Components::new()
+        .with_sidecar("js-fetch-event", sidecar)
+        .serve_ready()
+        .await;
     assert_eq!(host.get("/count").await.body, "1");
     let second = host.get("/count").await;
     assert_eq!(second.status, 500, "{}", second.body);
@@ -54,7 +55,10 @@ async fn the_sidecar_can_ask_to_reuse_a_componentize_js_instance() {
 
 #[tokio::test]
 async fn an_incoming_handler_export_answers_every_request() {
-    let host = serve(Components::new().with("js-incoming-handler")).await;
+    let host = Components::new()
+        .with("js-incoming-handler")
+        .serve_ready()
+        .await;
     for round in 1..=3 {
         let reply = host.get(&format!("/n/{round}")).await;
         assert_eq!(reply.status, 200, "{}", reply.body);
@@ -68,22 +72,13 @@ async fn an_incoming_handler_export_answers_every_request() {
 #[tokio::test]
 async fn an_incoming_handler_export_can_be_reused() {
     let sidecar = "[limits]\nisolation = \"reuse\"\n";
-    let host = serve(Components::new().with_sidecar("js-incoming-handler", sidecar)).await;
+    let host = Components::new()
+        .with_sidecar("js-incoming-handler", sidecar)
+        .serve_ready()
+        .await;
     for round in 1..=3 {
         let reply = host.get("/n").await;
         assert_eq!(reply.status, 200, "{}", reply.body);
         assert_eq!(reply.body, format!("get /n #{round}"));
     }
-}
-
-/// Serves `components` and waits until they are loaded: compiling a
-/// JavaScript engine for the first time takes a while on a loaded machine.
-async fn serve(components: Components) -> Host {
-    let host = components.serve_with(&["--ops-listen", "127.0.0.1:0"]);
-    let deadline = Instant::now() + Duration::from_secs(240);
-    while host.ops_get("/readyz").await.status != 200 {
-        assert!(Instant::now() < deadline, "never ready: {}", host.log());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    host
 }

@@ -5,14 +5,11 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use std::time::{Duration, Instant};
-
-use support::{Components, Host};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use support::Components;
 
 #[tokio::test]
 async fn a_python_p3_service_answers_a_get_with_a_streamed_body() {
-    let host = serve(Components::new().with("python-p3")).await;
+    let host = Components::new().with("python-p3").serve_ready().await;
     for _ in 0..3 {
         let reply = host.get("/hello").await;
         assert_eq!(reply.status, 200, "{}", reply.body);
@@ -25,7 +22,7 @@ async fn a_python_p3_service_answers_a_get_with_a_streamed_body() {
 
 #[tokio::test]
 async fn a_python_p3_echo_streams_the_body_back() {
-    let host = serve(Components::new().with("python-p3")).await;
+    let host = Components::new().with("python-p3").serve_ready().await;
     let reply = host.post("/echo", "text/plain", "ping").await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.body, "ping");
@@ -42,13 +39,16 @@ async fn a_python_p3_echo_streams_the_body_back() {
 /// once through `wasi:http/client`, and stream each body's SHA-256.
 #[tokio::test]
 async fn a_python_p3_service_fetches_urls_concurrently_within_its_grant() {
-    let upstream = upstream().await;
+    let upstream = support::upstream::answering(str::to_string).await;
     let (a, b) = (
         format!("http://{upstream}/a"),
         format!("http://{upstream}/b"),
     );
     let sidecar = "[grants]\noutbound = [\"http://127.0.0.1:*\"]\n";
-    let host = serve(Components::new().with_sidecar("python-p3", sidecar)).await;
+    let host = Components::new()
+        .with_sidecar("python-p3", sidecar)
+        .serve_ready()
+        .await;
     let headers = [("url", a.as_str()), ("url", b.as_str())];
     let reply = host
         .send(http::Method::GET, "/hash-all", &headers, Vec::new())
@@ -68,9 +68,9 @@ async fn a_python_p3_service_fetches_urls_concurrently_within_its_grant() {
 
 #[tokio::test]
 async fn a_python_p3_service_is_refused_outbound_without_the_grant() {
-    let upstream = upstream().await;
+    let upstream = support::upstream::answering(str::to_string).await;
     let url = format!("http://{upstream}/a");
-    let host = serve(Components::new().with("python-p3")).await;
+    let host = Components::new().with("python-p3").serve_ready().await;
     let reply = host
         .send(http::Method::GET, "/hash-all", &[("url", &url)], Vec::new())
         .await;
@@ -81,44 +81,4 @@ async fn a_python_p3_service_is_refused_outbound_without_the_grant() {
         reply.body
     );
     assert!(reply.body.contains("HttpRequestDenied"), "{}", reply.body);
-}
-
-/// Serves `components` and waits until they are loaded: compiling a
-/// Python interpreter for the first time takes a while on a loaded machine.
-async fn serve(components: Components) -> Host {
-    let host = components.serve_with(&["--ops-listen", "127.0.0.1:0"]);
-    let deadline = Instant::now() + Duration::from_secs(240);
-    while host.ops_get("/readyz").await.status != 200 {
-        assert!(Instant::now() < deadline, "never ready: {}", host.log());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    host
-}
-
-/// A local server answering each request with its own path.
-async fn upstream() -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut seen = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let head = String::from_utf8_lossy(&seen);
-                let path = head.split(' ').nth(1).unwrap_or("/").to_string();
-                let response = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{path}",
-                    path.len()
-                );
-                let _ = stream.write_all(response.as_bytes()).await;
-            });
-        }
-    });
-    addr
 }
