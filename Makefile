@@ -7,7 +7,7 @@ LISTEN    ?= 127.0.0.1:8080
 OPS_LISTEN ?= 127.0.0.1:9090
 RUST_OUT  := guest-rust/target/$(WASM)/release
 
-.PHONY: run test bench bench-sql bench-kv bench-cluster setup postgresql redis-server components host lint fmt clean
+.PHONY: run test bench bench-sql bench-kv bench-cluster setup postgresql redis-server nodejs components host lint fmt clean
 
 ## Build the examples and the host, then serve them on $(LISTEN)
 ## (metrics and health on $(OPS_LISTEN)), with a line per request.
@@ -67,15 +67,20 @@ bench-kv: components host redis-server
 ## Install what is missing: the Rust toolchain rust-toolchain.toml pins, with
 ## the wasm32-wasip2 target, a .venv with the pinned Python build tools,
 ## the cello SDK and what the tests use, a headless browser, PostgreSQL
-## (Debian's package) for the SQL tests and Redis (Debian's redis-server)
-## for the cluster tests, which start their own servers.
-setup: .make/rust-target $(VENV)/.installed .make/browser postgresql redis-server
+## (Debian's package) for the SQL tests, Redis (Debian's redis-server)
+## for the cluster tests, which start their own servers, and Node.js with
+## npm (Debian's) for the tests' componentize-js guests, which
+## tests/build.rs installs at the version tests/guests/js-http pins.
+setup: .make/rust-target $(VENV)/.installed .make/browser postgresql redis-server nodejs
 
 postgresql:
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq postgresql)
 
 redis-server:
 	command -v redis-server >/dev/null 2>&1 || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server)
+
+nodejs:
+	command -v npm >/dev/null 2>&1 || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq nodejs npm)
 
 # Installed here rather than left to cargo, which does not when
 # RUSTUP_AUTO_INSTALL=0; rustup itself is left as it is.

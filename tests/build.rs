@@ -1,7 +1,9 @@
 //! Builds every guest component the integration tests serve: the examples
-//! and the test guests, Rust ones with cargo for wasm32-wasip2 and Python
-//! ones with `python -m cello build`. The directory they land in is given
-//! to the tests as `CELLO_TEST_COMPONENTS`.
+//! and the test guests, Rust ones with cargo for wasm32-wasip2, Python
+//! ones with `python -m cello build` (or componentize-py itself, for those
+//! written to its own bindings), and JavaScript ones with componentize-js,
+//! installed from npm at the version its lock file pins. The directory they
+//! land in is given to the tests as `CELLO_TEST_COMPONENTS`.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -34,6 +36,22 @@ const PYTHON_GUESTS: &[(&str, &str)] = &[
     ("tests/guests/python-pydantic/app.py", "python-pydantic"),
 ];
 
+/// Python guests written to componentize-py's own bindings of the world
+/// `app` in their directory's `wit/`, built with componentize-py alone:
+/// (directory, component name).
+const COMPONENTIZE_PY_GUESTS: &[(&str, &str)] = &[("tests/guests/python-p3", "python-p3")];
+
+/// JavaScript guests, built with componentize-js against the WIT world in
+/// [`JS_GUESTS_DIR`]: (source file there, component name).
+const JS_GUESTS: &[(&str, &str)] = &[
+    ("fetch-event.js", "js-fetch-event"),
+    ("incoming-handler.js", "js-incoming-handler"),
+];
+
+/// The JavaScript guests, their world, and the npm package that pins
+/// componentize-js.
+const JS_GUESTS_DIR: &str = "tests/guests/js-http";
+
 /// What a change to should rebuild the guests.
 const INPUTS: &[&str] = &[
     "wit",
@@ -58,6 +76,8 @@ const INPUTS: &[&str] = &[
     "tests/guests/python-testbed",
     "tests/guests/python-caps",
     "tests/guests/python-pydantic",
+    "tests/guests/js-http",
+    "tests/guests/python-p3",
     "guest-python/cello",
     "guest-python/examples",
 ];
@@ -96,6 +116,13 @@ fn main() {
     let python = python(&root);
     for (app, name) in PYTHON_GUESTS {
         build_python(&root, &python, &root.join(app), &components, name);
+    }
+    for (dir, name) in COMPONENTIZE_PY_GUESTS {
+        build_componentize_py(&python, &root.join(dir), &components, name);
+    }
+    let componentize_js = componentize_js(&root, target);
+    for (source, name) in JS_GUESTS {
+        build_js(&root, &componentize_js, source, &components, name);
     }
     println!(
         "cargo:rustc-env=CELLO_TEST_COMPONENTS={}",
@@ -150,30 +177,133 @@ fn python(root: &Path) -> PathBuf {
 
 /// Builds one Python app, skipped when its inputs hash to what built it last.
 fn build_python(root: &Path, python: &Path, app: &Path, components: &Path, name: &str) {
-    let output = components.join(format!("{name}.wasm"));
-    let stamp = components.join(format!("{name}.inputs"));
-    let mut hasher = DefaultHasher::new();
-    for input in [
+    let inputs = [
         app.parent().unwrap(),
         &root.join("guest-python/cello"),
         &root.join("wit"),
-    ] {
-        hash_tree(input, &mut hasher);
-    }
-    let fingerprint = format!("{:016x}", hasher.finish());
-    if output.exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(&fingerprint) {
+    ];
+    let Some(stale) = Stale::check(components.join(format!("{name}.wasm")), &inputs) else {
         return;
-    }
+    };
     let status = Command::new(python)
         .args(["-m", "cello", "build"])
         .arg(app)
         .arg("-o")
-        .arg(&output)
+        .arg(&stale.output)
         .env("PYTHONPATH", root.join("guest-python"))
         .status()
         .expect("cannot run python");
     assert!(status.success(), "building {} failed", app.display());
-    std::fs::write(stamp, fingerprint).unwrap();
+    stale.built();
+}
+
+/// Builds one app of componentize-py's own, `app.py` in `dir`, with the
+/// componentize-py beside `python`.
+fn build_componentize_py(python: &Path, dir: &Path, components: &Path, name: &str) {
+    let Some(stale) = Stale::check(components.join(format!("{name}.wasm")), &[dir]) else {
+        return;
+    };
+    let status = Command::new(python.with_file_name("componentize-py"))
+        .arg("-d")
+        .arg(dir.join("wit"))
+        .args(["-w", "app", "componentize", "-p"])
+        .arg(dir)
+        .arg("app")
+        .arg("-o")
+        .arg(&stale.output)
+        .status()
+        .expect("cannot run componentize-py");
+    assert!(status.success(), "building {} failed", dir.display());
+    stale.built();
+}
+
+/// componentize-js, installed with npm into `target/js-tools` from the
+/// lock file beside the JavaScript guests, again only when that changes:
+/// the path of its command.
+fn componentize_js(root: &Path, target: &Path) -> PathBuf {
+    let tools = target.join("js-tools");
+    let guests = root.join(JS_GUESTS_DIR);
+    std::fs::create_dir_all(&tools).unwrap();
+    let command = tools.join("node_modules/.bin/componentize-js");
+    let pins = [
+        guests.join("package.json"),
+        guests.join("package-lock.json"),
+    ];
+    let pins: Vec<&Path> = pins.iter().map(PathBuf::as_path).collect();
+    let Some(stale) = Stale::check(tools.join("node_modules"), &pins) else {
+        return command;
+    };
+    for pin in &pins {
+        std::fs::copy(pin, tools.join(pin.file_name().unwrap())).unwrap();
+    }
+    let status = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+        .current_dir(&tools)
+        .status();
+    assert!(
+        status.is_ok_and(|s| s.success()),
+        "installing componentize-js with `npm ci` in {} failed; are Node.js and npm installed? \
+         (`apt-get install nodejs npm`, or run `make test`)",
+        tools.display()
+    );
+    stale.built();
+    command
+}
+
+/// Builds one JavaScript guest with componentize-js, skipped when its
+/// directory hashes to what built it last.
+fn build_js(root: &Path, componentize_js: &Path, source: &str, components: &Path, name: &str) {
+    let guests = root.join(JS_GUESTS_DIR);
+    let Some(stale) = Stale::check(components.join(format!("{name}.wasm")), &[&guests]) else {
+        return;
+    };
+    let status = Command::new("node")
+        .arg(componentize_js)
+        .arg("--wit")
+        .arg(guests.join("wit"))
+        .args(["--world-name", "handler", "-o"])
+        .arg(&stale.output)
+        .arg(guests.join(source))
+        .status()
+        .expect("cannot run node; run `make test`, which installs it");
+    assert!(
+        status.success(),
+        "building {source} with componentize-js failed"
+    );
+    stale.built();
+}
+
+/// An output to build again, its inputs having changed since the stamp
+/// beside it was written.
+struct Stale {
+    output: PathBuf,
+    stamp: PathBuf,
+    fingerprint: String,
+}
+
+impl Stale {
+    /// `output`, unless it exists and `inputs` hash to the fingerprint in
+    /// the stamp beside it.
+    fn check(output: PathBuf, inputs: &[&Path]) -> Option<Self> {
+        let stamp = output.with_extension("inputs");
+        let mut hasher = DefaultHasher::new();
+        for input in inputs {
+            hash_tree(input, &mut hasher);
+        }
+        let fingerprint = format!("{:016x}", hasher.finish());
+        let current = std::fs::read_to_string(&stamp).ok().as_deref() == Some(&fingerprint);
+        let stale = Self {
+            output,
+            stamp,
+            fingerprint,
+        };
+        (!current || !stale.output.exists()).then_some(stale)
+    }
+
+    /// Records that the output was built from the inputs as they are.
+    fn built(self) {
+        std::fs::write(self.stamp, self.fingerprint).unwrap();
+    }
 }
 
 fn hash_tree(path: &Path, hasher: &mut DefaultHasher) {

@@ -7,7 +7,6 @@ mod support;
 
 use serde_json::json;
 use support::{Components, Host, Reply};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 #[tokio::test]
 async fn a_p3_service_answers_a_get() {
@@ -107,7 +106,7 @@ async fn a_p3_request_past_its_time_limit_is_504() {
 /// sent inside it.
 #[tokio::test]
 async fn a_p3_outbound_request_needs_the_grant() {
-    let upstream = answering_upstream().await;
+    let upstream = support::upstream::answering(|_| "upstream says hi".into()).await;
     let target = format!("http://{upstream}/hi");
     let outgoing = async |sidecar: &str| {
         let host = Components::new()
@@ -130,33 +129,6 @@ async fn send_to(host: &Host, target: &str) -> Reply {
     let headers = [("x-target", target)];
     host.send(http::Method::GET, "/outgoing", &headers, Vec::new())
         .await
-}
-
-/// A local server answering every request with "upstream says hi".
-async fn answering_upstream() -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut seen = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let body = "upstream says hi";
-                let response = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = stream.write_all(response.as_bytes()).await;
-            });
-        }
-    });
-    addr
 }
 
 /// A local server that accepts connections and never answers.

@@ -10,10 +10,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use wasmparser::{Chunk, Parser, Payload};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::config::PoolSettings;
+use crate::outline::Outline;
 use crate::world::World;
 
 /// How often the epoch advances. A guest running without pause yields to the
@@ -65,43 +65,10 @@ fn is_plain_proxy(imports: &[String], exports: Vec<String>) -> bool {
         && !imports.iter().any(|name| name.starts_with("cello:"))
 }
 
-/// The names a component imports and exports at its top level, without
-/// reading the modules inside it (a Python component's are megabytes);
-/// `None` if it cannot be parsed.
+/// The names a component imports and exports at its top level; `None` if
+/// it cannot be parsed.
 fn top_level_names(bytes: &[u8]) -> Option<(Vec<String>, Vec<String>)> {
-    let (mut imports, mut exports) = (Vec::new(), Vec::new());
-    let mut parser = Parser::new(0);
-    let mut rest = bytes;
-    loop {
-        let Chunk::Parsed { consumed, payload } = parser.parse(rest, true).ok()? else {
-            return None;
-        };
-        rest = &rest[consumed..];
-        match payload {
-            // The parser has stepped over a nested one; the input must too.
-            Payload::ModuleSection {
-                unchecked_range, ..
-            }
-            | Payload::ComponentSection {
-                unchecked_range, ..
-            } => {
-                let len = usize::try_from(unchecked_range.end - unchecked_range.start).ok()?;
-                rest = rest.get(len..)?;
-            }
-            Payload::ComponentImportSection(reader) => {
-                for import in reader {
-                    imports.push(import.ok()?.name.name.to_string());
-                }
-            }
-            Payload::ComponentExportSection(reader) => {
-                for export in reader {
-                    exports.push(export.ok()?.name.name.to_string());
-                }
-            }
-            Payload::End(_) => return Some((imports, exports)),
-            _ => {}
-        }
-    }
+    Outline::read(bytes).map(|outline| (outline.imports, outline.exports))
 }
 
 fn new_engine(pool: &PoolSettings, concurrent: bool) -> anyhow::Result<Engine> {

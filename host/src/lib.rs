@@ -28,7 +28,8 @@
 //! [`reload`] when it changes, and from uploads to [`tenants`] through the
 //! [`admin`] API, shared between hosts by [`cluster`]; [`compile`] keeps
 //! compiled artifacts on disk; [`engine`] holds the wasmtime configuration and [`world`] tells what a
-//! component is; [`resources`] is what every component's instances share;
+//! component is, [`outline`] what its bytes say at their top level;
+//! [`resources`] is what every component's instances share;
 //! [`metrics`], [`ops`], [`logging`] (with [`guest_log`]) and
 //! [`telemetry`] report on it all, and [`readiness`] says whether it is
 //! ready; [`bindings`] is the generated contract.
@@ -55,6 +56,7 @@ pub mod logging;
 pub mod metrics;
 pub mod middleware;
 pub mod ops;
+pub mod outline;
 pub mod pipeline;
 pub mod proxy;
 pub mod proxy_p3;

@@ -20,6 +20,7 @@ use crate::guest_log::GuestLogs;
 use crate::instances::capacity::HostCapacity;
 use crate::instances::state::{Owner, TenantScope};
 use crate::middleware::{self, Middleware};
+use crate::outline::Outline;
 use crate::proxy::ProxyComponent;
 use crate::resources::Resources;
 use crate::response_cache::ResponseCache;
@@ -287,6 +288,7 @@ impl Loader {
         } = source;
         let one = |problem: String| vec![problem];
         check_header(&bytes).map_err(one)?;
+        let default_isolation = Outline::read(&bytes).and_then(|o| o.default_isolation());
         let engines = self.runtime.engines.clone();
         let cache = self.cache.clone();
         let started = std::time::Instant::now();
@@ -317,7 +319,18 @@ impl Loader {
             "compiled or loaded in {:?}",
             started.elapsed()
         );
-        let limits = self.limits.with(&config.limits);
+        let mut limit_settings = config.limits.clone();
+        if limit_settings.isolation.is_none()
+            && let Some(isolation) = default_isolation
+        {
+            tracing::info!(
+                component = &*label,
+                "built by componentize-js: a fresh instance per request \
+                 (`isolation = \"reuse\"` under [limits] in {sidecar} keeps them warm)"
+            );
+            limit_settings.isolation = Some(isolation);
+        }
+        let limits = self.limits.with(&limit_settings);
         let resolving = capabilities::Resolving {
             namespace: &label,
             kv: &self.runtime.kv,

@@ -20,6 +20,7 @@ pub mod browser;
 pub mod postgres;
 pub mod redis;
 pub mod sql;
+pub mod upstream;
 
 /// Where the build script put the components.
 pub fn components_dir() -> PathBuf {
@@ -114,6 +115,23 @@ impl Components {
     /// Runs `cello-host serve` and waits until it listens.
     pub fn serve(self) -> Host {
         self.serve_with(&[])
+    }
+
+    /// Runs `cello-host serve` with an ops listener and waits until
+    /// `/readyz` says every component has loaded: compiling a large one (a
+    /// Python or JavaScript engine) the first time takes a while.
+    pub async fn serve_ready(self) -> Host {
+        let host = self.serve_with(&["--ops-listen", "127.0.0.1:0"]);
+        let deadline = std::time::Instant::now() + Duration::from_secs(240);
+        while host.ops_get("/readyz").await.status != 200 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never ready: {}",
+                host.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        host
     }
 
     /// Runs `cello-host serve` with extra arguments (a `--state-dir` among
