@@ -31,6 +31,7 @@ const PYTHON_GUESTS: &[(&str, &str)] = &[
     ("guest-python/examples/items/app.py", "items"),
     ("guest-python/examples/todos/todos.py", "todos"),
     ("tests/guests/python-pydantic/app.py", "python-pydantic"),
+    ("tests/guests/python-stream/app.py", "python-stream"),
 ];
 
 /// What a change to should rebuild the guests.
@@ -55,6 +56,7 @@ const INPUTS: &[&str] = &[
     "tests/guests/python-testbed",
     "tests/guests/python-caps",
     "tests/guests/python-pydantic",
+    "tests/guests/python-stream",
     "guest-python/cello",
     "guest-python/examples",
 ];

@@ -23,7 +23,7 @@ LAYERS = [
         "wasi_packages",
         "docs",
     ],  # fmt: skip
-    ["guards", "sleeps", "http", "sql", "markers", "build"],
+    ["guards", "sleeps", "http", "sql", "markers", "build", "sse"],
     ["host", "_tasks", "params", "json_schema", "analysis"],
     ["validation"],
     ["models", "deps"],

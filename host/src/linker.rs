@@ -1,7 +1,7 @@
 //! The linker a component is instantiated with: WASI (nothing reachable
 //! unless granted), wasi:http 0.2 and, on the concurrent engine, 0.3 (their
 //! outgoing requests refused without an outbound grant), the standard interfaces of the capabilities
-//! granted (`wasi:config/store`), Cello's `host` and `cache`, and the
+//! granted (`wasi:config/store`), Cello's `host`, `cache` and `streams`, and the
 //! capabilities the component was granted.
 
 use wasmtime::Engine;
@@ -44,6 +44,7 @@ pub fn linker(engine: &Engine, granted: GrantSet) -> anyhow::Result<Linker<Insta
     cello::types::add_to_linker::<_, HasSelf<_>>(&mut linker, this)?;
     cello::host::add_to_linker::<_, HasSelf<_>>(&mut linker, this)?;
     cello::cache::add_to_linker::<_, HasSelf<_>>(&mut linker, this)?;
+    cello::streams::add_to_linker::<_, HasSelf<_>>(&mut linker, this)?;
     capabilities::add_to_linker(&mut linker, granted)?;
     Ok(linker)
 }
