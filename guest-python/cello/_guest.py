@@ -253,7 +253,10 @@ def make_world(app: App) -> type:
             )
 
         def handle(self, req: Request) -> Response:
-            return _response(app.dispatch(req.route_index, req), req)
+            response = app.dispatch(req.route_index, req)
+            if isinstance(response, StreamingResponse):
+                response.drain()  # a `def` route's stream goes whole
+            return _response(response, req)
 
         async def handle_async(self, req: Request) -> Response:
             _add_timers()
