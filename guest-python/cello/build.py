@@ -170,7 +170,8 @@ def _world(wit_dir: Path, into: Path, capabilities: list[str]) -> str:
     shutil.copytree(wit_dir, into)
     imports = "".join(f"  import {name};\n" for name in capabilities)
     (into / "cello-build.wit").write_text(
-        f"package {_package(wit_dir)};\n\nworld app-build {{\n  include streaming-app;\n{imports}}}\n"
+        f"package {_package(wit_dir)};\n\n"
+        f"world app-build {{\n  include streaming-app;\n{imports}}}\n"
     )
     return "cello:component/app-build"
 

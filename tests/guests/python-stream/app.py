@@ -2,9 +2,8 @@
 events, a request body read as a stream, and streams that notice a client
 leaving (their generators' ``finally`` counts it in the key-value store)."""
 
-from cello import App, EventSourceResponse, Request, ServerSentEvent, StreamingResponse
+from cello import App, EventSourceResponse, Request, ServerSentEvent, StreamingResponse, kv
 from cello.host import sleep
-from cello import kv
 
 app = App("python-stream")
 
