@@ -72,7 +72,7 @@ async def silent(name: str):
 
 
 @app.get("/closed/{name}")
-def closed(name: str):
+async def closed(name: str):  # async: on the instance the streams share
     return {"closed": int(kv.sync.get_text(f"closed:{name}") or 0)}
 
 
