@@ -652,7 +652,7 @@ SSE_EVENTS = 10
 #: of when the guest sent it.
 SSE_LATE_S = 0.5
 #: Async calls (streams among them) one instance holds, for the SSE section.
-SSE_SIDECAR = "[limits]\nasync-concurrency = 1000\nmax-instances = 4\n"
+SSE_SIDECAR = "[limits]\nasync-concurrency = 1000\nmax-instances = 4\nqueue = 1000\n"
 
 
 async def sse_client(host: str, port: int, path: str) -> tuple[int, float]:
@@ -686,9 +686,12 @@ def sse(state: Path) -> dict[str, float]:
     print(f"sse: {SSE_CLIENTS} clients, an event a second each", flush=True)
     directory = component_dir("bench-python", sidecars={"bench-python": SSE_SIDECAR})
     ops = free_port()
-    with cello(directory, "/sync", state, ops=ops) as s:
+    # Every client comes from 127.0.0.1: past the default 256 per address.
+    config = f"[server]\nmax-connections-per-ip = {SSE_CLIENTS + 16}\n"
+    with cello(directory, "/sync", state, ops=ops, config=config) as s:
         port = int(s.url.split(":")[2].split("/")[0])
-        get(s.url)  # one instance warm: the idle figure includes it
+        # The async instance warm: the idle figure includes it.
+        get(s.url.rsplit("/", 1)[0] + "/async")
         time.sleep(1.0)
         idle = s.rss_bytes()
         peak = [idle, 0.0]
@@ -735,7 +738,7 @@ def sse_section(figures: dict[str, float]) -> list[str]:
         "",
         f"{figures['clients']:.0f} clients at once, each reading {SSE_EVENTS} events sent a "
         "second apart by the Python app's `EventSourceResponse` route "
-        "(`async-concurrency = 1000`, `max-instances = 4`).",
+        "(`async-concurrency = 1000`, `max-instances = 4`, `queue = 1000`).",
         "",
         "| host memory per stream | instances | complete | on time (< "
         f"{SSE_LATE_S} s late) | latest event |",

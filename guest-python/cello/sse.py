@@ -18,6 +18,7 @@ import contextlib
 from collections.abc import Mapping
 from typing import Any
 
+from . import sleeps
 from .messages import StreamingResponse
 
 #: Seconds between keep-alive comments when the generator is quiet.
@@ -104,36 +105,43 @@ class EventSourceResponse(StreamingResponse):
         return f": ping{self.sep}{self.sep}".encode()
 
     async def chunks(self):
-        """Each event encoded, with pings between when the generator is quiet."""
+        """Each event encoded, with pings between when the generator is
+        quiet. The generator runs in a task of its own, feeding a queue the
+        pinger also feeds: a ping is one host sleep per interval, never a
+        timer per event."""
         content = self.body_iterator
         if not hasattr(content, "__aiter__"):
             for item in content:
                 yield _event(item, self.sep)
             return
-        iterator = aiter(content)
-        pending = None
-        try:
+        queue: asyncio.Queue = asyncio.Queue(maxsize=1)
+        done = object()
+
+        async def produce() -> None:
+            try:
+                async for item in content:
+                    await queue.put(_event(item, self.sep))
+            finally:
+                await queue.put(done)
+
+        async def ping() -> None:
             while True:
-                if pending is None:
-                    pending = asyncio.ensure_future(anext(iterator))
-                if self.ping_interval and self.ping_interval > 0:
-                    done, _ = await asyncio.wait({pending}, timeout=self.ping_interval)
-                    if not done:
-                        yield self.ping_message()
-                        continue
-                try:
-                    item = await pending
-                except StopAsyncIteration:
-                    return
-                finally:
-                    pending = None
-                yield _event(item, self.sep)
+                await sleeps.pause(round(self.ping_interval * 1000))
+                if queue.empty():
+                    await queue.put(self.ping_message())
+
+        tasks = [asyncio.ensure_future(produce())]
+        if self.ping_interval and self.ping_interval > 0:
+            tasks.append(asyncio.ensure_future(ping()))
+        try:
+            while (chunk := await queue.get()) is not done:
+                yield chunk
         finally:
-            if pending is not None:
-                # The client left mid-wait: the generator stops where it waits.
-                pending.cancel()
-                with contextlib.suppress(BaseException):
-                    await pending
+            # The client left mid-wait: the generator stops where it waits.
+            for task in tasks:
+                task.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.gather(*tasks, return_exceptions=True)
 
     def drain(self) -> None:
         content = self.body_iterator

@@ -23,8 +23,8 @@ LAYERS = [
         "wasi_packages",
         "docs",
     ],  # fmt: skip
-    ["guards", "sleeps", "http", "sql", "markers", "build", "sse"],
-    ["host", "_tasks", "params", "json_schema", "analysis"],
+    ["guards", "sleeps", "http", "sql", "markers", "build"],
+    ["host", "_tasks", "params", "json_schema", "analysis", "sse"],
     ["validation"],
     ["models", "deps"],
     ["routing"],
