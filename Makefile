@@ -7,7 +7,7 @@ LISTEN    ?= 127.0.0.1:8080
 OPS_LISTEN ?= 127.0.0.1:9090
 RUST_OUT  := guest-rust/target/$(WASM)/release
 
-.PHONY: run test bench bench-sql bench-kv bench-cluster setup postgresql redis-server nodejs components host lint fmt clean
+.PHONY: run test bench bench-sql bench-kv bench-sse bench-cluster setup postgresql redis-server nodejs components host lint fmt clean
 
 ## Build the examples and the host, then serve them on $(LISTEN)
 ## (metrics and health on $(OPS_LISTEN)), with a line per request.
@@ -63,6 +63,13 @@ bench-kv: components host redis-server
 	test -x $(BENCH_VENV)/bin/python || python3 -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install --quiet -r bench/requirements.txt
 	$(BENCH_VENV)/bin/python bench/run.py kv
+
+## Only the server-sent events rows (1000 clients on the Python app):
+## replaces that section of bench/RESULTS.md.
+bench-sse: components host
+	test -x $(BENCH_VENV)/bin/python || python3 -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet -r bench/requirements.txt
+	$(BENCH_VENV)/bin/python bench/run.py sse
 
 ## Install what is missing: the Rust toolchain rust-toolchain.toml pins, with
 ## the wasm32-wasip2 target, a .venv with the pinned Python build tools,

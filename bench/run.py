@@ -645,6 +645,110 @@ def kv_section(loads: list[Load]) -> list[str]:
     return lines
 
 
+#: Clients the SSE section holds open at once, and events each is sent.
+SSE_CLIENTS = 1000
+SSE_EVENTS = 10
+#: A client's events are on time when each came within this many seconds
+#: of when the guest sent it.
+SSE_LATE_S = 0.5
+#: Async calls (streams among them) one instance holds, for the SSE section.
+SSE_SIDECAR = "[limits]\nasync-concurrency = 1000\nmax-instances = 4\nqueue = 1000\n"
+
+
+async def sse_client(host: str, port: int, path: str) -> tuple[int, float]:
+    """Reads one SSE stream to its end over a raw socket: how many events
+    came, and the most any came after the guest sent it, in seconds."""
+    import asyncio
+
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(f"GET {path} HTTP/1.1\r\nhost: {host}\r\n\r\n".encode())
+    await writer.drain()
+    events, late = 0, 0.0
+    try:
+        while line := await reader.readline():
+            if line.startswith(b"data: "):
+                late = max(late, time.time() - float(line[6:].strip()))
+                events += 1
+                if events == SSE_EVENTS:
+                    break
+    finally:
+        writer.close()
+    return events, late
+
+
+def sse(state: Path) -> dict[str, float]:
+    """SSE_CLIENTS clients each reading SSE_EVENTS events a second apart
+    from the Python app, at once: host memory per open stream (resident
+    set with them open, less idle, over the clients), instances used, and
+    whether every client got its events on time."""
+    import asyncio
+
+    print(f"sse: {SSE_CLIENTS} clients, an event a second each", flush=True)
+    directory = component_dir("bench-python", sidecars={"bench-python": SSE_SIDECAR})
+    ops = free_port()
+    # Every client comes from 127.0.0.1: past the default 256 per address.
+    config = f"[server]\nmax-connections-per-ip = {SSE_CLIENTS + 16}\n"
+    with cello(directory, "/sync", state, ops=ops, config=config) as s:
+        port = int(s.url.split(":")[2].split("/")[0])
+        # The async instance warm: the idle figure includes it.
+        get(s.url.rsplit("/", 1)[0] + "/async")
+        time.sleep(1.0)
+        idle = s.rss_bytes()
+        peak = [idle, 0.0]
+
+        async def run() -> list[tuple[int, float]]:
+            async def watch() -> None:
+                while True:
+                    await asyncio.sleep(0.5)
+                    peak[0] = max(peak[0], s.rss_bytes())
+                    live = metric(ops, "cello_instances_live", "bench-python")
+                    peak[1] = max(peak[1], live)
+
+            watcher = asyncio.ensure_future(watch())
+            path = f"/events/{SSE_EVENTS}"
+            clients = [sse_client("127.0.0.1", port, path) for _ in range(SSE_CLIENTS)]
+            try:
+                return await asyncio.gather(*clients)
+            finally:
+                watcher.cancel()
+
+        results = asyncio.run(run())
+    complete = sum(1 for events, _ in results if events == SSE_EVENTS)
+    on_time = sum(1 for events, late in results if events == SSE_EVENTS and late < SSE_LATE_S)
+    figures = {
+        "clients": SSE_CLIENTS,
+        "KiB per stream": (peak[0] - idle) / SSE_CLIENTS / 1024,
+        "instances": peak[1],
+        "complete": complete,
+        "on time": on_time,
+        "latest s": max(late for _, late in results),
+    }
+    print(
+        f"  {figures['KiB per stream']:.1f} KiB per stream, {peak[1]:.0f} instances, "
+        f"{complete} complete, {on_time} on time (latest {figures['latest s']:.2f} s)",
+        flush=True,
+    )
+    return figures
+
+
+def sse_section(figures: dict[str, float]) -> list[str]:
+    """The SSE section of RESULTS.md."""
+    return [
+        "## Server-sent events",
+        "",
+        f"{figures['clients']:.0f} clients at once, each reading {SSE_EVENTS} events sent a "
+        "second apart by the Python app's `EventSourceResponse` route "
+        "(`async-concurrency = 1000`, `max-instances = 4`, `queue = 1000`).",
+        "",
+        "| host memory per stream | instances | complete | on time (< "
+        f"{SSE_LATE_S} s late) | latest event |",
+        "|---:|---:|---:|---:|---:|",
+        f"| {figures['KiB per stream']:.1f} KiB | {figures['instances']:.0f} | "
+        f"{figures['complete']:.0f} | {figures['on time']:.0f} | "
+        f"{figures['latest s']:.2f} s |",
+    ]
+
+
 def replace_section(text: str, section: list[str]) -> str:
     """`text` with the section titled as `section`'s first line replaced
     (or added before the chart)."""
@@ -1013,6 +1117,8 @@ def main() -> None:
         return only_section("SQL", sql_reads, sql_section)
     if sys.argv[1:] == ["kv"]:
         return only_section("key-value", kv_reads, kv_section)
+    if sys.argv[1:] == ["sse"]:
+        return only_section("SSE", sse, sse_section)
     if sys.argv[1:] == ["cluster"]:
         return only_section("upload-to-everywhere", upload_everywhere, cluster.section)
     # Every directory the run makes (components, state, tenants) goes under
@@ -1030,12 +1136,14 @@ def main() -> None:
         sql = sql_reads(state)
         kv = kv_reads(state)
         everywhere = upload_everywhere(state)
+        streams = sse(state)
     finally:
         tempfile.tempdir = None
         shutil.rmtree(scratch, ignore_errors=True)
     write_results(loads, cold, inst, mem, isolated, call_us, sql, kv)
     results = BENCH / "RESULTS.md"
     results.write_text(replace_section(results.read_text(), cluster.section(everywhere)))
+    results.write_text(replace_section(results.read_text(), sse_section(streams)))
     print(f"wrote {BENCH / 'RESULTS.md'} and {BENCH / 'results.png'}")
 
 

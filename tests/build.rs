@@ -34,6 +34,7 @@ const PYTHON_GUESTS: &[(&str, &str)] = &[
     ("guest-python/examples/items/app.py", "items"),
     ("guest-python/examples/todos/todos.py", "todos"),
     ("tests/guests/python-pydantic/app.py", "python-pydantic"),
+    ("tests/guests/python-stream/app.py", "python-stream"),
 ];
 
 /// Python guests written to componentize-py's own bindings of the world
@@ -78,6 +79,7 @@ const INPUTS: &[&str] = &[
     "tests/guests/python-pydantic",
     "tests/guests/js-http",
     "tests/guests/python-p3",
+    "tests/guests/python-stream",
     "guest-python/cello",
     "guest-python/examples",
 ];

@@ -2,9 +2,22 @@
 
 import time
 
-from cello import App, Response, cache
+from cello import App, EventSourceResponse, Response, cache
+from cello.host import sleep
 
 app = App("bench-python")
+
+
+@app.get("/events/{count}")
+async def events(count: int):
+    """Server-sent events, one a second, each carrying when it was sent."""
+
+    async def ticks():
+        for n in range(count):
+            yield {"id": n, "data": f"{time.time():.3f}"}
+            await sleep(1)
+
+    return EventSourceResponse(ticks())
 
 
 @app.get("/sync")

@@ -14,7 +14,8 @@ The package, bottom layer first; a module imports only from layers below
 its own (``tests/test_layers.py`` holds it to that):
 
 - ``messages``, ``status``, ``security``, ``background``: requests,
-  responses, route policies, background tasks;
+  responses (streams among them), route policies, background tasks;
+  ``sse``: server-sent events;
 - ``markers``: what a signature says (``Path()``, ..., ``Depends()``, ``Source``);
 - ``analysis``: a handler's signature, and its dependencies', read into a plan;
 - ``validation``: a plan and a request turned into arguments, or a 422;
@@ -31,9 +32,10 @@ from .app import App, Router, cache
 from .background import BackgroundTasks
 from .controllers import controller
 from .markers import Body, Cookie, Depends, Header, Json, Path, Query, Scope, injectable, singleton
-from .messages import HTTPException, Request, Response
+from .messages import HTTPException, Request, Response, StreamingResponse
 from .models import BaseModel, Field
 from .security import RateLimitConfig, RoleGuard, ScopeGuard
+from .sse import EventSourceResponse, ServerSentEvent
 
 #: FastAPI's name for a Router, so a port changes only its imports.
 APIRouter = Router
@@ -56,6 +58,7 @@ __all__ = [
     "Body",
     "Cookie",
     "Depends",
+    "EventSourceResponse",
     "FastAPI",
     "Field",
     "HTTPException",
@@ -70,6 +73,8 @@ __all__ = [
     "Router",
     "Scope",
     "ScopeGuard",
+    "ServerSentEvent",
+    "StreamingResponse",
     "cache",
     "controller",
     "injectable",

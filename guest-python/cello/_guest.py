@@ -15,12 +15,13 @@ import traceback
 
 import componentize_py_async_support as _runtime
 import wit_world
+import wit_world.exports
 from componentize_py_types import Err
-from wit_world.imports import cache, host, types
+from wit_world.imports import cache, host, streams, types
 
 from . import _tasks, concurrency, sleeps
 from .app import App
-from .messages import Request, Response
+from .messages import HTTPException, Request, Response, StreamingResponse
 
 _LEVELS = {
     logging.DEBUG: host.Level.DEBUG,
@@ -163,6 +164,67 @@ def _add_timers() -> None:
         setattr(loop_type, name, method)
 
 
+_BODY_ERRORS = {
+    streams.StreamError_TooLarge: lambda e: HTTPException(
+        413, f"The request body is larger than the {e.value} bytes allowed."
+    ),
+    streams.StreamError_TimedOut: lambda e: HTTPException(
+        408, "The request body did not arrive in time; send it faster."
+    ),
+}
+
+
+def _body_error(error: Err) -> HTTPException:
+    """A failed body read as the client's error: 413, 408 or 400."""
+    value = error.value
+    make = _BODY_ERRORS.get(type(value))
+    if make is not None:
+        return make(value)
+    why = getattr(value, "value", None) or "the client went away"
+    return HTTPException(400, f"The request body could not be read: {why}")
+
+
+def _reader(body: streams.BodyReader):
+    """``body.read`` as ``Request.stream`` calls it: bytes, or None at the
+    end; a failed read raises the HTTPException it answers."""
+
+    async def read() -> bytes | None:
+        try:
+            return await body.read()
+        except Err as error:
+            raise _body_error(error) from None
+
+    return read
+
+
+async def _read_whole(body: streams.BodyReader) -> bytes | Response:
+    """The whole body, or the error response a failed read answers."""
+    read = _reader(body)
+    chunks = []
+    try:
+        while (chunk := await read()) is not None:
+            chunks.append(chunk)
+    except HTTPException as error:
+        return error.to_response()
+    return b"".join(chunks)
+
+
+async def _send_stream(response: StreamingResponse, out: streams.ResponseWriter) -> None:
+    """Starts ``response`` and writes its chunks as they come. A failed
+    write (the client left, the stream sat idle) stops it: the generator is
+    closed, so its ``finally`` runs."""
+    chunks = response.chunks()
+    try:
+        out.start(response.status, response.headers)
+        async for chunk in chunks:
+            await out.write(chunk)
+    except Err as error:
+        logging.getLogger("cello").info("stream stopped: %s", type(error.value).__name__)
+    finally:
+        await chunks.aclose()
+        await response.aclose()
+
+
 def make_world(app: App) -> type:
     """The ``WitWorld`` class componentize-py exports for ``app``."""
     _install_logging()
@@ -191,12 +253,18 @@ def make_world(app: App) -> type:
             )
 
         def handle(self, req: Request) -> Response:
-            return _response(app.dispatch(req.route_index, req), req)
+            response = app.dispatch(req.route_index, req)
+            if isinstance(response, StreamingResponse):
+                response.drain()  # a `def` route's stream goes whole
+            return _response(response, req)
 
         async def handle_async(self, req: Request) -> Response:
             _add_timers()
             spawned = _tasks.record()
             response = await app.dispatch_async(req.route_index, req)
+            if isinstance(response, StreamingResponse):
+                # A cached route: its stream is collected and sent whole.
+                response.body = b"".join([c async for c in response.chunks()])
             if _tasks.leftover(spawned):
                 # The response goes now; the call goes on until they end.
                 what = f"request {req.request_id} ({req.method} {req.path})"
@@ -234,3 +302,40 @@ def make_world(app: App) -> type:
                 await _tasks.finish(spawned, f"the background tasks of request {request_id}")
 
     return WitWorld
+
+
+def make_streaming(app: App) -> type:
+    """The ``Streaming`` class componentize-py exports for ``app``: async
+    routes with their request bodies read as they arrive, and responses
+    that may be streams."""
+
+    class Streaming(wit_world.exports.Streaming):
+        async def handle(
+            self, req: Request, body: streams.BodyReader, out: streams.ResponseWriter
+        ) -> Response | None:
+            _add_timers()
+            spawned = _tasks.record()
+            try:
+                if app.routes[req.route_index].meta.get("stream_request"):
+                    req._reader = _reader(body)
+                else:
+                    whole = await _read_whole(body)
+                    if isinstance(whole, Response):
+                        return whole
+                    req.body = whole
+                response = await app.dispatch_async(req.route_index, req)
+                streamed = isinstance(response, StreamingResponse)
+                if streamed:
+                    await _send_stream(response, out)
+            finally:
+                body.__exit__(None, None, None)
+                out.__exit__(None, None, None)
+            what = f"request {req.request_id} ({req.method} {req.path})"
+            if streamed and response.background is not None:
+                # The body has gone: its tasks run now, in the same call.
+                await response.background.run()
+            if _tasks.leftover(spawned):
+                _runtime.spawn(_tasks.finish(spawned, what, app.leftover_task_seconds))
+            return None if streamed else _response(response, req)
+
+    return Streaming

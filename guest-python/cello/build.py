@@ -103,8 +103,9 @@ def build_component(app: str, output: Path, wit: str | None = None, quiet: bool 
             f"import {module} as _app_module\n"
             # pydantic's lazy imports, into the snapshot: nothing else exists at run time.
             + ("import cello.wasi_packages\ncello.wasi_packages.preload()\n" if staged else "")
-            + "from cello._guest import make_world\n"
+            + "from cello._guest import make_streaming, make_world\n"
             f"WitWorld = make_world(_app_module.{attr})\n"
+            f"Streaming = make_streaming(_app_module.{attr})\n"
         )
         output.parent.mkdir(parents=True, exist_ok=True)
         say("componentizing with componentize-py (this takes 30-60 s)")
@@ -169,7 +170,8 @@ def _world(wit_dir: Path, into: Path, capabilities: list[str]) -> str:
     shutil.copytree(wit_dir, into)
     imports = "".join(f"  import {name};\n" for name in capabilities)
     (into / "cello-build.wit").write_text(
-        f"package {_package(wit_dir)};\n\nworld app-build {{\n  include app;\n{imports}}}\n"
+        f"package {_package(wit_dir)};\n\n"
+        f"world app-build {{\n  include streaming-app;\n{imports}}}\n"
     )
     return "cello:component/app-build"
 

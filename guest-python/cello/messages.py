@@ -184,6 +184,19 @@ class Request:
         """Every query parameter, repeated keys included, in order."""
         return parse_qsl(self.query_string, keep_blank_values=True)
 
+    async def stream(self):
+        """The body, chunk by chunk as it arrives: ``async for chunk in
+        request.stream()``, as in Starlette. On a route declared with
+        ``stream_request=True`` the body is never held whole (``body`` is
+        empty); elsewhere it was read already and comes as one chunk."""
+        reader, self._reader = getattr(self, "_reader", None), None
+        if reader is None:
+            if self.body:
+                yield self.body
+            return
+        while (chunk := await reader()) is not None:
+            yield chunk
+
     def text(self) -> str:
         """The body decoded as UTF-8."""
         return self.body.decode("utf-8", errors="replace")
@@ -284,6 +297,57 @@ class Response:
 
     def __repr__(self) -> str:
         return f"Response(status={self.status}, body={self.body[:60]!r})"
+
+
+class StreamingResponse(Response):
+    """A response whose body is sent as ``content`` yields it, as in
+    Starlette: an async generator (or async iterable), or a plain iterable,
+    of ``str`` or ``bytes`` chunks. From an ``async def`` route each chunk
+    reaches the client as it is written; the generator waits while the
+    client is slow, and is closed (its ``finally`` runs) once the client
+    has gone. A ``def`` route's stream is collected and sent whole."""
+
+    def __init__(
+        self,
+        content: Any,
+        status_code: int = 200,
+        headers: Mapping[str, str] | None = None,
+        media_type: str | None = None,
+        background: Any = None,
+    ):
+        super().__init__(b"", status_code, headers, media_type, background=background)
+        self.body_iterator = content
+
+    async def chunks(self):
+        """The body's chunks as bytes, from an async or a plain iterable."""
+        content = self.body_iterator
+        if hasattr(content, "__aiter__"):
+            async for chunk in content:
+                yield chunk.encode() if isinstance(chunk, str) else bytes(chunk)
+        else:
+            for chunk in content:
+                yield chunk.encode() if isinstance(chunk, str) else bytes(chunk)
+
+    async def aclose(self) -> None:
+        """Closes the content's generator, so its ``finally`` runs."""
+        close = getattr(self.body_iterator, "aclose", None) or getattr(
+            self.body_iterator, "close", None
+        )
+        if close is not None:
+            closed = close()
+            if hasattr(closed, "__await__"):
+                await closed
+
+    def drain(self) -> None:
+        """Collects a plain iterable's chunks into ``body``: a ``def``
+        route's stream, sent whole."""
+        content = self.body_iterator
+        if hasattr(content, "__aiter__"):
+            raise TypeError("an async generator streams only from an `async def` route")
+        self.body = b"".join(c.encode() if isinstance(c, str) else bytes(c) for c in content)
+
+    def __repr__(self) -> str:
+        return f"StreamingResponse(status={self.status})"
 
 
 class HTTPException(Exception):

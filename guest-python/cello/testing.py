@@ -22,7 +22,7 @@ from urllib.parse import urlencode, urljoin, urlsplit
 
 from .app import App
 from .deps import _client_overrides
-from .messages import Headers, Request, Response
+from .messages import Headers, Request, Response, StreamingResponse
 from .routing import Found, find
 
 
@@ -35,6 +35,9 @@ class TestResponse:
         self.status_code = response.status
         self.headers = Headers(response.headers)
         self.content = response.body
+        #: A stream's chunks as the handler yielded them (the whole body
+        #: as one chunk otherwise).
+        self.chunks: list[bytes] = getattr(response, "sent_chunks", None) or [response.body]
         self.url = url
         #: The redirects followed to get here, oldest first.
         self.history: list[TestResponse] = []
@@ -66,6 +69,16 @@ class TestResponse:
     @property
     def text(self) -> str:
         return self.content.decode("utf-8", errors="replace")
+
+    def iter_bytes(self):
+        """The body chunk by chunk, as a stream's handler yielded it."""
+        return iter(self.chunks)
+
+    def iter_text(self):
+        return (chunk.decode("utf-8", errors="replace") for chunk in self.chunks)
+
+    def iter_lines(self):
+        return iter(self.text.splitlines())
 
     def json(self) -> Any:
         return _json.loads(self.content)
@@ -206,12 +219,25 @@ class TestClient:
                 response = asyncio.run(self.app.dispatch_async(index, request))
             else:
                 response = self.app.dispatch(index, request)
+            if isinstance(response, StreamingResponse):
+                response.sent_chunks = asyncio.run(_collect(response))
+                response.body = b"".join(response.sent_chunks)
         finally:
             _client_overrides.reset(token)
         # As on the host, background tasks run once the response is made.
         if response.background is not None:
             asyncio.run(response.background.run())
         return response
+
+
+async def _collect(response: StreamingResponse) -> list[bytes]:
+    """A stream's chunks, read to its end (an endless one never ends)."""
+    chunks = response.chunks()
+    try:
+        return [chunk async for chunk in chunks]
+    finally:
+        await chunks.aclose()
+        await response.aclose()
 
 
 def _body(json: Any, content: Any, data: Any, files: Any) -> tuple[bytes, str | None]:

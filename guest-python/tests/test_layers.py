@@ -24,7 +24,7 @@ LAYERS = [
         "docs",
     ],  # fmt: skip
     ["guards", "sleeps", "http", "sql", "markers", "build"],
-    ["host", "_tasks", "params", "json_schema", "analysis"],
+    ["host", "_tasks", "params", "json_schema", "analysis", "sse"],
     ["validation"],
     ["models", "deps"],
     ["routing"],

@@ -1,5 +1,6 @@
 //! Host-side bindings for the `cello:component/app` world in `wit/`, with
-//! every capability a component may be granted.
+//! every capability a component may be granted, and for the optional
+//! `streaming` export of the `streaming-app` world.
 #![allow(missing_docs)]
 
 wasmtime::component::bindgen!({
@@ -11,7 +12,29 @@ wasmtime::component::bindgen!({
         default: trappable,
     },
     exports: { default: async },
+    with: {
+        "cello:component/streams.body-reader": crate::app::streams::BodyReader,
+        "cello:component/streams.response-writer": crate::app::streams::ResponseWriter,
+    },
 });
+
+/// The `streaming` export, looked up apart from the app's: components built
+/// before it existed lack it and are served through `handle-async`.
+pub mod streaming {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "streaming-app",
+        exports: { default: async },
+        with: {
+            "cello:component/types": super::cello::component::types,
+            "cello:component/host": super::cello::component::host,
+            "cello:component/cache": super::cello::component::cache,
+            "cello:component/streams": super::cello::component::streams,
+        },
+    });
+
+    pub use exports::cello::component::streaming::{Guest, GuestIndices};
+}
 
 pub use AppWithCapabilities as App;
 pub use AppWithCapabilitiesPre as AppPre;

@@ -613,6 +613,9 @@ pub struct LimitSettings {
     /// CPU time per request, ms: guest time summed across the call; none by
     /// default.
     pub cpu_ms: Option<u64>,
+    /// Time a streamed response may go without a chunk before it is closed,
+    /// in ms.
+    pub stream_idle_ms: Option<u64>,
 }
 
 /// Limits in force for one component after defaults are applied.
@@ -642,6 +645,8 @@ pub struct Limits {
     pub background_timeout: Duration,
     /// Guest time one request may use (an async handler: without awaiting).
     pub cpu: Option<Duration>,
+    /// Time a streamed response may go without a chunk.
+    pub stream_idle: Duration,
 }
 
 impl Default for Limits {
@@ -659,6 +664,7 @@ impl Default for Limits {
             max_resources: 10_000,
             background_timeout: Duration::from_secs(30),
             cpu: None,
+            stream_idle: Duration::from_secs(60),
         }
     }
 }
@@ -700,6 +706,9 @@ impl Limits {
                 .cpu_ms
                 .map(|ms| Duration::from_millis(ms.max(1)))
                 .or(self.cpu),
+            stream_idle: settings
+                .stream_idle_ms
+                .map_or(self.stream_idle, |ms| Duration::from_millis(ms.max(1))),
         };
         if settings.isolation == Some(Isolation::PerRequest) {
             limits.max_requests_per_instance = 1;

@@ -2,8 +2,8 @@
 //! unless granted), wasi:http 0.2 and, on the concurrent engine, 0.3 (their
 //! outgoing requests refused without an outbound grant), the standard
 //! interfaces of the capabilities granted (`wasi:config/store`,
-//! `wasi:keyvalue`), Cello's `host` and `cache`, and the capabilities the
-//! component was granted.
+//! `wasi:keyvalue`), Cello's `host`, `cache` and `streams`, and the
+//! capabilities the component was granted.
 
 use wasmtime::Engine;
 use wasmtime::component::{HasSelf, Linker};
@@ -45,6 +45,7 @@ pub fn linker(engine: &Engine, granted: GrantSet) -> anyhow::Result<Linker<Insta
     cello::types::add_to_linker::<_, HasSelf<_>>(&mut linker, this)?;
     cello::host::add_to_linker::<_, HasSelf<_>>(&mut linker, this)?;
     cello::cache::add_to_linker::<_, HasSelf<_>>(&mut linker, this)?;
+    cello::streams::add_to_linker::<_, HasSelf<_>>(&mut linker, this)?;
     capabilities::add_to_linker(&mut linker, granted)?;
     Ok(linker)
 }

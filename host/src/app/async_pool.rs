@@ -5,7 +5,9 @@
 //!
 //! A call that outlives its deadline gets 504, and its instance is killed:
 //! a task cannot be cancelled alone, and one that ran away may hold the
-//! instance. The other calls on it fail with 503 and Retry-After.
+//! instance. The other calls on it fail with 503 and Retry-After. A
+//! streaming call's deadline ends with its response's head: the stream that
+//! follows is held to its idle time instead (see [`super::streams`]).
 
 use std::collections::HashMap;
 use std::pin::pin;
@@ -18,18 +20,38 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::Instrument as _;
 use wasmtime::AsContextMut;
+use wasmtime_wasi::WasiView as _;
 
-use super::{Instance, Shared, retire};
+use super::streams::{self, BodyReader, Outcome, ResponseStream, ResponseWriter, Streamed};
+use super::{Answer, Instance, Shared, StreamingGuest, retire};
 use crate::bindings::{Request, Response};
+use crate::body::RequestBody;
 use crate::error::CallError;
 use crate::instances::capacity::{Evict, Slot};
 use crate::instances::state::CpuExceeded;
 
-type Reply = oneshot::Sender<Result<Response, CallError>>;
+type Reply = oneshot::Sender<Outcome>;
+
+/// What an async call hands its guest.
+enum Call {
+    /// `handle-async`: the request with its whole body.
+    Whole(Request),
+    /// `streaming.handle`: the request, its body to read, and a writer for
+    /// the response.
+    Streaming(Request, BodyReader, ResponseWriter),
+}
+
+impl Call {
+    fn request(&self) -> &Request {
+        match self {
+            Call::Whole(req) | Call::Streaming(req, ..) => req,
+        }
+    }
+}
 
 /// One async call waiting for, or running on, an instance.
 struct Job {
-    req: Request,
+    call: Call,
     reply: Reply,
     /// The trace span the call runs in (none when traces are off): the
     /// event loop runs on a task of its own, so it is carried here.
@@ -77,9 +99,77 @@ impl AsyncPool {
         req: Request,
     ) -> Result<Response, CallError> {
         let deadline = Instant::now() + shared.limits.timeout;
-        let (reply, response) = oneshot::channel();
+        let (worker, outcome) = self.start(shared, Call::Whole(req), deadline).await?;
+        match tokio::time::timeout_at(deadline, outcome).await {
+            Ok(Ok(Ok(Some(response)))) => Ok(response),
+            Ok(Ok(Ok(None))) => Err(CallError::InvalidResponse("no response".into())),
+            Ok(Ok(Err(error))) => Err(error),
+            Ok(Err(_)) => Err(self.lost(shared)),
+            Err(_) => Err(self.timed_out(shared, &worker)),
+        }
+    }
+
+    /// Sends `req` to `streaming.handle`, with `body` to read as it
+    /// arrives. Answers once the guest returns a whole response or starts
+    /// a streamed one; the route's deadline holds until then.
+    pub(super) async fn stream(
+        self: &Arc<Self>,
+        shared: &Arc<Shared>,
+        req: Request,
+        body: Option<RequestBody>,
+    ) -> Result<Answer, CallError> {
+        let limits = &shared.limits;
+        let deadline = Instant::now() + limits.timeout;
+        let reader = BodyReader::new(body, limits.max_body_bytes, deadline);
+        let (writer, ResponseStream { mut head, chunks }) = streams::response_stream();
+        let call = Call::Streaming(req, reader, writer);
+        let (worker, mut outcome) = self.start(shared, call, deadline).await?;
+        let first = tokio::time::timeout_at(deadline, async {
+            tokio::select! {
+                biased;
+                Ok(head) = &mut head => Ok(head),
+                ended = &mut outcome => Err(ended),
+            }
+        });
+        let head = match first.await {
+            Err(_) => return Err(self.timed_out(shared, &worker)),
+            Ok(Ok(head)) => head,
+            Ok(Err(Ok(Ok(Some(response))))) => return Ok(Answer::Whole(response)),
+            Ok(Err(Ok(Ok(None)))) => match head.try_recv() {
+                // Started and returned at once: the chunks are all written.
+                Ok(head) => {
+                    let (done, ended) = oneshot::channel();
+                    let _ = done.send(Ok(None));
+                    outcome = ended;
+                    head
+                }
+                Err(_) => {
+                    return Err(CallError::InvalidResponse(
+                        "no response: the handler neither returned one nor started one".into(),
+                    ));
+                }
+            },
+            Ok(Err(Ok(Err(error)))) => return Err(error),
+            Ok(Err(Err(_))) => return Err(self.lost(shared)),
+        };
+        let body = Streamed::new(chunks, outcome, limits.stream_idle);
+        let mut response = http::Response::new(http_body_util::BodyExt::boxed_unsync(body));
+        *response.status_mut() = head.status;
+        *response.headers_mut() = head.headers;
+        Ok(Answer::Streamed(response))
+    }
+
+    /// Dispatches `call` to an instance: the instance, and where its
+    /// outcome comes.
+    async fn start(
+        self: &Arc<Self>,
+        shared: &Arc<Shared>,
+        call: Call,
+        deadline: Instant,
+    ) -> Result<(Arc<Worker>, oneshot::Receiver<Outcome>), CallError> {
+        let (reply, outcome) = oneshot::channel();
         let job = Job {
-            req,
+            call,
             reply,
             span: crate::telemetry::current(),
         };
@@ -87,18 +177,23 @@ impl AsyncPool {
             .dispatch(shared, job, deadline)
             .instrument(crate::telemetry::stage("instance checkout"))
             .await?;
-        match tokio::time::timeout_at(deadline, response).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(CallError::InstanceLost(format!(
-                "the instance of {} serving this request stopped",
-                shared.owner.component
-            ))),
-            Err(_) => {
-                self.stop_accepting(&worker);
-                worker.kill.notify_one();
-                Err(shared.owner.timed_out(shared.limits.timeout))
-            }
-        }
+        Ok((worker, outcome))
+    }
+
+    /// The error of a call whose instance stopped under it.
+    fn lost(&self, shared: &Shared) -> CallError {
+        CallError::InstanceLost(format!(
+            "the instance of {} serving this request stopped",
+            shared.owner.component
+        ))
+    }
+
+    /// A call ran past its deadline: its instance is killed, for a task
+    /// cannot be cancelled alone.
+    fn timed_out(&self, shared: &Shared, worker: &Arc<Worker>) -> CallError {
+        self.stop_accepting(worker);
+        worker.kill.notify_one();
+        shared.owner.timed_out(shared.limits.timeout)
     }
 
     async fn dispatch(
@@ -260,11 +355,14 @@ impl End {
 }
 
 type CallFuture<'a> = std::pin::Pin<Box<dyn Future<Output = Finished> + Send + 'a>>;
+type CallResult<'a> =
+    std::pin::Pin<Box<dyn Future<Output = wasmtime::Result<Option<Response>>> + Send + 'a>>;
 
 /// What finished on an event loop.
 enum Finished {
-    /// A request's handler returned (or trapped).
-    Call(u64, Arc<str>, wasmtime::Result<Response>, String),
+    /// A request's handler returned (or trapped): its whole response, or
+    /// none when it streamed it.
+    Call(u64, Arc<str>, wasmtime::Result<Option<Response>>, String),
     /// A request's background tasks ended, or ran out of time.
     Background(String, Option<wasmtime::Result<()>>),
 }
@@ -284,7 +382,7 @@ impl Pending {
         self.next
     }
 
-    fn answer(&mut self, id: u64, result: Result<Response, CallError>) {
+    fn answer(&mut self, id: u64, result: Outcome) {
         if let Some(reply) = self.replies.remove(&id) {
             let _ = reply.send(result);
         }
@@ -300,12 +398,14 @@ impl Pending {
 
 impl EventLoop {
     async fn run(mut self, slot: Slot) {
-        let mut instance = match self.shared.start_instance(slot, true).await {
-            Ok(instance) => instance,
+        let (mut instance, streaming) = match self.shared.start_instance(slot, true).await {
+            Ok(started) => started,
             Err(error) => return self.fail_queued(error),
         };
         let pending = Mutex::new(Pending::default());
-        let end = self.serve(&mut instance, &pending).await;
+        let end = self
+            .serve(&mut instance, streaming.as_ref(), &pending)
+            .await;
         self.pool.stop_accepting(&self.worker);
         // Calls still queued here fail when their replies drop with the queue.
         self.queue.close();
@@ -342,7 +442,12 @@ impl EventLoop {
         }
     }
 
-    async fn serve(&mut self, instance: &mut Instance, pending: &Mutex<Pending>) -> End {
+    async fn serve(
+        &mut self,
+        instance: &mut Instance,
+        streaming: Option<&StreamingGuest>,
+        pending: &Mutex<Pending>,
+    ) -> End {
         let Self {
             pool,
             shared,
@@ -364,8 +469,8 @@ impl EventLoop {
                                     store.data_mut().track_call(&route, &request_id, true);
                                 });
                                 match result {
-                                    Ok(response) if response.background => {
-                                        pending.lock().unwrap().answer(id, Ok(response));
+                                    Ok(Some(response)) if response.background => {
+                                        pending.lock().unwrap().answer(id, Ok(Some(response)));
                                         // Still in flight until its tasks end.
                                         let tasks = bindings.func_run_background();
                                         let call = accessor.with(|mut store| -> wasmtime::Result<_> {
@@ -405,24 +510,48 @@ impl EventLoop {
                         }
                     }
                     job = queue.recv() => {
-                        let Some(Job { req, reply, span }) = job else { return End::Retired };
+                        let Some(Job { call, reply, span }) = job else { return End::Retired };
+                        let req = call.request();
                         let route = shared.route_name(req.route);
                         let request_id = req.context.request_id.clone();
+                        let id = pending.lock().unwrap().add(reply);
                         // Started here, to learn the call's task group: what
                         // its code logs while that group runs names it.
-                        let handle = bindings.func_handle_async();
-                        let call = accessor.with(|mut store| -> wasmtime::Result<_> {
-                            let call = handle.start_call_concurrent(store.as_context_mut(), (req,))?;
-                            let state = store.data_mut();
-                            state.track_concurrent_call(&route, &request_id, call.group(), span);
-                            Ok(call)
-                        });
-                        let id = pending.lock().unwrap().add(reply);
+                        let started = match call {
+                            Call::Whole(req) => {
+                                let handle = bindings.func_handle_async();
+                                let call = accessor.with(|mut store| -> wasmtime::Result<_> {
+                                    let call = handle.start_call_concurrent(store.as_context_mut(), (req,))?;
+                                    let state = store.data_mut();
+                                    state.track_concurrent_call(&route, &request_id, call.group(), span);
+                                    Ok(call)
+                                });
+                                Box::pin(async move {
+                                    Ok(Some(handle.finish_call_concurrent(accessor, call?).await?.0))
+                                }) as CallResult<'_>
+                            }
+                            Call::Streaming(req, reader, writer) => {
+                                let Some(streaming) = streaming else {
+                                    let why = "the instance has no `streaming` export";
+                                    pending.lock().unwrap().answer(id, Err(CallError::InvalidResponse(why.into())));
+                                    continue;
+                                };
+                                let handle = streaming.func_handle();
+                                let call = accessor.with(|mut store| -> wasmtime::Result<_> {
+                                    let table = store.data_mut().ctx().table;
+                                    let (body, out) = (table.push(reader)?, table.push(writer)?);
+                                    let call = handle.start_call_concurrent(store.as_context_mut(), (req, body, out))?;
+                                    let state = store.data_mut();
+                                    state.track_concurrent_call(&route, &request_id, call.group(), span);
+                                    Ok(call)
+                                });
+                                Box::pin(async move {
+                                    Ok(handle.finish_call_concurrent(accessor, call?).await?.0)
+                                })
+                            }
+                        };
                         calls.push(Box::pin(async move {
-                            let result = async {
-                                Ok(handle.finish_call_concurrent(accessor, call?).await?.0)
-                            };
-                            Finished::Call(id, route, result.await, request_id)
+                            Finished::Call(id, route, started.await, request_id)
                         }));
                     }
                     () = worker.stop.notified(), if calls.is_empty() => {

@@ -5,9 +5,12 @@
 //! [`sync_pool`] until it returns. An `async def` route is a
 //! component-model async call on an instance from [`async_pool`], where many
 //! calls are in flight at once, each suspended while it awaits the host.
-//! Both kinds take their instances' slots from one [`Capacity`].
+//! Both kinds take their instances' slots from one [`Capacity`]. A
+//! component exporting `streaming` has its async routes served through it:
+//! bodies in and out as [`streams`].
 
 mod async_pool;
+pub mod streams;
 mod sync_pool;
 
 use std::sync::Arc;
@@ -19,7 +22,9 @@ use tracing::Instrument as _;
 
 use wasmtime::component::{Component, Linker};
 
+use crate::bindings::streaming::{Guest as StreamingGuest, GuestIndices as StreamingIndices};
 use crate::bindings::{App as AppBindings, AppPre, Manifest, Request, Response};
+use crate::body::{Body, RequestBody};
 use crate::config::Limits;
 use crate::error::CallError;
 use crate::instances::Prepared;
@@ -54,6 +59,8 @@ struct Shared {
     cache_policies: Vec<Option<CachePolicy>>,
     /// Each route's roles, scopes and rate limit, by index.
     guards: Vec<RouteGuard>,
+    /// The `streaming` export, when the component has it.
+    streaming: Option<StreamingIndices>,
     /// Whether each `def` route's last call ran long, by index: its next
     /// call starts on the long-call lane, checkout and all, rather than on
     /// a request's thread. A guest can do a lot in one step that cannot be
@@ -103,6 +110,10 @@ impl AppComponent {
         runtime: &Resources,
     ) -> anyhow::Result<(Self, Manifest)> {
         let prepared = Prepared::new(owner, component, linker, limits, runtime, AppPre::new)?;
+        let streaming = exports_streaming(component)
+            .then(|| StreamingIndices::new(prepared.pre.instance_pre()))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("wrong `streaming` export: {e:#}"))?;
         let manifest = describe(&prepared).await?;
         let cache_policies = cache_policies(&manifest, default_cache)?;
         let guards = manifest
@@ -126,6 +137,7 @@ impl AppComponent {
             prepared,
             cache_policies,
             guards,
+            streaming,
             runs_long: manifest
                 .routes
                 .iter()
@@ -166,6 +178,24 @@ impl AppComponent {
         } else {
             sync_pool::call(&self.sync_pool, &self.shared, req).await
         }
+    }
+
+    /// True when async routes are served through `streaming`: their
+    /// request bodies are read by the guest as they arrive.
+    pub fn streams(&self) -> bool {
+        self.shared.streaming.is_some()
+    }
+
+    /// Serves `req` on an async route through `streaming`: the guest reads
+    /// `body` as it arrives, and answers whole or as a stream. Before the
+    /// response's head, the route's timeout applies; after it, the stream's
+    /// idle time (`stream-idle-ms`).
+    pub async fn handle_streaming(
+        &self,
+        req: Request,
+        body: Option<RequestBody>,
+    ) -> Result<Answer, CallError> {
+        Box::pin(self.async_pool.stream(&self.shared, req, body)).await
     }
 
     /// The path pattern of `route`, for logs.
@@ -256,6 +286,22 @@ pub async fn retire_all(apps: &[Arc<AppComponent>], within: Duration) {
     }
 }
 
+/// True when `component` exports `cello:component/streaming`.
+fn exports_streaming(component: &Component) -> bool {
+    let engine = component.engine();
+    component
+        .component_type()
+        .exports(engine)
+        .any(|(name, _)| name.starts_with("cello:component/streaming@"))
+}
+
+/// What a streaming call answered: a whole response, or a head and the
+/// body the guest goes on writing.
+pub enum Answer {
+    Whole(Response),
+    Streamed(http::Response<Body>),
+}
+
 /// Each route's cache policy: its own, or for a GET route without one, the
 /// sidecar's default.
 fn cache_policies(
@@ -311,12 +357,17 @@ impl Shared {
     async fn instantiate(self: &Arc<Self>, slot: Slot) -> Result<Instance, CallError> {
         let shared = self.clone();
         let start = Box::pin(async move { shared.start_instance(slot, false).await });
-        self.owner.run_guest(start).await?
+        Ok(self.owner.run_guest(start).await??.0)
     }
 
-    /// A fresh instance in `slot`, with its `on-start` hook run. An event-loop
-    /// instance (`watch`) is watched for handlers that block it.
-    async fn start_instance(&self, slot: Slot, watch: bool) -> Result<Instance, CallError> {
+    /// A fresh instance in `slot`, with its `on-start` hook run, and its
+    /// `streaming` export if it has one. An event-loop instance (`watch`) is
+    /// watched for handlers that block it.
+    async fn start_instance(
+        &self,
+        slot: Slot,
+        watch: bool,
+    ) -> Result<(Instance, Option<StreamingGuest>), CallError> {
         let started = std::time::Instant::now();
         let state = InstanceState::new(self.owner.clone(), &self.limits);
         let mut store = state.into_store(&self.engine);
@@ -324,11 +375,21 @@ impl Shared {
             InstanceState::watch_blocking(&mut store, self.limits.blocked_warn);
             InstanceState::follow_calls(&mut store);
         }
-        let bindings = self
+        let instance = self
             .pre
+            .instance_pre()
             .instantiate_async(&mut store)
             .await
             .map_err(CallError::Instantiate)?;
+        let bindings = AppBindings::new(&mut store, &instance).map_err(CallError::Instantiate)?;
+        let streaming = match &self.streaming {
+            Some(indices) => Some(
+                indices
+                    .load(&mut store, &instance)
+                    .map_err(CallError::Instantiate)?,
+            ),
+            None => None,
+        };
         let start = store.run_concurrent(async |accessor| bindings.call_on_start(accessor).await);
         match tokio::time::timeout(START_TIMEOUT, start).await {
             Err(_) => {
@@ -341,7 +402,7 @@ impl Shared {
             Ok(Ok(Ok(Ok(())))) => {}
         }
         self.owner.metrics.instantiated(started.elapsed());
-        Ok(Warm::new(store, bindings, slot))
+        Ok((Warm::new(store, bindings, slot), streaming))
     }
 
     /// Runs the background tasks request `request_id` queued on `instance`,

@@ -2,7 +2,8 @@
 //! component. A `wasi:http` proxy is handed the request as it streams in;
 //! a Cello app gets its whole body (413 past the component's limit, 408
 //! when it arrives too slowly) as a WIT request, through the response cache
-//! when the route is cacheable.
+//! when the route is cacheable; an async route of an app that streams gets
+//! its body as it arrives and may answer with a stream.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -12,7 +13,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use tracing::Instrument as _;
 
-use crate::app::AppComponent;
+use crate::app::{Answer, AppComponent};
 use crate::bindings::{self, cello::component::types::Context};
 use crate::body::{BoxError, RequestBody};
 use crate::error::{CallError, error_response};
@@ -21,6 +22,7 @@ use crate::response_cache::{CacheKey, Fetched};
 use crate::router::Target;
 use crate::telemetry;
 
+use super::host_wide::AsIs;
 use super::stage::{Exchange, Response, Routed};
 
 /// Calls the component routing chose and answers with its response (or a
@@ -102,6 +104,11 @@ async fn to_app(
     app_path: String,
 ) -> Result<Response, CallError> {
     let limit = component.max_body_bytes();
+    let cacheable = matches!(x.parts.method, Method::GET | Method::HEAD)
+        && component.cache_policy(route).is_some();
+    if is_async && component.streams() && !cacheable {
+        return to_streaming_app(x, component, route, params, app_path).await;
+    }
     let body = x.body.take();
     let body = match read_body(body, limit, component.timeout()).await {
         Ok(collected) => collected,
@@ -120,21 +127,7 @@ async fn to_app(
     };
     let parts = &x.parts;
     let owner = component.owner();
-    let request = bindings::Request {
-        method: parts.method.to_string(),
-        path: app_path,
-        query: parts.uri.query().unwrap_or("").to_string(),
-        headers: header_pairs(&parts.headers),
-        body: body.to_vec(),
-        route,
-        params,
-        context: Context {
-            request_id: x.request_id.clone(),
-            client_addr: address_text(x.peer),
-            tenant: owner.tenant.as_ref().map(|t| t.name.to_string()),
-            claims: x.claims.as_ref().map(|v| v.json.clone()),
-        },
-    };
+    let request = wit_request(x, component, route, params, app_path, body.to_vec());
     let cacheable = matches!(parts.method, Method::GET | Method::HEAD);
     let Some(policy) = component.cache_policy(route).filter(|_| cacheable) else {
         let response = component
@@ -156,6 +149,67 @@ async fn to_app(
     Box::pin(owner.cache.respond(owner, key, policy, parts, fetch))
         .instrument(telemetry::stage("cache"))
         .await
+}
+
+/// Calls an async route of an app that streams: the guest reads the body
+/// as it arrives (the component's limits apply to each read) and answers
+/// whole or with a stream, which goes out uncompressed, chunk by chunk.
+async fn to_streaming_app(
+    x: &mut Exchange<'_>,
+    component: &AppComponent,
+    route: u32,
+    params: Vec<(String, String)>,
+    app_path: String,
+) -> Result<Response, CallError> {
+    let limit = component.max_body_bytes();
+    if declared_length(&x.parts.headers).is_some_and(|length| length > limit as u64) {
+        return Ok(too_large(limit));
+    }
+    let body = x.body.take();
+    let request = wit_request(x, component, route, params, app_path, Vec::new());
+    let answer = component
+        .handle_streaming(request, body)
+        .instrument(telemetry::stage("guest call"))
+        .await?;
+    match answer {
+        Answer::Whole(response) => fetched(response).map(Fetched::into_response),
+        Answer::Streamed(mut response) => {
+            // Compressing would hold chunks back until the encoder's buffer fills.
+            response.extensions_mut().insert(AsIs);
+            Ok(response)
+        }
+    }
+}
+
+/// The request as the WIT contract carries it.
+fn wit_request(
+    x: &Exchange<'_>,
+    component: &AppComponent,
+    route: u32,
+    params: Vec<(String, String)>,
+    app_path: String,
+    body: Vec<u8>,
+) -> bindings::Request {
+    let parts = &x.parts;
+    bindings::Request {
+        method: parts.method.to_string(),
+        path: app_path,
+        query: parts.uri.query().unwrap_or("").to_string(),
+        headers: header_pairs(&parts.headers),
+        body,
+        route,
+        params,
+        context: Context {
+            request_id: x.request_id.clone(),
+            client_addr: address_text(x.peer),
+            tenant: component
+                .owner()
+                .tenant
+                .as_ref()
+                .map(|t| t.name.to_string()),
+            claims: x.claims.as_ref().map(|v| v.json.clone()),
+        },
+    }
 }
 
 /// A request body with nothing in it.

@@ -958,6 +958,12 @@ fn cap_limits(limits: &mut LimitSettings, quotas: &Quotas, defaults: &Limits) ->
         ms(d.background_timeout),
         q.background_timeout_ms,
     );
+    l.stream_idle_ms = cap(
+        "stream-idle-ms",
+        l.stream_idle_ms,
+        ms(d.stream_idle),
+        q.stream_idle_ms,
+    );
     let mut cap_count = |key: &str, asked: Option<usize>, default: usize, quota: usize| {
         cap(key, asked.map(count), count(default), count(quota)).map(|n| n as usize)
     };

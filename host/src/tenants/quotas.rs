@@ -46,6 +46,9 @@ pub struct Quotas {
     pub background_timeout_ms: u64,
     /// Request body, KiB: the ceiling of `max-body-kb`.
     pub max_body_kb: u64,
+    /// Time a streamed response may go without a chunk, ms: the ceiling of
+    /// `stream-idle-ms`.
+    pub stream_idle_ms: u64,
     pub max_components: usize,
     /// Size of one uploaded component with its settings, MiB.
     pub max_component_mb: u64,
@@ -78,6 +81,7 @@ impl Default for Quotas {
             idle_timeout_s: 60,
             background_timeout_ms: 10_000,
             max_body_kb: 10 << 10,
+            stream_idle_ms: 60_000,
             max_components: 10,
             max_component_mb: 64,
             max_total_mb: 256,

@@ -1,0 +1,289 @@
+//! Streamed bodies for app components (`cello:component/streams`): the
+//! request body a guest reads as it arrives, and the response body it
+//! writes while the host sends it.
+//!
+//! A response goes out through a channel of [`CHUNKS_BUFFERED`] chunks: a
+//! guest's `write` waits while the channel is full, so a slow client slows
+//! the guest instead of growing the host's memory. The client leaving drops
+//! the channel's receiver, and the guest's next `write` fails with
+//! `closed`. A stream with no chunk for the component's `stream-idle-ms` is
+//! ended the same way. Once the head has gone, the route's `timeout-ms` no
+//! longer applies: a healthy stream may last as long as it keeps writing.
+
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::{Frame, SizeHint};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, Sleep};
+use wasmtime::component::{Accessor, HasSelf, Resource};
+use wasmtime_wasi::WasiView;
+
+use crate::bindings::Response;
+use crate::bindings::cello::component::streams::{self, StreamError};
+use crate::body::{BoxError, RequestBody};
+use crate::error::CallError;
+use crate::instances::state::InstanceState;
+
+/// Chunks a response holds between the guest and the client: the host's
+/// memory per stream is this many of the guest's chunks, at most.
+pub const CHUNKS_BUFFERED: usize = 4;
+
+/// The status and headers a guest starts its response with.
+pub struct Head {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+}
+
+/// How a streaming call ended: a whole response, none (the body was
+/// streamed), or a failure.
+pub type Outcome = Result<Option<Response>, CallError>;
+
+/// The request body, as the guest's `body-reader` reads it.
+pub struct BodyReader {
+    /// Taken out while a read is in flight.
+    body: Option<Limited<RequestBody>>,
+    limit: usize,
+    /// The body must have arrived by then, as a whole body must.
+    deadline: Instant,
+}
+
+impl BodyReader {
+    /// Reads `body` (none: empty) of at most `limit` bytes by `deadline`.
+    pub fn new(body: Option<RequestBody>, limit: usize, deadline: Instant) -> Self {
+        Self {
+            body: body.map(|body| Limited::new(body, limit)),
+            limit,
+            deadline,
+        }
+    }
+}
+
+/// The guest's side of a streamed response.
+pub struct ResponseWriter {
+    head: Option<oneshot::Sender<Head>>,
+    chunks: mpsc::Sender<Bytes>,
+}
+
+/// The host's side of a streamed response: the head once the guest sends
+/// it, and the body's chunks.
+pub struct ResponseStream {
+    pub head: oneshot::Receiver<Head>,
+    pub chunks: mpsc::Receiver<Bytes>,
+}
+
+/// A writer for the guest and the stream it writes into.
+pub fn response_stream() -> (ResponseWriter, ResponseStream) {
+    let (head_tx, head) = oneshot::channel();
+    let (chunks_tx, chunks) = mpsc::channel(CHUNKS_BUFFERED);
+    let writer = ResponseWriter {
+        head: Some(head_tx),
+        chunks: chunks_tx,
+    };
+    (writer, ResponseStream { head, chunks })
+}
+
+/// The head a guest asked for, checked: an invalid status or header is a
+/// sentence for the guest, never a panic.
+fn head(status: u16, headers: Vec<(String, String)>) -> Result<Head, String> {
+    let status = StatusCode::from_u16(status).map_err(|_| format!("status {status} is invalid"))?;
+    let mut map = HeaderMap::with_capacity(headers.len() + 12);
+    for (name, value) in headers {
+        let (Ok(name), Ok(value)) = (HeaderName::try_from(&name), HeaderValue::try_from(&value))
+        else {
+            return Err(format!("header {name:?} is invalid"));
+        };
+        map.append(name, value);
+    }
+    Ok(Head {
+        status,
+        headers: map,
+    })
+}
+
+impl streams::Host for InstanceState {}
+
+impl streams::HostBodyReader for InstanceState {
+    fn drop(&mut self, reader: Resource<BodyReader>) -> wasmtime::Result<()> {
+        self.ctx().table.delete(reader)?;
+        Ok(())
+    }
+}
+
+impl streams::HostResponseWriter for InstanceState {
+    fn start(
+        &mut self,
+        writer: Resource<ResponseWriter>,
+        status: u16,
+        headers: Vec<(String, String)>,
+    ) -> wasmtime::Result<Result<(), StreamError>> {
+        let writer = self.ctx().table.get_mut(&writer)?;
+        let Some(sender) = writer.head.take() else {
+            return Ok(Err(StreamError::Failed(
+                "the response was started already".into(),
+            )));
+        };
+        let head = match head(status, headers) {
+            Ok(head) => head,
+            Err(why) => return Ok(Err(StreamError::Failed(why))),
+        };
+        Ok(sender.send(head).map_err(|_| StreamError::Closed))
+    }
+
+    fn drop(&mut self, writer: Resource<ResponseWriter>) -> wasmtime::Result<()> {
+        self.ctx().table.delete(writer)?;
+        Ok(())
+    }
+}
+
+impl<U> streams::HostBodyReaderWithStore<U> for HasSelf<InstanceState> {
+    async fn read(
+        accessor: &Accessor<U, Self>,
+        reader: Resource<BodyReader>,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, StreamError>> {
+        let taken = accessor.with(|mut store| -> wasmtime::Result<_> {
+            let reader = store.get().ctx().table.get_mut(&reader)?;
+            Ok((reader.body.take(), reader.limit, reader.deadline))
+        })?;
+        let (Some(mut body), limit, deadline) = taken else {
+            return Ok(Ok(None));
+        };
+        let read = tokio::time::timeout_at(deadline, next_data(&mut body)).await;
+        let (chunk, more) = match read {
+            Err(_) => return Ok(Err(StreamError::TimedOut)),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                return Ok(Err(StreamError::TooLarge(limit as u64)));
+            }
+            Ok(Err(e)) => return Ok(Err(StreamError::Failed(e.to_string()))),
+            Ok(Ok(Some(chunk))) => (Some(chunk.to_vec()), true),
+            Ok(Ok(None)) => (None, false),
+        };
+        if more {
+            accessor.with(|mut store| -> wasmtime::Result<()> {
+                store.get().ctx().table.get_mut(&reader)?.body = Some(body);
+                Ok(())
+            })?;
+        }
+        Ok(Ok(chunk))
+    }
+}
+
+/// The body's next chunk of data (trailers skipped), or none at its end.
+async fn next_data(body: &mut Limited<RequestBody>) -> Result<Option<Bytes>, BoxError> {
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data()
+            && !data.is_empty()
+        {
+            return Ok(Some(data));
+        }
+    }
+    Ok(None)
+}
+
+impl<U> streams::HostResponseWriterWithStore<U> for HasSelf<InstanceState> {
+    async fn write(
+        accessor: &Accessor<U, Self>,
+        writer: Resource<ResponseWriter>,
+        chunk: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), StreamError>> {
+        let chunks = accessor.with(|mut store| -> wasmtime::Result<_> {
+            let writer = store.get().ctx().table.get_mut(&writer)?;
+            Ok(writer.head.is_none().then(|| writer.chunks.clone()))
+        })?;
+        let Some(chunks) = chunks else {
+            return Ok(Err(StreamError::Failed(
+                "call `start` before `write`: the status and headers go first".into(),
+            )));
+        };
+        if chunk.is_empty() {
+            return Ok(Ok(()));
+        }
+        // Waits while the client is slow: the channel holds only a few chunks.
+        Ok(chunks
+            .send(Bytes::from(chunk))
+            .await
+            .map_err(|_| StreamError::Closed))
+    }
+}
+
+/// A streamed response body: the guest's chunks as it writes them. It
+/// ends when the guest's call returns, and fails (the client sees the
+/// body cut short) when the call fails or no chunk came for `idle`.
+pub struct Streamed {
+    chunks: mpsc::Receiver<Bytes>,
+    /// The call's outcome; taken once it has come.
+    outcome: Option<oneshot::Receiver<Outcome>>,
+    idle: Duration,
+    idle_timer: Pin<Box<Sleep>>,
+}
+
+impl Streamed {
+    pub fn new(
+        chunks: mpsc::Receiver<Bytes>,
+        outcome: oneshot::Receiver<Outcome>,
+        idle: Duration,
+    ) -> Self {
+        Self {
+            chunks,
+            outcome: Some(outcome),
+            idle,
+            idle_timer: Box::pin(tokio::time::sleep(idle)),
+        }
+    }
+}
+
+/// Why a streamed body was cut short.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamCut {
+    #[error("the guest wrote nothing for {0:?}; the stream was closed")]
+    Idle(Duration),
+    #[error("the guest's call failed mid-stream: {0}")]
+    Failed(String),
+}
+
+impl hyper::body::Body for Streamed {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if let Poll::Ready(Some(chunk)) = this.chunks.poll_recv(cx) {
+            let next = Instant::now() + this.idle;
+            this.idle_timer.as_mut().reset(next);
+            return Poll::Ready(Some(Ok(Frame::data(chunk))));
+        }
+        let Some(outcome) = &mut this.outcome else {
+            // The call has returned: what it wrote just before still goes out.
+            return Poll::Ready(this.chunks.try_recv().ok().map(|c| Ok(Frame::data(c))));
+        };
+        if let Poll::Ready(outcome) = Pin::new(outcome).poll(cx) {
+            this.outcome = None;
+            let why = match outcome {
+                Ok(Ok(_)) => {
+                    let chunk = this.chunks.try_recv().ok();
+                    return Poll::Ready(chunk.map(|c| Ok(Frame::data(c))));
+                }
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "its instance stopped".into(),
+            };
+            return Poll::Ready(Some(Err(StreamCut::Failed(why).into())));
+        }
+        ready!(this.idle_timer.as_mut().poll(cx));
+        Poll::Ready(Some(Err(StreamCut::Idle(this.idle).into())))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        false
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}

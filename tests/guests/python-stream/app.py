@@ -1,0 +1,90 @@
+"""Streaming routes for tests/streaming.rs: a StreamingResponse, server-sent
+events, a request body read as a stream, and streams that notice a client
+leaving (their generators' ``finally`` counts it in the key-value store)."""
+
+from cello import App, EventSourceResponse, Request, ServerSentEvent, StreamingResponse, kv
+from cello.host import sleep
+
+app = App("python-stream")
+
+
+@app.get("/chunks")
+async def chunks():
+    async def body():
+        yield "one\n"
+        await sleep(0.3)
+        yield b"two\n"
+        await sleep(0.3)
+        yield "three\n"
+
+    return StreamingResponse(body(), media_type="text/plain")
+
+
+@app.get("/events")
+async def events():
+    async def body():
+        yield {"data": "plain"}
+        yield {"event": "update", "id": 7, "data": "line one\nline two", "retry": 2500}
+        yield ServerSentEvent("typed", event="note")
+        await sleep(0.5)
+        yield "last"
+
+    return EventSourceResponse(body(), ping=0.2)
+
+
+@app.get("/forever/{name}")
+async def forever(name: str):
+    async def body():
+        try:
+            n = 0
+            while True:
+                yield {"data": n}
+                n += 1
+                await sleep(0.1)
+        finally:
+            kv.sync.incr(f"closed:{name}")
+
+    return EventSourceResponse(body())
+
+
+@app.get("/ticks/{count}")
+async def ticks(count: int):
+    async def body():
+        for n in range(count):
+            yield {"id": n, "data": n}
+            await sleep(0.2)
+
+    return EventSourceResponse(body())
+
+
+@app.get("/silent/{name}")
+async def silent(name: str):
+    async def body():
+        try:
+            yield "first\n"
+            await sleep(30)
+            yield "never\n"
+        except BaseException:
+            kv.sync.incr(f"closed:{name}")
+            raise
+
+    return StreamingResponse(body(), media_type="text/plain")
+
+
+@app.get("/closed/{name}")
+async def closed(name: str):  # async: on the instance the streams share
+    return {"closed": int(kv.sync.get_text(f"closed:{name}") or 0)}
+
+
+@app.post("/upload", stream_request=True)
+async def upload(request: Request):
+    size = total = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        total += sum(chunk)
+    return {"bytes": size, "sum": total, "whole_body": len(request.body)}
+
+
+@app.post("/echo-json")
+async def echo_json(request: Request):
+    return request.json()

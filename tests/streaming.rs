@@ -1,0 +1,251 @@
+//! Streamed bodies for app components, over real HTTP against the
+//! `python-stream` guest: a StreamingResponse and server-sent events sent
+//! as the guest writes them, a request body read as it arrives, and the
+//! limits around them (a client leaving, an idle stream, a body too large,
+//! many streams on one instance).
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use support::{Components, Host};
+
+const KV: &str = "[grants]\nkv = true\n";
+
+fn serve(limits: &str) -> Host {
+    let sidecar = format!("{KV}[limits]\n{limits}\n");
+    Components::new()
+        .with_sidecar("python-stream", &sidecar)
+        .serve()
+}
+
+/// Opens `path` and returns the response with its body unread.
+async fn open(host: &Host, path: &str) -> http::Response<Incoming> {
+    let request = host.request(http::Method::GET, path, &[], Vec::new());
+    support::client()
+        .request(request)
+        .await
+        .expect("request failed")
+}
+
+/// The body's next chunk of data, with when it came; none at the end.
+async fn next_chunk(body: &mut Incoming) -> Option<Result<(Bytes, Instant), String>> {
+    loop {
+        match body.frame().await? {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    return Some(Ok((data, Instant::now())));
+                }
+            }
+            Err(e) => return Some(Err(e.to_string())),
+        }
+    }
+}
+
+/// Reads the whole body as text, stopping at an error.
+async fn read_text(body: &mut Incoming) -> (String, Option<String>) {
+    let mut text = String::new();
+    while let Some(chunk) = next_chunk(body).await {
+        match chunk {
+            Ok((data, _)) => text.push_str(&String::from_utf8_lossy(&data)),
+            Err(e) => return (text, Some(e)),
+        }
+    }
+    (text, None)
+}
+
+/// How many times the guest saw stream `name` closed under it.
+async fn closed(host: &Host, name: &str) -> u64 {
+    host.get(&format!("/closed/{name}")).await.json()["closed"]
+        .as_u64()
+        .unwrap()
+}
+
+/// Waits up to `within` for the guest to count stream `name` closed.
+async fn wait_closed(host: &Host, name: &str, within: Duration) -> u64 {
+    let until = Instant::now() + within;
+    loop {
+        let count = closed(host, name).await;
+        if count > 0 || Instant::now() > until {
+            return count;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_streaming_response_sends_each_chunk_as_the_generator_yields_it() {
+    let host = serve("");
+    let response = open(&host, "/chunks").await;
+    assert_eq!(response.status(), 200);
+    let headers = response.headers().clone();
+    assert_eq!(headers["transfer-encoding"], "chunked");
+    assert!(headers.get("content-length").is_none());
+    assert_eq!(headers["content-type"], "text/plain");
+    let mut body = response.into_body();
+    let (first, first_at) = next_chunk(&mut body).await.unwrap().unwrap();
+    assert_eq!(first, "one\n");
+    let mut rest = Vec::new();
+    while let Some(chunk) = next_chunk(&mut body).await {
+        rest.push(chunk.unwrap());
+    }
+    let text: String = rest
+        .iter()
+        .map(|(data, _)| String::from_utf8_lossy(data).into_owned())
+        .collect();
+    assert_eq!(text, "two\nthree\n");
+    // The generator sleeps 0.3 s between chunks: the first came before it ended.
+    let last_at = rest.last().unwrap().1;
+    assert!(
+        last_at - first_at >= Duration::from_millis(400),
+        "{:?}",
+        last_at - first_at
+    );
+}
+
+#[tokio::test]
+async fn server_sent_events_are_framed_as_sse_starlette_frames_them_with_pings_between() {
+    let host = serve("");
+    let response = open(&host, "/events").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let (text, error) = read_text(&mut response.into_body()).await;
+    assert_eq!(error, None);
+    let events = "data: plain\r\n\r\n\
+                  id: 7\r\nevent: update\r\ndata: line one\r\ndata: line two\r\nretry: 2500\r\n\r\n\
+                  event: note\r\ndata: typed\r\n\r\n";
+    assert!(text.starts_with(events), "{text:?}");
+    // Half a second without events, pings every 0.2 s: keep-alive comments.
+    let rest = &text[events.len()..];
+    assert!(rest.starts_with(": ping\r\n\r\n"), "{rest:?}");
+    assert!(rest.ends_with("data: last\r\n\r\n"), "{rest:?}");
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_closes_the_generator_and_the_instance_serves_on() {
+    let host = serve("max-instances = 1");
+    let response = open(&host, "/forever/left").await;
+    let mut body = response.into_body();
+    for _ in 0..2 {
+        next_chunk(&mut body).await.unwrap().unwrap();
+    }
+    drop(body);
+    // The guest's next write fails; its generator's `finally` counts it.
+    assert_eq!(wait_closed(&host, "left", Duration::from_secs(20)).await, 1);
+    let reply = host.get("/ticks/2").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.body,
+        "id: 0\r\ndata: 0\r\n\r\nid: 1\r\ndata: 1\r\n\r\n"
+    );
+}
+
+#[tokio::test]
+async fn an_idle_stream_is_closed_after_its_idle_time() {
+    let host = serve("stream-idle-ms = 500");
+    let started = Instant::now();
+    let response = open(&host, "/silent/idle").await;
+    let (text, error) = read_text(&mut response.into_body()).await;
+    assert_eq!(text, "first\n");
+    assert!(error.is_some(), "the body ended as if complete");
+    // Cut long before the generator's 30 s sleep, well within the route's 30 s timeout.
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_request_body_is_read_as_a_stream_never_whole() {
+    let host = serve("max-body-kb = 8192");
+    let body: Vec<u8> = (0..3_000_000u32).map(|n| (n * 7 % 251) as u8).collect();
+    let sum: u64 = body.iter().map(|&b| u64::from(b)).sum();
+    let reply = host
+        .post("/upload", "application/octet-stream", body.clone())
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let json = reply.json();
+    assert_eq!(json["bytes"], 3_000_000);
+    assert_eq!(json["sum"], sum);
+    assert_eq!(json["whole_body"], 0, "the body was held whole");
+}
+
+#[tokio::test]
+async fn a_streamed_request_body_over_the_limit_is_a_413() {
+    let host = serve("max-body-kb = 64");
+    // Chunked, so no Content-Length gives it away before the guest reads.
+    let chunks = futures::stream::iter((0..20).map(|_| {
+        Ok::<_, std::io::Error>(hyper::body::Frame::data(Bytes::from(vec![1u8; 16 << 10])))
+    }));
+    let request = http::Request::post(host.url("/upload"))
+        .body(http_body_util::StreamBody::new(chunks))
+        .unwrap();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    let response = client.request(request).await.expect("request failed");
+    assert_eq!(response.status(), 413);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        json["detail"],
+        "The request body is larger than the 65536 bytes allowed."
+    );
+    // A body within the limit still goes through.
+    let reply = host
+        .post("/echo-json", "application/json", r#"{"ok":true}"#)
+        .await;
+    assert_eq!(reply.json(), serde_json::json!({"ok": true}));
+}
+
+#[tokio::test]
+async fn sixty_sse_clients_progress_together_on_one_instance() {
+    let host = serve("max-instances = 1\nasync-concurrency = 100");
+    let started = Instant::now();
+    let clients = (0..60).map(|_| {
+        let request = host.request(http::Method::GET, "/ticks/5", &[], Vec::new());
+        tokio::spawn(async move {
+            let client = support::client();
+            let response = client.request(request).await.expect("request failed");
+            assert_eq!(response.status(), 200);
+            read_text(&mut response.into_body()).await
+        })
+    });
+    let expected: String = (0..5)
+        .map(|n| format!("id: {n}\r\ndata: {n}\r\n\r\n"))
+        .collect();
+    for client in futures::future::join_all(clients).await {
+        let (text, error) = client.unwrap();
+        assert_eq!(error, None);
+        assert_eq!(text, expected);
+    }
+    // Each stream takes 1 s; one after another, 60 would take a minute.
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_whole_response_from_a_streaming_app_is_sent_as_before() {
+    let host = serve("");
+    let reply = host
+        .send(
+            http::Method::POST,
+            "/echo-json",
+            &[("content-type", "application/json")],
+            br#"{"a":[1,2]}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("content-length"), Some("11"));
+    assert_eq!(reply.json(), serde_json::json!({"a": [1, 2]}));
+    let bad = host.post("/echo-json", "application/json", "{oops").await;
+    assert_eq!(bad.status, 422);
+}
