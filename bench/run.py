@@ -753,7 +753,8 @@ def replace_section(text: str, section: list[str]) -> str:
     """`text` with the section titled as `section`'s first line replaced
     (or added before the chart)."""
     title = section[0]
-    body = "\n".join(section)
+    # One blank line after the section, whatever its last line.
+    body = "\n".join(section).rstrip("\n") + "\n"
     start = text.find(title + "\n")
     if start < 0:
         chart = text.find("![requests per second]")
