@@ -2,8 +2,8 @@
 //! request body a guest reads as it arrives, and the response body it
 //! writes while the host sends it.
 //!
-//! A response goes out through a channel of [`CHUNKS_BUFFERED`] chunks: a
-//! guest's `write` waits while the channel is full, so a slow client slows
+//! A response goes out through a channel of [`CHUNKS_BUFFERED`] pieces of
+//! at most 64 KiB: a guest's `write` waits while the channel is full, so a slow client slows
 //! the guest instead of growing the host's memory. The client leaving drops
 //! the channel's receiver, and the guest's next `write` fails with
 //! `closed`. A stream with no chunk for the component's `stream-idle-ms` is
@@ -29,9 +29,12 @@ use crate::body::{BoxError, RequestBody};
 use crate::error::CallError;
 use crate::instances::state::InstanceState;
 
-/// Chunks a response holds between the guest and the client: the host's
-/// memory per stream is this many of the guest's chunks, at most.
+/// Pieces a response holds between the guest and the client: the host's
+/// memory per stream is this many pieces, and the chunk being written.
 pub const CHUNKS_BUFFERED: usize = 4;
+
+/// The largest piece of a guest's chunk the channel holds.
+const PIECE: usize = 64 * 1024;
 
 /// The status and headers a guest starts its response with.
 pub struct Head {
@@ -199,14 +202,26 @@ impl<U> streams::HostResponseWriterWithStore<U> for HasSelf<InstanceState> {
                 "call `start` before `write`: the status and headers go first".into(),
             )));
         };
-        if chunk.is_empty() {
-            return Ok(Ok(()));
+        // Waits while the client is slow: the channel holds only a few pieces.
+        for piece in pieces(chunk) {
+            if chunks.send(piece).await.is_err() {
+                return Ok(Err(StreamError::Closed));
+            }
         }
-        // Waits while the client is slow: the channel holds only a few chunks.
-        Ok(chunks
-            .send(Bytes::from(chunk))
-            .await
-            .map_err(|_| StreamError::Closed))
+        Ok(Ok(()))
+    }
+}
+
+/// `chunk` in pieces of at most [`PIECE`] bytes, a large one copied, so a
+/// stream holds at most the chunk being written and [`CHUNKS_BUFFERED`]
+/// small pieces, however large the guest's chunks are.
+fn pieces(chunk: Vec<u8>) -> Vec<Bytes> {
+    if chunk.is_empty() {
+        Vec::new()
+    } else if chunk.len() <= PIECE {
+        vec![Bytes::from(chunk)]
+    } else {
+        chunk.chunks(PIECE).map(Bytes::copy_from_slice).collect()
     }
 }
 
@@ -285,5 +300,24 @@ impl hyper::body::Body for Streamed {
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_chunk_goes_in_pieces_a_small_one_whole_an_empty_one_not_at_all() {
+        assert!(pieces(Vec::new()).is_empty());
+        assert_eq!(
+            pieces(b"data: 1\n\n".to_vec()),
+            [Bytes::from_static(b"data: 1\n\n")]
+        );
+        let large: Vec<u8> = (0..PIECE * 2 + 10).map(|i| i as u8).collect();
+        let split = pieces(large.clone());
+        let sizes: Vec<usize> = split.iter().map(Bytes::len).collect();
+        assert_eq!(sizes, [PIECE, PIECE, 10]);
+        assert_eq!(split.concat(), large);
     }
 }

@@ -104,9 +104,9 @@ async fn to_app(
     app_path: String,
 ) -> Result<Response, CallError> {
     let limit = component.max_body_bytes();
-    let cacheable = matches!(x.parts.method, Method::GET | Method::HEAD)
-        && component.cache_policy(route).is_some();
-    if is_async && component.streams() && !cacheable {
+    let cacheable = matches!(x.parts.method, Method::GET | Method::HEAD);
+    let policy = component.cache_policy(route).filter(|_| cacheable);
+    if is_async && component.streams() && policy.is_none() {
         return to_streaming_app(x, component, route, params, app_path).await;
     }
     let body = x.body.take();
@@ -128,8 +128,7 @@ async fn to_app(
     let parts = &x.parts;
     let owner = component.owner();
     let request = wit_request(x, component, route, params, app_path, body.to_vec());
-    let cacheable = matches!(parts.method, Method::GET | Method::HEAD);
-    let Some(policy) = component.cache_policy(route).filter(|_| cacheable) else {
+    let Some(policy) = policy else {
         let response = component
             .handle(request, is_async)
             .instrument(telemetry::stage("guest call"))
