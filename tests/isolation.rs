@@ -158,3 +158,51 @@ async fn a_long_call_still_finishes_on_the_long_call_lane() {
     // The instance came back from the lane to its pool, and is reused.
     assert_eq!(host.get("/instance").await.body, before);
 }
+
+/// The scheduling policy (`SCHED_*`) of each of `pid`'s threads named
+/// `name`, read from /proc.
+#[cfg(target_os = "linux")]
+fn thread_policies(pid: u32, name: &str) -> Vec<u32> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    let mut policies = Vec::new();
+    for task in tasks {
+        let dir = task.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if comm.trim() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap();
+        // Fields after the command name, which ends with the last ')':
+        // state is field 3 of stat(5) and policy field 41.
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let policy = after.split(' ').nth(41 - 3).unwrap();
+        policies.push(policy.parse().unwrap());
+    }
+    policies
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn the_long_call_lane_runs_under_the_idle_policy_unless_told_otherwise() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    const SCHED_OTHER: u32 = 0;
+    const SCHED_IDLE: u32 = 5;
+    let threads = "[execution]\nlong-call-threads = 2\n";
+    for (config, policy) in [
+        (threads.to_string(), SCHED_IDLE),
+        (format!("{threads}long-call-idle = false\n"), SCHED_OTHER),
+    ] {
+        let components = Components::new()
+            .with("testbed")
+            .with_file("host-config.toml", config.as_bytes());
+        let path = components.path().join("host-config.toml");
+        let host = components.serve_with(&["--config", path.to_str().unwrap()]);
+        // A long call runs on the lane, and the host keeps serving.
+        assert_eq!(host.get("/busy/50").await.status, 200);
+        let lane = thread_policies(host.pid(), "cello-long-call");
+        assert_eq!(lane, [policy, policy], "{config}");
+        // The threads that serve requests keep the normal policy.
+        let workers = thread_policies(host.pid(), "tokio-rt-worker");
+        assert!(!workers.is_empty() && workers.iter().all(|p| *p == SCHED_OTHER));
+    }
+}

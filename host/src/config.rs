@@ -142,6 +142,7 @@ pub struct LogSettings {
 /// demote-after-ms = 5      # guest time before a call leaves the request's thread
 /// long-call-threads = 2    # threads of the long-call lane; default: one per core
 /// long-call-nice = 19      # their OS priority (nice value, 0 to 19)
+/// long-call-idle = true    # and the kernel's idle policy (Linux)
 /// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -158,6 +159,13 @@ pub struct ExecutionSettings {
     /// request's thread waking up takes the CPU at once.)
     #[serde(default = "ExecutionSettings::default_long_call_nice")]
     pub long_call_nice: i32,
+    /// Whether the long-call lane's threads run under the kernel's idle
+    /// policy (`SCHED_IDLE`, Linux): the lowest weight there is, and any
+    /// other thread waking up takes the CPU from them at once, where a
+    /// nice value only makes them yield sooner. Off, only the nice value
+    /// applies.
+    #[serde(default = "ExecutionSettings::default_long_call_idle")]
+    pub long_call_idle: bool,
 }
 
 impl ExecutionSettings {
@@ -167,6 +175,10 @@ impl ExecutionSettings {
 
     fn default_long_call_nice() -> i32 {
         19
+    }
+
+    fn default_long_call_idle() -> bool {
+        true
     }
 
     /// Threads of the long-call lane.
@@ -199,6 +211,7 @@ impl Default for ExecutionSettings {
             demote_after_ms: Self::default_demote_after_ms(),
             long_call_threads: None,
             long_call_nice: Self::default_long_call_nice(),
+            long_call_idle: Self::default_long_call_idle(),
         }
     }
 }

@@ -407,6 +407,11 @@ impl Host {
         builder.body(Full::new(Bytes::from(body))).unwrap()
     }
 
+    /// The host's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends SIGTERM, as an operator's `kill` or an orchestrator would.
     pub fn terminate(&self) {
         let status = Command::new("kill")
