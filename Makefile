@@ -7,7 +7,7 @@ LISTEN    ?= 127.0.0.1:8080
 OPS_LISTEN ?= 127.0.0.1:9090
 RUST_OUT  := guest-rust/target/$(WASM)/release
 
-.PHONY: run test bench bench-sql bench-kv bench-sse bench-cluster setup postgresql redis-server nodejs components host lint fmt clean
+.PHONY: run test bench bench-sql bench-kv bench-sse bench-isolation bench-cluster setup postgresql redis-server nodejs components host lint fmt clean
 
 ## Build the examples and the host, then serve them on $(LISTEN)
 ## (metrics and health on $(OPS_LISTEN)), with a line per request.
@@ -63,6 +63,14 @@ bench-kv: components host redis-server
 	test -x $(BENCH_VENV)/bin/python || python3 -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install --quiet -r bench/requirements.txt
 	$(BENCH_VENV)/bin/python bench/run.py kv
+
+## Only the tenant isolation rows (a quiet tenant beside noisy ones):
+## replaces that section of bench/RESULTS.md.
+bench-isolation: components host
+	command -v wrk >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk)
+	test -x $(BENCH_VENV)/bin/python || python3 -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet -r bench/requirements.txt
+	$(BENCH_VENV)/bin/python bench/run.py isolation
 
 ## Only the server-sent events rows (1000 clients on the Python app):
 ## replaces that section of bench/RESULTS.md.

@@ -422,40 +422,143 @@ class Slowloris:
         self.thread.join()
 
 
-def isolation(state: Path) -> list[Load]:
-    """p99 of a quiet tenant's hello route, alone and beside noisy tenants."""
-    print("isolation: a quiet tenant (wrk -c2) alone and beside a noisy one")
+#: Rounds of the isolation rows; each row is the median of its rounds.
+ISOLATION_ROUNDS = 3
+#: The looping neighbour's row on a host whose long-call lane has a nice
+#: value only, to show what the kernel's idle policy buys.
+NICE_ONLY = (
+    "quiet tenant, the same looping neighbour, lane at nice 19 only (long-call-idle = false)"
+)
+
+
+def isolation_host(state: Path, config: str = "") -> Server:
+    """A host for the isolation rows, with `config` as its host config."""
     port, ops, admin_port = free_port(), free_port(), free_port()
     command = [str(HOST), "serve", str(component_dir()), "--allow-empty"]
     command += ["--listen", f"127.0.0.1:{port}"]
-    command += ["--state-dir", str(state), "--ops-listen", f"127.0.0.1:{ops}"]
+    command += ["--state-dir", tempfile.mkdtemp(dir=state), "--ops-listen", f"127.0.0.1:{ops}"]
     command += ["--admin-listen", f"127.0.0.1:{admin_port}", "--admin-token", OPERATOR]
     command += ["--tenants-dir", tempfile.mkdtemp(prefix="cello-bench-tenants-"), "--no-watch"]
-    base = f"http://127.0.0.1:{port}"
-    loads = []
-    with Server(command, f"http://127.0.0.1:{ops}/readyz", env={"CELLO_LOG": "warn"}) as host:
-        tenant_with(admin_port, "quiet", "hello-rust", {"requests-per-second": 0})
-        quiet = host.at(f"{base}/t/quiet/")
-        loads.append(wrk("quiet tenant alone", quiet, "", connections=2))
+    if config:
+        path = Path(tempfile.mkdtemp()) / "host.toml"
+        path.write_text(config)
+        command += ["--config", str(path)]
+    host = Server(command, f"http://127.0.0.1:{ops}/readyz", env={"CELLO_LOG": "warn"})
+    host.port, host.admin_port = port, admin_port
+    return host
+
+
+def beside_neighbour(host: Server, label: str, name: str, neighbour: Neighbour) -> Load:
+    """The quiet tenant's load on `host` while tenant `name` is loaded as
+    `neighbour` says."""
+    quiet = host.at(f"http://127.0.0.1:{host.port}/t/quiet/")
+    if neighbour.slowloris:
+        slow = Slowloris(host.port, neighbour.slowloris)
+        time.sleep(2)
+        load = wrk(label, quiet, "", connections=2)
+        slow.stop()
+        return load
+    flood = subprocess.Popen(
+        ["wrk", "-t1", f"-c{neighbour.connections}", f"-d{SECONDS + 4}s"]
+        + [f"http://127.0.0.1:{host.port}/t/{name}{neighbour.path}"],
+        stdout=subprocess.DEVNULL,
+    )
+    time.sleep(2)
+    load = wrk(label, quiet, "", connections=2)
+    flood.wait()
+    return load
+
+
+def isolation_section(isolated: list[Load]) -> list[str]:
+    """The "Tenant isolation" section of RESULTS.md."""
+    lines = [
+        "## Tenant isolation",
+        "",
+        "p50 and p99 of a quiet tenant's Rust hello route (`wrk -t1 -c2`), alone and while "
+        "a noisy tenant on the same host is loaded (`wrk -t1`, 32 connections, or as many "
+        "as the looping and growing neighbours' instance quotas allow). Each noisy tenant runs "
+        "the Python bench app under the quotas named; the slow connections come from another "
+        f"loopback address. The host has {os.cpu_count()} cores, shared with the load "
+        f"generators. Alternating rounds; each figure is the median of {ISOLATION_ROUNDS}. "
+        "The last row is the looping neighbour on a second host whose long-call lane has "
+        "only a nice value, without the kernel's idle policy.",
+        "",
+        "| quiet tenant | req/s | ÷ alone | p50 ms | p99 ms | p99 ÷ alone |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    alone = isolated[0]
+    lines += [
+        f"| {load.name} | {load.rps:,.0f} | {load.rps / alone.rps:.2f} | {load.p50_ms:.2f} | "
+        f"{load.p99_ms:.2f} | {load.p99_ms / alone.p99_ms:.1f} |"
+        for load in isolated
+    ]
+
+    def beside(word: str) -> Load:
+        return next(load for load in isolated if word in load.name and load.name != NICE_ONLY)
+
+    looping, growing, slow = beside("looping"), beside("grows memory"), beside("slowloris")
+    return lines + [
+        "",
+        "| isolation target | measured | goal | |",
+        "|---|---:|---:|---|",
+        target_row("looping neighbour: quiet req/s ÷ alone", looping.rps / alone.rps, 0.5),
+        target_row(
+            "looping neighbour: quiet p99 ÷ alone (at most)",
+            looping.p99_ms / alone.p99_ms,
+            10.0,
+            at_most=True,
+        ),
+        target_row("growing neighbour: quiet req/s ÷ alone", growing.rps / alone.rps, 0.5),
+        target_row("slowloris neighbour: quiet req/s ÷ alone", slow.rps / alone.rps, 0.8),
+    ]
+
+
+def median_of_each(name: str, loads: list[Load]) -> Load:
+    """One row of `loads`: the median of each figure over the rounds."""
+
+    def mid(figure) -> float:
+        return statistics.median(figure(load) for load in loads)
+
+    return Load(
+        name=name,
+        rps=mid(lambda load: load.rps),
+        p50_ms=mid(lambda load: load.p50_ms),
+        p99_ms=mid(lambda load: load.p99_ms),
+        cpu_seconds=mid(lambda load: load.cpu_seconds),
+        requests=int(mid(lambda load: load.requests)),
+        errors=sum(load.errors for load in loads),
+    )
+
+
+def isolation(state: Path) -> list[Load]:
+    """p99 of a quiet tenant's hello route, alone and beside noisy tenants,
+    in alternating rounds; and beside the looping neighbour on a host whose
+    long-call lane has no idle policy."""
+    print("isolation: a quiet tenant (wrk -c2) alone and beside a noisy one")
+    looping = next(n for n in NEIGHBOURS if n.path.startswith("/busy"))
+    runs: dict[str, list[Load]] = {}
+    with (
+        isolation_host(state) as idle,
+        isolation_host(state, "[execution]\nlong-call-idle = false\n") as nice,
+    ):
+        for host in (idle, nice):
+            tenant_with(host.admin_port, "quiet", "hello-rust", {"requests-per-second": 0})
         for n, neighbour in enumerate(NEIGHBOURS):
-            label = f"quiet tenant, while a neighbour {neighbour.what}"
-            if neighbour.slowloris:
-                slow = Slowloris(port, neighbour.slowloris)
-                time.sleep(2)
-                loads.append(wrk(label, quiet, "", connections=2))
-                slow.stop()
-                continue
-            name = f"noisy-{n}"
-            tenant_with(admin_port, name, "bench-python", neighbour.quotas, neighbour.settings)
-            flood = subprocess.Popen(
-                ["wrk", "-t1", f"-c{neighbour.connections}", f"-d{SECONDS + 4}s"]
-                + [f"{base}/t/{name}{neighbour.path}"],
-                stdout=subprocess.DEVNULL,
-            )
-            time.sleep(2)
-            loads.append(wrk(label, quiet, "", connections=2))
-            flood.wait()
-    return loads
+            if not neighbour.slowloris:
+                quotas, settings = neighbour.quotas, neighbour.settings
+                tenant_with(idle.admin_port, f"noisy-{n}", "bench-python", quotas, settings)
+        tenant_with(nice.admin_port, "noisy", "bench-python", looping.quotas, looping.settings)
+        for _ in range(ISOLATION_ROUNDS):
+            quiet = idle.at(f"http://127.0.0.1:{idle.port}/t/quiet/")
+            alone = "quiet tenant alone"
+            runs.setdefault(alone, []).append(wrk(alone, quiet, "", connections=2))
+            for n, neighbour in enumerate(NEIGHBOURS):
+                label = f"quiet tenant, while a neighbour {neighbour.what}"
+                load = beside_neighbour(idle, label, f"noisy-{n}", neighbour)
+                runs.setdefault(label, []).append(load)
+            load = beside_neighbour(nice, NICE_ONLY, "noisy", looping)
+            runs.setdefault(NICE_ONLY, []).append(load)
+    return [median_of_each(name, loads) for name, loads in runs.items()]
 
 
 #: The todos example's sidecar: a SQL database of its own.
@@ -1024,43 +1127,8 @@ def write_results(loads, cold, inst, mem, isolated, call_us, sql, kv) -> None:
         "requests that hold their instance for 1 s, sent at once, and RSS measured with two "
         "and with all of them warm).",
         "",
-        "## Tenant isolation",
-        "",
-        "p50 and p99 of a quiet tenant's Rust hello route (`wrk -t1 -c2`), alone and while "
-        "a noisy tenant on the same host is loaded (`wrk -t1`, 32 connections, or as many "
-        "as the looping and growing neighbours' instance quotas allow). Each noisy tenant runs "
-        "the Python bench app under the quotas named; the slow connections come from another "
-        f"loopback address. The host has {os.cpu_count()} cores, shared with the load "
-        "generators.",
-        "",
-        "| quiet tenant | req/s | ÷ alone | p50 ms | p99 ms | p99 ÷ alone |",
-        "|---|---:|---:|---:|---:|---:|",
     ]
-    alone = isolated[0]
-    lines += [
-        f"| {load.name} | {load.rps:,.0f} | {load.rps / alone.rps:.2f} | {load.p50_ms:.2f} | "
-        f"{load.p99_ms:.2f} | {load.p99_ms / alone.p99_ms:.1f} |"
-        for load in isolated
-    ]
-
-    def beside(word: str) -> Load:
-        return next(load for load in isolated if word in load.name)
-
-    looping, growing, slow = beside("looping"), beside("grows memory"), beside("slowloris")
-    lines += [
-        "",
-        "| isolation target | measured | goal | |",
-        "|---|---:|---:|---|",
-        target_row("looping neighbour: quiet req/s ÷ alone", looping.rps / alone.rps, 0.5),
-        target_row(
-            "looping neighbour: quiet p99 ÷ alone (at most)",
-            looping.p99_ms / alone.p99_ms,
-            10.0,
-            at_most=True,
-        ),
-        target_row("growing neighbour: quiet req/s ÷ alone", growing.rps / alone.rps, 0.5),
-        target_row("slowloris neighbour: quiet req/s ÷ alone", slow.rps / alone.rps, 0.8),
-    ]
+    lines += isolation_section(isolated)
     lines += ["", *sql_section(sql)]
     lines += ["", *kv_section(kv)]
     lines += [
@@ -1118,6 +1186,8 @@ def main() -> None:
         return only_section("SQL", sql_reads, sql_section)
     if sys.argv[1:] == ["kv"]:
         return only_section("key-value", kv_reads, kv_section)
+    if sys.argv[1:] == ["isolation"]:
+        return only_section("tenant isolation", isolation, isolation_section)
     if sys.argv[1:] == ["sse"]:
         return only_section("SSE", sse, sse_section)
     if sys.argv[1:] == ["cluster"]:
