@@ -36,7 +36,10 @@ impl fmt::Display for BodyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BodyError::TooLarge(limit) => {
-                write!(f, "The request body is larger than the {limit} bytes allowed.")
+                write!(
+                    f,
+                    "The request body is larger than the {limit} bytes allowed."
+                )
             }
             BodyError::TimedOut => {
                 f.write_str("The request body did not arrive in time; send it faster.")

@@ -7,11 +7,11 @@ use std::cell::OnceCell;
 use std::rc::Rc;
 
 use crate::App;
+use crate::bindings::cello::component::streams::{BodyReader as WitBodyReader, ResponseWriter};
 use crate::bindings::cello::component::types::{
     AppPolicy, CachePolicy, CorsPolicy, RateLimitKey as WitKey, RateLimitKind, RateLimitPolicy,
     Route as WitRoute, RoutePolicy,
 };
-use crate::bindings::cello::component::streams::{BodyReader as WitBodyReader, ResponseWriter};
 use crate::bindings::{Manifest, Request as WitRequest, Response as WitResponse};
 use crate::body::{self, BodySlot};
 use crate::host::{Level, log};
@@ -185,7 +185,12 @@ pub async fn handle_streaming(
 /// Starts the response and writes its chunks as they come. A failed write
 /// (the client left, the stream sat idle) stops it: the handler's stream
 /// is dropped, so its `Drop` runs. Dropping `out` ends the body.
-async fn send(mut chunks: ChunkStream, out: ResponseWriter, status: u16, headers: &[(String, String)]) {
+async fn send(
+    mut chunks: ChunkStream,
+    out: ResponseWriter,
+    status: u16,
+    headers: &[(String, String)],
+) {
     if let Err(error) = out.start(status, headers) {
         log(Level::Error, &format!("cannot start the stream: {error:?}"));
         return;

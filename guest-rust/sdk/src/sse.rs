@@ -300,7 +300,11 @@ impl Ticker {
     }
 
     fn poll_tick(&mut self, cx: &mut Context<'_>) -> Poll<Vec<u8>> {
-        let ms = self.keep_alive.interval.as_millis().clamp(1, u32::MAX as u128) as u32;
+        let ms = self
+            .keep_alive
+            .interval
+            .as_millis()
+            .clamp(1, u32::MAX as u128) as u32;
         loop {
             let sleep = self.sleep.get_or_insert_with(|| {
                 self.sent = false;
@@ -340,7 +344,10 @@ mod tests {
             .retry(Duration::from_secs(3))
             .comment("hi")
             .data("x");
-        assert_eq!(framed(event), "event:tick\nid:7\nretry:3000\n:hi\ndata:x\n\n");
+        assert_eq!(
+            framed(event),
+            "event:tick\nid:7\nretry:3000\n:hi\ndata:x\n\n"
+        );
     }
 
     #[test]

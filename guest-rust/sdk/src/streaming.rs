@@ -14,8 +14,8 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use futures_core::Stream;
-use http::header::{self, HeaderName, HeaderValue};
 use http::StatusCode;
+use http::header::{self, HeaderName, HeaderValue};
 
 use crate::{IntoResponse, Response};
 
@@ -95,7 +95,10 @@ where
     type Item = Vec<u8>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Vec<u8>>> {
-        self.0.as_mut().poll_next(cx).map(|item| item.map(Into::into))
+        self.0
+            .as_mut()
+            .poll_next(cx)
+            .map(|item| item.map(Into::into))
     }
 }
 

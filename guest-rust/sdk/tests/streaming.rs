@@ -32,7 +32,10 @@ fn a_streaming_response_takes_a_status_and_headers() {
     let reply = app.test_client().get("/").send();
     assert_eq!(reply.status(), StatusCode::ACCEPTED);
     assert_eq!(reply.header("x-rows"), Some("1"));
-    assert_eq!(reply.header("content-type"), Some("application/octet-stream"));
+    assert_eq!(
+        reply.header("content-type"),
+        Some("application/octet-stream")
+    );
     assert_eq!(reply.bytes(), [1, 2]);
 }
 
