@@ -357,3 +357,22 @@ async fn a_stream_from_a_rust_sync_route_is_sent_whole() {
     assert_eq!(reply.header("content-length"), Some("3"));
     assert_eq!(reply.body, "abc");
 }
+
+#[tokio::test]
+async fn a_rust_streams_background_tasks_run_after_its_last_chunk_before_the_body_ends() {
+    let host = serve_rust("");
+    let response = open(&host, "/then-background/after").await;
+    let mut body = response.into_body();
+    let (first, first_at) = next_chunk(&mut body).await.unwrap().unwrap();
+    assert_eq!(first, "sent\n");
+    let (rest, error) = read_text(&mut body).await;
+    assert_eq!((rest.as_str(), error), ("", None));
+    // The task sleeps a second: the body's end waited for it (the call's end ends it).
+    assert!(
+        first_at.elapsed() >= Duration::from_millis(800),
+        "{:?}",
+        first_at.elapsed()
+    );
+    let ran = host.get("/background/after").await.json()["ran"].clone();
+    assert_eq!(ran, 1);
+}

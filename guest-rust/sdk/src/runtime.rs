@@ -144,7 +144,8 @@ pub async fn handle_async(build: fn() -> App, req: WitRequest) -> WitResponse {
 /// Serves an async route: its body read whole first, unless the handler
 /// reads it as it arrives; its response returned whole, or streamed
 /// through `out` (then none is returned, and the background tasks run
-/// here, once the body has gone).
+/// here, after the last chunk: the host ends the body when the call
+/// returns, so the client sees its end once they have run).
 pub async fn handle_streaming(
     build: fn() -> App,
     req: WitRequest,
@@ -177,14 +178,13 @@ pub async fn handle_streaming(
     };
     let (status, headers, _) = response.into_wire();
     send(chunks, out, status, &headers).await;
-    // The writer has gone with `send`, so the client has the whole body.
     crate::background::run(&id).await;
     None
 }
 
 /// Starts the response and writes its chunks as they come. A failed write
 /// (the client left, the stream sat idle) stops it: the handler's stream
-/// is dropped, so its `Drop` runs. Dropping `out` ends the body.
+/// is dropped, so its `Drop` runs.
 async fn send(
     mut chunks: ChunkStream,
     out: ResponseWriter,

@@ -7,7 +7,9 @@
 use std::time::Duration;
 
 use cello::sse::{Event, KeepAlive, Sse};
-use cello::{App, BodyStream, HttpError, Json, Kv, Path, Request, StreamingResponse};
+use cello::{
+    App, BackgroundTasks, BodyStream, HttpError, Json, Kv, Path, Request, StreamingResponse,
+};
 use futures_util::stream::{self, Stream};
 use serde_json::{Value, json};
 
@@ -87,6 +89,23 @@ fn counted() -> StreamingResponse {
     StreamingResponse::new(stream::iter(["a", "b", "c"])).media_type("text/plain")
 }
 
+/// A stream, then a background task that counts `background:NAME` a
+/// second after the last chunk.
+async fn then_background(Path(name): Path<String>, tasks: BackgroundTasks) -> StreamingResponse {
+    tasks.spawn(async move {
+        sleep_ms(1000).await;
+        let _ = Kv.increment(&format!("background:{name}"), 1);
+    });
+    StreamingResponse::new(stream::iter(["sent\n"]))
+}
+
+async fn background(Path(name): Path<String>, kv: Kv) -> Result<Json<Value>, cello::KvError> {
+    let count = kv
+        .get_text(&format!("background:{name}"))?
+        .unwrap_or_default();
+    Ok(Json(json!({ "ran": count.parse::<u64>().unwrap_or(0) })))
+}
+
 async fn closed(Path(name): Path<String>, kv: Kv) -> Result<Json<Value>, cello::KvError> {
     let count = kv.get_text(&format!("closed:{name}"))?.unwrap_or_default();
     Ok(Json(json!({ "closed": count.parse::<u64>().unwrap_or(0) })))
@@ -120,6 +139,8 @@ fn app() -> App {
         .get("/ticks/{count}", ticks)
         .get("/counted", counted)
         .get("/closed/{name}", closed)
+        .get("/then-background/{name}", then_background)
+        .get("/background/{name}", background)
         .post("/upload", upload)
         .post("/echo-json", echo_json)
 }
