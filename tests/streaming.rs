@@ -1,8 +1,8 @@
 //! Streamed bodies for app components, over real HTTP against the
-//! `python-stream` guest: a StreamingResponse and server-sent events sent
-//! as the guest writes them, a request body read as it arrives, and the
-//! limits around them (a client leaving, an idle stream, a body too large,
-//! many streams on one instance).
+//! `python-stream` and `rust-stream` guests: a streaming response and
+//! server-sent events sent as the guest writes them, a request body read
+//! as it arrives, and the limits around them (a client leaving, an idle
+//! stream, a body too large, many streams on one instance).
 
 #[path = "support/mod.rs"]
 mod support;
@@ -17,10 +17,16 @@ use support::{Components, Host};
 const KV: &str = "[grants]\nkv = true\n";
 
 fn serve(limits: &str) -> Host {
+    serve_guest("python-stream", limits)
+}
+
+fn serve_rust(limits: &str) -> Host {
+    serve_guest("rust-stream", limits)
+}
+
+fn serve_guest(guest: &str, limits: &str) -> Host {
     let sidecar = format!("{KV}[limits]\n{limits}\n");
-    Components::new()
-        .with_sidecar("python-stream", &sidecar)
-        .serve()
+    Components::new().with_sidecar(guest, &sidecar).serve()
 }
 
 /// Opens `path` and returns the response with its body unread.
@@ -176,22 +182,30 @@ async fn a_request_body_is_read_as_a_stream_never_whole() {
     assert_eq!(json["whole_body"], 0, "the body was held whole");
 }
 
-#[tokio::test]
-async fn a_streamed_request_body_over_the_limit_is_a_413() {
-    let host = serve("max-body-kb = 64");
-    // Chunked, so no Content-Length gives it away before the guest reads.
-    let chunks = futures::stream::iter((0..20).map(|_| {
+/// Posts 80 KiB to `path` in chunks, with no Content-Length to give its
+/// size away before the guest reads: the status and the JSON answered.
+/// Small enough to be all sent before a 413 closes the connection, which
+/// would otherwise cut the client's write short.
+async fn post_chunked(host: &Host, path: &str) -> (http::StatusCode, serde_json::Value) {
+    let chunks = futures::stream::iter((0..5).map(|_| {
         Ok::<_, std::io::Error>(hyper::body::Frame::data(Bytes::from(vec![1u8; 16 << 10])))
     }));
-    let request = http::Request::post(host.url("/upload"))
+    let request = http::Request::post(host.url(path))
         .body(http_body_util::StreamBody::new(chunks))
         .unwrap();
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http();
     let response = client.request(request).await.expect("request failed");
-    assert_eq!(response.status(), 413);
+    let status = response.status();
     let body = response.into_body().collect().await.unwrap().to_bytes();
-    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    (status, serde_json::from_slice(&body).unwrap())
+}
+
+#[tokio::test]
+async fn a_streamed_request_body_over_the_limit_is_a_413() {
+    let host = serve("max-body-kb = 64");
+    let (status, json) = post_chunked(&host, "/upload").await;
+    assert_eq!(status, 413);
     assert_eq!(
         json["detail"],
         "The request body is larger than the 65536 bytes allowed."
@@ -248,4 +262,117 @@ async fn a_whole_response_from_a_streaming_app_is_sent_as_before() {
     assert_eq!(reply.json(), serde_json::json!({"a": [1, 2]}));
     let bad = host.post("/echo-json", "application/json", "{oops").await;
     assert_eq!(bad.status, 422);
+}
+
+#[tokio::test]
+async fn a_rust_streaming_response_sends_each_chunk_as_the_stream_yields_it() {
+    let host = serve_rust("");
+    let response = open(&host, "/chunks").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["transfer-encoding"], "chunked");
+    assert_eq!(response.headers()["content-type"], "text/plain");
+    let mut body = response.into_body();
+    let (first, first_at) = next_chunk(&mut body).await.unwrap().unwrap();
+    assert_eq!(first, "one\n");
+    let (rest, error) = read_text(&mut body).await;
+    assert_eq!(error, None);
+    assert_eq!(rest, "two\nthree\n");
+    // The stream sleeps 0.3 s before each later chunk: the first came well before its end.
+    assert!(
+        first_at.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        first_at.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn rust_server_sent_events_are_framed_as_axum_frames_them_with_keep_alive_comments() {
+    let host = serve_rust("");
+    let response = open(&host, "/events").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    assert_eq!(response.headers()["cache-control"], "no-cache");
+    let (text, error) = read_text(&mut response.into_body()).await;
+    assert_eq!(error, None);
+    let events = "data:plain\n\n\
+                  event:update\nid:7\ndata:line one\ndata:line two\nretry:2500\n\n\
+                  :a note\ndata:typed\n\n";
+    assert!(text.starts_with(events), "{text:?}");
+    // Half a second without events, a keep-alive every 0.2 s: comments between.
+    let rest = &text[events.len()..];
+    assert!(rest.starts_with(":ping\n\n"), "{rest:?}");
+    assert!(rest.ends_with("data:last\n\n"), "{rest:?}");
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_a_rust_stream_drops_it_and_the_instance_serves_on() {
+    let host = serve_rust("max-instances = 1");
+    let response = open(&host, "/forever/left").await;
+    let mut body = response.into_body();
+    for _ in 0..2 {
+        next_chunk(&mut body).await.unwrap().unwrap();
+    }
+    drop(body);
+    // The guest's next write fails; dropping its stream drops the guard it holds.
+    assert_eq!(wait_closed(&host, "left", Duration::from_secs(20)).await, 1);
+    let reply = host.get("/ticks/2").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body, "id:0\ndata:0\n\nid:1\ndata:1\n\n");
+}
+
+#[tokio::test]
+async fn a_rust_request_body_is_read_as_a_stream_never_whole() {
+    let host = serve_rust("max-body-kb = 8192");
+    let body: Vec<u8> = (0..3_000_000u32).map(|n| (n * 7 % 251) as u8).collect();
+    let sum: u64 = body.iter().map(|&b| u64::from(b)).sum();
+    let reply = host.post("/upload", "application/octet-stream", body).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let json = reply.json();
+    assert_eq!(json["bytes"], 3_000_000);
+    assert_eq!(json["sum"], sum);
+    assert!(json["chunks"].as_u64().unwrap() > 1, "{json}");
+    assert_eq!(json["whole_body"], 0, "the body was held whole");
+}
+
+#[tokio::test]
+async fn a_rust_request_body_over_the_limit_is_a_413_streamed_or_read_whole() {
+    let host = serve_rust("max-body-kb = 64");
+    let detail = "The request body is larger than the 65536 bytes allowed.";
+    for path in ["/upload", "/echo-json"] {
+        let (status, json) = post_chunked(&host, path).await;
+        assert_eq!(status, 413, "{path}: {json}");
+        assert_eq!(json["detail"], detail, "{path}");
+    }
+    let reply = host
+        .post("/echo-json", "application/json", r#"{"ok":true}"#)
+        .await;
+    assert_eq!(reply.json(), serde_json::json!({"ok": true}));
+}
+
+#[tokio::test]
+async fn a_stream_from_a_rust_sync_route_is_sent_whole() {
+    let host = serve_rust("");
+    let reply = host.get("/counted").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("content-length"), Some("3"));
+    assert_eq!(reply.body, "abc");
+}
+
+#[tokio::test]
+async fn a_rust_streams_background_tasks_run_after_its_last_chunk_before_the_body_ends() {
+    let host = serve_rust("");
+    let response = open(&host, "/then-background/after").await;
+    let mut body = response.into_body();
+    let (first, first_at) = next_chunk(&mut body).await.unwrap().unwrap();
+    assert_eq!(first, "sent\n");
+    let (rest, error) = read_text(&mut body).await;
+    assert_eq!((rest.as_str(), error), ("", None));
+    // The task sleeps a second: the body's end waited for it (the call's end ends it).
+    assert!(
+        first_at.elapsed() >= Duration::from_millis(800),
+        "{:?}",
+        first_at.elapsed()
+    );
+    let ran = host.get("/background/after").await.json()["ran"].clone();
+    assert_eq!(ran, 1);
 }

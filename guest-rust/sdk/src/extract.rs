@@ -36,6 +36,11 @@ pub trait FromRequest: Sized + 'static {
     /// (422) is answered together with the other arguments' problems.
     type Rejection: IntoResponse;
 
+    /// True for an extractor that reads the body as it arrives
+    /// ([`crate::BodyStream`]): its route's body is not read whole first.
+    #[doc(hidden)]
+    const STREAMS_BODY: bool = false;
+
     fn from_request(req: &Request) -> impl Future<Output = Result<Self, Self::Rejection>>;
 
     /// The same, for a handler's last argument, which may take the request
@@ -80,6 +85,7 @@ where
     T::Rejection: 'static,
 {
     type Rejection = Infallible;
+    const STREAMS_BODY: bool = T::STREAMS_BODY;
 
     async fn from_request(req: &Request) -> Result<Self, Infallible> {
         Ok(T::from_request(req).await)

@@ -24,6 +24,10 @@ pub trait Handler<M>: 'static {
     #[doc(hidden)]
     const IS_ASYNC: bool;
 
+    /// True when an argument reads the body as it arrives.
+    #[doc(hidden)]
+    const STREAMS_BODY: bool = false;
+
     #[doc(hidden)]
     fn call(&self, req: Request) -> LocalBoxFuture<'_, Response>;
 
@@ -135,6 +139,7 @@ macro_rules! handlers {
             $last: FromRequest,
         {
             const IS_ASYNC: bool = false;
+            const STREAMS_BODY: bool = $($arg::STREAMS_BODY ||)* $last::STREAMS_BODY;
 
             #[allow(non_snake_case)]
             fn call(&self, req: Request) -> LocalBoxFuture<'_, Response> {
@@ -154,6 +159,7 @@ macro_rules! handlers {
             $last: FromRequest,
         {
             const IS_ASYNC: bool = true;
+            const STREAMS_BODY: bool = $($arg::STREAMS_BODY ||)* $last::STREAMS_BODY;
 
             #[allow(non_snake_case)]
             fn call(&self, req: Request) -> LocalBoxFuture<'_, Response> {
@@ -185,6 +191,9 @@ handlers!(T1 T2 T3 T4 T5 T6 T7 T8 T9 T10 T11; T12);
 /// A handler with its kind erased, as a route holds it.
 pub(crate) struct BoxedHandler {
     pub(crate) is_async: bool,
+    /// An argument reads the body as it arrives: it is not read whole first.
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    pub(crate) streams_body: bool,
     inner: Box<dyn ErasedHandler>,
 }
 
@@ -204,6 +213,7 @@ impl BoxedHandler {
     pub(crate) fn new<H: Handler<M>, M: 'static>(handler: H) -> Self {
         Self {
             is_async: H::IS_ASYNC,
+            streams_body: H::STREAMS_BODY,
             inner: Box::new(Erased(handler, std::marker::PhantomData)),
         }
     }

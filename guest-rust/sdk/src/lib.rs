@@ -38,6 +38,10 @@
 //!   your own through [`FromRequest`]. A rejected request answers 422 in
 //!   FastAPI's shape (`rejection`), like the Python SDK.
 //! - [`IntoResponse`] (`response`) turns results into a [`Response`].
+//! - Streams (`streaming`, `body`, [`sse`]): an `async fn` route answers
+//!   with a [`StreamingResponse`] or server-sent events ([`sse::Sse`])
+//!   written while the host sends them, and reads a large upload chunk by
+//!   chunk with [`BodyStream`].
 //! - `openapi` (feature `openapi`) serves the app's OpenAPI 3.1 document
 //!   at `/openapi.json`, its schemas from the handlers' types.
 //! - `sys` is the host: the component's imports on wasm32, an in-memory
@@ -50,6 +54,7 @@ extern crate self as cello;
 
 mod app;
 pub mod background;
+mod body;
 pub mod config;
 mod de;
 mod extract;
@@ -65,6 +70,8 @@ mod request;
 mod response;
 pub mod sql;
 mod sql_de;
+pub mod sse;
+mod streaming;
 mod sys;
 
 #[cfg(target_arch = "wasm32")]
@@ -77,6 +84,7 @@ pub mod testing;
 pub use app::AppState;
 pub use app::{App, StartHook, StopHook};
 pub use background::BackgroundTasks;
+pub use body::{BodyError, BodyStream};
 pub use config::Config;
 pub use extract::{Claims, FromRequest, Header, Path, Query, State};
 pub use handler::Handler;
@@ -86,20 +94,21 @@ pub use policy::{Cache, Cors, RateLimit, RateLimitKey};
 pub use rejection::{FieldError, Invalid};
 pub use request::Request;
 pub use response::{HttpError, IntoResponse, Response};
+pub use streaming::StreamingResponse;
 
 /// The `http` crate, whose types requests and responses use.
 pub use http;
 pub use http::{HeaderMap, Method, StatusCode};
 
 /// The generated bindings for the `cello:component/app` world, with every
-/// capability; a component imports only those it calls. The WIT is the
-/// crate's own copy of the contract.
+/// capability and the `streaming` export; a component imports only those it
+/// calls. The WIT is the crate's own copy of the contract.
 #[cfg(target_arch = "wasm32")]
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
         path: "wit",
-        world: "app-with-capabilities",
+        world: "streaming-app-with-capabilities",
         pub_export_macro: true,
         default_bindings_module: "::cello::bindings",
         runtime_path: "::cello::bindings::wit_bindgen::rt",
@@ -170,6 +179,17 @@ macro_rules! export_app {
             }
             async fn run_background(request_id: ::std::string::String) {
                 $crate::runtime::run_background(&request_id).await
+            }
+        }
+
+        #[cfg(target_arch = "wasm32")]
+        impl $crate::bindings::exports::cello::component::streaming::Guest for __CelloApp {
+            async fn handle(
+                req: $crate::bindings::Request,
+                body: $crate::bindings::cello::component::streams::BodyReader,
+                out: $crate::bindings::cello::component::streams::ResponseWriter,
+            ) -> ::core::option::Option<$crate::bindings::Response> {
+                $crate::runtime::handle_streaming($build, req, body, out).await
             }
         }
 

@@ -4,6 +4,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use serde::de::DeserializeOwned;
 
 use crate::app::AppState;
+use crate::body::BodySlot;
 use crate::{FromRequest, Response};
 
 /// An HTTP request, as routed by the host. Take it whole as a handler's
@@ -28,6 +29,8 @@ pub struct Request {
     /// The verified JWT claims, as JSON, when the host authenticated the caller.
     pub claims_json: Option<String>,
     pub(crate) state: AppState,
+    /// The host's reader of the body, on a route that streams it.
+    pub(crate) body_slot: BodySlot,
 }
 
 impl std::fmt::Debug for Request {
@@ -90,6 +93,7 @@ impl Request {
             tenant: incoming.tenant,
             claims_json: incoming.claims,
             state,
+            body_slot: BodySlot::default(),
         }
     }
 

@@ -8,8 +8,10 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::host::{Level, log};
+use crate::streaming::{ChunkStream, Chunks};
 
-/// An HTTP response: a status, headers and a body held whole.
+/// An HTTP response: a status, headers and a body, held whole or (from a
+/// [`crate::StreamingResponse`] or [`crate::sse::Sse`]) still to be streamed.
 #[derive(Debug, Clone)]
 pub struct Response {
     // Boxed: small enough to be every handler's error type.
@@ -21,6 +23,8 @@ struct Parts {
     status: StatusCode,
     headers: HeaderMap,
     body: Vec<u8>,
+    /// The body still to be written, in place of `body`.
+    chunks: Option<Chunks>,
     /// Set on a 422 an extractor answered, so that a handler can answer the
     /// problems of all its extractors at once.
     problems: Option<Vec<Value>>,
@@ -42,6 +46,7 @@ impl Response {
                 status,
                 headers: HeaderMap::new(),
                 body: Vec::new(),
+                chunks: None,
                 problems: None,
                 wire_status: None,
             }),
@@ -101,7 +106,25 @@ impl Response {
     /// The same response with another body.
     pub fn with_body(mut self, body: impl Into<Vec<u8>>) -> Self {
         self.inner.body = body.into();
+        self.inner.chunks = None;
         self
+    }
+
+    /// The same response with a body still to be streamed.
+    pub(crate) fn with_chunks(mut self, chunks: Chunks) -> Self {
+        self.inner.body = Vec::new();
+        self.inner.chunks = Some(chunks);
+        self
+    }
+
+    /// True when the body is a stream, still to be written.
+    pub fn is_streamed(&self) -> bool {
+        self.inner.chunks.is_some()
+    }
+
+    /// The stream of a streamed body, leaving the response without one.
+    pub(crate) fn take_chunks(&mut self) -> Option<ChunkStream> {
+        self.inner.chunks.take()?.take()
     }
 
     /// Sends `status` as it is, even one outside 100..=999 that the `http`
@@ -129,6 +152,7 @@ impl Response {
         self.inner.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
+    /// The body held whole: empty while a streamed body is still to come.
     pub fn body(&self) -> &[u8] {
         &self.inner.body
     }

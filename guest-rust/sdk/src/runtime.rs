@@ -1,17 +1,25 @@
 //! What `export_app!` calls in a component: builds the app once per
-//! instance and answers the host's calls with it.
+//! instance and answers the host's calls with it. Async routes come
+//! through `streaming.handle` (when the host has it), sync and cached ones
+//! through `handle` and `handle-async` with the body whole.
 
 use std::cell::OnceCell;
 use std::rc::Rc;
 
 use crate::App;
+use crate::bindings::cello::component::streams::{BodyReader as WitBodyReader, ResponseWriter};
 use crate::bindings::cello::component::types::{
     AppPolicy, CachePolicy, CorsPolicy, RateLimitKey as WitKey, RateLimitKind, RateLimitPolicy,
     Route as WitRoute, RoutePolicy,
 };
 use crate::bindings::{Manifest, Request as WitRequest, Response as WitResponse};
+use crate::body::{self, BodySlot};
+use crate::host::{Level, log};
 use crate::request::Incoming;
-use crate::{RateLimitKey, Response};
+use crate::response::internal_error;
+use crate::streaming::ChunkStream;
+use crate::sys::BodyReader;
+use crate::{IntoResponse, RateLimitKey, Response};
 
 thread_local! {
     static APP: OnceCell<Rc<App>> = const { OnceCell::new() };
@@ -105,7 +113,18 @@ pub fn handle(build: fn() -> App, req: WitRequest) -> WitResponse {
     let index = req.route as usize;
     let request = app.request(incoming(req));
     let id = request.request_id.clone();
-    to_wit(app.serve_now(index, request), &id)
+    let mut response = app.serve_now(index, request);
+    // A sync call cannot wait: a stream that does is the handler's mistake.
+    if let Some(chunks) = response.take_chunks() {
+        response = match chunks.collect_now() {
+            Some(body) => response.with_body(body),
+            None => internal_error(&format!(
+                "{}: a sync handler's stream waited on the host; make the handler an `async fn`",
+                app.routes[index].path
+            )),
+        };
+    }
+    to_wit(response, &id)
 }
 
 pub async fn handle_async(build: fn() -> App, req: WitRequest) -> WitResponse {
@@ -113,7 +132,75 @@ pub async fn handle_async(build: fn() -> App, req: WitRequest) -> WitResponse {
     let index = req.route as usize;
     let request = app.request(incoming(req));
     let id = request.request_id.clone();
-    to_wit(app.serve(index, request).await, &id)
+    let mut response = app.serve(index, request).await;
+    // A cached route's response goes whole, to be stored.
+    if let Some(chunks) = response.take_chunks() {
+        let body = chunks.collect().await;
+        response = response.with_body(body);
+    }
+    to_wit(response, &id)
+}
+
+/// Serves an async route: its body read whole first, unless the handler
+/// reads it as it arrives; its response returned whole, or streamed
+/// through `out` (then none is returned, and the background tasks run
+/// here, after the last chunk: the host ends the body when the call
+/// returns, so the client sees its end once they have run).
+pub async fn handle_streaming(
+    build: fn() -> App,
+    req: WitRequest,
+    body: WitBodyReader,
+    out: ResponseWriter,
+) -> Option<WitResponse> {
+    let app = app(build);
+    let index = req.route as usize;
+    let streams_body = app
+        .routes
+        .get(index)
+        .is_some_and(|route| route.handler.streams_body);
+    let mut incoming = incoming(req);
+    let body = BodyReader(body);
+    let slot = if streams_body {
+        BodySlot::holding(body)
+    } else {
+        match body::read_whole(&body).await {
+            Ok(whole) => incoming.body = whole,
+            Err(error) => return Some(to_wit(error.into_response(), &incoming.request_id)),
+        }
+        BodySlot::default()
+    };
+    let mut request = app.request(incoming);
+    request.body_slot = slot;
+    let id = request.request_id.clone();
+    let mut response = app.serve(index, request).await;
+    let Some(chunks) = response.take_chunks() else {
+        return Some(to_wit(response, &id));
+    };
+    let (status, headers, _) = response.into_wire();
+    send(chunks, out, status, &headers).await;
+    crate::background::run(&id).await;
+    None
+}
+
+/// Starts the response and writes its chunks as they come. A failed write
+/// (the client left, the stream sat idle) stops it: the handler's stream
+/// is dropped, so its `Drop` runs.
+async fn send(
+    mut chunks: ChunkStream,
+    out: ResponseWriter,
+    status: u16,
+    headers: &[(String, String)],
+) {
+    if let Err(error) = out.start(status, headers) {
+        log(Level::Error, &format!("cannot start the stream: {error:?}"));
+        return;
+    }
+    while let Some(chunk) = chunks.next().await {
+        if let Err(error) = out.write(chunk).await {
+            log(Level::Info, &format!("stream stopped: {error:?}"));
+            return;
+        }
+    }
 }
 
 pub async fn run_background(request_id: &str) {

@@ -15,7 +15,8 @@
 //! unknown path is 404, another method is 405 with `Allow`, and HEAD is
 //! answered by a GET route. `on_start` hooks run before the first request,
 //! background tasks right after each response, and `on_stop` hooks when
-//! the client is dropped. Key-value and config
+//! the client is dropped. A streamed response is collected by `send`
+//! (its chunks kept apart), or read chunk by chunk from `send_streaming`. Key-value and config
 //! are in memory; outbound HTTP goes to a stub. The host's own policies
 //! (auth, rate limits, the response cache, CORS) are not applied.
 
@@ -32,6 +33,7 @@ use serde_json::json;
 
 use crate::outbound::{OutgoingRequest, Reply, SendError};
 use crate::request::Incoming;
+use crate::streaming::ChunkStream;
 use crate::sys::native::{self, NativeHost};
 use crate::{App, IntoResponse, Response, background};
 
@@ -157,12 +159,14 @@ impl TestClient {
         }
     }
 
-    fn send(&self, request: TestRequest<'_>) -> TestResponse {
+    /// The handler's response to `request`, with the request's id; the
+    /// host's own answer when no route takes it or the app cannot start.
+    fn respond(&self, request: TestRequest<'_>) -> (Response, Option<String>) {
         let _entered = native::enter(self.host.clone());
         if !self.started.get() {
             if let Err(reason) = block_on(self.app.start()) {
                 eprintln!("on_start failed: {reason}");
-                return TestResponse::from(status_detail(StatusCode::SERVICE_UNAVAILABLE));
+                return (status_detail(StatusCode::SERVICE_UNAVAILABLE), None);
             }
             self.started.set(true);
         }
@@ -173,7 +177,7 @@ impl TestClient {
         let path = if path.is_empty() { "/" } else { path };
         let (index, params) = match self.find(&request.method, path) {
             Ok(found) => found,
-            Err(response) => return TestResponse::from(response),
+            Err(response) => return (response, None),
         };
         self.sent.set(self.sent.get() + 1);
         let request_id = format!("test-{}", self.sent.get());
@@ -190,11 +194,38 @@ impl TestClient {
             claims: request.claims,
         });
         let mut response = block_on(self.app.serve(index, req));
-        block_on(background::run(&request_id));
         if request.method == Method::HEAD {
             response = response.with_body(Vec::new());
         }
-        TestResponse::from(response)
+        (response, Some(request_id))
+    }
+
+    fn send(&self, request: TestRequest<'_>) -> TestResponse {
+        let mut stream = self.send_streaming(request);
+        let mut chunks = Vec::new();
+        while let Some(chunk) = stream.next_chunk() {
+            chunks.push(chunk);
+        }
+        let mut response = stream.head.clone();
+        response.body = chunks.concat();
+        response.chunks = Some(chunks);
+        response
+    }
+
+    fn send_streaming(&self, request: TestRequest<'_>) -> TestStream<'_> {
+        let (mut response, request_id) = self.respond(request);
+        let chunks = response.take_chunks();
+        let mut head = TestResponse::from(response);
+        let body = match chunks {
+            Some(chunks) => Body::Streamed(chunks),
+            None => Body::Whole(std::mem::take(&mut head.body)),
+        };
+        TestStream {
+            client: self,
+            head,
+            body,
+            request_id,
+        }
     }
 
     /// The route for `method` and `path` with its parameters, or the host's
@@ -269,7 +300,7 @@ pub struct TestRequest<'a> {
     tenant: Option<String>,
 }
 
-impl TestRequest<'_> {
+impl<'a> TestRequest<'a> {
     pub fn header(mut self, name: &str, value: &str) -> Self {
         self.headers
             .push((name.to_ascii_lowercase(), value.to_string()));
@@ -299,9 +330,84 @@ impl TestRequest<'_> {
         self
     }
 
+    /// Sends the request and reads the whole response; a streamed body
+    /// is read to its end.
     pub fn send(self) -> TestResponse {
         let client = self.client;
         client.send(self)
+    }
+
+    /// Sends the request and returns the response's head, with its body
+    /// to read chunk by chunk: for a stream that does not end (SSE), or
+    /// to leave one early, as a client that disconnects does.
+    pub fn send_streaming(self) -> TestStream<'a> {
+        let client = self.client;
+        client.send_streaming(self)
+    }
+}
+
+/// A response whose body is read as the app writes it. Dropping it drops
+/// the app's stream (its `Drop` runs), then runs the background tasks.
+pub struct TestStream<'a> {
+    client: &'a TestClient,
+    /// The status and headers.
+    head: TestResponse,
+    body: Body,
+    request_id: Option<String>,
+}
+
+/// What is left of a [`TestStream`]'s body.
+enum Body {
+    Whole(Vec<u8>),
+    Streamed(ChunkStream),
+    Ended,
+}
+
+impl TestStream<'_> {
+    pub fn status(&self) -> StatusCode {
+        self.head.status
+    }
+
+    pub fn headers(&self) -> &HeaderMap {
+        &self.head.headers
+    }
+
+    /// The first value of header `name`, if it is text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.header(name)
+    }
+
+    /// The next chunk the app writes, waiting for it; `None` at the end.
+    /// A body that is not streamed comes as one chunk.
+    pub fn next_chunk(&mut self) -> Option<Vec<u8>> {
+        let chunk = match &mut self.body {
+            Body::Whole(body) => Some(std::mem::take(body)).filter(|body| !body.is_empty()),
+            Body::Streamed(chunks) => {
+                let _entered = native::enter(self.client.host.clone());
+                block_on(chunks.next())
+            }
+            Body::Ended => None,
+        };
+        if chunk.is_none() || matches!(self.body, Body::Whole(_)) {
+            self.body = Body::Ended;
+        }
+        chunk
+    }
+
+    /// The next chunk as text.
+    pub fn next_text(&mut self) -> Option<String> {
+        self.next_chunk()
+            .map(|chunk| String::from_utf8_lossy(&chunk).into_owned())
+    }
+}
+
+impl Drop for TestStream<'_> {
+    fn drop(&mut self) {
+        let _entered = native::enter(self.client.host.clone());
+        self.body = Body::Ended;
+        if let Some(id) = &self.request_id {
+            block_on(background::run(id));
+        }
     }
 }
 
@@ -311,6 +417,8 @@ pub struct TestResponse {
     status: StatusCode,
     headers: HeaderMap,
     body: Vec<u8>,
+    /// The body as it was written: one chunk per item of a stream.
+    chunks: Option<Vec<Vec<u8>>>,
 }
 
 impl From<Response> for TestResponse {
@@ -321,6 +429,7 @@ impl From<Response> for TestResponse {
             status,
             headers,
             body: response.into_body(),
+            chunks: None,
         }
     }
 }
@@ -345,6 +454,15 @@ impl TestResponse {
 
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body as the app wrote it: each chunk of a stream apart, or the
+    /// whole body as one.
+    pub fn chunks(&self) -> Vec<&[u8]> {
+        match &self.chunks {
+            Some(chunks) => chunks.iter().map(Vec::as_slice).collect(),
+            None => vec![self.body.as_slice()],
+        }
     }
 
     /// The body parsed as JSON; panics, showing the body, if it is not `T`.

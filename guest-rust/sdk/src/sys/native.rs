@@ -6,6 +6,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use crate::host::Level;
@@ -62,8 +63,37 @@ pub(crate) fn log(level: Level, message: &str) {
     eprintln!("{level:?}: {message}");
 }
 
+/// Waits without blocking the thread, so that a test's stream can race a
+/// timer (an SSE keep-alive) as it does in a component.
 pub(crate) async fn sleep(ms: u32) {
-    std::thread::sleep(Duration::from_millis(ms.into()));
+    let deadline = Instant::now() + Duration::from_millis(ms.into());
+    let mut armed = false;
+    std::future::poll_fn(|cx| {
+        let now = Instant::now();
+        if now >= deadline {
+            return Poll::Ready(());
+        }
+        if !armed {
+            armed = true;
+            let waker = cx.waker().clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(deadline - now);
+                waker.wake();
+            });
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// A streaming call's request body, which only a component is handed:
+/// natively a body is always whole.
+pub(crate) enum BodyReader {}
+
+impl BodyReader {
+    pub(crate) async fn read(&self) -> Result<Option<Vec<u8>>, crate::body::BodyError> {
+        match *self {}
+    }
 }
 
 pub(crate) fn cache_invalidate(_tags: &[String]) -> u32 {

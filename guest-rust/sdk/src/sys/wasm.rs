@@ -1,6 +1,8 @@
 //! The component's imports, as the rest of the SDK calls them.
 
+use crate::bindings::cello::component::streams::{self, StreamError};
 use crate::bindings::cello::component::{cache, config, host, kv, outbound};
+use crate::body::BodyError;
 use crate::host::Level;
 use crate::outbound::{OutgoingRequest, Reply, SendError};
 
@@ -17,6 +19,21 @@ pub(crate) fn log(level: Level, message: &str) {
 
 pub(crate) async fn sleep(ms: u32) {
     host::sleep(ms).await;
+}
+
+/// The request body a streaming call hands the guest.
+pub(crate) struct BodyReader(pub(crate) streams::BodyReader);
+
+impl BodyReader {
+    /// The next chunk; none at the end of the body.
+    pub(crate) async fn read(&self) -> Result<Option<Vec<u8>>, BodyError> {
+        self.0.read().await.map_err(|error| match error {
+            StreamError::TooLarge(limit) => BodyError::TooLarge(limit),
+            StreamError::TimedOut => BodyError::TimedOut,
+            StreamError::Closed => BodyError::Failed("the client went away".into()),
+            StreamError::Failed(why) => BodyError::Failed(why),
+        })
+    }
 }
 
 pub(crate) fn cache_invalidate(tags: &[String]) -> u32 {
