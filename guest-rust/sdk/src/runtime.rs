@@ -144,8 +144,8 @@ pub async fn handle_async(build: fn() -> App, req: WitRequest) -> WitResponse {
 /// Serves an async route: its body read whole first, unless the handler
 /// reads it as it arrives; its response returned whole, or streamed
 /// through `out` (then none is returned, and the background tasks run
-/// here, after the last chunk: the host ends the body when the call
-/// returns, so the client sees its end once they have run).
+/// here, after the last chunk: the host ends the body when `out` is
+/// dropped, so the client sees its end before they run).
 pub async fn handle_streaming(
     build: fn() -> App,
     req: WitRequest,

@@ -70,23 +70,36 @@ impl BodyReader {
 pub struct ResponseWriter {
     head: Option<oneshot::Sender<Head>>,
     chunks: mpsc::Sender<Bytes>,
+    /// Fired when the guest drops the writer: the body is whole.
+    finished: Option<oneshot::Sender<()>>,
 }
 
 /// The host's side of a streamed response: the head once the guest sends
 /// it, and the body's chunks.
 pub struct ResponseStream {
     pub head: oneshot::Receiver<Head>,
-    pub chunks: mpsc::Receiver<Bytes>,
+    pub chunks: Chunks,
+}
+
+/// The chunks of a streamed body, and whether the guest said it was whole
+/// by dropping its writer (a writer dropped with its instance, after a
+/// trap, says nothing).
+pub struct Chunks {
+    received: mpsc::Receiver<Bytes>,
+    finished: oneshot::Receiver<()>,
 }
 
 /// A writer for the guest and the stream it writes into.
 pub fn response_stream() -> (ResponseWriter, ResponseStream) {
     let (head_tx, head) = oneshot::channel();
-    let (chunks_tx, chunks) = mpsc::channel(CHUNKS_BUFFERED);
+    let (chunks_tx, received) = mpsc::channel(CHUNKS_BUFFERED);
+    let (finished_tx, finished) = oneshot::channel();
     let writer = ResponseWriter {
         head: Some(head_tx),
         chunks: chunks_tx,
+        finished: Some(finished_tx),
     };
+    let chunks = Chunks { received, finished };
     (writer, ResponseStream { head, chunks })
 }
 
@@ -138,7 +151,13 @@ impl streams::HostResponseWriter for InstanceState {
     }
 
     fn drop(&mut self, writer: Resource<ResponseWriter>) -> wasmtime::Result<()> {
-        self.ctx().table.delete(writer)?;
+        let mut writer = self.ctx().table.delete(writer)?;
+        // The guest let go of the writer: once its chunks have gone, the
+        // client sees the body end, before the guest's call returns (and
+        // before the background tasks it runs next).
+        if let Some(finished) = writer.finished.take() {
+            let _ = finished.send(());
+        }
         Ok(())
     }
 }
@@ -226,10 +245,10 @@ fn pieces(chunk: Vec<u8>) -> Vec<Bytes> {
 }
 
 /// A streamed response body: the guest's chunks as it writes them. It
-/// ends when the guest's call returns, and fails (the client sees the
+/// ends when the guest drops its writer or its call returns, and fails (the client sees the
 /// body cut short) when the call fails or no chunk came for `idle`.
 pub struct Streamed {
-    chunks: mpsc::Receiver<Bytes>,
+    chunks: Chunks,
     /// The call's outcome; taken once it has come.
     outcome: Option<oneshot::Receiver<Outcome>>,
     idle: Duration,
@@ -237,11 +256,7 @@ pub struct Streamed {
 }
 
 impl Streamed {
-    pub fn new(
-        chunks: mpsc::Receiver<Bytes>,
-        outcome: oneshot::Receiver<Outcome>,
-        idle: Duration,
-    ) -> Self {
+    pub fn new(chunks: Chunks, outcome: oneshot::Receiver<Outcome>, idle: Duration) -> Self {
         Self {
             chunks,
             outcome: Some(outcome),
@@ -269,20 +284,29 @@ impl hyper::body::Body for Streamed {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        if let Poll::Ready(Some(chunk)) = this.chunks.poll_recv(cx) {
-            let next = Instant::now() + this.idle;
-            this.idle_timer.as_mut().reset(next);
-            return Poll::Ready(Some(Ok(Frame::data(chunk))));
+        match this.chunks.received.poll_recv(cx) {
+            Poll::Ready(Some(chunk)) => {
+                let next = Instant::now() + this.idle;
+                this.idle_timer.as_mut().reset(next);
+                return Poll::Ready(Some(Ok(Frame::data(chunk))));
+            }
+            // Every chunk has gone and the guest let go of its writer.
+            Poll::Ready(None) if this.chunks.finished.try_recv().is_ok() => {
+                this.outcome = None;
+                return Poll::Ready(None);
+            }
+            _ => {}
         }
         let Some(outcome) = &mut this.outcome else {
             // The call has returned: what it wrote just before still goes out.
-            return Poll::Ready(this.chunks.try_recv().ok().map(|c| Ok(Frame::data(c))));
+            let chunk = this.chunks.received.try_recv().ok();
+            return Poll::Ready(chunk.map(|c| Ok(Frame::data(c))));
         };
         if let Poll::Ready(outcome) = Pin::new(outcome).poll(cx) {
             this.outcome = None;
             let why = match outcome {
                 Ok(Ok(_)) => {
-                    let chunk = this.chunks.try_recv().ok();
+                    let chunk = this.chunks.received.try_recv().ok();
                     return Poll::Ready(chunk.map(|c| Ok(Frame::data(c))));
                 }
                 Ok(Err(e)) => e.to_string(),
