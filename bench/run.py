@@ -2,7 +2,10 @@
 Starlette, all on this machine in one run, with wrk as the load.
 
 Writes bench/RESULTS.md and bench/results.png. BENCH_SECONDS sets the length
-of each load run (default 10).
+of each load run (default 10). `run.py throughput-quick [BASE]` runs only the
+rows the throughput targets compare and prints them, with another cello-host
+binary's rows beside them when BASE names one (after `make bench` has set up
+bench/.venv and the release builds).
 """
 
 from __future__ import annotations
@@ -194,10 +197,15 @@ def component_dir(*names: str, sidecars: dict[str, str] | None = None) -> Path:
 
 
 def cello(
-    directory: Path, path: str, state: Path, ops: int | None = None, config: str | None = None
+    directory: Path,
+    path: str,
+    state: Path,
+    ops: int | None = None,
+    config: str | None = None,
+    host: Path = HOST,
 ) -> Server:
     port = free_port()
-    command = [str(HOST), "serve", str(directory), "--listen", f"127.0.0.1:{port}"]
+    command = [str(host), "serve", str(directory), "--listen", f"127.0.0.1:{port}"]
     command += ["--state-dir", str(state), "--log-format", "json"]
     if config is not None:
         (directory / "host-config.toml").write_text(config)
@@ -887,6 +895,45 @@ def middleware_chain(state: Path, rounds: int = 3) -> list[Load]:
     return medians(runs, names)
 
 
+def throughput_quick(state: Path, base: Path | None, rounds: int = 3) -> None:
+    """`run.py throughput-quick [BASE]`: only the rows the throughput targets
+    compare (native hyper, `wasmtime serve` with reuse, cello's wasi:http
+    hello and Rust SDK hello), in alternating rounds, each the median of
+    `rounds`; with BASE, another cello-host binary's two rows beside them,
+    for a before/after from one run. Prints; writes nothing."""
+    print(f"throughput-quick: wrk -t1 -c{CONNECTIONS} -d{SECONDS}s, {rounds} rounds", flush=True)
+    hosts = {"": HOST} | ({" (base)": base} if base else {})
+    runs: dict[str, list[Load]] = {}
+    for _ in range(rounds):
+        with Server(
+            [str(HYPER), f"127.0.0.1:{(port := free_port())}"], f"http://127.0.0.1:{port}/"
+        ) as s:
+            runs.setdefault("native hyper", []).append(wrk("native hyper", s, "/"))
+        with wasmtime_serve(["--max-instance-reuse-count", "128"]) as s:
+            name = "wasmtime serve, wasi:http hello (reuse 128)"
+            runs.setdefault(name, []).append(wrk(name, s, "/"))
+        for label, host in hosts.items():
+            for what, component in (
+                ("wasi:http hello", "http-proxy"),
+                ("Rust SDK hello", "hello-rust"),
+            ):
+                name = f"cello-host{label}, {what}"
+                with cello(component_dir(component), "/", state, host=host) as s:
+                    runs.setdefault(name, []).append(wrk(name, s, "/"))
+    named = medians(runs, {name: name for name in runs})
+    rows = {load.name.rsplit(" (median", 1)[0]: load for load in named}
+    hyper = rows["native hyper"]
+    serve = rows["wasmtime serve, wasi:http hello (reuse 128)"]
+    heads = f"{'req/s':>10} {'req/CPU-s':>10} {'CPU µs':>7} {'× hyper':>8} {'× serve':>8}"
+    print(f"\n{'medians':58} {heads}")
+    for name, load in rows.items():
+        us = 1e6 / load.per_cpu_second if load.per_cpu_second else 0.0
+        print(
+            f"{name:58} {load.rps:>10,.0f} {load.per_cpu_second:>10,.0f} {us:>7.2f} "
+            f"{load.rps / hyper.rps:>8.2f} {load.rps / serve.rps:>8.2f}"
+        )
+
+
 def medians(runs: dict[str, list[Load]], names: dict[str, str]) -> list[Load]:
     """Each set of alternating runs' median by req/s, named from `names`."""
     rows = []
@@ -1160,10 +1207,14 @@ def chart(loads) -> None:
     fig.savefig(BENCH / "results.png", dpi=120)
 
 
-def build_python_app() -> None:
+def copy_components() -> None:
     COMPONENTS.mkdir(parents=True, exist_ok=True)
     for name in ["hello-rust", "http-proxy", "todos", "items"]:
         shutil.copy(ROOT / "components" / f"{name}.wasm", COMPONENTS / f"{name}.wasm")
+
+
+def build_python_app() -> None:
+    copy_components()
     python = ROOT / ".venv/bin/python"
     subprocess.run(
         [
@@ -1181,6 +1232,16 @@ def build_python_app() -> None:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["throughput-quick"]:
+        copy_components()
+        base = Path(sys.argv[2]) if sys.argv[2:] else None
+        scratch = tempfile.mkdtemp(prefix="cello-bench-")
+        tempfile.tempdir = scratch
+        try:
+            return throughput_quick(Path(tempfile.mkdtemp(prefix="state-")), base)
+        finally:
+            tempfile.tempdir = None
+            shutil.rmtree(scratch, ignore_errors=True)
     build_python_app()
     if sys.argv[1:] == ["sql"]:
         return only_section("SQL", sql_reads, sql_section)

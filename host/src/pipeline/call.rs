@@ -191,7 +191,7 @@ fn wit_request(
 ) -> bindings::Request {
     let parts = &x.parts;
     bindings::Request {
-        method: parts.method.to_string(),
+        method: parts.method.as_str().to_owned(),
         path: app_path,
         query: parts.uri.query().unwrap_or("").to_string(),
         headers: header_pairs(&parts.headers),
