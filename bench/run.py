@@ -39,6 +39,8 @@ COMPONENTS = OUT / "components"
 HOST = ROOT / "target/release/cello-host"
 HYPER = ROOT / "target/release/hyper-hello"
 CALL_COST = ROOT / "target/release/call-cost"
+#: The p3 hello, built by `make p3-hello`: the p3-testbed test guest.
+P3_HELLO = ROOT / "tests/guests/target/wasm32-wasip2/release/p3_testbed.wasm"
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 CONNECTIONS = 32
 #: A sidecar giving every request a fresh instance.
@@ -227,12 +229,12 @@ def uvicorn(module: str, path: str, env: dict[str, str] | None = None) -> Server
     return Server(command, f"http://127.0.0.1:{port}{path}", cwd=BENCH / "apps", env=env)
 
 
-def wasmtime_serve(extra: list[str]) -> Server:
+def wasmtime_serve(extra: list[str], component: str = "http-proxy", path: str = "/") -> Server:
     wasmtime = shutil.which("wasmtime", path=str(Path(sys.executable).parent))
     port = free_port()
     command = [wasmtime, "serve", "--addr", f"127.0.0.1:{port}", "-S", "cli", *extra]
-    command.append(str(COMPONENTS / "http-proxy.wasm"))
-    return Server(command, f"http://127.0.0.1:{port}/")
+    command.append(str(COMPONENTS / f"{component}.wasm"))
+    return Server(command, f"http://127.0.0.1:{port}{path}")
 
 
 def metric(ops: int, name: str, component: str) -> float:
@@ -638,14 +640,8 @@ def sql_section(loads: list[Load]) -> list[str]:
         f"{PG_CONNECTIONS} connections for each). Alternating runs; each row is the median "
         "of 3.",
         "",
-        "| system | req/s | p50 ms | p99 ms | req/CPU-s | errors |",
-        "|---|---:|---:|---:|---:|---:|",
     ]
-    lines += [
-        f"| {load.name} | {load.rps:,.0f} | {load.p50_ms:.2f} | {load.p99_ms:.2f} | "
-        f"{load.per_cpu_second:,.0f} | {load.errors} |"
-        for load in loads
-    ]
+    lines += load_table("system", loads)
     lines += ["", "| target | measured | goal | |", "|---|---:|---:|---|"]
     for backend, ours, theirs in (
         ("SQLite", cello_load, fastapi_load),
@@ -740,14 +736,8 @@ def kv_section(loads: list[Load]) -> list[str]:
         "redb file and on a redis-server on this machine (`[cluster] redis`, what hosts of "
         "a cluster share). Alternating runs; each row is the median of 3.",
         "",
-        "| store | req/s | p50 ms | p99 ms | req/CPU-s | errors |",
-        "|---|---:|---:|---:|---:|---:|",
     ]
-    lines += [
-        f"| {load.name} | {load.rps:,.0f} | {load.p50_ms:.2f} | {load.p99_ms:.2f} | "
-        f"{load.per_cpu_second:,.0f} | {load.errors} |"
-        for load in loads
-    ]
+    lines += load_table("store", loads)
     lines += [
         "",
         f"Redis ÷ redb: {redis.rps / redb.rps:.2f}× the requests per second, "
@@ -934,6 +924,60 @@ def throughput_quick(state: Path, base: Path | None, rounds: int = 3) -> None:
         )
 
 
+#: The p3 rows: `wasmtime serve` with its p3 defaults (an instance reused
+#: for 128 requests, 16 at once) and cello on the same component.
+P3_NAMES = {
+    "wasmtime": "wasmtime serve, wasi:http 0.3 hello (reuse 128, 16 at once)",
+    "cello": "cello-host, the same wasi:http 0.3 hello",
+}
+
+
+def p3_hello(state: Path, rounds: int = 3) -> tuple[list[Load], float]:
+    """The p3 hello (the p3-testbed test guest's `/hello`) on `wasmtime
+    serve` and on cello, alternately, `rounds` times each: each row is the
+    median run, and the ratio the median of the rounds' ratios."""
+    print("p3: a wasi:http 0.3 hello, wasmtime serve and cello alternately", flush=True)
+    runs: dict[str, list[Load]] = {name: [] for name in P3_NAMES}
+    for _ in range(rounds):
+        with wasmtime_serve([], "p3-hello", "/hello") as s:
+            runs["wasmtime"].append(wrk("  wasmtime serve (p3)", s, "/hello"))
+        with cello(component_dir("p3-hello"), "/hello", state) as s:
+            runs["cello"].append(wrk("  cello (p3)", s, "/hello"))
+    rounds_run = zip(runs["cello"], runs["wasmtime"], strict=True)
+    ratios = [ours.rps / theirs.rps for ours, theirs in rounds_run]
+    return medians(runs, P3_NAMES), statistics.median(ratios)
+
+
+def p3_section(measured: tuple[list[Load], float]) -> list[str]:
+    """The p3 section of RESULTS.md."""
+    loads, ratio = measured
+    theirs, ours = loads
+    lines = [
+        "## wasi:http 0.3 (p3) hello",
+        "",
+        "A `wasi:http/service@0.3` component (the `p3-testbed` test guest, built with the "
+        "`wasip3` crate; `GET /hello`) on `wasmtime serve` 50 with its p3 defaults and on "
+        "cello with its defaults (one warm instance serves up to `p3-concurrency` = 16 "
+        f"requests at once). wrk -t1 -c{CONNECTIONS} -d{SECONDS}s; alternating runs, each "
+        "row the median of 3, the ratio the median of the three rounds' ratios.",
+        "",
+    ]
+    lines += load_table("system", loads)
+    lines += [
+        "",
+        "| target | measured | goal | |",
+        "|---|---:|---:|---|",
+        target_row("cello ÷ best `wasmtime serve`, p3 hello (req/s)", ratio, 1.2),
+        target_row(
+            "cello ÷ `wasmtime serve`, p3 hello (req/CPU-s)",
+            ours.per_cpu_second / theirs.per_cpu_second,
+            1.0,
+        ),
+        "",
+    ]
+    return lines
+
+
 def medians(runs: dict[str, list[Load]], names: dict[str, str]) -> list[Load]:
     """Each set of alternating runs' median by req/s, named from `names`."""
     rows = []
@@ -1043,6 +1087,18 @@ def memory_round(directory: Path, state: Path) -> tuple[float, float]:
     per_instance = (after_rss - before_rss) / added / 2**20 if added else 0.0
     print(f"  {added:.0f} instances added {per_instance:.1f} MiB each", flush=True)
     return per_instance, added
+
+
+def load_table(first: str, loads: list[Load]) -> list[str]:
+    """A table of `loads`, one row each, its first column headed `first`."""
+    return [
+        f"| {first} | req/s | p50 ms | p99 ms | req/CPU-s | errors |",
+        "|---|---:|---:|---:|---:|---:|",
+    ] + [
+        f"| {load.name} | {load.rps:,.0f} | {load.p50_ms:.2f} | {load.p99_ms:.2f} | "
+        f"{load.per_cpu_second:,.0f} | {load.errors} |"
+        for load in loads
+    ]
 
 
 def target_row(label: str, value: float, goal: float, at_most: bool = False) -> str:
@@ -1211,6 +1267,9 @@ def copy_components() -> None:
     COMPONENTS.mkdir(parents=True, exist_ok=True)
     for name in ["hello-rust", "http-proxy", "todos", "items"]:
         shutil.copy(ROOT / "components" / f"{name}.wasm", COMPONENTS / f"{name}.wasm")
+    # Built by `make p3-hello`, which only the targets with p3 rows run.
+    if P3_HELLO.exists():
+        shutil.copy(P3_HELLO, COMPONENTS / "p3-hello.wasm")
 
 
 def build_python_app() -> None:
@@ -1253,6 +1312,8 @@ def main() -> None:
         return only_section("SSE", sse, sse_section)
     if sys.argv[1:] == ["cluster"]:
         return only_section("upload-to-everywhere", upload_everywhere, cluster.section)
+    if sys.argv[1:] == ["p3"]:
+        return only_section("p3", p3_hello, p3_section)
     # Every directory the run makes (components, state, tenants) goes under
     # this one, removed at the end: a run leaves nothing behind.
     scratch = tempfile.mkdtemp(prefix="cello-bench-")
@@ -1269,6 +1330,7 @@ def main() -> None:
         kv = kv_reads(state)
         everywhere = upload_everywhere(state)
         streams = sse(state)
+        p3 = p3_hello(state)
     finally:
         tempfile.tempdir = None
         shutil.rmtree(scratch, ignore_errors=True)
@@ -1276,12 +1338,13 @@ def main() -> None:
     results = BENCH / "RESULTS.md"
     results.write_text(replace_section(results.read_text(), cluster.section(everywhere)))
     results.write_text(replace_section(results.read_text(), sse_section(streams)))
+    results.write_text(replace_section(results.read_text(), p3_section(p3)))
     print(f"wrote {BENCH / 'RESULTS.md'} and {BENCH / 'results.png'}")
 
 
 def only_section(title: str, measure, section) -> None:
-    """`run.py sql`, `run.py kv` or `run.py cluster`: those rows alone, replacing their
-    section of RESULTS.md."""
+    """`run.py sql`, `run.py kv`, `run.py cluster` or `run.py p3`: those
+    rows alone, replacing their section of RESULTS.md."""
     scratch = tempfile.mkdtemp(prefix="cello-bench-")
     tempfile.tempdir = scratch
     try:

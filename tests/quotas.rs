@@ -61,6 +61,7 @@ async fn a_limit_above_its_tenant_quota_is_refused_naming_the_key_value_and_quot
         ("max-body-kb", 64),
         ("queue", 4),
         ("async-concurrency", 2),
+        ("p3-concurrency", 2),
         ("max-resources", 100),
         ("idle-timeout-s", 5),
         ("background-timeout-ms", 500),

@@ -609,6 +609,9 @@ pub struct LimitSettings {
     pub queue: Option<usize>,
     /// Async requests in flight on one instance at once.
     pub async_concurrency: Option<usize>,
+    /// Requests in flight on one instance of a `wasi:http` 0.3 service at
+    /// once.
+    pub p3_concurrency: Option<usize>,
     /// Requests one instance serves before it is replaced.
     pub max_requests_per_instance: Option<u64>,
     /// Seconds an unused instance is kept warm.
@@ -644,6 +647,8 @@ pub struct Limits {
     pub queue: usize,
     /// Async requests in flight on one instance.
     pub async_concurrency: usize,
+    /// Requests in flight on one instance of a `wasi:http` 0.3 service.
+    pub p3_concurrency: usize,
     /// Requests one instance serves.
     pub max_requests_per_instance: u64,
     /// How long an unused instance is kept.
@@ -670,6 +675,8 @@ impl Default for Limits {
             max_instances: 32,
             queue: 256,
             async_concurrency: 64,
+            // As `wasmtime serve`.
+            p3_concurrency: 16,
             max_requests_per_instance: 30_000,
             idle_timeout: Duration::from_secs(60),
             max_body_bytes: 10 << 20,
@@ -697,6 +704,10 @@ impl Limits {
             async_concurrency: settings
                 .async_concurrency
                 .unwrap_or(self.async_concurrency)
+                .max(1),
+            p3_concurrency: settings
+                .p3_concurrency
+                .unwrap_or(self.p3_concurrency)
                 .max(1),
             max_requests_per_instance: settings
                 .max_requests_per_instance
@@ -726,6 +737,7 @@ impl Limits {
         if settings.isolation == Some(Isolation::PerRequest) {
             limits.max_requests_per_instance = 1;
             limits.async_concurrency = 1;
+            limits.p3_concurrency = 1;
         }
         limits
     }

@@ -9,14 +9,11 @@
 //! streaming call's deadline ends with its response's head: the stream that
 //! follows is held to its idle time instead (see [`super::streams`]).
 
-use std::collections::HashMap;
-use std::pin::pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::Instrument as _;
 use wasmtime::AsContextMut;
@@ -27,7 +24,8 @@ use super::{Answer, Instance, Shared, StreamingGuest, retire};
 use crate::bindings::{Request, Response};
 use crate::body::RequestBody;
 use crate::error::CallError;
-use crate::instances::capacity::{Evict, Slot};
+use crate::instances::capacity::Slot;
+use crate::instances::event_loops::{LoopLimits, LoopPool, LoopWorker, Pending};
 use crate::instances::state::CpuExceeded;
 
 type Reply = oneshot::Sender<Outcome>;
@@ -50,7 +48,7 @@ impl Call {
 }
 
 /// One async call waiting for, or running on, an instance.
-struct Job {
+pub(super) struct Job {
     call: Call,
     reply: Reply,
     /// The trace span the call runs in (none when traces are off): the
@@ -59,33 +57,15 @@ struct Job {
 }
 
 /// The event-loop instances of one component.
-#[derive(Default)]
-pub(super) struct AsyncPool {
-    /// Instances accepting calls.
-    workers: Mutex<Vec<Arc<Worker>>>,
-    /// Signalled when a call finishes, making room on an instance.
-    room: Notify,
-}
+pub(super) type AsyncPool = LoopPool<Job>;
 
-/// The dispatcher's handle on one event-loop instance.
-struct Worker {
-    jobs: mpsc::UnboundedSender<Job>,
-    /// Calls sent to it and not yet answered.
-    in_flight: AtomicUsize,
-    /// Calls sent to it in its life.
-    accepted: AtomicU64,
-    /// Set once it takes no more calls; it exits when the last one ends.
-    retired: AtomicBool,
-    /// Ends the instance at once, failing its calls.
-    kill: Notify,
-    /// Ends an idle instance in good order.
-    stop: Notify,
-}
+type Worker = LoopWorker<Job>;
 
-impl Worker {
-    /// True once it takes no more calls and has none left.
-    fn done(&self) -> bool {
-        self.retired.load(Ordering::Relaxed) && self.in_flight.load(Ordering::Relaxed) == 0
+/// How many calls one of `shared`'s instances takes.
+fn limits(shared: &Shared) -> LoopLimits {
+    LoopLimits {
+        concurrency: shared.limits.async_concurrency,
+        max_requests: shared.limits.max_requests_per_instance,
     }
 }
 
@@ -174,7 +154,9 @@ impl AsyncPool {
             span: crate::telemetry::current(),
         };
         let worker = self
-            .dispatch(shared, job, deadline)
+            .dispatch(&shared.capacity, limits(shared), job, deadline, |slot| {
+                self.start_worker(shared, slot)
+            })
             .instrument(crate::telemetry::stage("instance checkout"))
             .await?;
         Ok((worker, outcome))
@@ -196,98 +178,8 @@ impl AsyncPool {
         shared.owner.timed_out(shared.limits.timeout)
     }
 
-    async fn dispatch(
-        self: &Arc<Self>,
-        shared: &Arc<Shared>,
-        job: Job,
-        deadline: Instant,
-    ) -> Result<Arc<Worker>, CallError> {
-        let mut queued = None;
-        loop {
-            let mut room = pin!(self.room.notified());
-            room.as_mut().enable();
-            {
-                let mut workers = self.workers.lock().unwrap();
-                let limit = shared.limits.async_concurrency;
-                let free = workers
-                    .iter()
-                    .filter(|w| w.in_flight.load(Ordering::Relaxed) < limit)
-                    .min_by_key(|w| w.in_flight.load(Ordering::Relaxed))
-                    .cloned();
-                if let Some(worker) = free {
-                    return Ok(self.assign(&mut workers, shared, worker, job));
-                }
-                if let Some(slot) = shared.capacity.try_slot(self.as_ref()) {
-                    let worker = self.start_worker(shared, slot);
-                    workers.push(worker.clone());
-                    return Ok(self.assign(&mut workers, shared, worker, job));
-                }
-            }
-            if queued.is_none() {
-                queued = Some(shared.capacity.enqueue()?);
-            }
-            tokio::select! {
-                () = room => continue,
-                slot = shared.capacity.slot_until(deadline) => {
-                    let worker = self.start_worker(shared, slot?);
-                    let mut workers = self.workers.lock().unwrap();
-                    workers.push(worker.clone());
-                    return Ok(self.assign(&mut workers, shared, worker, job));
-                }
-            }
-        }
-    }
-
-    /// Hands `job` to `worker`, under the pool's lock.
-    fn assign(
-        &self,
-        workers: &mut Vec<Arc<Worker>>,
-        shared: &Shared,
-        worker: Arc<Worker>,
-        job: Job,
-    ) -> Arc<Worker> {
-        worker.in_flight.fetch_add(1, Ordering::Relaxed);
-        let accepted = worker.accepted.fetch_add(1, Ordering::Relaxed) + 1;
-        if accepted >= shared.limits.max_requests_per_instance {
-            worker.retired.store(true, Ordering::Relaxed);
-            workers.retain(|w| !Arc::ptr_eq(w, &worker));
-        }
-        // A send fails only when the instance just died; dropping the job's
-        // reply then tells the caller.
-        let _ = worker.jobs.send(job);
-        worker
-    }
-
-    fn stop_accepting(&self, worker: &Arc<Worker>) {
-        worker.retired.store(true, Ordering::Relaxed);
-        self.workers
-            .lock()
-            .unwrap()
-            .retain(|w| !Arc::ptr_eq(w, worker));
-    }
-
-    /// Removes an idle worker, under the lock so that no call can be sent to
-    /// it once it has decided to go.
-    fn retire_if_idle(&self, worker: &Arc<Worker>) -> bool {
-        let mut workers = self.workers.lock().unwrap();
-        if worker.in_flight.load(Ordering::Relaxed) != 0 {
-            return false;
-        }
-        worker.retired.store(true, Ordering::Relaxed);
-        workers.retain(|w| !Arc::ptr_eq(w, worker));
-        true
-    }
-
     fn start_worker(self: &Arc<Self>, shared: &Arc<Shared>, slot: Slot) -> Arc<Worker> {
-        let (jobs, queue) = mpsc::unbounded_channel();
-        let worker = Arc::new(Worker {
-            jobs,
-            in_flight: AtomicUsize::new(0),
-            accepted: AtomicU64::new(0),
-            retired: AtomicBool::new(false),
-            kill: Notify::new(),
-            stop: Notify::new(),
-        });
+        let (worker, queue) = Worker::new();
         let event_loop = EventLoop {
             pool: self.clone(),
             shared: shared.clone(),
@@ -299,26 +191,6 @@ impl AsyncPool {
         let run = Box::pin(event_loop.run(slot));
         tokio::spawn(async move { owner.run_guest(run).await });
         worker
-    }
-}
-
-impl Evict for AsyncPool {
-    /// Retires an instance with no calls in flight.
-    fn evict_one(&self) -> bool {
-        let idle = self
-            .workers
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|w| w.in_flight.load(Ordering::Relaxed) == 0)
-            .cloned();
-        match idle {
-            Some(worker) if self.retire_if_idle(&worker) => {
-                worker.stop.notify_one();
-                true
-            }
-            _ => false,
-        }
     }
 }
 
@@ -367,49 +239,19 @@ enum Finished {
     Background(String, Option<wasmtime::Result<()>>),
 }
 
-/// Replies of the calls in flight, kept outside the event loop so that a
-/// trap, which ends the loop at once, can still answer every caller.
-#[derive(Default)]
-struct Pending {
-    next: u64,
-    replies: HashMap<u64, Reply>,
-}
-
-impl Pending {
-    fn add(&mut self, reply: Reply) -> u64 {
-        self.next += 1;
-        self.replies.insert(self.next, reply);
-        self.next
-    }
-
-    fn answer(&mut self, id: u64, result: Outcome) {
-        if let Some(reply) = self.replies.remove(&id) {
-            let _ = reply.send(result);
-        }
-    }
-
-    /// Fails every call still in flight.
-    fn fail_all(&mut self, error: impl Fn() -> CallError) {
-        for (_, reply) in self.replies.drain() {
-            let _ = reply.send(Err(error()));
-        }
-    }
-}
-
 impl EventLoop {
     async fn run(mut self, slot: Slot) {
         let (mut instance, streaming) = match self.shared.start_instance(slot, true).await {
             Ok(started) => started,
             Err(error) => return self.fail_queued(error),
         };
-        let pending = Mutex::new(Pending::default());
+        let pending = Mutex::new(Pending::<Option<Response>>::default());
         let end = self
             .serve(&mut instance, streaming.as_ref(), &pending)
             .await;
-        self.pool.stop_accepting(&self.worker);
+        self.pool.ended(&self.worker);
         // Calls still queued here fail when their replies drop with the queue.
         self.queue.close();
-        self.pool.room.notify_one();
         let component = &self.shared.owner.component;
         let mut pending = pending.into_inner().unwrap();
         match end {
@@ -446,7 +288,7 @@ impl EventLoop {
         &mut self,
         instance: &mut Instance,
         streaming: Option<&StreamingGuest>,
-        pending: &Mutex<Pending>,
+        pending: &Mutex<Pending<Option<Response>>>,
     ) -> End {
         let Self {
             pool,
@@ -501,8 +343,7 @@ impl EventLoop {
                                 });
                             }
                         }
-                        worker.in_flight.fetch_sub(1, Ordering::Relaxed);
-                        pool.room.notify_one();
+                        pool.finished(worker);
                         // Calls sent but not yet received count as in flight, so
                         // none is left behind in the queue.
                         if worker.done() {
@@ -590,6 +431,6 @@ impl EventLoop {
         while let Ok(job) = self.queue.try_recv() {
             let _ = job.reply.send(Err(error.again()));
         }
-        self.pool.room.notify_one();
+        self.pool.ended(&self.worker);
     }
 }

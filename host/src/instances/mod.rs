@@ -1,10 +1,12 @@
 //! Instances: what a store holds ([`state`]), the slots instances take and
 //! the queue for them ([`capacity`]), the warm instances kept for reuse
-//! ([`warm`]), and what every instance of one component is made from
+//! ([`warm`]), the dispatcher for event-loop instances ([`event_loops`]),
+//! and what every instance of one component is made from
 //! ([`Prepared`]), for app and proxy components alike. The pools for an
 //! app's routes are in [`crate::app`].
 
 pub mod capacity;
+pub mod event_loops;
 pub mod state;
 pub mod warm;
 

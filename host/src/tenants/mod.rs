@@ -980,6 +980,12 @@ fn cap_limits(limits: &mut LimitSettings, quotas: &Quotas, defaults: &Limits) ->
         d.async_concurrency,
         q.async_concurrency,
     );
+    l.p3_concurrency = cap_count(
+        "p3-concurrency",
+        l.p3_concurrency,
+        d.p3_concurrency,
+        q.p3_concurrency,
+    );
     l.max_resources = cap_count(
         "max-resources",
         l.max_resources,

@@ -15,7 +15,7 @@ use crate::capabilities::sql::SqlQuota;
 ///
 /// ```json
 /// {"memory-mb": 128, "timeout-ms": 10000, "cpu-ms": 10000, "max-instances": 8,
-///  "queue": 256, "async-concurrency": 64, "max-resources": 10000,
+///  "queue": 256, "async-concurrency": 64, "p3-concurrency": 16, "max-resources": 10000,
 ///  "idle-timeout-s": 60, "background-timeout-ms": 10000, "max-body-kb": 10240,
 ///  "max-components": 10, "max-component-mb": 64, "max-total-mb": 256,
 ///  "requests-per-second": 500, "kv-mb": 64, "kv-keys": 100000,
@@ -37,6 +37,9 @@ pub struct Quotas {
     pub queue: usize,
     /// Async requests on one instance: the ceiling of `async-concurrency`.
     pub async_concurrency: usize,
+    /// Requests on one instance of a `wasi:http` 0.3 service: the ceiling
+    /// of `p3-concurrency`.
+    pub p3_concurrency: usize,
     /// Host resources one instance holds: the ceiling of `max-resources`.
     pub max_resources: usize,
     /// Seconds an idle instance is kept: the ceiling of `idle-timeout-s`.
@@ -77,6 +80,7 @@ impl Default for Quotas {
             max_instances: 8,
             queue: 256,
             async_concurrency: 64,
+            p3_concurrency: 16,
             max_resources: 10_000,
             idle_timeout_s: 60,
             background_timeout_ms: 10_000,

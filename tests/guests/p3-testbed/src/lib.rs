@@ -1,7 +1,7 @@
 //! A `wasi:http/service@0.3` (p3) component, built with the `wasip3`
 //! crate, for the tests of how the host serves such components: a hello,
 //! an echo that streams the request body back, a trap, a count of the
-//! requests its instance served, and an outbound request.
+//! requests its instance served, a sleep, and an outbound request.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -25,6 +25,13 @@ impl wasip3::exports::http::handler::Guest for Service {
             "/echo" => Ok(echo(request)),
             "/trap" => panic!("asked to trap"),
             "/count" => Ok(text(&served.to_string())),
+            // Waits `ms` milliseconds on wasi:clocks, then answers: many
+            // such requests wait side by side on one instance.
+            "/sleep" => {
+                let ms: u64 = query_value(&path, "ms").unwrap_or(100);
+                wasip3::clocks::monotonic_clock::wait_for(ms * 1_000_000).await;
+                Ok(text(&format!("slept {ms} ms")))
+            }
             // An outbound request through wasi:http/client to the URL in
             // `x-target`; the answer says how it went.
             "/outgoing" => Ok(text(&outgoing(&request).await)),
@@ -35,6 +42,16 @@ impl wasip3::exports::http::handler::Guest for Service {
             }
         }
     }
+}
+
+/// The number after `name=` in `path`'s query.
+fn query_value(path: &str, name: &str) -> Option<u64> {
+    let (_, query) = path.split_once('?')?;
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))?
+        .parse()
+        .ok()
 }
 
 /// A 200 response with `body`, written while the host sends it.

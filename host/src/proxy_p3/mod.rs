@@ -4,16 +4,19 @@
 //!
 //! A p3 handler is a component-model async call: it returns its response
 //! and may go on writing the body (or running other tasks) afterwards, all
-//! of it inside the store's event loop (`run_concurrent`). Here a request
-//! holds one warm instance from its pool for that whole time, as a p2
-//! request does: the instance's event loop runs the call, hands the
-//! response out, and keeps running until the body has gone (or the client
-//! left), then the instance goes back to the pool. Limits, deadlines and
-//! outbound grants are the p2 proxy's.
+//! of it inside the store's event loop (`run_concurrent`). As `wasmtime
+//! serve` does, one warm instance serves up to `p3-concurrency` requests at
+//! once (16 by default), each a task of its own on the instance's
+//! [`event_loop`]; the host's [`crate::instances::event_loops`] dispatcher
+//! picks the instance. Limits and outbound grants are the p2 proxy's.
 //!
-//! `wasmtime serve` also runs up to 16 requests at once on one p3 instance;
-//! Cello does not yet: one request at a time per instance, many instances
-//! side by side, which keeps a request's deadline and CPU limit its own.
+//! A request keeps its own deadline: past it the request gets 504 and the
+//! instance takes no more, but the requests already on it run to their own
+//! ends before it is dropped. A trap fails every request in flight on the
+//! instance with 500 and discards it. A client that goes away gives up its
+//! place on the instance at once.
+
+mod event_loop;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -24,7 +27,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::{Frame, SizeHint};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
-use wasmtime::Store;
+use tracing::Instrument as _;
 use wasmtime::component::{Component, Linker};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p3::bindings::http::types::ErrorCode;
@@ -33,27 +36,24 @@ use wasmtime_wasi_http::p3::bindings::{Service, ServicePre};
 use crate::body::{Body, RequestBody};
 use crate::config::Limits;
 use crate::error::CallError;
+use crate::instances::Prepared;
+use crate::instances::event_loops::{LoopLimits, LoopPool};
 use crate::instances::state::{InstanceState, Owner};
-use crate::instances::warm::Warm;
-use crate::proxy::{Bindings, Instances, answer, body_error};
+use crate::proxy::{Handling, answer, body_error};
 use crate::resources::Resources;
+use event_loop::{Job, Worker};
 
 /// A loaded `wasi:http/service@0.3` component.
-pub struct P3Service(Instances<Service>);
-
-impl Bindings for Service {
-    type Pre = ServicePre<InstanceState>;
-
-    async fn instantiate(
-        pre: &Self::Pre,
-        store: &mut Store<InstanceState>,
-    ) -> wasmtime::Result<Self> {
-        pre.instantiate_async(store).await
-    }
+pub struct P3Service {
+    shared: Arc<Prepared<ServicePre<InstanceState>>>,
+    pool: Arc<LoopPool<Job>>,
 }
 
 /// The response body the guest writes, as the host reads it.
 type GuestBody = http_body_util::combinators::UnsyncBoxBody<Bytes, wasmtime_wasi_http::Error>;
+
+/// A request's body as the guest reads it: within the body limit.
+type GuestRequest = http::Request<GuestBody>;
 
 /// The response the guest gave, or the error code it answered with.
 type Given = Result<hyper::Response<Sent>, ErrorCode>;
@@ -67,43 +67,91 @@ impl P3Service {
         limits: Limits,
         runtime: &Resources,
     ) -> anyhow::Result<Self> {
-        Instances::load(owner, component, linker, limits, runtime, ServicePre::new).map(Self)
+        let shared = Prepared::new(owner, component, linker, limits, runtime, ServicePre::new)?;
+        let pool = Arc::new(LoopPool::default());
+        shared.capacity.register(Arc::downgrade(&pool) as _);
+        Ok(Self {
+            shared: Arc::new(shared),
+            pool,
+        })
     }
 
-    /// Hands `request` to the guest's `wasi:http/handler` and answers with
-    /// the response it returns.
+    /// Hands `request` to the guest's `wasi:http/handler` on an instance
+    /// with room and answers with the response it returns.
     pub async fn handle(
         &self,
         request: http::Request<RequestBody>,
     ) -> Result<http::Response<Body>, CallError> {
-        let shared = &self.0.shared;
+        let shared = &self.shared;
         let deadline = Instant::now() + shared.limits.timeout;
-        let mut instance = self.0.checkout(deadline).await?;
         let limit = shared.limits.max_body_bytes;
-        let request =
-            request.map(|body| Limited::new(body, limit).map_err(move |e| body_error(e, limit)));
-        let (sender, receiver) = oneshot::channel::<Given>();
-        let call = Box::pin(async move {
-            let Warm {
-                store, bindings, ..
-            } = &mut instance;
-            store
-                .run_concurrent(async |accessor| serve(accessor, bindings, request, sender).await)
-                .await??;
-            Ok(instance)
+        let request = request.map(|body| {
+            Limited::new(body, limit)
+                .map_err(move |e| body_error(e, limit))
+                .boxed_unsync()
         });
-        let handling = self.0.handling(call, deadline);
+        let (given, receiver) = oneshot::channel::<Given>();
+        let (ended, outcome) = oneshot::channel();
+        let (stay, left) = oneshot::channel();
+        let job = Job {
+            request,
+            given,
+            ended,
+            left,
+            deadline,
+        };
+        let limits = LoopLimits {
+            concurrency: shared.limits.p3_concurrency,
+            max_requests: shared.limits.max_requests_per_instance,
+        };
+        let worker = self
+            .pool
+            .dispatch(&shared.capacity, limits, job, deadline, |slot| {
+                event_loop::start(&self.pool, shared, slot)
+            })
+            .instrument(crate::telemetry::stage("instance checkout"))
+            .await?;
+        let handling = self.handling(worker, outcome, stay, deadline);
         answer(handling, receiver, shared.owner.clone()).await
+    }
+
+    /// The call on `worker`, as the request sees it: it ends when the
+    /// event loop says so, or fails at `deadline`. Dropped (the client
+    /// gone), it drops `stay`, and the event loop drops the call.
+    fn handling(
+        &self,
+        worker: Arc<Worker>,
+        outcome: oneshot::Receiver<Result<(), CallError>>,
+        stay: oneshot::Sender<()>,
+        deadline: Instant,
+    ) -> Handling {
+        let pool = self.pool.clone();
+        let owner = self.shared.owner.clone();
+        let limit = self.shared.limits.timeout;
+        Box::pin(async move {
+            let _stay = stay;
+            match tokio::time::timeout_at(deadline, outcome).await {
+                Ok(Ok(Err(CallError::Timeout(_)))) | Err(_) => {
+                    event_loop::expire(&pool, worker, limit);
+                    Err(owner.timed_out(limit))
+                }
+                Ok(Ok(ended)) => ended,
+                Ok(Err(_)) => Err(CallError::InstanceLost(format!(
+                    "the instance of {} serving this request stopped",
+                    owner.component
+                ))),
+            }
+        })
     }
 
     /// Largest request body this component accepts.
     pub fn max_body_bytes(&self) -> usize {
-        self.0.shared.limits.max_body_bytes
+        self.shared.limits.max_body_bytes
     }
 
     /// Who the component is, for logs and metrics.
     pub fn owner(&self) -> &Arc<Owner> {
-        &self.0.shared.owner
+        &self.shared.owner
     }
 }
 
@@ -113,9 +161,7 @@ impl P3Service {
 async fn serve(
     accessor: &wasmtime::component::Accessor<InstanceState>,
     service: &Service,
-    request: http::Request<
-        impl hyper::body::Body<Data = Bytes, Error = wasmtime_wasi_http::Error> + Send + 'static,
-    >,
+    request: GuestRequest,
     sender: oneshot::Sender<Given>,
 ) -> wasmtime::Result<()> {
     let (request, request_io) = accessor.with(|mut store| {
