@@ -434,10 +434,10 @@ class Slowloris:
 
 #: Rounds of the isolation rows; each row is the median of its rounds.
 ISOLATION_ROUNDS = 3
-#: The looping neighbour's row on a host whose long-call lane has a nice
-#: value only, to show what the kernel's idle policy buys.
-NICE_ONLY = (
-    "quiet tenant, the same looping neighbour, lane at nice 19 only (long-call-idle = false)"
+#: The looping neighbour's row on a host whose long-call lane runs under
+#: the kernel's idle policy, the option set against the default.
+IDLE_POLICY = (
+    "quiet tenant, the same looping neighbour, lane under SCHED_IDLE (long-call-idle = true)"
 )
 
 
@@ -490,8 +490,8 @@ def isolation_section(isolated: list[Load]) -> list[str]:
         "the Python bench app under the quotas named; the slow connections come from another "
         f"loopback address. The host has {os.cpu_count()} cores, shared with the load "
         f"generators. Alternating rounds; each figure is the median of {ISOLATION_ROUNDS}. "
-        "The last row is the looping neighbour on a second host whose long-call lane has "
-        "only a nice value, without the kernel's idle policy.",
+        "The last row is the looping neighbour on a second host whose long-call lane runs "
+        "under the kernel's idle policy (`SCHED_IDLE`) rather than at nice 19 alone.",
         "",
         "| quiet tenant | req/s | ÷ alone | p50 ms | p99 ms | p99 ÷ alone |",
         "|---|---:|---:|---:|---:|---:|",
@@ -504,7 +504,7 @@ def isolation_section(isolated: list[Load]) -> list[str]:
     ]
 
     def beside(word: str) -> Load:
-        return next(load for load in isolated if word in load.name and load.name != NICE_ONLY)
+        return next(load for load in isolated if word in load.name and load.name != IDLE_POLICY)
 
     looping, growing, slow = beside("looping"), beside("grows memory"), beside("slowloris")
     return lines + [
@@ -543,31 +543,31 @@ def median_of_each(name: str, loads: list[Load]) -> Load:
 def isolation(state: Path) -> list[Load]:
     """p99 of a quiet tenant's hello route, alone and beside noisy tenants,
     in alternating rounds; and beside the looping neighbour on a host whose
-    long-call lane has no idle policy."""
+    long-call lane runs under the kernel's idle policy."""
     print("isolation: a quiet tenant (wrk -c2) alone and beside a noisy one")
     looping = next(n for n in NEIGHBOURS if n.path.startswith("/busy"))
     runs: dict[str, list[Load]] = {}
     with (
-        isolation_host(state) as idle,
-        isolation_host(state, "[execution]\nlong-call-idle = false\n") as nice,
+        isolation_host(state) as main,
+        isolation_host(state, "[execution]\nlong-call-idle = true\n") as idle,
     ):
-        for host in (idle, nice):
+        for host in (main, idle):
             tenant_with(host.admin_port, "quiet", "hello-rust", {"requests-per-second": 0})
         for n, neighbour in enumerate(NEIGHBOURS):
             if not neighbour.slowloris:
                 quotas, settings = neighbour.quotas, neighbour.settings
-                tenant_with(idle.admin_port, f"noisy-{n}", "bench-python", quotas, settings)
-        tenant_with(nice.admin_port, "noisy", "bench-python", looping.quotas, looping.settings)
+                tenant_with(main.admin_port, f"noisy-{n}", "bench-python", quotas, settings)
+        tenant_with(idle.admin_port, "noisy", "bench-python", looping.quotas, looping.settings)
         for _ in range(ISOLATION_ROUNDS):
-            quiet = idle.at(f"http://127.0.0.1:{idle.port}/t/quiet/")
+            quiet = main.at(f"http://127.0.0.1:{main.port}/t/quiet/")
             alone = "quiet tenant alone"
             runs.setdefault(alone, []).append(wrk(alone, quiet, "", connections=2))
             for n, neighbour in enumerate(NEIGHBOURS):
                 label = f"quiet tenant, while a neighbour {neighbour.what}"
-                load = beside_neighbour(idle, label, f"noisy-{n}", neighbour)
+                load = beside_neighbour(main, label, f"noisy-{n}", neighbour)
                 runs.setdefault(label, []).append(load)
-            load = beside_neighbour(nice, NICE_ONLY, "noisy", looping)
-            runs.setdefault(NICE_ONLY, []).append(load)
+            load = beside_neighbour(idle, IDLE_POLICY, "noisy", looping)
+            runs.setdefault(IDLE_POLICY, []).append(load)
     return [median_of_each(name, loads) for name, loads in runs.items()]
 
 

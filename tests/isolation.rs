@@ -183,14 +183,14 @@ fn thread_policies(pid: u32, name: &str) -> Vec<u32> {
 
 #[cfg(target_os = "linux")]
 #[tokio::test]
-async fn the_long_call_lane_runs_under_the_idle_policy_unless_told_otherwise() {
+async fn the_long_call_lane_runs_under_the_idle_policy_only_when_asked() {
     let _one = ONE_AT_A_TIME.lock().await;
     const SCHED_OTHER: u32 = 0;
     const SCHED_IDLE: u32 = 5;
     let threads = "[execution]\nlong-call-threads = 2\n";
     for (config, policy) in [
-        (threads.to_string(), SCHED_IDLE),
-        (format!("{threads}long-call-idle = false\n"), SCHED_OTHER),
+        (threads.to_string(), SCHED_OTHER),
+        (format!("{threads}long-call-idle = true\n"), SCHED_IDLE),
     ] {
         let components = Components::new()
             .with("testbed")

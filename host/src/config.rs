@@ -142,7 +142,7 @@ pub struct LogSettings {
 /// demote-after-ms = 5      # guest time before a call leaves the request's thread
 /// long-call-threads = 2    # threads of the long-call lane; default: one per core
 /// long-call-nice = 19      # their OS priority (nice value, 0 to 19)
-/// long-call-idle = true    # and the kernel's idle policy (Linux)
+/// long-call-idle = false   # or the kernel's idle policy (Linux)
 /// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -161,9 +161,12 @@ pub struct ExecutionSettings {
     pub long_call_nice: i32,
     /// Whether the long-call lane's threads run under the kernel's idle
     /// policy (`SCHED_IDLE`, Linux): the lowest weight there is, and any
-    /// other thread waking up takes the CPU from them at once, where a
-    /// nice value only makes them yield sooner. Off, only the nice value
-    /// applies.
+    /// other thread waking up takes the CPU from them at once. Off by
+    /// default: on the 2-core bench machine a quiet tenant's p99 beside a
+    /// looping one was about twice as high with it (2.0 against 1.0 ms,
+    /// medians of 3 alternating rounds), likely because a lane thread
+    /// preempted while holding something a request's thread needs waits
+    /// longest at the lowest weight.
     #[serde(default = "ExecutionSettings::default_long_call_idle")]
     pub long_call_idle: bool,
 }
@@ -178,7 +181,7 @@ impl ExecutionSettings {
     }
 
     fn default_long_call_idle() -> bool {
-        true
+        false
     }
 
     /// Threads of the long-call lane.

@@ -119,11 +119,8 @@ impl Drop for Scheduler {
 /// thread's own), with `idle` the kernel's idle policy, and where the
 /// kernel allows it (Linux 6.12 and later) a short time slice of 0.1 ms.
 ///
-/// A nice value alone was not enough: with four looping calls on a
-/// 2-core machine, a quiet tenant's p99 was 17x its p99 alone, because a
-/// request's thread waking up still waited for a lane thread's slice to
-/// end. Under `SCHED_IDLE` the kernel preempts a lane thread as soon as
-/// any other thread wakes (see the bench's "Tenant isolation" section).
+/// `SCHED_IDLE` is an option, off by default: see
+/// [`ExecutionSettings::long_call_idle`] for what it measured.
 fn lower_priority(nice: i32, idle: bool) {
     #[cfg(target_os = "linux")]
     // SAFETY: the calls read their arguments only; `attr` outlives the call.
