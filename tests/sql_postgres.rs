@@ -156,3 +156,23 @@ async fn a_failing_postgres_migration_refuses_the_version_while_the_old_one_serv
     let (host, _dir) = tenants("mig-a", "mig-b").await;
     a_failing_migration_refuses_the_version(&host, "mig-a").await;
 }
+
+#[tokio::test]
+async fn a_transaction_a_guest_begins_with_a_statement_never_holds_later_writes() {
+    let (_dir, config) = config();
+    let sidecar = "prefix = \"/n\"\n[grants]\nsql = true\nconfig = true\n";
+    let host = serve_on_postgres(Components::new().with_sidecar("rust-sql", sidecar), &config);
+    assert_eq!(post_text(&host, "/n/notes", "first").await.body, "1");
+    // A guest's own BEGIN leaves its connection inside a transaction: the
+    // host rolls it back before the next statement, so the writes after it
+    // are committed, not held in a transaction nobody ends.
+    for begin in ["BEGIN", "  start transaction"] {
+        let reply = post_text(&host, "/n/run", begin).await;
+        assert_eq!(reply.status, 200, "{begin}: {}", reply.body);
+        let added = post_text(&host, "/n/notes", &format!("after {begin}")).await;
+        assert_eq!(added.status, 200, "{}", added.body);
+    }
+    // A restart closes every connection: only committed rows remain.
+    let host = serve_on_postgres(host.stop(), &config);
+    assert_eq!(host.get("/n/count").await.body, "3");
+}

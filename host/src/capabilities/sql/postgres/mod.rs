@@ -51,7 +51,10 @@ use tokio::sync::{Mutex as AsyncMutex, OwnedSemaphorePermit};
 use tokio_postgres::{Client, Statement};
 
 pub use server::Server;
-use wire::{Cell, Param, failed, frees_space, numbered_placeholders, schema_name, sql_error};
+use wire::{
+    Cell, Param, failed, frees_space, may_open_transaction, numbered_placeholders, schema_name,
+    sql_error,
+};
 
 use super::transactions::Transactions;
 use super::{Executed, Migration, Rows, SqlError, SqlLimits, Value};
@@ -96,6 +99,12 @@ impl std::fmt::Debug for Database {
 struct Connection {
     client: Client,
     statements: HashMap<String, Statement>,
+    /// Whether a transaction block may be open: the last guest statement
+    /// run outside a transaction could have begun one, or failed, or the
+    /// connection served a transaction. The next statement then sends a
+    /// `ROLLBACK` first; otherwise none, since on an idle connection it
+    /// costs a warning the server logs and sends back every time.
+    maybe_in_transaction: bool,
 }
 
 struct Idle {
@@ -252,19 +261,26 @@ impl Database {
             !in_transaction && !frees_space(statement) && self.over_quota(lease, limits).await?;
         // Whatever a former call left (a transaction it began, settings
         // it changed) is undone before this one; the limits are set anew.
+        let connection = lease.connection();
         let settings = if in_transaction {
             format!("SET statement_timeout = {}", time.as_millis())
         } else {
+            let rollback = if connection.maybe_in_transaction {
+                "ROLLBACK; "
+            } else {
+                ""
+            };
             format!(
-                "ROLLBACK; RESET ALL; SET statement_timeout = {}; SET default_transaction_read_only = {read_only}",
+                "{rollback}RESET ALL; SET statement_timeout = {}; SET default_transaction_read_only = {read_only}",
                 time.as_millis()
             )
         };
         let sql = numbered_placeholders(statement);
-        let connection = lease.connection();
         let cancel = connection.client.cancel_token();
         let ran = tokio::time::timeout(time + GRACE, async {
-            let Connection { client, statements } = connection;
+            let Connection {
+                client, statements, ..
+            } = &mut *connection;
             if let Some(prepared) = statements.get(&*sql).filter(|_| !read_only) {
                 // Kept prepared: the settings and the statement go out
                 // together (tokio-postgres pipelines requests polled at
@@ -305,7 +321,11 @@ impl Database {
                 time.as_millis()
             )))
         });
-        if lease.connection().client.is_closed() {
+        let connection = lease.connection();
+        if !in_transaction {
+            connection.maybe_in_transaction = ran.is_err() || may_open_transaction(statement);
+        }
+        if connection.client.is_closed() {
             lease.broken = true;
         }
         if ran.as_ref().is_ok_and(|(_, affected)| *affected > 0) || frees_space(statement) {
@@ -348,6 +368,7 @@ impl Database {
         } else {
             "ROLLBACK; RESET ALL; BEGIN"
         };
+        lease.connection().maybe_in_transaction = true;
         finish(&mut lease, verb).await?;
         let id = self.transactions.open(lease);
         let database = Arc::downgrade(self);
@@ -474,6 +495,7 @@ impl Database {
                 Connection {
                     client: self.server.connect_as(&self.schema).await?,
                     statements: HashMap::new(),
+                    maybe_in_transaction: false,
                 }
             }
         };

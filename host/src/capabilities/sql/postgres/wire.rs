@@ -190,6 +190,21 @@ pub fn frees_space(sql: &str) -> bool {
         .any(|freeing| word.eq_ignore_ascii_case(freeing))
 }
 
+/// Whether a guest's statement might leave a transaction block open on its
+/// connection: `BEGIN` or `START TRANSACTION`, or anything that does not
+/// plainly start with another keyword (a comment, say). Only those
+/// top-level commands open one; functions and procedures cannot (PL/pgSQL
+/// refuses `BEGIN`), and a failed statement's implicit transaction ends
+/// with it.
+pub fn may_open_transaction(sql: &str) -> bool {
+    let rest = sql.trim_start();
+    let end = rest
+        .find(|c: char| !c.is_ascii_alphabetic())
+        .unwrap_or(rest.len());
+    let word = &rest[..end];
+    word.is_empty() || word.eq_ignore_ascii_case("begin") || word.eq_ignore_ascii_case("start")
+}
+
 /// A guest's value, as a parameter of the type PostgreSQL inferred.
 #[derive(Debug)]
 pub struct Param<'a>(pub &'a Value);
@@ -484,6 +499,29 @@ pub fn failed(error: impl std::fmt::Display) -> SqlError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_begin_or_a_statement_of_unclear_start_may_open_a_transaction() {
+        for opening in [
+            "BEGIN",
+            " begin;",
+            "\nSTART TRANSACTION",
+            "/* x */ BEGIN",
+            "",
+            "(SELECT 1)",
+        ] {
+            assert!(may_open_transaction(opening), "{opening:?}");
+        }
+        for plain in [
+            "SELECT 1",
+            "insert into t values (1)",
+            "COMMIT",
+            "CALL p()",
+            "DO $$ BEGIN END $$",
+        ] {
+            assert!(!may_open_transaction(plain), "{plain:?}");
+        }
+    }
 
     #[test]
     fn namespaces_become_distinct_safe_schema_names() {
