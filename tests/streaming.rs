@@ -83,6 +83,23 @@ async fn wait_closed(host: &Host, name: &str, within: Duration) -> u64 {
     }
 }
 
+/// A client reads two events of `/forever/left` and leaves: the guest's
+/// next write fails, its stream is dropped (which the guest counts), and
+/// the instance (the only one) serves the next request, `/ticks/2`, whose
+/// body is `ticks`.
+async fn a_client_leaves_and_the_instance_serves_on(host: &Host, ticks: &str) {
+    let response = open(host, "/forever/left").await;
+    let mut body = response.into_body();
+    for _ in 0..2 {
+        next_chunk(&mut body).await.unwrap().unwrap();
+    }
+    drop(body);
+    assert_eq!(wait_closed(host, "left", Duration::from_secs(20)).await, 1);
+    let reply = host.get("/ticks/2").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body, ticks);
+}
+
 #[tokio::test]
 async fn a_streaming_response_sends_each_chunk_as_the_generator_yields_it() {
     let host = serve("");
@@ -134,21 +151,13 @@ async fn server_sent_events_are_framed_as_sse_starlette_frames_them_with_pings_b
 
 #[tokio::test]
 async fn a_client_that_leaves_closes_the_generator_and_the_instance_serves_on() {
+    // The generator's `finally` counts the close.
     let host = serve("max-instances = 1");
-    let response = open(&host, "/forever/left").await;
-    let mut body = response.into_body();
-    for _ in 0..2 {
-        next_chunk(&mut body).await.unwrap().unwrap();
-    }
-    drop(body);
-    // The guest's next write fails; its generator's `finally` counts it.
-    assert_eq!(wait_closed(&host, "left", Duration::from_secs(20)).await, 1);
-    let reply = host.get("/ticks/2").await;
-    assert_eq!(reply.status, 200);
-    assert_eq!(
-        reply.body,
-        "id: 0\r\ndata: 0\r\n\r\nid: 1\r\ndata: 1\r\n\r\n"
-    );
+    a_client_leaves_and_the_instance_serves_on(
+        &host,
+        "id: 0\r\ndata: 0\r\n\r\nid: 1\r\ndata: 1\r\n\r\n",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -306,18 +315,9 @@ async fn rust_server_sent_events_are_framed_as_axum_frames_them_with_keep_alive_
 
 #[tokio::test]
 async fn a_client_that_leaves_a_rust_stream_drops_it_and_the_instance_serves_on() {
+    // Dropping the stream drops the guard it holds, which counts the close.
     let host = serve_rust("max-instances = 1");
-    let response = open(&host, "/forever/left").await;
-    let mut body = response.into_body();
-    for _ in 0..2 {
-        next_chunk(&mut body).await.unwrap().unwrap();
-    }
-    drop(body);
-    // The guest's next write fails; dropping its stream drops the guard it holds.
-    assert_eq!(wait_closed(&host, "left", Duration::from_secs(20)).await, 1);
-    let reply = host.get("/ticks/2").await;
-    assert_eq!(reply.status, 200);
-    assert_eq!(reply.body, "id:0\ndata:0\n\nid:1\ndata:1\n\n");
+    a_client_leaves_and_the_instance_serves_on(&host, "id:0\ndata:0\n\nid:1\ndata:1\n\n").await;
 }
 
 #[tokio::test]
