@@ -147,8 +147,9 @@ impl Bindings for Proxy {
     }
 }
 
-/// The warm instances of one `wasi:http` component, of either version, and
-/// what they are made from: one request holds one instance at a time.
+/// The warm instances of one `wasi:http@0.2` component (a p3 service keeps
+/// its own event loops, see [`crate::proxy_p3`]), and what they are made
+/// from: one request holds one instance at a time.
 pub(crate) struct Instances<B: Bindings> {
     pub(crate) shared: Arc<Prepared<B::Pre>>,
     pool: Arc<WarmPool<B>>,
