@@ -24,16 +24,70 @@ async fn hundred_waits(host: &Host, ms: u32) -> HashSet<String> {
     replies.into_iter().map(|r| r.body).collect()
 }
 
+/// The host's worker threads: a busy component spreads over one instance
+/// per thread.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+}
+
 /// 100 requests that each await the host for 100 ms, on `component` with
-/// default limits: 64 fit on one instance, so two instances serve them.
+/// default limits: 64 fit on one instance, so two instances serve them, or
+/// one per core where there are more.
 async fn assert_few_instances(component: &str) {
     let host = Components::new().with(component).serve();
     let instances = hundred_waits(&host, 100).await;
     assert!(
-        instances.len() <= 2,
+        instances.len() <= cores().max(2),
         "served by {} instances",
         instances.len()
     );
+}
+
+#[tokio::test]
+async fn concurrent_async_requests_spread_over_one_instance_per_core() {
+    let host = Components::new().with("testbed").serve();
+    let cores = cores();
+    // Twice as many as cores, all in flight at once: each of the first
+    // finds every instance busy and starts another, until there is one per
+    // core; the rest share them.
+    let client = support::client();
+    let replies = join_all((0..2 * cores).map(|_| {
+        let request = host.request(http::Method::GET, "/wait/500", &[], Vec::new());
+        support::send(&client, request)
+    }))
+    .await;
+    let instances: HashSet<String> = replies
+        .into_iter()
+        .map(|reply| {
+            assert_eq!(reply.status, 200, "{}", reply.body);
+            reply.body
+        })
+        .collect();
+    assert_eq!(instances.len(), cores, "served by {instances:?}");
+    // One at a time, the load goes to an idle instance: no new one.
+    let again = host.get("/wait/1").await;
+    assert!(instances.contains(&again.body), "{}", again.body);
+}
+
+#[tokio::test]
+async fn spreading_a_load_never_evicts_another_components_instance() {
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(config.path(), "[pool]\nmax-instances = 2\n").unwrap();
+    let host = Components::new()
+        .with_sidecar("testbed", "prefix = \"/a\"")
+        .with_sidecar("hello-rust", "prefix = \"/b\"")
+        .serve_with(&["--config", config.path().to_str().unwrap()]);
+    // testbed's idle instance holds one of the two slots.
+    assert_eq!(host.get("/a/count").await.body, "1");
+    // Four async calls at once take the other slot; spreading them would
+    // need testbed's, so they share one instance.
+    let slow = join_all((0..4).map(|_| host.spawn_get("/b/slow/300"))).await;
+    for reply in slow {
+        let reply = reply.unwrap();
+        assert_eq!(reply.status, 200, "{}", reply.body);
+    }
+    // The same warm instance counts on.
+    assert_eq!(host.get("/a/count").await.body, "2");
 }
 
 #[tokio::test]

@@ -131,22 +131,38 @@ impl Capacity {
     /// other than `asking` is evicted so that one frees shortly for
     /// [`Capacity::slot_until`].
     pub fn try_slot(&self, asking: &dyn Evict) -> Option<Slot> {
+        self.free_slot(Some(asking))
+    }
+
+    /// A slot if one is free now, evicting nothing: for an instance that
+    /// would only spread a component's load, never worth another's warm
+    /// instance.
+    pub fn spare_slot(&self) -> Option<Slot> {
+        self.free_slot(None)
+    }
+
+    fn free_slot(&self, asking: Option<&dyn Evict>) -> Option<Slot> {
+        let evict = |pools: &Mutex<Vec<Weak<dyn Evict>>>| {
+            if let Some(asking) = asking {
+                evict_from(pools, asking);
+            }
+        };
         let Ok(component) = self.component.clone().try_acquire_owned() else {
-            evict_from(&self.pools, asking);
+            evict(&self.pools);
             return None;
         };
         let tenant = match &self.tenant {
             Some(tenant) => match tenant.slots.clone().try_acquire_owned() {
                 Ok(permit) => Some(permit),
                 Err(_) => {
-                    evict_from(&tenant.pools, asking);
+                    evict(&tenant.pools);
                     return None;
                 }
             },
             None => None,
         };
         let Ok(global) = self.host.slots.clone().try_acquire_owned() else {
-            evict_from(&self.host.pools, asking);
+            evict(&self.host.pools);
             return None;
         };
         Some(self.slot_from(component, tenant, global))
