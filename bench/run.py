@@ -638,7 +638,9 @@ def sql_section(loads: list[Load]) -> list[str]:
         f"FastAPI, over {SQL_ROWS} rows: on SQLite (a WAL-mode file; aiosqlite for FastAPI) "
         "and on PostgreSQL (a local server started by the bench; asyncpg for FastAPI, "
         f"{PG_CONNECTIONS} connections for each). Alternating runs; each row is the median "
-        "of 3.",
+        "of 3. FastAPI runs one uvicorn worker, as in the throughput rows; under load cello "
+        "spreads the component's event loops over the cores (docs/architecture.md, "
+        '"Instances"), so req/CPU-s compares the two per core.',
         "",
     ]
     lines += load_table("system", loads)
