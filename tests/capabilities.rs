@@ -132,6 +132,28 @@ async fn guest_log_lines_carry_component_route_and_request_id() {
 }
 
 #[tokio::test]
+async fn a_wasi_http_proxys_printed_lines_carry_its_request_id() {
+    let host = Components::new()
+        .with("proxy-testbed")
+        .serve_with(&["--log-format", "json"]);
+    let headers = [("x-request-id", "proxy-print-3")];
+    let reply = host.send(Method::GET, "/print", &headers, vec![]).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let log = host.wait_for_log("printed by the proxy").await;
+    let line = log
+        .lines()
+        .find(|l| l.contains("printed by the proxy"))
+        .unwrap();
+    for field in [
+        r#""component":"proxy-testbed""#,
+        r#""route":"/print""#,
+        r#""request_id":"proxy-print-3""#,
+    ] {
+        assert!(line.contains(field), "{field} missing from {line}");
+    }
+}
+
+#[tokio::test]
 async fn concurrent_async_calls_on_one_instance_log_with_their_own_request_id() {
     let host = python_caps().serve_with(&["--log-format", "json"]);
     let ids = ["overlap-1", "overlap-2", "overlap-3"];

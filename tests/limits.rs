@@ -170,6 +170,7 @@ async fn an_async_handler_that_blocks_its_loop_is_logged() {
     assert_eq!(host.get("/block/400").await.status, 200);
     let log = host.wait_for_log("without awaiting").await;
     assert!(log.contains("/block/{ms}"), "{log}");
+    assert!(log.contains("use `def` for CPU-bound work"), "{log}");
 }
 
 #[tokio::test]

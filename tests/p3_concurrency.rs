@@ -1,8 +1,9 @@
 //! Many requests at once on one `wasi:http/service@0.3` (p3) instance, as
 //! `wasmtime serve` runs them: each request keeps its own deadline, a trap
-//! fails the requests in flight on the instance, and a client that leaves
-//! gives up its place. The `p3-testbed` guest's `/sleep` waits on
-//! wasi:clocks.
+//! fails the requests in flight on the instance, a client that leaves
+//! gives up its place, what each prints names its own request, and a
+//! handler that never yields is logged. The `p3-testbed` guest's `/sleep`
+//! and `/print` wait on wasi:clocks; its `/spin` computes without yielding.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -128,4 +129,78 @@ async fn a_p3_client_that_leaves_frees_its_place() {
     assert_eq!(reply.status, 200, "{}", reply.body);
     let took = started.elapsed();
     assert!(took < Duration::from_secs(5), "the hello took {took:?}");
+}
+
+/// The guest's log line `message`, as the host logged it in JSON, once it
+/// has.
+async fn guest_line(host: &Host, message: &str) -> serde_json::Value {
+    for _ in 0..100 {
+        let found = host
+            .log()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .find(|line| line["target"] == "guest" && line["fields"]["message"] == message);
+        if let Some(line) = found {
+            return line;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "the guest never logged {message:?}; the log:\n{}",
+        host.log()
+    );
+}
+
+#[tokio::test]
+async fn p3_requests_in_flight_together_print_with_their_own_request_id() {
+    let host = Components::new()
+        .with_sidecar("p3-testbed", "[limits]\nmax-instances = 1")
+        .serve_with(&["--log-format", "json"]);
+    assert_eq!(host.get("/hello").await.status, 200);
+    // Each prints, waits while the others print, and prints again, all on
+    // the one instance.
+    let tags = ["amber", "birch", "cedar", "dune"];
+    let printers: Vec<_> = tags
+        .iter()
+        .map(|tag| host.spawn_get(&format!("/print?tag={tag}&ms=500")))
+        .collect();
+    for (tag, printer) in tags.iter().zip(printers) {
+        let reply = printer.await.unwrap();
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert_eq!(reply.body, format!("printed {tag}"));
+        let request_id = reply.header("x-request-id").expect("a request id");
+        for (message, stream) in [
+            (format!("before the wait: {tag}"), "stdout"),
+            (format!("after the wait: {tag}"), "stderr"),
+        ] {
+            let line = guest_line(&host, &message).await;
+            let fields = &line["fields"];
+            assert_eq!(fields["request_id"], request_id, "{line}");
+            assert_eq!(fields["component"], "p3-testbed", "{line}");
+            assert_eq!(fields["route"], "/print", "{line}");
+            assert_eq!(fields["stream"], stream, "{line}");
+        }
+    }
+    // They were in flight together on the one instance.
+    assert_eq!(host.get("/count").await.body, "6");
+}
+
+#[tokio::test]
+async fn a_p3_handler_that_blocks_its_instance_is_logged_with_advice_for_p3() {
+    let host = Components::new()
+        .with_sidecar("p3-testbed", "[limits]\nblocked-warn-ms = 100")
+        .serve();
+    assert_eq!(host.get("/spin?ms=400").await.status, 200);
+    let log = host.wait_for_log("without awaiting").await;
+    let warning = log
+        .lines()
+        .find(|line| line.contains("without awaiting"))
+        .unwrap();
+    assert!(
+        warning.contains("a wasi:http 0.3 handler ran for"),
+        "{warning}"
+    );
+    assert!(warning.contains("p3-concurrency = 1"), "{warning}");
+    assert!(!warning.contains("use `def`"), "{warning}");
+    assert!(warning.contains("/spin"), "{warning}");
 }

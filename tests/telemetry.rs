@@ -270,6 +270,43 @@ async fn an_outbound_request_is_a_span_its_server_sees_as_parent() {
     assert_eq!(seen, [expected]);
 }
 
+/// A `wasi:http` 0.3 service runs its requests on its instance's event
+/// loop, away from their tasks: what one sends is still a span of its own
+/// request's trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_p3_services_outbound_request_is_a_span_of_its_requests_trace() {
+    let (collector, received) = receiver().await;
+    let (upstream, traceparents) = upstream().await;
+    let sidecar = "[grants]\noutbound = [\"http://127.0.0.1:*\"]\n";
+    let host = traced(
+        Components::new().with_sidecar("p3-testbed", sidecar),
+        collector,
+    );
+    let target = format!("http://{upstream}/hello");
+    let headers = [("x-target", target.as_str())];
+    let reply = host
+        .send(http::Method::GET, "/outgoing", &headers, Vec::new())
+        .await;
+    assert_eq!(reply.body, "status 200: ", "{}", host.log());
+    let spans = spans_after_stop(host, &received);
+
+    let request = named(&spans, "GET /outgoing");
+    let outbound = named(&spans, "outbound GET");
+    assert_eq!(outbound["traceId"], request["traceId"], "{outbound:#}");
+    assert_eq!(
+        parent(&spans, outbound)["name"],
+        "guest call",
+        "{outbound:#}"
+    );
+    let seen = traceparents.lock().unwrap().clone();
+    let expected = format!(
+        "00-{}-{}-01",
+        outbound["traceId"].as_str().unwrap(),
+        outbound["spanId"].as_str().unwrap()
+    );
+    assert_eq!(seen, [expected]);
+}
+
 /// An OTLP/gRPC collector on an ephemeral port: the trace ids of every
 /// span exported to it land in the list.
 async fn grpc_receiver() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {

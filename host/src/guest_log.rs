@@ -8,6 +8,7 @@
 //! wasmtime's task-group hook tells it which one runs.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -214,7 +215,12 @@ impl Drop for LineWriter {
 /// The calls in flight on one instance, and which of them runs now. Shared
 /// by the instance's state, its output streams and its task-group hook.
 #[derive(Default)]
-pub struct CallsInFlight(Mutex<Calls>);
+pub struct CallsInFlight {
+    calls: Mutex<Calls>,
+    /// How many times the store has switched from one call's code to
+    /// another's (or to none), as the hook reported.
+    switches: AtomicU64,
+}
 
 #[derive(Default)]
 struct Calls {
@@ -237,7 +243,7 @@ struct Call {
 impl CallsInFlight {
     /// Records that the call for `request_id` on `route` started.
     pub fn start(&self, route: &Arc<str>, request_id: &str) {
-        self.0.lock().unwrap().calls.push(Call {
+        self.calls.lock().unwrap().calls.push(Call {
             route: route.clone(),
             request_id: request_id.into(),
             group: None,
@@ -254,7 +260,7 @@ impl CallsInFlight {
         group: TaskGroupId,
         span: tracing::Span,
     ) {
-        self.0.lock().unwrap().calls.push(Call {
+        self.calls.lock().unwrap().calls.push(Call {
             route: route.clone(),
             request_id: request_id.into(),
             group: Some(group),
@@ -264,7 +270,7 @@ impl CallsInFlight {
 
     /// Records that the call for `request_id` ended.
     pub fn end(&self, request_id: &str) {
-        let calls = &mut self.0.lock().unwrap().calls;
+        let calls = &mut self.calls.lock().unwrap().calls;
         if let Some(i) = calls.iter().position(|c| &*c.request_id == request_id) {
             calls.swap_remove(i);
         }
@@ -272,13 +278,13 @@ impl CallsInFlight {
 
     /// Forgets every call.
     pub fn clear(&self) {
-        self.0.lock().unwrap().calls.clear();
+        self.calls.lock().unwrap().calls.clear();
     }
 
-    /// The route and request id of the call running now: the only one in
-    /// flight, or among several the one whose task group runs.
+    /// The route and request id of the call running now: the one whose
+    /// task group runs, or the only one in flight.
     pub fn current(&self) -> Option<(Arc<str>, Arc<str>)> {
-        let calls = self.0.lock().unwrap();
+        let calls = self.calls.lock().unwrap();
         let call = calls.running_call()?;
         Some((call.route.clone(), call.request_id.clone()))
     }
@@ -287,16 +293,23 @@ impl CallsInFlight {
     /// makes; none when it has none (a call on its own task already runs
     /// in its span).
     pub fn current_span(&self) -> tracing::Span {
-        let calls = self.0.lock().unwrap();
+        let calls = self.calls.lock().unwrap();
         calls
             .running_call()
             .map_or_else(tracing::Span::none, |call| call.span.clone())
     }
 
+    /// How many times the store has switched from one call's code to
+    /// another's so far: unchanged across a stretch of code, no other call
+    /// ran in it.
+    pub fn switches(&self) -> u64 {
+        self.switches.load(Ordering::Relaxed)
+    }
+
     /// The routes of the calls in flight, each once.
     pub fn routes(&self) -> Vec<Arc<str>> {
         let mut routes: Vec<Arc<str>> = self
-            .0
+            .calls
             .lock()
             .unwrap()
             .calls
@@ -310,15 +323,14 @@ impl CallsInFlight {
 }
 
 impl Calls {
-    /// The only call in flight, or among several the one whose task group
-    /// runs.
+    /// The call whose task group runs, or with no group running, the only
+    /// call in flight. Code of a group no call has (a call abandoned past
+    /// its deadline, still in the store) names none.
     fn running_call(&self) -> Option<&Call> {
-        match self.calls.as_slice() {
-            [call] => Some(call),
-            several => {
-                let running = self.running?;
-                several.iter().find(|c| c.group == Some(running))
-            }
+        match (self.running, self.calls.as_slice()) {
+            (Some(running), calls) => calls.iter().find(|c| c.group == Some(running)),
+            (None, [call]) => Some(call),
+            (None, _) => None,
         }
     }
 }
@@ -333,12 +345,14 @@ impl TaskGroupHook for RunningCall {
     }
 
     fn handle_enter(&mut self, group: TaskGroupId) -> wasmtime::Result<()> {
-        self.0.0.lock().unwrap().running = Some(group);
+        self.0.switches.fetch_add(1, Ordering::Relaxed);
+        self.0.calls.lock().unwrap().running = Some(group);
         Ok(())
     }
 
     fn handle_exit(&mut self, group: TaskGroupId) -> wasmtime::Result<()> {
-        let mut calls = self.0.0.lock().unwrap();
+        self.0.switches.fetch_add(1, Ordering::Relaxed);
+        let mut calls = self.0.calls.lock().unwrap();
         if calls.running == Some(group) {
             calls.running = None;
         }
@@ -347,7 +361,7 @@ impl TaskGroupHook for RunningCall {
 
     /// wasmtime reuses a finished group's id: no call may keep it.
     fn handle_finish(&mut self, group: TaskGroupId) -> wasmtime::Result<()> {
-        let mut calls = self.0.0.lock().unwrap();
+        let mut calls = self.0.calls.lock().unwrap();
         for call in calls.calls.iter_mut().filter(|c| c.group == Some(group)) {
             call.group = None;
         }

@@ -63,14 +63,16 @@ impl ProxyComponent {
         P3Service::load(owner, component, linker, limits, runtime).map(Self::P3)
     }
 
-    /// Hands `request` to the guest and answers with the response it gives.
+    /// Hands `request` to the guest and answers with the response it gives;
+    /// what the guest prints meanwhile carries `request_id`.
     pub async fn handle(
         &self,
         request: http::Request<RequestBody>,
+        request_id: &str,
     ) -> Result<http::Response<Body>, CallError> {
         match self {
-            Self::P2(proxy) => proxy.handle(request).await,
-            Self::P3(service) => service.handle(request).await,
+            Self::P2(proxy) => proxy.handle(request, request_id).await,
+            Self::P3(service) => service.handle(request, request_id).await,
         }
     }
 
@@ -228,15 +230,25 @@ impl<B: Bindings> Instances<B> {
 }
 
 impl P2Proxy {
-    /// Hands `request` to the guest's `incoming-handler` and answers with
-    /// the response it sets.
+    /// Hands `request` (whose id is `request_id`) to the guest's
+    /// `incoming-handler` and answers with the response it sets.
     pub async fn handle(
         &self,
         request: http::Request<RequestBody>,
+        request_id: &str,
     ) -> Result<http::Response<Body>, CallError> {
         let shared = &self.0.shared;
         let deadline = Instant::now() + shared.limits.timeout;
         let mut instance = self.0.checkout(deadline).await?;
+        // A proxy has no routes: its calls go by their paths. What the
+        // guest prints until its call returns names the request; an
+        // instance whose call fails is dropped with the record.
+        let route: Arc<str> = Arc::from(request.uri().path());
+        let request_id: Arc<str> = Arc::from(request_id);
+        instance
+            .store
+            .data_mut()
+            .track_call(&route, &request_id, false);
         let (sender, receiver) = oneshot::channel();
         let mut http = instance.store.data_mut().http();
         let limit = shared.limits.max_body_bytes;
@@ -249,6 +261,10 @@ impl P2Proxy {
         let call = Box::pin(async move {
             let handler = instance.bindings.wasi_http_incoming_handler();
             handler.call_handle(&mut instance.store, req, out).await?;
+            instance
+                .store
+                .data_mut()
+                .track_call(&route, &request_id, true);
             Ok(instance)
         });
         let handling = self.0.handling(call, deadline);

@@ -28,6 +28,7 @@ use crate::body::{Body, RequestBody};
 use crate::config::Limits;
 use crate::error::CallError;
 use crate::instances::Prepared;
+use crate::instances::blocked::EventLoopKind;
 use crate::instances::capacity::Slot;
 use crate::instances::state::{InstanceState, Owner};
 use crate::instances::warm::Warm;
@@ -393,7 +394,11 @@ impl Shared {
         let state = InstanceState::new(self.owner.clone(), &self.limits);
         let mut store = state.into_store(&self.engine);
         if watch {
-            InstanceState::watch_blocking(&mut store, self.limits.blocked_warn);
+            InstanceState::watch_blocking(
+                &mut store,
+                self.limits.blocked_warn,
+                EventLoopKind::AsyncApp,
+            );
             InstanceState::follow_calls(&mut store);
         }
         let instance = self

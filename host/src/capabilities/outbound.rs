@@ -20,6 +20,7 @@ use wasmtime_wasi_http::{RequestOptions, WasiHttpHooks};
 use crate::bindings::cello::component::outbound::{
     self, Error as GuestError, IncomingResponse, OutgoingRequest,
 };
+use crate::guest_log::CallsInFlight;
 
 use super::capability::{Capability, Has};
 
@@ -307,9 +308,22 @@ impl<U> outbound::HostWithStore<U> for OutboundAccess {
     }
 }
 
-/// `wasi:http/outgoing-handler` behind the same grant: refused with
-/// `HTTP-request-denied` outside the allow-list or without a grant.
-pub struct OutboundHooks(pub Option<Arc<Outbound>>);
+/// `wasi:http/outgoing-handler` (and p3's `wasi:http/client`) behind the
+/// same grant: refused with `HTTP-request-denied` outside the allow-list
+/// or without a grant.
+pub struct OutboundHooks {
+    grant: Option<Arc<Outbound>>,
+    /// The calls in flight on the instance: a request's span is a child of
+    /// the span of the call that sends it.
+    calls: Arc<CallsInFlight>,
+}
+
+impl OutboundHooks {
+    /// The hooks of an instance granted `grant` (or nothing), running `calls`.
+    pub fn new(grant: Option<Arc<Outbound>>, calls: Arc<CallsInFlight>) -> Self {
+        Self { grant, calls }
+    }
+}
 
 type IoFuture = Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>;
 type SendFuture = Box<
@@ -328,8 +342,14 @@ impl WasiHttpHooks for OutboundHooks {
         options: Option<RequestOptions>,
         _fut: IoFuture,
     ) -> SendFuture {
-        let grant = self.0.clone();
-        let span = crate::telemetry::host_call(&format!("outbound {}", request.method()), "http");
+        let grant = self.grant.clone();
+        // On an event loop the current span is not the request's: the
+        // span of the call whose code runs is (none for a call on a task
+        // of its own, which runs in its request's span already).
+        let call = self.calls.current_span();
+        let span = call.in_scope(|| {
+            crate::telemetry::host_call(&format!("outbound {}", request.method()), "http")
+        });
         // The request's trace goes on: outbound requests carry traceparent,
         // naming this call's span as their parent.
         span.in_scope(|| crate::telemetry::inject(request.headers_mut()));

@@ -1,10 +1,11 @@
 //! Instances: what a store holds ([`state`]), the slots instances take and
 //! the queue for them ([`capacity`]), the warm instances kept for reuse
 //! ([`warm`]), the dispatcher for event-loop instances ([`event_loops`]),
-//! and what every instance of one component is made from
-//! ([`Prepared`]), for app and proxy components alike. The pools for an
-//! app's routes are in [`crate::app`].
+//! the watch on their guest code ([`blocked`]), and what every instance of
+//! one component is made from ([`Prepared`]), for app and proxy components
+//! alike. The pools for an app's routes are in [`crate::app`].
 
+pub mod blocked;
 pub mod capacity;
 pub mod event_loops;
 pub mod state;

@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use wasmtime::component::{ResourceTable, TaskGroupId};
-use wasmtime::{CallHook, ResourceLimiter, Store, StoreHookState, UpdateDeadline};
+use wasmtime::{ResourceLimiter, Store, StoreHookState, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
@@ -16,6 +16,7 @@ use crate::config::Limits;
 use crate::engine::{EPOCH_TICK, TICKS};
 use crate::error::CallError;
 use crate::guest_log::{CallsInFlight, GuestLogs, GuestOutput, RunningCall};
+use crate::instances::blocked::{BlockedWatch, EventLoopKind};
 use crate::metrics::ComponentMetrics;
 use crate::middleware::Middleware;
 use crate::response_cache::ResponseCache;
@@ -206,7 +207,7 @@ impl InstanceState {
         table.set_max_capacity(limits.max_resources);
         let move_after_ticks = owner.cpu.move_after_ticks(EPOCH_TICK);
         Self {
-            hooks: OutboundHooks(owner.capabilities.outbound.clone()),
+            hooks: OutboundHooks::new(owner.capabilities.outbound.clone(), calls.clone()),
             owner,
             wasi,
             http,
@@ -273,24 +274,23 @@ impl InstanceState {
         store
     }
 
-    /// Watches an event-loop instance for guest code that runs longer than
-    /// `threshold` without awaiting, and logs it: the Python "event loop
-    /// blocked" warning, seen from the host.
+    /// Watches an event-loop instance of `kind` for guest code that runs
+    /// longer than `threshold` without awaiting, and logs it: the Python
+    /// "event loop blocked" warning, seen from the host.
     ///
     /// With a CPU limit, guest code that runs that long without awaiting
     /// traps the instance with [`CpuExceeded`]: on an event loop no request
     /// can be told apart, and the loop serves nobody else meanwhile.
-    pub fn watch_blocking(store: &mut Store<Self>, threshold: Duration) {
+    ///
+    /// It goes with [`Self::follow_calls`], whose hook tells it when the
+    /// store switched from one call's code to another's.
+    pub fn watch_blocking(store: &mut Store<Self>, threshold: Duration, kind: EventLoopKind) {
         let cpu = store.data().cpu;
-        store.data_mut().watch = Some(BlockedWatch {
-            threshold_ticks: ticks_in(threshold),
-            cpu,
-            running_since: None,
-            warned: false,
-        });
+        store.data_mut().watch = Some(BlockedWatch::new(kind, threshold, cpu));
         store.call_hook(|mut ctx, hook| {
-            if let Some(watch) = &mut ctx.data_mut().watch {
-                watch.on_transition(hook);
+            let Self { watch, calls, .. } = ctx.data_mut();
+            if let Some(watch) = watch {
+                watch.on_transition(hook, calls.switches());
             }
             Ok(())
         });
@@ -342,7 +342,7 @@ impl InstanceState {
 }
 
 /// `limit` in epoch ticks, at least one.
-fn ticks_in(limit: Duration) -> u64 {
+pub(super) fn ticks_in(limit: Duration) -> u64 {
     (limit.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64).max(1)
 }
 
@@ -382,57 +382,6 @@ impl ResourceLimiter for MemoryBudget {
 #[derive(Debug, thiserror::Error)]
 #[error("guest code ran past its {0:?} CPU limit without awaiting")]
 pub struct CpuExceeded(pub Duration);
-
-/// Tracks how long guest code has run without returning to the host.
-struct BlockedWatch {
-    threshold_ticks: u64,
-    /// The CPU limit, and the same in ticks.
-    cpu: Option<(Duration, u64)>,
-    /// The tick at which the guest last started running.
-    running_since: Option<u64>,
-    warned: bool,
-}
-
-impl BlockedWatch {
-    /// Only entering and leaving wasm count: a sync host call (a clock read,
-    /// a log line) does not free the event loop, only returning to it does.
-    fn on_transition(&mut self, hook: CallHook) {
-        match hook {
-            CallHook::CallingWasm => {
-                self.running_since = Some(TICKS.load(Ordering::Relaxed));
-                self.warned = false;
-            }
-            CallHook::ReturningFromWasm => self.running_since = None,
-            CallHook::CallingHost | CallHook::ReturningFromHost => {}
-        }
-    }
-
-    /// Returns how many ticks the guest has run without awaiting.
-    fn on_tick(&mut self, owner: &Owner, calls: &CallsInFlight) -> wasmtime::Result<u64> {
-        let Some(since) = self.running_since else {
-            return Ok(0);
-        };
-        let ran = TICKS.load(Ordering::Relaxed).saturating_sub(since);
-        if let Some((limit, ticks)) = self.cpu
-            && ran >= ticks
-        {
-            return Err(CpuExceeded(limit).into());
-        }
-        if ran >= self.threshold_ticks && !self.warned {
-            self.warned = true;
-            owner.metrics.blocked_loops.inc();
-            let routes: Vec<Arc<str>> = calls.routes();
-            tracing::warn!(
-                component = %owner.component,
-                routes = routes.join(", "),
-                "an async handler ran for {} ms without awaiting; it blocks every \
-                 other request on its instance (use `def` for CPU-bound work)",
-                ran * EPOCH_TICK.as_millis() as u64
-            );
-        }
-        Ok(ran)
-    }
-}
 
 impl WasiView for InstanceState {
     fn ctx(&mut self) -> WasiCtxView<'_> {

@@ -88,7 +88,7 @@ async fn to_proxy(
     }
     let body = x.body.take().unwrap_or_else(empty_body);
     let request = http::Request::from_parts(parts, body);
-    Box::pin(proxy.handle(request))
+    Box::pin(proxy.handle(request, &x.request_id))
         .instrument(telemetry::stage("guest call"))
         .await
 }

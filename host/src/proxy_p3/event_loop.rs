@@ -3,6 +3,10 @@
 //! call of its own inside one `run_concurrent`, up to `p3-concurrency` at
 //! once. A call ends when its response body has gone.
 //!
+//! Each call is recorded on the instance, under its request's id, while it
+//! runs: the instance follows which call's task group runs, so what each
+//! one prints names its own request.
+//!
 //! Past its deadline a call is dropped (its guest task is abandoned in the
 //! store, as `wasmtime serve` does), and the instance takes no more: it
 //! ends once the calls still on it have ended. A guest that never yields
@@ -19,9 +23,10 @@ use tokio::time::Instant;
 use wasmtime::Store;
 use wasmtime_wasi_http::p3::bindings::{Service, ServicePre};
 
-use super::{Given, GuestRequest, serve};
+use super::{Given, GuestRequest, Started};
 use crate::error::CallError;
 use crate::instances::Prepared;
+use crate::instances::blocked::EventLoopKind;
 use crate::instances::capacity::Slot;
 use crate::instances::event_loops::{LoopPool, LoopWorker, Pending};
 use crate::instances::state::InstanceState;
@@ -34,6 +39,11 @@ type Shared = Prepared<ServicePre<InstanceState>>;
 /// One request waiting for, or running on, an instance.
 pub(super) struct Job {
     pub request: GuestRequest,
+    /// The request's id, which what its call prints carries.
+    pub request_id: Arc<str>,
+    /// The trace span the call runs in (none when traces are off): the
+    /// event loop runs on a task of its own, so it is carried here.
+    pub span: tracing::Span,
     /// Where the guest's response goes.
     pub given: oneshot::Sender<Given>,
     /// Told when the call ends: its body gone, or how it failed.
@@ -151,12 +161,14 @@ impl EventLoop {
     }
 
     /// A fresh instance, watched for guest code that runs long without
-    /// awaiting (and held to `cpu-ms` that way).
+    /// awaiting (and held to `cpu-ms` that way), following which call runs.
     async fn instantiate(&self) -> Result<(Store<InstanceState>, Service), CallError> {
         let started = std::time::Instant::now();
         let shared = &self.shared;
         let mut store = shared.store();
-        InstanceState::watch_blocking(&mut store, shared.limits.blocked_warn);
+        let blocked_warn = shared.limits.blocked_warn;
+        InstanceState::watch_blocking(&mut store, blocked_warn, EventLoopKind::P3Service);
+        InstanceState::follow_calls(&mut store);
         let service = shared
             .pre
             .instantiate_async(&mut store)
@@ -205,9 +217,10 @@ impl EventLoop {
                         }
                     }
                     job = queue.recv() => {
-                        let Some(Job { request, given, ended, left, deadline }) = job else {
+                        let Some(job) = job else {
                             return End::Done;
                         };
+                        let Job { request, request_id, span, given, ended, left, deadline } = job;
                         if expired {
                             // Sent just before the instance stopped taking
                             // calls: it fails as its instance's loss.
@@ -219,16 +232,34 @@ impl EventLoop {
                             continue;
                         }
                         let id = pending.lock().unwrap().add(ended);
+                        // A proxy has no routes: its calls go by their paths.
+                        let route: Arc<str> = Arc::from(request.uri().path());
+                        // Started here, to learn the call's task group: what
+                        // its code prints while that group runs names it.
+                        let started = accessor.with(|mut store| {
+                            let started = Started::new(&mut store, service, request)?;
+                            let state = store.data_mut();
+                            state.track_concurrent_call(&route, &request_id, started.group(), span);
+                            wasmtime::Result::Ok(started)
+                        });
                         calls.push(Box::pin(async move {
-                            let ended = tokio::select! {
-                                biased;
-                                served = serve(accessor, service, request, given) => match served {
-                                    Ok(()) => Ended::Served,
-                                    Err(trap) => Ended::Trapped(trap),
+                            let ended = match started {
+                                Ok(started) => tokio::select! {
+                                    biased;
+                                    served = started.serve(accessor, given) => match served {
+                                        Ok(()) => Ended::Served,
+                                        Err(trap) => Ended::Trapped(trap),
+                                    },
+                                    () = tokio::time::sleep_until(deadline) => Ended::Expired,
+                                    _ = left => Ended::Left,
                                 },
-                                () = tokio::time::sleep_until(deadline) => Ended::Expired,
-                                _ = left => Ended::Left,
+                                Err(trap) => Ended::Trapped(trap),
                             };
+                            // However it ended, nothing its code prints now
+                            // is this request's.
+                            accessor.with(|mut store| {
+                                store.data_mut().track_call(&route, &request_id, true);
+                            });
                             (id, ended)
                         }));
                     }

@@ -15,6 +15,10 @@
 //! ends before it is dropped. A trap fails every request in flight on the
 //! instance with 500 and discards it. A client that goes away gives up its
 //! place on the instance at once.
+//!
+//! Each request's call runs as a task group of its own, which the instance
+//! follows: what its code prints names its request id, and the host calls
+//! it makes belong to its trace.
 
 mod event_loop;
 
@@ -28,10 +32,14 @@ use hyper::body::{Frame, SizeHint};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::Instrument as _;
-use wasmtime::component::{Component, Linker};
+use wasmtime::AsContextMut as _;
+use wasmtime::component::{
+    Access, Accessor, Component, Linker, Resource, TaskGroupId, TypedFunc, TypedFuncCallConcurrent,
+};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p3::bindings::http::types::ErrorCode;
 use wasmtime_wasi_http::p3::bindings::{Service, ServicePre};
+use wasmtime_wasi_http::p3::{Request, Response};
 
 use crate::body::{Body, RequestBody};
 use crate::config::Limits;
@@ -58,6 +66,21 @@ type GuestRequest = http::Request<GuestBody>;
 /// The response the guest gave, or the error code it answered with.
 type Given = Result<hyper::Response<Sent>, ErrorCode>;
 
+/// The guest's `wasi:http/handler.handle`, as the host calls it.
+type Handle = TypedFunc<(Resource<Request>,), (Result<Resource<Response>, ErrorCode>,)>;
+
+/// The call of [`Handle`] on one request, started.
+type HandleCall = TypedFuncCallConcurrent<
+    InstanceState,
+    (Resource<Request>,),
+    (Result<Resource<Response>, ErrorCode>,),
+>;
+
+/// What reads the request's body into the guest, until the response says
+/// how it went.
+type RequestIo =
+    Pin<Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send + 'static>>;
+
 impl P3Service {
     /// Prepares `component`; fails when it imports what the host lacks.
     pub fn load(
@@ -76,11 +99,13 @@ impl P3Service {
         })
     }
 
-    /// Hands `request` to the guest's `wasi:http/handler` on an instance
-    /// with room and answers with the response it returns.
+    /// Hands `request` (whose id is `request_id`) to the guest's
+    /// `wasi:http/handler` on an instance with room and answers with the
+    /// response it returns.
     pub async fn handle(
         &self,
         request: http::Request<RequestBody>,
+        request_id: &str,
     ) -> Result<http::Response<Body>, CallError> {
         let shared = &self.shared;
         let deadline = Instant::now() + shared.limits.timeout;
@@ -95,6 +120,8 @@ impl P3Service {
         let (stay, left) = oneshot::channel();
         let job = Job {
             request,
+            request_id: Arc::from(request_id),
+            span: crate::telemetry::current(),
             given,
             ended,
             left,
@@ -155,36 +182,72 @@ impl P3Service {
     }
 }
 
-/// Inside the instance's event loop: calls the handler with `request`,
-/// gives its response to `sender`, and returns once the response body has
-/// gone or been dropped, the guest having written it meanwhile.
-async fn serve(
-    accessor: &wasmtime::component::Accessor<InstanceState>,
-    service: &Service,
-    request: GuestRequest,
-    sender: oneshot::Sender<Given>,
-) -> wasmtime::Result<()> {
-    let (request, request_io) = accessor.with(|mut store| {
+/// The handler's call on one request, started inside the instance's
+/// event loop.
+struct Started {
+    handle: Handle,
+    call: HandleCall,
+    request_io: RequestIo,
+}
+
+impl Started {
+    /// Starts `service`'s handler on `request` in `store`: the call runs as
+    /// a task group of its own, [`Self::group`].
+    fn new(
+        store: &mut Access<'_, InstanceState>,
+        service: &Service,
+        request: GuestRequest,
+    ) -> wasmtime::Result<Self> {
         let hooks = store.get().http().hooks;
-        wasmtime_wasi_http::p3::Request::from_http(hooks, request)
-    });
-    let response = match service.handle(accessor, request).await? {
-        Ok(response) => response,
-        Err(code) => {
-            let _ = sender.send(Err(code));
-            return Ok(());
-        }
-    };
-    let response = accessor.with(|mut store| response.into_http(&mut store, request_io))?;
-    let (done, body_gone) = oneshot::channel();
-    let response = response.map(|body| Sent {
-        body,
-        done: Some(done),
-    });
-    if sender.send(Ok(response)).is_ok() {
-        let _ = body_gone.await;
+        let (request, request_io) = Request::from_http(hooks, request);
+        let request = store.get().http().table.push(request)?;
+        let handle = service.wasi_http_handler().func_handle();
+        let call = handle.start_call_concurrent(store.as_context_mut(), (request,))?;
+        Ok(Self {
+            handle,
+            call,
+            request_io: Box::pin(request_io),
+        })
     }
-    Ok(())
+
+    /// The task group the call runs as.
+    fn group(&self) -> TaskGroupId {
+        self.call.group()
+    }
+
+    /// Waits for the call's response, gives it (or the error code it
+    /// answered with) to `sender`, and returns once the response body has
+    /// gone or been dropped, the guest having written it meanwhile.
+    async fn serve(
+        self,
+        accessor: &Accessor<InstanceState>,
+        sender: oneshot::Sender<Given>,
+    ) -> wasmtime::Result<()> {
+        let (answered,) = self
+            .handle
+            .finish_call_concurrent(accessor, self.call)
+            .await?;
+        let response = match answered {
+            Ok(response) => response,
+            Err(code) => {
+                let _ = sender.send(Err(code));
+                return Ok(());
+            }
+        };
+        let response = accessor.with(|mut store| {
+            let response = store.get().http().table.delete(response)?;
+            response.into_http(&mut store, self.request_io)
+        })?;
+        let (done, body_gone) = oneshot::channel();
+        let response = response.map(|body| Sent {
+            body,
+            done: Some(done),
+        });
+        if sender.send(Ok(response)).is_ok() {
+            let _ = body_gone.await;
+        }
+        Ok(())
+    }
 }
 
 /// The guest's response body, telling the event loop when it has ended or

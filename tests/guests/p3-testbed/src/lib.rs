@@ -1,7 +1,8 @@
 //! A `wasi:http/service@0.3` (p3) component, built with the `wasip3`
 //! crate, for the tests of how the host serves such components: a hello,
 //! an echo that streams the request body back, a trap, a count of the
-//! requests its instance served, a sleep, and an outbound request.
+//! requests its instance served, a sleep, lines printed around a sleep, a
+//! spin that never yields, and an outbound request.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -32,6 +33,27 @@ impl wasip3::exports::http::handler::Guest for Service {
                 wasip3::clocks::monotonic_clock::wait_for(ms * 1_000_000).await;
                 Ok(text(&format!("slept {ms} ms")))
             }
+            // Prints a line naming `tag` before and after waiting `ms`
+            // milliseconds, to stdout and to stderr: lines of requests in
+            // flight side by side on one instance.
+            "/print" => {
+                let tag = query_param(&path, "tag").unwrap_or("untagged");
+                let ms: u64 = query_value(&path, "ms").unwrap_or(100);
+                println!("before the wait: {tag}");
+                wasip3::clocks::monotonic_clock::wait_for(ms * 1_000_000).await;
+                eprintln!("after the wait: {tag}");
+                Ok(text(&format!("printed {tag}")))
+            }
+            // Computes for `ms` milliseconds without yielding: every other
+            // request on the instance waits meanwhile.
+            "/spin" => {
+                let ms: u64 = query_value(&path, "ms").unwrap_or(100);
+                let started = std::time::Instant::now();
+                while started.elapsed() < std::time::Duration::from_millis(ms) {
+                    std::hint::black_box(ms);
+                }
+                Ok(text(&format!("spun {ms} ms")))
+            }
             // An outbound request through wasi:http/client to the URL in
             // `x-target`; the answer says how it went.
             "/outgoing" => Ok(text(&outgoing(&request).await)),
@@ -46,12 +68,15 @@ impl wasip3::exports::http::handler::Guest for Service {
 
 /// The number after `name=` in `path`'s query.
 fn query_value(path: &str, name: &str) -> Option<u64> {
+    query_param(path, name)?.parse().ok()
+}
+
+/// The text after `name=` in `path`'s query.
+fn query_param<'a>(path: &'a str, name: &str) -> Option<&'a str> {
     let (_, query) = path.split_once('?')?;
     query
         .split('&')
-        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))?
-        .parse()
-        .ok()
+        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
 }
 
 /// A 200 response with `body`, written while the host sends it.

@@ -28,6 +28,11 @@ impl wasip2::exports::http::incoming_handler::Guest for Proxy {
             "/trap" => panic!("asked to trap"),
             "/unanswered" => {}
             "/count" => respond(response_out, &[served.to_string().as_bytes()], false),
+            // A line on stdout, which the host logs as this request's.
+            "/print" => {
+                println!("printed by the proxy");
+                respond(response_out, &[b"printed"], false)
+            }
             // An outbound request through wasi:http/outgoing-handler; the
             // answer says how it went.
             "/outgoing" => respond(response_out, &[outgoing().as_bytes()], false),
