@@ -117,16 +117,23 @@ async fn guest_log_lines_carry_component_route_and_request_id() {
         )
         .await;
     assert_eq!(reply.status, 200);
-    let line = host.wait_for_log("a line from the log route").await;
-    let line = line
-        .lines()
-        .find(|l| l.contains("a line from the log route"))
-        .unwrap();
-    for field in [
-        r#""component":"python-caps""#,
-        r#""route":"/log""#,
-        r#""request_id":"trace-me-7""#,
-    ] {
+    assert_logged_with(
+        &host,
+        "a line from the log route",
+        &[
+            r#""component":"python-caps""#,
+            r#""route":"/log""#,
+            r#""request_id":"trace-me-7""#,
+        ],
+    )
+    .await;
+}
+
+/// The log line holding `text` carries every one of `fields`.
+async fn assert_logged_with(host: &support::Host, text: &str, fields: &[&str]) {
+    let log = host.wait_for_log(text).await;
+    let line = log.lines().find(|l| l.contains(text)).unwrap();
+    for field in fields {
         assert!(line.contains(field), "{field} missing from {line}");
     }
 }
@@ -139,18 +146,16 @@ async fn a_wasi_http_proxys_printed_lines_carry_its_request_id() {
     let headers = [("x-request-id", "proxy-print-3")];
     let reply = host.send(Method::GET, "/print", &headers, vec![]).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
-    let log = host.wait_for_log("printed by the proxy").await;
-    let line = log
-        .lines()
-        .find(|l| l.contains("printed by the proxy"))
-        .unwrap();
-    for field in [
-        r#""component":"proxy-testbed""#,
-        r#""route":"/print""#,
-        r#""request_id":"proxy-print-3""#,
-    ] {
-        assert!(line.contains(field), "{field} missing from {line}");
-    }
+    assert_logged_with(
+        &host,
+        "printed by the proxy",
+        &[
+            r#""component":"proxy-testbed""#,
+            r#""route":"/print""#,
+            r#""request_id":"proxy-print-3""#,
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]

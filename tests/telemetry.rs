@@ -252,16 +252,20 @@ async fn an_outbound_request_is_a_span_its_server_sees_as_parent() {
         .await;
     assert_eq!(reply.json()["status"], 200, "{}", reply.body);
     let spans = spans_after_stop(host, &received);
+    assert_outbound_span_of(&spans, "GET /fetch", &traceparents.lock().unwrap());
+}
 
-    let request = named(&spans, "GET /fetch");
-    let outbound = named(&spans, "outbound GET");
+/// The outbound request is a span of `request`'s trace, a child of its
+/// guest call, and the one traceparent the upstream saw names it.
+fn assert_outbound_span_of(spans: &[Value], request: &str, seen: &[String]) {
+    let request = named(spans, request);
+    let outbound = named(spans, "outbound GET");
     assert_eq!(outbound["traceId"], request["traceId"], "{outbound:#}");
     assert_eq!(
-        parent(&spans, outbound)["name"],
+        parent(spans, outbound)["name"],
         "guest call",
         "{outbound:#}"
     );
-    let seen = traceparents.lock().unwrap().clone();
     let expected = format!(
         "00-{}-{}-01",
         outbound["traceId"].as_str().unwrap(),
@@ -289,22 +293,7 @@ async fn a_p3_services_outbound_request_is_a_span_of_its_requests_trace() {
         .await;
     assert_eq!(reply.body, "status 200: ", "{}", host.log());
     let spans = spans_after_stop(host, &received);
-
-    let request = named(&spans, "GET /outgoing");
-    let outbound = named(&spans, "outbound GET");
-    assert_eq!(outbound["traceId"], request["traceId"], "{outbound:#}");
-    assert_eq!(
-        parent(&spans, outbound)["name"],
-        "guest call",
-        "{outbound:#}"
-    );
-    let seen = traceparents.lock().unwrap().clone();
-    let expected = format!(
-        "00-{}-{}-01",
-        outbound["traceId"].as_str().unwrap(),
-        outbound["spanId"].as_str().unwrap()
-    );
-    assert_eq!(seen, [expected]);
+    assert_outbound_span_of(&spans, "GET /outgoing", &traceparents.lock().unwrap());
 }
 
 /// An OTLP/gRPC collector on an ephemeral port: the trace ids of every
