@@ -134,6 +134,8 @@ async fn a_body_over_the_limit_is_413_before_the_guest_runs() {
     let reply = host.post("/echo", "text/plain", vec![b'x'; 512]).await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.body.len(), 512);
+    // The guest read the request's header and set its own from it.
+    assert_eq!(reply.header("content-type"), Some("text/plain"));
 }
 
 #[tokio::test]

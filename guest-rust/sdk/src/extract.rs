@@ -74,7 +74,7 @@ impl FromRequest for HeaderMap {
     type Rejection = Infallible;
 
     async fn from_request(req: &Request) -> Result<Self, Infallible> {
-        Ok(req.headers.clone())
+        Ok(req.headers.to_map())
     }
 }
 

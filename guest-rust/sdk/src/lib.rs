@@ -59,6 +59,7 @@ pub mod config;
 mod de;
 mod extract;
 mod handler;
+mod headers;
 mod json;
 pub mod kv;
 #[cfg(feature = "openapi")]
@@ -88,6 +89,7 @@ pub use body::{BodyError, BodyStream};
 pub use config::Config;
 pub use extract::{Claims, FromRequest, Header, Path, Query, State};
 pub use handler::Handler;
+pub use headers::Headers;
 pub use json::Json;
 pub use kv::{Kv, KvError};
 pub use policy::{Cache, Cors, RateLimit, RateLimitKey};

@@ -1,10 +1,11 @@
 //! The request a handler receives.
 
-use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use http::Method;
 use serde::de::DeserializeOwned;
 
 use crate::app::AppState;
 use crate::body::BodySlot;
+use crate::headers::Headers;
 use crate::{FromRequest, Response};
 
 /// An HTTP request, as routed by the host. Take it whole as a handler's
@@ -16,7 +17,8 @@ pub struct Request {
     pub path: String,
     /// The raw query string, without `?`.
     pub query: String,
-    pub headers: HeaderMap,
+    /// The headers, read as a [`HeaderMap`] (`req.headers.get("accept")`).
+    pub headers: Headers,
     pub body: Vec<u8>,
     /// Values of the route's `{name}` segments, percent-decoded.
     pub params: Vec<(String, String)>,
@@ -60,16 +62,7 @@ pub(crate) struct Incoming {
 
 impl Request {
     pub(crate) fn new(incoming: Incoming, state: AppState) -> Self {
-        let mut headers = HeaderMap::with_capacity(incoming.headers.len());
-        for (name, value) in incoming.headers {
-            // The host sends only valid headers; a stray one is dropped.
-            if let (Ok(name), Ok(value)) = (
-                HeaderName::from_bytes(name.as_bytes()),
-                HeaderValue::from_str(&value),
-            ) {
-                headers.append(name, value);
-            }
-        }
+        let headers = Headers::from_wire(incoming.headers);
         let params = incoming
             .params
             .into_iter()
@@ -142,7 +135,7 @@ impl Request {
 
     /// The first value of header `name` (any case), if it is text.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
+        self.headers.get_str(name)
     }
 
     /// The first value of query parameter `name`, decoded.

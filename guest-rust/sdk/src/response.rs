@@ -7,6 +7,7 @@ use http::{HeaderMap, StatusCode};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::headers::Headers;
 use crate::host::{Level, log};
 use crate::streaming::{ChunkStream, Chunks};
 
@@ -21,7 +22,7 @@ pub struct Response {
 #[derive(Debug, Clone)]
 struct Parts {
     status: StatusCode,
-    headers: HeaderMap,
+    headers: Headers,
     body: Vec<u8>,
     /// The body still to be written, in place of `body`.
     chunks: Option<Chunks>,
@@ -44,7 +45,7 @@ impl Response {
         Self {
             inner: Box::new(Parts {
                 status,
-                headers: HeaderMap::new(),
+                headers: Headers::default(),
                 body: Vec::new(),
                 chunks: None,
                 problems: None,
@@ -56,14 +57,20 @@ impl Response {
     /// 200 with a `text/plain` body.
     pub fn text(body: impl Into<String>) -> Self {
         Self::new(StatusCode::OK)
-            .with_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+            .with_header(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            )
             .with_body(body.into())
     }
 
     /// 200 with an HTML body.
     pub fn html(body: impl Into<String>) -> Self {
         Self::new(StatusCode::OK)
-            .with_header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+            .with_header(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            )
             .with_body(body.into())
     }
 
@@ -71,7 +78,10 @@ impl Response {
     pub fn json<T: Serialize + ?Sized>(value: &T) -> Self {
         match serde_json::to_vec(value) {
             Ok(body) => Self::new(StatusCode::OK)
-                .with_header(header::CONTENT_TYPE, "application/json")
+                .with_header(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )
                 .with_body(body),
             Err(e) => internal_error(&format!("cannot encode the response as JSON: {e}")),
         }
@@ -149,7 +159,7 @@ impl Response {
 
     /// The first value of header `name`, if it is text.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.inner.headers.get(name).and_then(|v| v.to_str().ok())
+        self.inner.headers.get_str(name)
     }
 
     /// The body held whole: empty while a streamed body is still to come.
@@ -180,7 +190,7 @@ impl Response {
     pub fn into_http(self) -> http::Response<Vec<u8>> {
         let mut response = http::Response::new(self.inner.body);
         *response.status_mut() = self.inner.status;
-        *response.headers_mut() = self.inner.headers;
+        *response.headers_mut() = self.inner.headers.into();
         response
     }
 
@@ -188,16 +198,7 @@ impl Response {
     #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
     pub(crate) fn into_wire(self) -> (u16, Vec<(String, String)>, Vec<u8>) {
         let status = self.inner.wire_status.unwrap_or(self.inner.status.as_u16());
-        let headers = self
-            .inner
-            .headers
-            .iter()
-            .map(|(name, value)| {
-                let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-                (name.as_str().to_string(), value)
-            })
-            .collect();
-        (status, headers, self.inner.body)
+        (status, self.inner.headers.into_wire(), self.inner.body)
     }
 }
 
@@ -212,7 +213,7 @@ impl<B: Into<Vec<u8>>> From<http::Response<B>> for Response {
     fn from(response: http::Response<B>) -> Self {
         let (parts, body) = response.into_parts();
         let mut out = Response::new(parts.status).with_body(body);
-        out.inner.headers = parts.headers;
+        out.inner.headers = parts.headers.into();
         out
     }
 }
@@ -322,7 +323,10 @@ impl IntoResponse for std::borrow::Cow<'static, str> {
 impl IntoResponse for Vec<u8> {
     fn into_response(self) -> Response {
         Response::new(StatusCode::OK)
-            .with_header(header::CONTENT_TYPE, "application/octet-stream")
+            .with_header(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            )
             .with_body(self)
     }
 }
@@ -345,7 +349,7 @@ impl IntoResponse for StatusCode {
 impl IntoResponse for HeaderMap {
     fn into_response(self) -> Response {
         let mut response = Response::new(StatusCode::OK);
-        response.inner.headers = self;
+        response.inner.headers = self.into();
         response
     }
 }

@@ -126,7 +126,10 @@ impl StreamingResponse {
         S::Item: Into<Vec<u8>>,
     {
         let response = Response::new(StatusCode::OK)
-            .with_header(header::CONTENT_TYPE, "application/octet-stream")
+            .with_header(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            )
             .with_chunks(Chunks::new(stream));
         Self(response)
     }

@@ -272,3 +272,41 @@ fn the_trace_id_is_read_from_a_valid_traceparent_only() {
         assert_eq!(trace(Some(bad)), "None", "{bad}");
     }
 }
+
+#[test]
+fn request_headers_read_alike_before_and_after_the_map_is_built() {
+    let app = App::new("t").get("/", |mut req: Request| {
+        // Read from the host's list, before any map exists.
+        let before = (
+            req.header("x-token").map(str::to_owned),
+            req.header("X-TOKEN").map(str::to_owned),
+            req.header("x-name").map(str::to_owned),
+            req.header("x-missing").map(str::to_owned),
+        );
+        // The map, built on first use, then changed through it.
+        let all: Vec<String> = req
+            .headers
+            .get_all("x-token")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect();
+        req.headers.insert("x-added", "yes".parse().unwrap());
+        let after = (
+            req.header("x-token").map(str::to_owned),
+            req.header("x-name").map(str::to_owned),
+            req.header("x-added").map(str::to_owned),
+        );
+        format!("{before:?} {all:?} {after:?}")
+    });
+    let reply = app
+        .test_client()
+        .get("/")
+        .header("X-Token", "a")
+        .header("x-token", "b")
+        .header("x-name", "Zoë")
+        .send();
+    assert_eq!(
+        reply.text(),
+        r#"(Some("a"), Some("a"), None, None) ["a", "b"] (Some("a"), None, Some("yes"))"#
+    );
+}
