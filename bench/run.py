@@ -645,7 +645,7 @@ def sql_section(loads: list[Load]) -> list[str]:
         "",
     ]
     lines += load_table("system", loads)
-    lines += ["", "| target | measured | goal | |", "|---|---:|---:|---|"]
+    lines += ["", *TARGETS_HEAD]
     for backend, ours, theirs in (
         ("SQLite", cello_load, fastapi_load),
         ("PostgreSQL", cello_pg, fastapi_pg),
@@ -954,19 +954,21 @@ def throughput_quick(
         "",
         *table,
         "",
-        "| target | measured | goal | |",
-        "|---|---:|---:|---|",
-        target_row(
-            "Rust SDK hello ÷ native hyper (req/s)",
-            rows["cello-host, Rust SDK hello"].rps / hyper.rps,
-            0.7,
-        ),
-        target_row(
-            "cello wasi:http ÷ `wasmtime serve` with reuse (req/s)",
+        *TARGETS_HEAD,
+        *hello_targets(
             rows["cello-host, wasi:http hello"].rps / serve.rps,
-            1.2,
+            rows["cello-host, Rust SDK hello"].rps / hyper.rps,
         ),
         "",
+    ]
+
+
+def hello_targets(wasi_http_over_serve: float, rust_over_hyper: float) -> list[str]:
+    """The two hello targets' rows: cello's wasi:http hello against the
+    best `wasmtime serve`, and the Rust SDK hello against native hyper."""
+    return [
+        target_row("cello wasi:http ÷ best `wasmtime serve` (req/s)", wasi_http_over_serve, 1.2),
+        target_row("Rust SDK hello ÷ native hyper (req/s)", rust_over_hyper, 0.7),
     ]
 
 
@@ -1011,8 +1013,7 @@ def p3_section(measured: tuple[list[Load], float]) -> list[str]:
     lines += load_table("system", loads)
     lines += [
         "",
-        "| target | measured | goal | |",
-        "|---|---:|---:|---|",
+        *TARGETS_HEAD,
         target_row("cello ÷ best `wasmtime serve`, p3 hello (req/s)", ratio, 1.2),
         target_row(
             "cello ÷ `wasmtime serve`, p3 hello (req/CPU-s)",
@@ -1147,6 +1148,10 @@ def load_table(first: str, loads: list[Load]) -> list[str]:
     ]
 
 
+#: The head of a targets table.
+TARGETS_HEAD = ["| target | measured | goal | |", "|---|---:|---:|---|"]
+
+
 def target_row(label: str, value: float, goal: float, at_most: bool = False) -> str:
     """A row of a targets table: `value` against `goal` (a floor, or with
     `at_most` a ceiling)."""
@@ -1194,17 +1199,10 @@ def write_results(loads, cold, inst, mem, isolated, call_us, sql, kv) -> None:
         "",
         "## Against the targets",
         "",
-        "| target | measured | goal | |",
-        "|---|---:|---:|---|",
-        target(
-            "cello wasi:http ÷ best `wasmtime serve` (req/s)",
+        *TARGETS_HEAD,
+        *hello_targets(
             by_name["cello-host, the same wasi:http hello"].rps / best_wasmtime.rps,
-            1.2,
-        ),
-        target(
-            "Rust SDK hello ÷ native hyper (req/s)",
             by_name["cello-host, Rust SDK hello route"].rps / hyper.rps,
-            0.7,
         ),
         target(
             "Rust hello, full middleware chain ÷ middleware off (req/s)",
