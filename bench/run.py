@@ -5,8 +5,9 @@ Writes bench/RESULTS.md and bench/results.png. BENCH_SECONDS sets the length
 of each load run (default 10). `run.py throughput-quick [BASE [BASE_HELLO]]`
 runs only the rows the throughput targets compare, prints them and writes
 their section of RESULTS.md, with another cello-host binary's rows beside
-them when BASE names one, serving BASE_HELLO as its Rust hello when given
-(after `make bench` has set up bench/.venv and the release builds).
+them when BASE names one, serving BASE_HELLO as its Rust hello when given;
+BENCH_BASE_NAME, when set, is the sentence that says what BASE is (after
+`make bench` has set up bench/.venv and the release builds).
 """
 
 from __future__ import annotations
