@@ -268,8 +268,20 @@ impl P2Proxy {
             Ok(instance)
         });
         let handling = self.0.handling(call, deadline);
-        answer(handling, receiver, shared.owner.clone()).await
+        let owner = shared.owner.clone();
+        answer(handling, receiver, owner, AfterBody::Finish).await
     }
+}
+
+/// What becomes of a call still running when its response body has ended.
+#[derive(Clone, Copy)]
+pub(crate) enum AfterBody {
+    /// It runs to its end on a task of its own (a p2 call hands its
+    /// instance back when it returns), and how it failed is logged.
+    Finish,
+    /// It is let go: the event loop that runs it (p3) learns from the body
+    /// itself that the body has gone, and logs its instance's failures.
+    Forget,
 }
 
 /// Answers with the response the guest gives on `receiver` while
@@ -279,6 +291,7 @@ pub(crate) async fn answer<B, E>(
     mut handling: Handling,
     mut receiver: oneshot::Receiver<Result<hyper::Response<B>, E>>,
     owner: Arc<Owner>,
+    after: AfterBody,
 ) -> Result<http::Response<Body>, CallError>
 where
     B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
@@ -298,7 +311,7 @@ where
             let set = receiver.try_recv().map_err(|_| never_set())?;
             respond(set, None)
         }
-        First::Set(Ok(set)) => respond(set, Some((handling, owner))),
+        First::Set(Ok(set)) => respond(set, Some((handling, owner, after))),
         // The guest dropped its way to answer without using it; its call
         // says why, or it ends without a response.
         First::Set(Err(_)) => {
@@ -363,7 +376,7 @@ fn never_set() -> CallError {
 /// the guest answered with an error code.
 fn respond<B, E>(
     set: Result<hyper::Response<B>, E>,
-    running: Option<(Handling, Arc<Owner>)>,
+    running: Option<(Handling, Arc<Owner>, AfterBody)>,
 ) -> Result<http::Response<Body>, CallError>
 where
     B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
@@ -372,16 +385,17 @@ where
 {
     match set {
         Ok(response) => Ok(response.map(|body| match running {
-            Some((handling, owner)) => Driven {
+            Some((handling, owner, after)) => Driven {
                 body,
                 handling: Some(handling),
                 owner,
+                after,
             }
             .boxed_unsync(),
             None => body.map_err(Into::into).boxed_unsync(),
         })),
         Err(code) => {
-            if let Some((handling, owner)) = running {
+            if let Some((handling, owner, _)) = running {
                 finish_apart(handling, owner);
             }
             Err(CallError::InvalidResponse(format!(
@@ -399,6 +413,7 @@ struct Driven<B> {
     body: B,
     handling: Option<Handling>,
     owner: Arc<Owner>,
+    after: AfterBody,
 }
 
 impl<B> hyper::body::Body for Driven<B>
@@ -431,7 +446,10 @@ where
             match handling.as_mut().poll(cx) {
                 Poll::Ready(Err(failed)) => log_after_response(&self.owner, &failed),
                 Poll::Ready(Ok(())) => {}
-                Poll::Pending => finish_apart(handling, self.owner.clone()),
+                Poll::Pending => match self.after {
+                    AfterBody::Finish => finish_apart(handling, self.owner.clone()),
+                    AfterBody::Forget => drop(handling),
+                },
             }
         }
         Poll::Ready(frame.map(|frame| frame.map_err(Into::into)))

@@ -47,7 +47,7 @@ use crate::error::CallError;
 use crate::instances::Prepared;
 use crate::instances::event_loops::{LoopLimits, LoopPool};
 use crate::instances::state::{InstanceState, Owner};
-use crate::proxy::{Handling, answer, body_error};
+use crate::proxy::{AfterBody, Handling, answer, body_error};
 use crate::resources::Resources;
 use event_loop::{Job, Worker};
 
@@ -139,7 +139,17 @@ impl P3Service {
             .instrument(crate::telemetry::stage("instance checkout"))
             .await?;
         let handling = self.handling(worker, outcome, stay, deadline);
-        answer(handling, receiver, shared.owner.clone()).await
+        let owner = shared.owner.clone();
+        let response = answer(handling, receiver, owner, AfterBody::Forget).await?;
+        // The guest writes its body after its handler returns, on the
+        // instance's event loop, whose turn woke this task with the
+        // response. Letting that turn end first means a small body is
+        // whole when hyper first polls it: head, body and end go out in
+        // one write, not two (a p3 hello: 1.31x `wasmtime serve`'s req/s
+        // with this, 1.09x without, alternating rounds). A streamed body
+        // only has its head wait that one turn.
+        tokio::task::yield_now().await;
+        Ok(response)
     }
 
     /// The call on `worker`, as the request sees it: it ends when the
