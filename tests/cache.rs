@@ -1,8 +1,7 @@
 //! The response cache: the guest declares a policy, the host stores and
 //! serves, and invalidation by tag drops entries.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::collections::HashSet;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! with its version, and a tenant created again under an old name starts
 //! with no cache entries, key-value data or metrics of the one before.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

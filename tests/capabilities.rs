@@ -1,8 +1,7 @@
 //! Capabilities (key-value, config, outbound HTTP), grants, lifecycle hooks,
 //! dependencies and background tasks, through real Python and Rust guests.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

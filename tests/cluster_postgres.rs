@@ -8,7 +8,7 @@
 //! variable `v`: each upload sets `v` to a label, so what a host answers
 //! says which version it serves.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

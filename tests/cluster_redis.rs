@@ -2,8 +2,7 @@
 //! key-value store, rate limits and cache invalidations, and keep serving
 //! when it goes away.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -1,8 +1,7 @@
 //! Async routes share instances: many requests in flight on one instance,
 //! each suspended while it awaits the host.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::collections::HashSet;
 

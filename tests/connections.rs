@@ -3,8 +3,7 @@
 //! after the idle timeout, and one address cannot hold more connections
 //! than its cap while everyone else is still served.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

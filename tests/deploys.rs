@@ -4,7 +4,7 @@
 //! limit its refusal names, and a restart opens the listener before the
 //! tenants' components are back.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -2,8 +2,7 @@
 //! from its own binary, tried in a real headless browser. Nothing the page
 //! loads comes from anywhere but the host.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -3,8 +3,7 @@
 //! and the responses must agree; the Rust port of the example must answer
 //! them as the Python one does, its 422s included.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::process::Command;
 

@@ -1,8 +1,7 @@
 //! Bad components and failing guests: a clear error, and everything else
 //! keeps working.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -3,8 +3,7 @@
 //! does: a Python app's OpenAPI document lists it in `servers`, so its docs
 //! page calls the routes where they really are.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use http::Method;
 use serde_json::json;

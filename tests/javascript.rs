@@ -3,8 +3,7 @@
 //! once per instance and so gets a fresh one per request, and one exporting
 //! `incomingHandler` itself.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use serde_json::json;
 use support::Components;

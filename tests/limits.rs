@@ -1,8 +1,7 @@
 //! The instance model under stress: time and memory limits, reuse,
 //! backpressure, and the compile cache.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::collections::HashSet;
 use std::time::Duration;

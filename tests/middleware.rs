@@ -2,8 +2,7 @@
 //! scopes, rate limits, compression, security headers — over real HTTP,
 //! against real guests.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::io::Read;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -1,7 +1,6 @@
 //! The operations listener: metrics, health and readiness.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use support::Components;
 

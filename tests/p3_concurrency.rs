@@ -5,8 +5,7 @@
 //! handler that never yields is logged. The `p3-testbed` guest's `/sleep`
 //! and `/print` wait on wasi:clocks; its `/spin` computes without yielding.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

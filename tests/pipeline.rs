@@ -3,8 +3,7 @@
 //! only those. Served by `cello_host::testing::TestHost`, as a user's own
 //! tests would be.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use cello_host::testing::{TestHost, TestResponse};
 use http::Method;

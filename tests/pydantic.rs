@@ -2,8 +2,7 @@
 //! with the pydantic-core the SDK ships built for WASI, as a request body
 //! and a response model, over real HTTP.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use serde_json::json;
 use support::{Components, Host};

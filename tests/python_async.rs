@@ -4,8 +4,7 @@
 //! runs beside a concurrent request on the same (only) instance, which must
 //! get its answer.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -2,8 +2,7 @@
 //! bindings and built by componentize-py alone, as its `http-p3` example
 //! is (the `python-p3` guest), served unchanged.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use support::Components;
 

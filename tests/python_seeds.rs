@@ -2,8 +2,7 @@
 //! component: Lauren's controllers, extractors and services, markers with
 //! constraints, router dependencies and the trailing-slash redirect.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use serde_json::json;
 use support::{Components, Host};

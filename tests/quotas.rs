@@ -3,7 +3,7 @@
 //! settings text counts against the size quotas, and a PATCH changes only
 //! the quotas it names.
 
-mod support;
+use crate::support;
 
 use http::Method;
 use serde_json::json;

@@ -2,8 +2,7 @@
 //! crate outside this workspace builds against it, is served by the host
 //! and tests its handlers natively, and every route policy reaches the host.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,7 +1,6 @@
 //! Serving Cello apps in Rust and Python, and plain wasi:http components.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use serde_json::json;
 use support::{Components, Host};

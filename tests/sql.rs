@@ -2,7 +2,7 @@
 //! todos example (async and sync routes, a transaction, migrations) and a
 //! Rust guest (tenants, quotas, time limits, failing migrations).
 
-mod support;
+use crate::support;
 
 use serde_json::json;
 use support::admin::serve;

@@ -2,7 +2,7 @@
 //! real PostgreSQL (`[sql] postgres = URL`): one server for this binary,
 //! tenants named apart per test (roles belong to the whole server).
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 

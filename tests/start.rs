@@ -1,8 +1,7 @@
 //! Starting as an operator relies on: strict about broken components and
 //! empty directories, fast to fail on a taken port, honest on `/readyz`.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -4,8 +4,7 @@
 //! as it arrives, and the limits around them (a client leaving, an idle
 //! stream, a body too large, many streams on one instance).
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

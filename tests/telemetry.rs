@@ -2,8 +2,7 @@
 //! the caller's `traceparent`) with a child per stage, exported to the
 //! receiver the test runs.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -2,7 +2,7 @@
 //! validation, swaps under load, isolation, persistence across a restart
 //! and a crash, rollback, hot reload of the served directory, and the CLI.
 
-mod support;
+use crate::support;
 
 use std::io::Write as _;
 use std::time::Duration;

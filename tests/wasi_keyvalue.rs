@@ -3,7 +3,7 @@
 //! host: its calls, where its values live, who sees them, and how a full
 //! quota or a Redis outage reaches the guest.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 
