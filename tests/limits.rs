@@ -162,6 +162,73 @@ async fn a_corrupt_compile_cache_entry_is_rebuilt() {
 }
 
 #[tokio::test]
+async fn a_component_sharing_its_code_with_one_compiled_before_reuses_its_functions() {
+    let state = tempfile::tempdir().unwrap();
+    let args = [
+        "--state-dir",
+        state.path().to_str().unwrap(),
+        "--ops-listen",
+        "127.0.0.1:0",
+    ];
+    let first = Components::new().with("testbed").serve_with(&args);
+    assert_eq!(first.get("/count").await.body, "1");
+    let compiled = host_counter(&first, "cello_functions_compiled_total").await;
+    assert!(compiled > 100.0, "{compiled} functions compiled");
+    drop(first);
+
+    // The same code in other bytes: the compile cache, keyed by the bytes,
+    // misses, and the functions come from the function cache.
+    let testbed = std::fs::read(support::components_dir().join("testbed.wasm")).unwrap();
+    let second = Components::new()
+        .with_file("testbed.wasm", &with_custom_section(&testbed, "one"))
+        .serve_with(&args);
+    assert_eq!(second.get("/count").await.body, "1");
+    // Most, not all: Cranelift's input for a few functions (about one in
+    // ten here) differs from one compile of the same code to the next.
+    let recompiled = host_counter(&second, "cello_functions_compiled_total").await;
+    let reused = host_counter(&second, "cello_functions_reused_total").await;
+    assert!(
+        recompiled <= compiled / 4.0 && reused >= compiled * 0.75,
+        "{recompiled} compiled and {reused} reused, against {compiled} the first time"
+    );
+    drop(second);
+
+    // A damaged file is replaced, and the component compiles without it.
+    let cache = state.path().join("cache");
+    for log in ["functions.sqlite-wal", "functions.sqlite-shm"] {
+        let _ = std::fs::remove_file(cache.join(log));
+    }
+    std::fs::write(cache.join("functions.sqlite"), vec![0x5a; 64 << 10]).unwrap();
+    let third = Components::new()
+        .with_file("testbed.wasm", &with_custom_section(&testbed, "two"))
+        .serve_with(&args);
+    assert_eq!(third.get("/count").await.body, "1");
+    third.wait_for_log("function cache is damaged").await;
+    assert!(host_counter(&third, "cello_functions_compiled_total").await > 100.0);
+}
+
+/// `component` with a custom section named `name` appended: the same
+/// component in other bytes.
+fn with_custom_section(component: &[u8], name: &str) -> Vec<u8> {
+    assert!(name.len() < 64);
+    let mut bytes = component.to_vec();
+    bytes.extend([0, name.len() as u8 + 1, name.len() as u8]);
+    bytes.extend(name.as_bytes());
+    bytes
+}
+
+/// A host-wide counter from `/metrics`.
+async fn host_counter(host: &support::Host, name: &str) -> f64 {
+    let text = host.ops_get("/metrics").await.body;
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
 async fn an_async_handler_that_blocks_its_loop_is_logged() {
     let host = Components::new()
         .with_sidecar("testbed", "[limits]\nblocked-warn-ms = 100")

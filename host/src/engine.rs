@@ -7,10 +7,11 @@
 //! one without concurrency support, where every call and host call skips
 //! the task bookkeeping concurrency needs: about a fifth of its cost.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{CacheStore, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::config::PoolSettings;
 use crate::outline::Outline;
@@ -40,10 +41,15 @@ impl Engines {
     /// Builds both engines: the component model, calls async and
     /// fiber-based, epoch interruption, and the pooling allocator with
     /// copy-on-write memory images when the address space allows it.
-    pub fn new(pool: &PoolSettings) -> anyhow::Result<Self> {
+    /// With `functions`, Cranelift reuses the functions it compiled before
+    /// ([`crate::compile::functions`]).
+    pub fn new(
+        pool: &PoolSettings,
+        functions: Option<Arc<dyn CacheStore>>,
+    ) -> anyhow::Result<Self> {
         let engines = Self {
-            concurrent: new_engine(pool, true)?,
-            plain: new_engine(pool, false)?,
+            concurrent: new_engine(pool, true, functions.clone())?,
+            plain: new_engine(pool, false, functions)?,
         };
         start_epoch_ticker(&engines);
         Ok(engines)
@@ -71,8 +77,12 @@ fn top_level_names(bytes: &[u8]) -> Option<(Vec<String>, Vec<String>)> {
     Outline::read(bytes).map(|outline| (outline.imports, outline.exports))
 }
 
-fn new_engine(pool: &PoolSettings, concurrent: bool) -> anyhow::Result<Engine> {
-    let mut config = base_config(concurrent);
+fn new_engine(
+    pool: &PoolSettings,
+    concurrent: bool,
+    functions: Option<Arc<dyn CacheStore>>,
+) -> anyhow::Result<Engine> {
+    let mut config = base_config(concurrent, functions.clone());
     if !pool.pooling {
         return Ok(Engine::new(&config)?);
     }
@@ -84,13 +94,18 @@ fn new_engine(pool: &PoolSettings, concurrent: bool) -> anyhow::Result<Engine> {
                 "the pooling allocator is unavailable ({e:#}); \
                  allocating instances on demand instead"
             );
-            Ok(Engine::new(&base_config(concurrent))?)
+            Ok(Engine::new(&base_config(concurrent, functions))?)
         }
     }
 }
 
-fn base_config(concurrent: bool) -> Config {
+fn base_config(concurrent: bool, functions: Option<Arc<dyn CacheStore>>) -> Config {
     let mut config = Config::new();
+    if let Some(functions) = functions {
+        config
+            .enable_incremental_compilation(functions)
+            .expect("the engine has a compiler");
+    }
     config
         .wasm_component_model(true)
         .wasm_component_model_async(concurrent)

@@ -42,6 +42,7 @@ pub struct HostBuilder {
     sql_dir: Option<PathBuf>,
     tenants_dir: Option<PathBuf>,
     compile_cache: bool,
+    function_cache: bool,
     guest_logs: Option<GuestLogs>,
 }
 
@@ -57,6 +58,7 @@ impl HostBuilder {
             sql_dir: None,
             tenants_dir: None,
             compile_cache: true,
+            function_cache: true,
             guest_logs: None,
         }
     }
@@ -92,6 +94,13 @@ impl HostBuilder {
         self
     }
 
+    /// Whether compiled functions are shared between components (on disk
+    /// beside the compile cache, and only with it).
+    pub fn function_cache(mut self, on: bool) -> Self {
+        self.function_cache = on;
+        self
+    }
+
     /// Keeps every guest log line (and stdout/stderr line) in `logs`, as
     /// well as logging it.
     pub fn guest_logs(mut self, logs: GuestLogs) -> Self {
@@ -121,12 +130,20 @@ impl HostBuilder {
             .unwrap_or_else(|| config.sql.dir(&self.state_dir));
         let sql_backend = config.sql.backend(sql_dir).map_err(anyhow::Error::msg)?;
         let sql = SqlStore::new(sql_backend, config.sql.limits());
-        let engines = Engines::new(&config.pool)?;
         let cache = if self.compile_cache {
-            CompileCache::in_dir(self.state_dir.join("cache"))
+            let cache = CompileCache::in_dir(self.state_dir.join("cache"));
+            if self.function_cache {
+                cache.with_functions()
+            } else {
+                cache
+            }
         } else {
             CompileCache::disabled()
         };
+        let functions = cache
+            .functions()
+            .map(|functions| functions as Arc<dyn wasmtime::CacheStore>);
+        let engines = Engines::new(&config.pool, functions)?;
         let responses = ResponseCache::new(config.cache.max_mb << 20);
         let mut loader = Loader::new(
             engines,

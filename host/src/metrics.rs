@@ -32,6 +32,8 @@ struct Families {
     blocked_loops: Family<Labels, Counter>,
     cache: [Family<Labels, Counter>; 5],
     rate_limit_fallbacks: Counter,
+    functions_compiled: Counter,
+    functions_reused: Counter,
 }
 
 fn families() -> &'static Families {
@@ -55,6 +57,8 @@ fn families() -> &'static Families {
             blocked_loops: Family::default(),
             cache: Default::default(),
             rate_limit_fallbacks: Counter::default(),
+            functions_compiled: Counter::default(),
+            functions_reused: Counter::default(),
             registry: Registry::default(),
         };
         let f = &families;
@@ -127,6 +131,16 @@ fn families() -> &'static Families {
             "rate_limit_fallbacks",
             "Rate-limit decisions made on this host because the cluster's Redis failed",
             f.rate_limit_fallbacks.clone(),
+        );
+        registry.register(
+            "functions_compiled",
+            "Functions Cranelift compiled, and added to the function cache",
+            f.functions_compiled.clone(),
+        );
+        registry.register(
+            "functions_reused",
+            "Functions read back from the function cache instead of compiled",
+            f.functions_reused.clone(),
         );
         Families {
             registry,
@@ -240,6 +254,16 @@ impl ComponentMetrics {
 /// counter being out of reach.
 pub fn rate_limit_fallback() {
     families().rate_limit_fallbacks.inc();
+}
+
+/// Counts a function Cranelift compiled.
+pub fn function_compiled() {
+    families().functions_compiled.inc();
+}
+
+/// Counts a function read back from the function cache.
+pub fn function_reused() {
+    families().functions_reused.inc();
 }
 
 /// The text formats `/metrics` speaks.

@@ -137,6 +137,11 @@ struct StateArgs {
     /// Compile every component afresh instead of using the compile cache.
     #[arg(long, env = "CELLO_NO_COMPILE_CACHE", value_parser = switch())]
     no_compile_cache: bool,
+    /// Compile every function of a component afresh instead of reusing
+    /// those compiled before for other components (the compile cache
+    /// still keeps whole components).
+    #[arg(long, env = "CELLO_NO_FUNCTION_CACHE", value_parser = switch())]
+    no_function_cache: bool,
     /// The key-value store's file (over `[kv] path` in the config; by
     /// default `kv.redb` in the state directory).
     #[arg(long, env = "CELLO_KV_PATH")]

@@ -167,6 +167,7 @@ fn host(state: &StateArgs, config: HostConfig) -> anyhow::Result<Host> {
         .sql_dir(state.sql_dir.clone())
         .tenants_dir(state.tenants_dir.clone())
         .compile_cache(!state.no_compile_cache)
+        .function_cache(!state.no_function_cache)
         .build()
 }
 

@@ -8,18 +8,28 @@
 //! it did not write: each `KEY.cwasm` has a `KEY.sum` beside it holding the
 //! artifact's checksum, checked before wasmtime maps the file, and an entry
 //! that fails the check or will not load is rebuilt.
+//!
+//! Below it, [`functions`] keeps single compiled functions, so a component
+//! that shares code with one compiled before compiles faster.
+
+pub mod functions;
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use wasmtime::Engine;
 use wasmtime::component::Component;
 use xxhash_rust::xxh3::xxh3_128;
 
+use functions::FunctionCache;
+
 /// Where compiled components are kept, if anywhere.
 #[derive(Debug, Clone)]
 pub struct CompileCache {
     dir: Option<PathBuf>,
+    /// The engines' function cache, written after each compile.
+    functions: Option<Arc<FunctionCache>>,
 }
 
 impl CompileCache {
@@ -27,12 +37,31 @@ impl CompileCache {
     pub fn in_dir(dir: impl Into<PathBuf>) -> Self {
         Self {
             dir: Some(dir.into()),
+            functions: None,
         }
     }
 
     /// No cache: every load compiles.
     pub fn disabled() -> Self {
-        Self { dir: None }
+        Self {
+            dir: None,
+            functions: None,
+        }
+    }
+
+    /// The function cache in `dir`, for the engines to compile with: this
+    /// cache writes it after each compile.
+    pub fn with_functions(mut self) -> Self {
+        self.functions = self
+            .dir
+            .as_ref()
+            .map(|dir| Arc::new(FunctionCache::open(&dir.join(FUNCTIONS_FILE))));
+        self
+    }
+
+    /// The function cache, if any, for [`crate::engine::Engines::new`].
+    pub fn functions(&self) -> Option<Arc<FunctionCache>> {
+        self.functions.clone()
     }
 
     /// Compiles `bytes`, or loads the artifact an earlier run stored.
@@ -50,13 +79,20 @@ impl CompileCache {
                 "compile cache entry is unusable ({reason}); recompiling"
             ),
         }
-        let component = Component::new(engine, bytes)?;
+        let component = Component::new(engine, bytes);
+        if let Some(functions) = &self.functions {
+            functions.flush();
+        }
+        let component = component?;
         if let Err(e) = store(&entry, &component) {
             tracing::warn!(entry = %entry.display(), "cannot write compile cache entry: {e:#}");
         }
         Ok(component)
     }
 }
+
+/// The function cache's file in the cache directory.
+const FUNCTIONS_FILE: &str = "functions.sqlite";
 
 /// The cached component at `entry`: `None` when there is none, an error
 /// saying why when there is one that cannot be used.
