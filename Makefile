@@ -7,7 +7,7 @@ LISTEN    ?= 127.0.0.1:8080
 OPS_LISTEN ?= 127.0.0.1:9090
 RUST_OUT  := guest-rust/target/$(WASM)/release
 
-.PHONY: run test bench bench-sql bench-kv bench-sse bench-isolation bench-cluster bench-p3 wasmtime-cli p3-hello setup postgresql redis-server nodejs components host lint fmt clean
+.PHONY: run test bench bench-sql bench-kv bench-sse bench-cold bench-isolation bench-cluster bench-p3 wasmtime-cli p3-hello setup postgresql redis-server nodejs components host lint fmt clean
 
 ## Build the examples and the host, then serve them on $(LISTEN)
 ## (metrics and health on $(OPS_LISTEN)), with a line per request.
@@ -92,6 +92,13 @@ bench-isolation: components host
 	test -x $(BENCH_VENV)/bin/python || python3 -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install --quiet -r bench/requirements.txt
 	$(BENCH_VENV)/bin/python bench/run.py isolation
+
+## Only the cold start rows (the Python bench app's first response after
+## process start): replaces that section of bench/RESULTS.md.
+bench-cold: components host
+	test -x $(BENCH_VENV)/bin/python || python3 -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet -r bench/requirements.txt
+	$(BENCH_VENV)/bin/python bench/run.py cold
 
 ## Only the server-sent events rows (1000 clients on the Python app):
 ## replaces that section of bench/RESULTS.md.
