@@ -205,6 +205,15 @@ async fn a_component_sharing_its_code_with_one_compiled_before_reuses_its_functi
     assert_eq!(third.get("/count").await.body, "1");
     third.wait_for_log("function cache is damaged").await;
     assert!(host_counter(&third, "cello_functions_compiled_total").await > 100.0);
+    drop(third);
+
+    // The file that replaced it holds what the third host compiled.
+    let fourth = Components::new()
+        .with_file("testbed.wasm", &with_custom_section(&testbed, "three"))
+        .serve_with(&args);
+    assert_eq!(fourth.get("/count").await.body, "1");
+    let reused = host_counter(&fourth, "cello_functions_reused_total").await;
+    assert!(reused >= compiled * 0.75, "{reused} reused of {compiled}");
 }
 
 /// `component` with a custom section named `name` appended: the same

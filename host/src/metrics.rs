@@ -134,7 +134,7 @@ fn families() -> &'static Families {
         );
         registry.register(
             "functions_compiled",
-            "Functions Cranelift compiled, and added to the function cache",
+            "Functions Cranelift compiled, with the function cache on",
             f.functions_compiled.clone(),
         );
         registry.register(

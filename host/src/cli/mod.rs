@@ -134,7 +134,8 @@ struct StateArgs {
     /// Where the host keeps its state; compiled components go in `cache/`.
     #[arg(long, env = "CELLO_STATE_DIR", default_value = ".cello")]
     state_dir: PathBuf,
-    /// Compile every component afresh instead of using the compile cache.
+    /// Compile every component afresh instead of using the compile cache
+    /// (and the function cache beside it).
     #[arg(long, env = "CELLO_NO_COMPILE_CACHE", value_parser = switch())]
     no_compile_cache: bool,
     /// Compile every function of a component afresh instead of reusing

@@ -15,34 +15,66 @@
 //! are written in one transaction when a compile ends ([`FunctionCache::flush`]).
 //! Each value carries a checksum over its key and bytes, checked on every
 //! read: an entry that fails it is a miss, compiled and written again. The
-//! file is only ever a cache: when it cannot be opened or read the host
-//! compiles without it, and past [`LIMIT_BYTES`] it is emptied.
+//! file is only ever a cache: when it cannot be opened the host compiles
+//! without it; a file damaged while in use is left alone (other hosts may
+//! have it open) until the next start replaces it; past [`LIMIT_BYTES`]
+//! it is emptied, and the pages it frees are given back.
+//!
+//! Cranelift checks its version when it decodes an entry, not in the key:
+//! after an upgrade, the first lookups of old entries count as reused and
+//! then compiled, and their new code replaces the old.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OptionalExtension as _, params};
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::metrics;
 
-/// The file's largest size: a componentize-py component's functions take
-/// about 30 MB, a Rust one's a few.
+/// The file's largest size, its live entries counted: a componentize-py
+/// component's functions take about 30 MB, a Rust one's a few. Past it,
+/// the next write empties the file first.
 pub const LIMIT_BYTES: u64 = 1 << 30;
+
+/// The most a compile in progress holds in memory before it is written;
+/// past it, new functions are compiled but not kept.
+const PENDING_LIMIT_BYTES: usize = 256 << 20;
 
 /// Bytes of the checksum after each value.
 const SUM_BYTES: usize = 16;
 
+/// How long a lookup waits for the file: a miss only costs a compile.
+const READ_WAIT: Duration = Duration::from_millis(200);
+
+/// How long a write waits for another host's write to end.
+const WRITE_WAIT: Duration = Duration::from_secs(10);
+
 /// Cranelift's incremental cache, on disk.
 pub struct FunctionCache {
     path: PathBuf,
-    /// `None` once the file has failed: the host compiles without it.
-    db: Mutex<Option<Connection>>,
+    /// For lookups from Cranelift's compile threads: in WAL mode they go on
+    /// while another connection, or another host, writes.
+    reader: Mutex<Option<Connection>>,
+    /// For `flush`.
+    writer: Mutex<Option<Connection>>,
+    /// Set once the file turns out damaged while in use: this process stops
+    /// using it (other hosts may still have it open), and the next start
+    /// replaces it.
+    damaged: AtomicBool,
     /// Entries of the compiles in progress, written by `flush`.
-    pending: Mutex<HashMap<Vec<u8>, Vec<u8>>>,
+    pending: Mutex<Pending>,
     limit: u64,
+}
+
+#[derive(Default)]
+struct Pending {
+    entries: HashMap<Vec<u8>, Vec<u8>>,
+    bytes: usize,
 }
 
 impl std::fmt::Debug for FunctionCache {
@@ -62,22 +94,31 @@ impl FunctionCache {
     }
 
     fn with_limit(path: &Path, limit: u64) -> Self {
-        let db = match open(path) {
+        let writer = match open(path, WRITE_WAIT) {
             Ok(db) => Some(db),
             Err(e) if is_damage(&e) => {
                 tracing::warn!(path = %path.display(), "function cache is damaged ({e}); starting it afresh");
                 remove(path);
-                open(path).map_err(|e| unavailable(path, &e)).ok()
+                open(path, WRITE_WAIT)
+                    .map_err(|e| unavailable(path, &e))
+                    .ok()
             }
             Err(e) => {
                 unavailable(path, &e);
                 None
             }
         };
+        let reader = writer.as_ref().and_then(|_| {
+            open(path, READ_WAIT)
+                .map_err(|e| unavailable(path, &e))
+                .ok()
+        });
         Self {
             path: path.to_owned(),
-            db: Mutex::new(db),
-            pending: Mutex::new(HashMap::new()),
+            reader: Mutex::new(reader),
+            writer: Mutex::new(writer),
+            damaged: AtomicBool::new(false),
+            pending: Mutex::new(Pending::default()),
             limit,
         }
     }
@@ -87,28 +128,32 @@ impl FunctionCache {
     /// the entries dropped: the next compile of those functions writes
     /// them again.
     pub fn flush(&self) {
-        let entries = std::mem::take(&mut *self.pending.lock().expect("pending entries"));
-        if entries.is_empty() {
+        let entries = std::mem::take(&mut *self.pending.lock().expect("pending entries")).entries;
+        if entries.is_empty() || self.damaged.load(Ordering::Relaxed) {
             return;
         }
-        let mut db = self.db.lock().expect("function cache");
-        let Some(connection) = db.as_mut() else {
+        let mut writer = self.writer.lock().expect("function cache writer");
+        let Some(connection) = writer.as_mut() else {
             return;
         };
-        if let Err(e) = write(connection, &entries, self.limit) {
-            if is_damage(&e) {
-                tracing::warn!(path = %self.path.display(), "function cache is damaged ({e}); compiling without it");
-                *db = None;
-                remove(&self.path);
-            } else {
-                tracing::warn!(path = %self.path.display(), "cannot write the function cache: {e}");
+        match write(connection, &entries, self.limit) {
+            Ok(()) => {}
+            Err(e) if is_damage(&e) => {
+                self.found_damage(&e);
+                *writer = None;
+            }
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), "cannot write the function cache: {e}")
             }
         }
     }
 
     fn read(&self, key: &[u8]) -> Option<Vec<u8>> {
-        let mut db = self.db.lock().expect("function cache");
-        let connection = db.as_mut()?;
+        if self.damaged.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut reader = self.reader.lock().expect("function cache reader");
+        let connection = reader.as_mut()?;
         let found = connection
             .prepare_cached("SELECT value FROM functions WHERE key = ?1")
             .and_then(|mut select| {
@@ -117,18 +162,33 @@ impl FunctionCache {
                     .optional()
             });
         match found {
-            Ok(value) => value.and_then(|value| checked(key, value)),
+            Ok(Some(value)) => {
+                let value = checked(key, value);
+                if value.is_none() {
+                    tracing::debug!(path = %self.path.display(), "a function cache entry failed its checksum; compiling the function");
+                }
+                value
+            }
+            Ok(None) => None,
             Err(e) if is_damage(&e) => {
-                tracing::warn!(path = %self.path.display(), "function cache is damaged ({e}); compiling without it");
-                *db = None;
-                remove(&self.path);
+                self.found_damage(&e);
+                *reader = None;
                 None
             }
-            // Busy past the timeout, say: this function is compiled.
+            // Busy past `READ_WAIT`, say: the function is compiled.
             Err(e) => {
                 tracing::debug!(path = %self.path.display(), "cannot read the function cache: {e}");
                 None
             }
+        }
+    }
+
+    fn found_damage(&self, e: &rusqlite::Error) {
+        if !self.damaged.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                path = %self.path.display(),
+                "function cache is damaged ({e}); compiling without it until the next start, which replaces it"
+            );
         }
     }
 }
@@ -139,6 +199,7 @@ impl wasmtime::CacheStore for FunctionCache {
             .pending
             .lock()
             .expect("pending entries")
+            .entries
             .get(key)
             .cloned();
         let found = pending.or_else(|| self.read(key))?;
@@ -148,26 +209,37 @@ impl wasmtime::CacheStore for FunctionCache {
 
     fn insert(&self, key: &[u8], value: Vec<u8>) -> bool {
         metrics::function_compiled();
-        self.pending
-            .lock()
-            .expect("pending entries")
-            .insert(key.to_vec(), value);
+        let mut pending = self.pending.lock().expect("pending entries");
+        if pending.bytes + value.len() > PENDING_LIMIT_BYTES {
+            return false;
+        }
+        pending.bytes += key.len() + value.len();
+        pending.entries.insert(key.to_vec(), value);
         true
     }
 }
 
-fn open(path: &Path) -> rusqlite::Result<Connection> {
+/// A connection to the file at `path` (made if missing), waiting `wait`
+/// for another's lock.
+fn open(path: &Path, wait: Duration) -> rusqlite::Result<Connection> {
     if let Some(dir) = path.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
     let connection = Connection::open(path)?;
-    // Several hosts (or test processes) may share a state directory.
-    connection.busy_timeout(std::time::Duration::from_secs(10))?;
-    // A cache: a crash may lose the last writes, never corrupt the file.
+    connection.busy_timeout(wait)?;
+    // Reading the size is where a file that is no database shows itself.
+    let pages: i64 = connection.query_row("PRAGMA page_count", [], |row| row.get(0))?;
+    if pages == 0 {
+        // Only a new file: on one in use it would take the write lock.
+        connection.execute_batch("PRAGMA auto_vacuum = INCREMENTAL;")?;
+    }
+    let mode: String = connection.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(path = %path.display(), mode, "the function cache is not in WAL mode: lookups wait while another host writes");
+    }
+    // A cache: a crash may lose the last writes, never damage the file.
     connection.execute_batch(
-        "PRAGMA auto_vacuum = INCREMENTAL;
-         PRAGMA journal_mode = WAL;
-         PRAGMA synchronous = OFF;
+        "PRAGMA synchronous = NORMAL;
          CREATE TABLE IF NOT EXISTS functions (key BLOB PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;",
     )?;
     Ok(connection)
@@ -178,15 +250,17 @@ fn write(
     entries: &HashMap<Vec<u8>, Vec<u8>>,
     limit: u64,
 ) -> rusqlite::Result<()> {
+    // Live pages only: those an emptying freed are reused before the file grows.
     let size: i64 = connection.query_row(
-        "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+        "SELECT (page_count - freelist_count) * page_size \
+         FROM pragma_page_count(), pragma_freelist_count(), pragma_page_size()",
         [],
         |row| row.get(0),
     )?;
-    let size = u64::try_from(size).unwrap_or(0);
+    let full = u64::try_from(size).unwrap_or(0) > limit;
     let transaction =
         connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    if size > limit {
+    if full {
         tracing::info!(size, limit, "function cache is full; emptying it");
         transaction.execute("DELETE FROM functions", [])?;
     }
@@ -202,8 +276,11 @@ fn write(
         }
     }
     transaction.commit()?;
-    if size > limit {
-        connection.execute_batch("PRAGMA incremental_vacuum;")?;
+    if full {
+        // The pragma frees one page per row it returns: step through all.
+        let mut vacuum = connection.prepare("PRAGMA incremental_vacuum")?;
+        let mut freed = vacuum.query([])?;
+        while freed.next()?.is_some() {}
     }
     Ok(())
 }
@@ -327,16 +404,51 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("functions.sqlite");
         let cache = FunctionCache::with_limit(&path, 64 << 10);
+        // Two entries fill it; the third empties it first; the fourth
+        // fits beside the third.
         for round in 0..4u8 {
             cache.insert(&[round], vec![round; 40 << 10]);
             cache.flush();
         }
-        let rows: u32 = Connection::open(&path)
-            .unwrap()
-            .query_row("SELECT count(*) FROM functions", [], |row| row.get(0))
+        assert!(cache.get(&[0]).is_none() && cache.get(&[1]).is_none());
+        assert!(cache.get(&[2]).is_some() && cache.get(&[3]).is_some());
+        let db = Connection::open(&path).unwrap();
+        let (pages, free, page): (i64, i64, i64) = db
+            .query_row(
+                "SELECT page_count, freelist_count, page_size \
+                 FROM pragma_page_count(), pragma_freelist_count(), pragma_page_size()",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
             .unwrap();
-        assert!(rows <= 2, "{rows} entries kept past the limit");
-        assert!(cache.get(&[3]).is_some(), "the newest entry is kept");
-        assert!(cache.get(&[0]).is_none(), "the oldest were dropped");
+        assert!(free < 4, "{free} free pages kept after emptying");
+        assert!(pages * page < 160 << 10, "{pages} pages of {page} bytes");
+    }
+
+    #[test]
+    fn lookups_go_on_while_another_host_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("functions.sqlite");
+        let cache = FunctionCache::open(&path);
+        cache.insert(b"k", b"v".to_vec());
+        cache.flush();
+        let mut other = Connection::open(&path).unwrap();
+        let writing = other
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .unwrap();
+        writing
+            .execute(
+                "INSERT INTO functions (key, value) VALUES (?1, ?2)",
+                params![b"other".to_vec(), b"x".to_vec()],
+            )
+            .unwrap();
+        let started = std::time::Instant::now();
+        assert_eq!(
+            FunctionCache::open(&path).get(b"k").as_deref(),
+            Some(&b"v"[..])
+        );
+        assert_eq!(cache.get(b"k").as_deref(), Some(&b"v"[..]));
+        assert!(started.elapsed() < READ_WAIT, "{:?}", started.elapsed());
+        writing.rollback().unwrap();
     }
 }
