@@ -14,7 +14,7 @@ use support::Components;
 /// The native half: `replay.py` prints one JSON line per case.
 fn native_replies() -> Vec<Value> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let output = Command::new(env!("CELLO_TEST_PYTHON"))
+    let output = Command::new(cello_test_components::PYTHON)
         .arg(root.join("guest-python/examples/items/replay.py"))
         .env("PYTHONPATH", root.join("guest-python"))
         .output()

@@ -139,7 +139,7 @@ print(json.dumps({f.name: f.type for f in text_string_to_metric_families(text)})
 /// `format` reads it.
 fn parsed_types(body: &str, format: &str) -> serde_json::Map<String, serde_json::Value> {
     use std::io::Write as _;
-    let mut python = std::process::Command::new(env!("CELLO_TEST_PYTHON"))
+    let mut python = std::process::Command::new(cello_test_components::PYTHON)
         .args(["-c", PARSE_METRICS, format])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())

@@ -269,7 +269,7 @@ async fn a_python_apps_openapi_document_is_served_and_valid() {
     let check = "import json, sys\n\
                  from openapi_spec_validator import validate\n\
                  validate(json.load(open(sys.argv[1])))";
-    let validated = std::process::Command::new(env!("CELLO_TEST_PYTHON"))
+    let validated = std::process::Command::new(cello_test_components::PYTHON)
         .args(["-c", check])
         .arg(file.path())
         .output()

@@ -24,7 +24,7 @@ pub mod upstream;
 
 /// Where the build script put the components.
 pub fn components_dir() -> PathBuf {
-    PathBuf::from(env!("CELLO_TEST_COMPONENTS"))
+    PathBuf::from(cello_test_components::DIR)
 }
 
 /// The compile cache every test shares, so a component compiles once per run.

@@ -4,6 +4,11 @@
 //! written to its own bindings), and JavaScript ones with componentize-js,
 //! installed from npm at the version its lock file pins. The directory they
 //! land in is given to the tests as `CELLO_TEST_COMPONENTS`.
+//!
+//! The three kinds build at once, each on a thread of its own: the Rust
+//! guests' cargo shares the jobserver of the `cargo test` that runs this,
+//! and componentize-py and componentize-js spend much of their time
+//! waiting on one core.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -62,6 +67,8 @@ const INPUTS: &[&str] = &[
     "guest-rust/examples/hello/src",
     "guest-rust/examples/items/src",
     "guest-rust/examples/http-proxy/src",
+    "guest-rust/examples/notes/src",
+    "guest-rust/examples/notes/Cargo.toml",
     "tests/guests/Cargo.toml",
     "tests/guests/testbed/src",
     "tests/guests/bad-describe/src",
@@ -88,8 +95,9 @@ const INPUTS: &[&str] = &[
 
 fn main() {
     let root = PathBuf::from(env("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
+        .ancestors()
+        .nth(2)
+        .expect("this crate is tests/components in the repository")
         .to_path_buf();
     let out = PathBuf::from(env("OUT_DIR"));
     // A directory that outlives this build script's OUT_DIR, so a change
@@ -105,29 +113,42 @@ fn main() {
     }
     println!("cargo:rerun-if-env-changed=CELLO_PYTHON");
 
-    let wasm_target = target.join("wasm-guests");
-    for workspace in ["guest-rust", "tests/guests"] {
-        build_rust_workspace(&root.join(workspace), &wasm_target);
-    }
-    for (_, package, name) in RUST_GUESTS {
-        let built = wasm_target
-            .join("wasm32-wasip2/release")
-            .join(format!("{}.wasm", package.replace('-', "_")));
-        std::fs::copy(&built, components.join(format!("{name}.wasm")))
-            .unwrap_or_else(|e| panic!("cannot copy {}: {e}", built.display()));
-    }
-
     let python = python(&root);
-    for (app, name) in PYTHON_GUESTS {
-        build_python(&root, &python, &root.join(app), &components, name);
-    }
-    for (dir, name) in COMPONENTIZE_PY_GUESTS {
-        build_componentize_py(&python, &root.join(dir), &components, name);
-    }
-    let componentize_js = componentize_js(&root, target);
-    for (source, name) in JS_GUESTS {
-        build_js(&root, &componentize_js, source, &components, name);
-    }
+    std::thread::scope(|threads| {
+        let rust_guests = threads.spawn(|| {
+            let wasm_target = target.join("wasm-guests");
+            for workspace in ["guest-rust", "tests/guests"] {
+                build_rust_workspace(&root.join(workspace), &wasm_target);
+            }
+            for (_, package, name) in RUST_GUESTS {
+                let built = wasm_target
+                    .join("wasm32-wasip2/release")
+                    .join(format!("{}.wasm", package.replace('-', "_")));
+                std::fs::copy(&built, components.join(format!("{name}.wasm")))
+                    .unwrap_or_else(|e| panic!("cannot copy {}: {e}", built.display()));
+            }
+            build_notes_example(&root, target);
+        });
+        let python_guests = threads.spawn(|| {
+            for (app, name) in PYTHON_GUESTS {
+                build_python(&root, &python, &root.join(app), &components, name);
+            }
+            for (dir, name) in COMPONENTIZE_PY_GUESTS {
+                build_componentize_py(&python, &root.join(dir), &components, name);
+            }
+        });
+        let js_guests = threads.spawn(|| {
+            let componentize_js = componentize_js(&root, target);
+            for (source, name) in JS_GUESTS {
+                build_js(&root, &componentize_js, source, &components, name);
+            }
+        });
+        for build in [rust_guests, python_guests, js_guests] {
+            if let Err(panic) = build.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+    });
     println!(
         "cargo:rustc-env=CELLO_TEST_COMPONENTS={}",
         components.display()
@@ -140,22 +161,11 @@ fn env(name: &str) -> String {
 }
 
 fn build_rust_workspace(workspace: &Path, target_dir: &Path) {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "--manifest-path",
-        ])
+    let status = cargo_wasm_build()
+        .arg("--manifest-path")
         .arg(workspace.join("Cargo.toml"))
         .arg("--target-dir")
         .arg(target_dir)
-        // Flags meant for the host build must not leak into the guest build.
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_BUILD_TARGET")
         .status()
         .expect("cannot run cargo");
     assert!(
@@ -164,6 +174,32 @@ fn build_rust_workspace(workspace: &Path, target_dir: &Path) {
          (`rustup target add wasm32-wasip2`, or run `make test`)",
         workspace.display()
     );
+}
+
+/// `cargo build --release --target wasm32-wasip2`, without the flags meant
+/// for the host build.
+fn cargo_wasm_build() -> Command {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut command = Command::new(cargo);
+    command
+        .args(["build", "--release", "--target", "wasm32-wasip2"])
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET");
+    command
+}
+
+/// The notes example's component, built as its own test builds it
+/// (`guest-rust/examples/notes/tests/component.rs`: the same command, in
+/// the same target directory), so that its cargo finds it built instead of
+/// spending the last minute of `cargo test` on it. A failure here is left
+/// for that test to report.
+fn build_notes_example(root: &Path, target: &Path) {
+    let _ = cargo_wasm_build()
+        .current_dir(root.join("guest-rust/examples/notes"))
+        .arg("--target-dir")
+        .arg(target.join("tmp/component"))
+        .status();
 }
 
 fn python(root: &Path) -> PathBuf {
