@@ -15,13 +15,11 @@ run: components host
 	./target/release/cello-host serve components/ --listen $(LISTEN) --ops-listen $(OPS_LISTEN) --access-log
 
 ## Every test: the Rust workspace (integration tests build their own
-## components, started first so that they build beside the host), the
-## Rust SDK and examples natively (the SDK also with its
+## components), the Rust SDK and examples natively (the SDK also with its
 ## `openapi` feature, whose document the .venv's validator checks), the
 ## Python SDK's tests, the docs' links, and the deployment files offline.
 test: setup
-	cargo build --quiet --profile guests -p cello-test-components & \
-	cargo test --workspace; status=$$?; wait; exit $$status
+	cargo test --workspace
 	cargo test --manifest-path guest-rust/Cargo.toml -p cello-sdk -p hello -p items
 	cargo test --manifest-path guest-rust/Cargo.toml -p cello-sdk --features openapi
 	$(VENV)/bin/pytest -q guest-python

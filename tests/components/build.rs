@@ -108,11 +108,6 @@ fn main() {
         .expect("OUT_DIR is target/PROFILE/build/PKG/out");
     let components = target.join("test-components");
     std::fs::create_dir_all(&components).unwrap();
-    // `make test` runs this script twice at once: early, in a profile of
-    // its own, and in `cargo test`. The second waits here for the first,
-    // then finds every guest built.
-    let lock = std::fs::File::create(components.join(".lock")).unwrap();
-    lock.lock().expect("cannot lock the test components");
     for input in INPUTS {
         println!("cargo:rerun-if-changed={}", root.join(input).display());
     }
