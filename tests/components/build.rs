@@ -5,10 +5,9 @@
 //! installed from npm at the version its lock file pins. The directory they
 //! land in is given to the tests as `CELLO_TEST_COMPONENTS`.
 //!
-//! The three kinds build at once, each on a thread of its own: the Rust
-//! guests' cargo shares the jobserver of the `cargo test` that runs this,
-//! and componentize-py and componentize-js spend much of their time
-//! waiting on one core.
+//! The three kinds build at once, each on a thread of its own, so that a
+//! core the rest of the build leaves idle goes to them (the Rust guests'
+//! cargo shares the jobserver of the `cargo test` that runs this).
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
