@@ -51,6 +51,60 @@ async fn a_tenant_keyed_rate_limit_is_one_budget_for_every_caller() {
     }
 }
 
+/// A Rust SDK component exports `packed`, so its `def` routes get the
+/// request in one buffer (docs/architecture.md, "Packed requests"); every
+/// part of it must arrive as the `request` record brought it.
+#[tokio::test]
+async fn a_def_route_gets_every_part_of_a_packed_request() {
+    let wasm = std::fs::read(support::components_dir().join("testbed.wasm")).unwrap();
+    let outline = cello_host::outline::Outline::read(&wasm).unwrap();
+    assert!(
+        (outline.exports.iter()).any(|e| e.starts_with("cello:component/packed@")),
+        "the SDK no longer exports `packed`: {:?}",
+        outline.exports
+    );
+    let host = Components::new().with_sidecar("testbed", "").serve();
+    let headers = [
+        ("x-one", "1"),
+        ("x-empty", ""),
+        ("x-request-id", "packed-1"),
+    ];
+    let body = vec![7u8; 200_000];
+    let reply = host
+        .send(
+            Method::POST,
+            "/parts/caf%C3%A9?a=1&b=&c=%20",
+            &headers,
+            body,
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let lines: Vec<&str> = reply.body.lines().collect();
+    for expected in [
+        "method=POST",
+        "path=/parts/caf%C3%A9",
+        "query=a=1&b=&c=%20",
+        "name=caf\u{e9}",
+        "request-id=packed-1",
+        "tenant=None",
+        "claims=None",
+        "body=200000",
+        "x-one=1",
+        "x-empty=",
+    ] {
+        assert!(lines.contains(&expected), "{expected} not in {lines:?}");
+    }
+    assert!(
+        (lines.iter()).any(|l| l.starts_with("client=127.0.0.1:")),
+        "{lines:?}"
+    );
+    // Nothing at all: no query, no headers of its own, no body.
+    let reply = host.send(Method::GET, "/parts/x", &[], vec![]).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(reply.body.contains("query=\n"), "{}", reply.body);
+    assert!(reply.body.contains("body=0"), "{}", reply.body);
+}
+
 /// Runs cargo as a user would in `dir`, sharing the guests' target
 /// directory so that no dependency compiles twice.
 fn cargo(dir: &Path, args: &[&str]) -> std::process::Output {

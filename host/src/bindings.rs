@@ -1,6 +1,6 @@
 //! Host-side bindings for the `cello:component/app` world in `wit/`, with
 //! every capability a component may be granted, and for the optional
-//! `streaming` export of the `streaming-app` world.
+//! `streaming` and `packed` exports.
 #![allow(missing_docs)]
 
 wasmtime::component::bindgen!({
@@ -34,6 +34,24 @@ pub mod streaming {
     });
 
     pub use exports::cello::component::streaming::{Guest, GuestIndices};
+}
+
+/// The `packed` export, looked up apart from the app's: a component that
+/// has it gets its `def` requests in one buffer; one without it (every
+/// component built before it, and Python's) through `handle`.
+pub mod packed {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "packed-app",
+        exports: { default: async },
+        with: {
+            "cello:component/types": super::cello::component::types,
+            "cello:component/host": super::cello::component::host,
+            "cello:component/cache": super::cello::component::cache,
+        },
+    });
+
+    pub use exports::cello::component::packed::{Guest, GuestIndices};
 }
 
 pub use AppWithCapabilities as App;

@@ -26,7 +26,7 @@ use crate::error::CallError;
 use crate::instances::Prepared;
 use crate::instances::capacity::Slot;
 use crate::instances::state::{InstanceState, Owner};
-use crate::instances::warm::{Warm, WarmPool};
+use crate::instances::warm::{Warm, WarmParts, WarmPool};
 use crate::proxy_p3::P3Service;
 use crate::resources::Resources;
 
@@ -259,8 +259,11 @@ impl P2Proxy {
             .and_then(|req| Ok((req, http.new_response_outparam(sender)?)));
         let (req, out) = resources.map_err(CallError::Trap)?;
         let call = Box::pin(async move {
-            let handler = instance.bindings.wasi_http_incoming_handler();
-            handler.call_handle(&mut instance.store, req, out).await?;
+            let WarmParts {
+                store, bindings, ..
+            } = &mut *instance;
+            let handler = bindings.wasi_http_incoming_handler();
+            handler.call_handle(&mut *store, req, out).await?;
             instance
                 .store
                 .data_mut()

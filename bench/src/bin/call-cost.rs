@@ -40,7 +40,7 @@ async fn main() -> anyhow::Result<()> {
         .position(|r| r.path == "/" && !r.is_async)
         .context("the component has no `def` route at /")? as u32;
     // What the host makes of `wrk`'s request.
-    let request = Request {
+    let request = Box::new(Request {
         method: "GET".into(),
         path: "/".into(),
         query: String::new(),
@@ -54,7 +54,7 @@ async fn main() -> anyhow::Result<()> {
             tenant: None,
             claims: None,
         },
-    };
+    });
     let call = async || {
         app.handle(request.clone(), false)
             .await

@@ -65,6 +65,8 @@ pub mod kv;
 #[cfg(feature = "openapi")]
 pub mod openapi;
 pub mod outbound;
+#[cfg(any(target_arch = "wasm32", test))]
+mod packed;
 mod policy;
 mod rejection;
 mod request;
@@ -103,8 +105,8 @@ pub use http;
 pub use http::{HeaderMap, Method, StatusCode};
 
 /// The generated bindings for the `cello:component/app` world, with every
-/// capability and the `streaming` export; a component imports only those it
-/// calls. The WIT is the crate's own copy of the contract.
+/// capability and the `streaming` and `packed` exports; a component imports
+/// only those it calls. The WIT is the crate's own copy of the contract.
 #[cfg(target_arch = "wasm32")]
 #[doc(hidden)]
 pub mod bindings {
@@ -192,6 +194,17 @@ macro_rules! export_app {
                 out: $crate::bindings::cello::component::streams::ResponseWriter,
             ) -> ::core::option::Option<$crate::bindings::Response> {
                 $crate::runtime::handle_streaming($build, req, body, out).await
+            }
+        }
+
+        #[cfg(target_arch = "wasm32")]
+        impl $crate::bindings::exports::cello::component::packed::Guest for __CelloApp {
+            fn handle(
+                route: u32,
+                body_len: u32,
+                request: ::std::vec::Vec<u8>,
+            ) -> $crate::bindings::Response {
+                $crate::runtime::handle_packed($build, route, body_len, request)
             }
         }
 

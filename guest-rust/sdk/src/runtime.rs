@@ -15,6 +15,7 @@ use crate::bindings::cello::component::types::{
 use crate::bindings::{Manifest, Request as WitRequest, Response as WitResponse};
 use crate::body::{self, BodySlot};
 use crate::host::{Level, log};
+use crate::packed;
 use crate::request::Incoming;
 use crate::response::internal_error;
 use crate::streaming::ChunkStream;
@@ -83,7 +84,7 @@ pub fn describe(build: fn() -> App) -> Manifest {
 
 fn incoming(req: WitRequest) -> Incoming {
     Incoming {
-        method: req.method,
+        method: crate::request::method(&req.method),
         path: req.path,
         query: req.query,
         headers: req.headers,
@@ -109,9 +110,32 @@ fn to_wit(response: Response, request_id: &str) -> WitResponse {
 }
 
 pub fn handle(build: fn() -> App, req: WitRequest) -> WitResponse {
+    let route = req.route;
+    serve_now(build, route, incoming(req))
+}
+
+/// The `packed` export's `handle`: as `handle`, with the request read from
+/// one buffer.
+pub fn handle_packed(
+    build: fn() -> App,
+    route: u32,
+    body_len: u32,
+    request: Vec<u8>,
+) -> WitResponse {
+    match packed::read(request, body_len as usize) {
+        Ok(incoming) => serve_now(build, route, incoming),
+        Err(packed::Malformed(why)) => {
+            let reason = format!("the host sent a request that cannot be read: {why}");
+            to_wit(internal_error(&reason), "")
+        }
+    }
+}
+
+/// Serves a request to a sync route without suspending.
+fn serve_now(build: fn() -> App, route: u32, incoming: Incoming) -> WitResponse {
     let app = app(build);
-    let index = req.route as usize;
-    let request = app.request(incoming(req));
+    let index = route as usize;
+    let request = app.request(incoming);
     let id = request.request_id.clone();
     let mut response = app.serve_now(index, request);
     // A sync call cannot wait: a stream that does is the handler's mistake.

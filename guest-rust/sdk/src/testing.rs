@@ -182,7 +182,7 @@ impl TestClient {
         self.sent.set(self.sent.get() + 1);
         let request_id = format!("test-{}", self.sent.get());
         let req = self.app.request(Incoming {
-            method: request.method.as_str().to_string(),
+            method: request.method.clone(),
             path: path.to_string(),
             query: query.to_string(),
             headers: request.headers,

@@ -27,6 +27,7 @@ use crate::error::CallError;
 use crate::instances::capacity::Slot;
 use crate::instances::event_loops::{LoopLimits, LoopPool, LoopWorker, Pending};
 use crate::instances::state::CpuExceeded;
+use crate::instances::warm::WarmParts;
 
 type Reply = oneshot::Sender<Outcome>;
 
@@ -296,11 +297,13 @@ impl EventLoop {
             worker,
             queue,
         } = self;
-        let bindings = &instance.bindings;
+        let WarmParts {
+            store, bindings, ..
+        } = &mut **instance;
         let idle_timeout = shared.limits.idle_timeout;
         let background_timeout = shared.limits.background_timeout;
         let background: Arc<str> = Arc::from("(background)");
-        let event_loop = instance.store.run_concurrent(async |accessor| {
+        let event_loop = store.run_concurrent(async |accessor| {
             let mut calls: FuturesUnordered<CallFuture<'_>> = FuturesUnordered::new();
             loop {
                 tokio::select! {

@@ -7,12 +7,15 @@
 //! calls are in flight at once, each suspended while it awaits the host.
 //! Both kinds take their instances' slots from one [`Capacity`]. A
 //! component exporting `streaming` has its async routes served through it:
-//! bodies in and out as [`streams`].
+//! bodies in and out as [`streams`]. One exporting `packed` has its `def`
+//! routes served through that, the request in one buffer ([`packed`]).
 
 mod async_pool;
+mod packed;
 pub mod streams;
 mod sync_pool;
 
+use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -22,6 +25,7 @@ use tracing::Instrument as _;
 
 use wasmtime::component::{Component, Linker};
 
+use crate::bindings::packed::{Guest as PackedGuest, GuestIndices as PackedIndices};
 use crate::bindings::streaming::{Guest as StreamingGuest, GuestIndices as StreamingIndices};
 use crate::bindings::{App as AppBindings, AppPre, Manifest, Request, Response};
 use crate::body::{Body, RequestBody};
@@ -31,7 +35,7 @@ use crate::instances::Prepared;
 use crate::instances::blocked::EventLoopKind;
 use crate::instances::capacity::Slot;
 use crate::instances::state::{InstanceState, Owner};
-use crate::instances::warm::Warm;
+use crate::instances::warm::{Warm, WarmParts};
 use crate::middleware::rate_limit::Limiter;
 use crate::resources::Resources;
 use crate::response_cache::CachePolicy;
@@ -62,6 +66,8 @@ struct Shared {
     guards: Vec<RouteGuard>,
     /// The `streaming` export, when the component has it.
     streaming: Option<StreamingIndices>,
+    /// The `packed` export, when the component has it.
+    packed: Option<PackedIndices>,
     /// Whether each `def` route's last call ran long, by index: its next
     /// call starts on the long-call lane, checkout and all, rather than on
     /// a request's thread. A guest can do a lot in one step that cannot be
@@ -85,7 +91,22 @@ impl RouteGuard {
 }
 
 /// An instance with its store, after `on-start` succeeded.
-type Instance = Warm<AppBindings>;
+type Instance = Warm<AppCalls>;
+
+/// What an instance is called through: the app's exports (reached through
+/// it), and `packed`'s when the component has it.
+pub struct AppCalls {
+    app: AppBindings,
+    packed: Option<PackedGuest>,
+}
+
+impl Deref for AppCalls {
+    type Target = AppBindings;
+
+    fn deref(&self) -> &AppBindings {
+        &self.app
+    }
+}
 
 /// Why [`AppComponent::warm_up`] started no instance.
 #[derive(Debug)]
@@ -111,10 +132,14 @@ impl AppComponent {
         runtime: &Resources,
     ) -> anyhow::Result<(Self, Manifest)> {
         let prepared = Prepared::new(owner, component, linker, limits, runtime, AppPre::new)?;
-        let streaming = exports_streaming(component)
+        let streaming = exports(component, "streaming")
             .then(|| StreamingIndices::new(prepared.pre.instance_pre()))
             .transpose()
             .map_err(|e| anyhow::anyhow!("wrong `streaming` export: {e:#}"))?;
+        let packed = exports(component, "packed")
+            .then(|| PackedIndices::new(prepared.pre.instance_pre()))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("wrong `packed` export: {e:#}"))?;
         let manifest = describe(&prepared).await?;
         let cache_policies = cache_policies(&manifest, default_cache)?;
         let guards = manifest
@@ -139,6 +164,7 @@ impl AppComponent {
             cache_policies,
             guards,
             streaming,
+            packed,
             runs_long: manifest
                 .routes
                 .iter()
@@ -163,10 +189,10 @@ impl AppComponent {
     }
 
     /// Serves `req` on a sync (`def`) or async (`async def`) route.
-    pub async fn handle(&self, req: Request, is_async: bool) -> Result<Response, CallError> {
+    pub async fn handle(&self, req: Box<Request>, is_async: bool) -> Result<Response, CallError> {
         if is_async {
             // Boxed, so a `def` call's future is not as large as this one's.
-            Box::pin(self.async_pool.call(&self.shared, req)).await
+            Box::pin(self.async_pool.call(&self.shared, *req)).await
         } else if self.shared.runs_long(req.route) {
             let (pool, shared) = (self.sync_pool.clone(), self.shared.clone());
             let call = async move { sync_pool::call(&pool, &shared, req).await };
@@ -193,10 +219,10 @@ impl AppComponent {
     /// idle time (`stream-idle-ms`).
     pub async fn handle_streaming(
         &self,
-        req: Request,
+        req: Box<Request>,
         body: Option<RequestBody>,
     ) -> Result<Answer, CallError> {
-        Box::pin(self.async_pool.stream(&self.shared, req, body)).await
+        Box::pin(self.async_pool.stream(&self.shared, *req, body)).await
     }
 
     /// The path pattern of `route`, for logs.
@@ -287,13 +313,14 @@ pub async fn retire_all(apps: &[Arc<AppComponent>], within: Duration) {
     }
 }
 
-/// True when `component` exports `cello:component/streaming`.
-fn exports_streaming(component: &Component) -> bool {
+/// True when `component` exports `cello:component/{interface}`.
+fn exports(component: &Component, interface: &str) -> bool {
     let engine = component.engine();
+    let prefix = format!("cello:component/{interface}@");
     component
         .component_type()
         .exports(engine)
-        .any(|(name, _)| name.starts_with("cello:component/streaming@"))
+        .any(|(name, _)| name.starts_with(&prefix))
 }
 
 /// What a streaming call answered: a whole response, or a head and the
@@ -408,14 +435,15 @@ impl Shared {
             .await
             .map_err(CallError::Instantiate)?;
         let bindings = AppBindings::new(&mut store, &instance).map_err(CallError::Instantiate)?;
-        let streaming = match &self.streaming {
-            Some(indices) => Some(
-                indices
-                    .load(&mut store, &instance)
-                    .map_err(CallError::Instantiate)?,
-            ),
-            None => None,
-        };
+        // The optional exports, where the component has them.
+        let streaming = (self.streaming.as_ref())
+            .map(|indices| indices.load(&mut store, &instance))
+            .transpose()
+            .map_err(CallError::Instantiate)?;
+        let packed = (self.packed.as_ref())
+            .map(|indices| indices.load(&mut store, &instance))
+            .transpose()
+            .map_err(CallError::Instantiate)?;
         let start = store.run_concurrent(async |accessor| bindings.call_on_start(accessor).await);
         match tokio::time::timeout(START_TIMEOUT, start).await {
             Err(_) => {
@@ -428,7 +456,11 @@ impl Shared {
             Ok(Ok(Ok(Ok(())))) => {}
         }
         self.owner.metrics.instantiated(started.elapsed());
-        Ok((Warm::new(store, bindings, slot), streaming))
+        let calls = AppCalls {
+            app: bindings,
+            packed,
+        };
+        Ok((Warm::new(store, calls, slot), streaming))
     }
 
     /// Runs the background tasks request `request_id` queued on `instance`,
@@ -441,8 +473,10 @@ impl Shared {
         let state = instance.store.data_mut();
         state.set_deadline(Some(limit));
         state.track_call(&Arc::from("(background)"), &request_id, false);
-        let bindings = &instance.bindings;
-        let run = instance.store.run_concurrent(async |accessor| {
+        let WarmParts {
+            store, bindings, ..
+        } = &mut *instance;
+        let run = store.run_concurrent(async |accessor| {
             bindings.call_run_background(accessor, request_id).await
         });
         let outcome = tokio::time::timeout(limit, run).await;
@@ -504,10 +538,10 @@ fn retire(mut instance: Instance) {
     let owner = instance.store.data().owner.clone();
     let cpu = owner.cpu.clone();
     cpu.spawn(Box::pin(async move {
-        let bindings = &instance.bindings;
-        let stop = instance
-            .store
-            .run_concurrent(async |accessor| bindings.call_on_stop(accessor).await);
+        let WarmParts {
+            store, bindings, ..
+        } = &mut *instance;
+        let stop = store.run_concurrent(async |accessor| bindings.call_on_stop(accessor).await);
         let component = &owner.component;
         match tokio::time::timeout(STOP_TIMEOUT, stop).await {
             Ok(Ok(Ok(()))) => {}

@@ -7,20 +7,21 @@ use std::sync::Arc;
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
-use super::{Instance, Shared};
-use crate::bindings::{App as AppBindings, Request, Response};
+use super::{AppCalls, Instance, Shared, packed};
+use crate::bindings::{Request, Response};
 use crate::error::CallError;
-use crate::instances::warm::WarmPool;
+use crate::instances::warm::{WarmParts, WarmPool};
 use crate::telemetry;
 
 /// The idle instances of a component's `def` routes.
-pub(super) type SyncPool = WarmPool<AppBindings>;
+pub(super) type SyncPool = WarmPool<AppCalls>;
 
-/// Runs `handle` on a warm instance from `pool` or a new one.
+/// Runs `handle`, or `packed.handle` when the component exports it, on a
+/// warm instance from `pool` or a new one.
 pub(super) async fn call(
     pool: &Arc<SyncPool>,
     shared: &Arc<Shared>,
-    req: Request,
+    req: Box<Request>,
 ) -> Result<Response, CallError> {
     let deadline = Instant::now() + shared.limits.timeout;
     let mut instance: Instance = pool
@@ -37,10 +38,19 @@ pub(super) async fn call(
     // thread if it runs long. On a timeout or a trap the instance is dropped
     // with it: its state can no longer be trusted.
     let call = async move {
-        let result = instance
-            .bindings
-            .call_handle(&mut instance.store, &req)
-            .await;
+        let WarmParts {
+            store, bindings, ..
+        } = &mut *instance;
+        // Packed only for a component that exports `packed`.
+        let packed =
+            (bindings.packed.as_ref()).and_then(|export| Some((export, packed::pack(&req)?)));
+        let result = match packed {
+            Some((export, (body_len, request))) => {
+                let route = req.route;
+                export.call_handle(store, route, body_len, &request).await
+            }
+            None => bindings.call_handle(store, &req).await,
+        };
         (instance, req, result)
     };
     // The scheduler may move a long call to another thread: the trace's

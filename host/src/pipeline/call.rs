@@ -180,7 +180,8 @@ async fn to_streaming_app(
     }
 }
 
-/// The request as the WIT contract carries it.
+/// The request as the WIT contract carries it; boxed, as it is moved into
+/// one future after another on its way to the guest.
 fn wit_request(
     x: &Exchange<'_>,
     component: &AppComponent,
@@ -188,9 +189,9 @@ fn wit_request(
     params: Vec<(String, String)>,
     app_path: String,
     body: Vec<u8>,
-) -> bindings::Request {
+) -> Box<bindings::Request> {
     let parts = &x.parts;
-    bindings::Request {
+    Box::new(bindings::Request {
         method: parts.method.as_str().to_owned(),
         path: app_path,
         query: parts.uri.query().unwrap_or("").to_string(),
@@ -208,7 +209,7 @@ fn wit_request(
                 .map(|t| t.name.to_string()),
             claims: x.claims.as_ref().map(|v| v.json.clone()),
         },
-    }
+    })
 }
 
 /// A request body with nothing in it.

@@ -134,6 +134,26 @@ fn app() -> App {
         .get("/trace-id", |req: Request| {
             req.trace_id().unwrap_or("none").to_string()
         })
+        // Every part of the request as the handler sees it, a line each.
+        .route(&[], "/parts/{name}", |req: Request| {
+            let mut lines = vec![
+                format!("method={}", req.method),
+                format!("path={}", req.path),
+                format!("query={}", req.query),
+                format!("name={}", req.param("name").unwrap_or("-")),
+                format!("request-id={}", req.request_id),
+                format!("client={}", req.client_addr),
+                format!("tenant={:?}", req.tenant),
+                format!("claims={:?}", req.claims_json),
+                format!("body={}", req.body.len()),
+            ];
+            for (name, value) in req.headers.iter() {
+                if name.as_str().starts_with("x-") {
+                    lines.push(format!("{name}={}", value.to_str().unwrap_or("?")));
+                }
+            }
+            lines.join("\n")
+        })
         .post("/echo", |req: Request| {
             let content_type = req
                 .header("content-type")
