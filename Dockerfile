@@ -23,8 +23,8 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p cello-host \
-    && cp target/release/cello-host /usr/local/bin/cello-host
+    cargo build --profile production --locked -p cello-host \
+    && cp target/production/cello-host /usr/local/bin/cello-host
 
 # Everything but the binary: the user, the directories, the ports.
 FROM ${RUNTIME_IMAGE} AS runtime-base

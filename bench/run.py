@@ -7,7 +7,7 @@ runs only the rows the throughput targets compare, prints them and writes
 their section of RESULTS.md, with another cello-host binary's rows beside
 them when BASE names one, serving BASE_HELLO as its Rust hello when given;
 BENCH_BASE_NAME, when set, is the sentence that says what BASE is (after
-`make bench` has set up bench/.venv and the release builds).
+`make bench` has set up bench/.venv and the `production` builds).
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 OUT = BENCH / "out"
 COMPONENTS = OUT / "components"
-HOST = ROOT / "target/release/cello-host"
-HYPER = ROOT / "target/release/hyper-hello"
-CALL_COST = ROOT / "target/release/call-cost"
+HOST = ROOT / "target/production/cello-host"
+HYPER = ROOT / "target/production/hyper-hello"
+CALL_COST = ROOT / "target/production/call-cost"
 #: The p3 hello, built by `make p3-hello`: the p3-testbed test guest.
 P3_HELLO = ROOT / "tests/guests/target/wasm32-wasip2/release/p3_testbed.wasm"
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
@@ -1283,7 +1283,7 @@ def write_results(loads, cold, inst, mem, isolated, call_us, sql, kv) -> None:
         "Server CPU per request, from the throughput runs above, and the cost of the guest "
         "call alone: the Rust hello's `def` route called in a loop in one process (the host's "
         "instance pool, the call through wasmtime, the guest), with no HTTP, by "
-        "`target/release/call-cost`.",
+        "`target/production/call-cost`.",
         "",
         "| | µs of CPU |",
         "|---|---:|",
