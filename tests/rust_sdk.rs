@@ -67,6 +67,8 @@ async fn a_def_route_gets_every_part_of_a_packed_request() {
     let headers = [
         ("x-one", "1"),
         ("x-empty", ""),
+        ("x-two", "a"),
+        ("x-two", "b"),
         ("x-request-id", "packed-1"),
     ];
     let body = vec![7u8; 200_000];
@@ -91,6 +93,8 @@ async fn a_def_route_gets_every_part_of_a_packed_request() {
         "body=200000",
         "x-one=1",
         "x-empty=",
+        "x-two=a",
+        "x-two=b",
     ] {
         assert!(lines.contains(&expected), "{expected} not in {lines:?}");
     }

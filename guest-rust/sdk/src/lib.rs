@@ -52,6 +52,8 @@
 
 extern crate self as cello;
 
+#[cfg(any(all(target_arch = "wasm32", feature = "allocator"), test))]
+mod allocator;
 mod app;
 pub mod background;
 mod body;
@@ -119,6 +121,15 @@ pub mod bindings {
     });
     pub use ::wit_bindgen;
 }
+
+#[cfg(all(
+    target_arch = "wasm32",
+    not(target_feature = "atomics"),
+    feature = "allocator"
+))]
+#[global_allocator]
+static ALLOCATOR: allocator::Listed<std::alloc::System> =
+    allocator::Listed::new(std::alloc::System);
 
 /// Functions the host provides to every handler.
 pub mod host {
