@@ -7,7 +7,7 @@ LISTEN    ?= 127.0.0.1:8080
 OPS_LISTEN ?= 127.0.0.1:9090
 RUST_OUT  := guest-rust/target/$(WASM)/release
 
-.PHONY: run test bench bench-sql bench-kv bench-sse bench-cold bench-isolation bench-cluster bench-p3 wasmtime-cli p3-hello setup postgresql redis-server nodejs components host bench-host lint fmt clean
+.PHONY: run test bench bench-sql bench-kv bench-sse bench-cold bench-isolation bench-cluster bench-p3 bench-instructions wasmtime-cli p3-hello setup postgresql redis-server nodejs components host bench-host lint fmt clean
 
 ## Build the examples and the host, then serve them on $(LISTEN)
 ## (metrics and health on $(OPS_LISTEN)), with a line per request.
@@ -92,6 +92,18 @@ bench-isolation: components bench-host
 	test -x $(BENCH_VENV)/bin/python || python3 -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install --quiet -r bench/requirements.txt
 	$(BENCH_VENV)/bin/python bench/run.py isolation
+
+## Instructions per request, counted by callgrind (the figure that does not
+## move with the machine's load): native hyper, the Rust hello on cello, a
+## path no route matches, and the hello's call alone. Replaces that section
+## of bench/RESULTS.md.
+bench-instructions: components bench-host
+	command -v wrk >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk)
+	command -v valgrind >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq valgrind)
+	test -x $(BENCH_VENV)/bin/python || python3 -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet -r bench/requirements.txt
+	cargo build --profile production -p cello-bench
+	$(BENCH_VENV)/bin/python bench/run.py instructions
 
 ## Only the cold start rows (the Python bench app's first response after
 ## process start): replaces that section of bench/RESULTS.md.

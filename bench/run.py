@@ -8,6 +8,9 @@ their section of RESULTS.md, with another cello-host binary's rows beside
 them when BASE names one, serving BASE_HELLO as its Rust hello when given;
 BENCH_BASE_NAME, when set, is the sentence that says what BASE is (after
 `make bench` has set up bench/.venv and the `production` builds).
+`run.py instructions` counts instructions per request under callgrind
+(bench/instructions.py). A whole run keeps the sections of RESULTS.md that
+it does not write (these, and any written by hand).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import cluster
+import instructions
 from postgres import Postgres
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -209,16 +213,27 @@ def cello(
     host: Path = HOST,
 ) -> Server:
     port = free_port()
+    command = cello_command(directory, state, port, config, host)
+    if ops:
+        command += ["--ops-listen", f"127.0.0.1:{ops}"]
+    return Server(command, f"http://127.0.0.1:{port}{path}", env=CELLO_ENV)
+
+
+#: The access log (when on) is part of what is measured.
+CELLO_ENV = {"CELLO_LOG": "warn,access=info"}
+
+
+def cello_command(
+    directory: Path, state: Path, port: int, config: str | None = None, host: Path = HOST
+) -> list[str]:
+    """`cello-host serve` of `directory` on `port`, with `config` as its
+    host config when given."""
     command = [str(host), "serve", str(directory), "--listen", f"127.0.0.1:{port}"]
     command += ["--state-dir", str(state), "--log-format", "json"]
     if config is not None:
         (directory / "host-config.toml").write_text(config)
         command += ["--config", str(directory / "host-config.toml")]
-    if ops:
-        command += ["--ops-listen", f"127.0.0.1:{ops}"]
-    # The access log (when on) is part of what is measured.
-    env = {"CELLO_LOG": "warn,access=info"}
-    return Server(command, f"http://127.0.0.1:{port}{path}", env=env)
+    return command
 
 
 def uvicorn(module: str, path: str, env: dict[str, str] | None = None) -> Server:
@@ -1375,7 +1390,43 @@ def build_python_app() -> None:
     )
 
 
+def instruction_counts(state: Path) -> list[instructions.Count]:
+    """The rows of `run.py instructions`: native hyper, the Rust hello's
+    route on cello, a path of it no route matches, and the route's call
+    alone."""
+    print("instructions per request, counted by callgrind", flush=True)
+    scratch = Path(tempfile.mkdtemp(prefix="callgrind-"))
+    url = f"http://127.0.0.1:{free_port()}"
+    hyper = [str(HYPER), url.removeprefix("http://")]
+    hyper_out = scratch / "hyper"
+    counts = [
+        instructions.server("native hyper", hyper, url + "/", url + "/", hyper_out, wait_until_ok)
+    ]
+    directory = component_dir("hello-rust")
+    # Compiled natively first: under callgrind compiling takes minutes.
+    with cello(directory, "/", state):
+        pass
+    for name, path in [
+        ("cello-host, Rust SDK hello route", "/"),
+        ("cello-host, a path no route matches (404, no guest call)", "/no-such-route"),
+    ]:
+        port = free_port()
+        command = cello_command(directory, state, port)
+        url = f"http://127.0.0.1:{port}"
+        out = scratch / f"cello-{len(counts)}"
+        counts.append(
+            instructions.server(
+                name, command, url + "/", url + path, out, wait_until_ok, env=CELLO_ENV
+            )
+        )
+    counts.append(instructions.call(CALL_COST, COMPONENTS / "hello-rust.wasm", state, scratch))
+    return counts
+
+
 def main() -> None:
+    if sys.argv[1:] == ["instructions"]:
+        copy_components()
+        return only_section("instructions", instruction_counts, instructions.section)
     if sys.argv[1:2] == ["throughput-quick"]:
         copy_components()
         base = Path(sys.argv[2]) if sys.argv[2:] else None
@@ -1426,12 +1477,26 @@ def main() -> None:
     finally:
         tempfile.tempdir = None
         shutil.rmtree(scratch, ignore_errors=True)
-    write_results(loads, cold, inst, mem, isolated, call_us, sql, kv)
     results = BENCH / "RESULTS.md"
+    before = results.read_text() if results.exists() else ""
+    write_results(loads, cold, inst, mem, isolated, call_us, sql, kv)
     results.write_text(replace_section(results.read_text(), cluster.section(everywhere)))
     results.write_text(replace_section(results.read_text(), sse_section(streams)))
     results.write_text(replace_section(results.read_text(), p3_section(p3)))
+    results.write_text(kept_sections(before, results.read_text()))
     print(f"wrote {BENCH / 'RESULTS.md'} and {BENCH / 'results.png'}")
+
+
+def kept_sections(before: str, after: str) -> str:
+    """`after` with the sections of `before` that it lacks (those the whole
+    run does not write: `run.py instructions` and `throughput-quick`'s, and
+    any written by hand) added back before the chart."""
+    for section in re.split(r"\n(?=## )", before)[1:]:
+        title = section.split("\n", 1)[0]
+        if title + "\n" not in after:
+            kept = section.split("\n![requests per second]", 1)[0]
+            after = replace_section(after, kept.rstrip("\n").split("\n"))
+    return after
 
 
 def only_section(title: str, measure, section) -> None:

@@ -2,8 +2,10 @@
 //! the instance pool, the guest call through wasmtime, and the guest. Run
 //! by `make bench` on the Rust hello, next to the whole request's CPU cost.
 //!
-//! Usage: `call-cost COMPONENT STATE_DIR`; prints microseconds per call,
-//! the best of a few rounds.
+//! Usage: `call-cost COMPONENT STATE_DIR [CALLS]`; prints microseconds
+//! per call, the best of a few rounds of CALLS calls (100,000 unless given;
+//! `run.py instructions` runs it with two counts under callgrind and takes
+//! the difference, leaving out start-up).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -15,6 +17,10 @@ use cello_host::config::HostConfig;
 use cello_host::host::HostBuilder;
 use cello_host::loader::LoadedKind;
 
+// The host's allocator, so that a call costs here what it does there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const WARMUP: usize = 20_000;
 const CALLS: usize = 100_000;
 const ROUNDS: usize = 5;
@@ -22,9 +28,13 @@ const ROUNDS: usize = 5;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args_os().skip(1);
-    let usage = "usage: call-cost COMPONENT STATE_DIR";
+    let usage = "usage: call-cost COMPONENT STATE_DIR [CALLS]";
     let component = PathBuf::from(args.next().context(usage)?);
     let state = PathBuf::from(args.next().context(usage)?);
+    let calls = match args.next() {
+        Some(calls) => calls.to_str().and_then(|c| c.parse().ok()).context(usage)?,
+        None => CALLS,
+    };
     let host = HostBuilder::new(HostConfig::default(), state).build()?;
     let loaded = host
         .loader()
@@ -66,10 +76,10 @@ async fn main() -> anyhow::Result<()> {
     let mut best = f64::MAX;
     for _ in 0..ROUNDS {
         let started = Instant::now();
-        for _ in 0..CALLS {
+        for _ in 0..calls {
             call().await?;
         }
-        best = best.min(started.elapsed().as_secs_f64() * 1e6 / CALLS as f64);
+        best = best.min(started.elapsed().as_secs_f64() * 1e6 / calls as f64);
     }
     println!("{best:.2}");
     Ok(())
