@@ -55,6 +55,90 @@ fn check_passes_a_good_directory() {
     );
 }
 
+/// A wasi:http component (0.2 and 0.3) whose memory limit is below what
+/// it declares (17 pages) cannot make an instance: its load fails, naming
+/// why, rather than every request once it is served.
+#[test]
+fn a_wasi_http_component_no_instance_of_which_can_be_made_fails_its_check() {
+    for guest in ["http-proxy", "p3-testbed"] {
+        let output = Components::new()
+            .with_sidecar(guest, "[limits]\nmemory-mb = 1\n")
+            .check();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(!output.status.success(), "{guest}: {stdout}");
+        assert!(
+            stdout.contains(&format!("{guest}.wasm"))
+                && stdout.contains("cannot instantiate")
+                && stdout.contains("exceeds memory limits"),
+            "{guest}: {stdout}"
+        );
+        // With room for its memory it passes.
+        let output = Components::new()
+            .with_sidecar(guest, "[limits]\nmemory-mb = 2\n")
+            .check();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{guest}: {stdout}");
+    }
+}
+
+/// A prefix no request could match, an environment variable the guest
+/// could not be given, and a value of the wrong type are refused at check,
+/// each with a sentence.
+#[test]
+fn sidecar_values_that_could_never_work_are_refused_with_a_sentence() {
+    let cases = [
+        (
+            "prefix = \"/a?b\"",
+            "its segment \"a?b\" could never match a request",
+        ),
+        ("prefix = \"/caf\u{e9}\"", "could never match a request"),
+        (
+            "prefix = \"/a/../b\"",
+            "its segment \"..\" could never match",
+        ),
+        ("prefix = \"/a//b\"", "its segment \"\" could never match"),
+        (
+            "[environment]\n\"A=B\" = \"x\"",
+            "[environment] \"A=B\" is not a variable name",
+        ),
+        (
+            "[environment]\n\"\" = \"x\"",
+            "[environment] \"\" is not a variable name",
+        ),
+        (
+            "[environment]\nA = 5",
+            "expected a string, or a table { env = \"VAR\", default = \"...\" }",
+        ),
+    ];
+    for (sidecar, sentence) in cases {
+        let output = Components::new()
+            .with_sidecar("http-proxy", sidecar)
+            .check();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(!output.status.success(), "{sidecar}: {stdout}");
+        assert!(stdout.contains(sentence), "{sidecar}: {stdout}");
+    }
+    let output = Components::new()
+        .with_sidecar("http-proxy", "prefix = \"/v1.2/My_app-~x\"")
+        .check();
+    assert!(output.status.success());
+}
+
+/// No time and no memory are refused with a sentence, for every kind of
+/// component.
+#[test]
+fn a_limit_no_request_could_run_under_is_refused() {
+    for (guest, limit) in [("http-proxy", "timeout-ms"), ("testbed", "memory-mb")] {
+        let output = Components::new()
+            .with_sidecar(guest, &format!("[limits]\n{limit} = 0\n"))
+            .check();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(!output.status.success(), "{stdout}");
+        let sentence = format!("[limits] {limit} = 0 leaves no request able to run");
+        assert!(stdout.contains(&sentence), "{stdout}");
+    }
+}
+
 #[test]
 fn a_route_conflict_stops_the_start_naming_both_components() {
     let (status, output) = Components::new()

@@ -100,6 +100,33 @@ async fn an_empty_directory_serves_with_allow_empty() {
     host.wait_for_log("no components to serve").await;
 }
 
+/// `serve` with no path: a host for tenants only with `--allow-empty`,
+/// and without it a sentence saying what to give.
+#[tokio::test]
+async fn serve_with_no_path_serves_tenants_only_when_allowed() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_cello-host"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .expect("cannot run cello-host");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("nothing to serve: name component files or directories")
+            && stderr.contains("--allow-empty to serve tenants only"),
+        "{stderr}"
+    );
+    // The support adds --allow-empty when there is no component.
+    let host = Components::new().serve_files(&[], &[]);
+    assert_eq!(host.get("/anything").await.status, 404);
+    host.wait_for_log("serving tenants only").await;
+}
+
 #[test]
 fn a_port_in_use_fails_the_start_within_a_second_before_compiling() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -385,3 +385,86 @@ async fn a_rust_streams_body_ends_before_its_background_tasks_run() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Posts JSON to `path` on a connection of its own, declaring 1000 bytes
+/// and sending one every 200 ms until the host answers: the response.
+async fn post_slowly(host: &Host, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(host.addr).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: test\r\n\
+         Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    let mut buffer = [0u8; 1024];
+    let until = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < until {
+        tokio::select! {
+            read = stream.read(&mut buffer) => match read {
+                Ok(0) | Err(_) => break,
+                Ok(n) => response.extend_from_slice(&buffer[..n]),
+            },
+            () = tokio::time::sleep(Duration::from_millis(200)) => {
+                // The host may have stopped reading: its answer is what counts.
+                let _ = stream.write_all(b" ").await;
+            }
+        }
+        let text = String::from_utf8_lossy(&response);
+        if let Some((head, body)) = text.split_once("\r\n\r\n")
+            && head.lines().any(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length: ")
+                    .and_then(|n| n.trim().parse::<usize>().ok())
+                    == Some(body.len())
+            })
+        {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+/// Two streams open on `host`'s only instance, then a client sends its
+/// request body to an async route too slowly for the route's 2 s: it gets
+/// 408, alone. The streams carry on (their instance was not killed), and
+/// the instance serves the next request.
+async fn a_slow_request_body_is_a_408_for_its_client_alone(host: &Host) {
+    let mut streams = Vec::new();
+    for name in ["first", "second"] {
+        let mut body = open(host, &format!("/forever/{name}")).await.into_body();
+        next_chunk(&mut body).await.unwrap().unwrap();
+        streams.push(body);
+    }
+    let response = post_slowly(host, "/echo-json").await;
+    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+    assert!(
+        response.ends_with(
+            r#"{"detail":"The request body did not arrive within 2000 ms; send it faster."}"#
+        ),
+        "{response}"
+    );
+    for body in &mut streams {
+        for _ in 0..3 {
+            let chunk = next_chunk(body).await.expect("the stream ended");
+            assert!(chunk.is_ok(), "the stream was cut: {chunk:?}");
+        }
+    }
+    assert_eq!(closed(host, "first").await, 0);
+    let reply = host
+        .post("/echo-json", "application/json", r#"{"ok":true}"#)
+        .await;
+    assert_eq!(reply.json(), serde_json::json!({"ok": true}));
+}
+
+#[tokio::test]
+async fn a_slow_request_body_to_a_python_async_route_is_a_408_for_its_client_alone() {
+    let host = serve("max-instances = 1\ntimeout-ms = 2000");
+    a_slow_request_body_is_a_408_for_its_client_alone(&host).await;
+}
+
+#[tokio::test]
+async fn a_slow_request_body_to_a_rust_async_route_is_a_408_for_its_client_alone() {
+    let host = serve_rust("max-instances = 1\ntimeout-ms = 2000");
+    a_slow_request_body_is_a_408_for_its_client_alone(&host).await;
+}

@@ -436,6 +436,7 @@ impl HostConfig {
             toml::from_str(text).map_err(|e| format!("not a valid host config: {e}"))?;
         config.execution.validate()?;
         config.server.validate()?;
+        config.limits.validate()?;
         Ok(config)
     }
 
@@ -637,6 +638,41 @@ pub struct LimitSettings {
     pub stream_idle_ms: Option<u64>,
 }
 
+/// A segment of a prefix that requests can match as it is written: not
+/// empty, not `.` or `..` (which clients resolve away), and made only of
+/// characters no client encodes.
+fn plain_segment(segment: &str) -> bool {
+    !segment.is_empty()
+        && segment != "."
+        && segment != ".."
+        && segment
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+}
+
+/// A name the guest's environment can hold.
+fn environment_name(name: &str) -> bool {
+    !name.is_empty() && !name.contains(['=', '\0'])
+}
+
+impl LimitSettings {
+    /// Refuses limits no request could be served under: no time, or no
+    /// memory.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, value) in [
+            ("timeout-ms", self.timeout_ms),
+            ("memory-mb", self.memory_mb),
+        ] {
+            if value == Some(0) {
+                return Err(format!(
+                    "[limits] {name} = 0 leaves no request able to run: it must be at least 1"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Limits in force for one component after defaults are applied.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -763,7 +799,8 @@ impl ComponentConfig {
         Ok(config)
     }
 
-    /// Checks what the types cannot: the prefix's form.
+    /// Checks what the types cannot: the prefix's form, and limits no
+    /// request could be served under.
     pub fn validate(&self) -> Result<(), String> {
         if let Some(prefix) = &self.prefix
             && (!prefix.starts_with('/') || prefix.ends_with('/') || prefix.contains('{'))
@@ -772,7 +809,22 @@ impl ComponentConfig {
                 "prefix {prefix:?} must start with '/', not end with '/', and hold no {{param}}"
             ));
         }
-        Ok(())
+        if let Some(prefix) = &self.prefix
+            && let Some(segment) = prefix.split('/').skip(1).find(|s| !plain_segment(s))
+        {
+            return Err(format!(
+                "prefix {prefix:?}: its segment {segment:?} could never match a request; \
+                 between slashes a prefix holds letters, digits, '-', '.', '_' and '~' \
+                 (not '.' or '..' alone)"
+            ));
+        }
+        if let Some(name) = self.environment.keys().find(|name| !environment_name(name)) {
+            return Err(format!(
+                "[environment] {name:?} is not a variable name: it must not be empty \
+                 and holds no '=' or NUL"
+            ));
+        }
+        self.limits.validate()
     }
 
     /// The prefix, empty when none is set.

@@ -1,5 +1,6 @@
 //! Errors that become HTTP responses, turned into responses in one place.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use http::{HeaderValue, StatusCode, header};
@@ -36,6 +37,10 @@ pub enum CallError {
     /// The guest answered with a status or header HTTP does not allow.
     #[error("the guest returned an invalid response: {0}")]
     InvalidResponse(String),
+    /// The client sent the request body too slowly: it had not all come
+    /// within the route's time limit. The instance serves on.
+    #[error("the request body did not arrive within {0:?}")]
+    BodyTimedOut(Duration),
 }
 
 impl CallError {
@@ -49,22 +54,37 @@ impl CallError {
 
     /// The response a client sees for this failure. Details stay in the log.
     pub fn to_response(&self) -> http::Response<Body> {
-        let (status, detail) = match self {
-            Self::StartFailed(_) => (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable"),
-            Self::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "The request took too long."),
+        let (status, detail): (_, Cow<str>) = match self {
+            Self::StartFailed(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Service Unavailable".into(),
+            ),
+            Self::Timeout(_) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "The request took too long.".into(),
+            ),
             Self::CpuExceeded(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                "The request used more CPU time than it is allowed.",
+                "The request used more CPU time than it is allowed.".into(),
             ),
             Self::Overloaded | Self::InstanceLost(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                "The service is busy; try again shortly.",
+                "The service is busy; try again shortly.".into(),
             ),
-            Self::Instantiate(_) | Self::Trap(_) | Self::InvalidResponse(_) => {
-                (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
-            }
+            Self::Instantiate(_) | Self::Trap(_) | Self::InvalidResponse(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal Server Error".into(),
+            ),
+            Self::BodyTimedOut(limit) => (
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "The request body did not arrive within {} ms; send it faster.",
+                    limit.as_millis()
+                )
+                .into(),
+            ),
         };
-        let mut response = error_response(status, detail);
+        let mut response = error_response(status, &detail);
         if matches!(self, Self::Overloaded | Self::InstanceLost(_)) {
             response
                 .headers_mut()

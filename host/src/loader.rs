@@ -382,7 +382,8 @@ impl Loader {
         };
         // Checked before describe() runs, so a bad table is reported first.
         middleware(&settings)?;
-        let kind = match World::of(engine, &component) {
+        let world = World::of(engine, &component);
+        let kind = match world {
             World::App => {
                 let default_cache = config
                     .cache
@@ -413,18 +414,25 @@ impl Loader {
                 app.owner().set_middleware(middleware(&settings)?);
                 LoadedKind::App(Arc::new(app), manifest)
             }
-            World::Proxy => {
+            World::Proxy | World::Service => {
                 owner.set_middleware(middleware(&settings)?);
-                let proxy = ProxyComponent::load(owner, &component, &linker, limits, &self.runtime)
+                let load = match world {
+                    World::Proxy => ProxyComponent::load,
+                    _ => ProxyComponent::load_p3,
+                };
+                let proxy = load(owner, &component, &linker, limits, &self.runtime)
+                    .map_err(|e| one(format!("{e:#}")))?;
+                let timeout = self.deploys.describe_timeout();
+                tokio::time::timeout(timeout, proxy.try_instance())
+                    .await
+                    .map_err(|_| {
+                        one(format!(
+                            "instantiating did not finish within {}",
+                            seconds(timeout)
+                        ))
+                    })?
                     .map_err(|e| one(format!("{e:#}")))?;
                 LoadedKind::Proxy(Arc::new(proxy))
-            }
-            World::Service => {
-                owner.set_middleware(middleware(&settings)?);
-                let service =
-                    ProxyComponent::load_p3(owner, &component, &linker, limits, &self.runtime)
-                        .map_err(|e| one(format!("{e:#}")))?;
-                LoadedKind::Proxy(Arc::new(service))
             }
             World::Unknown(exports) => {
                 return Err(one(format!(

@@ -19,14 +19,15 @@ use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
+use wasmtime_wasi_http::p3::bindings::Service;
 
 use crate::body::{Body, BodyError, BoxError, RequestBody};
 use crate::config::Limits;
 use crate::error::CallError;
-use crate::instances::Prepared;
 use crate::instances::capacity::Slot;
 use crate::instances::state::{InstanceState, Owner};
 use crate::instances::warm::{Warm, WarmParts, WarmPool};
+use crate::instances::{Prepared, first_instance};
 use crate::proxy_p3::P3Service;
 use crate::resources::Resources;
 
@@ -99,6 +100,38 @@ impl ProxyComponent {
             Self::P3(service) => service.owner(),
         }
     }
+
+    /// Makes one instance and lets it go: a component whose settings leave
+    /// no room for an instance (a memory limit below what it declares)
+    /// fails its load here, as an app fails its `describe()`, rather than
+    /// every request once it is served.
+    pub async fn try_instance(&self) -> anyhow::Result<()> {
+        match self {
+            Self::P2(proxy) => try_instance::<Proxy>(&proxy.0.shared).await,
+            Self::P3(service) => try_instance::<Service>(service.prepared()).await,
+        }
+    }
+}
+
+/// One instance of `shared`, made and dropped under its CPU share: the
+/// component's first ([`first_instance`]).
+async fn try_instance<B: Bindings>(shared: &Arc<Prepared<B::Pre>>) -> anyhow::Result<()> {
+    first_instance(|| {
+        let shared = shared.clone();
+        async move {
+            let owner = shared.owner.clone();
+            let made = Box::pin(async move {
+                let mut store = shared.store();
+                B::instantiate(&shared.pre, &mut store).await.map(drop)
+            });
+            owner
+                .run_guest(made)
+                .await
+                .map_err(|e| anyhow::anyhow!("instantiating did not finish: {e}"))?
+                .map_err(|e| anyhow::anyhow!("cannot instantiate: {e:#}"))
+        }
+    })
+    .await
 }
 
 /// A loaded `wasi:http/proxy@0.2` component. A request holds one warm instance

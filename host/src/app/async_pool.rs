@@ -7,9 +7,13 @@
 //! a task cannot be cancelled alone, and one that ran away may hold the
 //! instance. The other calls on it fail with 503 and Retry-After. A
 //! streaming call's deadline ends with its response's head: the stream that
-//! follows is held to its idle time instead (see [`super::streams`]).
+//! follows is held to its idle time instead (see [`super::streams`]). A
+//! streaming call still waiting for its request body at the deadline is
+//! the client's fault: 408 for it alone, and the guest, whose read fails,
+//! ends the call by itself.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -30,6 +34,10 @@ use crate::instances::state::CpuExceeded;
 use crate::instances::warm::WarmParts;
 
 type Reply = oneshot::Sender<Outcome>;
+
+/// How long a call whose client sent its body too slowly has to end by
+/// itself (its read failed with `timed-out`) before its instance is killed.
+const UNWIND_GRACE: Duration = Duration::from_secs(5);
 
 /// What an async call hands its guest.
 enum Call {
@@ -101,7 +109,7 @@ impl AsyncPool {
     ) -> Result<Answer, CallError> {
         let limits = &shared.limits;
         let deadline = Instant::now() + limits.timeout;
-        let reader = BodyReader::new(body, limits.max_body_bytes, deadline);
+        let (reader, client) = BodyReader::new(body, limits.max_body_bytes, deadline);
         let (writer, ResponseStream { mut head, chunks }) = streams::response_stream();
         let call = Call::Streaming(req, reader, writer);
         let (worker, mut outcome) = self.start(shared, call, deadline).await?;
@@ -113,6 +121,12 @@ impl AsyncPool {
             }
         });
         let head = match first.await {
+            // Late because the client is: 408 for it alone. The guest's
+            // read fails with `timed-out`, and its call ends by itself.
+            Err(_) if client.is_waiting() => {
+                self.unwind(shared, worker, outcome);
+                return Err(CallError::BodyTimedOut(limits.timeout));
+            }
             Err(_) => return Err(self.timed_out(shared, &worker)),
             Ok(Ok(head)) => head,
             Ok(Err(Ok(Ok(Some(response))))) => return Ok(Answer::Whole(response)),
@@ -177,6 +191,27 @@ impl AsyncPool {
         self.stop_accepting(worker);
         worker.kill.notify_one();
         shared.owner.timed_out(shared.limits.timeout)
+    }
+
+    /// Lets a call whose client gave up on it (its body came too slowly)
+    /// end by itself, while its instance serves on: if it has not within
+    /// [`UNWIND_GRACE`], it is treated as having run past its deadline.
+    fn unwind(
+        self: &Arc<Self>,
+        shared: &Arc<Shared>,
+        worker: Arc<Worker>,
+        outcome: oneshot::Receiver<Outcome>,
+    ) {
+        let (pool, shared) = (self.clone(), shared.clone());
+        tokio::spawn(async move {
+            if tokio::time::timeout(UNWIND_GRACE, outcome).await.is_err() {
+                let error = pool.timed_out(&shared, &worker);
+                tracing::warn!(
+                    component = %shared.owner.component,
+                    "a call whose request body came too slowly did not end: {error}"
+                );
+            }
+        });
     }
 
     fn start_worker(self: &Arc<Self>, shared: &Arc<Shared>, slot: Slot) -> Arc<Worker> {

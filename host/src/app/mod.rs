@@ -31,11 +31,11 @@ use crate::bindings::{App as AppBindings, AppPre, Manifest, Request, Response};
 use crate::body::{Body, RequestBody};
 use crate::config::Limits;
 use crate::error::CallError;
-use crate::instances::Prepared;
 use crate::instances::blocked::EventLoopKind;
 use crate::instances::capacity::Slot;
 use crate::instances::state::{InstanceState, Owner};
 use crate::instances::warm::{Warm, WarmParts};
+use crate::instances::{Prepared, first_instance};
 use crate::middleware::rate_limit::Limiter;
 use crate::resources::Resources;
 use crate::response_cache::CachePolicy;
@@ -351,25 +351,9 @@ fn cache_policies(
 
 /// Runs `describe` on an instance made for it alone, under the component's
 /// CPU share: a `describe()` that loops leaves the request threads alone.
-///
-/// This is a component's first instance, which makes its memory image: a
-/// memfd the kernel seals. Linux may refuse the seal for a moment while
-/// pages of the new file are still pinned ("cannot add seals to the
-/// memfd", seen once in a loaded test run). Nothing is wrong with the
-/// component and wasmtime keeps no failed image, so that error alone is
-/// tried again, three times at most.
+/// It is the component's first instance ([`first_instance`]).
 async fn describe(prepared: &Prepared<AppPre<InstanceState>>) -> anyhow::Result<Manifest> {
-    let mut tries = 0;
-    loop {
-        match describe_once(prepared).await {
-            Err(e) if tries < 3 && format!("{e:#}").contains("seals to the memfd") => {
-                tries += 1;
-                tracing::warn!("the kernel refused to seal a memory image ({e:#}); trying again");
-                tokio::time::sleep(std::time::Duration::from_millis(50 * tries)).await;
-            }
-            described => return described,
-        }
-    }
+    first_instance(|| describe_once(prepared)).await
 }
 
 async fn describe_once(prepared: &Prepared<AppPre<InstanceState>>) -> anyhow::Result<Manifest> {

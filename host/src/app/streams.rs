@@ -11,6 +11,8 @@
 //! longer applies: a healthy stream may last as long as it keeps writing.
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -53,16 +55,38 @@ pub struct BodyReader {
     limit: usize,
     /// The body must have arrived by then, as a whole body must.
     deadline: Instant,
+    waiting: ClientWait,
+}
+
+/// Whether a guest's read is waiting on the client for more of the body,
+/// or gave up waiting at the deadline: then a call still running at its
+/// deadline is late because the client is, not the guest.
+#[derive(Clone, Default)]
+pub struct ClientWait(Arc<AtomicBool>);
+
+impl ClientWait {
+    /// True while a read waits on the client, and after one timed out.
+    pub fn is_waiting(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn set(&self, waiting: bool) {
+        self.0.store(waiting, Ordering::Release);
+    }
 }
 
 impl BodyReader {
-    /// Reads `body` (none: empty) of at most `limit` bytes by `deadline`.
-    pub fn new(body: Option<RequestBody>, limit: usize, deadline: Instant) -> Self {
-        Self {
+    /// Reads `body` (none: empty) of at most `limit` bytes by `deadline`;
+    /// with what tells whether a read is waiting on the client.
+    pub fn new(body: Option<RequestBody>, limit: usize, deadline: Instant) -> (Self, ClientWait) {
+        let waiting = ClientWait::default();
+        let reader = Self {
             body: body.map(|body| Limited::new(body, limit)),
             limit,
             deadline,
-        }
+            waiting: waiting.clone(),
+        };
+        (reader, waiting)
     }
 }
 
@@ -169,12 +193,22 @@ impl<U> streams::HostBodyReaderWithStore<U> for HasSelf<InstanceState> {
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, StreamError>> {
         let taken = accessor.with(|mut store| -> wasmtime::Result<_> {
             let reader = store.get().ctx().table.get_mut(&reader)?;
-            Ok((reader.body.take(), reader.limit, reader.deadline))
+            Ok((
+                reader.body.take(),
+                reader.limit,
+                reader.deadline,
+                reader.waiting.clone(),
+            ))
         })?;
-        let (Some(mut body), limit, deadline) = taken else {
+        let (Some(mut body), limit, deadline, waiting) = taken else {
             return Ok(Ok(None));
         };
+        waiting.set(true);
         let read = tokio::time::timeout_at(deadline, next_data(&mut body)).await;
+        // A read that timed out leaves it set: the client was late.
+        if read.is_ok() {
+            waiting.set(false);
+        }
         let (chunk, more) = match read {
             Err(_) => return Ok(Err(StreamError::TimedOut)),
             Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {

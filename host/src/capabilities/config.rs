@@ -22,7 +22,11 @@ use super::capability::{Capability, Has};
 /// Where a variable's value comes from, as a sidecar writes it:
 /// `name = "literal"` or `name = { env = "VAR", default = "..." }`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(untagged, deny_unknown_fields)]
+#[serde(
+    untagged,
+    deny_unknown_fields,
+    expecting = "expected a string, or a table { env = \"VAR\", default = \"...\" }"
+)]
 pub enum ValueSource {
     Literal(String),
     Env {

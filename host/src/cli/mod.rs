@@ -61,8 +61,9 @@ fn switch() -> clap::builder::FalseyValueParser {
 #[derive(clap::Args)]
 struct ServeArgs {
     /// Component files (NAME.wasm, each with an optional NAME.toml sidecar
-    /// beside it) and directories of them.
-    #[arg(required = true, value_name = "PATH")]
+    /// beside it) and directories of them; none with --allow-empty, to
+    /// serve tenants only.
+    #[arg(value_name = "PATH")]
     paths: Vec<PathBuf>,
     /// Address to listen on for traffic [default: 127.0.0.1:8080; config:
     /// `[serve] listen`].

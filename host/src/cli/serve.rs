@@ -109,9 +109,15 @@ pub(super) async fn serve(args: ServeArgs, mut config: HostConfig) -> anyhow::Re
         };
         tokio::spawn(async move { host.serve(traffic, draining).await })
     };
-    let report = host.load(&args.paths).await?;
     let allow_partial = args.allow_partial || settings.allow_partial;
     let allow_empty = args.allow_empty || settings.allow_empty;
+    if args.paths.is_empty() && !allow_empty {
+        anyhow::bail!(
+            "nothing to serve: name component files or directories \
+             (`cello-host serve components/`), or pass --allow-empty to serve tenants only"
+        );
+    }
+    let report = host.load(&args.paths).await?;
     strict_start(&args.paths, &report, allow_partial, allow_empty, &ready)?;
     announce_routes(&report.loaded);
     host.put_in_service(report.loaded)
@@ -189,7 +195,11 @@ fn strict_start(
                 listed(paths)
             );
         }
-        tracing::warn!("no components to serve in {}", listed(paths));
+        if paths.is_empty() {
+            tracing::info!("no component paths given: serving tenants only");
+        } else {
+            tracing::warn!("no components to serve in {}", listed(paths));
+        }
     }
     if report.problems.is_empty() {
         return Ok(());

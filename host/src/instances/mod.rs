@@ -68,3 +68,29 @@ impl<P> Prepared<P> {
         InstanceState::new(self.owner.clone(), &self.limits).into_store(&self.engine)
     }
 }
+
+/// Runs `make`, a component's first instantiation, again when Linux
+/// refused for a moment to seal its memory image.
+///
+/// A component's first instance makes its memory image: a memfd the kernel
+/// seals. Linux may refuse the seal for a moment while pages of the new
+/// file are still pinned ("cannot add seals to the memfd", seen once in a
+/// loaded test run). Nothing is wrong with the component and wasmtime keeps
+/// no failed image, so that error alone is tried again, three times at
+/// most.
+pub async fn first_instance<T, F>(mut make: impl FnMut() -> F) -> anyhow::Result<T>
+where
+    F: Future<Output = anyhow::Result<T>>,
+{
+    let mut tries = 0;
+    loop {
+        match make().await {
+            Err(e) if tries < 3 && format!("{e:#}").contains("seals to the memfd") => {
+                tries += 1;
+                tracing::warn!("the kernel refused to seal a memory image ({e:#}); trying again");
+                tokio::time::sleep(std::time::Duration::from_millis(50 * tries)).await;
+            }
+            made => return made,
+        }
+    }
+}

@@ -114,11 +114,7 @@ async fn to_app(
         Ok(collected) => collected,
         Err(e) if e.is::<http_body_util::LengthLimitError>() => return Ok(too_large(limit)),
         Err(e) if e.is::<tokio::time::error::Elapsed>() => {
-            let detail = format!(
-                "The request body did not arrive within {} ms; send it faster.",
-                component.timeout().as_millis()
-            );
-            return Ok(error_response(StatusCode::REQUEST_TIMEOUT, &detail));
+            return Ok(CallError::BodyTimedOut(component.timeout()).to_response());
         }
         Err(e) => {
             let detail = format!("The request body could not be read: {e}");

@@ -33,6 +33,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::Instrument as _;
 use wasmtime::AsContextMut as _;
+use wasmtime::Store;
 use wasmtime::component::{
     Access, Accessor, Component, Linker, Resource, TaskGroupId, TypedFunc, TypedFuncCallConcurrent,
 };
@@ -47,7 +48,7 @@ use crate::error::CallError;
 use crate::instances::Prepared;
 use crate::instances::event_loops::{LoopLimits, LoopPool};
 use crate::instances::state::{InstanceState, Owner};
-use crate::proxy::{AfterBody, Handling, answer, body_error};
+use crate::proxy::{AfterBody, Bindings, Handling, answer, body_error};
 use crate::resources::Resources;
 use event_loop::{Job, Worker};
 
@@ -189,6 +190,22 @@ impl P3Service {
     /// Who the component is, for logs and metrics.
     pub fn owner(&self) -> &Arc<Owner> {
         &self.shared.owner
+    }
+
+    /// What its instances are made from.
+    pub(crate) fn prepared(&self) -> &Arc<Prepared<ServicePre<InstanceState>>> {
+        &self.shared
+    }
+}
+
+impl Bindings for Service {
+    type Pre = ServicePre<InstanceState>;
+
+    async fn instantiate(
+        pre: &Self::Pre,
+        store: &mut Store<InstanceState>,
+    ) -> wasmtime::Result<Self> {
+        pre.instantiate_async(store).await
     }
 }
 
