@@ -468,3 +468,26 @@ async fn a_slow_request_body_to_a_rust_async_route_is_a_408_for_its_client_alone
     let host = serve_rust("max-instances = 1\ntimeout-ms = 2000");
     a_slow_request_body_is_a_408_for_its_client_alone(&host).await;
 }
+
+/// With the access log on, a streamed response's line is written when its
+/// body ends: with the bytes sent and the time until the end, not the head.
+#[tokio::test]
+async fn a_streamed_response_is_logged_when_it_ends_with_its_bytes() {
+    let host = Components::new()
+        .with_sidecar("python-stream", KV)
+        .serve_with(&["--access-log", "--log-format", "json"]);
+    let response = open(&host, "/chunks").await;
+    let (text, error) = read_text(&mut response.into_body()).await;
+    assert_eq!((text.as_str(), error), ("one\ntwo\nthree\n", None));
+    let log = host.wait_for_log(r#""path":"/chunks""#).await;
+    let line = log
+        .lines()
+        .find(|l| l.contains(r#""path":"/chunks""#))
+        .unwrap();
+    let value: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(value["fields"]["bytes"], 14, "{line}");
+    assert_eq!(value["fields"]["route"], "/chunks", "{line}");
+    // The generator sleeps 0.3 s between its three chunks.
+    let duration = value["fields"]["duration_us"].as_u64().unwrap();
+    assert!(duration >= 500_000, "{line}");
+}
