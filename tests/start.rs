@@ -112,6 +112,8 @@ async fn serve_with_no_path_serves_tenants_only_when_allowed() {
             "--admin-listen",
             "127.0.0.1:0",
         ])
+        // Refused before it makes a state directory (`.cello` here).
+        .current_dir(std::env::temp_dir())
         .output()
         .expect("cannot run cello-host");
     let stderr = String::from_utf8_lossy(&output.stderr);

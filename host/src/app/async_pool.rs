@@ -7,10 +7,11 @@
 //! a task cannot be cancelled alone, and one that ran away may hold the
 //! instance. The other calls on it fail with 503 and Retry-After. A
 //! streaming call's deadline ends with its response's head: the stream that
-//! follows is held to its idle time instead (see [`super::streams`]). A
-//! streaming call still waiting for its request body at the deadline is
-//! the client's fault: 408 for it alone, and the guest, whose read fails,
-//! ends the call by itself.
+//! follows is held to its idle time instead (see [`super::streams`]). The
+//! time a streaming call's reads wait on the client for its request body
+//! does not count against its deadline; one still waiting when the body's
+//! own time is up is the client's fault: 408 for it alone, and the guest,
+//! whose read fails, ends the call by itself.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -113,24 +114,35 @@ impl AsyncPool {
         let (writer, ResponseStream { mut head, chunks }) = streams::response_stream();
         let call = Call::Streaming(req, reader, writer);
         let (worker, mut outcome) = self.start(shared, call, deadline).await?;
-        let first = tokio::time::timeout_at(deadline, async {
-            tokio::select! {
-                biased;
-                Ok(head) = &mut head => Ok(head),
-                ended = &mut outcome => Err(ended),
+        let first = loop {
+            // The time its reads waited on the client is not the guest's:
+            // it has `timeout` besides, as a `def` route has once its body
+            // is in.
+            let due = deadline + client.waited();
+            let first = tokio::time::timeout_at(due, async {
+                tokio::select! {
+                    biased;
+                    Ok(head) = &mut head => Ok(head),
+                    ended = &mut outcome => Err(ended),
+                }
+            });
+            match first.await {
+                // Late because the client is: 408 for it alone. The
+                // guest's read fails with `timed-out`, and its call ends
+                // by itself.
+                Err(_) if client.is_waiting() => {
+                    self.unwind(shared, worker, outcome);
+                    return Err(CallError::BodyTimedOut(limits.timeout));
+                }
+                Err(_) if deadline + client.waited() > due => continue,
+                Err(_) => return Err(self.timed_out(shared, &worker)),
+                Ok(first) => break first,
             }
-        });
-        let head = match first.await {
-            // Late because the client is: 408 for it alone. The guest's
-            // read fails with `timed-out`, and its call ends by itself.
-            Err(_) if client.is_waiting() => {
-                self.unwind(shared, worker, outcome);
-                return Err(CallError::BodyTimedOut(limits.timeout));
-            }
-            Err(_) => return Err(self.timed_out(shared, &worker)),
-            Ok(Ok(head)) => head,
-            Ok(Err(Ok(Ok(Some(response))))) => return Ok(Answer::Whole(response)),
-            Ok(Err(Ok(Ok(None)))) => match head.try_recv() {
+        };
+        let head = match first {
+            Ok(head) => head,
+            Err(Ok(Ok(Some(response)))) => return Ok(Answer::Whole(response)),
+            Err(Ok(Ok(None))) => match head.try_recv() {
                 // Started and returned at once: the chunks are all written.
                 Ok(head) => {
                     let (done, ended) = oneshot::channel();
@@ -144,8 +156,8 @@ impl AsyncPool {
                     ));
                 }
             },
-            Ok(Err(Ok(Err(error)))) => return Err(error),
-            Ok(Err(Err(_))) => return Err(self.lost(shared)),
+            Err(Ok(Err(error))) => return Err(error),
+            Err(Err(_)) => return Err(self.lost(shared)),
         };
         let body = Streamed::new(chunks, outcome, limits.stream_idle);
         let mut response = http::Response::new(http_body_util::BodyExt::boxed_unsync(body));

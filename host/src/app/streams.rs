@@ -12,7 +12,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -58,20 +58,38 @@ pub struct BodyReader {
     waiting: ClientWait,
 }
 
-/// Whether a guest's read is waiting on the client for more of the body,
-/// or gave up waiting at the deadline: then a call still running at its
-/// deadline is late because the client is, not the guest.
+/// How long a guest's reads have waited on the client for the body, and
+/// whether one is waiting now (or gave up waiting at the deadline): time
+/// the call spent on the client is not the guest's.
 #[derive(Clone, Default)]
-pub struct ClientWait(Arc<AtomicBool>);
+pub struct ClientWait(Arc<Waits>);
+
+#[derive(Default)]
+struct Waits {
+    waiting: AtomicBool,
+    /// Microseconds reads waited, the one waiting now not included.
+    waited_us: AtomicU64,
+}
 
 impl ClientWait {
     /// True while a read waits on the client, and after one timed out.
     pub fn is_waiting(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        self.0.waiting.load(Ordering::Acquire)
     }
 
-    fn set(&self, waiting: bool) {
-        self.0.store(waiting, Ordering::Release);
+    /// How long reads that got what they waited for waited.
+    pub fn waited(&self) -> Duration {
+        Duration::from_micros(self.0.waited_us.load(Ordering::Acquire))
+    }
+
+    fn start(&self) {
+        self.0.waiting.store(true, Ordering::Release);
+    }
+
+    fn stop(&self, waited: Duration) {
+        let micros = waited.as_micros() as u64;
+        self.0.waited_us.fetch_add(micros, Ordering::AcqRel);
+        self.0.waiting.store(false, Ordering::Release);
     }
 }
 
@@ -203,11 +221,12 @@ impl<U> streams::HostBodyReaderWithStore<U> for HasSelf<InstanceState> {
         let (Some(mut body), limit, deadline, waiting) = taken else {
             return Ok(Ok(None));
         };
-        waiting.set(true);
+        waiting.start();
+        let began = Instant::now();
         let read = tokio::time::timeout_at(deadline, next_data(&mut body)).await;
-        // A read that timed out leaves it set: the client was late.
+        // A read that timed out leaves it waiting: the client was late.
         if read.is_ok() {
-            waiting.set(false);
+            waiting.stop(began.elapsed());
         }
         let (chunk, more) = match read {
             Err(_) => return Ok(Err(StreamError::TimedOut)),

@@ -56,6 +56,14 @@ fn listed(paths: &[PathBuf]) -> String {
 pub(super) async fn serve(args: ServeArgs, mut config: HostConfig) -> anyhow::Result<ExitCode> {
     let settings = config.serve.clone();
     let state = &args.state;
+    let allow_partial = args.allow_partial || settings.allow_partial;
+    let allow_empty = args.allow_empty || settings.allow_empty;
+    if args.paths.is_empty() && !allow_empty {
+        anyhow::bail!(
+            "nothing to serve: name component files or directories \
+             (`cello-host serve components/`), or pass --allow-empty to serve tenants only"
+        );
+    }
     // Bound before anything is compiled, so that a taken port fails now.
     let traffic_addr = args.listen.or(settings.listen).unwrap_or(DEFAULT_LISTEN);
     let traffic = bind(traffic_addr, "traffic", "--listen").await?;
@@ -109,14 +117,6 @@ pub(super) async fn serve(args: ServeArgs, mut config: HostConfig) -> anyhow::Re
         };
         tokio::spawn(async move { host.serve(traffic, draining).await })
     };
-    let allow_partial = args.allow_partial || settings.allow_partial;
-    let allow_empty = args.allow_empty || settings.allow_empty;
-    if args.paths.is_empty() && !allow_empty {
-        anyhow::bail!(
-            "nothing to serve: name component files or directories \
-             (`cello-host serve components/`), or pass --allow-empty to serve tenants only"
-        );
-    }
     let report = host.load(&args.paths).await?;
     strict_start(&args.paths, &report, allow_partial, allow_empty, &ready)?;
     announce_routes(&report.loaded);

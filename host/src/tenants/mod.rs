@@ -1192,4 +1192,16 @@ mod tests {
             .unwrap_err();
         assert!(refused.contains("unknown field `memroy-mb`"), "{refused}");
     }
+
+    #[test]
+    fn quotas_no_request_could_run_under_are_refused() {
+        for name in ["timeout-ms", "memory-mb"] {
+            let changes = serde_json::json!({ name: 0 });
+            let refused = Quotas::default()
+                .merged(changes.as_object().unwrap().clone())
+                .unwrap_err();
+            let sentence = format!("quotas: {name} = 0 leaves none of the tenant's requests");
+            assert!(refused.contains(&sentence), "{refused}");
+        }
+    }
 }

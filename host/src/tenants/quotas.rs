@@ -110,8 +110,20 @@ impl Quotas {
             _ => unreachable!("quotas serialise as a JSON object"),
         };
         merged.extend(changes);
-        serde_json::from_value(merged.into())
-            .map_err(|e| format!("quotas: {e}; see the quota keys in docs/tenants.md#quotas"))
+        let merged: Self = serde_json::from_value(merged.into())
+            .map_err(|e| format!("quotas: {e}; see the quota keys in docs/tenants.md#quotas"))?;
+        for (name, value) in [
+            ("timeout-ms", merged.timeout_ms),
+            ("memory-mb", merged.memory_mb),
+        ] {
+            if value == 0 {
+                return Err(format!(
+                    "quotas: {name} = 0 leaves none of the tenant's requests able to run: \
+                     it must be at least 1"
+                ));
+            }
+        }
+        Ok(merged)
     }
 
     /// The key-value quota, in the store's terms.

@@ -88,3 +88,10 @@ async def upload(request: Request):
 @app.post("/echo-json")
 async def echo_json(request: Request):
     return request.json()
+
+
+@app.post("/echo-later")
+async def echo_later(request: Request):
+    """Answers 0.5 s after its body is in: time of the guest's own."""
+    await sleep(0.5)
+    return request.json()

@@ -131,6 +131,12 @@ async fn echo_json(Json(value): Json<Value>) -> Json<Value> {
     Json(value)
 }
 
+/// Answers 0.5 s after its body is in: time of the guest's own.
+async fn echo_later(Json(value): Json<Value>) -> Json<Value> {
+    sleep_ms(500).await;
+    Json(value)
+}
+
 fn app() -> App {
     App::new("rust-stream")
         .get("/chunks", chunks)
@@ -143,6 +149,7 @@ fn app() -> App {
         .get("/background/{name}", background)
         .post("/upload", upload)
         .post("/echo-json", echo_json)
+        .post("/echo-later", echo_later)
 }
 
 cello::export_app!(app);
