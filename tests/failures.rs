@@ -118,10 +118,13 @@ fn sidecar_values_that_could_never_work_are_refused_with_a_sentence() {
         assert!(!output.status.success(), "{sidecar}: {stdout}");
         assert!(stdout.contains(sentence), "{sidecar}: {stdout}");
     }
-    let output = Components::new()
-        .with_sidecar("http-proxy", "prefix = \"/v1.2/My_app-~x\"")
-        .check();
-    assert!(output.status.success());
+    for prefix in ["/v1.2/My_app-~x", "/v1:beta/@me/a+b", "/a;b*c'd"] {
+        let output = Components::new()
+            .with_sidecar("http-proxy", &format!("prefix = \"{prefix}\""))
+            .check();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{prefix}: {stdout}");
+    }
 }
 
 /// No time and no memory are refused with a sentence, for every kind of

@@ -154,6 +154,7 @@ async fn text_is_compressed_and_opaque_bytes_are_not() {
         "audio/mpeg",
         "font/woff2",
         "application/zip",
+        "TEXT/EVENT-STREAM",
     ] {
         let bytes = echo(content_type).await;
         assert_eq!(bytes.header("content-encoding"), None, "{content_type}");

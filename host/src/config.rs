@@ -640,14 +640,15 @@ pub struct LimitSettings {
 
 /// A segment of a prefix that requests can match as it is written: not
 /// empty, not `.` or `..` (which clients resolve away), and made only of
-/// characters no client encodes.
+/// what RFC 3986 lets a path segment carry unencoded (the router matches
+/// the path as it comes, percent-escapes and all).
 fn plain_segment(segment: &str) -> bool {
     !segment.is_empty()
         && segment != "."
         && segment != ".."
         && segment
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&b))
 }
 
 /// A name the guest's environment can hold.
@@ -814,8 +815,8 @@ impl ComponentConfig {
         {
             return Err(format!(
                 "prefix {prefix:?}: its segment {segment:?} could never match a request; \
-                 between slashes a prefix holds letters, digits, '-', '.', '_' and '~' \
-                 (not '.' or '..' alone)"
+                 between slashes a prefix holds what a URL path carries as it is: \
+                 letters, digits and - . _ ~ ! $ & ' ( ) * + , ; = : @ (not '.' or '..' alone)"
             ));
         }
         if let Some(name) = self.environment.keys().find(|name| !environment_name(name)) {
