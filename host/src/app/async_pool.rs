@@ -101,7 +101,8 @@ impl AsyncPool {
 
     /// Sends `req` to `streaming.handle`, with `body` to read as it
     /// arrives. Answers once the guest returns a whole response or starts
-    /// a streamed one; the route's deadline holds until then.
+    /// a streamed one; the route's deadline, less the time its reads
+    /// waited on the client, holds until then.
     pub(super) async fn stream(
         self: &Arc<Self>,
         shared: &Arc<Shared>,

@@ -95,7 +95,8 @@ impl ClientWait {
 
 impl BodyReader {
     /// Reads `body` (none: empty) of at most `limit` bytes by `deadline`;
-    /// with what tells whether a read is waiting on the client.
+    /// with what tells how long reads waited on the client, and whether
+    /// one is waiting now.
     pub fn new(body: Option<RequestBody>, limit: usize, deadline: Instant) -> (Self, ClientWait) {
         let waiting = ClientWait::default();
         let reader = Self {
