@@ -7,7 +7,7 @@ LISTEN    ?= 127.0.0.1:8080
 OPS_LISTEN ?= 127.0.0.1:9090
 RUST_OUT  := guest-rust/target/$(WASM)/release
 
-.PHONY: run test bench bench-sql bench-kv bench-sse bench-cold bench-isolation bench-cluster bench-p3 bench-instructions wasmtime-cli p3-hello setup postgresql redis-server nodejs components host bench-host lint fmt clean
+.PHONY: run test bench bench-sql bench-kv bench-sse bench-cold bench-isolation bench-cluster bench-p3 bench-instructions wasmtime-cli p3-hello sync-hello setup postgresql redis-server nodejs components host bench-host lint fmt clean
 
 ## Build the examples and the host, then serve them on $(LISTEN)
 ## (metrics and health on $(OPS_LISTEN)), with a line per request.
@@ -36,7 +36,7 @@ WASMTIME_FEATURES := run,serve,component-model-async,cranelift,pooling-allocator
 
 ## Cello against native hyper, wasmtime serve, FastAPI and Starlette, in one
 ## run on this machine: writes bench/RESULTS.md and bench/results.png.
-bench: components bench-host postgresql redis-server wasmtime-cli p3-hello
+bench: components bench-host postgresql redis-server wasmtime-cli p3-hello sync-hello
 	command -v wrk >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk)
 	test -x $(BENCH_VENV)/bin/python || python3 -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install --quiet -r bench/requirements.txt
@@ -60,6 +60,11 @@ wasmtime-cli:
 ## The bench's p3 hello: the p3-testbed test guest (`GET /hello`).
 p3-hello: setup
 	cargo build --release --target $(WASM) --manifest-path tests/guests/Cargo.toml -p p3-testbed
+
+## The Rust hello built with cello-sdk's `sync` feature, in a target
+## directory of its own (cargo would unify the feature into every example).
+sync-hello: setup
+	cargo build --release --target $(WASM) --manifest-path guest-rust/Cargo.toml -p hello --features cello-sdk/sync --target-dir guest-rust/target/sync
 
 ## Only the SQL rows (the todos example against FastAPI + aiosqlite, and
 ## on a PostgreSQL the bench starts, against FastAPI + asyncpg):
@@ -97,7 +102,7 @@ bench-isolation: components bench-host
 ## move with the machine's load): native hyper, the Rust hello on cello, a
 ## path no route matches, and the hello's call alone. Replaces that section
 ## of bench/RESULTS.md.
-bench-instructions: components bench-host
+bench-instructions: components bench-host sync-hello
 	command -v wrk >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk)
 	command -v valgrind >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq valgrind)
 	test -x $(BENCH_VENV)/bin/python || python3 -m venv $(BENCH_VENV)

@@ -47,6 +47,8 @@ HYPER = ROOT / "target/production/hyper-hello"
 CALL_COST = ROOT / "target/production/call-cost"
 #: The p3 hello, built by `make p3-hello`: the p3-testbed test guest.
 P3_HELLO = ROOT / "tests/guests/target/wasm32-wasip2/release/p3_testbed.wasm"
+#: The Rust hello built with cello-sdk's `sync` feature, by `make sync-hello`.
+SYNC_HELLO = ROOT / "guest-rust/target/sync/wasm32-wasip2/release/hello.wasm"
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 CONNECTIONS = 32
 #: A sidecar giving every request a fresh instance.
@@ -320,6 +322,8 @@ def throughput(state: Path) -> list[Load]:
         loads.append(wrk(label, s, "/"))
     with cello(component_dir("hello-rust"), "/", state) as s:
         loads.append(wrk("cello-host, Rust SDK hello route", s, "/"))
+    with cello(component_dir("hello-rust-sync"), "/", state) as s:
+        loads.append(wrk(SYNC_ROW, s, "/"))
     loads += middleware_chain(state)
     with cello(component_dir("bench-python"), "/sync", state) as s:
         loads.append(wrk("cello-host, Python SDK hello (def)", s, "/sync"))
@@ -916,6 +920,7 @@ def throughput_quick(
     returns the section of RESULTS.md it replaces."""
     print(f"throughput-quick: wrk -t1 -c{CONNECTIONS} -d{SECONDS}s, {rounds} rounds", flush=True)
     hosts = {"": (HOST, "hello-rust")}
+    sync = {"Rust SDK hello, sync build": "hello-rust-sync"}
     if base:
         if base_hello:
             shutil.copy(base_hello, COMPONENTS / "hello-rust-base.wasm")
@@ -930,7 +935,8 @@ def throughput_quick(
             name = "wasmtime serve, wasi:http hello (reuse 128)"
             runs.setdefault(name, []).append(wrk(name, s, "/"))
         for label, (host, hello) in hosts.items():
-            for what, component in (("wasi:http hello", "http-proxy"), ("Rust SDK hello", hello)):
+            helloes = {"wasi:http hello": "http-proxy", "Rust SDK hello": hello}
+            for what, component in (helloes | (sync if not label else {})).items():
                 name = f"cello-host{label}, {what}"
                 with cello(component_dir(component), "/", state, host=host) as s:
                     runs.setdefault(name, []).append(wrk(name, s, "/"))
@@ -974,17 +980,26 @@ def throughput_quick(
         *hello_targets(
             rows["cello-host, wasi:http hello"].rps / serve.rps,
             rows["cello-host, Rust SDK hello"].rps / hyper.rps,
+            rows["cello-host, Rust SDK hello, sync build"].rps / hyper.rps,
         ),
         "",
     ]
 
 
-def hello_targets(wasi_http_over_serve: float, rust_over_hyper: float) -> list[str]:
-    """The two hello targets' rows: cello's wasi:http hello against the
-    best `wasmtime serve`, and the Rust SDK hello against native hyper."""
+#: The Rust hello built with cello-sdk's `sync` feature, as rows name it.
+SYNC_ROW = "cello-host, Rust SDK hello route, sync build"
+
+
+def hello_targets(
+    wasi_http_over_serve: float, rust_over_hyper: float, sync_over_hyper: float
+) -> list[str]:
+    """The hello targets' rows: cello's wasi:http hello against the best
+    `wasmtime serve`, and the Rust SDK hello, as built by default and with
+    the `sync` feature, against native hyper."""
     return [
         target_row("cello wasi:http ÷ best `wasmtime serve` (req/s)", wasi_http_over_serve, 1.2),
         target_row("Rust SDK hello ÷ native hyper (req/s)", rust_over_hyper, 0.7),
+        target_row("Rust SDK hello, sync build ÷ native hyper (req/s)", sync_over_hyper, 0.7),
     ]
 
 
@@ -1266,6 +1281,7 @@ def write_results(loads, cold, inst, mem, isolated, call_us, sql, kv) -> None:
         *hello_targets(
             by_name["cello-host, the same wasi:http hello"].rps / best_wasmtime.rps,
             by_name["cello-host, Rust SDK hello route"].rps / hyper.rps,
+            by_name[SYNC_ROW].rps / hyper.rps,
         ),
         target(
             "Rust hello, full middleware chain ÷ middleware off (req/s)",
@@ -1367,9 +1383,12 @@ def copy_components() -> None:
     COMPONENTS.mkdir(parents=True, exist_ok=True)
     for name in ["hello-rust", "http-proxy", "todos", "items"]:
         shutil.copy(ROOT / "components" / f"{name}.wasm", COMPONENTS / f"{name}.wasm")
-    # Built by `make p3-hello`, which only the targets with p3 rows run.
+    # Built by `make p3-hello` and `make sync-hello`, which only the targets
+    # with their rows run.
     if P3_HELLO.exists():
         shutil.copy(P3_HELLO, COMPONENTS / "p3-hello.wasm")
+    if SYNC_HELLO.exists():
+        shutil.copy(SYNC_HELLO, COMPONENTS / "hello-rust-sync.wasm")
 
 
 def build_python_app() -> None:
@@ -1392,8 +1411,8 @@ def build_python_app() -> None:
 
 def instruction_counts(state: Path) -> list[instructions.Count]:
     """The rows of `run.py instructions`: native hyper, the Rust hello's
-    route on cello, a path of it no route matches, and the route's call
-    alone."""
+    route on cello (built as by default, and with the `sync` feature), a
+    path of it no route matches, and the route's call alone."""
     print("instructions per request, counted by callgrind", flush=True)
     scratch = Path(tempfile.mkdtemp(prefix="callgrind-"))
     url = f"http://127.0.0.1:{free_port()}"
@@ -1402,14 +1421,17 @@ def instruction_counts(state: Path) -> list[instructions.Count]:
     counts = [
         instructions.server("native hyper", hyper, url + "/", url + "/", hyper_out, wait_until_ok)
     ]
-    directory = component_dir("hello-rust")
-    # Compiled natively first: under callgrind compiling takes minutes.
-    with cello(directory, "/", state):
-        pass
-    for name, path in [
-        ("cello-host, Rust SDK hello route", "/"),
-        ("cello-host, a path no route matches (404, no guest call)", "/no-such-route"),
-    ]:
+    no_route = "cello-host, a path no route matches (404, no guest call)"
+    routes = [
+        ("hello-rust", "cello-host, Rust SDK hello route", "/"),
+        ("hello-rust-sync", SYNC_ROW, "/"),
+        ("hello-rust", no_route, "/no-such-route"),
+    ]
+    for component, name, path in routes:
+        directory = component_dir(component)
+        # Compiled natively first: under callgrind compiling takes minutes.
+        with cello(directory, "/", state):
+            pass
         port = free_port()
         command = cello_command(directory, state, port)
         url = f"http://127.0.0.1:{port}"

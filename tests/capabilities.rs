@@ -34,18 +34,6 @@ fn python_caps() -> Components {
     Components::new().with_sidecar("python-caps", GRANTS)
 }
 
-/// Polls `path` until it answers 200, for writes made after a response.
-async fn eventually(host: &Host, path: &str) -> support::Reply {
-    for _ in 0..100 {
-        let reply = host.get(path).await;
-        if reply.status == 200 {
-            return reply;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{path} never answered 200; log:\n{}", host.log());
-}
-
 /// A local HTTP server that answers after `delay`, recording the most
 /// requests it had in flight at once.
 struct Upstream {
@@ -278,7 +266,7 @@ async fn background_tasks_run_after_the_response_and_a_failing_one_is_only_logge
         // The task sleeps before it writes: when the response is here, it
         // has not finished.
         assert_eq!(host.get(&format!("/kv/{key}:task-done")).await.status, 404);
-        let done = eventually(&host, &format!("/kv/{key}:task-done")).await;
+        let done = host.get_until_ok(&format!("/kv/{key}:task-done")).await;
         let stamp = |reply: &support::Reply| {
             reply.json()["value"]
                 .as_str()
@@ -479,10 +467,10 @@ async fn asyncio_wait_for_around_a_slow_host_call_raises_timeout_error() {
     }
 }
 
-#[tokio::test]
-async fn the_rust_sdk_reaches_every_capability() {
-    let upstream = upstream(Duration::from_millis(1)).await;
-    let host = Components::new().with_sidecar("rust-caps", GRANTS).serve();
+/// What rust-caps answers, in any build, from its startup hook, its
+/// key-value counter and its config, given `GRANTS`' kv, config,
+/// variables and secret.
+pub(crate) async fn rust_caps_start_count_and_config(host: &Host) {
     assert_eq!(host.get("/startup").await.body, "set by on_start");
     assert_eq!(host.post("/count", "text/plain", "").await.body, "1");
     assert_eq!(host.post("/count", "text/plain", "").await.body, "2");
@@ -490,6 +478,13 @@ async fn the_rust_sdk_reaches_every_capability() {
         host.get("/config").await.body,
         "hello from the sidecar Some(Secret(***)) 12"
     );
+}
+
+#[tokio::test]
+async fn the_rust_sdk_reaches_every_capability() {
+    let upstream = upstream(Duration::from_millis(1)).await;
+    let host = Components::new().with_sidecar("rust-caps", GRANTS).serve();
+    rust_caps_start_count_and_config(&host).await;
     let reply = host
         .get(&format!("/fetch?url=http://{}/r", upstream.addr))
         .await;
@@ -503,7 +498,7 @@ async fn the_rust_sdk_reaches_every_capability() {
     );
     assert_eq!(host.get("/kv/written").await.status, 404);
     assert_eq!(
-        eventually(&host, "/kv/written").await.body,
+        host.get_until_ok("/kv/written").await.body,
         "written in the background"
     );
 }

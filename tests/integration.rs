@@ -35,6 +35,7 @@ mod sql;
 mod sql_postgres;
 mod start;
 mod streaming;
+mod sync_apps;
 mod telemetry;
 mod tenants;
 mod wasi_keyvalue;

@@ -54,6 +54,22 @@ pub mod packed {
     pub use exports::cello::component::packed::{Guest, GuestIndices};
 }
 
+/// The `sync-app` world's exports: an app whose exports are all plain
+/// functions, served on the engine without concurrency support when it
+/// imports no `async func` ([`crate::engine`]).
+pub mod sync_app {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "sync-app",
+        exports: { default: async },
+        with: {
+            "cello:component/types": super::cello::component::types,
+            "cello:component/host": super::cello::component::host,
+            "cello:component/cache": super::cello::component::cache,
+        },
+    });
+}
+
 pub use AppWithCapabilities as App;
 pub use AppWithCapabilitiesPre as AppPre;
 pub use cello::component::types::{Route, RoutePolicy};

@@ -3,9 +3,11 @@
 //! yield and lets request deadlines fire.
 //!
 //! There are two. Cello apps (and any component using component-model
-//! async) run on the concurrent one. A plain `wasi:http@0.2` proxy runs on
-//! one without concurrency support, where every call and host call skips
-//! the task bookkeeping concurrency needs: about a fifth of its cost.
+//! async) run on the concurrent one. A plain `wasi:http@0.2` proxy, and a
+//! sync app (`sync-app` world) importing no `async func`, run on one
+//! without concurrency support, where every call and host call skips the
+//! task bookkeeping concurrency needs: about a fifth of a small request's
+//! cost.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,13 +57,22 @@ impl Engines {
         Ok(engines)
     }
 
-    /// The engine for the component in `bytes`: the plain one for a
-    /// `wasi:http@0.2` proxy that imports nothing of Cello's (its host
-    /// functions are async), the concurrent one for anything else.
-    pub fn for_component(&self, bytes: &[u8]) -> &Engine {
+    /// The engine to compile the component in `bytes` on, and the one to
+    /// try if that one refuses it. The plain engine for a `wasi:http@0.2`
+    /// proxy that imports nothing of Cello's (its host functions are
+    /// async), and first for a sync app that imports only what the plain
+    /// engine links: one that turns out to import an `async func` anyway
+    /// (`host`'s `sleep`, say) fails validation there and goes to the
+    /// concurrent engine. The concurrent engine for anything else.
+    pub fn for_component(&self, bytes: &[u8]) -> (&Engine, Option<&Engine>) {
         match top_level_names(bytes) {
-            Some((imports, exports)) if is_plain_proxy(&imports, exports.clone()) => &self.plain,
-            _ => &self.concurrent,
+            Some((imports, exports)) if is_plain_proxy(&imports, exports.clone()) => {
+                (&self.plain, None)
+            }
+            Some((imports, exports)) if is_plain_app(&imports, exports.clone()) => {
+                (&self.plain, Some(&self.concurrent))
+            }
+            _ => (&self.concurrent, None),
         }
     }
 }
@@ -69,6 +80,19 @@ impl Engines {
 fn is_plain_proxy(imports: &[String], exports: Vec<String>) -> bool {
     World::of_exports(exports) == World::Proxy
         && !imports.iter().any(|name| name.starts_with("cello:"))
+}
+
+/// A sync app importing nothing but WASI 0.2 and the Cello interfaces the
+/// plain engine links ([`crate::linker`]), and the types it names at its
+/// top level (`manifest`, `request`, `response`: plain names, which no
+/// linker offers as functions).
+fn is_plain_app(imports: &[String], exports: Vec<String>) -> bool {
+    const LINKED: [&str; 5] = ["types", "host", "cache", "kv", "config"];
+    let linked = |name: &str| match name.strip_prefix("cello:component/") {
+        Some(rest) => LINKED.iter().any(|i| rest.split('@').next() == Some(i)),
+        None => !name.contains(':') || (name.starts_with("wasi:") && name.contains("@0.2")),
+    };
+    World::of_exports(exports) == World::SyncApp && imports.iter().all(|name| linked(name))
 }
 
 /// The names a component imports and exports at its top level; `None` if
@@ -209,5 +233,32 @@ mod tests {
         let (imports, exports) = top_level_names(&cello).expect("parses");
         assert!(!is_plain_proxy(&imports, exports.clone()));
         assert_eq!(top_level_names(b"\0asm garbage"), None);
+    }
+
+    #[test]
+    fn a_sync_app_goes_to_the_plain_engine_unless_it_imports_more() {
+        let exports = [
+            "describe",
+            "handle",
+            "on-start",
+            "on-stop",
+            "run-background",
+        ];
+        let names = |list: &[&str]| list.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let imports = names(&[
+            "wasi:cli/stdout@0.2.9",
+            "cello:component/host@0.1.0",
+            "cello:component/kv@0.1.0",
+            "request",
+        ]);
+        assert!(is_plain_app(&imports, names(&exports)));
+        for more in ["cello:component/sql@0.1.0", "wasi:cli/stdout@0.3.0"] {
+            let mut imports = imports.clone();
+            imports.push(more.into());
+            assert!(!is_plain_app(&imports, names(&exports)), "{more}");
+        }
+        let mut app = names(&exports);
+        app.push("handle-async".into());
+        assert!(!is_plain_app(&imports, app));
     }
 }

@@ -14,8 +14,9 @@ use crate::capabilities::{self, GrantSet};
 use crate::instances::state::InstanceState;
 
 /// A linker offering `granted`. On an engine without concurrency support,
-/// only WASI, wasi:http and the granted standard interfaces: Cello's
-/// interfaces have async functions.
+/// WASI, wasi:http, the granted standard interfaces, and what a sync app
+/// may import: Cello's interfaces and capabilities without an `async func`
+/// (`host`'s `log` but not its `sleep`).
 pub fn linker(engine: &Engine, granted: GrantSet) -> anyhow::Result<Linker<InstanceState>> {
     use wasmtime_wasi_http::p2::bindings::http as wasi_http;
     type Http = wasmtime_wasi_http::WasiHttp;
@@ -32,11 +33,22 @@ pub fn linker(engine: &Engine, granted: GrantSet) -> anyhow::Result<Linker<Insta
         <InstanceState as WasiHttpView>::http,
     )?;
     capabilities::add_standard_to_linker(&mut linker, granted)?;
-    if !engine.get_concurrency_support() {
-        return Ok(linker);
-    }
     fn this(state: &mut InstanceState) -> &mut InstanceState {
         state
+    }
+    if !engine.get_concurrency_support() {
+        // What a sync app may import: Cello's interfaces without an
+        // `async func` (`host` but its `sleep`), and such capabilities.
+        cello::types::add_to_linker::<_, HasSelf<_>>(&mut linker, this)?;
+        cello::cache::add_to_linker::<_, HasSelf<_>>(&mut linker, this)?;
+        linker.instance("cello:component/host@0.1.0")?.func_wrap(
+            "log",
+            |mut store, (level, message): (cello::host::Level, String)| {
+                cello::host::Host::log(store.data_mut(), level, message)
+            },
+        )?;
+        capabilities::add_to_linker(&mut linker, granted)?;
+        return Ok(linker);
     }
     // wasi:http@0.3 and the WASI 0.3 interfaces its components import;
     // the same context, hooks and grants as 0.2.

@@ -296,8 +296,16 @@ impl Loader {
         // It cannot be interrupted: past the timeout the caller is answered
         // and the compiler's thread finishes on its own.
         let compiled = tokio::task::spawn_blocking(move || {
-            let engine = engines.for_component(&bytes);
-            cache.compile(engine, &bytes)
+            // With why the preferred engine refused it, when another took it.
+            match engines.for_component(&bytes) {
+                (engine, Some(fallback)) => match cache.compile(engine, &bytes) {
+                    Ok(component) => Ok((component, None)),
+                    Err(refused) => cache
+                        .compile(fallback, &bytes)
+                        .map(|component| (component, Some(refused))),
+                },
+                (engine, None) => cache.compile(engine, &bytes).map(|c| (c, None)),
+            }
         });
         let compile_timeout = self.deploys.compile_timeout();
         let component = tokio::time::timeout(compile_timeout, compiled)
@@ -310,6 +318,7 @@ impl Loader {
             })?
             .map_err(|e| one(format!("compiler task failed: {e}")))?
             .map_err(|e| one(format!("not a valid WebAssembly component: {e:#}")))?;
+        let (component, refused) = component;
         let label: Arc<str> = match &tenant {
             Some(tenant) => format!("{}/{name}", tenant.name).into(),
             None => name.as_str().into(),
@@ -383,8 +392,11 @@ impl Loader {
         // Checked before describe() runs, so a bad table is reported first.
         middleware(&settings)?;
         let world = World::of(engine, &component);
+        if world == World::SyncApp {
+            log_sync_app(&label, engine, refused);
+        }
         let kind = match world {
-            World::App => {
+            World::App | World::SyncApp => {
                 let default_cache = config
                     .cache
                     .as_ref()
@@ -448,6 +460,28 @@ impl Loader {
         };
         Ok(Loaded { name, config, kind })
     }
+}
+
+/// Says which way a sync app's calls go: without component-model async
+/// (the point of the world), or with it, and why.
+fn log_sync_app(label: &str, engine: &wasmtime::Engine, refused: Option<wasmtime::Error>) {
+    if !engine.get_concurrency_support() {
+        tracing::info!(
+            component = label,
+            "a sync app: its calls skip component-model async"
+        );
+        return;
+    }
+    let why = match refused {
+        Some(refused) => format!("{refused:#}"),
+        None => "it imports an interface only that engine links (`sql`, `outbound`, \
+                 `streams` or WASI 0.3)"
+            .into(),
+    };
+    tracing::info!(
+        component = label,
+        "a sync app served with component-model async: {why}"
+    );
 }
 
 /// One component to load, from a file or an upload.

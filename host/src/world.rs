@@ -8,6 +8,10 @@ pub enum World {
     /// A Cello app: `cello:component/app` (`describe`, `handle`,
     /// `handle-async`).
     App,
+    /// A Cello app whose exports are plain functions:
+    /// `cello:component/sync-app` (`describe`, `handle`, the hooks, and no
+    /// `handle-async`).
+    SyncApp,
     /// A `wasi:http@0.2` proxy: `wasi:http/incoming-handler`.
     Proxy,
     /// A `wasi:http@0.3` (p3) service: `wasi:http/handler`.
@@ -22,6 +26,17 @@ impl World {
         let has = |name: &str| exports.iter().any(|n| n == name);
         if has("describe") && has("handle") && has("handle-async") {
             World::App
+        } else if [
+            "describe",
+            "handle",
+            "on-start",
+            "on-stop",
+            "run-background",
+        ]
+        .iter()
+        .all(|name| has(name))
+        {
+            World::SyncApp
         } else if exports
             .iter()
             .any(|n| n.starts_with("wasi:http/incoming-handler@0.2"))
@@ -58,6 +73,16 @@ mod tests {
         assert_eq!(
             world(&["describe", "handle", "handle-async", "on-start"]),
             World::App
+        );
+        assert_eq!(
+            world(&[
+                "describe",
+                "handle",
+                "on-start",
+                "on-stop",
+                "run-background"
+            ]),
+            World::SyncApp
         );
         assert_eq!(world(&["wasi:http/incoming-handler@0.2.6"]), World::Proxy);
         assert_eq!(

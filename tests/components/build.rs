@@ -31,6 +31,15 @@ const RUST_GUESTS: &[(&str, &str, &str)] = &[
     ("tests/guests", "p3-testbed", "p3-testbed"),
 ];
 
+/// Rust guests built again with cello-sdk's `sync` feature, in a target
+/// directory of their own (cargo would otherwise unify the feature into
+/// every guest of the workspace): (workspace, package, component name).
+const RUST_SYNC_GUESTS: &[(&str, &str, &str)] = &[
+    ("guest-rust", "hello", "hello-rust-sync"),
+    ("tests/guests", "rust-caps", "rust-caps-sync"),
+    ("tests/guests", "rust-sql", "rust-sql-sync"),
+];
+
 /// Python guests: (app file, component name).
 const PYTHON_GUESTS: &[(&str, &str)] = &[
     ("guest-python/examples/hello/app.py", "hello-python"),
@@ -119,12 +128,22 @@ fn main() {
             for workspace in ["guest-rust", "tests/guests"] {
                 build_rust_workspace(&root.join(workspace), &wasm_target);
             }
-            for (_, package, name) in RUST_GUESTS {
-                let built = wasm_target
+            let sync_target = target.join("wasm-guests-sync");
+            for (workspace, package, _) in RUST_SYNC_GUESTS {
+                build_rust_sync(&root.join(workspace), package, &sync_target);
+            }
+            let copy = |target: &Path, package: &str, name: &str| {
+                let built = target
                     .join("wasm32-wasip2/release")
                     .join(format!("{}.wasm", package.replace('-', "_")));
                 std::fs::copy(&built, components.join(format!("{name}.wasm")))
                     .unwrap_or_else(|e| panic!("cannot copy {}: {e}", built.display()));
+            };
+            for (_, package, name) in RUST_GUESTS {
+                copy(&wasm_target, package, name);
+            }
+            for (_, package, name) in RUST_SYNC_GUESTS {
+                copy(&sync_target, package, name);
             }
             build_notes_example(&root, target);
         });
@@ -160,19 +179,32 @@ fn env(name: &str) -> String {
 }
 
 fn build_rust_workspace(workspace: &Path, target_dir: &Path) {
+    build_rust(workspace, &[], target_dir);
+}
+
+/// Runs `cargo build` for wasm32-wasip2 on `workspace` with `args`.
+fn build_rust(workspace: &Path, args: &[&str], target_dir: &Path) {
     let status = cargo_wasm_build()
         .arg("--manifest-path")
         .arg(workspace.join("Cargo.toml"))
+        .args(args)
         .arg("--target-dir")
         .arg(target_dir)
         .status()
         .expect("cannot run cargo");
     assert!(
         status.success(),
-        "building the guests in {} failed; is the wasm32-wasip2 target installed? \
+        "building the guests in {} ({}) failed; is the wasm32-wasip2 target installed? \
          (`rustup target add wasm32-wasip2`, or run `make test`)",
-        workspace.display()
+        workspace.display(),
+        args.join(" ")
     );
+}
+
+/// `package` of `workspace`, with cello-sdk's `sync` feature.
+fn build_rust_sync(workspace: &Path, package: &str, target_dir: &Path) {
+    let args = ["-p", package, "--features", "cello-sdk/sync"];
+    build_rust(workspace, &args, target_dir);
 }
 
 /// `cargo build --release --target wasm32-wasip2`, without the flags meant

@@ -369,6 +369,18 @@ impl Host {
         tokio::spawn(async move { send(&client, request).await })
     }
 
+    /// Polls `path` until it answers 200, for writes made after a response.
+    pub async fn get_until_ok(&self, path: &str) -> Reply {
+        for _ in 0..100 {
+            let reply = self.get(path).await;
+            if reply.status == 200 {
+                return reply;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{path} never answered 200; log:\n{}", self.log());
+    }
+
     pub async fn get(&self, path: &str) -> Reply {
         self.send(http::Method::GET, path, &[], Vec::new()).await
     }

@@ -341,7 +341,7 @@ impl App {
     }
 
     /// Runs a sync route's handler (the host's `handle` call).
-    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    #[cfg_attr(any(not(target_arch = "wasm32"), feature = "sync"), allow(dead_code))]
     pub(crate) fn serve_now(&self, index: usize, req: Request) -> Response {
         match self.routes.get(index) {
             Some(route) => route.handler.call_now(req, &route.path),

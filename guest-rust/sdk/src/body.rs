@@ -76,7 +76,7 @@ pub(crate) struct BodySlot(Rc<RefCell<Option<BodyReader>>>);
 
 impl BodySlot {
     /// A slot holding `reader`.
-    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    #[cfg_attr(any(not(target_arch = "wasm32"), feature = "sync"), allow(dead_code))]
     pub(crate) fn holding(reader: BodyReader) -> Self {
         Self(Rc::new(RefCell::new(Some(reader))))
     }
@@ -87,7 +87,7 @@ impl BodySlot {
 }
 
 /// Reads the body the host hands a streaming call to its end.
-#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+#[cfg_attr(any(not(target_arch = "wasm32"), feature = "sync"), allow(dead_code))]
 pub(crate) async fn read_whole(reader: &BodyReader) -> Result<Vec<u8>, BodyError> {
     let mut body = Vec::new();
     while let Some(chunk) = reader.read().await? {

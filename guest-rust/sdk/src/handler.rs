@@ -192,7 +192,7 @@ handlers!(T1 T2 T3 T4 T5 T6 T7 T8 T9 T10 T11; T12);
 pub(crate) struct BoxedHandler {
     pub(crate) is_async: bool,
     /// An argument reads the body as it arrives: it is not read whole first.
-    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    #[cfg_attr(any(not(target_arch = "wasm32"), feature = "sync"), allow(dead_code))]
     pub(crate) streams_body: bool,
     inner: Box<dyn ErasedHandler>,
 }

@@ -109,12 +109,28 @@ pub use http::{HeaderMap, Method, StatusCode};
 /// The generated bindings for the `cello:component/app` world, with every
 /// capability and the `streaming` and `packed` exports; a component imports
 /// only those it calls. The WIT is the crate's own copy of the contract.
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", not(feature = "sync")))]
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
         path: "wit",
         world: "streaming-app-with-capabilities",
+        pub_export_macro: true,
+        default_bindings_module: "::cello::bindings",
+        runtime_path: "::cello::bindings::wit_bindgen::rt",
+    });
+    pub use ::wit_bindgen;
+}
+
+/// With the `sync` feature: the bindings for `sync-app-with-capabilities`,
+/// whose exports are all plain functions and whose imports include no
+/// `async func` the SDK calls.
+#[cfg(all(target_arch = "wasm32", feature = "sync"))]
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "wit",
+        world: "sync-app-with-capabilities",
         pub_export_macro: true,
         default_bindings_module: "::cello::bindings",
         runtime_path: "::cello::bindings::wit_bindgen::rt",
@@ -167,8 +183,35 @@ pub mod cache {
     }
 }
 
+/// What both builds of `export_app!` export alike, after the app's own
+/// exports: `packed`, the component's exports themselves, and natively a
+/// check of `$build`'s type.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_app_rest {
+    ($build:path) => {
+        #[cfg(target_arch = "wasm32")]
+        impl $crate::bindings::exports::cello::component::packed::Guest for __CelloApp {
+            fn handle(
+                route: u32,
+                body_len: u32,
+                request: ::std::vec::Vec<u8>,
+            ) -> $crate::bindings::Response {
+                $crate::runtime::handle_packed($build, route, body_len, request)
+            }
+        }
+
+        #[cfg(target_arch = "wasm32")]
+        $crate::bindings::export!(__CelloApp with_types_in $crate::bindings);
+
+        #[cfg(not(target_arch = "wasm32"))]
+        const _: fn() -> $crate::App = $build;
+    };
+}
+
 /// Exports the app built by `$build` (a `fn() -> App`) as this component.
 /// Natively (tests) it exports nothing.
+#[cfg(not(feature = "sync"))]
 #[macro_export]
 macro_rules! export_app {
     ($build:path) => {
@@ -208,21 +251,41 @@ macro_rules! export_app {
             }
         }
 
+        $crate::__export_app_rest!($build);
+    };
+}
+
+/// Exports the app built by `$build` (a `fn() -> App`) as this component,
+/// built with the `sync` feature: every export a plain function. Each
+/// request holds its instance until its handler returns, `async fn`
+/// handlers included, and a streamed response goes whole once its stream
+/// ends. Natively (tests) it exports nothing.
+#[cfg(feature = "sync")]
+#[macro_export]
+macro_rules! export_app {
+    ($build:path) => {
         #[cfg(target_arch = "wasm32")]
-        impl $crate::bindings::exports::cello::component::packed::Guest for __CelloApp {
-            fn handle(
-                route: u32,
-                body_len: u32,
-                request: ::std::vec::Vec<u8>,
-            ) -> $crate::bindings::Response {
-                $crate::runtime::handle_packed($build, route, body_len, request)
+        struct __CelloApp;
+
+        #[cfg(target_arch = "wasm32")]
+        impl $crate::bindings::Guest for __CelloApp {
+            fn describe() -> $crate::bindings::Manifest {
+                $crate::runtime::describe($build)
+            }
+            fn handle(req: $crate::bindings::Request) -> $crate::bindings::Response {
+                $crate::runtime::handle($build, req)
+            }
+            fn on_start() -> ::core::result::Result<(), ::std::string::String> {
+                $crate::runtime::on_start_now($build)
+            }
+            fn on_stop() {
+                $crate::runtime::on_stop_now($build)
+            }
+            fn run_background(request_id: ::std::string::String) {
+                $crate::runtime::run_background_now(&request_id)
             }
         }
 
-        #[cfg(target_arch = "wasm32")]
-        $crate::bindings::export!(__CelloApp with_types_in $crate::bindings);
-
-        #[cfg(not(target_arch = "wasm32"))]
-        const _: fn() -> $crate::App = $build;
+        $crate::__export_app_rest!($build);
     };
 }

@@ -50,7 +50,7 @@ impl Reply {
         }
     }
 
-    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    #[cfg_attr(any(not(target_arch = "wasm32"), feature = "sync"), allow(dead_code))]
     pub(crate) fn from_wire(status: u16, headers: Vec<(String, String)>, body: Vec<u8>) -> Self {
         let mut map = HeaderMap::with_capacity(headers.len());
         for (name, value) in headers {

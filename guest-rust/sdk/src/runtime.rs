@@ -1,26 +1,35 @@
 //! What `export_app!` calls in a component: builds the app once per
 //! instance and answers the host's calls with it. Async routes come
 //! through `streaming.handle` (when the host has it), sync and cached ones
-//! through `handle` and `handle-async` with the body whole.
+//! through `handle` and `handle-async` with the body whole. A `sync` build
+//! serves every route through `handle`, running async handlers to their
+//! end there.
 
 use std::cell::OnceCell;
 use std::rc::Rc;
 
 use crate::App;
+#[cfg(not(feature = "sync"))]
+use crate::IntoResponse;
+#[cfg(not(feature = "sync"))]
 use crate::bindings::cello::component::streams::{BodyReader as WitBodyReader, ResponseWriter};
 use crate::bindings::cello::component::types::{
     AppPolicy, CachePolicy, CorsPolicy, RateLimitKey as WitKey, RateLimitKind, RateLimitPolicy,
     Route as WitRoute, RoutePolicy,
 };
 use crate::bindings::{Manifest, Request as WitRequest, Response as WitResponse};
+#[cfg(not(feature = "sync"))]
 use crate::body::{self, BodySlot};
+#[cfg(not(feature = "sync"))]
 use crate::host::{Level, log};
 use crate::packed;
 use crate::request::Incoming;
 use crate::response::internal_error;
+#[cfg(not(feature = "sync"))]
 use crate::streaming::ChunkStream;
+#[cfg(not(feature = "sync"))]
 use crate::sys::BodyReader;
-use crate::{IntoResponse, RateLimitKey, Response};
+use crate::{RateLimitKey, Response};
 
 thread_local! {
     static APP: OnceCell<Rc<App>> = const { OnceCell::new() };
@@ -40,7 +49,8 @@ pub fn describe(build: fn() -> App) -> Manifest {
             .map(|route| WitRoute {
                 methods: route.methods.clone(),
                 path: route.path.clone(),
-                is_async: route.handler.is_async,
+                // A sync build serves every route through `handle`.
+                is_async: route.handler.is_async && !cfg!(feature = "sync"),
                 policy: RoutePolicy {
                     cache: route.cache.as_ref().map(|c| CachePolicy {
                         ttl_seconds: c.ttl_seconds,
@@ -132,6 +142,7 @@ pub fn handle_packed(
 }
 
 /// Serves a request to a sync route without suspending.
+#[cfg(not(feature = "sync"))]
 fn serve_now(build: fn() -> App, route: u32, incoming: Incoming) -> WitResponse {
     let app = app(build);
     let index = route as usize;
@@ -151,6 +162,71 @@ fn serve_now(build: fn() -> App, route: u32, incoming: Incoming) -> WitResponse 
     to_wit(response, &id)
 }
 
+/// Serves a request to any route without suspending: a sync build's one
+/// way in. An async handler runs to its end here; what it awaits of the
+/// host (a sleep, SQL) blocks the instance meanwhile, and a streamed
+/// response goes whole once its stream ends.
+#[cfg(feature = "sync")]
+fn serve_now(build: fn() -> App, route: u32, incoming: Incoming) -> WitResponse {
+    let app = app(build);
+    let index = route as usize;
+    let request = app.request(incoming);
+    let id = request.request_id.clone();
+    let path = app.routes.get(index).map_or("?", |r| r.path.as_str());
+    let waited = || {
+        internal_error(&format!(
+            "{path}: the handler waited on something a `sync` build cannot wait for"
+        ))
+    };
+    let mut response = run_now(app.serve(index, request)).unwrap_or_else(waited);
+    if let Some(chunks) = response.take_chunks() {
+        response = match run_now(chunks.collect()) {
+            Some(body) => response.with_body(body),
+            None => waited(),
+        };
+    }
+    to_wit(response, &id)
+}
+
+/// Runs `future` to its end without suspending the component: in a `sync`
+/// build nothing the SDK awaits of the host suspends (each import blocks),
+/// so a future that stays pending waits for what can never come, and
+/// gives none.
+#[cfg(feature = "sync")]
+fn run_now<T>(future: impl Future<Output = T>) -> Option<T> {
+    use std::task::{Context, Poll, Waker};
+    let mut future = std::pin::pin!(future);
+    let mut cx = Context::from_waker(Waker::noop());
+    // A future that yields once to let others run is polled again.
+    for _ in 0..1000 {
+        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return Some(out);
+        }
+    }
+    None
+}
+
+/// `on-start` in a `sync` build.
+#[cfg(feature = "sync")]
+pub fn on_start_now(build: fn() -> App) -> Result<(), String> {
+    run_now(app(build).start()).unwrap_or_else(|| {
+        Err("an on_start hook waited on something a `sync` build cannot wait for".into())
+    })
+}
+
+/// `on-stop` in a `sync` build.
+#[cfg(feature = "sync")]
+pub fn on_stop_now(build: fn() -> App) {
+    run_now(app(build).stop());
+}
+
+/// `run-background` in a `sync` build.
+#[cfg(feature = "sync")]
+pub fn run_background_now(request_id: &str) {
+    run_now(crate::background::run(request_id));
+}
+
+#[cfg(not(feature = "sync"))]
 pub async fn handle_async(build: fn() -> App, req: WitRequest) -> WitResponse {
     let app = app(build);
     let index = req.route as usize;
@@ -170,6 +246,7 @@ pub async fn handle_async(build: fn() -> App, req: WitRequest) -> WitResponse {
 /// through `out` (then none is returned, and the background tasks run
 /// here, after the last chunk: the host ends the body when `out` is
 /// dropped, so the client sees its end before they run).
+#[cfg(not(feature = "sync"))]
 pub async fn handle_streaming(
     build: fn() -> App,
     req: WitRequest,
@@ -209,6 +286,7 @@ pub async fn handle_streaming(
 /// Starts the response and writes its chunks as they come. A failed write
 /// (the client left, the stream sat idle) stops it: the handler's stream
 /// is dropped, so its `Drop` runs.
+#[cfg(not(feature = "sync"))]
 async fn send(
     mut chunks: ChunkStream,
     out: ResponseWriter,
@@ -227,14 +305,17 @@ async fn send(
     }
 }
 
+#[cfg(not(feature = "sync"))]
 pub async fn run_background(request_id: &str) {
     crate::background::run(request_id).await;
 }
 
+#[cfg(not(feature = "sync"))]
 pub async fn on_start(build: fn() -> App) -> Result<(), String> {
     app(build).start().await
 }
 
+#[cfg(not(feature = "sync"))]
 pub async fn on_stop(build: fn() -> App) {
     app(build).stop().await;
 }

@@ -59,7 +59,7 @@ impl ChunkStream {
     }
 
     /// The whole body, for a route whose response goes whole.
-    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    #[cfg_attr(any(not(target_arch = "wasm32"), feature = "sync"), allow(dead_code))]
     pub(crate) async fn collect(mut self) -> Vec<u8> {
         let mut body = Vec::new();
         while let Some(chunk) = self.next().await {
@@ -70,7 +70,7 @@ impl ChunkStream {
 
     /// The whole body without waiting, as a sync route's call must make
     /// it; `None` if the stream waits on the host.
-    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    #[cfg_attr(any(not(target_arch = "wasm32"), feature = "sync"), allow(dead_code))]
     pub(crate) fn collect_now(mut self) -> Option<Vec<u8>> {
         let mut cx = Context::from_waker(Waker::noop());
         let mut body = Vec::new();

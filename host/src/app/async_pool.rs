@@ -348,6 +348,9 @@ impl EventLoop {
         let WarmParts {
             store, bindings, ..
         } = &mut **instance;
+        let Some(bindings) = bindings.async_exports() else {
+            return End::Trapped("a sync app has no async routes".into());
+        };
         let idle_timeout = shared.limits.idle_timeout;
         let background_timeout = shared.limits.background_timeout;
         let background: Arc<str> = Arc::from("(background)");

@@ -15,7 +15,6 @@ mod packed;
 pub mod streams;
 mod sync_pool;
 
-use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -23,10 +22,12 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
-use wasmtime::component::{Component, Linker};
+use wasmtime::Store;
+use wasmtime::component::{Component, InstancePre, Linker};
 
 use crate::bindings::packed::{Guest as PackedGuest, GuestIndices as PackedIndices};
 use crate::bindings::streaming::{Guest as StreamingGuest, GuestIndices as StreamingIndices};
+use crate::bindings::sync_app::{SyncApp, SyncAppPre};
 use crate::bindings::{App as AppBindings, AppPre, Manifest, Request, Response};
 use crate::body::{Body, RequestBody};
 use crate::config::Limits;
@@ -39,6 +40,7 @@ use crate::instances::{Prepared, first_instance};
 use crate::middleware::rate_limit::Limiter;
 use crate::resources::Resources;
 use crate::response_cache::CachePolicy;
+use crate::world::World;
 use async_pool::AsyncPool;
 use sync_pool::SyncPool;
 
@@ -57,7 +59,7 @@ pub struct AppComponent {
 /// What every instance of one component is made from.
 struct Shared {
     /// Owner, engine, the linked component, limits and instance slots.
-    prepared: Prepared<AppPre<InstanceState>>,
+    prepared: Prepared<Pre>,
     /// Route paths by index, to name routes in logs.
     routes: Vec<Arc<str>>,
     /// Each route's cache policy, by index.
@@ -93,18 +95,119 @@ impl RouteGuard {
 /// An instance with its store, after `on-start` succeeded.
 type Instance = Warm<AppCalls>;
 
-/// What an instance is called through: the app's exports (reached through
-/// it), and `packed`'s when the component has it.
+/// What an instance is called through: the app's exports, and `packed`'s
+/// when the component has it.
 pub struct AppCalls {
-    app: AppBindings,
+    app: Exports,
     packed: Option<PackedGuest>,
 }
 
-impl Deref for AppCalls {
-    type Target = AppBindings;
+/// How an app's instances are made, by its world.
+#[derive(Clone)]
+enum Pre {
+    /// `app`: async exports, on the concurrent engine.
+    Async(AppPre<InstanceState>),
+    /// `sync-app`: plain functions, on either engine.
+    Sync(SyncAppPre<InstanceState>),
+}
 
-    fn deref(&self) -> &AppBindings {
-        &self.app
+/// An app instance's own exports, by its world.
+enum Exports {
+    Async(AppBindings),
+    Sync(SyncApp),
+}
+
+impl Pre {
+    fn instance_pre(&self) -> &InstancePre<InstanceState> {
+        match self {
+            Pre::Async(pre) => pre.instance_pre(),
+            Pre::Sync(pre) => pre.instance_pre(),
+        }
+    }
+
+    fn exports(
+        &self,
+        store: &mut Store<InstanceState>,
+        instance: &wasmtime::component::Instance,
+    ) -> wasmtime::Result<Exports> {
+        Ok(match self {
+            Pre::Async(_) => Exports::Async(AppBindings::new(store, instance)?),
+            Pre::Sync(_) => Exports::Sync(SyncApp::new(store, instance)?),
+        })
+    }
+}
+
+impl Exports {
+    async fn describe(&self, store: &mut Store<InstanceState>) -> wasmtime::Result<Manifest> {
+        match self {
+            Exports::Async(app) => app.call_describe(store).await,
+            Exports::Sync(app) => app.call_describe(store).await,
+        }
+    }
+
+    /// Runs `on-start`: the guest's refusal inside the call's result.
+    async fn on_start(
+        &self,
+        store: &mut Store<InstanceState>,
+    ) -> wasmtime::Result<Result<(), String>> {
+        match self {
+            Exports::Async(app) => {
+                store
+                    .run_concurrent(async |accessor| app.call_on_start(accessor).await)
+                    .await?
+            }
+            Exports::Sync(app) => app.call_on_start(store).await,
+        }
+    }
+
+    async fn on_stop(&self, store: &mut Store<InstanceState>) -> wasmtime::Result<()> {
+        match self {
+            Exports::Async(app) => {
+                store
+                    .run_concurrent(async |accessor| app.call_on_stop(accessor).await)
+                    .await?
+            }
+            Exports::Sync(app) => app.call_on_stop(store).await,
+        }
+    }
+
+    async fn run_background(
+        &self,
+        store: &mut Store<InstanceState>,
+        request_id: String,
+    ) -> wasmtime::Result<()> {
+        match self {
+            Exports::Async(app) => {
+                store
+                    .run_concurrent(async |accessor| {
+                        app.call_run_background(accessor, request_id).await
+                    })
+                    .await?
+            }
+            Exports::Sync(app) => app.call_run_background(store, &request_id).await,
+        }
+    }
+}
+
+impl AppCalls {
+    /// `handle`, on a `def` route (any route of a sync app).
+    async fn call_handle(
+        &self,
+        store: &mut Store<InstanceState>,
+        req: &Request,
+    ) -> wasmtime::Result<Response> {
+        match &self.app {
+            Exports::Async(app) => app.call_handle(store, req).await,
+            Exports::Sync(app) => app.call_handle(store, req).await,
+        }
+    }
+
+    /// The async exports an event loop calls; none for a sync app.
+    fn async_exports(&self) -> Option<&AppBindings> {
+        match &self.app {
+            Exports::Async(app) => Some(app),
+            Exports::Sync(_) => None,
+        }
     }
 }
 
@@ -131,7 +234,14 @@ impl AppComponent {
         default_cache: Option<CachePolicy>,
         runtime: &Resources,
     ) -> anyhow::Result<(Self, Manifest)> {
-        let prepared = Prepared::new(owner, component, linker, limits, runtime, AppPre::new)?;
+        let sync = World::of(component.engine(), component) == World::SyncApp;
+        let prepared = Prepared::new(owner, component, linker, limits, runtime, |pre| {
+            Ok(if sync {
+                Pre::Sync(SyncAppPre::new(pre)?)
+            } else {
+                Pre::Async(AppPre::new(pre)?)
+            })
+        })?;
         let streaming = exports(component, "streaming")
             .then(|| StreamingIndices::new(prepared.pre.instance_pre()))
             .transpose()
@@ -140,7 +250,11 @@ impl AppComponent {
             .then(|| PackedIndices::new(prepared.pre.instance_pre()))
             .transpose()
             .map_err(|e| anyhow::anyhow!("wrong `packed` export: {e:#}"))?;
-        let manifest = describe(&prepared).await?;
+        let mut manifest = describe(&prepared).await?;
+        if sync {
+            // A sync app serves every route through `handle`.
+            manifest.routes.iter_mut().for_each(|r| r.is_async = false);
+        }
         let cache_policies = cache_policies(&manifest, default_cache)?;
         let guards = manifest
             .routes
@@ -352,21 +466,25 @@ fn cache_policies(
 /// Runs `describe` on an instance made for it alone, under the component's
 /// CPU share: a `describe()` that loops leaves the request threads alone.
 /// It is the component's first instance ([`first_instance`]).
-async fn describe(prepared: &Prepared<AppPre<InstanceState>>) -> anyhow::Result<Manifest> {
+async fn describe(prepared: &Prepared<Pre>) -> anyhow::Result<Manifest> {
     first_instance(|| describe_once(prepared)).await
 }
 
-async fn describe_once(prepared: &Prepared<AppPre<InstanceState>>) -> anyhow::Result<Manifest> {
+async fn describe_once(prepared: &Prepared<Pre>) -> anyhow::Result<Manifest> {
     let mut store = prepared.store();
     let pre = prepared.pre.clone();
     let owner = &prepared.owner;
     let described = Box::pin(async move {
-        let bindings = pre
+        let instance = pre
+            .instance_pre()
             .instantiate_async(&mut store)
             .await
             .map_err(|e| anyhow::anyhow!("cannot instantiate: {e:#}"))?;
-        bindings
-            .call_describe(&mut store)
+        let exports = pre
+            .exports(&mut store, &instance)
+            .map_err(|e| anyhow::anyhow!("cannot instantiate: {e:#}"))?;
+        exports
+            .describe(&mut store)
             .await
             .map_err(|e| anyhow::anyhow!("describe() failed: {e:#}"))
     });
@@ -377,7 +495,7 @@ async fn describe_once(prepared: &Prepared<AppPre<InstanceState>>) -> anyhow::Re
 }
 
 impl std::ops::Deref for Shared {
-    type Target = Prepared<AppPre<InstanceState>>;
+    type Target = Prepared<Pre>;
 
     fn deref(&self) -> &Self::Target {
         &self.prepared
@@ -418,7 +536,9 @@ impl Shared {
             .instantiate_async(&mut store)
             .await
             .map_err(CallError::Instantiate)?;
-        let bindings = AppBindings::new(&mut store, &instance).map_err(CallError::Instantiate)?;
+        let bindings = (self.pre)
+            .exports(&mut store, &instance)
+            .map_err(CallError::Instantiate)?;
         // The optional exports, where the component has them.
         let streaming = (self.streaming.as_ref())
             .map(|indices| indices.load(&mut store, &instance))
@@ -428,16 +548,16 @@ impl Shared {
             .map(|indices| indices.load(&mut store, &instance))
             .transpose()
             .map_err(CallError::Instantiate)?;
-        let start = store.run_concurrent(async |accessor| bindings.call_on_start(accessor).await);
+        let start = bindings.on_start(&mut store);
         match tokio::time::timeout(START_TIMEOUT, start).await {
             Err(_) => {
                 return Err(CallError::StartFailed(format!(
                     "on-start took over {START_TIMEOUT:?}"
                 )));
             }
-            Ok(Err(trap) | Ok(Err(trap))) => return Err(CallError::Trap(trap)),
-            Ok(Ok(Ok(Err(message)))) => return Err(CallError::StartFailed(message)),
-            Ok(Ok(Ok(Ok(())))) => {}
+            Ok(Err(trap)) => return Err(CallError::Trap(trap)),
+            Ok(Ok(Err(message))) => return Err(CallError::StartFailed(message)),
+            Ok(Ok(Ok(()))) => {}
         }
         self.owner.metrics.instantiated(started.elapsed());
         let calls = AppCalls {
@@ -460,19 +580,17 @@ impl Shared {
         let WarmParts {
             store, bindings, ..
         } = &mut *instance;
-        let run = store.run_concurrent(async |accessor| {
-            bindings.call_run_background(accessor, request_id).await
-        });
+        let run = bindings.app.run_background(store, request_id);
         let outcome = tokio::time::timeout(limit, run).await;
         let component = &self.owner.component;
         match outcome {
-            Ok(Ok(Ok(()))) => {
+            Ok(Ok(())) => {
                 let state = instance.store.data_mut();
                 state.set_deadline(None);
                 state.calls_clear();
                 Some(instance)
             }
-            Ok(Ok(Err(trap)) | Err(trap)) => {
+            Ok(Err(trap)) => {
                 self.owner.metrics.traps.inc();
                 tracing::error!(%component, "background tasks trapped: {trap:#}");
                 None
@@ -525,11 +643,11 @@ fn retire(mut instance: Instance) {
         let WarmParts {
             store, bindings, ..
         } = &mut *instance;
-        let stop = store.run_concurrent(async |accessor| bindings.call_on_stop(accessor).await);
+        let stop = bindings.app.on_stop(store);
         let component = &owner.component;
         match tokio::time::timeout(STOP_TIMEOUT, stop).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e)) | Err(e)) => tracing::warn!(%component, "on-stop failed: {e:#}"),
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(%component, "on-stop failed: {e:#}"),
             Err(_) => tracing::warn!(%component, "on-stop took over {STOP_TIMEOUT:?}"),
         }
         drop(instance);

@@ -3,6 +3,7 @@
 //! the call, never reused.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::time::Instant;
 use tracing::Instrument as _;
@@ -12,6 +13,10 @@ use crate::bindings::{Request, Response};
 use crate::error::CallError;
 use crate::instances::warm::{WarmParts, WarmPool};
 use crate::telemetry;
+
+/// How long after its deadline a call blocked in a host call is dropped:
+/// guest code past it traps at the next epoch tick, well within this.
+const BLOCKED_GRACE: Duration = Duration::from_millis(20);
 
 /// The idle instances of a component's `def` routes.
 pub(super) type SyncPool = WarmPool<AppCalls>;
@@ -29,7 +34,8 @@ pub(super) async fn call(
         .instrument(telemetry::stage("instance checkout"))
         .await?;
     let left = deadline.saturating_duration_since(Instant::now());
-    let route = shared.route_name(req.route);
+    let index = req.route;
+    let route = shared.route_name(index);
     let state = instance.store.data_mut();
     state.set_deadline(Some(left));
     state.track_call(&route, &req.context.request_id, false);
@@ -53,15 +59,23 @@ pub(super) async fn call(
         };
         (instance, req, result)
     };
+    // Guest code past the deadline traps at the next epoch tick; a guest
+    // blocked in a host call (a WASI sleep, say) sees no tick, so a little
+    // after the deadline the call is dropped, and its instance with it.
+    let call = tokio::time::timeout_at(deadline + BLOCKED_GRACE, call);
     // The scheduler may move a long call to another thread: the trace's
     // span goes with it, for the host calls the guest makes.
     let call = Box::pin(call.instrument(telemetry::current()));
     let ran = shared.owner.run_guest_timed(call).await?;
     let (mut instance, req, response) = match ran.out {
-        (instance, req, Ok(response)) => (instance, req, response),
-        (_, req, Err(trap)) => {
+        Ok((instance, req, Ok(response))) => (instance, req, response),
+        Ok((_, req, Err(trap))) => {
             shared.ran(req.route, ran.long);
             return Err(shared.owner.call_failed(trap, shared.limits.timeout));
+        }
+        Err(_blocked) => {
+            shared.ran(index, ran.long);
+            return Err(shared.owner.timed_out(shared.limits.timeout));
         }
     };
     shared.ran(req.route, ran.long);

@@ -45,6 +45,11 @@ pub trait Capability: 'static {
     /// component's [`Capability::Granted`] through [`Has`].
     fn add_to_linker<T: Has<Self>>(linker: &mut Linker<T>) -> wasmtime::Result<()>;
 
+    /// True when none of its interface's functions is an `async func`: its
+    /// host functions are then linked on the engine without concurrency
+    /// support too, for sync apps (`wit/cello.wit`, `sync-app`).
+    const SYNC: bool = false;
+
     /// Adds the standard (WASI) interfaces it also answers. Unlike Cello's
     /// own, these are linked on every engine, so that `wasi:http`
     /// components reach them too. None by default.

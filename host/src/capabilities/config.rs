@@ -113,6 +113,8 @@ impl ConfigValues {
 pub struct Config;
 
 impl Capability for Config {
+    const SYNC: bool = true;
+
     const INTERFACES: &'static [&'static str] = &["cello:component/config", "wasi:config/store"];
     const HOW_TO_GRANT: &'static str = "config = true";
     type Grant = bool;

@@ -101,12 +101,15 @@ macro_rules! capabilities {
             }
         }
 
-        /// Adds the host functions of every capability in `granted`.
+        /// Adds the host functions of every capability in `granted`; on an
+        /// engine without concurrency support, of those without an
+        /// `async func` ([`Capability::SYNC`]).
         pub fn add_to_linker<T: HasCapabilities>(
             linker: &mut Linker<T>,
             granted: GrantSet,
         ) -> wasmtime::Result<()> {
-            $( if granted.$name {
+            let concurrent = linker.engine().get_concurrency_support();
+            $( if granted.$name && (concurrent || <$capability as Capability>::SYNC) {
                 <$capability as Capability>::add_to_linker(linker)?;
             } )*
             Ok(())

@@ -1,7 +1,13 @@
-//! The component's imports, as the rest of the SDK calls them.
+//! The component's imports, as the rest of the SDK calls them. A `sync`
+//! build imports no `async func`: it sleeps through WASI, runs SQL through
+//! the `-blocking` functions, and has no streamed request bodies and no
+//! outbound HTTP.
 
+#[cfg(not(feature = "sync"))]
+use crate::bindings::cello::component::outbound;
+#[cfg(not(feature = "sync"))]
 use crate::bindings::cello::component::streams::{self, StreamError};
-use crate::bindings::cello::component::{cache, config, host, kv, outbound};
+use crate::bindings::cello::component::{cache, config, host, kv};
 use crate::body::BodyError;
 use crate::host::Level;
 use crate::outbound::{OutgoingRequest, Reply, SendError};
@@ -17,13 +23,34 @@ pub(crate) fn log(level: Level, message: &str) {
     host::log(level, message);
 }
 
+#[cfg(not(feature = "sync"))]
 pub(crate) async fn sleep(ms: u32) {
     host::sleep(ms).await;
 }
 
+/// Blocks the instance for `ms`: a sync build cannot suspend.
+#[cfg(feature = "sync")]
+pub(crate) async fn sleep(ms: u32) {
+    std::thread::sleep(std::time::Duration::from_millis(ms.into()));
+}
+
 /// The request body a streaming call hands the guest.
+#[cfg(not(feature = "sync"))]
 pub(crate) struct BodyReader(pub(crate) streams::BodyReader);
 
+/// A sync build is handed no body to read as it arrives: it gets bodies
+/// whole, so there is never one of these.
+#[cfg(feature = "sync")]
+pub(crate) struct BodyReader(std::convert::Infallible);
+
+#[cfg(feature = "sync")]
+impl BodyReader {
+    pub(crate) async fn read(&self) -> Result<Option<Vec<u8>>, BodyError> {
+        match self.0 {}
+    }
+}
+
+#[cfg(not(feature = "sync"))]
 impl BodyReader {
     /// The next chunk; none at the end of the body.
     pub(crate) async fn read(&self) -> Result<Option<Vec<u8>>, BodyError> {
@@ -68,6 +95,14 @@ pub(crate) fn config_secret(name: &str) -> Option<String> {
     config::get_secret(name)
 }
 
+#[cfg(feature = "sync")]
+pub(crate) async fn outbound_send(_request: OutgoingRequest) -> Result<Reply, SendError> {
+    Err(SendError::Failed(
+        "outbound requests await the host: build without cello-sdk's `sync` feature".into(),
+    ))
+}
+
+#[cfg(not(feature = "sync"))]
 pub(crate) async fn outbound_send(request: OutgoingRequest) -> Result<Reply, SendError> {
     let request = outbound::OutgoingRequest {
         method: request.method,
@@ -152,6 +187,13 @@ mod sql_calls {
         values.into_iter().map(to_wit).collect()
     }
 
+    /// A sync build runs every statement blocking.
+    #[cfg(feature = "sync")]
+    pub(crate) async fn sql(op: Op) -> Result<Done, SqlError> {
+        sql_blocking(op)
+    }
+
+    #[cfg(not(feature = "sync"))]
     pub(crate) async fn sql(op: Op) -> Result<Done, SqlError> {
         match op {
             Op::Query(s, p, tx) => wit::query(s, params(p), tx).await.map(rows),

@@ -568,6 +568,8 @@ fn internal(error: impl std::fmt::Display) -> String {
 pub struct Kv;
 
 impl Capability for Kv {
+    const SYNC: bool = true;
+
     const INTERFACES: &'static [&'static str] = &[
         "cello:component/kv",
         "wasi:keyvalue/store",

@@ -1,0 +1,151 @@
+//! Sync apps: Rust components built with cello-sdk's `sync` feature,
+//! against the `sync-app` world, whose exports are all plain functions.
+//! One that imports no `async func` is called without component-model
+//! async; one that imports what only the concurrent engine links is served
+//! there, the same.
+
+use std::time::{Duration, Instant};
+
+use crate::support::Components;
+
+const ON_THE_PLAIN_ENGINE: &str = "a sync app: its calls skip component-model async";
+
+/// What the capabilities test grants rust-caps, but outbound HTTP: a sync
+/// build cannot make outbound requests.
+const GRANTS: &str = r#"
+[grants]
+kv = true
+config = true
+
+[variables]
+greeting = "hello from the sidecar"
+
+[secrets]
+api-token = { env = "CELLO_TEST_UNSET_TOKEN", default = "s3cret-value" }
+"#;
+
+/// The Rust hello built `sync`: every route, the `async fn` one included,
+/// answers through `handle` on the engine without concurrency support; two
+/// slow requests at once each get an instance of their own.
+#[tokio::test]
+async fn a_sync_build_serves_every_route_without_component_model_async() {
+    let host = Components::new().with("hello-rust-sync").serve();
+    host.wait_for_log(ON_THE_PLAIN_ENGINE).await;
+    assert_eq!(host.get("/").await.body, "Hello from Rust!");
+    assert_eq!(host.get("/hello/ann?greeting=Hi").await.body, "Hi, ann!");
+    let created = host
+        .post("/items", "application/json", r#"{"name":"bow","price":2}"#)
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let invalid = host
+        .post("/items", "application/json", r#"{"name":"bow"}"#)
+        .await;
+    assert_eq!(invalid.status, 422, "{}", invalid.body);
+    assert_eq!(invalid.json()["detail"][0]["loc"][1], "price");
+
+    let started = Instant::now();
+    let (a, b) = tokio::join!(host.get("/slow/300"), host.get("/slow/300"));
+    for reply in [&a, &b] {
+        assert_eq!(reply.status, 200, "{}", host.log());
+        assert_eq!(reply.json()["slept_ms"], 300);
+    }
+    // Each held an instance of its own: together, not one after the other.
+    assert!(
+        started.elapsed() < Duration::from_millis(550),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// A sync build reaches key-value, config, its startup hook and background
+/// tasks (their sleep blocks the instance, after the response has gone);
+/// outbound HTTP, which only an async build has, fails with a sentence.
+#[tokio::test]
+async fn a_sync_build_reaches_its_capabilities_and_hooks() {
+    let host = Components::new()
+        .with_sidecar("rust-caps-sync", GRANTS)
+        .serve();
+    host.wait_for_log(ON_THE_PLAIN_ENGINE).await;
+    crate::capabilities::rust_caps_start_count_and_config(&host).await;
+    let fetched = host.get("/fetch?url=http://127.0.0.1:9/").await;
+    assert_eq!(fetched.status, 502);
+    assert!(
+        fetched
+            .body
+            .contains("build without cello-sdk's `sync` feature"),
+        "{}",
+        fetched.body
+    );
+    let started = Instant::now();
+    let queued = host.post("/later/written", "text/plain", "").await;
+    assert_eq!(queued.body, "queued");
+    // The task sleeps 300 ms once the response is out, not before.
+    assert!(
+        started.elapsed() < Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        host.get_until_ok("/kv/written").await.body,
+        "written in the background"
+    );
+    let put = (host)
+        .send(
+            http::Method::PUT,
+            "/kv/k",
+            &[("content-type", "text/plain")],
+            b"v".to_vec(),
+        )
+        .await;
+    assert_eq!(put.body, "stored");
+    assert_eq!(host.get("/kv/k").await.body, "v");
+}
+
+/// Without the grants it imports, a sync build is refused at load as any
+/// other component is, naming the grant.
+#[tokio::test]
+async fn a_sync_build_without_its_grants_is_refused_naming_them() {
+    let output = Components::new().with("rust-caps-sync").check();
+    let said = String::from_utf8_lossy(&output.stderr).to_string()
+        + &String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{said}");
+    assert!(said.contains("add `kv = true`"), "{said}");
+}
+
+/// A sync build importing SQL (linked only on the concurrent engine) is
+/// served there: its statements run through the `-blocking` functions,
+/// migrations in its startup hook included.
+#[tokio::test]
+async fn a_sync_build_importing_sql_is_served_with_component_model_async() {
+    let host = Components::new()
+        .with_sidecar("rust-sql-sync", "[grants]\nsql = true\nconfig = true\n")
+        .serve();
+    let said = host
+        .wait_for_log("a sync app served with component-model async")
+        .await;
+    assert!(said.contains("`sql`"), "{said}");
+    assert_eq!(host.post("/notes", "text/plain", "first").await.body, "1");
+    assert_eq!(host.post("/notes", "text/plain", "second").await.body, "2");
+    assert_eq!(host.get("/notes/2").await.json()["body"], "second");
+    assert_eq!(host.get("/count").await.body, "2");
+    assert_eq!(host.get("/notes/9").await.status, 404);
+}
+
+/// A sync build's call that runs past `timeout-ms` (its sleep blocks the
+/// instance) is a 504 for its client alone; the next request is served.
+#[tokio::test]
+async fn a_sync_call_past_its_time_limit_is_a_504_and_the_next_is_served() {
+    let host = Components::new()
+        .with_sidecar("hello-rust-sync", "[limits]\ntimeout-ms = 300\n")
+        .serve();
+    let started = Instant::now();
+    let late = host.get("/slow/5000").await;
+    assert_eq!(late.status, 504, "{}", late.body);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(host.get("/").await.body, "Hello from Rust!");
+    assert_eq!(host.get("/slow/10").await.status, 200);
+}
