@@ -2,7 +2,7 @@
 //! against the `sync-app` world, whose exports are all plain functions.
 //! One that imports no `async func` is called without component-model
 //! async; one that imports what only the concurrent engine links is served
-//! there, the same.
+//! there, the same; one that imports an `async func` is refused.
 
 use std::time::{Duration, Instant};
 
@@ -123,7 +123,7 @@ async fn a_sync_build_importing_sql_is_served_with_component_model_async() {
     let said = host
         .wait_for_log("a sync app served with component-model async")
         .await;
-    assert!(said.contains("`sql`"), "{said}");
+    assert!(said.contains("imports cello:component/sql@"), "{said}");
     assert_eq!(host.post("/notes", "text/plain", "first").await.body, "1");
     assert_eq!(host.post("/notes", "text/plain", "second").await.body, "2");
     assert_eq!(host.get("/notes/2").await.json()["body"], "second");
@@ -148,4 +148,26 @@ async fn a_sync_call_past_its_time_limit_is_a_504_and_the_next_is_served() {
     );
     assert_eq!(host.get("/").await.body, "Hello from Rust!");
     assert_eq!(host.get("/slow/10").await.status, 200);
+}
+
+/// A `def` call whose instance's start (`on-start`) outlasts `timeout-ms`
+/// is a 504, and the instance, sound, serves the next request at once
+/// rather than being started again.
+#[tokio::test]
+async fn an_instance_whose_start_outlasts_the_request_serves_the_next_one() {
+    let sidecar = "[grants]\nconfig = true\n[variables]\nstart-ms = \"800\"\n\
+                   [limits]\ntimeout-ms = 300\n";
+    let host = Components::new()
+        .with_sidecar("slow-start", sidecar)
+        .serve();
+    let first = host.get("/").await;
+    assert_eq!(first.status, 504, "{}", first.body);
+    let started = Instant::now();
+    let next = host.get("/").await;
+    assert_eq!(next.body, "started", "{}", host.log());
+    assert!(
+        started.elapsed() < Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
 }

@@ -87,12 +87,16 @@ fn is_plain_proxy(imports: &[String], exports: Vec<String>) -> bool {
 /// top level (`manifest`, `request`, `response`: plain names, which no
 /// linker offers as functions).
 fn is_plain_app(imports: &[String], exports: Vec<String>) -> bool {
+    World::of_exports(exports) == World::SyncApp && imports.iter().all(|name| plain_links(name))
+}
+
+/// True when the plain engine's linker offers a sync app's import `name`.
+pub fn plain_links(name: &str) -> bool {
     const LINKED: [&str; 5] = ["types", "host", "cache", "kv", "config"];
-    let linked = |name: &str| match name.strip_prefix("cello:component/") {
+    match name.strip_prefix("cello:component/") {
         Some(rest) => LINKED.iter().any(|i| rest.split('@').next() == Some(i)),
         None => !name.contains(':') || (name.starts_with("wasi:") && name.contains("@0.2")),
-    };
-    World::of_exports(exports) == World::SyncApp && imports.iter().all(|name| linked(name))
+    }
 }
 
 /// The names a component imports and exports at its top level; `None` if

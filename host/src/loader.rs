@@ -296,15 +296,14 @@ impl Loader {
         // It cannot be interrupted: past the timeout the caller is answered
         // and the compiler's thread finishes on its own.
         let compiled = tokio::task::spawn_blocking(move || {
-            // With why the preferred engine refused it, when another took it.
+            // A sync app the plain engine refuses (an `async func` in it) is
+            // compiled on the concurrent one, so that the check below can
+            // say in a sentence what is wrong with it.
             match engines.for_component(&bytes) {
-                (engine, Some(fallback)) => match cache.compile(engine, &bytes) {
-                    Ok(component) => Ok((component, None)),
-                    Err(refused) => cache
-                        .compile(fallback, &bytes)
-                        .map(|component| (component, Some(refused))),
-                },
-                (engine, None) => cache.compile(engine, &bytes).map(|c| (c, None)),
+                (engine, Some(fallback)) => cache
+                    .compile(engine, &bytes)
+                    .or_else(|_| cache.compile(fallback, &bytes)),
+                (engine, None) => cache.compile(engine, &bytes),
             }
         });
         let compile_timeout = self.deploys.compile_timeout();
@@ -318,7 +317,6 @@ impl Loader {
             })?
             .map_err(|e| one(format!("compiler task failed: {e}")))?
             .map_err(|e| one(format!("not a valid WebAssembly component: {e:#}")))?;
-        let (component, refused) = component;
         let label: Arc<str> = match &tenant {
             Some(tenant) => format!("{}/{name}", tenant.name).into(),
             None => name.as_str().into(),
@@ -392,8 +390,8 @@ impl Loader {
         // Checked before describe() runs, so a bad table is reported first.
         middleware(&settings)?;
         let world = World::of(engine, &component);
-        if world == World::SyncApp {
-            log_sync_app(&label, engine, refused);
+        if let Some(problem) = crate::app::export_problem(&component, &world) {
+            return Err(one(problem));
         }
         let kind = match world {
             World::App | World::SyncApp => {
@@ -422,6 +420,9 @@ impl Loader {
                     })?
                     .map_err(|e| one(format!("{e:#}")))?;
                 tracing::debug!(component = &*label, "described in {:?}", started.elapsed());
+                if world == World::SyncApp {
+                    log_sync_app(&label, &component);
+                }
                 let settings = settings.with_app(&manifest.policy, &self.app_policy);
                 app.owner().set_middleware(middleware(&settings)?);
                 LoadedKind::App(Arc::new(app), manifest)
@@ -448,13 +449,16 @@ impl Loader {
             }
             World::Unknown(exports) => {
                 return Err(one(format!(
-                    "exports neither the cello:component/app world nor wasi:http/proxy \
-                     nor wasi:http/service (it exports: {})",
+                    "exports neither the cello:component/app world (or sync-app) nor \
+                     wasi:http/proxy nor wasi:http/service (it exports: {}{})",
                     if exports.is_empty() {
                         "nothing".into()
                     } else {
                         exports.join(", ")
-                    }
+                    },
+                    World::missing_app_exports(&exports)
+                        .map(|missing| format!("; an app would also export {missing}"))
+                        .unwrap_or_default()
                 )));
             }
         };
@@ -463,8 +467,9 @@ impl Loader {
 }
 
 /// Says which way a sync app's calls go: without component-model async
-/// (the point of the world), or with it, and why.
-fn log_sync_app(label: &str, engine: &wasmtime::Engine, refused: Option<wasmtime::Error>) {
+/// (the point of the world), or with it, because of what it imports.
+fn log_sync_app(label: &str, component: &wasmtime::component::Component) {
+    let engine = component.engine();
     if !engine.get_concurrency_support() {
         tracing::info!(
             component = label,
@@ -472,15 +477,16 @@ fn log_sync_app(label: &str, engine: &wasmtime::Engine, refused: Option<wasmtime
         );
         return;
     }
-    let why = match refused {
-        Some(refused) => format!("{refused:#}"),
-        None => "it imports an interface only that engine links (`sql`, `outbound`, \
-                 `streams` or WASI 0.3)"
-            .into(),
-    };
+    let component_type = component.component_type();
+    let only_there: Vec<&str> = (component_type.imports(engine))
+        .map(|(name, _)| name)
+        .filter(|name| !crate::engine::plain_links(name))
+        .collect();
     tracing::info!(
         component = label,
-        "a sync app served with component-model async: {why}"
+        "a sync app served with component-model async: it imports {}, which only that \
+         engine links",
+        only_there.join(", ")
     );
 }
 

@@ -52,6 +52,20 @@ impl World {
         }
     }
 
+    /// For exports that start an app (`describe` and `handle`) but are
+    /// not one, the names a sync app would add.
+    pub fn missing_app_exports(exports: &[String]) -> Option<String> {
+        let has = |name: &str| exports.iter().any(|n| n == name);
+        if !(has("describe") && has("handle")) {
+            return None;
+        }
+        let missing: Vec<&str> = ["on-start", "on-stop", "run-background"]
+            .into_iter()
+            .filter(|name| !has(name))
+            .collect();
+        Some(missing.join(", "))
+    }
+
     /// The world of a compiled component.
     pub fn of(engine: &wasmtime::Engine, component: &wasmtime::component::Component) -> Self {
         let component_type = component.component_type();

@@ -167,7 +167,7 @@ pub mod host {
     }
 
     /// Waits without blocking the instance: other async requests on it run
-    /// meanwhile.
+    /// meanwhile. In a `sync` build it blocks the instance instead.
     pub async fn sleep(duration: Duration) {
         crate::sys::sleep(duration.as_millis().min(u32::MAX as u128) as u32).await;
     }

@@ -427,6 +427,75 @@ pub async fn retire_all(apps: &[Arc<AppComponent>], within: Duration) {
     }
 }
 
+/// What makes `component`, an app of `world`, unservable though its
+/// exports have the right names and types (wasmtime's type check does not
+/// tell an `async func` from a plain one): an `async func` where the host
+/// calls a plain function, or, in a sync app, an imported `async func`,
+/// which a plain function can never wait on: every call of it would trap.
+pub fn export_problem(component: &Component, world: &World) -> Option<String> {
+    use wasmtime::component::types::ComponentItem;
+    let engine = component.engine();
+    let is_async =
+        |item: &ComponentItem| matches!(item, ComponentItem::ComponentFunc(func) if func.async_());
+    let funcs = |item: ComponentItem| match item {
+        ComponentItem::ComponentInstance(instance) => instance
+            .exports(engine)
+            .filter(|(_, item)| is_async(&item.ty))
+            .map(|(func, _)| func.to_string())
+            .collect(),
+        item if is_async(&item) => vec![String::new()],
+        _ => Vec::new(),
+    };
+    let (world_name, plain): (&str, &[&str]) = match world {
+        World::App => ("app", &["describe", "handle"]),
+        World::SyncApp => (
+            "sync-app",
+            &[
+                "describe",
+                "handle",
+                "on-start",
+                "on-stop",
+                "run-background",
+            ],
+        ),
+        _ => return None,
+    };
+    let component_type = component.component_type();
+    for (name, item) in component_type.exports(engine) {
+        let checked = plain.contains(&name) || name.starts_with("cello:component/packed@");
+        let async_funcs = if checked { funcs(item.ty) } else { Vec::new() };
+        if let Some(func) = async_funcs.first() {
+            let what = if func.is_empty() {
+                name.to_string()
+            } else {
+                format!("{name} {func}")
+            };
+            return Some(format!(
+                "exports `{what}` as an `async func`; in the {world_name} world it is a \
+                 plain function"
+            ));
+        }
+    }
+    if *world != World::SyncApp {
+        return None;
+    }
+    for (name, item) in component_type.imports(engine) {
+        if let Some(func) = funcs(item.ty).first() {
+            let what = if func.is_empty() {
+                name.to_string()
+            } else {
+                format!("{name} {func}")
+            };
+            return Some(format!(
+                "imports `{what}`, an `async func`, which a sync app cannot call: its \
+                 exports are plain functions, which cannot wait on one. Build it against \
+                 the `app` world, or call a plain function instead (SQL's `-blocking` ones)"
+            ));
+        }
+    }
+    None
+}
+
 /// True when `component` exports `cello:component/{interface}`.
 fn exports(component: &Component, interface: &str) -> bool {
     let engine = component.engine();
@@ -652,4 +721,84 @@ fn retire(mut instance: Instance) {
         }
         drop(instance);
     }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A component exporting the sync-app names, `async_exports` of them
+    /// as `async func`s, and importing `imports` (WAT instance imports).
+    fn component(async_exports: &[&str], imports: &str) -> Component {
+        let mut wat = format!(
+            "(component {imports}
+              (core module $m
+                (func (export \"f\"))
+                (func (export \"g\") (result i32) (i32.const 0))
+                (func (export \"cb\") (param i32 i32 i32) (result i32) (i32.const 0)))
+              (core instance $i (instantiate $m))
+              (type $t (func async))
+              (func $f (canon lift (core func $i \"f\")))
+              (func $a (type $t) (canon lift (core func $i \"g\") async (callback (core func $i \"cb\"))))"
+        );
+        for name in [
+            "describe",
+            "handle",
+            "on-start",
+            "on-stop",
+            "run-background",
+        ] {
+            let func = if async_exports.contains(&name) {
+                "$a"
+            } else {
+                "$f"
+            };
+            wat += &format!("(export \"{name}\" (func {func}))");
+        }
+        wat += ")";
+        let mut config = wasmtime::Config::new();
+        config
+            .wasm_component_model_async(true)
+            .concurrency_support(true);
+        let engine = wasmtime::Engine::new(&config).unwrap();
+        Component::new(&engine, wat::parse_str(&wat).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn an_async_func_where_a_plain_one_is_called_is_refused_naming_it() {
+        let plain = component(&[], "");
+        assert_eq!(export_problem(&plain, &World::SyncApp), None);
+        let problem = export_problem(&component(&["handle"], ""), &World::SyncApp).unwrap();
+        assert!(
+            problem.contains("exports `handle` as an `async func`"),
+            "{problem}"
+        );
+        let problem = export_problem(&component(&["on-stop"], ""), &World::SyncApp).unwrap();
+        assert!(problem.contains("`on-stop`"), "{problem}");
+        // The app world's hooks are async; its `handle` is not.
+        assert_eq!(
+            export_problem(&component(&["on-start"], ""), &World::App),
+            None
+        );
+        let problem = export_problem(&component(&["handle"], ""), &World::App).unwrap();
+        assert!(problem.contains("in the app world"), "{problem}");
+    }
+
+    #[test]
+    fn a_sync_app_importing_an_async_func_is_refused_naming_it() {
+        let host = "(import \"cello:component/host@0.1.0\" (instance
+            (export \"log\" (func (param \"message\" string)))
+            (export \"sleep\" (func async (param \"ms\" u32)))))";
+        let problem = export_problem(&component(&[], host), &World::SyncApp).unwrap();
+        assert!(
+            problem.contains("imports `cello:component/host@0.1.0 sleep`, an `async func`"),
+            "{problem}"
+        );
+        let log_only = "(import \"cello:component/host@0.1.0\" (instance
+            (export \"log\" (func (param \"message\" string)))))";
+        assert_eq!(
+            export_problem(&component(&[], log_only), &World::SyncApp),
+            None
+        );
+    }
 }

@@ -34,6 +34,12 @@ pub(super) async fn call(
         .instrument(telemetry::stage("instance checkout"))
         .await?;
     let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        // Its start (`on-start`) outlasted the request: the instance is
+        // sound, and kept for the next one.
+        pool.checkin(instance);
+        return Err(shared.owner.timed_out(shared.limits.timeout));
+    }
     let index = req.route;
     let route = shared.route_name(index);
     let state = instance.store.data_mut();

@@ -98,7 +98,9 @@ pub(crate) fn config_secret(name: &str) -> Option<String> {
 #[cfg(feature = "sync")]
 pub(crate) async fn outbound_send(_request: OutgoingRequest) -> Result<Reply, SendError> {
     Err(SendError::Failed(
-        "outbound requests await the host: build without cello-sdk's `sync` feature".into(),
+        "outbound HTTP is not available in a `sync` build: build without cello-sdk's \
+         `sync` feature"
+            .into(),
     ))
 }
 
