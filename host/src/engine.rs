@@ -61,9 +61,10 @@ impl Engines {
     /// try if that one refuses it. The plain engine for a `wasi:http@0.2`
     /// proxy that imports nothing of Cello's (its host functions are
     /// async), and first for a sync app that imports only what the plain
-    /// engine links: one that turns out to import an `async func` anyway
-    /// (`host`'s `sleep`, say) fails validation there and goes to the
-    /// concurrent engine. The concurrent engine for anything else.
+    /// engine links: one that turns out to hold an `async func` anyway
+    /// (`host`'s `sleep`, say) fails validation there, is compiled on the
+    /// concurrent engine, and is refused by the loader with a sentence
+    /// naming it. The concurrent engine for anything else.
     pub fn for_component(&self, bytes: &[u8]) -> (&Engine, Option<&Engine>) {
         match top_level_names(bytes) {
             Some((imports, exports)) if is_plain_proxy(&imports, exports.clone()) => {
