@@ -1,8 +1,7 @@
 //! Sync apps: Rust components built with cello-sdk's `sync` feature,
 //! against the `sync-app` world, whose exports are all plain functions.
 //! One that imports no `async func` is called without component-model
-//! async; one that imports what only the concurrent engine links is served
-//! there, the same; one that imports an `async func` is refused.
+//! async; one that imports an `async func` is refused.
 
 use std::time::{Duration, Instant};
 
@@ -112,23 +111,57 @@ async fn a_sync_build_without_its_grants_is_refused_naming_them() {
     assert!(said.contains("add `kv = true`"), "{said}");
 }
 
-/// A sync build importing SQL (linked only on the concurrent engine) is
-/// served there: its statements run through the `-blocking` functions,
-/// migrations in its startup hook included.
+/// A sync build importing SQL is served on the engine without
+/// concurrency support too: its statements, transactions and migrations
+/// (in its startup hook) run through the `-blocking` functions; a
+/// statement's error comes back to it as an error, not a trap, and a
+/// transaction dropped unfinished is rolled back.
 #[tokio::test]
-async fn a_sync_build_importing_sql_is_served_with_component_model_async() {
+async fn a_sync_build_importing_sql_runs_its_statements_blocking() {
     let host = Components::new()
         .with_sidecar("rust-sql-sync", "[grants]\nsql = true\nconfig = true\n")
         .serve();
-    let said = host
-        .wait_for_log("a sync app served with component-model async")
-        .await;
-    assert!(said.contains("imports cello:component/sql@"), "{said}");
+    host.wait_for_log(ON_THE_PLAIN_ENGINE).await;
     assert_eq!(host.post("/notes", "text/plain", "first").await.body, "1");
     assert_eq!(host.post("/notes", "text/plain", "second").await.body, "2");
     assert_eq!(host.get("/notes/2").await.json()["body"], "second");
     assert_eq!(host.get("/count").await.body, "2");
     assert_eq!(host.get("/notes/9").await.status, 404);
+    let invalid = host.post("/run", "text/plain", "SELEC nothing").await;
+    assert_eq!(invalid.status, 400, "{}", invalid.body);
+    assert!(invalid.body.contains("syntax error"), "{}", invalid.body);
+    assert_eq!(
+        host.post("/abandon", "text/plain", "gone").await.status,
+        500
+    );
+    assert_eq!(host.get("/count").await.body, "2");
+    let batch = host.post("/batch", "text/plain", "third\nfourth").await;
+    assert_eq!(batch.body, "committed");
+    assert_eq!(host.get("/count").await.body, "4");
+}
+
+/// A sync build's statement that would run forever ends at the request's
+/// time limit (504), and the database goes on answering the next one.
+#[tokio::test]
+async fn a_sync_builds_endless_statement_is_a_504_and_the_database_goes_on() {
+    let host = Components::new()
+        .with_sidecar(
+            "rust-sql-sync",
+            "[grants]\nsql = true\nconfig = true\n[limits]\ntimeout-ms = 500\n",
+        )
+        .serve();
+    host.wait_for_log(ON_THE_PLAIN_ENGINE).await;
+    let started = Instant::now();
+    let endless = host.get("/slow").await;
+    assert_eq!(endless.status, 504, "{}", endless.body);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let after = host.post("/notes", "text/plain", "after").await;
+    assert_eq!((after.status, after.body.as_str()), (200, "1"));
+    assert_eq!(host.get("/count").await.body, "1");
 }
 
 /// A sync build's call that runs past `timeout-ms` (its sleep blocks the

@@ -93,7 +93,7 @@ fn is_plain_app(imports: &[String], exports: Vec<String>) -> bool {
 
 /// True when the plain engine's linker offers a sync app's import `name`.
 pub fn plain_links(name: &str) -> bool {
-    const LINKED: [&str; 5] = ["types", "host", "cache", "kv", "config"];
+    const LINKED: [&str; 6] = ["types", "host", "cache", "kv", "config", "sql"];
     match name.strip_prefix("cello:component/") {
         Some(rest) => LINKED.iter().any(|i| rest.split('@').next() == Some(i)),
         None => !name.contains(':') || (name.starts_with("wasi:") && name.contains("@0.2")),
@@ -254,10 +254,11 @@ mod tests {
             "wasi:cli/stdout@0.2.9",
             "cello:component/host@0.1.0",
             "cello:component/kv@0.1.0",
+            "cello:component/sql@0.1.0",
             "request",
         ]);
         assert!(is_plain_app(&imports, names(&exports)));
-        for more in ["cello:component/sql@0.1.0", "wasi:cli/stdout@0.3.0"] {
+        for more in ["cello:component/streams@0.1.0", "wasi:cli/stdout@0.3.0"] {
             let mut imports = imports.clone();
             imports.push(more.into());
             assert!(!is_plain_app(&imports, names(&exports)), "{more}");

@@ -45,10 +45,12 @@ pub trait Capability: 'static {
     /// component's [`Capability::Granted`] through [`Has`].
     fn add_to_linker<T: Has<Self>>(linker: &mut Linker<T>) -> wasmtime::Result<()>;
 
-    /// True when none of its interface's functions is an `async func`: its
-    /// host functions are then linked on the engine without concurrency
-    /// support too, for sync apps (`wit/cello.wit`, `sync-app`).
-    const SYNC: bool = false;
+    /// Adds the host functions a sync app may import (`wit/cello.wit`,
+    /// `sync-app`), on the engine without concurrency support: those that
+    /// are not an `async func`. None by default.
+    fn add_sync_to_linker<T: Has<Self>>(_linker: &mut Linker<T>) -> wasmtime::Result<()> {
+        Ok(())
+    }
 
     /// Adds the standard (WASI) interfaces it also answers. Unlike Cello's
     /// own, these are linked on every engine, so that `wasi:http`

@@ -113,8 +113,6 @@ impl ConfigValues {
 pub struct Config;
 
 impl Capability for Config {
-    const SYNC: bool = true;
-
     const INTERFACES: &'static [&'static str] = &["cello:component/config", "wasi:config/store"];
     const HOW_TO_GRANT: &'static str = "config = true";
     type Grant = bool;
@@ -126,6 +124,11 @@ impl Capability for Config {
 
     fn add_to_linker<T: Has<Self>>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
         config::add_to_linker::<T, ConfigAccess>(linker, |state| ConfigView(state.granted()))
+    }
+
+    /// Every function of its interface is a plain one.
+    fn add_sync_to_linker<T: Has<Self>>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+        Self::add_to_linker(linker)
     }
 
     fn add_standard_to_linker<T: Has<Self>>(linker: &mut Linker<T>) -> wasmtime::Result<()> {

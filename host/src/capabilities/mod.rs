@@ -102,15 +102,17 @@ macro_rules! capabilities {
         }
 
         /// Adds the host functions of every capability in `granted`; on an
-        /// engine without concurrency support, of those without an
-        /// `async func` ([`Capability::SYNC`]).
+        /// engine without concurrency support, those that are not an
+        /// `async func` ([`Capability::add_sync_to_linker`]).
         pub fn add_to_linker<T: HasCapabilities>(
             linker: &mut Linker<T>,
             granted: GrantSet,
         ) -> wasmtime::Result<()> {
             let concurrent = linker.engine().get_concurrency_support();
-            $( if granted.$name && (concurrent || <$capability as Capability>::SYNC) {
+            $( if granted.$name && concurrent {
                 <$capability as Capability>::add_to_linker(linker)?;
+            } else if granted.$name {
+                <$capability as Capability>::add_sync_to_linker(linker)?;
             } )*
             Ok(())
         }

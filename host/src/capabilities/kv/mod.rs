@@ -568,8 +568,6 @@ fn internal(error: impl std::fmt::Display) -> String {
 pub struct Kv;
 
 impl Capability for Kv {
-    const SYNC: bool = true;
-
     const INTERFACES: &'static [&'static str] = &[
         "cello:component/kv",
         "wasi:keyvalue/store",
@@ -586,6 +584,11 @@ impl Capability for Kv {
 
     fn add_to_linker<T: Has<Self>>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
         kv::add_to_linker::<T, KvAccess>(linker, |state| KvView(state.granted(), state.call_span()))
+    }
+
+    /// Every function of its interface is a plain one.
+    fn add_sync_to_linker<T: Has<Self>>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+        Self::add_to_linker(linker)
     }
 
     fn add_standard_to_linker<T: Has<Self>>(linker: &mut Linker<T>) -> wasmtime::Result<()> {

@@ -324,10 +324,58 @@ impl Capability for Sql {
     }
 
     fn add_to_linker<T: Has<Self>>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
-        sql::add_to_linker::<T, SqlAccess>(linker, |state| {
-            SqlView(state.granted(), state.call_span())
-        })
+        sql::add_to_linker::<T, SqlAccess>(linker, view)
     }
+
+    /// The `-blocking` twins alone, wrapped by hand: the generated
+    /// `add_to_linker` links the `async func`s too, which the engine without
+    /// concurrency support cannot hold.
+    fn add_sync_to_linker<T: Has<Self>>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+        use sql::Host as _;
+        let mut functions = linker.instance("cello:component/sql@0.1.0")?;
+        functions.func_wrap_async(
+            "query-blocking",
+            |mut store, (statement, params, tx): (String, Vec<Value>, Option<u64>)| {
+                Box::new(async move {
+                    let mut database = view(store.data_mut());
+                    Ok((database.query_blocking(statement, params, tx).await?,))
+                })
+            },
+        )?;
+        functions.func_wrap_async(
+            "execute-blocking",
+            |mut store, (statement, params, tx): (String, Vec<Value>, Option<u64>)| {
+                Box::new(async move {
+                    let mut database = view(store.data_mut());
+                    Ok((database.execute_blocking(statement, params, tx).await?,))
+                })
+            },
+        )?;
+        functions.func_wrap_async("begin-blocking", |mut store, (): ()| {
+            Box::new(async move { Ok((view(store.data_mut()).begin_blocking().await?,)) })
+        })?;
+        functions.func_wrap_async("commit-blocking", |mut store, (tx,): (u64,)| {
+            Box::new(async move { Ok((view(store.data_mut()).commit_blocking(tx).await?,)) })
+        })?;
+        functions.func_wrap_async("rollback-blocking", |mut store, (tx,): (u64,)| {
+            Box::new(async move { Ok((view(store.data_mut()).rollback_blocking(tx).await?,)) })
+        })?;
+        functions.func_wrap_async(
+            "migrate-blocking",
+            |mut store, (migrations,): (Vec<Migration>,)| {
+                Box::new(async move {
+                    let mut database = view(store.data_mut());
+                    Ok((database.migrate_blocking(migrations).await?,))
+                })
+            },
+        )?;
+        Ok(())
+    }
+}
+
+/// What the host functions of `state` see of its database.
+fn view<T: Has<Sql>>(state: &mut T) -> SqlView<'_> {
+    SqlView(state.granted(), state.call_span())
 }
 
 /// How the host functions reach a store's database.
@@ -974,6 +1022,39 @@ mod tests {
             durable == 1 && again.is_ok(),
             "after a cancelled statement in a transaction, a later write is not committed \
              (another connection sees {durable} rows) and begin() answers {again:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn attack_a_statement_whose_caller_stopped_waiting_frees_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = limited(
+            &dir,
+            SqlLimits {
+                query_timeout: Duration::from_secs(30),
+                ..SqlSettings::default().limits()
+            },
+        );
+        let db = store.database("acme/shop");
+        notes(&db).await;
+        // The request's time limit (or a client gone) drops the guest's
+        // call while its endless statement runs on the blocking thread.
+        let endless = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) \
+                       SELECT count(*) FROM n";
+        let cut = tokio::time::timeout(
+            Duration::from_millis(50),
+            db.query(endless.into(), vec![], None),
+        )
+        .await;
+        assert!(cut.is_err(), "the statement was meant to be cut");
+        let started = std::time::Instant::now();
+        run(&db, "INSERT INTO notes (body) VALUES ('after')", vec![])
+            .await
+            .unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "the next statement waited {:?} for the abandoned one (limit 30 s)",
+            started.elapsed()
         );
     }
 

@@ -317,10 +317,16 @@ async fn run<T: Send + 'static>(
 
 /// Runs `op` on the held connection on a blocking thread; gives the
 /// connection back with the result.
+///
+/// A caller that stops waiting (its request ran out of time, its client
+/// left) stops the statement too, at the progress handler's next look:
+/// otherwise it would hold the connection, and every later call waiting
+/// for it, until its own time limit.
 async fn blocking<T: Send + 'static>(
     mut held: Held,
     op: impl FnOnce(&mut Session) -> Result<T, SqlError> + Send + 'static,
 ) -> (Held, Result<T, SqlError>) {
+    let mut abandoned = StopOnDrop(held.as_ref().map(|s| s.deadline.clone()));
     let joined = tokio::task::spawn_blocking(move || {
         let result = match held.as_mut() {
             Some(session) => op(session),
@@ -329,9 +335,22 @@ async fn blocking<T: Send + 'static>(
         (held, result)
     })
     .await;
+    abandoned.0 = None;
     match joined {
         Ok(done) => done,
         Err(e) => panic!("a SQL statement's thread failed: {e}"),
+    }
+}
+
+/// Moves a statement's deadline to now when dropped while set: the
+/// progress handler then stops the statement.
+struct StopOnDrop(Option<Arc<Mutex<Instant>>>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if let Some(deadline) = &self.0 {
+            *deadline.lock().unwrap() = Instant::now();
+        }
     }
 }
 
