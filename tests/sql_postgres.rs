@@ -5,6 +5,7 @@
 use crate::support;
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use http::Method;
 use serde_json::json;
@@ -175,4 +176,27 @@ async fn a_transaction_a_guest_begins_with_a_statement_never_holds_later_writes(
     // A restart closes every connection: only committed rows remain.
     let host = serve_on_postgres(host.stop(), &config);
     assert_eq!(host.get("/n/count").await.body, "3");
+}
+
+/// A statement whose call is cut (here the request's time limit, in a sync
+/// build) is cancelled, and its connection is not reused: the component's
+/// next request does not queue behind it until the statement's own limit.
+#[tokio::test]
+async fn a_statement_whose_call_is_cut_is_cancelled_and_the_next_does_not_wait() {
+    let (_dir, config) = config();
+    let sidecar = "[grants]\nsql = true\nconfig = true\n[limits]\ntimeout-ms = 500\n";
+    let components = Components::new().with_sidecar("rust-sql-sync", sidecar);
+    let host = serve_on_postgres(components, &config);
+    // Both of its connections (`connections-per-component = 2`) run an
+    // endless statement when the calls are cut.
+    let (first, second) = tokio::join!(host.get("/slow"), host.get("/slow"));
+    assert_eq!((first.status, second.status), (504, 504), "{}", first.body);
+    let started = Instant::now();
+    let added = host.post("/notes", "text/plain", "after").await;
+    assert_eq!(added.status, 200, "{}", added.body);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the next statement waited {:?} (a statement's limit is 5 s)",
+        started.elapsed()
+    );
 }

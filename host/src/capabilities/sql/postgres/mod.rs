@@ -23,7 +23,9 @@
 //! be reused by the same component.
 //!
 //! **Limits.** Each call sets `statement_timeout` before the statement
-//! (and the host cancels it a second later if the server does not). The
+//! (and the host cancels it a second later if the server does not); a
+//! statement whose call is dropped (its request's time limit, its client
+//! gone) is cancelled then, and its connection closed. The
 //! size quota is an approximation, as PostgreSQL has none per schema: the
 //! size of the schema's tables with their indexes and TOAST
 //! (`pg_total_relation_size`) is measured before a statement that follows
@@ -121,6 +123,17 @@ struct Lease {
     server: Arc<Server>,
     _share: OwnedSemaphorePermit,
     _in_use: OwnedSemaphorePermit,
+}
+
+/// Cancels the statement of its token when dropped while set.
+struct CancelOnDrop(Option<tokio_postgres::CancelToken>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let (Some(token), Ok(runtime)) = (self.0.take(), tokio::runtime::Handle::try_current()) {
+            runtime.spawn(async move { token.cancel_query(tokio_postgres::NoTls).await });
+        }
+    }
 }
 
 impl Drop for Lease {
@@ -277,6 +290,13 @@ impl Database {
         };
         let sql = numbered_placeholders(statement);
         let cancel = connection.client.cancel_token();
+        // A caller that stops waiting (its request ran out of time, its
+        // client left) drops this future mid-statement: the statement is
+        // cancelled, and the connection, whose next request would queue
+        // behind it, is not reused.
+        let mut abandoned = CancelOnDrop(Some(cancel.clone()));
+        let was_broken = std::mem::replace(&mut lease.broken, true);
+        let connection = lease.connection();
         let ran = tokio::time::timeout(time + GRACE, async {
             let Connection {
                 client, statements, ..
@@ -313,6 +333,8 @@ impl Database {
             collect(client, &prepared, params, limits).await
         })
         .await;
+        abandoned.0 = None;
+        lease.broken = was_broken;
         let ran = ran.unwrap_or_else(|_| {
             tokio::spawn(async move { cancel.cancel_query(tokio_postgres::NoTls).await });
             lease.broken = true;
