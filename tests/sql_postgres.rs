@@ -185,7 +185,7 @@ async fn a_transaction_a_guest_begins_with_a_statement_never_holds_later_writes(
 async fn a_statement_whose_call_is_cut_is_cancelled_and_the_next_does_not_wait() {
     let (_dir, config) = config();
     let sidecar = "[grants]\nsql = true\nconfig = true\n[limits]\ntimeout-ms = 500\n";
-    let components = Components::new().with_sidecar("rust-sql-sync", sidecar);
+    let components = Components::new().with_as("rust-sql-sync", "endless-sql", Some(sidecar));
     let host = serve_on_postgres(components, &config);
     // Both of its connections (`connections-per-component = 2`) run an
     // endless statement when the calls are cut.
@@ -199,4 +199,25 @@ async fn a_statement_whose_call_is_cut_is_cancelled_and_the_next_does_not_wait()
         "the next statement waited {:?} (a statement's limit is 5 s)",
         started.elapsed()
     );
+}
+
+/// Transactions cut calls left open (their instances dropped past
+/// `timeout-ms`) are rolled back at once: the component's connections are
+/// free for the next request, and what they wrote is gone.
+#[tokio::test]
+async fn transactions_left_open_by_cut_calls_are_rolled_back_at_once() {
+    let (_dir, config) = config();
+    let sidecar = "[grants]\nsql = true\nconfig = true\n[limits]\ntimeout-ms = 500\n";
+    // A schema of its own: the server is shared with the other tests.
+    let components = Components::new().with_as("rust-sql-sync", "held-sql", Some(sidecar));
+    let host = serve_on_postgres(components, &config);
+    // Both of its connections held by a transaction.
+    let (first, second) = tokio::join!(
+        host.post("/hold/8000", "text/plain", ""),
+        host.post("/hold/8000", "text/plain", "")
+    );
+    assert_eq!((first.status, second.status), (504, 504), "{}", first.body);
+    let added = host.post("/notes", "text/plain", "after").await;
+    assert_eq!(added.status, 200, "{}", added.body);
+    assert_eq!(host.get("/count").await.body, "1");
 }

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::Components;
+use crate::support::{Components, Host};
 
 const ON_THE_PLAIN_ENGINE: &str = "a sync app: its calls skip component-model async";
 
@@ -140,17 +140,22 @@ async fn a_sync_build_importing_sql_runs_its_statements_blocking() {
     assert_eq!(host.get("/count").await.body, "4");
 }
 
+/// The sync rust-sql, with a database and a `timeout-ms` of 500, on the
+/// plain engine.
+async fn sql_sync_host_cutting_at_500_ms() -> Host {
+    let sidecar = "[grants]\nsql = true\nconfig = true\n[limits]\ntimeout-ms = 500\n";
+    let host = Components::new()
+        .with_sidecar("rust-sql-sync", sidecar)
+        .serve();
+    host.wait_for_log(ON_THE_PLAIN_ENGINE).await;
+    host
+}
+
 /// A sync build's statement that would run forever ends at the request's
 /// time limit (504), and the database goes on answering the next one.
 #[tokio::test]
 async fn a_sync_builds_endless_statement_is_a_504_and_the_database_goes_on() {
-    let host = Components::new()
-        .with_sidecar(
-            "rust-sql-sync",
-            "[grants]\nsql = true\nconfig = true\n[limits]\ntimeout-ms = 500\n",
-        )
-        .serve();
-    host.wait_for_log(ON_THE_PLAIN_ENGINE).await;
+    let host = sql_sync_host_cutting_at_500_ms().await;
     let started = Instant::now();
     let endless = host.get("/slow").await;
     assert_eq!(endless.status, 504, "{}", endless.body);
@@ -203,4 +208,19 @@ async fn an_instance_whose_start_outlasts_the_request_serves_the_next_one() {
         "{:?}",
         started.elapsed()
     );
+}
+
+/// A transaction a cut call left open (its instance, blocked in a sleep
+/// past `timeout-ms`, is dropped with it) is rolled back at once: the
+/// database is free for the next request, and what it wrote is gone.
+#[tokio::test]
+async fn a_transaction_left_open_by_a_cut_call_is_rolled_back_at_once() {
+    let host = sql_sync_host_cutting_at_500_ms().await;
+    let held = host.post("/hold/5000", "text/plain", "").await;
+    assert_eq!(held.status, 504, "{}", held.body);
+    let after = host.post("/notes", "text/plain", "after").await;
+    assert_eq!((after.status, after.body.as_str()), (200, "1"));
+    assert_eq!(host.get("/count").await.body, "1");
+    host.wait_for_log("a SQL transaction was open when its instance ended")
+        .await;
 }

@@ -15,8 +15,8 @@ use crate::instances::state::InstanceState;
 
 /// A linker offering `granted`. On an engine without concurrency support,
 /// WASI, wasi:http, the granted standard interfaces, and what a sync app
-/// may import: Cello's interfaces and capabilities without an `async func`
-/// (`host`'s `log` but not its `sleep`).
+/// may import: Cello's functions that are not an `async func` (`host`'s
+/// `log` but not its `sleep`, `sql`'s `-blocking` twins).
 pub fn linker(engine: &Engine, granted: GrantSet) -> anyhow::Result<Linker<InstanceState>> {
     use wasmtime_wasi_http::p2::bindings::http as wasi_http;
     type Http = wasmtime_wasi_http::WasiHttp;
@@ -37,8 +37,8 @@ pub fn linker(engine: &Engine, granted: GrantSet) -> anyhow::Result<Linker<Insta
         state
     }
     if !engine.get_concurrency_support() {
-        // What a sync app may import: Cello's interfaces without an
-        // `async func` (`host` but its `sleep`), and such capabilities.
+        // What a sync app may import: Cello's functions that are not an
+        // `async func` (`host` but its `sleep`), and such of capabilities'.
         cello::types::add_to_linker::<_, HasSelf<_>>(&mut linker, this)?;
         cello::cache::add_to_linker::<_, HasSelf<_>>(&mut linker, this)?;
         linker.instance("cello:component/host@0.1.0")?.func_wrap(

@@ -68,6 +68,10 @@ pub trait Has<C: Capability + ?Sized>: Send + 'static {
     /// whose resources the host keeps (`wasi:keyvalue`'s buckets).
     fn granted_with_table(&mut self) -> (Option<&C::Granted>, &mut ResourceTable);
 
+    /// The same, beside what the store keeps for its capabilities (the SQL
+    /// transactions it began).
+    fn granted_with_state(&mut self) -> (Option<&C::Granted>, &mut super::StoreState);
+
     /// The trace span the host calls made now belong to (see
     /// [`super::HasCapabilities::call_span`]).
     fn call_span(&self) -> tracing::Span;

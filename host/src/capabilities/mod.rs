@@ -141,6 +141,13 @@ macro_rules! capabilities {
                 (capabilities.$name.as_ref(), table)
             }
 
+            fn granted_with_state(
+                &mut self,
+            ) -> (Option<&<$capability as Capability>::Granted>, &mut StoreState) {
+                let (capabilities, state) = self.capabilities_and_state();
+                (capabilities.$name.as_ref(), state)
+            }
+
             fn call_span(&self) -> tracing::Span {
                 HasCapabilities::call_span(self)
             }
@@ -172,11 +179,21 @@ capabilities! {
 }
 
 /// A store's state that holds its component's capabilities.
+/// What a store keeps for its capabilities between host calls.
+#[derive(Default)]
+pub struct StoreState {
+    /// The SQL transactions it began and has not ended.
+    pub transactions: sql::Begun,
+}
+
 pub trait HasCapabilities: Send + 'static {
     fn capabilities(&self) -> &Capabilities;
 
     /// The capabilities beside the instance's resource table.
     fn capabilities_and_table(&mut self) -> (&Capabilities, &mut ResourceTable);
+
+    /// The capabilities beside what the store keeps for them.
+    fn capabilities_and_state(&mut self) -> (&Capabilities, &mut StoreState);
 
     /// The trace span of the guest call whose code runs now, for the host
     /// calls it makes: on an event-loop instance the calls share one task,

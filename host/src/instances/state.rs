@@ -11,7 +11,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::capabilities::outbound::OutboundHooks;
-use crate::capabilities::{Capabilities, HasCapabilities};
+use crate::capabilities::{Capabilities, HasCapabilities, StoreState};
 use crate::config::Limits;
 use crate::engine::{EPOCH_TICK, TICKS};
 use crate::error::CallError;
@@ -143,6 +143,9 @@ pub struct InstanceState {
     http: WasiHttpCtx,
     hooks: OutboundHooks,
     table: ResourceTable,
+    /// What the capabilities keep for this store: dropped with it, which
+    /// rolls back the SQL transactions it left open.
+    capability_state: StoreState,
     memory: MemoryBudget,
     watch: Option<BlockedWatch>,
     /// The epoch tick by which the current sync call must end.
@@ -170,6 +173,10 @@ impl HasCapabilities for InstanceState {
 
     fn capabilities_and_table(&mut self) -> (&Capabilities, &mut ResourceTable) {
         (&self.owner.capabilities, &mut self.table)
+    }
+
+    fn capabilities_and_state(&mut self) -> (&Capabilities, &mut StoreState) {
+        (&self.owner.capabilities, &mut self.capability_state)
     }
 
     fn call_span(&self) -> tracing::Span {
@@ -212,6 +219,7 @@ impl InstanceState {
             wasi,
             http,
             table,
+            capability_state: StoreState::default(),
             memory: MemoryBudget {
                 limit: limits.memory_bytes,
                 used: 0,

@@ -375,7 +375,55 @@ impl Capability for Sql {
 
 /// What the host functions of `state` see of its database.
 fn view<T: Has<Sql>>(state: &mut T) -> SqlView<'_> {
-    SqlView(state.granted(), state.call_span())
+    let span = state.call_span();
+    let (database, kept) = state.granted_with_state();
+    SqlView(database, span, &mut kept.transactions)
+}
+
+/// The transactions a store began and has not ended. Dropped with the
+/// store (its call was cut, its instance ended), it rolls them back at
+/// once, rather than leaving each to hold its connection (on SQLite, the
+/// database) until `transaction-timeout-ms`.
+#[derive(Default)]
+pub struct Begun(Vec<(Arc<Database>, u64)>);
+
+/// Transactions a store may keep track of; past it the oldest is left to
+/// the time limit (a guest that begins and never ends them).
+const BEGUN_KEPT: usize = 64;
+
+impl Begun {
+    fn began(&mut self, database: &Arc<Database>, id: u64) {
+        if self.0.len() >= BEGUN_KEPT {
+            self.0.remove(0);
+        }
+        self.0.push((database.clone(), id));
+    }
+
+    fn ended(&mut self, id: u64) {
+        self.0.retain(|(_, open)| *open != id);
+    }
+}
+
+impl Drop for Begun {
+    fn drop(&mut self) {
+        if self.0.is_empty() {
+            return;
+        }
+        // Without a runtime (the host is stopping) the time limit still
+        // rolls them back.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        for (database, id) in self.0.drain(..) {
+            runtime.spawn(async move {
+                if database.finish(id, "ROLLBACK").await.is_ok() {
+                    tracing::warn!(
+                        "a SQL transaction was open when its instance ended: rolled back"
+                    );
+                }
+            });
+        }
+    }
 }
 
 /// How the host functions reach a store's database.
@@ -386,8 +434,9 @@ impl HasData for SqlAccess {
 }
 
 /// A store's database, as its host functions see it (linked only when
-/// granted, so present), and the trace span of the call using it.
-pub struct SqlView<'a>(Option<&'a Arc<Database>>, tracing::Span);
+/// granted, so present), the trace span of the call using it, and the
+/// transactions the store began.
+pub struct SqlView<'a>(Option<&'a Arc<Database>>, tracing::Span, &'a mut Begun);
 
 impl SqlView<'_> {
     fn database(&self) -> wasmtime::Result<Arc<Database>> {
@@ -436,11 +485,16 @@ impl sql::Host for SqlView<'_> {
 
     async fn begin_blocking(&mut self) -> Answer<u64> {
         let db = self.database()?;
-        Ok(db.begin().instrument(self.1.clone()).await)
+        let began = db.begin().instrument(self.1.clone()).await;
+        if let Ok(id) = began {
+            self.2.began(&db, id);
+        }
+        Ok(began)
     }
 
     async fn commit_blocking(&mut self, transaction: u64) -> Answer<()> {
         let db = self.database()?;
+        self.2.ended(transaction);
         Ok(db
             .finish(transaction, "COMMIT")
             .instrument(self.1.clone())
@@ -449,6 +503,7 @@ impl sql::Host for SqlView<'_> {
 
     async fn rollback_blocking(&mut self, transaction: u64) -> Answer<()> {
         let db = self.database()?;
+        self.2.ended(transaction);
         Ok(db
             .finish(transaction, "ROLLBACK")
             .instrument(self.1.clone())
@@ -490,16 +545,22 @@ impl<U> sql::HostWithStore<U> for SqlAccess {
 
     async fn begin(accessor: &Accessor<U, Self>) -> Answer<u64> {
         let (db, span) = database(accessor)?;
-        Ok(db.begin().instrument(span).await)
+        let began = db.begin().instrument(span).await;
+        if let Ok(id) = began {
+            accessor.with(|mut access| access.get().2.began(&db, id));
+        }
+        Ok(began)
     }
 
     async fn commit(accessor: &Accessor<U, Self>, transaction: u64) -> Answer<()> {
         let (db, span) = database(accessor)?;
+        accessor.with(|mut access| access.get().2.ended(transaction));
         Ok(db.finish(transaction, "COMMIT").instrument(span).await)
     }
 
     async fn rollback(accessor: &Accessor<U, Self>, transaction: u64) -> Answer<()> {
         let (db, span) = database(accessor)?;
+        accessor.with(|mut access| access.get().2.ended(transaction));
         Ok(db.finish(transaction, "ROLLBACK").instrument(span).await)
     }
 

@@ -27,7 +27,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -305,7 +305,10 @@ async fn run<T: Send + 'static>(
     op: impl Fn(&mut Session, Thread) -> Option<Result<T, SqlError>> + Send + 'static,
 ) -> (Held, Result<T, SqlError>) {
     if let Some(session) = held.as_mut()
-        && let Some(done) = op(session, Thread::Calling)
+        && let Some(done) = {
+            session.new_call();
+            op(session, Thread::Calling)
+        }
     {
         return (held, done);
     }
@@ -319,16 +322,26 @@ async fn run<T: Send + 'static>(
 /// connection back with the result.
 ///
 /// A caller that stops waiting (its request ran out of time, its client
-/// left) stops the statement too, at the progress handler's next look:
-/// otherwise it would hold the connection, and every later call waiting
-/// for it, until its own time limit.
+/// left) stops its statement too, at the progress handler's next look, or
+/// before it begins: otherwise it would hold the connection, and every
+/// later call waiting for it, until its own time limit.
 async fn blocking<T: Send + 'static>(
     mut held: Held,
     op: impl FnOnce(&mut Session) -> Result<T, SqlError> + Send + 'static,
 ) -> (Held, Result<T, SqlError>) {
-    let mut abandoned = StopOnDrop(held.as_ref().map(|s| s.deadline.clone()));
+    let call = held.as_ref().map(|s| (s.new_call(), s.stop.clone()));
+    let mut abandoned = StopOnDrop(call.clone());
     let joined = tokio::task::spawn_blocking(move || {
         let result = match held.as_mut() {
+            Some(_)
+                if call
+                    .as_ref()
+                    .is_some_and(|(id, stop)| stop.load(Ordering::SeqCst) == *id) =>
+            {
+                Err(SqlError::Failed(
+                    "the call was cut before its statement ran".into(),
+                ))
+            }
             Some(session) => op(session),
             None => Err(SqlError::Failed("the database is not open".into())),
         };
@@ -342,14 +355,15 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-/// Moves a statement's deadline to now when dropped while set: the
-/// progress handler then stops the statement.
-struct StopOnDrop(Option<Arc<Mutex<Instant>>>);
+/// When dropped while set, stops the call it names: the progress handler
+/// interrupts that call's statement, and one not yet begun never runs. A
+/// later call has another id, so a stop that comes late touches nothing.
+struct StopOnDrop(Option<(u64, Arc<AtomicU64>)>);
 
 impl Drop for StopOnDrop {
     fn drop(&mut self) {
-        if let Some(deadline) = &self.0 {
-            *deadline.lock().unwrap() = Instant::now();
+        if let Some((id, stop)) = &self.0 {
+            stop.store(*id, Ordering::SeqCst);
         }
     }
 }
@@ -359,6 +373,11 @@ struct Session {
     connection: Connection,
     /// When the running statement must stop.
     deadline: Arc<Mutex<Instant>>,
+    /// The id of the call using the connection ([`Session::new_call`]).
+    call: Arc<AtomicU64>,
+    /// The id of a call whose caller stopped waiting: while it is the one
+    /// using the connection, its statements are interrupted.
+    stop: Arc<AtomicU64>,
     /// While set, the host's own statements pass the authorizer.
     host_mode: Arc<AtomicBool>,
     /// Set when a statement that changes the schema was prepared, or a
@@ -408,10 +427,16 @@ impl Session {
         let deadline = Arc::new(Mutex::new(Instant::now()));
         let host_mode = Arc::new(AtomicBool::new(false));
         let passed = deadline.clone();
+        let call = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicU64::new(u64::MAX));
+        let (running, stopped) = (call.clone(), stop.clone());
         connection
             .progress_handler(
                 STEPS_BETWEEN_CHECKS,
-                Some(move || Instant::now() > *passed.lock().unwrap()),
+                Some(move || {
+                    running.load(Ordering::SeqCst) == stopped.load(Ordering::SeqCst)
+                        || Instant::now() > *passed.lock().unwrap()
+                }),
             )
             .map_err(failed)?;
         let host = host_mode.clone();
@@ -433,6 +458,8 @@ impl Session {
         Ok(Self {
             connection,
             deadline,
+            call,
+            stop,
             host_mode,
             schema_changed,
             max_pages: None,
@@ -458,6 +485,12 @@ impl Session {
         }
         self.clock(time);
         Ok(())
+    }
+
+    /// Makes a new call the one using the connection, and returns its id:
+    /// a stop meant for an earlier call no longer applies.
+    fn new_call(&self) -> u64 {
+        self.call.fetch_add(1, Ordering::SeqCst) + 1
     }
 
     /// Gives the next statements `time` to run.
@@ -582,6 +615,7 @@ impl Session {
     /// Runs a bare `BEGIN`, `COMMIT` or `ROLLBACK`.
     fn finish(&mut self, verb: &str) -> Result<(), SqlError> {
         // Ending a transaction must not be cut short.
+        self.new_call();
         self.clock(FINISH_TIME);
         if verb == "ROLLBACK" {
             // What it undoes may have been a schema change.

@@ -1,7 +1,8 @@
 //! A Rust guest over the SQL capability: migrations (one more can come
 //! from the sidecar's `extra-migration` variable, to try a failing one),
-//! async and blocking calls, a transaction dropped unfinished, a slow
-//! query and a database filling up. Errors answer with the host's
+//! async and blocking calls, a transaction dropped unfinished or left open
+//! by a cut call, a slow query and a database filling up. Errors answer
+//! with the host's
 //! sentence and a status by kind. `001_notes.postgres` replaces
 //! `001_notes` on a host that keeps databases in PostgreSQL.
 
@@ -79,6 +80,18 @@ async fn batch(db: Db, body: String) -> Result<Response, Response> {
     Ok(Response::text("committed"))
 }
 
+/// Inserts in a transaction, then waits `ms` before committing: a call
+/// cut meanwhile (its time limit, its client gone) leaves it open.
+async fn hold(Path(ms): Path<u64>, db: Db) -> Result<Response, Response> {
+    let tx = db.begin().await.map_err(answer)?;
+    tx.execute("INSERT INTO notes (body) VALUES (?)", ("held",))
+        .await
+        .map_err(answer)?;
+    cello::host::sleep(std::time::Duration::from_millis(ms)).await;
+    tx.commit().await.map_err(answer)?;
+    Ok(Response::text("committed"))
+}
+
 fn count(db: Db) -> Result<Response, Response> {
     let n: Option<i64> = db
         .blocking()
@@ -117,6 +130,7 @@ fn app() -> App {
         .get("/notes/{id}", read)
         .post("/abandon", abandon)
         .post("/batch", batch)
+        .post("/hold/{ms}", hold)
         .get("/count", count)
         .get("/slow", slow)
         .post("/fill/{kib}", fill)

@@ -293,9 +293,12 @@ impl Database {
         // A caller that stops waiting (its request ran out of time, its
         // client left) drops this future mid-statement: the statement is
         // cancelled, and the connection, whose next request would queue
-        // behind it, is not reused.
-        let mut abandoned = CancelOnDrop(Some(cancel.clone()));
-        let was_broken = std::mem::replace(&mut lease.broken, true);
+        // behind it, is not reused. Not in a transaction: cancelling a
+        // statement there would leave it aborted, and its COMMIT would roll
+        // back without an error; the statement runs to its time limit.
+        let mut abandoned = CancelOnDrop((!in_transaction).then(|| cancel.clone()));
+        let was_broken = lease.broken;
+        lease.broken |= !in_transaction;
         let connection = lease.connection();
         let ran = tokio::time::timeout(time + GRACE, async {
             let Connection {
@@ -420,6 +423,11 @@ impl Database {
         let limits = self.limits();
         let mut lease = self.acquire(&limits).await?;
         let time = limits.transaction_timeout;
+        // Until the last migration is committed: a call dropped (or ended
+        // by an error) midway leaves a transaction open on the connection,
+        // which is then closed rather than reused, its statement cancelled.
+        lease.broken = true;
+        let mut abandoned = CancelOnDrop(Some(lease.connection().client.cancel_token()));
         let client = &lease.connection().client;
         let ledger = format!(
             "CREATE TABLE IF NOT EXISTS {LEDGER} \
@@ -479,6 +487,8 @@ impl Database {
                 }
             }
         }
+        abandoned.0 = None;
+        lease.broken = false;
         lease.connection().statements.clear();
         *self.size.lock().unwrap() = None;
         Ok(count)
