@@ -221,3 +221,27 @@ async fn transactions_left_open_by_cut_calls_are_rolled_back_at_once() {
     assert_eq!(added.status, 200, "{}", added.body);
     assert_eq!(host.get("/count").await.body, "1");
 }
+
+/// A transaction in which a statement failed is aborted by PostgreSQL,
+/// which answers its COMMIT by rolling back: the guest is told so, not
+/// that it committed, and nothing of it is kept.
+#[tokio::test]
+async fn a_commit_after_a_failed_statement_says_nothing_was_committed() {
+    let (_dir, config) = config();
+    let sidecar = "[grants]\nsql = true\nconfig = true\n";
+    let components = Components::new().with_as("rust-sql", "lenient-sql", Some(sidecar));
+    let host = serve_on_postgres(components, &config);
+    let committed = host.post("/lenient", "text/plain", "one\ntwo").await;
+    assert_eq!(committed.body, "committed");
+    // The second `one` breaks the unique constraint.
+    let aborted = host
+        .post("/lenient", "text/plain", "three\none\nfour")
+        .await;
+    assert_eq!(aborted.status, 500, "{}", aborted.body);
+    assert!(
+        aborted.body.contains("nothing in it was committed"),
+        "{}",
+        aborted.body
+    );
+    assert_eq!(host.get("/count").await.body, "2");
+}

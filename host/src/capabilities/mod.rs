@@ -178,7 +178,6 @@ capabilities! {
     sql: sql::Sql = |_, cx: &Resolving<'_>| Ok::<_, String>(cx.sql.database(cx.namespace)),
 }
 
-/// A store's state that holds its component's capabilities.
 /// What a store keeps for its capabilities between host calls.
 #[derive(Default)]
 pub struct StoreState {
@@ -186,6 +185,7 @@ pub struct StoreState {
     pub transactions: sql::Begun,
 }
 
+/// A store's state that holds its component's capabilities.
 pub trait HasCapabilities: Send + 'static {
     fn capabilities(&self) -> &Capabilities;
 

@@ -1120,6 +1120,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn attack_a_migration_whose_caller_stopped_waiting_frees_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = limited(
+            &dir,
+            SqlLimits {
+                transaction_timeout: Duration::from_secs(30),
+                ..SqlSettings::default().limits()
+            },
+        );
+        let db = store.database("acme/shop");
+        let endless = vec![Migration {
+            name: "001_endless".into(),
+            statements: "CREATE TABLE n AS WITH RECURSIVE n(i) AS \
+                         (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT count(*) FROM n"
+                .into(),
+        }];
+        // An `on-start` cut by its time limit drops its migrations' call.
+        let cut = tokio::time::timeout(Duration::from_millis(50), db.migrate(endless)).await;
+        assert!(cut.is_err(), "the migration was meant to be cut");
+        let started = std::time::Instant::now();
+        notes(&db).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "the next statement waited {:?} for the abandoned migration (limit 30 s)",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test]
     async fn attack_host_mode_does_not_reach_a_guests_trigger() {
         let dir = tempfile::tempdir().unwrap();
         let db = store(&dir).database("acme/shop");

@@ -87,6 +87,8 @@ impl Drop for Holding {
             && !session.connection.is_autocommit()
         {
             tracing::warn!("a SQL transaction was let go unfinished: rolled back");
+            // Not the call that let it go: a stop meant for it is not.
+            session.new_call();
             let _ = session.finish("ROLLBACK");
         }
     }
@@ -138,7 +140,7 @@ impl Database {
     pub async fn close(&self) {
         self.dropped.store(true, Ordering::SeqCst);
         for held in self.transactions.end_all().await {
-            let _ = blocking(held, |session| session.finish("ROLLBACK")).await;
+            let _ = settle(held, |session| session.finish("ROLLBACK")).await;
         }
     }
 
@@ -175,7 +177,7 @@ impl Database {
     pub async fn begin(self: &Arc<Self>) -> Result<u64, SqlError> {
         let limits = self.limits();
         let held = self.acquire(&limits).await?;
-        let (held, began) = blocking(held, |session| session.finish("BEGIN IMMEDIATE")).await;
+        let (held, began) = settle(held, |session| session.finish("BEGIN IMMEDIATE")).await;
         began?;
         let id = self.transactions.open(held);
         // A transaction left open (a guest that forgot, or trapped) holds
@@ -188,7 +190,7 @@ impl Database {
     /// Ends transaction `id` with `COMMIT` or `ROLLBACK`.
     pub async fn finish(&self, id: u64, verb: &'static str) -> Result<(), SqlError> {
         let held = self.transactions.end(id).await?;
-        let (_, finished) = blocking(held, move |session| {
+        let (_, finished) = settle(held, move |session| {
             let finished = session.finish(verb);
             if finished.is_err() && verb == "COMMIT" {
                 // A commit refused (a deferred constraint) leaves the
@@ -268,7 +270,7 @@ async fn expire(database: Weak<Database>, id: u64, after: Duration) {
             "a SQL transaction was still open after {} ms: rolled back",
             after.as_millis()
         );
-        let _ = blocking(held, |session| session.finish("ROLLBACK")).await;
+        let _ = settle(held, |session| session.finish("ROLLBACK")).await;
     }
 }
 
@@ -326,10 +328,29 @@ async fn run<T: Send + 'static>(
 /// before it begins: otherwise it would hold the connection, and every
 /// later call waiting for it, until its own time limit.
 async fn blocking<T: Send + 'static>(
+    held: Held,
+    op: impl FnOnce(&mut Session) -> Result<T, SqlError> + Send + 'static,
+) -> (Held, Result<T, SqlError>) {
+    on_blocking_thread(held, true, op).await
+}
+
+/// The same for `op` that begins or ends a transaction: run to its end
+/// whether or not its caller waits, never left half done.
+async fn settle<T: Send + 'static>(
+    held: Held,
+    op: impl FnOnce(&mut Session) -> Result<T, SqlError> + Send + 'static,
+) -> (Held, Result<T, SqlError>) {
+    on_blocking_thread(held, false, op).await
+}
+
+/// [`blocking`] when `stoppable`, else [`settle`].
+async fn on_blocking_thread<T: Send + 'static>(
     mut held: Held,
+    stoppable: bool,
     op: impl FnOnce(&mut Session) -> Result<T, SqlError> + Send + 'static,
 ) -> (Held, Result<T, SqlError>) {
     let call = held.as_ref().map(|s| (s.new_call(), s.stop.clone()));
+    let call = call.filter(|_| stoppable);
     let mut abandoned = StopOnDrop(call.clone());
     let joined = tokio::task::spawn_blocking(move || {
         let result = match held.as_mut() {
@@ -615,7 +636,6 @@ impl Session {
     /// Runs a bare `BEGIN`, `COMMIT` or `ROLLBACK`.
     fn finish(&mut self, verb: &str) -> Result<(), SqlError> {
         // Ending a transaction must not be cut short.
-        self.new_call();
         self.clock(FINISH_TIME);
         if verb == "ROLLBACK" {
             // What it undoes may have been a schema change.

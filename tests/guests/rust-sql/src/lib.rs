@@ -80,6 +80,19 @@ async fn batch(db: Db, body: String) -> Result<Response, Response> {
     Ok(Response::text("committed"))
 }
 
+/// Inserts each line in a transaction, going on past a failed one, then
+/// commits: on PostgreSQL a failed statement aborts the transaction.
+async fn lenient(db: Db, body: String) -> Result<Response, Response> {
+    let tx = db.begin().await.map_err(answer)?;
+    for line in body.lines() {
+        let _ = tx
+            .execute("INSERT INTO notes (body) VALUES (?)", (line,))
+            .await;
+    }
+    tx.commit().await.map_err(answer)?;
+    Ok(Response::text("committed"))
+}
+
 /// Inserts in a transaction, then waits `ms` before committing: a call
 /// cut meanwhile (its time limit, its client gone) leaves it open.
 async fn hold(Path(ms): Path<u64>, db: Db) -> Result<Response, Response> {
@@ -131,6 +144,7 @@ fn app() -> App {
         .post("/abandon", abandon)
         .post("/batch", batch)
         .post("/hold/{ms}", hold)
+        .post("/lenient", lenient)
         .get("/count", count)
         .get("/slow", slow)
         .post("/fill/{kib}", fill)

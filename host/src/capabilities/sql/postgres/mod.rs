@@ -50,6 +50,7 @@ use std::time::Duration;
 
 use futures::{StreamExt, pin_mut};
 use tokio::sync::{Mutex as AsyncMutex, OwnedSemaphorePermit};
+use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Statement};
 
 pub use server::Server;
@@ -107,6 +108,10 @@ struct Connection {
     /// `ROLLBACK` first; otherwise none, since on an idle connection it
     /// costs a warning the server logs and sends back every time.
     maybe_in_transaction: bool,
+    /// Whether a statement failed in the transaction it serves: PostgreSQL
+    /// may then have aborted the transaction, whose `COMMIT` it answers by
+    /// rolling back, without an error.
+    failed_in_transaction: bool,
 }
 
 struct Idle {
@@ -350,6 +355,7 @@ impl Database {
         if !in_transaction {
             connection.maybe_in_transaction = ran.is_err() || may_open_transaction(statement);
         }
+        connection.failed_in_transaction |= in_transaction && ran.is_err();
         if connection.client.is_closed() {
             lease.broken = true;
         }
@@ -394,6 +400,7 @@ impl Database {
             "ROLLBACK; RESET ALL; BEGIN"
         };
         lease.connection().maybe_in_transaction = true;
+        lease.connection().failed_in_transaction = false;
         finish(&mut lease, verb).await?;
         let id = self.transactions.open(lease);
         let database = Arc::downgrade(self);
@@ -405,6 +412,19 @@ impl Database {
     pub async fn finish(&self, id: u64, verb: &'static str) -> Result<(), SqlError> {
         let mut lease = self.transactions.end(id).await?;
         *self.size.lock().unwrap() = None;
+        if verb == "COMMIT" && lease.connection().failed_in_transaction {
+            // Told apart by a statement, which an aborted transaction
+            // refuses (a savepoint the guest rolled back to revives it).
+            let probe = lease.connection().client.simple_query("SELECT 1").await;
+            if probe.is_err_and(|e| e.code() == Some(&SqlState::IN_FAILED_SQL_TRANSACTION)) {
+                finish(&mut lease, "ROLLBACK").await?;
+                return Err(SqlError::Failed(
+                    "a statement in the transaction failed, so PostgreSQL aborted it: \
+                     rolled back, nothing in it was committed"
+                        .into(),
+                ));
+            }
+        }
         finish(&mut lease, verb).await
     }
 
@@ -528,6 +548,7 @@ impl Database {
                     client: self.server.connect_as(&self.schema).await?,
                     statements: HashMap::new(),
                     maybe_in_transaction: false,
+                    failed_in_transaction: false,
                 }
             }
         };
