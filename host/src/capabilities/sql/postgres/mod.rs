@@ -24,8 +24,9 @@
 //!
 //! **Limits.** Each call sets `statement_timeout` before the statement
 //! (and the host cancels it a second later if the server does not); a
-//! statement whose call is dropped (its request's time limit, its client
-//! gone) is cancelled then, and its connection closed. The
+//! statement outside a transaction whose call is dropped (its request's
+//! time limit, its client gone) is cancelled then, and its connection
+//! closed. The
 //! size quota is an approximation, as PostgreSQL has none per schema: the
 //! size of the schema's tables with their indexes and TOAST
 //! (`pg_total_relation_size`) is measured before a statement that follows
