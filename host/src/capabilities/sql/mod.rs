@@ -307,6 +307,18 @@ impl SqlError {
             Self::NoTransaction => Self::NoTransaction,
         }
     }
+
+    /// What went wrong, in a sentence.
+    pub fn sentence(&self) -> &str {
+        match self {
+            Self::Invalid(m)
+            | Self::Constraint(m)
+            | Self::Quota(m)
+            | Self::Timeout(m)
+            | Self::Failed(m) => m,
+            Self::NoTransaction => "no such transaction",
+        }
+    }
 }
 
 /// The SQL capability: `sql = true` under `[grants]` gives the component
@@ -1084,6 +1096,84 @@ mod tests {
             "after a cancelled statement in a transaction, a later write is not committed \
              (another connection sees {durable} rows) and begin() answers {again:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn attack_a_write_sqlite_rolls_back_with_its_transaction_leaves_no_statement_outside_it()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let store = limited(
+            &dir,
+            SqlLimits {
+                query_timeout: Duration::from_millis(200),
+                ..SqlSettings::default().limits()
+            },
+        );
+        let db = store.database("acme/shop");
+        notes(&db).await;
+        let tx = db.begin().await.unwrap();
+        let insert = "INSERT INTO notes (body) VALUES (?)";
+        let first = vec![Value::Text("first".into())];
+        db.execute(insert.into(), first, Some(tx)).await.unwrap();
+        // A write interrupted at its time limit: SQLite rolls back the
+        // whole transaction, not just the statement.
+        let slow = "INSERT INTO notes (body) WITH RECURSIVE n(i) AS \
+                    (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT 'n' || i FROM n";
+        let cut = db.execute(slow.into(), vec![], Some(tx)).await;
+        assert!(
+            matches!(&cut, Err(SqlError::Timeout(m)) if m.contains("nothing in it was committed")),
+            "the interrupted write answered {cut:?}"
+        );
+        // The guest goes on, as if still in its transaction, then rolls it
+        // back: nothing it wrote may stay.
+        let later = vec![Value::Text("later".into())];
+        let after = db.execute(insert.into(), later, Some(tx)).await;
+        assert!(
+            matches!(&after, Err(SqlError::Failed(m)) if m.contains("rolled back")),
+            "a statement after SQLite rolled the transaction back answered {after:?}"
+        );
+        let committed = db.finish(tx, "COMMIT").await;
+        assert!(
+            matches!(&committed, Err(SqlError::Failed(m)) if m.contains("nothing in it was committed")),
+            "its commit answered {committed:?}"
+        );
+        let durable = db
+            .query("SELECT body FROM notes".into(), vec![], None)
+            .await
+            .unwrap();
+        assert!(
+            durable.rows.is_empty(),
+            "rows of a rolled-back transaction were committed: {:?}",
+            durable.rows
+        );
+        // The database is free, and the id is gone once ended.
+        assert!(db.begin().await.is_ok());
+        assert!(matches!(
+            db.finish(tx, "ROLLBACK").await,
+            Err(SqlError::NoTransaction)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_transaction_sqlite_rolled_back_rolls_back_quietly() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = limited(
+            &dir,
+            SqlLimits {
+                query_timeout: Duration::from_millis(200),
+                ..SqlSettings::default().limits()
+            },
+        );
+        let db = store.database("acme/shop");
+        notes(&db).await;
+        let tx = db.begin().await.unwrap();
+        let slow = "INSERT INTO notes (body) WITH RECURSIVE n(i) AS \
+                    (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT 'n' || i FROM n";
+        assert!(db.execute(slow.into(), vec![], Some(tx)).await.is_err());
+        db.finish(tx, "ROLLBACK").await.unwrap();
+        run(&db, "INSERT INTO notes (body) VALUES ('after')", vec![])
+            .await
+            .unwrap();
     }
 
     #[tokio::test]

@@ -37,7 +37,7 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
-use super::transactions::Transactions;
+use super::transactions::{Transactions, undone};
 use super::{Executed, Migration, Rows, SqlError, SqlLimits, Value};
 
 /// Longest statement, in bytes.
@@ -189,6 +189,13 @@ impl Database {
 
     /// Ends transaction `id` with `COMMIT` or `ROLLBACK`.
     pub async fn finish(&self, id: u64, verb: &'static str) -> Result<(), SqlError> {
+        if let Some(why) = self.transactions.forget_undone(id) {
+            // SQLite rolled it back already: a rollback has nothing to do.
+            return match verb {
+                "ROLLBACK" => Ok(()),
+                _ => Err(undone(&why)),
+            };
+        }
         let held = self.transactions.end(id).await?;
         let (_, finished) = settle(held, move |session| {
             let finished = session.finish(verb);
@@ -225,10 +232,30 @@ impl Database {
         };
         let transaction = self.transactions.get(id)?;
         let mut slot = transaction.lock().await;
-        let held = slot.take().ok_or(SqlError::NoTransaction)?;
+        let held = slot.take().ok_or_else(|| self.transactions.gone(id))?;
         let (held, result) = run(held, op).await;
-        *slot = Some(held);
-        result
+        if held.as_ref().is_none_or(|s| !s.connection.is_autocommit()) {
+            *slot = Some(held);
+            return result;
+        }
+        // SQLite rolls back the whole transaction when some statements fail
+        // in it (a write interrupted at its time limit, a full database):
+        // the connection is out of it, and the transaction's later
+        // statements would each commit on their own. They fail instead,
+        // and the connection is free for others.
+        let why = match &result {
+            Err(error) => error.sentence().to_owned(),
+            Ok(_) => "the transaction ended inside a statement".to_owned(),
+        };
+        tracing::warn!(
+            component = &*self.namespace,
+            "SQLite rolled back a transaction: {why}"
+        );
+        self.transactions.undo(id, &why);
+        drop(held);
+        result.map_err(|e| {
+            e.context("SQLite rolled back the whole transaction, nothing in it was committed")
+        })
     }
 
     /// The connection, opened if need be, once no one else holds it.

@@ -1,5 +1,7 @@
 //! The open transactions of one database, by id: each holds its
-//! connection from `begin` until `commit`, `rollback` or its time is up.
+//! connection from `begin` until `commit`, `rollback` or its time is up,
+//! or until the database itself rolls it back (SQLite does, when certain
+//! statements fail inside it).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,7 +14,15 @@ use super::SqlError;
 pub type Slot<L> = Arc<AsyncMutex<Option<L>>>;
 
 /// Open transactions holding connections of type `L`.
-pub struct Transactions<L>(Mutex<HashMap<u64, Slot<L>>>);
+pub struct Transactions<L>(Mutex<HashMap<u64, Entry<L>>>);
+
+enum Entry<L> {
+    Open(Slot<L>),
+    /// Rolled back by the database, for the reason given; kept until the
+    /// guest ends it (or its time is up), so that its later statements
+    /// fail rather than run outside any transaction.
+    Undone(Arc<str>),
+}
 
 impl<L> Default for Transactions<L> {
     fn default() -> Self {
@@ -27,7 +37,7 @@ impl<L> Transactions<L> {
         loop {
             let id = random_id();
             if let std::collections::hash_map::Entry::Vacant(slot) = open.entry(id) {
-                slot.insert(Arc::new(AsyncMutex::new(Some(held))));
+                slot.insert(Entry::Open(Arc::new(AsyncMutex::new(Some(held)))));
                 return id;
             }
         }
@@ -35,15 +45,51 @@ impl<L> Transactions<L> {
 
     /// Transaction `id`, for a statement in it.
     pub fn get(&self, id: u64) -> Result<Slot<L>, SqlError> {
-        let slot = self.0.lock().unwrap().get(&id).cloned();
-        slot.ok_or(SqlError::NoTransaction)
+        match self.0.lock().unwrap().get(&id) {
+            Some(Entry::Open(slot)) => Ok(slot.clone()),
+            Some(Entry::Undone(why)) => Err(undone(why)),
+            None => Err(SqlError::NoTransaction),
+        }
+    }
+
+    /// Why transaction `id` has no connection: the database rolled it
+    /// back, or there is no such transaction.
+    pub fn gone(&self, id: u64) -> SqlError {
+        match self.0.lock().unwrap().get(&id) {
+            Some(Entry::Undone(why)) => undone(why),
+            _ => SqlError::NoTransaction,
+        }
+    }
+
+    /// Records that the database rolled transaction `id` back, because of
+    /// `why`: its connection is let go by the caller, and its later
+    /// statements fail saying so.
+    pub fn undo(&self, id: u64, why: &str) {
+        if let Some(entry) = self.0.lock().unwrap().get_mut(&id) {
+            *entry = Entry::Undone(why.into());
+        }
+    }
+
+    /// Forgets transaction `id` if the database rolled it back: why it did.
+    pub fn forget_undone(&self, id: u64) -> Option<Arc<str>> {
+        let mut open = self.0.lock().unwrap();
+        match open.remove(&id)? {
+            Entry::Undone(why) => Some(why),
+            entry => {
+                open.insert(id, entry);
+                None
+            }
+        }
     }
 
     /// Ends transaction `id`: its connection, once its running statement
     /// is done.
     pub async fn end(&self, id: u64) -> Result<L, SqlError> {
-        let slot = self.0.lock().unwrap().remove(&id);
-        let slot = slot.ok_or(SqlError::NoTransaction)?;
+        let entry = self.0.lock().unwrap().remove(&id);
+        let slot = match entry.ok_or(SqlError::NoTransaction)? {
+            Entry::Open(slot) => slot,
+            Entry::Undone(why) => return Err(undone(&why)),
+        };
         let held = slot.lock().await.take();
         held.ok_or(SqlError::NoTransaction)
     }
@@ -52,11 +98,21 @@ impl<L> Transactions<L> {
     pub async fn end_all(&self) -> Vec<L> {
         let open: Vec<_> = self.0.lock().unwrap().drain().collect();
         let mut held = Vec::new();
-        for (_, slot) in open {
-            held.extend(slot.lock().await.take());
+        for (_, entry) in open {
+            if let Entry::Open(slot) = entry {
+                held.extend(slot.lock().await.take());
+            }
         }
         held
     }
+}
+
+/// The error for a statement in, or the commit of, a transaction the
+/// database rolled back.
+pub fn undone(why: &str) -> SqlError {
+    SqlError::Failed(format!(
+        "this transaction was rolled back, nothing in it was committed: {why}"
+    ))
 }
 
 fn random_id() -> u64 {
