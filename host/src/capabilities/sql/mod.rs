@@ -1155,25 +1155,79 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_transaction_sqlite_rolled_back_rolls_back_quietly() {
+    async fn attack_a_guest_that_makes_sqlite_roll_back_gets_no_autocommit_and_a_short_reason() {
         let dir = tempfile::tempdir().unwrap();
-        let store = limited(
-            &dir,
-            SqlLimits {
-                query_timeout: Duration::from_millis(200),
-                ..SqlSettings::default().limits()
-            },
-        );
-        let db = store.database("acme/shop");
+        let db = store(&dir).database("acme/shop");
         notes(&db).await;
-        let tx = db.begin().await.unwrap();
-        let slow = "INSERT INTO notes (body) WITH RECURSIVE n(i) AS \
-                    (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT 'n' || i FROM n";
-        assert!(db.execute(slow.into(), vec![], Some(tx)).await.is_err());
-        db.finish(tx, "ROLLBACK").await.unwrap();
-        run(&db, "INSERT INTO notes (body) VALUES ('after')", vec![])
+        // A trigger whose message is as long as a statement may be.
+        let long = "x".repeat(500_000);
+        let trigger = format!(
+            "CREATE TRIGGER refuse BEFORE INSERT ON notes WHEN NEW.body = 'refused' \
+             BEGIN SELECT RAISE(ROLLBACK, '{long}'); END"
+        );
+        run(&db, &trigger, vec![]).await.unwrap();
+        let insert = "INSERT INTO notes (body) VALUES (?)";
+        let text = |t: &str| vec![Value::Text(t.into())];
+        for (n, statement) in [
+            (0, "INSERT INTO notes (body) VALUES ('refused')"),
+            (1, "INSERT OR ROLLBACK INTO notes (body) VALUES ('kept')"),
+        ] {
+            if n == 1 {
+                run(&db, "INSERT INTO notes (body) VALUES ('kept')", vec![])
+                    .await
+                    .unwrap();
+            }
+            let tx = db.begin().await.unwrap();
+            db.execute(insert.into(), text(&format!("in {n}")), Some(tx))
+                .await
+                .unwrap();
+            let rolled = db.execute(statement.into(), vec![], Some(tx)).await;
+            assert!(
+                matches!(&rolled, Err(e) if e.sentence().contains("nothing in it was committed")),
+                "statement {n} answered {rolled:?}"
+            );
+            let after = db
+                .execute(insert.into(), text(&format!("after {n}")), Some(tx))
+                .await;
+            let Err(SqlError::Failed(said)) = &after else {
+                panic!("a statement after SQLite rolled back answered {after:?}");
+            };
+            assert!(said.len() < 1000, "the reason kept is {} bytes", said.len());
+            db.finish(tx, "ROLLBACK").await.unwrap();
+        }
+        let rows = db
+            .query("SELECT body FROM notes ORDER BY body".into(), vec![], None)
             .await
             .unwrap();
+        assert!(
+            matches!(&rows.rows[..], [row] if matches!(&row[..], [Value::Text(t)] if t == "kept")),
+            "rows left: {:?}",
+            rows.rows
+        );
+    }
+
+    #[tokio::test]
+    async fn a_schema_change_sqlite_rolled_back_is_not_read_from_a_kept_statement() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = store(&dir).database("acme/shop");
+        notes(&db).await;
+        run(&db, "INSERT INTO notes (body) VALUES ('one')", vec![])
+            .await
+            .unwrap();
+        let tx = db.begin().await.unwrap();
+        let added = "ALTER TABLE notes ADD COLUMN extra TEXT";
+        db.execute(added.into(), vec![], Some(tx)).await.unwrap();
+        let select = "SELECT * FROM notes";
+        let inside = db.query(select.into(), vec![], Some(tx)).await.unwrap();
+        assert_eq!(inside.columns.len(), 4, "{:?}", inside.columns);
+        let rolled = "INSERT OR ROLLBACK INTO notes (id, body) VALUES (1, 'clash')";
+        assert!(db.execute(rolled.into(), vec![], Some(tx)).await.is_err());
+        let outside = db.query(select.into(), vec![], None).await;
+        assert!(
+            matches!(&outside, Ok(rows) if rows.columns.len() == 3 && rows.rows[0].len() == 3),
+            "after the rollback the table reads {outside:?}"
+        );
+        db.finish(tx, "ROLLBACK").await.unwrap();
     }
 
     #[tokio::test]

@@ -153,7 +153,7 @@ impl Database {
     ) -> Result<Rows, SqlError> {
         let limits = self.limits();
         self.with_connection(transaction, move |session, thread| {
-            session.query(&statement, &params, &limits, thread)
+            session.noting_rollback(|s| s.query(&statement, &params, &limits, thread))
         })
         .await
     }
@@ -168,7 +168,8 @@ impl Database {
         let limits = self.limits();
         // A write waits for its commit's sync: never on the calling thread.
         self.with_connection(transaction, move |session, thread| {
-            (thread == Thread::Blocking).then(|| session.execute(&statement, &params, &limits))
+            (thread == Thread::Blocking)
+                .then(|| session.noting_rollback(|s| s.execute(&statement, &params, &limits)))
         })
         .await
     }
@@ -189,14 +190,12 @@ impl Database {
 
     /// Ends transaction `id` with `COMMIT` or `ROLLBACK`.
     pub async fn finish(&self, id: u64, verb: &'static str) -> Result<(), SqlError> {
-        if let Some(why) = self.transactions.forget_undone(id) {
+        let held = match self.transactions.end_or_undone(id).await? {
+            Ok(held) => held,
             // SQLite rolled it back already: a rollback has nothing to do.
-            return match verb {
-                "ROLLBACK" => Ok(()),
-                _ => Err(undone(&why)),
-            };
-        }
-        let held = self.transactions.end(id).await?;
+            Err(_) if verb == "ROLLBACK" => return Ok(()),
+            Err(why) => return Err(undone(&why)),
+        };
         let (_, finished) = settle(held, move |session| {
             let finished = session.finish(verb);
             if finished.is_err() && verb == "COMMIT" {
@@ -239,23 +238,23 @@ impl Database {
             return result;
         }
         // SQLite rolls back the whole transaction when some statements fail
-        // in it (a write interrupted at its time limit, a full database):
-        // the connection is out of it, and the transaction's later
-        // statements would each commit on their own. They fail instead,
-        // and the connection is free for others.
-        let why = match &result {
-            Err(error) => error.sentence().to_owned(),
-            Ok(_) => "the transaction ended inside a statement".to_owned(),
+        // in it (a write interrupted at its time limit, a full database,
+        // `INSERT OR ROLLBACK`, a trigger's `RAISE(ROLLBACK, ...)`): the
+        // connection is out of it, and the transaction's later statements
+        // would each commit on their own. They fail instead, and the
+        // connection is free for others.
+        let error = match result {
+            Ok(_) => SqlError::Failed("the transaction ended inside this statement".into()),
+            Err(error) => error,
         };
+        let why = error.sentence().to_owned();
         tracing::warn!(
             component = &*self.namespace,
             "SQLite rolled back a transaction: {why}"
         );
         self.transactions.undo(id, &why);
         drop(held);
-        result.map_err(|e| {
-            e.context("SQLite rolled back the whole transaction, nothing in it was committed")
-        })
+        Err(error.context("SQLite rolled back the whole transaction, nothing in it was committed"))
     }
 
     /// The connection, opened if need be, once no one else holds it.
@@ -539,6 +538,18 @@ impl Session {
     /// a stop meant for an earlier call no longer applies.
     fn new_call(&self) -> u64 {
         self.call.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Runs `op`. If it leaves a transaction SQLite rolled back, what it
+    /// undid may have been a schema change: the kept statements' columns
+    /// may be stale.
+    fn noting_rollback<T>(&mut self, op: impl FnOnce(&mut Self) -> T) -> T {
+        let in_transaction = !self.connection.is_autocommit();
+        let done = op(self);
+        if in_transaction && self.connection.is_autocommit() {
+            self.schema_changed.store(true, Ordering::Relaxed);
+        }
+        done
     }
 
     /// Gives the next statements `time` to run.

@@ -63,15 +63,16 @@ impl<L> Transactions<L> {
 
     /// Records that the database rolled transaction `id` back, because of
     /// `why`: its connection is let go by the caller, and its later
-    /// statements fail saying so.
+    /// statements fail saying so. Recorded even if the transaction is
+    /// being ended meanwhile, for [`Transactions::end_or_undone`] waiting
+    /// on it; past its time limit, its expiry forgets it.
     pub fn undo(&self, id: u64, why: &str) {
-        if let Some(entry) = self.0.lock().unwrap().get_mut(&id) {
-            *entry = Entry::Undone(why.into());
-        }
+        let why = cut(why, MAX_WHY_BYTES);
+        self.0.lock().unwrap().insert(id, Entry::Undone(why.into()));
     }
 
     /// Forgets transaction `id` if the database rolled it back: why it did.
-    pub fn forget_undone(&self, id: u64) -> Option<Arc<str>> {
+    fn forget_undone(&self, id: u64) -> Option<Arc<str>> {
         let mut open = self.0.lock().unwrap();
         match open.remove(&id)? {
             Entry::Undone(why) => Some(why),
@@ -83,15 +84,28 @@ impl<L> Transactions<L> {
     }
 
     /// Ends transaction `id`: its connection, once its running statement
-    /// is done.
-    pub async fn end(&self, id: u64) -> Result<L, SqlError> {
+    /// is done; or, if the database rolled it back, why.
+    pub async fn end_or_undone(&self, id: u64) -> Result<Result<L, Arc<str>>, SqlError> {
         let entry = self.0.lock().unwrap().remove(&id);
         let slot = match entry.ok_or(SqlError::NoTransaction)? {
             Entry::Open(slot) => slot,
-            Entry::Undone(why) => return Err(undone(&why)),
+            Entry::Undone(why) => return Ok(Err(why)),
         };
         let held = slot.lock().await.take();
-        held.ok_or(SqlError::NoTransaction)
+        match held {
+            Some(held) => Ok(Ok(held)),
+            // The statement running meanwhile found it rolled back.
+            None => self
+                .forget_undone(id)
+                .map(Err)
+                .ok_or(SqlError::NoTransaction),
+        }
+    }
+
+    /// Ends transaction `id`: its connection, once its running statement
+    /// is done.
+    pub async fn end(&self, id: u64) -> Result<L, SqlError> {
+        self.end_or_undone(id).await?.map_err(|why| undone(&why))
     }
 
     /// Ends every transaction: their connections.
@@ -105,6 +119,19 @@ impl<L> Transactions<L> {
         }
         held
     }
+}
+
+/// Longest reason kept for a transaction the database rolled back: a
+/// guest's own message (`RAISE(ROLLBACK, ...)`) may be far longer.
+const MAX_WHY_BYTES: usize = 300;
+
+/// `text`, cut to at most `max` bytes on a character boundary.
+fn cut(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// The error for a statement in, or the commit of, a transaction the
