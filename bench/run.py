@@ -249,11 +249,19 @@ def uvicorn(module: str, path: str, env: dict[str, str] | None = None) -> Server
 
 
 def wasmtime_serve(extra: list[str], component: str = "http-proxy", path: str = "/") -> Server:
+    return Server(*wasmtime_serve_command(extra, component, path))
+
+
+def wasmtime_serve_command(
+    extra: list[str], component: str = "http-proxy", path: str = "/"
+) -> tuple[list[str], str]:
+    """The `wasmtime serve` command line serving `component` on a free
+    port, and the URL of `path` on it."""
     wasmtime = shutil.which("wasmtime", path=str(Path(sys.executable).parent))
     port = free_port()
     command = [wasmtime, "serve", "--addr", f"127.0.0.1:{port}", "-S", "cli", *extra]
     command.append(str(COMPONENTS / f"{component}.wasm"))
-    return Server(command, f"http://127.0.0.1:{port}{path}")
+    return command, f"http://127.0.0.1:{port}{path}"
 
 
 def metric(ops: int, name: str, component: str) -> float:
@@ -1412,7 +1420,8 @@ def build_python_app() -> None:
 def instruction_counts(state: Path) -> list[instructions.Count]:
     """The rows of `run.py instructions`: native hyper, the Rust hello's
     route on cello (built as by default, and with the `sync` feature), a
-    path of it no route matches, and the route's call alone."""
+    path of it no route matches, the route's call alone, and the wasi:http
+    hello on `wasmtime serve` (reusing instances) and on cello."""
     print("instructions per request, counted by callgrind", flush=True)
     scratch = Path(tempfile.mkdtemp(prefix="callgrind-"))
     url = f"http://127.0.0.1:{free_port()}"
@@ -1426,6 +1435,7 @@ def instruction_counts(state: Path) -> list[instructions.Count]:
         ("hello-rust", "cello-host, Rust SDK hello route", "/"),
         ("hello-rust-sync", SYNC_ROW, "/"),
         ("hello-rust", no_route, "/no-such-route"),
+        ("http-proxy", instructions.CELLO_WASI_HELLO, "/"),
     ]
     for component, name, path in routes:
         directory = component_dir(component)
@@ -1442,6 +1452,10 @@ def instruction_counts(state: Path) -> list[instructions.Count]:
             )
         )
     counts.append(instructions.call(CALL_COST, COMPONENTS / "hello-rust.wasm", state, scratch))
+    serve, url = wasmtime_serve_command(["--max-instance-reuse-count", "128"])
+    name = instructions.WASMTIME_SERVE
+    out = scratch / "wasmtime-serve"
+    counts.append(instructions.server(name, serve, url, url, out, wait_until_ok))
     return counts
 
 

@@ -35,6 +35,7 @@
 //! ready; [`bindings`] is the generated contract.
 
 pub mod admin;
+pub mod allocator;
 pub mod app;
 pub mod bindings;
 pub mod body;

@@ -19,7 +19,7 @@ use cello_host::loader::LoadedKind;
 
 // The host's allocator, so that a call costs here what it does there.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: cello_host::allocator::Allocator = cello_host::allocator::Allocator;
 
 const WARMUP: usize = 20_000;
 const CALLS: usize = 100_000;
