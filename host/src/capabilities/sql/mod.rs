@@ -1207,6 +1207,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn attack_a_commit_waiting_on_a_statement_sqlite_rolls_back_says_nothing_was_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = limited(
+            &dir,
+            SqlLimits {
+                query_timeout: Duration::from_millis(300),
+                ..SqlSettings::default().limits()
+            },
+        );
+        let db = Arc::new(store.database("acme/shop"));
+        notes(&db).await;
+        for verb in ["COMMIT", "ROLLBACK"] {
+            let tx = db.begin().await.unwrap();
+            let slow = "INSERT INTO notes (body) WITH RECURSIVE n(i) AS \
+                        (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT 'n' || i FROM n";
+            let running = tokio::spawn({
+                let db = db.clone();
+                async move { db.execute(slow.into(), vec![], Some(tx)).await }
+            });
+            // The commit (or rollback) comes while the statement runs, and
+            // waits for it.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let ended = db.finish(tx, verb).await;
+            assert!(running.await.unwrap().is_err());
+            match verb {
+                "COMMIT" => assert!(
+                    matches!(&ended, Err(SqlError::Failed(m)) if m.contains("nothing in it was committed")),
+                    "the waiting commit answered {ended:?}"
+                ),
+                _ => assert!(ended.is_ok(), "the waiting rollback answered {ended:?}"),
+            }
+        }
+        assert!(db.begin().await.is_ok());
+    }
+
+    #[tokio::test]
     async fn a_schema_change_sqlite_rolled_back_is_not_read_from_a_kept_statement() {
         let dir = tempfile::tempdir().unwrap();
         let db = store(&dir).database("acme/shop");

@@ -37,7 +37,7 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
-use super::transactions::{Transactions, undone};
+use super::transactions::{MAX_WHY_BYTES, Transactions, cut, undone};
 use super::{Executed, Migration, Rows, SqlError, SqlLimits, Value};
 
 /// Longest statement, in bytes.
@@ -231,10 +231,10 @@ impl Database {
         };
         let transaction = self.transactions.get(id)?;
         let mut slot = transaction.lock().await;
-        let held = slot.take().ok_or_else(|| self.transactions.gone(id))?;
+        let held = slot.take()?;
         let (held, result) = run(held, op).await;
         if held.as_ref().is_none_or(|s| !s.connection.is_autocommit()) {
-            *slot = Some(held);
+            slot.connection = Some(held);
             return result;
         }
         // SQLite rolls back the whole transaction when some statements fail
@@ -247,12 +247,12 @@ impl Database {
             Ok(_) => SqlError::Failed("the transaction ended inside this statement".into()),
             Err(error) => error,
         };
-        let why = error.sentence().to_owned();
+        let why = cut(error.sentence(), MAX_WHY_BYTES);
         tracing::warn!(
             component = &*self.namespace,
             "SQLite rolled back a transaction: {why}"
         );
-        self.transactions.undo(id, &why);
+        slot.undo(why);
         drop(held);
         Err(error.context("SQLite rolled back the whole transaction, nothing in it was committed"))
     }

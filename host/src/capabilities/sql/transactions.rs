@@ -1,7 +1,7 @@
 //! The open transactions of one database, by id: each holds its
-//! connection from `begin` until `commit`, `rollback` or its time is up,
-//! or until the database itself rolls it back (SQLite does, when certain
-//! statements fail inside it).
+//! connection from `begin` until `commit`, `rollback` or its time is up.
+//! One the database itself rolled back (SQLite does, when certain
+//! statements fail inside it) holds why instead, until it ends.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -10,19 +10,37 @@ use tokio::sync::Mutex as AsyncMutex;
 
 use super::SqlError;
 
-/// One transaction's connection; taken out when it ends.
-pub type Slot<L> = Arc<AsyncMutex<Option<L>>>;
+/// One transaction, locked by the statement running in it.
+pub type Slot<L> = Arc<AsyncMutex<Held<L>>>;
+
+/// What a transaction holds.
+pub struct Held<L> {
+    /// Its connection; taken out when it ends.
+    pub connection: Option<L>,
+    /// Why the database rolled it back, if it did: its later statements
+    /// and its commit fail saying so, rather than run outside it.
+    undone: Option<Arc<str>>,
+}
+
+impl<L> Held<L> {
+    /// The connection, for a statement in the transaction.
+    pub fn take(&mut self) -> Result<L, SqlError> {
+        let why = self.undone.as_deref();
+        self.connection
+            .take()
+            .ok_or_else(|| why.map_or(SqlError::NoTransaction, undone))
+    }
+
+    /// Records that the database rolled the transaction back, because of
+    /// `why`; its connection was let go.
+    pub fn undo(&mut self, why: &str) {
+        self.connection = None;
+        self.undone = Some(cut(why, MAX_WHY_BYTES).into());
+    }
+}
 
 /// Open transactions holding connections of type `L`.
-pub struct Transactions<L>(Mutex<HashMap<u64, Entry<L>>>);
-
-enum Entry<L> {
-    Open(Slot<L>),
-    /// Rolled back by the database, for the reason given; kept until the
-    /// guest ends it (or its time is up), so that its later statements
-    /// fail rather than run outside any transaction.
-    Undone(Arc<str>),
-}
+pub struct Transactions<L>(Mutex<HashMap<u64, Slot<L>>>);
 
 impl<L> Default for Transactions<L> {
     fn default() -> Self {
@@ -37,7 +55,10 @@ impl<L> Transactions<L> {
         loop {
             let id = random_id();
             if let std::collections::hash_map::Entry::Vacant(slot) = open.entry(id) {
-                slot.insert(Entry::Open(Arc::new(AsyncMutex::new(Some(held)))));
+                slot.insert(Arc::new(AsyncMutex::new(Held {
+                    connection: Some(held),
+                    undone: None,
+                })));
                 return id;
             }
         }
@@ -45,60 +66,20 @@ impl<L> Transactions<L> {
 
     /// Transaction `id`, for a statement in it.
     pub fn get(&self, id: u64) -> Result<Slot<L>, SqlError> {
-        match self.0.lock().unwrap().get(&id) {
-            Some(Entry::Open(slot)) => Ok(slot.clone()),
-            Some(Entry::Undone(why)) => Err(undone(why)),
-            None => Err(SqlError::NoTransaction),
-        }
-    }
-
-    /// Why transaction `id` has no connection: the database rolled it
-    /// back, or there is no such transaction.
-    pub fn gone(&self, id: u64) -> SqlError {
-        match self.0.lock().unwrap().get(&id) {
-            Some(Entry::Undone(why)) => undone(why),
-            _ => SqlError::NoTransaction,
-        }
-    }
-
-    /// Records that the database rolled transaction `id` back, because of
-    /// `why`: its connection is let go by the caller, and its later
-    /// statements fail saying so. Recorded even if the transaction is
-    /// being ended meanwhile, for [`Transactions::end_or_undone`] waiting
-    /// on it; past its time limit, its expiry forgets it.
-    pub fn undo(&self, id: u64, why: &str) {
-        let why = cut(why, MAX_WHY_BYTES);
-        self.0.lock().unwrap().insert(id, Entry::Undone(why.into()));
-    }
-
-    /// Forgets transaction `id` if the database rolled it back: why it did.
-    fn forget_undone(&self, id: u64) -> Option<Arc<str>> {
-        let mut open = self.0.lock().unwrap();
-        match open.remove(&id)? {
-            Entry::Undone(why) => Some(why),
-            entry => {
-                open.insert(id, entry);
-                None
-            }
-        }
+        let slot = self.0.lock().unwrap().get(&id).cloned();
+        slot.ok_or(SqlError::NoTransaction)
     }
 
     /// Ends transaction `id`: its connection, once its running statement
     /// is done; or, if the database rolled it back, why.
     pub async fn end_or_undone(&self, id: u64) -> Result<Result<L, Arc<str>>, SqlError> {
-        let entry = self.0.lock().unwrap().remove(&id);
-        let slot = match entry.ok_or(SqlError::NoTransaction)? {
-            Entry::Open(slot) => slot,
-            Entry::Undone(why) => return Ok(Err(why)),
-        };
-        let held = slot.lock().await.take();
-        match held {
-            Some(held) => Ok(Ok(held)),
-            // The statement running meanwhile found it rolled back.
-            None => self
-                .forget_undone(id)
-                .map(Err)
-                .ok_or(SqlError::NoTransaction),
+        let slot = self.0.lock().unwrap().remove(&id);
+        let slot = slot.ok_or(SqlError::NoTransaction)?;
+        let mut held = slot.lock().await;
+        match (held.connection.take(), &held.undone) {
+            (Some(connection), _) => Ok(Ok(connection)),
+            (None, Some(why)) => Ok(Err(why.clone())),
+            (None, None) => Err(SqlError::NoTransaction),
         }
     }
 
@@ -112,10 +93,8 @@ impl<L> Transactions<L> {
     pub async fn end_all(&self) -> Vec<L> {
         let open: Vec<_> = self.0.lock().unwrap().drain().collect();
         let mut held = Vec::new();
-        for (_, entry) in open {
-            if let Entry::Open(slot) = entry {
-                held.extend(slot.lock().await.take());
-            }
+        for (_, slot) in open {
+            held.extend(slot.lock().await.connection.take());
         }
         held
     }
@@ -123,10 +102,10 @@ impl<L> Transactions<L> {
 
 /// Longest reason kept for a transaction the database rolled back: a
 /// guest's own message (`RAISE(ROLLBACK, ...)`) may be far longer.
-const MAX_WHY_BYTES: usize = 300;
+pub const MAX_WHY_BYTES: usize = 300;
 
 /// `text`, cut to at most `max` bytes on a character boundary.
-fn cut(text: &str, max: usize) -> &str {
+pub fn cut(text: &str, max: usize) -> &str {
     let mut end = text.len().min(max);
     while !text.is_char_boundary(end) {
         end -= 1;

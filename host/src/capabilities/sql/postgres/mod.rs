@@ -262,7 +262,7 @@ impl Database {
         };
         let transaction = self.transactions.get(id)?;
         let mut slot = transaction.lock().await;
-        let lease = slot.as_mut().ok_or(SqlError::NoTransaction)?;
+        let lease = (slot.connection.as_mut()).ok_or(SqlError::NoTransaction)?;
         self.run(lease, statement, params, &limits, true).await
     }
 
