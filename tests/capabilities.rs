@@ -503,6 +503,20 @@ async fn the_rust_sdk_reaches_every_capability() {
     );
 }
 
+#[tokio::test]
+async fn a_sync_rust_route_whose_stream_awaits_outbound_http_answers_500_saying_so() {
+    let upstream = upstream(Duration::from_millis(1)).await;
+    let host = Components::new().with_sidecar("rust-caps", GRANTS).serve();
+    let path = format!("/fetch-in-stream?url=http://{}/r", upstream.addr);
+    let reply = host.get(&path).await;
+    assert_eq!(reply.status, 500, "{}", reply.body);
+    host.wait_for_log("/fetch-in-stream: a sync handler's stream waited on the host")
+        .await;
+    assert!(!host.log().contains("wasm trap"), "{}", host.log());
+    // The same instance serves on.
+    assert_eq!(host.get("/config").await.status, 200);
+}
+
 /// `wasi:http/outgoing-handler` is linked for every component, as
 /// componentize-py and componentize-js builds import it whether they use
 /// it or not: without the grant it loads, and each request is refused.

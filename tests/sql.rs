@@ -72,6 +72,14 @@ async fn tenants_databases_are_their_own_and_no_statement_reaches_another() {
 }
 
 #[tokio::test]
+async fn a_sync_routes_stream_may_await_a_query() {
+    let host = tenants().await;
+    assert_eq!(post_text(&host, "/t/acme/notes", "one").await.body, "1");
+    let reply = host.get("/t/acme/count-streamed").await;
+    assert_eq!((reply.status, reply.body.as_str()), (200, "1"));
+}
+
+#[tokio::test]
 async fn a_transaction_rolls_back_when_dropped_or_when_a_statement_fails() {
     transactions_roll_back(&tenants().await, "acme", "UNIQUE").await;
 }

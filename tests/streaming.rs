@@ -358,6 +358,18 @@ async fn a_stream_from_a_rust_sync_route_is_sent_whole() {
 }
 
 #[tokio::test]
+async fn a_stream_from_a_rust_sync_route_may_sleep_between_chunks() {
+    let host = serve_rust("");
+    let started = std::time::Instant::now();
+    let reply = host.get("/counted-slowly").await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.body, "abc");
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    // The instance serves on.
+    assert_eq!(host.get("/counted").await.body, "abc");
+}
+
+#[tokio::test]
 async fn a_rust_streams_body_ends_before_its_background_tasks_run() {
     let host = serve_rust("");
     let started = std::time::Instant::now();

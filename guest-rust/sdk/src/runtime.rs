@@ -141,15 +141,22 @@ pub fn handle_packed(
     }
 }
 
-/// Serves a request to a sync route without suspending.
+/// Serves a request to a sync route without suspending: a sleep or SQL
+/// its extractors or stream await blocks the instance meanwhile.
 #[cfg(not(feature = "sync"))]
 fn serve_now(build: fn() -> App, route: u32, incoming: Incoming) -> WitResponse {
+    crate::sys::in_sync_call(|| serve_blocking(build, route, incoming))
+}
+
+#[cfg(not(feature = "sync"))]
+fn serve_blocking(build: fn() -> App, route: u32, incoming: Incoming) -> WitResponse {
     let app = app(build);
     let index = route as usize;
     let request = app.request(incoming);
     let id = request.request_id.clone();
     let mut response = app.serve_now(index, request);
-    // A sync call cannot wait: a stream that does is the handler's mistake.
+    // A sync call cannot suspend: a stream that waits for what cannot
+    // block (outbound HTTP) is the handler's mistake.
     if let Some(chunks) = response.take_chunks() {
         response = match chunks.collect_now() {
             Some(body) => response.with_body(body),

@@ -24,8 +24,37 @@ pub(crate) fn log(level: Level, message: &str) {
 }
 
 #[cfg(not(feature = "sync"))]
+thread_local! {
+    /// Set while the host's sync `handle` call runs in an async build.
+    static SYNC_CALL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `call`, a sync route's whole call (`handle`, `packed.handle`), in
+/// an async build: a sync call cannot suspend the component, so what the
+/// SDK awaits of the host meanwhile blocks the instance (a sleep, SQL) or
+/// never resolves (outbound HTTP: the handler's stream or extractor then
+/// answers 500 saying it waited), as in a `sync` build. Awaiting an
+/// `async func` import there would trap.
+#[cfg(not(feature = "sync"))]
+pub(crate) fn in_sync_call<T>(call: impl FnOnce() -> T) -> T {
+    SYNC_CALL.set(true);
+    let out = call();
+    SYNC_CALL.set(false);
+    out
+}
+
+#[cfg(not(feature = "sync"))]
+fn sync_call() -> bool {
+    SYNC_CALL.get()
+}
+
+#[cfg(not(feature = "sync"))]
 pub(crate) async fn sleep(ms: u32) {
-    host::sleep(ms).await;
+    if sync_call() {
+        std::thread::sleep(std::time::Duration::from_millis(ms.into()));
+    } else {
+        host::sleep(ms).await;
+    }
 }
 
 /// Blocks the instance for `ms`: a sync build cannot suspend.
@@ -106,6 +135,10 @@ pub(crate) async fn outbound_send(_request: OutgoingRequest) -> Result<Reply, Se
 
 #[cfg(not(feature = "sync"))]
 pub(crate) async fn outbound_send(request: OutgoingRequest) -> Result<Reply, SendError> {
+    if sync_call() {
+        // No blocking form to fall back on (see `in_sync_call`).
+        return std::future::pending().await;
+    }
     let request = outbound::OutgoingRequest {
         method: request.method,
         url: request.url,
@@ -195,8 +228,12 @@ mod sql_calls {
         sql_blocking(op)
     }
 
+    /// Blocking within a sync call (see `super::in_sync_call`).
     #[cfg(not(feature = "sync"))]
     pub(crate) async fn sql(op: Op) -> Result<Done, SqlError> {
+        if super::sync_call() {
+            return sql_blocking(op);
+        }
         match op {
             Op::Query(s, p, tx) => wit::query(s, params(p), tx).await.map(rows),
             Op::Execute(s, p, tx) => wit::execute(s, params(p), tx).await.map(executed),

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use cello::outbound::Client;
 use cello::{
-    App, BackgroundTasks, Config, Kv, KvError, Path, Query, Response, StatusCode, config, kv,
+    App, BackgroundTasks, Config, Kv, KvError, Path, Query, Response, StatusCode,
+    StreamingResponse, config, kv,
 };
 use serde::Deserialize;
 
@@ -22,6 +23,19 @@ async fn fetch(http: Client, Query(fetch): Query<Fetch>) -> Response {
             Response::text(format!("error: {error}")).with_status(StatusCode::BAD_GATEWAY)
         }
     }
+}
+
+/// A sync route whose stream awaits outbound HTTP, which a sync call
+/// cannot wait for: the SDK answers 500 saying so (before, the guest
+/// trapped).
+fn fetch_in_stream(http: Client, Query(fetch): Query<Fetch>) -> StreamingResponse {
+    let body = futures_util::stream::once(async move {
+        match http.get(&fetch.url).send().await {
+            Ok(reply) => reply.status.as_u16().to_string(),
+            Err(error) => format!("error: {error}"),
+        }
+    });
+    StreamingResponse::new(body)
 }
 
 fn later(Path(key): Path<String>, tasks: BackgroundTasks) -> &'static str {
@@ -70,6 +84,7 @@ fn app() -> App {
             )
         })
         .get("/fetch", fetch)
+        .get("/fetch-in-stream", fetch_in_stream)
         .post("/later/{key}", later)
         .get("/kv/{key}", read)
         .put("/kv/{key}", write)

@@ -7,7 +7,7 @@
 //! `001_notes` on a host that keeps databases in PostgreSQL.
 
 use cello::sql::{self, Db, Migration, SqlError};
-use cello::{App, Path, Response, StatusCode, config};
+use cello::{App, Path, Response, StatusCode, StreamingResponse, config};
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize)]
@@ -113,6 +113,18 @@ fn count(db: Db) -> Result<Response, Response> {
     Ok(Response::text(n.unwrap_or_default().to_string()))
 }
 
+/// A sync route whose stream awaits a query: within a sync call the SDK
+/// runs it blocking.
+fn count_streamed(db: Db) -> StreamingResponse {
+    let body = futures_util::stream::once(async move {
+        match db.fetch_val::<i64>("SELECT count(*) FROM notes", ()).await {
+            Ok(n) => n.unwrap_or_default().to_string(),
+            Err(error) => error.to_string(),
+        }
+    });
+    StreamingResponse::new(body).media_type("text/plain")
+}
+
 async fn slow(db: Db) -> Result<Response, Response> {
     let forever = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) \
                    SELECT count(*) FROM n";
@@ -146,6 +158,7 @@ fn app() -> App {
         .post("/hold/{ms}", hold)
         .post("/lenient", lenient)
         .get("/count", count)
+        .get("/count-streamed", count_streamed)
         .get("/slow", slow)
         .post("/fill/{kib}", fill)
         .post("/run", run)

@@ -89,6 +89,22 @@ fn counted() -> StreamingResponse {
     StreamingResponse::new(stream::iter(["a", "b", "c"])).media_type("text/plain")
 }
 
+/// A stream from a sync route that sleeps between its chunks: a sync call
+/// cannot suspend, so each sleep blocks its instance, and the whole goes
+/// out at the end.
+fn counted_slowly() -> StreamingResponse {
+    let body = stream::unfold(0, |step| async move {
+        if step == 3 {
+            return None;
+        }
+        if step > 0 {
+            sleep_ms(100).await;
+        }
+        Some((["a", "b", "c"][step], step + 1))
+    });
+    StreamingResponse::new(body).media_type("text/plain")
+}
+
 /// A stream, then a background task that counts `background:NAME` a
 /// second after the last chunk.
 async fn then_background(Path(name): Path<String>, tasks: BackgroundTasks) -> StreamingResponse {
@@ -144,6 +160,7 @@ fn app() -> App {
         .get("/forever/{name}", forever)
         .get("/ticks/{count}", ticks)
         .get("/counted", counted)
+        .get("/counted-slowly", counted_slowly)
         .get("/closed/{name}", closed)
         .get("/then-background/{name}", then_background)
         .get("/background/{name}", background)
