@@ -91,9 +91,9 @@ where
         let requests = activity.clone();
         let service = service_fn(move |req| {
             let request = requests.start();
-            // Boxed, so hyper moves a pointer rather than the whole state
-            // machine of a request.
-            let response = Box::pin(answer(req, peer));
+            // Not boxed here: `answer` boxes a large future itself (see
+            // `crate::server`), before wrapping it.
+            let response = answer(req, peer);
             async move {
                 let response = response.await;
                 drop(request);

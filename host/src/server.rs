@@ -33,12 +33,15 @@ pub async fn serve(
             telemetry::request_span(request.headers(), request.method(), request.uri().path());
         let recorded = span.clone();
         let request = request.map(|body| body.map_err(|e| BodyError(e.into())).boxed_unsync());
-        async move {
+        // Boxed before anything wraps it: the pipeline's state machine is
+        // kilobytes, and the span's wrapper and hyper would otherwise copy
+        // it, each time it moves, before its first poll.
+        let answer = Box::pin(async move {
             let response = pipeline::handle(&host, &routes, request, peer).await;
             recorded.record("http.response.status_code", response.status().as_u16());
             response
-        }
-        .instrument(span)
+        });
+        answer.instrument(span)
     })
     .await
 }

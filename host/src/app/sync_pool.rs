@@ -48,8 +48,10 @@ pub(super) async fn call(
     instance.store.set_epoch_deadline(1);
     // The call owns its instance, so that the scheduler can move it off this
     // thread if it runs long. On a timeout or a trap the instance is dropped
-    // with it: its state can no longer be trusted.
-    let call = async move {
+    // with it: its state can no longer be trusted. Boxed at once: its state
+    // (wasmtime's call in it) is kilobytes, which each wrapper below would
+    // otherwise copy.
+    let call = Box::pin(async move {
         let WarmParts {
             store, bindings, ..
         } = &mut *instance;
@@ -64,7 +66,7 @@ pub(super) async fn call(
             None => bindings.call_handle(store, &req).await,
         };
         (instance, req, result)
-    };
+    });
     // Guest code past the deadline traps at the next epoch tick; a guest
     // blocked in a host call (a WASI sleep, say) sees no tick, so a little
     // after the deadline the call is dropped, and its instance with it.

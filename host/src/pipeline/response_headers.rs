@@ -18,8 +18,9 @@ impl Stage for ResponseHeaders {
     fn after(self, x: &mut Exchange<'_>, response: &mut Response) {
         let headers = response.headers_mut();
         for (name, value) in &x.host.security_headers {
-            if !headers.contains_key(name) {
-                headers.insert(name.clone(), value.clone());
+            // One lookup, where `contains_key` then `insert` took two.
+            if let http::header::Entry::Vacant(slot) = headers.entry(name) {
+                slot.insert(value.clone());
             }
         }
         if let Ok(value) = HeaderValue::from_str(&x.request_id) {
