@@ -517,6 +517,23 @@ async fn a_sync_rust_route_whose_stream_awaits_outbound_http_answers_500_saying_
     assert_eq!(host.get("/config").await.status, 200);
 }
 
+#[tokio::test]
+async fn a_python_def_routes_stream_that_awaits_outbound_http_answers_500_saying_so() {
+    let upstream = upstream(Duration::from_millis(1)).await;
+    let host = python_caps().serve();
+    let reply = host
+        .get(&format!("/fetch-in-stream?url=http://{}/r", upstream.addr))
+        .await;
+    assert_eq!(reply.status, 500, "{}", reply.body);
+    host.wait_for_log("a `def` route's stream cannot wait on the host")
+        .await;
+    assert!(!host.log().contains("wasm trap"), "{}", host.log());
+    let reply = host
+        .get(&format!("/fetch?url=http://{}/r", upstream.addr))
+        .await;
+    assert_eq!(reply.json()["status"], 200);
+}
+
 /// `wasi:http/outgoing-handler` is linked for every component, as
 /// componentize-py and componentize-js builds import it whether they use
 /// it or not: without the grant it loads, and each request is refused.

@@ -370,6 +370,32 @@ async fn a_stream_from_a_rust_sync_route_may_sleep_between_chunks() {
 }
 
 #[tokio::test]
+async fn a_python_def_routes_async_stream_is_collected_and_sent_whole() {
+    let host = serve("");
+    let started = std::time::Instant::now();
+    let reply = host.get("/def-stream").await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.body, "abc");
+    assert_eq!(reply.header("content-length"), Some("3"));
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    let reply = host.get("/def-events").await;
+    assert_eq!(reply.header("content-type"), Some("text/event-stream"));
+    assert_eq!(
+        reply.body,
+        "data: one\r\n\r\nevent: last\r\ndata: two\r\n\r\n"
+    );
+    // One that waits for what cannot come answers 500, its generator
+    // closed, and the instance serves on.
+    let reply = host.get("/def-stuck/sync").await;
+    assert_eq!(reply.status, 500, "{}", reply.body);
+    host.wait_for_log("waits for something nothing can complete")
+        .await;
+    let closed = host.get("/closed/sync").await.json();
+    assert_eq!(closed["closed"], 1, "{closed}");
+    assert_eq!(host.get("/def-stream").await.body, "abc");
+}
+
+#[tokio::test]
 async fn a_rust_streams_body_ends_before_its_background_tasks_run() {
     let host = serve_rust("");
     let started = std::time::Instant::now();

@@ -255,7 +255,8 @@ def make_world(app: App) -> type:
         def handle(self, req: Request) -> Response:
             response = app.dispatch(req.route_index, req)
             if isinstance(response, StreamingResponse):
-                response.drain()  # a `def` route's stream goes whole
+                # A `def` route's stream goes whole.
+                response = app.collect_stream(req.route_index, req, response)
             return _response(response, req)
 
         async def handle_async(self, req: Request) -> Response:

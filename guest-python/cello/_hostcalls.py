@@ -12,6 +12,8 @@ which ``_tasks`` knows never to cancel.
 import asyncio
 import weakref
 
+from . import _blocking
+
 #: The tasks that run host calls, which are never to be cancelled.
 _calls: "weakref.WeakSet[asyncio.Task]" = weakref.WeakSet()
 
@@ -30,7 +32,11 @@ async def call(coroutine):
     step, taken here: there is nothing pending to protect, and no future,
     task or trip through the event loop is made for it. A pending one (a
     PostgreSQL query, a sleep) is waited for in the caller's own task, on
-    one future of ours (see ``_Pending``)."""
+    one future of ours (see ``_Pending``). A ``def`` route's stream,
+    which cannot suspend, may not await one (see ``_blocking``)."""
+    if _blocking.running():
+        coroutine.close()
+        raise _blocking.refuse()
     try:
         waiting = coroutine.send(None)
     except StopIteration as done:

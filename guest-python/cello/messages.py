@@ -299,6 +299,10 @@ class Response:
         return f"Response(status={self.status}, body={self.body[:60]!r})"
 
 
+def _chunk(chunk: str | bytes) -> bytes:
+    return chunk.encode() if isinstance(chunk, str) else bytes(chunk)
+
+
 class StreamingResponse(Response):
     """A response whose body is sent as ``content`` yields it, as in
     Starlette: an async generator (or async iterable), or a plain iterable,
@@ -323,10 +327,10 @@ class StreamingResponse(Response):
         content = self.body_iterator
         if hasattr(content, "__aiter__"):
             async for chunk in content:
-                yield chunk.encode() if isinstance(chunk, str) else bytes(chunk)
+                yield _chunk(chunk)
         else:
             for chunk in content:
-                yield chunk.encode() if isinstance(chunk, str) else bytes(chunk)
+                yield _chunk(chunk)
 
     async def aclose(self) -> None:
         """Closes the content's generator, so its ``finally`` runs."""
@@ -338,13 +342,15 @@ class StreamingResponse(Response):
             if hasattr(closed, "__await__"):
                 await closed
 
-    def drain(self) -> None:
-        """Collects a plain iterable's chunks into ``body``: a ``def``
-        route's stream, sent whole."""
-        content = self.body_iterator
-        if hasattr(content, "__aiter__"):
-            raise TypeError("an async generator streams only from an `async def` route")
-        self.body = b"".join(c.encode() if isinstance(c, str) else bytes(c) for c in content)
+    async def whole(self) -> list[bytes]:
+        """The chunks of a stream collected whole (a ``def`` route's), read
+        to its end; then the generator is closed."""
+        chunks = self.chunks()
+        try:
+            return [chunk async for chunk in chunks]
+        finally:
+            await chunks.aclose()
+            await self.aclose()
 
     def __repr__(self) -> str:
         return f"StreamingResponse(status={self.status})"

@@ -12,7 +12,9 @@ these slices (see ``_guest``).
 
 import asyncio
 import functools
+import time
 
+from . import _blocking
 from ._hostcalls import call
 
 #: A host sleep is awaited in slices of at most this many milliseconds.
@@ -31,7 +33,9 @@ def _host():
 async def pause(ms: int) -> None:
     """Waits ``ms`` milliseconds on the host in one call, not cancellable."""
     host = _host()
-    if host is None:
+    if _blocking.running():
+        time.sleep(ms / 1000)  # a `def` route's stream: nothing can suspend
+    elif host is None:
         await asyncio.sleep(ms / 1000)
     else:
         await call(host.sleep(ms))
@@ -46,9 +50,12 @@ async def slept(host, ms: int) -> None:
 
 
 async def sleep(seconds: float) -> None:
-    """Waits without blocking the instance: other async requests run meanwhile."""
+    """Waits without blocking the instance: other async requests run
+    meanwhile (in a ``def`` route's stream, which cannot suspend, it blocks)."""
     host = _host()
-    if host is None:
+    if _blocking.running():
+        time.sleep(max(0.0, seconds))
+    elif host is None:
         await asyncio.sleep(seconds)
     else:
         await slept(host, max(0, round(seconds * 1000)))

@@ -143,8 +143,13 @@ class EventSourceResponse(StreamingResponse):
             with contextlib.suppress(BaseException):
                 await asyncio.gather(*tasks, return_exceptions=True)
 
-    def drain(self) -> None:
+    async def whole(self) -> list[bytes]:
+        """A ``def`` route's events, encoded, without pings: they are sent
+        whole, so no client waits between them."""
         content = self.body_iterator
-        if hasattr(content, "__aiter__"):
-            raise TypeError("an async generator streams only from an `async def` route")
-        self.body = b"".join(_event(item, self.sep) for item in content)
+        try:
+            if hasattr(content, "__aiter__"):
+                return [_event(item, self.sep) async for item in content]
+            return [_event(item, self.sep) for item in content]
+        finally:
+            await self.aclose()

@@ -220,8 +220,11 @@ class TestClient:
             else:
                 response = self.app.dispatch(index, request)
             if isinstance(response, StreamingResponse):
-                response.sent_chunks = asyncio.run(_collect(response))
-                response.body = b"".join(response.sent_chunks)
+                if self.app.routes[index].is_async:
+                    response.sent_chunks = asyncio.run(_collect(response))
+                    response.body = b"".join(response.sent_chunks)
+                else:  # as the component collects it
+                    response = self.app.collect_stream(index, request, response)
         finally:
             _client_overrides.reset(token)
         # As on the host, background tasks run once the response is made.

@@ -1,7 +1,11 @@
 """StreamingResponse, EventSourceResponse and request.stream(), through the
 TestClient: the chunks a handler yields and the SSE framing."""
 
+import asyncio
+import time
+
 from cello import App, EventSourceResponse, Request, ServerSentEvent, StreamingResponse
+from cello.host import sleep
 from cello.testing import TestClient
 
 app = App("streams")
@@ -29,6 +33,43 @@ async def events():
         yield "bare"
 
     return EventSourceResponse(body())
+
+
+@app.get("/def-async")
+def def_async():
+    async def body():
+        yield "a"
+        await asyncio.sleep(0.05)
+        yield "b"
+        await sleep(0.05)
+        yield "c"
+
+    return StreamingResponse(body(), media_type="text/plain")
+
+
+@app.get("/def-events")
+def def_events():
+    async def body():
+        yield {"data": "one"}
+        await asyncio.sleep(0.01)
+        yield {"event": "last", "data": "two"}
+
+    return EventSourceResponse(body())
+
+
+closed: list[str] = []
+
+
+@app.get("/def-stuck")
+def def_stuck():
+    async def body():
+        try:
+            yield "never sent"
+            await asyncio.Event().wait()
+        finally:
+            closed.append("stuck")
+
+    return StreamingResponse(body())
 
 
 @app.post("/upload", stream_request=True)
@@ -64,3 +105,23 @@ def test_server_sent_events_are_framed_with_a_data_line_per_line():
 
 def test_request_stream_yields_the_body():
     assert client.post("/upload", content=b"x" * 1000).json() == {"bytes": 1000}
+
+
+def test_a_def_routes_async_stream_is_collected_and_sent_whole():
+    started = time.monotonic()
+    response = client.get("/def-async")
+    assert response.status_code == 200
+    assert response.text == "abc"
+    assert time.monotonic() - started >= 0.1  # both sleeps were slept
+
+
+def test_a_def_routes_events_go_whole_without_pings():
+    response = client.get("/def-events")
+    assert response.text == "data: one\r\n\r\nevent: last\r\ndata: two\r\n\r\n"
+
+
+def test_a_def_routes_stream_that_waits_for_nothing_answers_500():
+    response = client.get("/def-stuck")
+    assert response.status_code == 500
+    assert response.json() == {"detail": "Internal Server Error"}
+    assert closed == ["stuck"]  # its generator was closed, its `finally` run

@@ -13,6 +13,7 @@ from cello import (
     HTTPException,
     Request,
     Response,
+    StreamingResponse,
     config,
     http,
     kv,
@@ -174,6 +175,18 @@ async def fetch(url: str):
     except http.HTTPError as error:
         return {"error": type(error).__name__, "detail": str(error)}
     return {"status": response.status_code, "body": response.text}
+
+
+@app.get("/fetch-in-stream")
+def fetch_in_stream(url: str):
+    """A `def` route's stream awaiting outbound HTTP, which a sync call
+    cannot wait for: 500, saying so."""
+
+    async def body():
+        response = await http.get(url)
+        yield str(response.status_code)
+
+    return StreamingResponse(body())
 
 
 @app.get("/gather")

@@ -2,6 +2,8 @@
 events, a request body read as a stream, and streams that notice a client
 leaving (their generators' ``finally`` counts it in the key-value store)."""
 
+import asyncio
+
 from cello import App, EventSourceResponse, Request, ServerSentEvent, StreamingResponse, kv
 from cello.host import sleep
 
@@ -74,6 +76,45 @@ async def silent(name: str):
 @app.get("/closed/{name}")
 async def closed(name: str):  # async: on the instance the streams share
     return {"closed": int(kv.sync.get_text(f"closed:{name}") or 0)}
+
+
+@app.get("/def-stream")
+def def_stream():
+    """A `def` route's async stream: collected whole, its sleeps blocking."""
+
+    async def body():
+        yield "a"
+        await asyncio.sleep(0.1)
+        yield "b"
+        await sleep(0.1)
+        yield "c"
+
+    return StreamingResponse(body(), media_type="text/plain")
+
+
+@app.get("/def-events")
+def def_events():
+    async def body():
+        yield {"data": "one"}
+        await sleep(0.05)
+        yield {"event": "last", "data": "two"}
+
+    return EventSourceResponse(body())
+
+
+@app.get("/def-stuck/{name}")
+def def_stuck(name: str):
+    """Waits for what nothing in a sync call can complete: 500, and the
+    generator is closed."""
+
+    async def body():
+        try:
+            yield "never sent"
+            await asyncio.Event().wait()
+        finally:
+            kv.sync.incr(f"closed:{name}")
+
+    return StreamingResponse(body())
 
 
 @app.post("/upload", stream_request=True)
