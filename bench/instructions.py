@@ -165,6 +165,7 @@ def wasi_http_line(counts: list[Count]) -> list[str]:
     ratio = named[WASMTIME_SERVE] / named[CELLO_WASI_HELLO]
     return [
         f"On the wasi:http hello, `wasmtime serve` takes {ratio:.2f}× the instructions "
-        "per request that cello does (the guest's own code the same in both).",
+        "per request that cello does (the same component in both; its code is compiled "
+        "by each host with its own settings, so the in-guest counts differ).",
         "",
     ]
