@@ -512,6 +512,19 @@ async fn a_sync_rust_route_whose_stream_awaits_outbound_http_answers_500_saying_
     assert_eq!(reply.status, 500, "{}", reply.body);
     host.wait_for_log("/fetch-in-stream: a sync handler's stream waited on the host")
         .await;
+    // Server-sent events the same, at once: their keep-alive does not tick
+    // (it blocked, a ping at a time, until the route's timeout).
+    let started = std::time::Instant::now();
+    let path = format!("/fetch-in-events?url=http://{}/r", upstream.addr);
+    let reply = host.get(&path).await;
+    assert_eq!(reply.status, 500, "{}", reply.body);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    host.wait_for_log("/fetch-in-events: a sync handler's stream waited on the host")
+        .await;
     assert!(!host.log().contains("wasm trap"), "{}", host.log());
     // The same instance serves on.
     assert_eq!(host.get("/config").await.status, 200);

@@ -2,21 +2,24 @@
 ``handle`` call, where nothing can suspend the component: a small event
 loop of the SDK's own runs it, whose timers block the instance
 (``asyncio.sleep`` and ``cello.host.sleep`` sleep through WASI), and the
-whole body goes out at the end, as the stream of a ``def`` route does.
-Awaiting a host call that would suspend (outbound HTTP, a query) raises
-instead, saying so. The test client collects such a stream the same way.
+whole body goes out at the end, as the stream of a ``def`` route does. SQL
+runs through the blocking imports; ``asyncio.to_thread`` runs inline;
+awaiting outbound HTTP raises, saying so. The route's ``timeout-ms`` covers
+the whole collection. The test client collects such a stream the same way.
 """
 
 import asyncio
 import contextlib
+import logging
 import time
+
+from . import concurrency
 
 #: True while a ``def`` route's stream runs here.
 _running = False
 
 _NOT_HERE = (
-    "a `def` route's stream cannot wait on the host (outbound HTTP, SQL); "
-    "make the route `async def`"
+    "a `def` route's stream cannot wait on the host (outbound HTTP); make the route `async def`"
 )
 
 
@@ -56,11 +59,15 @@ class _BlockingLoop(asyncio.BaseEventLoop):
     def _write_to_self(self):
         pass
 
+    # No thread could wake this loop: executor work runs inline.
+    run_in_executor = concurrency.run_in_executor
+
 
 def run(coroutine):
     """Runs ``coroutine`` to its end on a loop of its own, blocking. If it
-    fails midway (it waits for what cannot come), it is cancelled, so the
-    generators it holds are closed here, their ``finally`` run."""
+    fails midway (it waits for what cannot come), it is cancelled, and so
+    is any task it left, so the generators they hold are closed here, their
+    ``finally`` run."""
     global _running
     loop = _BlockingLoop()
     task = loop.create_task(coroutine)
@@ -68,16 +75,25 @@ def run(coroutine):
     # a sync call (where it cannot run): it steps aside meanwhile.
     outer = asyncio._get_running_loop()
     asyncio._set_running_loop(None)
-    _running = True
+    was_running, _running = _running, True
     try:
         return loop.run_until_complete(task)
-    except BaseException:
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                loop.run_until_complete(task)
-        raise
     finally:
-        _running = False
+        _cancel_left(loop)
+        _running = was_running
         loop.close()
         asyncio._set_running_loop(outer)
+
+
+def _cancel_left(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancels what the run left on ``loop`` and lets it finish."""
+    left = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    if not left:
+        return
+    logging.getLogger("cello").warning(
+        "a `def` route's stream left %d task(s) unfinished; cancelled", len(left)
+    )
+    for task in left:
+        task.cancel()
+    with contextlib.suppress(BaseException):
+        loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import traceback
@@ -247,12 +248,16 @@ class App(Router):
         ``sent_chunks`` keeps the chunks for the test client. A stream that
         fails answers as a failing handler does."""
         try:
-            response.sent_chunks = _blocking.run(response.whole())
-        except Exception as error:  # noqa: BLE001
+            if hasattr(response.body_iterator, "__aiter__"):
+                chunks = _blocking.run(response.whole())
+            else:
+                chunks = response.whole_now()
+        except (Exception, asyncio.CancelledError) as error:
             failed = self._error_response(error, self.routes[index], request)
             failed.background = response.background
             return failed
-        response.body = b"".join(response.sent_chunks)
+        response.sent_chunks = chunks
+        response.body = b"".join(chunks)
         return response
 
     async def dispatch_async(self, index: int, request: Request) -> Response:

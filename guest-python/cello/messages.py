@@ -342,6 +342,10 @@ class StreamingResponse(Response):
             if hasattr(closed, "__await__"):
                 await closed
 
+    def whole_now(self) -> list[bytes]:
+        """As :meth:`whole`, for a plain iterable."""
+        return [_chunk(c) for c in self.body_iterator]
+
     async def whole(self) -> list[bytes]:
         """The chunks of a stream collected whole (a ``def`` route's), read
         to its end; then the generator is closed."""

@@ -12,7 +12,6 @@ these slices (see ``_guest``).
 
 import asyncio
 import functools
-import time
 
 from . import _blocking
 from ._hostcalls import call
@@ -33,9 +32,7 @@ def _host():
 async def pause(ms: int) -> None:
     """Waits ``ms`` milliseconds on the host in one call, not cancellable."""
     host = _host()
-    if _blocking.running():
-        time.sleep(ms / 1000)  # a `def` route's stream: nothing can suspend
-    elif host is None:
+    if host is None or _blocking.running():  # the loop's own timers
         await asyncio.sleep(ms / 1000)
     else:
         await call(host.sleep(ms))
@@ -53,9 +50,7 @@ async def sleep(seconds: float) -> None:
     """Waits without blocking the instance: other async requests run
     meanwhile (in a ``def`` route's stream, which cannot suspend, it blocks)."""
     host = _host()
-    if _blocking.running():
-        time.sleep(max(0.0, seconds))
-    elif host is None:
+    if host is None or _blocking.running():  # the loop's own timers
         await asyncio.sleep(seconds)
     else:
         await slept(host, max(0, round(seconds * 1000)))

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import _blocking
 from ._hostcalls import call as _hostcall
 
 try:
@@ -390,6 +391,8 @@ def reset() -> None:
 async def _query(statement: str, params: list, tx: int | None) -> list[Row]:
     if _wit is None:
         return _native.query(statement, params, tx)
+    if _blocking.running():  # a `def` route's stream cannot suspend
+        return _Host().query_blocking(statement, params, tx)
     return await _Host().query(statement, params, tx)
 
 
@@ -402,6 +405,8 @@ def _query_blocking(statement: str, params: list, tx: int | None) -> list[Row]:
 async def _execute(statement: str, params: list, tx: int | None) -> Executed:
     if _wit is None:
         return _native.execute(statement, params, tx)
+    if _blocking.running():  # a `def` route's stream cannot suspend
+        return _Host().execute_blocking(statement, params, tx)
     return await _Host().execute(statement, params, tx)
 
 
@@ -414,6 +419,8 @@ def _execute_blocking(statement: str, params: list, tx: int | None) -> Executed:
 async def _call(name: str, *args: Any) -> Any:
     if _wit is None:
         return getattr(_native, name)(*args)
+    if _blocking.running():  # a `def` route's stream cannot suspend
+        return _Host().call_blocking(name, *args)
     return await _Host().call(name, *args)
 
 

@@ -143,6 +143,9 @@ class EventSourceResponse(StreamingResponse):
             with contextlib.suppress(BaseException):
                 await asyncio.gather(*tasks, return_exceptions=True)
 
+    def whole_now(self) -> list[bytes]:
+        return [_event(item, self.sep) for item in self.body_iterator]
+
     async def whole(self) -> list[bytes]:
         """A ``def`` route's events, encoded, without pings: they are sent
         whole, so no client waits between them."""

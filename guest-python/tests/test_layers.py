@@ -9,6 +9,8 @@ import cello
 
 #: Bottom first. What a layer's modules may import is what lies below it.
 LAYERS = [
+    # The pools made inline in a component.
+    ["concurrency"],
     # The loop a `def` route's stream runs on, which host calls consult.
     ["_blocking"],
     # Values and host calls that need nothing else of the SDK.
@@ -19,7 +21,6 @@ LAYERS = [
         "security",
         "config",
         "kv",
-        "concurrency",
         "background",
         "_hostcalls",
         "wasi_packages",

@@ -72,6 +72,30 @@ def def_stuck():
     return StreamingResponse(body())
 
 
+@app.get("/def-work")
+def def_work():
+    async def body():
+        yield await asyncio.to_thread(lambda: "in a thread;")
+        try:
+            async with asyncio.timeout(0.05):
+                await sleep(5)
+        except TimeoutError:
+            yield "timed out;"
+        asyncio.ensure_future(asyncio.sleep(30))  # left behind: cancelled
+        yield "done"
+
+    return StreamingResponse(body())
+
+
+@app.get("/def-cancelled")
+def def_cancelled():
+    async def body():
+        yield "one"
+        raise asyncio.CancelledError
+
+    return StreamingResponse(body())
+
+
 @app.post("/upload", stream_request=True)
 async def upload(request: Request):
     return {"bytes": sum([len(c) async for c in request.stream()])}
@@ -125,3 +149,13 @@ def test_a_def_routes_stream_that_waits_for_nothing_answers_500():
     assert response.status_code == 500
     assert response.json() == {"detail": "Internal Server Error"}
     assert closed == ["stuck"]  # its generator was closed, its `finally` run
+
+
+def test_a_def_routes_stream_may_use_threads_timeouts_and_leave_tasks():
+    started = time.monotonic()
+    assert client.get("/def-work").text == "in a thread;timed out;done"
+    assert time.monotonic() - started < 2  # the left task was cancelled
+
+
+def test_a_def_routes_stream_cancelling_itself_answers_500():
+    assert client.get("/def-cancelled").status_code == 500

@@ -272,9 +272,11 @@ where
                 self.ended = true;
                 Poll::Ready(None)
             }
+            // Where the stream cannot suspend (a sync route's, collected
+            // whole) a keep-alive's sleep would only block.
             Poll::Pending => match &mut self.keep_alive {
-                Some(ticker) => ticker.poll_tick(cx).map(Some),
-                None => Poll::Pending,
+                Some(ticker) if crate::sys::can_suspend() => ticker.poll_tick(cx).map(Some),
+                _ => Poll::Pending,
             },
         }
     }

@@ -63,6 +63,11 @@ pub(crate) fn log(level: Level, message: &str) {
     eprintln!("{level:?}: {message}");
 }
 
+/// A native test's stream can always wait (see the component's).
+pub(crate) fn can_suspend() -> bool {
+    true
+}
+
 /// Waits without blocking the thread, so that a test's stream can race a
 /// timer (an SSE keep-alive) as it does in a component.
 pub(crate) async fn sleep(ms: u32) {

@@ -48,6 +48,16 @@ fn sync_call() -> bool {
     SYNC_CALL.get()
 }
 
+/// False where nothing can suspend the component (a sync build, a sync
+/// call): there a wait only blocks, so an SSE keep-alive has no reason to
+/// tick.
+pub(crate) fn can_suspend() -> bool {
+    #[cfg(feature = "sync")]
+    return false;
+    #[cfg(not(feature = "sync"))]
+    !sync_call()
+}
+
 #[cfg(not(feature = "sync"))]
 pub(crate) async fn sleep(ms: u32) {
     if sync_call() {

@@ -4,10 +4,12 @@
 use std::time::Duration;
 
 use cello::outbound::Client;
+use cello::sse::{Event, KeepAlive, Sse};
 use cello::{
     App, BackgroundTasks, Config, Kv, KvError, Path, Query, Response, StatusCode,
     StreamingResponse, config, kv,
 };
+use futures_util::Stream;
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -36,6 +38,16 @@ fn fetch_in_stream(http: Client, Query(fetch): Query<Fetch>) -> StreamingRespons
         }
     });
     StreamingResponse::new(body)
+}
+
+/// The same as events, keep-alive on: the keep-alive must not tick where
+/// nothing can suspend (it blocked until the route's timeout).
+fn fetch_in_events(http: Client, Query(fetch): Query<Fetch>) -> Sse<impl Stream<Item = Event>> {
+    let events = futures_util::stream::once(async move {
+        let status = http.get(&fetch.url).send().await.map(|r| r.status.as_u16());
+        Event::default().data(format!("{status:?}"))
+    });
+    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_millis(300)))
 }
 
 fn later(Path(key): Path<String>, tasks: BackgroundTasks) -> &'static str {
@@ -85,6 +97,7 @@ fn app() -> App {
         })
         .get("/fetch", fetch)
         .get("/fetch-in-stream", fetch_in_stream)
+        .get("/fetch-in-events", fetch_in_events)
         .post("/later/{key}", later)
         .get("/kv/{key}", read)
         .put("/kv/{key}", write)
