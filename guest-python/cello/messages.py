@@ -347,8 +347,12 @@ class StreamingResponse(Response):
         return [_chunk(c) for c in self.body_iterator]
 
     async def whole(self) -> list[bytes]:
-        """The chunks of a stream collected whole (a ``def`` route's), read
-        to its end; then the generator is closed."""
+        """The chunks of a stream collected whole (a ``def`` route's)."""
+        return await self.sent()
+
+    async def sent(self) -> list[bytes]:
+        """The chunks as they are sent, read to its end (an endless stream
+        never ends); then the generator is closed."""
         chunks = self.chunks()
         try:
             return [chunk async for chunk in chunks]

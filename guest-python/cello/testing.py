@@ -221,7 +221,7 @@ class TestClient:
                 response = self.app.dispatch(index, request)
             if isinstance(response, StreamingResponse):
                 if self.app.routes[index].is_async:
-                    response.sent_chunks = asyncio.run(_collect(response))
+                    response.sent_chunks = asyncio.run(response.sent())
                     response.body = b"".join(response.sent_chunks)
                 else:  # as the component collects it
                     response = self.app.collect_stream(index, request, response)
@@ -231,16 +231,6 @@ class TestClient:
         if response.background is not None:
             asyncio.run(response.background.run())
         return response
-
-
-async def _collect(response: StreamingResponse) -> list[bytes]:
-    """A stream's chunks, read to its end (an endless one never ends)."""
-    chunks = response.chunks()
-    try:
-        return [chunk async for chunk in chunks]
-    finally:
-        await chunks.aclose()
-        await response.aclose()
 
 
 def _body(json: Any, content: Any, data: Any, files: Any) -> tuple[bytes, str | None]:
