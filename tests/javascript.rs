@@ -75,9 +75,18 @@ async fn an_incoming_handler_export_can_be_reused() {
         .with_sidecar("js-incoming-handler", sidecar)
         .serve_ready()
         .await;
+    let idle = r#"component="js-incoming-handler""#;
     for round in 1..=3 {
         let reply = host.get("/n").await;
         assert_eq!(reply.status, 200, "{}", reply.body);
         assert_eq!(reply.body, format!("get /n #{round}"));
+        // The response ends with its body; the guest's call returns just
+        // after, and only then is its instance back for the next request.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while host.metric("cello_instances_idle", idle).await != 1.0 {
+            assert!(std::time::Instant::now() < deadline, "never idle again");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
+    assert_eq!(host.metric("cello_instantiations_total", idle).await, 1.0);
 }
