@@ -13,7 +13,9 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use support::{Components, Host};
 
-const KV: &str = "[grants]\nkv = true\n";
+/// What the streaming guests are granted: the key-value store (the
+/// streams' `finally` counts) and SQL (a `def` route's stream queries).
+const GRANTS: &str = "[grants]\nkv = true\nsql = true\n";
 
 fn serve(limits: &str) -> Host {
     serve_guest("python-stream", limits)
@@ -24,7 +26,7 @@ fn serve_rust(limits: &str) -> Host {
 }
 
 fn serve_guest(guest: &str, limits: &str) -> Host {
-    let sidecar = format!("{KV}[limits]\n{limits}\n");
+    let sidecar = format!("{GRANTS}[limits]\n{limits}\n");
     Components::new().with_sidecar(guest, &sidecar).serve()
 }
 
@@ -396,6 +398,21 @@ async fn a_python_def_routes_async_stream_is_collected_and_sent_whole() {
 }
 
 #[tokio::test]
+async fn a_python_def_routes_stream_may_await_sql_in_a_transaction() {
+    let host = serve("");
+    // Each query blocks the instance (a sync call cannot suspend); the
+    // duplicate insert fails, and its transaction rolls back whole.
+    let reply = host.get("/def-sql-stream/3").await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.body, "rolled back\n3\n");
+    let reply = host.get("/def-sql-stream/5").await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.body, "rolled back\n3\n5\n");
+    // The instance serves on.
+    assert_eq!(host.get("/def-stream").await.body, "abc");
+}
+
+#[tokio::test]
 async fn a_rust_streams_body_ends_before_its_background_tasks_run() {
     let host = serve_rust("");
     let started = std::time::Instant::now();
@@ -568,7 +585,7 @@ async fn a_slow_request_body_to_a_rust_async_route_is_a_408_for_its_client_alone
 #[tokio::test]
 async fn a_streamed_response_is_logged_when_it_ends_with_its_bytes() {
     let host = Components::new()
-        .with_sidecar("python-stream", KV)
+        .with_sidecar("python-stream", GRANTS)
         .serve_with(&["--access-log", "--log-format", "json"]);
     let response = open(&host, "/chunks").await;
     let (text, error) = read_text(&mut response.into_body()).await;

@@ -4,7 +4,16 @@ leaving (their generators' ``finally`` counts it in the key-value store)."""
 
 import asyncio
 
-from cello import App, EventSourceResponse, Request, ServerSentEvent, StreamingResponse, kv
+from cello import (
+    App,
+    Depends,
+    EventSourceResponse,
+    Request,
+    ServerSentEvent,
+    StreamingResponse,
+    kv,
+    sql,
+)
 from cello.host import sleep
 
 app = App("python-stream")
@@ -115,6 +124,26 @@ def def_stuck(name: str):
             kv.sync.incr(f"closed:{name}")
 
     return StreamingResponse(body())
+
+
+@app.get("/def-sql-stream/{n}")
+def def_sql_stream(n: int, db: sql.Connection = Depends(sql.connection)):
+    """A `def` route's async stream that awaits SQL, in a transaction that
+    rolls back on a duplicate: it runs through the blocking imports."""
+
+    async def body():
+        await db.execute("CREATE TABLE IF NOT EXISTS seen (n INTEGER PRIMARY KEY)")
+        try:
+            async with db.transaction():
+                await db.execute("INSERT INTO seen (n) VALUES ($1)", n)
+                await db.execute("INSERT INTO seen (n) VALUES ($1)", n)
+        except sql.IntegrityError:
+            yield "rolled back\n"
+        await db.execute("INSERT INTO seen (n) VALUES ($1)", n)
+        for row in await db.fetch_all("SELECT n FROM seen ORDER BY n"):
+            yield f"{row['n']}\n"
+
+    return StreamingResponse(body(), media_type="text/plain")
 
 
 @app.post("/upload", stream_request=True)
