@@ -1,8 +1,9 @@
 """`make bench-instructions`: instructions per request, counted by
 callgrind, for native hyper and for the Rust hello on cello, and where
 cello's go: the host with no guest call (a path no route matches), and one
-call on the hello's route in process with no HTTP (`call-cost`); and for
-the wasi:http hello on `wasmtime serve` and on cello.
+call on the hello's route in process with no HTTP (`call-cost`: as a `def`
+route's, as an `async def` route's, and on the sync build); and for the
+wasi:http hello on `wasmtime serve` and on cello.
 
 Unlike requests per second, an instruction count does not move with the
 machine's other tenants, so it is the figure to compare a change by. It
@@ -110,22 +111,41 @@ def server(name: str, command: list[str], ready: str, url: str, out: Path, wait,
     return count
 
 
-def call(call_cost: Path, component: Path, state: Path, scratch: Path) -> Count:
+#: The in-process call rows: the component, the row's name, and
+#: `call-cost`'s extra arguments.
+CALLS = [
+    ("hello-rust", "one call on the Rust hello's route, in process, no HTTP", []),
+    (
+        "hello-rust",
+        "the same call made as an `async def` route's, on an event loop",
+        ["--event-loop"],
+    ),
+    ("hello-rust-sync", "one call on the sync build's route, in process", []),
+]
+
+
+def call(
+    call_cost: Path, component: Path, state: Path, scratch: Path, name: str, extra: list[str]
+) -> Count:
     """Instructions per call of `call-cost`'s loop: the difference between a
     long run and a short one, over the calls the long one made more."""
+    command = [str(call_cost), str(component), str(state)]
+    # Compiled under valgrind first, uncounted: its CPU is not the machine's,
+    # so what was compiled natively does not serve it, and compiling in the
+    # short run would be counted against it.
+    subprocess.run(["valgrind", "--tool=none", *command, "1"], check=True, capture_output=True)
     counted = []
     for calls in (SHORT, LONG):
-        out = scratch / f"call-{calls}.out"
-        command = [str(call_cost), str(component), str(state), str(calls)]
+        out = scratch / f"call-{component.stem}-{len(extra)}-{calls}.out"
         subprocess.run(
-            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *command],
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *command, str(calls)]
+            + extra,
             check=True,
             capture_output=True,
         )
         counted.append(totals(out))
     more = (LONG - SHORT) * ROUNDS
     (short, short_guest), (long, long_guest) = counted
-    name = "one call on the Rust hello's route, in process, no HTTP"
     count = Count(name, (long - short) / more, (long_guest - short_guest) / more)
     print(f"  {name:60} {count.per_request:>9,.0f} instructions ({count.in_guest:,.0f} in guest)")
     return count
@@ -152,7 +172,29 @@ def section(counts: list[Count]) -> list[str]:
         "|---|---:|---:|---:|",
         *rows,
         "",
+        *calls_line(counts),
         *wasi_http_line(counts),
+    ]
+
+
+def calls_line(counts: list[Count]) -> list[str]:
+    """What the host's side of one in-process call costs by the way it is
+    made, when all three were counted."""
+    host = {c.name: c.per_request - c.in_guest for c in counts}
+    (default, event_loop, sync) = (host.get(name) for _, name, _ in CALLS)
+    if None in (default, event_loop, sync):
+        return []
+    return [
+        f"Of one in-process call, the host's side (all but the guest's code) takes "
+        f"{default:,.0f} instructions on the default build, {sync:,.0f} on the sync build, "
+        f"and {event_loop:,.0f} when the default build's route is called as an `async def` "
+        "route's is, on an instance's event loop. The default build's extra is wasmtime's "
+        "component-model-async call path, which wasmtime takes for every call on an engine "
+        "with concurrency support (a `run_concurrent` and a guest task per call) and "
+        "requires such an engine of any component using component-model async; the sync "
+        "build's `sync-app` world uses none, and runs on an engine without it. On the event "
+        "loop, the queue to it and the reply from it come on top.",
+        "",
     ]
 
 

@@ -2,10 +2,12 @@
 //! the instance pool, the guest call through wasmtime, and the guest. Run
 //! by `make bench` on the Rust hello, next to the whole request's CPU cost.
 //!
-//! Usage: `call-cost COMPONENT STATE_DIR [CALLS]`; prints microseconds
-//! per call, the best of a few rounds of CALLS calls (100,000 unless given;
-//! `run.py instructions` runs it with two counts under callgrind and takes
-//! the difference, leaving out start-up).
+//! Usage: `call-cost COMPONENT STATE_DIR [CALLS] [--event-loop]`; prints
+//! microseconds per call, the best of a few rounds of CALLS calls (100,000
+//! unless given; `run.py instructions` runs it with two counts under
+//! callgrind and takes the difference, leaving out start-up). With
+//! `--event-loop` the same route is called as an `async def` route's
+//! would be: `handle-async`, on an instance's event loop.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -27,8 +29,12 @@ const ROUNDS: usize = 5;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args_os().skip(1);
-    let usage = "usage: call-cost COMPONENT STATE_DIR [CALLS]";
+    let (flags, args): (Vec<_>, Vec<_>) = std::env::args_os()
+        .skip(1)
+        .partition(|a| a == "--event-loop");
+    let event_loop = !flags.is_empty();
+    let mut args = args.into_iter();
+    let usage = "usage: call-cost COMPONENT STATE_DIR [CALLS] [--event-loop]";
     let component = PathBuf::from(args.next().context(usage)?);
     let state = PathBuf::from(args.next().context(usage)?);
     let calls = match args.next() {
@@ -66,7 +72,7 @@ async fn main() -> anyhow::Result<()> {
         },
     });
     let call = async || {
-        app.handle(request.clone(), false)
+        app.handle(request.clone(), event_loop)
             .await
             .map_err(|e| anyhow::anyhow!("the call failed: {e}"))
     };
