@@ -45,6 +45,27 @@ fn check_lists_every_problem_and_exits_non_zero() {
     assert!(stdout.contains("bad-describe.wasm"), "{stdout}");
 }
 
+/// An app that exports `packed` (found by name) with the wrong type: its
+/// load fails, naming the export, rather than every instance its requests
+/// start. The rest of the directory is served.
+#[tokio::test]
+async fn an_app_whose_packed_export_has_the_wrong_type_is_refused_at_load() {
+    let output = Components::new().with("wrong-packed").check();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("wrong-packed.wasm") && stdout.contains("wrong `packed` export"),
+        "{stdout}"
+    );
+    let host = Components::new()
+        .with("testbed")
+        .with("wrong-packed")
+        .serve_with(&["--allow-partial"]);
+    host.wait_for_log("wrong-packed.wasm: wrong `packed` export")
+        .await;
+    assert_eq!(host.get("/count").await.status, 200);
+}
+
 #[test]
 fn check_passes_a_good_directory() {
     let output = Components::new().with("testbed").with("http-proxy").check();

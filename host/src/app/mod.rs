@@ -250,7 +250,11 @@ impl AppComponent {
             .then(|| PackedIndices::new(prepared.pre.instance_pre()))
             .transpose()
             .map_err(|e| anyhow::anyhow!("wrong `packed` export: {e:#}"))?;
-        let mut manifest = describe(&prepared).await?;
+        let optional = OptionalExports {
+            streaming: streaming.clone(),
+            packed: packed.clone(),
+        };
+        let mut manifest = describe(&prepared, &optional).await?;
         if sync {
             // A sync app serves every route through `handle`.
             manifest.routes.iter_mut().for_each(|r| r.is_async = false);
@@ -535,11 +539,46 @@ fn cache_policies(
 /// Runs `describe` on an instance made for it alone, under the component's
 /// CPU share: a `describe()` that loops leaves the request threads alone.
 /// It is the component's first instance ([`first_instance`]).
-async fn describe(prepared: &Prepared<Pre>) -> anyhow::Result<Manifest> {
-    first_instance(|| describe_once(prepared)).await
+/// The exports an app may have besides its world's, found by name: their
+/// types are checked on the instance `describe` runs on.
+#[derive(Clone)]
+struct OptionalExports {
+    streaming: Option<StreamingIndices>,
+    packed: Option<PackedIndices>,
 }
 
-async fn describe_once(prepared: &Prepared<Pre>) -> anyhow::Result<Manifest> {
+impl OptionalExports {
+    /// Fails with a sentence naming the export whose functions do not have
+    /// the contract's types: found by name only, it would otherwise fail
+    /// every instance the component's requests start.
+    fn check(
+        &self,
+        store: &mut Store<InstanceState>,
+        instance: &wasmtime::component::Instance,
+    ) -> anyhow::Result<()> {
+        if let Some(streaming) = &self.streaming {
+            (streaming.load(&mut *store, instance))
+                .map_err(|e| anyhow::anyhow!("wrong `streaming` export: {e:#}"))?;
+        }
+        if let Some(packed) = &self.packed {
+            (packed.load(&mut *store, instance))
+                .map_err(|e| anyhow::anyhow!("wrong `packed` export: {e:#}"))?;
+        }
+        Ok(())
+    }
+}
+
+async fn describe(
+    prepared: &Prepared<Pre>,
+    optional: &OptionalExports,
+) -> anyhow::Result<Manifest> {
+    first_instance(|| describe_once(prepared, optional.clone())).await
+}
+
+async fn describe_once(
+    prepared: &Prepared<Pre>,
+    optional: OptionalExports,
+) -> anyhow::Result<Manifest> {
     let mut store = prepared.store();
     let pre = prepared.pre.clone();
     let owner = &prepared.owner;
@@ -552,6 +591,7 @@ async fn describe_once(prepared: &Prepared<Pre>) -> anyhow::Result<Manifest> {
         let exports = pre
             .exports(&mut store, &instance)
             .map_err(|e| anyhow::anyhow!("cannot instantiate: {e:#}"))?;
+        optional.check(&mut store, &instance)?;
         exports
             .describe(&mut store)
             .await
