@@ -536,9 +536,6 @@ fn cache_policies(
         .collect()
 }
 
-/// Runs `describe` on an instance made for it alone, under the component's
-/// CPU share: a `describe()` that loops leaves the request threads alone.
-/// It is the component's first instance ([`first_instance`]).
 /// The exports an app may have besides its world's, found by name: their
 /// types are checked on the instance `describe` runs on.
 #[derive(Clone)]
@@ -568,6 +565,10 @@ impl OptionalExports {
     }
 }
 
+/// Runs `describe` on an instance made for it alone, under the component's
+/// CPU share: a `describe()` that loops leaves the request threads alone.
+/// It is the component's first instance ([`first_instance`]); the types
+/// of the `optional` exports are checked on it first.
 async fn describe(
     prepared: &Prepared<Pre>,
     optional: &OptionalExports,
