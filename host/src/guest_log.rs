@@ -242,10 +242,10 @@ struct Call {
 
 impl CallsInFlight {
     /// Records that the call for `request_id` on `route` started.
-    pub fn start(&self, route: &Arc<str>, request_id: &str) {
+    pub fn start(&self, route: &Arc<str>, request_id: Arc<str>) {
         self.calls.lock().unwrap().calls.push(Call {
             route: route.clone(),
-            request_id: request_id.into(),
+            request_id,
             group: None,
             span: tracing::Span::none(),
         });

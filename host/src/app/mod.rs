@@ -11,7 +11,7 @@
 //! routes served through that, the request in one buffer ([`packed`]).
 
 mod async_pool;
-mod packed;
+pub mod packed;
 pub mod streams;
 mod sync_pool;
 
@@ -42,7 +42,7 @@ use crate::resources::Resources;
 use crate::response_cache::CachePolicy;
 use crate::world::World;
 use async_pool::AsyncPool;
-use sync_pool::SyncPool;
+use sync_pool::{DefRequest, SyncPool};
 
 /// How long `on-start` may take before the instance is given up.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -311,7 +311,27 @@ impl AppComponent {
         if is_async {
             // Boxed, so a `def` call's future is not as large as this one's.
             Box::pin(self.async_pool.call(&self.shared, *req)).await
-        } else if self.shared.runs_long(req.route) {
+        } else {
+            self.call_def(DefRequest::Record(req)).await
+        }
+    }
+
+    /// True when the component exports `packed`: its `def` routes may be
+    /// called with [`Self::handle_packed`].
+    pub fn packs(&self) -> bool {
+        self.shared.packed.is_some()
+    }
+
+    /// Serves `req`, packed already, on a `def` route of a component that
+    /// [packs](Self::packs).
+    pub async fn handle_packed(&self, req: packed::Packed) -> Result<Response, CallError> {
+        self.call_def(DefRequest::Packed(req)).await
+    }
+
+    /// Serves `req` on a `def` route: on the request's thread, or on the
+    /// long-call lane when the route's last call ran long.
+    async fn call_def(&self, req: DefRequest) -> Result<Response, CallError> {
+        if self.shared.runs_long(req.route()) {
             let (pool, shared) = (self.sync_pool.clone(), self.shared.clone());
             let call = async move { sync_pool::call(&pool, &shared, req).await };
             let call = Box::pin(call.instrument(crate::telemetry::current()));

@@ -319,8 +319,13 @@ impl InstanceState {
         if done {
             self.calls.end(request_id);
         } else {
-            self.calls.start(route, request_id);
+            self.calls.start(route, request_id.into());
         }
+    }
+
+    /// [`Self::track_call`]'s start, for an id held shared: kept, not copied.
+    pub fn call_started(&mut self, route: &Arc<str>, request_id: Arc<str>) {
+        self.calls.start(route, request_id);
     }
 
     /// Records that a concurrent call started, running as task group

@@ -103,7 +103,7 @@ impl<B: Send + 'static> WarmPool<B> {
         F: Fn(Slot) -> Fut,
         Fut: Future<Output = Result<Warm<B>, CallError>>,
     {
-        if let Some(instance) = self.pop() {
+        if let Some(instance) = self.take_idle() {
             return Ok(instance);
         }
         // Instantiating is rare and its future large: boxed, so it does not
@@ -115,7 +115,7 @@ impl<B: Send + 'static> WarmPool<B> {
         loop {
             let mut returned = pin!(self.returned.notified());
             returned.as_mut().enable();
-            if let Some(instance) = self.pop() {
+            if let Some(instance) = self.take_idle() {
                 return Ok(instance);
             }
             tokio::select! {
@@ -125,7 +125,8 @@ impl<B: Send + 'static> WarmPool<B> {
         }
     }
 
-    fn pop(&self) -> Option<Warm<B>> {
+    /// The most recently used idle instance, if there is one.
+    pub fn take_idle(&self) -> Option<Warm<B>> {
         let instance = self.idle.lock().unwrap().pop()?;
         self.owner.metrics.instances_idle.dec();
         Some(instance)

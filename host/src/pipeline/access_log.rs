@@ -83,7 +83,7 @@ struct Pending {
     status: u16,
     component: Option<Arc<str>>,
     route: Option<Arc<str>>,
-    request_id: String,
+    request_id: Arc<str>,
     started: Instant,
 }
 

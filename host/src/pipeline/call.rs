@@ -13,6 +13,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use tracing::Instrument as _;
 
+use crate::app::packed::{self, Address, Fields, Packed};
 use crate::app::{Answer, AppComponent};
 use crate::bindings::{self, cello::component::types::Context};
 use crate::body::{BoxError, RequestBody};
@@ -55,7 +56,7 @@ pub async fn call(x: &mut Exchange<'_>) -> Response {
     };
     result.unwrap_or_else(|e| {
         let path = x.parts.uri.path();
-        tracing::error!(request_id = x.request_id, path, "request failed: {e}");
+        tracing::error!(request_id = &*x.request_id, path, "request failed: {e}");
         e.to_response()
     })
 }
@@ -121,6 +122,17 @@ async fn to_app(
             return Ok(error_response(StatusCode::BAD_REQUEST, &detail));
         }
     };
+    if policy.is_none()
+        && !is_async
+        && component.packs()
+        && let Some(packed) = packed_request(x, component, route, &params, &app_path, &body)
+    {
+        let response = component
+            .handle_packed(packed)
+            .instrument(telemetry::stage("guest call"))
+            .await;
+        return response.and_then(fetched).map(Fetched::into_response);
+    }
     let parts = &x.parts;
     let owner = component.owner();
     let request = wit_request(x, component, route, params, app_path, body.to_vec());
@@ -196,7 +208,7 @@ fn wit_request(
         route,
         params,
         context: Context {
-            request_id: x.request_id.clone(),
+            request_id: x.request_id.to_string(),
             client_addr: address_text(x.peer),
             tenant: component
                 .owner()
@@ -205,6 +217,40 @@ fn wit_request(
                 .map(|t| t.name.to_string()),
             claims: x.claims.as_ref().map(|v| v.json.clone()),
         },
+    })
+}
+
+/// The request packed for a `def` call, straight from the exchange: no
+/// `request` record, whose strings would each be copied twice. None when a
+/// part is too long to pack.
+fn packed_request(
+    x: &Exchange<'_>,
+    component: &AppComponent,
+    route: u32,
+    params: &[(String, String)],
+    app_path: &str,
+    body: &[u8],
+) -> Option<Packed> {
+    let parts = &x.parts;
+    let fields = Fields {
+        body,
+        method: parts.method.as_str(),
+        path: app_path,
+        query: parts.uri.query().unwrap_or(""),
+        request_id: &x.request_id,
+        client_addr: Address::Socket(x.peer),
+        tenant: component.owner().tenant.as_ref().map(|t| &*t.name),
+        claims: x.claims.as_ref().map(|v| v.json.as_str()),
+        params,
+    };
+    let headers = &parts.headers;
+    let (body_len, bytes) =
+        fields.pack(packed::header_size(headers), packed::header_text(headers))?;
+    Some(Packed {
+        route,
+        request_id: x.request_id.clone(),
+        body_len,
+        bytes,
     })
 }
 
@@ -227,15 +273,8 @@ fn not_allowed(allow: &str) -> Response {
 /// Headers as the WIT contract carries them: names and text values (bytes
 /// that are not UTF-8 read lossily).
 fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
-    headers
-        .iter()
-        .map(|(k, v)| {
-            let value = match v.to_str() {
-                Ok(text) => text.to_owned(),
-                Err(_) => String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            };
-            (k.as_str().to_owned(), value)
-        })
+    (packed::header_text(headers))
+        .map(|(name, value)| (name.to_owned(), value.into_owned()))
         .collect()
 }
 
@@ -310,23 +349,11 @@ fn fetched(response: bindings::Response) -> Result<Fetched, CallError> {
     })
 }
 
-/// `peer` as text, like its `Display` but without the formatting
-/// machinery for the common IPv4 case: it is made for every request.
+/// `peer` as text, as its `Display` writes it.
 fn address_text(peer: SocketAddr) -> String {
-    let SocketAddr::V4(v4) = peer else {
-        return peer.to_string();
-    };
-    let mut numbers = itoa::Buffer::new();
-    let mut text = String::with_capacity(21);
-    for (i, octet) in v4.ip().octets().into_iter().enumerate() {
-        if i > 0 {
-            text.push('.');
-        }
-        text.push_str(numbers.format(octet));
-    }
-    text.push(':');
-    text.push_str(numbers.format(v4.port()));
-    text
+    let mut text = Vec::with_capacity(21);
+    packed::write_address(&mut text, peer);
+    String::from_utf8(text).expect("an address is ASCII")
 }
 
 #[cfg(test)]

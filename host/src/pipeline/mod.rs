@@ -30,8 +30,10 @@ pub mod stage;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use futures::future::Either;
 use http::header;
 use http_body_util::BodyExt;
 use tower::{Layer, ServiceExt};
@@ -62,37 +64,46 @@ pub type Stages = stages![
 // Then `call::call`: the body (413, 408), the response cache, the component.
 
 /// Answers one request: compression around the stages.
-pub async fn handle(
-    host: &HostWide,
-    routes: &Routes,
+///
+/// Not an `async fn`, nor is [`through_stages`]: their arguments would stay
+/// in the future's state beside what they became (the request beside the
+/// exchange made of it), and that state is copied as it is boxed.
+pub fn handle<'a>(
+    host: &'a HostWide,
+    routes: &'a Routes,
     request: http::Request<RequestBody>,
     peer: SocketAddr,
-) -> Response {
+) -> impl Future<Output = Response> + Send + 'a {
     // Without Accept-Encoding nothing would be compressed: skip the layer.
     let compress = host
         .compression
         .as_ref()
         .filter(|_| request.headers().contains_key(header::ACCEPT_ENCODING));
     let Some(layer) = compress else {
-        return through_stages(host, routes, request, peer).await;
+        return Either::Left(through_stages(host, routes, request, peer));
     };
-    let inner = tower::service_fn(|request: http::Request<RequestBody>| async {
-        Ok::<_, Infallible>(through_stages(host, routes, request, peer).await)
+    let inner = tower::service_fn(move |request: http::Request<RequestBody>| {
+        let response = through_stages(host, routes, request, peer);
+        async move { Ok::<_, Infallible>(response.await) }
     });
-    let response = layer.layer(inner).oneshot(request).await;
-    let response = response.unwrap_or_else(|never| match never {});
-    response.map(|body| body.map_err(BoxError::from).boxed_unsync())
+    // Boxed: inline, its state (the stages' and the encoder's) would make
+    // every request's future larger.
+    let response = Box::pin(layer.layer(inner).oneshot(request));
+    Either::Right(async move {
+        let response = response.await.unwrap_or_else(|never| match never {});
+        response.map(|body| body.map_err(BoxError::from).boxed_unsync())
+    })
 }
 
 /// Runs `request` through [`Stages`] and the call.
-async fn through_stages(
-    host: &HostWide,
-    routes: &Routes,
+fn through_stages<'a>(
+    host: &'a HostWide,
+    routes: &'a Routes,
     request: http::Request<RequestBody>,
     peer: SocketAddr,
-) -> Response {
+) -> impl Future<Output = Response> + Send + 'a {
     let mut exchange = Exchange::new(host, routes, request, peer);
-    Stages::run(&mut exchange).await
+    async move { Stages::run(&mut exchange).await }
 }
 
 /// A list of stages that can run a request, ending with the call.
@@ -119,14 +130,24 @@ impl<S: Stage + Send, Rest: Chain> Chain for (S, Rest) {
         exchange: &'x mut Exchange<'a>,
     ) -> impl Future<Output = Response> + Send + 'x {
         async move {
-            match S::before_async(exchange).await {
-                Err(answer) => answer,
-                Ok(stage) => {
-                    let mut response = Rest::run(exchange).await;
-                    stage.after(exchange, &mut response);
-                    response
+            // In a block of its own: the result (a response's size) is
+            // then not kept in the future's state while the rest runs.
+            let stage = {
+                let before = if S::WAITS && exchange.host.shared_limits.is_some() {
+                    // Boxed: the wait on the cluster's counter would
+                    // otherwise make every request's future larger.
+                    Box::pin(S::before_async(exchange)).await
+                } else {
+                    S::before(exchange)
+                };
+                match before {
+                    Err(answer) => return answer,
+                    Ok(stage) => stage,
                 }
-            }
+            };
+            let mut response = Rest::run(exchange).await;
+            stage.after(exchange, &mut response);
+            response
         }
     }
 }
@@ -135,18 +156,17 @@ const REQUEST_ID: http::HeaderName = response_headers::REQUEST_ID;
 
 /// The request's id: its own `X-Request-Id` when it sends a usable one,
 /// else a new one.
-fn request_id(headers: &http::HeaderMap) -> String {
+fn request_id(headers: &http::HeaderMap) -> Arc<str> {
     headers
         .get(&REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128)
-        .map(str::to_string)
-        .unwrap_or_else(new_request_id)
+        .map_or_else(new_request_id, Arc::from)
 }
 
 /// A request id unique within this process and unlikely to repeat across
 /// restarts: start time and a counter.
-fn new_request_id() -> String {
+fn new_request_id() -> Arc<str> {
     static REQUEST_IDS: AtomicU64 = AtomicU64::new(0);
     static START: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     let start = *START.get_or_init(|| {
@@ -155,25 +175,22 @@ fn new_request_id() -> String {
             .map_or(0, |d| d.as_nanos() as u64)
     });
     let n = REQUEST_IDS.fetch_add(1, Ordering::Relaxed);
-    let mut id = String::with_capacity(21);
-    push_hex(&mut id, start, 12);
-    id.push('-');
-    push_hex(&mut id, n, 8);
-    id
+    let mut id = [b'-'; 21];
+    put_hex(&mut id[..12], start);
+    put_hex(&mut id[13..], n);
+    Arc::from(std::str::from_utf8(&id).expect("hex digits and a dash"))
 }
 
-/// Appends the low `digits` hex digits of `value`.
-fn push_hex(out: &mut String, value: u64, digits: u32) {
-    for shift in (0..digits).rev() {
-        let nibble = (value >> (shift * 4)) & 0xf;
-        out.push(char::from_digit(nibble as u32, 16).expect("a nibble is a hex digit"));
+/// Writes the low hex digits of `value` that fit in `out`.
+fn put_hex(out: &mut [u8], value: u64) {
+    for (i, digit) in out.iter_mut().rev().enumerate() {
+        *digit = b"0123456789abcdef"[(value >> (i * 4)) as usize & 0xf];
     }
 }
 
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
-    use std::sync::Arc;
 
     use http_body_util::Empty;
 
@@ -217,7 +234,7 @@ mod tests {
         json["detail"].as_str().expect("a detail").to_string()
     }
 
-    fn id_of(value: &[u8]) -> String {
+    fn id_of(value: &[u8]) -> Arc<str> {
         let mut headers = http::HeaderMap::new();
         headers.insert(REQUEST_ID, http::HeaderValue::from_bytes(value).unwrap());
         request_id(&headers)
@@ -231,9 +248,9 @@ mod tests {
 
     #[test]
     fn a_client_request_id_is_kept() {
-        assert_eq!(id_of(b"checkout-42"), "checkout-42");
+        assert_eq!(&*id_of(b"checkout-42"), "checkout-42");
         let longest = "a".repeat(128);
-        assert_eq!(id_of(longest.as_bytes()), longest);
+        assert_eq!(*id_of(longest.as_bytes()), longest);
     }
 
     #[test]
@@ -248,7 +265,7 @@ mod tests {
 
     #[test]
     fn new_request_ids_are_unique() {
-        let ids: HashSet<String> = (0..1000).map(|_| new_request_id()).collect();
+        let ids: HashSet<Arc<str>> = (0..1000).map(|_| new_request_id()).collect();
         assert_eq!(ids.len(), 1000);
         assert!(ids.iter().all(|id| is_new_id(id)));
     }
@@ -261,7 +278,7 @@ mod tests {
             .body(())
             .unwrap();
         let exchange = fixture.exchange(request);
-        assert_eq!(exchange.request_id, "checkout-42");
+        assert_eq!(&*exchange.request_id, "checkout-42");
         assert_eq!(exchange.parts.uri.path(), "/items");
         assert!(exchange.body.is_some());
         assert!(exchange.routed.is_none() && exchange.claims.is_none());

@@ -82,6 +82,8 @@ impl Stage for RateLimits {
         )
     }
 
+    const WAITS: bool = true;
+
     async fn before_async<'x, 'a: 'x>(x: &'x mut Exchange<'a>) -> Result<Self, Response> {
         let shared = x.host.shared_limits.clone();
         let (Some(shared), Some(Routed::Found { target, .. })) = (shared, &x.routed) else {

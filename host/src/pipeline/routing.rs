@@ -28,6 +28,8 @@ impl Stage for Routing {
     /// With `[cluster] redis`, a tenant's requests-per-second quota is
     /// counted there, for every host at once (on this host while Redis is
     /// down, as the shared limits fall back).
+    const WAITS: bool = true;
+
     async fn before_async<'x, 'a: 'x>(x: &'x mut Exchange<'a>) -> Result<Self, Response> {
         let Some(shared) = x.host.shared_limits.clone() else {
             return Self::before(x);
@@ -133,7 +135,16 @@ fn route(x: &mut Exchange<'_>, admission: Admission) -> Result<Routing, Response
 /// one), then the `removed` parts of the path, joined. A client's own
 /// header is never passed on, so it cannot pose as the host's.
 fn forwarded_prefix(incoming: Option<&HeaderMap>, removed: &[&str]) -> Option<HeaderValue> {
-    let mut value = String::new();
+    let trim = |part: &str| part.trim().trim_matches('/').len();
+    // Sized exactly when no proxy's header is read: the header value then
+    // takes the string's allocation as it is, where a larger one is
+    // allocated again.
+    let exact = removed
+        .iter()
+        .map(|p| trim(p))
+        .filter(|&n| n > 0)
+        .map(|n| n + 1);
+    let mut value = String::with_capacity(exact.sum());
     let proxied = incoming
         .into_iter()
         .flat_map(|headers| headers.get_all(X_FORWARDED_PREFIX))

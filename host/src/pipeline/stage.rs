@@ -29,9 +29,13 @@ pub trait Stage: Sized {
     /// The stage's part of the request: `Ok` goes on, `Err` is the answer.
     fn before(exchange: &mut Exchange<'_>) -> Result<Self, Response>;
 
-    /// `before`, for a stage that may wait (on a counter the cluster
-    /// shares): the pipeline calls this one, which is `before` unless the
-    /// stage says otherwise.
+    /// True for a stage whose `before_async` may wait (on a counter the
+    /// cluster shares): the pipeline then calls that, when the host shares
+    /// its counters, and `before` otherwise.
+    const WAITS: bool = false;
+
+    /// `before`, for a stage that may wait: `before` unless the stage
+    /// says otherwise.
     fn before_async<'x, 'a: 'x>(
         exchange: &'x mut Exchange<'a>,
     ) -> impl Future<Output = Result<Self, Response>> + Send + 'x
@@ -52,8 +56,9 @@ pub struct Exchange<'a> {
     pub routes: &'a crate::registry::Routes,
     pub peer: SocketAddr,
     pub started: Instant,
-    /// From `X-Request-Id`, or made here.
-    pub request_id: String,
+    /// From `X-Request-Id`, or made here. Shared: the call and its logs
+    /// keep it without copying it.
+    pub request_id: Arc<str>,
     /// The request's method, URI and headers.
     pub parts: http::request::Parts,
     /// Its body, until the call takes it.
