@@ -233,7 +233,7 @@ impl Host {
     /// Answers one request in-process, as if it came from `peer`.
     pub async fn handle(&self, request: http::Request<RequestBody>, peer: SocketAddr) -> Response {
         let routes = self.registry.routes();
-        pipeline::handle(&self.pipeline, &routes, request, peer).await
+        pipeline::handle(self.pipeline.clone(), routes, request, peer).await
     }
 
     /// Serves requests on `listener` until `shutdown` resolves, then lets

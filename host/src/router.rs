@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use http::Method;
+use http::{HeaderValue, Method};
 
 use crate::app::AppComponent;
 use crate::bindings::Manifest;
@@ -40,9 +40,16 @@ impl Target {
 struct Endpoint {
     owner: String,
     prefix: String,
+    /// `prefix` as the `X-Forwarded-Prefix` its component is told, when
+    /// nothing else (a tenant's mount, a proxy's own prefix) comes first:
+    /// made once, where each request made it again.
+    prefix_header: Option<HeaderValue>,
     /// `None` as the method means any method.
     methods: Vec<(Option<Method>, Target)>,
 }
+
+/// A path as a component sees it, without its prefix.
+pub type AppPath = std::borrow::Cow<'static, str>;
 
 /// The result of looking a request up.
 pub enum RouteMatch<'a> {
@@ -50,10 +57,13 @@ pub enum RouteMatch<'a> {
         target: &'a Target,
         /// `{name}` segment values.
         params: Vec<(String, String)>,
-        /// The path with the component's prefix removed.
-        app_path: String,
+        /// The path with the component's prefix removed; not copied when it
+        /// is the component's root.
+        app_path: AppPath,
         /// The component's prefix, which `app_path` is relative to.
         prefix: &'a str,
+        /// The prefix as the component's `X-Forwarded-Prefix`, alone.
+        prefix_header: Option<&'a HeaderValue>,
     },
     NotFound,
     /// The path exists but not for this method; `allow` lists the methods.
@@ -157,6 +167,7 @@ impl RouterBuilder {
             .or_insert_with(|| Endpoint {
                 owner: owner.to_string(),
                 prefix: prefix.to_string(),
+                prefix_header: prefix_header(prefix),
                 methods: Vec::new(),
             });
         if endpoint.owner != owner {
@@ -248,17 +259,28 @@ impl Router {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let app_path = match path.strip_prefix(endpoint.prefix.as_str()) {
-            Some("") => "/".to_string(),
-            Some(rest) => rest.to_string(),
-            None => path.to_string(),
+            Some("" | "/") => AppPath::Borrowed("/"),
+            Some(rest) => AppPath::Owned(rest.to_string()),
+            None => AppPath::Owned(path.to_string()),
         };
         RouteMatch::Found {
             target,
             params,
             app_path,
             prefix: &endpoint.prefix,
+            prefix_header: endpoint.prefix_header.as_ref(),
         }
     }
+}
+
+/// `prefix` as an `X-Forwarded-Prefix`: without surrounding spaces and
+/// slashes, after one slash; none for the root.
+pub(crate) fn prefix_header(prefix: &str) -> Option<HeaderValue> {
+    let prefix = prefix.trim().trim_matches('/');
+    if prefix.is_empty() {
+        return None;
+    }
+    HeaderValue::try_from(format!("/{prefix}")).ok()
 }
 
 /// `prefix` + `path`, with exactly one slash between them.

@@ -33,14 +33,15 @@ pub async fn serve(
             telemetry::request_span(request.headers(), request.method(), request.uri().path());
         let recorded = span.clone();
         let request = request.map(|body| body.map_err(|e| BodyError(e.into())).boxed_unsync());
-        // Boxed before anything wraps it: the pipeline's state machine is
-        // kilobytes, and the span's wrapper and hyper would otherwise copy
-        // it, each time it moves, before its first poll.
-        let answer = Box::pin(async move {
-            let response = pipeline::handle(&host, &routes, request, peer).await;
+        // Boxed as it is made, before anything wraps it: the pipeline's
+        // state machine is kilobytes, and the span's wrapper and hyper would
+        // otherwise copy it, each time it moves, before its first poll.
+        let answer = Box::pin(pipeline::handle(host, routes, request, peer));
+        let answer = async move {
+            let response = answer.await;
             recorded.record("http.response.status_code", response.status().as_u16());
             response
-        });
+        };
         answer.instrument(span)
     })
     .await

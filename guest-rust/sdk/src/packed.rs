@@ -115,7 +115,7 @@ impl Reader<'_> {
 mod tests {
     use super::*;
 
-    /// The host's encoding (`host/src/pipeline/packed.rs`), written again.
+    /// The host's encoding (`host/src/app/packed.rs`), written again.
     fn pack(body: &[u8], strings: &[Option<&str>], pairs: &[&[(&str, &str)]]) -> Vec<u8> {
         let mut out = body.to_vec();
         let put = |s: &str, out: &mut Vec<u8>| {

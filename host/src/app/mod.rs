@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use futures::future::Either;
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
@@ -324,25 +325,34 @@ impl AppComponent {
 
     /// Serves `req`, packed already, on a `def` route of a component that
     /// [packs](Self::packs).
-    pub async fn handle_packed(&self, req: packed::Packed) -> Result<Response, CallError> {
-        self.call_def(DefRequest::Packed(req)).await
+    pub fn handle_packed(
+        &self,
+        req: packed::Packed,
+    ) -> impl Future<Output = Result<Response, CallError>> + Send + '_ {
+        self.call_def(DefRequest::Packed(req))
     }
 
     /// Serves `req` on a `def` route: on the request's thread, or on the
-    /// long-call lane when the route's last call ran long.
-    async fn call_def(&self, req: DefRequest) -> Result<Response, CallError> {
-        if self.shared.runs_long(req.route()) {
-            let (pool, shared) = (self.sync_pool.clone(), self.shared.clone());
-            let call = async move { sync_pool::call(&pool, &shared, req).await };
-            let call = Box::pin(call.instrument(crate::telemetry::current()));
-            let owner = &self.shared.owner;
-            match owner.cpu.run_on_lane(call).await {
+    /// long-call lane when the route's last call ran long. Not an `async
+    /// fn`: the call's future is the caller's to await, not made again in
+    /// this one's state at its first poll (a copy of it).
+    fn call_def(
+        &self,
+        req: DefRequest,
+    ) -> impl Future<Output = Result<Response, CallError>> + Send + '_ {
+        if !self.shared.runs_long(req.route()) {
+            return Either::Left(sync_pool::call(&self.sync_pool, &self.shared, req));
+        }
+        let (pool, shared) = (self.sync_pool.clone(), self.shared.clone());
+        let call = async move { sync_pool::call(&pool, &shared, req).await };
+        let call = Box::pin(call.instrument(crate::telemetry::current()));
+        let on_lane = self.shared.owner.cpu.run_on_lane(call);
+        Either::Right(async move {
+            match on_lane.await {
                 Ok(ran) => ran.out,
                 Err(_) => Err(CallError::InstanceLost("the host is shutting down".into())),
             }
-        } else {
-            sync_pool::call(&self.sync_pool, &self.shared, req).await
-        }
+        })
     }
 
     /// True when async routes are served through `streaming`: their

@@ -25,11 +25,11 @@ use super::stage::{Exchange, Response, Routed, Stage};
 pub struct AccessLog;
 
 impl Stage for AccessLog {
-    fn before(_: &mut Exchange<'_>) -> Result<Self, Response> {
+    fn before(_: &mut Exchange) -> Result<Self, Response> {
         Ok(AccessLog)
     }
 
-    fn after(self, x: &mut Exchange<'_>, response: &mut Response) {
+    fn after(self, x: &mut Exchange, response: &mut Response) {
         let target = match &x.routed {
             Some(Routed::Found { target, .. }) => Some(target),
             _ => None,

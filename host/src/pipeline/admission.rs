@@ -10,7 +10,7 @@ use super::stage::{Exchange, Response, Stage};
 pub struct Admission;
 
 impl Stage for Admission {
-    fn before(x: &mut Exchange<'_>) -> Result<Self, Response> {
+    fn before(x: &mut Exchange) -> Result<Self, Response> {
         if x.host.ready.started() {
             Ok(Admission)
         } else {
@@ -18,7 +18,7 @@ impl Stage for Admission {
         }
     }
 
-    fn after(self, _: &mut Exchange<'_>, _: &mut Response) {}
+    fn after(self, _: &mut Exchange, _: &mut Response) {}
 }
 
 /// The answer while the served components are still loading.

@@ -14,7 +14,7 @@ use super::stage::{Exchange, Response, Routed, Stage};
 pub struct Auth;
 
 impl Stage for Auth {
-    fn before(x: &mut Exchange<'_>) -> Result<Self, Response> {
+    fn before(x: &mut Exchange) -> Result<Self, Response> {
         let Some(Routed::Found { target, .. }) = &x.routed else {
             return Ok(Auth);
         };
@@ -45,5 +45,5 @@ impl Stage for Auth {
         Ok(Auth)
     }
 
-    fn after(self, _: &mut Exchange<'_>, _: &mut Response) {}
+    fn after(self, _: &mut Exchange, _: &mut Response) {}
 }

@@ -20,7 +20,7 @@ use crate::body::{BoxError, RequestBody};
 use crate::error::{CallError, error_response};
 use crate::proxy::ProxyComponent;
 use crate::response_cache::{CacheKey, Fetched};
-use crate::router::Target;
+use crate::router::{AppPath, Target};
 use crate::telemetry;
 
 use super::host_wide::AsIs;
@@ -28,7 +28,7 @@ use super::stage::{Exchange, Response, Routed};
 
 /// Calls the component routing chose and answers with its response (or a
 /// 405 for a method the path does not take).
-pub async fn call(x: &mut Exchange<'_>) -> Response {
+pub async fn call(x: &mut Exchange) -> Response {
     let (target, params, app_path) = match &mut x.routed {
         Some(Routed::Found {
             target,
@@ -63,7 +63,7 @@ pub async fn call(x: &mut Exchange<'_>) -> Response {
 
 /// Hands the request, streaming, to a `wasi:http` component.
 async fn to_proxy(
-    x: &mut Exchange<'_>,
+    x: &mut Exchange,
     proxy: &ProxyComponent,
     app_path: &str,
 ) -> Result<Response, CallError> {
@@ -97,12 +97,12 @@ async fn to_proxy(
 /// Calls a Cello app's route with the whole request, through the cache
 /// when the route's responses may be cached.
 async fn to_app(
-    x: &mut Exchange<'_>,
+    x: &mut Exchange,
     component: &AppComponent,
     route: u32,
     is_async: bool,
     params: Vec<(String, String)>,
-    app_path: String,
+    app_path: AppPath,
 ) -> Result<Response, CallError> {
     let limit = component.max_body_bytes();
     let cacheable = matches!(x.parts.method, Method::GET | Method::HEAD);
@@ -162,11 +162,11 @@ async fn to_app(
 /// as it arrives (the component's limits apply to each read) and answers
 /// whole or with a stream, which goes out uncompressed, chunk by chunk.
 async fn to_streaming_app(
-    x: &mut Exchange<'_>,
+    x: &mut Exchange,
     component: &AppComponent,
     route: u32,
     params: Vec<(String, String)>,
-    app_path: String,
+    app_path: AppPath,
 ) -> Result<Response, CallError> {
     let limit = component.max_body_bytes();
     if declared_length(&x.parts.headers).is_some_and(|length| length > limit as u64) {
@@ -191,17 +191,17 @@ async fn to_streaming_app(
 /// The request as the WIT contract carries it; boxed, as it is moved into
 /// one future after another on its way to the guest.
 fn wit_request(
-    x: &Exchange<'_>,
+    x: &Exchange,
     component: &AppComponent,
     route: u32,
     params: Vec<(String, String)>,
-    app_path: String,
+    app_path: AppPath,
     body: Vec<u8>,
 ) -> Box<bindings::Request> {
     let parts = &x.parts;
     Box::new(bindings::Request {
         method: parts.method.as_str().to_owned(),
-        path: app_path,
+        path: app_path.into_owned(),
         query: parts.uri.query().unwrap_or("").to_string(),
         headers: header_pairs(&parts.headers),
         body,
@@ -224,7 +224,7 @@ fn wit_request(
 /// `request` record, whose strings would each be copied twice. None when a
 /// part is too long to pack.
 fn packed_request(
-    x: &Exchange<'_>,
+    x: &Exchange,
     component: &AppComponent,
     route: u32,
     params: &[(String, String)],

@@ -13,7 +13,7 @@ use super::stage::{Exchange, Response, Stage};
 pub struct Cors(Option<Decided>);
 
 impl Stage for Cors {
-    fn before(x: &mut Exchange<'_>) -> Result<Self, Response> {
+    fn before(x: &mut Exchange) -> Result<Self, Response> {
         let Some(cors) = x.owner().and_then(|o| o.middleware().cors.as_ref()) else {
             return Ok(Cors(None));
         };
@@ -25,7 +25,7 @@ impl Stage for Cors {
         }
     }
 
-    fn after(self, x: &mut Exchange<'_>, response: &mut Response) {
+    fn after(self, x: &mut Exchange, response: &mut Response) {
         if let Some(decided) = &self.0
             && let Some(cors) = x.owner().and_then(|o| o.middleware().cors.as_ref())
         {

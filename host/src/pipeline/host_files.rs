@@ -23,7 +23,7 @@ const CACHE_CONTROL: HeaderValue = HeaderValue::from_static("public, max-age=864
 pub struct HostFiles;
 
 impl Stage for HostFiles {
-    fn before(x: &mut Exchange<'_>) -> Result<Self, Response> {
+    fn before(x: &mut Exchange) -> Result<Self, Response> {
         if x.parts.uri.path().starts_with(host_files::PATH) {
             Err(answer(&x.parts))
         } else {
@@ -31,7 +31,7 @@ impl Stage for HostFiles {
         }
     }
 
-    fn after(self, _: &mut Exchange<'_>, _: &mut Response) {}
+    fn after(self, _: &mut Exchange, _: &mut Response) {}
 }
 
 /// The file a request under `/_cello/` asks for, a 304 when the client has

@@ -67,23 +67,26 @@ pub type Stages = stages![
 ///
 /// Not an `async fn`, nor is [`through_stages`]: their arguments would stay
 /// in the future's state beside what they became (the request beside the
-/// exchange made of it), and that state is copied as it is boxed.
-pub fn handle<'a>(
-    host: &'a HostWide,
-    routes: &'a Routes,
+/// exchange made of it). The future owns what it needs, so the caller can
+/// box it as it is made: made in another future's state instead, at that
+/// one's first poll, it was copied there, and again as it was wrapped.
+pub fn handle(
+    host: Arc<HostWide>,
+    routes: Arc<Routes>,
     request: http::Request<RequestBody>,
     peer: SocketAddr,
-) -> impl Future<Output = Response> + Send + 'a {
+) -> impl Future<Output = Response> + Send + 'static {
     // Without Accept-Encoding nothing would be compressed: skip the layer.
     let compress = host
         .compression
         .as_ref()
-        .filter(|_| request.headers().contains_key(header::ACCEPT_ENCODING));
+        .filter(|_| request.headers().contains_key(header::ACCEPT_ENCODING))
+        .cloned();
     let Some(layer) = compress else {
         return Either::Left(through_stages(host, routes, request, peer));
     };
     let inner = tower::service_fn(move |request: http::Request<RequestBody>| {
-        let response = through_stages(host, routes, request, peer);
+        let response = through_stages(host.clone(), routes.clone(), request, peer);
         async move { Ok::<_, Infallible>(response.await) }
     });
     // Boxed: inline, its state (the stages' and the encoder's) would make
@@ -96,27 +99,23 @@ pub fn handle<'a>(
 }
 
 /// Runs `request` through [`Stages`] and the call.
-fn through_stages<'a>(
-    host: &'a HostWide,
-    routes: &'a Routes,
+fn through_stages(
+    host: Arc<HostWide>,
+    routes: Arc<Routes>,
     request: http::Request<RequestBody>,
     peer: SocketAddr,
-) -> impl Future<Output = Response> + Send + 'a {
+) -> impl Future<Output = Response> + Send + 'static {
     let mut exchange = Exchange::new(host, routes, request, peer);
     async move { Stages::run(&mut exchange).await }
 }
 
 /// A list of stages that can run a request, ending with the call.
 pub trait Chain {
-    fn run<'x, 'a: 'x>(
-        exchange: &'x mut Exchange<'a>,
-    ) -> impl Future<Output = Response> + Send + 'x;
+    fn run<'x>(exchange: &'x mut Exchange) -> impl Future<Output = Response> + Send + 'x;
 }
 
 impl Chain for () {
-    fn run<'x, 'a: 'x>(
-        exchange: &'x mut Exchange<'a>,
-    ) -> impl Future<Output = Response> + Send + 'x {
+    fn run<'x>(exchange: &'x mut Exchange) -> impl Future<Output = Response> + Send + 'x {
         call::call(exchange)
     }
 }
@@ -126,9 +125,7 @@ impl<S: Stage + Send, Rest: Chain> Chain for (S, Rest) {
     // types, which the compiler cannot yet prove where the host spawns it
     // (rust-lang/rust#100013).
     #[allow(clippy::manual_async_fn)]
-    fn run<'x, 'a: 'x>(
-        exchange: &'x mut Exchange<'a>,
-    ) -> impl Future<Output = Response> + Send + 'x {
+    fn run<'x>(exchange: &'x mut Exchange) -> impl Future<Output = Response> + Send + 'x {
         async move {
             // In a block of its own: the result (a response's size) is
             // then not kept in the future's state while the rest runs.
@@ -202,7 +199,7 @@ mod tests {
     /// What a stage sees of the host: its settings and route tables with
     /// nothing in service.
     pub(super) struct Fixture {
-        pub host: HostWide,
+        pub host: Arc<HostWide>,
         pub routes: Arc<Routes>,
     }
 
@@ -213,17 +210,17 @@ mod tests {
 
         pub fn with(config: &HostConfig) -> Self {
             Self {
-                host: HostWide::new(config, Arc::new(Readiness::default())),
+                host: Arc::new(HostWide::new(config, Arc::new(Readiness::default()))),
                 routes: Registry::new(None).routes(),
             }
         }
 
         /// `request`, with an empty body, on its way in.
-        pub fn exchange(&self, request: http::Request<()>) -> Exchange<'_> {
+        pub fn exchange(&self, request: http::Request<()>) -> Exchange {
             let request =
                 request.map(|()| Empty::new().map_err(|never| match never {}).boxed_unsync());
             let peer = "192.0.2.1:40000".parse().unwrap();
-            Exchange::new(&self.host, &self.routes, request, peer)
+            Exchange::new(self.host.clone(), self.routes.clone(), request, peer)
         }
     }
 

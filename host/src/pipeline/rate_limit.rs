@@ -27,7 +27,7 @@ fn limiters(target: &Target) -> [Option<&Limiter>; 2] {
 }
 
 /// Who is calling, as `x`'s limits see it.
-fn caller<'x>(x: &'x Exchange<'_>, target: &'x Target) -> Caller<'x> {
+fn caller<'x>(x: &'x Exchange, target: &'x Target) -> Caller<'x> {
     let owner = target.owner();
     Caller {
         peer: x.peer,
@@ -63,7 +63,7 @@ fn decide(verdicts: impl IntoIterator<Item = Verdict>) -> Result<RateLimits, Res
 }
 
 impl Stage for RateLimits {
-    fn before(x: &mut Exchange<'_>) -> Result<Self, Response> {
+    fn before(x: &mut Exchange) -> Result<Self, Response> {
         let Some(Routed::Found { target, .. }) = &x.routed else {
             return Ok(RateLimits(None));
         };
@@ -84,7 +84,7 @@ impl Stage for RateLimits {
 
     const WAITS: bool = true;
 
-    async fn before_async<'x, 'a: 'x>(x: &'x mut Exchange<'a>) -> Result<Self, Response> {
+    async fn before_async(x: &mut Exchange) -> Result<Self, Response> {
         let shared = x.host.shared_limits.clone();
         let (Some(shared), Some(Routed::Found { target, .. })) = (shared, &x.routed) else {
             return Self::before(x);
@@ -121,7 +121,7 @@ impl Stage for RateLimits {
         decide(verdicts)
     }
 
-    fn after(self, _: &mut Exchange<'_>, response: &mut Response) {
+    fn after(self, _: &mut Exchange, response: &mut Response) {
         if let Some(verdict) = self.0 {
             verdict.apply(response.headers_mut());
         }

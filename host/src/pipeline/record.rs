@@ -10,11 +10,11 @@ use super::stage::{Exchange, Response, Routed, Stage};
 pub struct Record;
 
 impl Stage for Record {
-    fn before(_: &mut Exchange<'_>) -> Result<Self, Response> {
+    fn before(_: &mut Exchange) -> Result<Self, Response> {
         Ok(Record)
     }
 
-    fn after(self, x: &mut Exchange<'_>, response: &mut Response) {
+    fn after(self, x: &mut Exchange, response: &mut Response) {
         let metrics = match &x.routed {
             Some(Routed::Found { target, .. }) => &target.owner().metrics,
             _ => ComponentMetrics::unrouted(),

@@ -11,11 +11,11 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub struct ResponseHeaders;
 
 impl Stage for ResponseHeaders {
-    fn before(_: &mut Exchange<'_>) -> Result<Self, Response> {
+    fn before(_: &mut Exchange) -> Result<Self, Response> {
         Ok(ResponseHeaders)
     }
 
-    fn after(self, x: &mut Exchange<'_>, response: &mut Response) {
+    fn after(self, x: &mut Exchange, response: &mut Response) {
         let headers = response.headers_mut();
         for (name, value) in &x.host.security_headers {
             // One lookup, where `contains_key` then `insert` took two.

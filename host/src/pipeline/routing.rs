@@ -21,16 +21,16 @@ const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-pref
 pub struct Routing;
 
 impl Stage for Routing {
-    fn before(x: &mut Exchange<'_>) -> Result<Self, Response> {
+    fn before(x: &mut Exchange) -> Result<Self, Response> {
         route(x, Admission::OnThisHost)
     }
+
+    const WAITS: bool = true;
 
     /// With `[cluster] redis`, a tenant's requests-per-second quota is
     /// counted there, for every host at once (on this host while Redis is
     /// down, as the shared limits fall back).
-    const WAITS: bool = true;
-
-    async fn before_async<'x, 'a: 'x>(x: &'x mut Exchange<'a>) -> Result<Self, Response> {
+    async fn before_async(x: &mut Exchange) -> Result<Self, Response> {
         let Some(shared) = x.host.shared_limits.clone() else {
             return Self::before(x);
         };
@@ -48,7 +48,7 @@ impl Stage for Routing {
         route(x, Admission::Done)
     }
 
-    fn after(self, _: &mut Exchange<'_>, _: &mut Response) {}
+    fn after(self, _: &mut Exchange, _: &mut Response) {}
 }
 
 /// Whether routing still has to count a tenant's request against its
@@ -60,8 +60,8 @@ enum Admission {
 }
 
 /// Which table answers `x`, and the path to look up in it.
-fn resolve<'x>(x: &'x Exchange<'_>) -> Resolved<'x> {
-    let routes = x.routes;
+fn resolve<'x>(x: &'x Exchange) -> Resolved<'x> {
+    let routes = &*x.routes;
     let host = routes.by_host().then(|| {
         let header = x.parts.headers.get(header::HOST);
         let header = header.and_then(|v| v.to_str().ok());
@@ -71,7 +71,7 @@ fn resolve<'x>(x: &'x Exchange<'_>) -> Resolved<'x> {
 }
 
 /// Sets [`Exchange::routed`], or answers 404, 429 or 503.
-fn route(x: &mut Exchange<'_>, admission: Admission) -> Result<Routing, Response> {
+fn route(x: &mut Exchange, admission: Admission) -> Result<Routing, Response> {
     let path = x.parts.uri.path();
     let method = &x.parts.method;
     let (mount, found) = match resolve(x) {
@@ -103,11 +103,18 @@ fn route(x: &mut Exchange<'_>, admission: Admission) -> Result<Routing, Response
             params,
             app_path,
             prefix,
+            prefix_header,
         } => {
             let trusted = &target.owner().middleware().trusted_proxies;
             let from_proxy = trusted.contains(&x.peer.ip());
-            let incoming = from_proxy.then_some(&x.parts.headers);
-            let forwarded = forwarded_prefix(incoming, &[mount, prefix]);
+            let forwarded = match (from_proxy, mount) {
+                // The common case, made once with the route table.
+                (false, "") => prefix_header.cloned(),
+                _ => {
+                    let incoming = from_proxy.then_some(&x.parts.headers);
+                    forwarded_prefix(incoming, &[mount, prefix])
+                }
+            };
             let routed = Routed::Found {
                 target: target.clone(),
                 params,
@@ -277,6 +284,17 @@ mod tests {
         assert_eq!(told(None, &["", "/shop"]).as_deref(), Some("/shop"));
         assert_eq!(told(None, &["/t/acme", ""]).as_deref(), Some("/t/acme"));
         assert_eq!(told(None, &["", ""]), None);
+    }
+
+    #[test]
+    fn the_prefix_the_route_table_made_once_is_the_one_made_per_request() {
+        for prefix in ["/shop", "/a/b/", " /x ", "/", ""] {
+            assert_eq!(
+                crate::router::prefix_header(prefix),
+                forwarded_prefix(None, &["", prefix]),
+                "{prefix:?}"
+            );
+        }
     }
 
     #[test]

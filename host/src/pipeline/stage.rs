@@ -25,9 +25,9 @@ pub type Response = http::Response<Body>;
 /// preflight): then the stages after it do not run, and only the `after`
 /// steps of the stages before it see that answer. `after` runs in reverse
 /// order on every response that comes back through the stage.
-pub trait Stage: Sized {
+pub trait Stage: Sized + Send + 'static {
     /// The stage's part of the request: `Ok` goes on, `Err` is the answer.
-    fn before(exchange: &mut Exchange<'_>) -> Result<Self, Response>;
+    fn before(exchange: &mut Exchange) -> Result<Self, Response>;
 
     /// True for a stage whose `before_async` may wait (on a counter the
     /// cluster shares): the pipeline then calls that, when the host shares
@@ -36,24 +36,24 @@ pub trait Stage: Sized {
 
     /// `before`, for a stage that may wait: `before` unless the stage
     /// says otherwise.
-    fn before_async<'x, 'a: 'x>(
-        exchange: &'x mut Exchange<'a>,
-    ) -> impl Future<Output = Result<Self, Response>> + Send + 'x
-    where
-        Self: Send + 'x,
-    {
+    fn before_async(
+        exchange: &mut Exchange,
+    ) -> impl Future<Output = Result<Self, Response>> + Send + '_ {
         std::future::ready(Self::before(exchange))
     }
 
     /// The stage's part of the response.
-    fn after(self, exchange: &mut Exchange<'_>, response: &mut Response);
+    fn after(self, exchange: &mut Exchange, response: &mut Response);
 }
 
 /// One request as it passes through the pipeline.
-pub struct Exchange<'a> {
-    /// The host-wide settings and the route tables this request sees.
-    pub host: &'a HostWide,
-    pub routes: &'a crate::registry::Routes,
+pub struct Exchange {
+    /// The host-wide settings and the route tables this request sees: held,
+    /// so that a request's future owns everything it needs and can be
+    /// boxed as it is made (it borrowed them before, and was made in the
+    /// state of a future that owned them, copied there at its first poll).
+    pub host: Arc<HostWide>,
+    pub routes: Arc<crate::registry::Routes>,
     pub peer: SocketAddr,
     pub started: Instant,
     /// From `X-Request-Id`, or made here. Shared: the call and its logs
@@ -81,7 +81,7 @@ pub enum Routed {
         /// `{name}` segment values.
         params: Vec<(String, String)>,
         /// The path with the component's prefix removed.
-        app_path: String,
+        app_path: crate::router::AppPath,
     },
     /// The path is a component's, but not for this method: a 405 (or a
     /// CORS preflight), with `allow` listing the methods.
@@ -98,11 +98,11 @@ impl Routed {
     }
 }
 
-impl<'a> Exchange<'a> {
+impl Exchange {
     /// `request` from `peer` on its way in, not routed yet, with its id.
     pub fn new(
-        host: &'a HostWide,
-        routes: &'a crate::registry::Routes,
+        host: Arc<HostWide>,
+        routes: Arc<crate::registry::Routes>,
         request: http::Request<RequestBody>,
         peer: SocketAddr,
     ) -> Self {
@@ -122,7 +122,7 @@ impl<'a> Exchange<'a> {
     }
 }
 
-impl Exchange<'_> {
+impl Exchange {
     /// The component the request was routed to, if any.
     pub fn owner(&self) -> Option<&Arc<Owner>> {
         self.routed.as_ref().map(Routed::owner)
@@ -134,7 +134,7 @@ impl Exchange<'_> {
     }
 }
 
-impl Drop for Exchange<'_> {
+impl Drop for Exchange {
     /// Counts a client abort for the component when the request is dropped
     /// before it was answered (hyper drops it when the client hangs up).
     fn drop(&mut self) {
