@@ -244,6 +244,27 @@ fn a_sync_handler_whose_extractor_waits_on_the_host_is_a_500() {
     );
 }
 
+/// As in a component, where the host's sync call blocks the instance for
+/// the sleep: the route answers, late.
+#[test]
+fn a_sync_handler_whose_extractor_sleeps_answers_after_the_sleep() {
+    struct Rested(std::time::Duration);
+    impl FromRequest for Rested {
+        type Rejection = Invalid;
+        async fn from_request(_req: &Request) -> Result<Self, Invalid> {
+            let started = std::time::Instant::now();
+            cello::host::sleep(std::time::Duration::from_millis(30)).await;
+            Ok(Rested(started.elapsed()))
+        }
+    }
+    let app = App::new("t").get("/", |Rested(slept): Rested| {
+        format!("slept {}", slept.as_millis() >= 30)
+    });
+    let reply = app.test_client().get("/").send();
+    assert_eq!(reply.status(), StatusCode::OK);
+    assert_eq!(reply.text(), "slept true");
+}
+
 #[test]
 fn the_trace_id_is_read_from_a_valid_traceparent_only() {
     let app = App::new("t").get("/", |req: Request| format!("{:?}", req.trace_id()));

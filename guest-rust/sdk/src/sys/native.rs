@@ -63,14 +63,37 @@ pub(crate) fn log(level: Level, message: &str) {
     eprintln!("{level:?}: {message}");
 }
 
-/// A native test's stream can always wait (see the component's).
+thread_local! {
+    /// Set while the test client runs a sync route's handler, as the host's
+    /// sync call would.
+    static SYNC_CALL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `call`, a sync route's handler, as the component runs it in the
+/// host's sync call: what it awaits of the host blocks meanwhile (a sleep)
+/// instead of suspending, so that a sync handler's extractor may sleep
+/// natively as it may in a component.
+pub(crate) fn in_sync_call<T>(call: impl FnOnce() -> T) -> T {
+    let outer = SYNC_CALL.replace(true);
+    let out = call();
+    SYNC_CALL.set(outer);
+    out
+}
+
+/// False in a sync route's call, as in the component's; else a native
+/// test's stream can always wait.
 pub(crate) fn can_suspend() -> bool {
-    true
+    !SYNC_CALL.get()
 }
 
 /// Waits without blocking the thread, so that a test's stream can race a
-/// timer (an SSE keep-alive) as it does in a component.
+/// timer (an SSE keep-alive) as it does in a component; in a sync route's
+/// call, blocks the thread, as the component's sleep blocks its instance.
 pub(crate) async fn sleep(ms: u32) {
+    if SYNC_CALL.get() {
+        std::thread::sleep(Duration::from_millis(ms.into()));
+        return;
+    }
     let deadline = Instant::now() + Duration::from_millis(ms.into());
     let mut armed = false;
     std::future::poll_fn(|cx| {
