@@ -113,3 +113,44 @@ async fn async_concurrency_per_instance_is_configurable() {
         instances.len()
     );
 }
+
+/// Polls the host's log for `needle` for up to `within`.
+async fn log_within(host: &Host, needle: &str, within: std::time::Duration) -> bool {
+    let started = std::time::Instant::now();
+    while started.elapsed() < within {
+        if host.log().contains(needle) {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// Sends `path` and hangs up after `after`, before any answer.
+async fn hang_up(host: &Host, path: &str, after: std::time::Duration) {
+    let request = host.request(http::Method::GET, path, &[], Vec::new());
+    let sent = tokio::time::timeout(after, support::client().request(request)).await;
+    assert!(sent.is_err(), "answered before the client left");
+}
+
+/// A client that leaves does not take the route's deadline with it: a call
+/// that would have run past it had the client stayed still stops its
+/// instance, and one that ends in time is left alone.
+#[tokio::test]
+async fn an_async_call_whose_client_left_still_ends_by_its_deadline() {
+    const KILLED: &str = "a call whose client left did not end by its deadline";
+    let host = Components::new()
+        .with_sidecar("testbed", "[limits]\ntimeout-ms = 1500\n")
+        .serve();
+    assert_eq!(host.get("/wait/1").await.status, 200);
+    let short = std::time::Duration::from_millis(200);
+    hang_up(&host, "/wait/500", short).await;
+    assert!(!log_within(&host, KILLED, std::time::Duration::from_secs(3)).await);
+    hang_up(&host, "/wait/60000", short).await;
+    assert!(
+        log_within(&host, KILLED, std::time::Duration::from_secs(10)).await,
+        "{}",
+        host.log()
+    );
+    assert_eq!(host.get("/wait/1").await.status, 200);
+}

@@ -232,6 +232,22 @@ async fn an_invalid_status_from_the_guest_is_a_500() {
 }
 
 #[tokio::test]
+async fn a_response_with_too_many_headers_is_a_500_and_the_instance_serves_on() {
+    let host = Components::new().with("testbed").serve();
+    let reply = host.get("/headers/3").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("x-h-2"), Some("2"));
+    let reply = host.get("/headers/1500").await;
+    assert_eq!(reply.status, 500);
+    assert_eq!(reply.json(), json!({ "detail": "Internal Server Error" }));
+    host.wait_for_log("the response has 1500 headers, more than the 1000 allowed")
+        .await;
+    // (The test client reads at most 100 headers.)
+    assert_eq!(host.get("/headers/90").await.status, 200);
+    assert_eq!(host.get("/count").await.status, 200);
+}
+
+#[tokio::test]
 async fn a_body_over_the_limit_is_413_before_the_guest_runs() {
     let host = Components::new()
         .with_sidecar("testbed", "[limits]\nmax-body-kb = 1")

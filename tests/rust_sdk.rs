@@ -171,7 +171,10 @@ async fn a_crate_outside_the_workspace_builds_serves_and_tests_its_handlers_nati
         .join("wasm-guests/wasm32-wasip2/release/cello_app.wasm");
     let host = Components::new()
         .with_file("notes.wasm", &std::fs::read(wasm).unwrap())
-        .with_file("notes.toml", b"[grants]\nkv = true\n")
+        .with_file(
+            "notes.toml",
+            &std::fs::read(app.join("sidecar.toml")).unwrap(),
+        )
         .serve();
     assert_eq!(host.get("/hello/ann").await.body, "Hello, ann!");
     let saved = host

@@ -177,6 +177,57 @@ async fn an_idle_stream_is_closed_after_its_idle_time() {
     );
 }
 
+/// A stream cut off that then writes nothing cannot learn it was: it has
+/// `stream-idle-ms` and a grace to end, then its instance is stopped, and
+/// the component serves on from another.
+#[tokio::test]
+async fn a_silent_call_whose_stream_was_cut_off_stops_its_instance() {
+    const STOPPED: &str = "a streaming call whose response was cut off did not end";
+    let host = serve("stream-idle-ms = 500");
+    let response = open(&host, "/silent/cut").await;
+    let (text, error) = read_text(&mut response.into_body()).await;
+    assert_eq!(text, "first\n");
+    assert!(error.is_some(), "the body ended as if complete");
+    let started = Instant::now();
+    while !host.log().contains(STOPPED) {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{}",
+            host.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(host.get("/closed/cut").await.status, 200);
+}
+
+#[tokio::test]
+async fn a_stream_whose_head_has_too_many_headers_is_refused_and_the_instance_serves_on() {
+    let host = serve_rust("");
+    let reply = host.get("/many-headers/2").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("x-h-1"), Some("1"));
+    let reply = host.get("/many-headers/1500").await;
+    assert_eq!(reply.status, 500);
+    // The stream's content type is one more.
+    host.wait_for_log("cannot start the stream: StreamError::Failed(\"the response has 1501 headers, more than the 1000 allowed\")")
+        .await;
+    assert_eq!(host.get("/many-headers/2").await.status, 200);
+}
+
+/// One chunk larger than the host holds for an instance's writes at once:
+/// the SDKs write it in parts, and it arrives whole.
+#[tokio::test]
+async fn a_chunk_larger_than_the_hosts_write_budget_arrives_whole() {
+    for host in [serve(""), serve_rust("")] {
+        let reply = host.get("/one-big/20").await;
+        assert_eq!(reply.status, 200, "{}", host.log());
+        let body = &reply.bytes;
+        assert_eq!(body.len(), 20 << 20);
+        assert!(body.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
+        assert!(!host.log().contains("stream stopped"), "{}", host.log());
+    }
+}
+
 #[tokio::test]
 async fn a_request_body_is_read_as_a_stream_never_whole() {
     let host = serve("max-body-kb = 8192");

@@ -37,6 +37,13 @@ async fn expect(host: &Host, query: &str, status: u16, body: &str) {
     );
 }
 
+/// Asserts that `query` fails (500) with an error that starts `error`.
+async fn refused(host: &Host, query: &str, error: &str) {
+    let reply = call(host, "", query).await;
+    assert_eq!(reply.status, 500, "{}", reply.body);
+    assert!(reply.body.starts_with(error), "{}", reply.body);
+}
+
 fn granted() -> Host {
     Components::new().with_sidecar("wasi-keyvalue", KV).serve()
 }
@@ -74,6 +81,26 @@ async fn increment_list_keys_and_the_batch_calls_work() {
     expect(&host, "op=keys", 200, "a,b,n").await;
     expect(&host, "op=delete-many&keys=a,n", 200, "ok").await;
     expect(&host, "op=keys", 200, "b").await;
+}
+
+#[tokio::test]
+async fn a_batch_too_large_is_the_calls_error_and_the_instance_keeps_serving() {
+    let host = granted();
+    let keys = vec!["a"; 1001].join(",");
+    let over = "other: a batch of 1001 keys is over the limit of 1000; split it";
+    refused(&host, &format!("op=get-many&keys={keys}"), over).await;
+    refused(&host, &format!("op=delete-many&keys={keys}"), over).await;
+    // One value of 1 MiB named 17 times: more than the host will gather.
+    expect(&host, "op=fill&key=big&size=1048576", 200, "ok").await;
+    let too_much = "other: the values come to more than 16777216 bytes";
+    refused(&host, "op=get-many&keys=big&times=17", too_much).await;
+    // 1000 keys is a batch (absent ones: the guest writes its answer in
+    // one write of at most 4096 bytes).
+    let keys = vec!["absent"; 1000].join(",");
+    let found = call(&host, "", &format!("op=get-many&keys={keys}")).await;
+    assert_eq!(found.status, 200, "{}", found.body);
+    assert_eq!(found.body, vec!["-"; 1000].join(","));
+    assert!(!host.log().contains("trap"), "{}", host.log());
 }
 
 #[tokio::test]
@@ -163,21 +190,9 @@ async fn two_tenants_do_not_see_each_others_keys() {
 async fn a_full_quota_is_the_calls_error_and_the_instance_keeps_serving() {
     let host = granted_with_config("[kv]\nmax-keys = 1\n");
     expect(&host, "op=set&key=a&value=1", 200, "ok").await;
-    let refused = call(&host, "", "op=set&key=b&value=2").await;
-    assert_eq!(refused.status, 500, "{}", refused.body);
-    assert!(
-        refused
-            .body
-            .starts_with("other: the key-value quota of 1 keys is full"),
-        "{}",
-        refused.body
-    );
-    let refused = call(&host, "", "op=set-many&pairs=c:3").await;
-    assert!(
-        refused.body.contains("quota of 1 keys is full"),
-        "{}",
-        refused.body
-    );
+    let full = "other: the key-value quota of 1 keys is full";
+    refused(&host, "op=set&key=b&value=2", full).await;
+    refused(&host, "op=set-many&pairs=c:3", full).await;
     // A rewrite does not grow the store, and nothing trapped.
     expect(&host, "op=set&key=a&value=2", 200, "ok").await;
     expect(&host, "op=get&key=a", 200, "2").await;

@@ -209,6 +209,10 @@ async def _read_whole(body: streams.BodyReader) -> bytes | Response:
     return b"".join(chunks)
 
 
+#: The most bytes one ``write`` passes to the host (its ``MAX_CHUNK_HINT``).
+_MAX_WRITE = 1 << 20
+
+
 async def _send_stream(response: StreamingResponse, out: streams.ResponseWriter) -> None:
     """Starts ``response`` and writes its chunks as they come. A failed
     write (the client left, the stream sat idle) stops it: the generator is
@@ -217,7 +221,10 @@ async def _send_stream(response: StreamingResponse, out: streams.ResponseWriter)
     try:
         out.start(response.status, response.headers)
         async for chunk in chunks:
-            await out.write(chunk)
+            # At most _MAX_WRITE at once: the host holds what a write passes
+            # until it is sent, within a budget per instance.
+            for start in range(0, max(len(chunk), 1), _MAX_WRITE):
+                await out.write(chunk[start : start + _MAX_WRITE])
     except Err as error:
         logging.getLogger("cello").info("stream stopped: %s", type(error.value).__name__)
     finally:

@@ -12,14 +12,91 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use std::num::NonZeroU32;
+
 use bytes::Bytes;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::io::AsyncWrite;
 use wasmtime::component::{TaskGroupHook, TaskGroupId};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
-use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError, StreamResult};
 
-/// Longest line kept whole; a longer one is logged in pieces of this size.
-const MAX_LINE: usize = 16 << 10;
+/// Longest line kept whole; a longer one is logged in pieces of this size,
+/// and a longer `log` message is cut to it.
+pub const MAX_LINE: usize = 16 << 10;
+
+/// What one component may log, in bytes a second (each line counting
+/// [`LINE_COST`] more), and in a burst: ample for a line per request at
+/// thousands of requests a second, while a guest that prints flat out
+/// cannot fill the host's log for everyone.
+const LOG_BYTES_PER_SECOND: u32 = 8 << 20;
+const LOG_BURST_BYTES: u32 = 16 << 20;
+const LINE_COST: usize = 64;
+
+/// One component's log budget ([`LOG_BYTES_PER_SECOND`]), shared by its
+/// instances, its output streams and its `log` calls. Lines over it are
+/// dropped and counted; the next line let through says how many.
+pub struct LogBudget {
+    limiter: DefaultDirectRateLimiter,
+    dropped: AtomicU64,
+}
+
+impl Default for LogBudget {
+    fn default() -> Self {
+        let rate = NonZeroU32::new(LOG_BYTES_PER_SECOND).expect("not zero");
+        let burst = NonZeroU32::new(LOG_BURST_BYTES).expect("not zero");
+        Self {
+            limiter: RateLimiter::direct(Quota::per_second(rate).allow_burst(burst)),
+            dropped: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Whether a line may be logged.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Admit {
+    /// Log it; with `dropped`, the lines dropped before it.
+    Yes { dropped: u64 },
+    /// Drop it: the component is over its budget.
+    No,
+}
+
+impl LogBudget {
+    /// Takes a line of `len` bytes from the budget.
+    pub fn admit(&self, len: usize) -> Admit {
+        let cost = u32::try_from(len + LINE_COST).unwrap_or(u32::MAX);
+        let cost = NonZeroU32::new(cost).expect("a line costs at least LINE_COST");
+        match self.limiter.check_n(cost) {
+            Ok(Ok(())) => Admit::Yes {
+                dropped: self.dropped.swap(0, Ordering::Relaxed),
+            },
+            _ => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                Admit::No
+            }
+        }
+    }
+
+    /// Takes a line of `len` bytes from the budget, saying so in the log
+    /// for `component` when lines were dropped before it; false when this
+    /// one must be dropped.
+    pub fn take(&self, component: &str, len: usize) -> bool {
+        match self.admit(len) {
+            Admit::No => false,
+            Admit::Yes { dropped: 0 } => true,
+            Admit::Yes { dropped } => {
+                tracing::warn!(
+                    target: "guest",
+                    component,
+                    dropped,
+                    "{dropped} log lines of the component were dropped: it logged more than \
+                     {LOG_BYTES_PER_SECOND} bytes a second"
+                );
+                true
+            }
+        }
+    }
+}
 
 /// Guest log lines kept in memory as well as logged: what a test reads
 /// (see [`crate::testing::TestHost`]). Shared by every component of a host
@@ -57,28 +134,26 @@ pub struct GuestOutput {
     stream: &'static str,
     calls: Arc<CallsInFlight>,
     kept: Option<GuestLogs>,
+    budget: Arc<LogBudget>,
 }
 
 impl GuestOutput {
-    /// `component`'s stdout, on the instance running `calls`; its lines
-    /// also kept in `kept`.
-    pub fn stdout(component: Arc<str>, calls: Arc<CallsInFlight>, kept: Option<GuestLogs>) -> Self {
+    /// `component`'s `stream` (`stdout` or `stderr`), on the instance
+    /// running `calls`, logged within `budget`; its lines also kept in
+    /// `kept`.
+    pub fn new(
+        stream: &'static str,
+        component: Arc<str>,
+        calls: Arc<CallsInFlight>,
+        kept: Option<GuestLogs>,
+        budget: Arc<LogBudget>,
+    ) -> Self {
         Self {
             component,
-            stream: "stdout",
+            stream,
             calls,
             kept,
-        }
-    }
-
-    /// `component`'s stderr, on the instance running `calls`; its lines
-    /// also kept in `kept`.
-    pub fn stderr(component: Arc<str>, calls: Arc<CallsInFlight>, kept: Option<GuestLogs>) -> Self {
-        Self {
-            component,
-            stream: "stderr",
-            calls,
-            kept,
+            budget,
         }
     }
 
@@ -119,7 +194,7 @@ impl LineWriter {
     fn log(&self, line: &[u8]) {
         let line = String::from_utf8_lossy(line);
         let line = line.trim_end();
-        if line.is_empty() {
+        if line.is_empty() || !self.output.budget.take(&self.output.component, line.len()) {
             return;
         }
         let (route, request_id) = self.output.calls.current().unzip();
@@ -141,18 +216,26 @@ impl LineWriter {
         }
     }
 
-    /// Logs every whole line gathered, keeping the unfinished rest.
+    /// Logs every whole line gathered, and the unfinished rest in pieces of
+    /// [`MAX_LINE`], keeping less than that. One pass, and one move of what
+    /// is kept: a guest's large write costs its length, not its square.
     fn log_lines(&mut self) {
         let mut start = 0;
-        while let Some(end) = self.line[start..].iter().position(|&b| b == b'\n') {
-            self.log(&self.line[start..start + end]);
-            start += end + 1;
+        loop {
+            let rest = &self.line[start..];
+            match rest.iter().take(MAX_LINE).position(|&b| b == b'\n') {
+                Some(end) => {
+                    self.log(&rest[..end]);
+                    start += end + 1;
+                }
+                None if rest.len() >= MAX_LINE => {
+                    self.log(&rest[..MAX_LINE]);
+                    start += MAX_LINE;
+                }
+                None => break,
+            }
         }
         self.line.drain(..start);
-        while self.line.len() >= MAX_LINE {
-            self.log(&self.line[..MAX_LINE]);
-            self.line.drain(..MAX_LINE);
-        }
     }
 
     /// Logs what is left of an unfinished line.
@@ -170,9 +253,11 @@ impl AsyncWrite for LineWriter {
         _: &mut Context<'_>,
         bytes: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        self.line.extend_from_slice(bytes);
+        // At most a line's worth at a time: the caller writes the rest.
+        let taken = &bytes[..bytes.len().min(MAX_LINE)];
+        self.line.extend_from_slice(taken);
         self.log_lines();
-        Poll::Ready(Ok(bytes.len()))
+        Poll::Ready(Ok(taken.len()))
     }
 
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -192,6 +277,15 @@ impl Pollable for LineWriter {
 
 impl OutputStream for LineWriter {
     fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        // WASI: a write larger than `check-write` allowed is the guest's
+        // error (wasmtime's own streams trap on it too).
+        if bytes.len() > MAX_LINE {
+            return Err(StreamError::Trap(wasmtime::Error::msg(format!(
+                "a write of {} bytes to the guest's output, more than the {MAX_LINE} \
+                 check-write allowed",
+                bytes.len()
+            ))));
+        }
         self.line.extend_from_slice(&bytes);
         self.log_lines();
         Ok(())
@@ -369,5 +463,81 @@ impl TaskGroupHook for RunningCall {
             calls.running = None;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn writer(budget: LogBudget) -> (LineWriter, GuestLogs) {
+        let kept = GuestLogs::default();
+        let output = GuestOutput::new(
+            "stdout",
+            "guest".into(),
+            Arc::default(),
+            Some(kept.clone()),
+            Arc::new(budget),
+        );
+        (output.writer(), kept)
+    }
+
+    fn messages(kept: &GuestLogs) -> Vec<String> {
+        kept.lines().into_iter().map(|line| line.message).collect()
+    }
+
+    #[test]
+    fn lines_are_logged_whole_and_a_long_one_in_pieces() {
+        let (mut out, kept) = writer(LogBudget::default());
+        out.write(Bytes::from_static(b"one\ntw")).unwrap();
+        out.write(Bytes::from_static(b"o\nthree")).unwrap();
+        assert_eq!(messages(&kept), ["one", "two"]);
+        let long = vec![b'x'; MAX_LINE];
+        out.write(Bytes::from(long.clone())).unwrap();
+        let lines = messages(&kept);
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[2].len(), MAX_LINE);
+        assert!(lines[2].starts_with("threex"));
+        drop(out);
+        assert_eq!(messages(&kept)[3], "xxxxx");
+    }
+
+    #[test]
+    fn a_write_past_check_write_traps_and_keeps_nothing() {
+        let (mut out, kept) = writer(LogBudget::default());
+        let allowed = out.check_write().unwrap();
+        let error = out.write(Bytes::from(vec![b'x'; allowed + 1])).unwrap_err();
+        assert!(matches!(error, StreamError::Trap(_)));
+        drop(out);
+        assert!(messages(&kept).is_empty());
+    }
+
+    #[test]
+    fn an_async_write_takes_a_line_at_most() {
+        let (mut out, kept) = writer(LogBudget::default());
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let big = vec![b'y'; 3 * MAX_LINE + 5];
+        let Poll::Ready(Ok(taken)) = Pin::new(&mut out).poll_write(&mut cx, &big) else {
+            panic!("a guest's output is always ready");
+        };
+        assert_eq!(taken, MAX_LINE);
+        assert_eq!(messages(&kept).len(), 1);
+    }
+
+    #[test]
+    fn lines_over_the_budget_are_dropped_and_counted() {
+        let budget = LogBudget::default();
+        let line = MAX_LINE;
+        let fit = LOG_BURST_BYTES as usize / (line + LINE_COST);
+        for _ in 0..fit {
+            assert!(matches!(budget.admit(line), Admit::Yes { dropped: 0 }));
+        }
+        assert_eq!(budget.admit(line), Admit::No);
+        assert_eq!(budget.admit(line), Admit::No);
+        // A second brings the bytes of a second back.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        assert_eq!(budget.admit(line), Admit::Yes { dropped: 2 });
+        assert!(matches!(budget.admit(10), Admit::Yes { dropped: 0 }));
     }
 }

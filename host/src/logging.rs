@@ -76,7 +76,10 @@ pub fn init(format: LogFormat, tracer: Option<opentelemetry_sdk::trace::Tracer>)
             std::thread::sleep(FLUSH_EVERY);
         }
     });
-    let writer = Writer(out.clone());
+    let writer = Writer {
+        out: out.clone(),
+        json,
+    };
     // Colour codes are noise in a file or a log collector; NO_COLOR turns
     // them off on a terminal too.
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
@@ -108,12 +111,16 @@ pub fn init(format: LogFormat, tracer: Option<opentelemetry_sdk::trace::Tracer>)
 
 /// Hands tracing's formatter the shared buffer, a whole line at a time.
 #[derive(Clone)]
-struct Writer(Shared);
+struct Writer {
+    out: Shared,
+    json: bool,
+}
 
 /// One line being formatted; it joins the buffer whole when dropped.
 struct LineWriter {
     out: Shared,
     line: Vec<u8>,
+    json: bool,
 }
 
 impl std::io::Write for LineWriter {
@@ -129,10 +136,34 @@ impl std::io::Write for LineWriter {
 
 impl Drop for LineWriter {
     fn drop(&mut self) {
+        if !self.json {
+            continuation_indented(&mut self.line);
+        }
         if let Ok(mut out) = self.out.lock() {
             let _ = out.write_all(&self.line);
         }
     }
+}
+
+/// A pretty event's lines after its first indented (and a carriage return
+/// shown as `\r`), so that only an event starts a line at its first column:
+/// a message (a guest's, say) cannot pass a line of its own off as the
+/// host's. JSON escapes both already.
+fn continuation_indented(line: &mut Vec<u8>) {
+    let body = line.strip_suffix(b"\n").unwrap_or(line);
+    if !body.iter().any(|&b| b == b'\n' || b == b'\r') {
+        return;
+    }
+    let mut out = Vec::with_capacity(line.len() + 64);
+    for &byte in body {
+        match byte {
+            b'\n' => out.extend_from_slice(b"\n    "),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            _ => out.push(byte),
+        }
+    }
+    out.push(b'\n');
+    *line = out;
 }
 
 impl<'a> MakeWriter<'a> for Writer {
@@ -140,8 +171,9 @@ impl<'a> MakeWriter<'a> for Writer {
 
     fn make_writer(&'a self) -> LineWriter {
         LineWriter {
-            out: self.0.clone(),
+            out: self.out.clone(),
             line: Vec::with_capacity(256),
+            json: self.json,
         }
     }
 }
@@ -244,5 +276,27 @@ pub fn access(line: &AccessLine<'_>) {
     text.extend_from_slice(if json { b"}}\n" } else { b"\n" });
     if let Ok(mut out) = access.out.lock() {
         let _ = out.write_all(&text);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::continuation_indented;
+
+    fn indented(text: &str) -> String {
+        let mut line = text.as_bytes().to_vec();
+        continuation_indented(&mut line);
+        String::from_utf8(line).unwrap()
+    }
+
+    #[test]
+    fn a_pretty_events_later_lines_are_indented_so_none_passes_for_an_event() {
+        assert_eq!(indented("INFO guest: one line\n"), "INFO guest: one line\n");
+        let forged = "INFO guest: ok\n2026-12-03T00:00:00Z  INFO cello_host: admin token reset\n";
+        assert_eq!(
+            indented(forged),
+            "INFO guest: ok\n    2026-12-03T00:00:00Z  INFO cello_host: admin token reset\n"
+        );
+        assert_eq!(indented("INFO a\rb\n"), "INFO a\\rb\n");
     }
 }

@@ -305,10 +305,28 @@ async fn send(
         return;
     }
     while let Some(chunk) = chunks.next().await {
-        if let Err(error) = out.write(chunk).await {
-            log(Level::Info, &format!("stream stopped: {error:?}"));
-            return;
+        for part in write_sized(chunk) {
+            if let Err(error) = out.write(part).await {
+                log(Level::Info, &format!("stream stopped: {error:?}"));
+                return;
+            }
         }
+    }
+}
+
+/// The most bytes one `write` passes to the host (its `MAX_CHUNK_HINT`):
+/// the host holds what a write passes until it is sent, within a budget
+/// per instance.
+#[cfg(not(feature = "sync"))]
+const MAX_WRITE: usize = 1 << 20;
+
+/// `chunk` as writes of at most [`MAX_WRITE`] bytes; a small one as it is.
+#[cfg(not(feature = "sync"))]
+fn write_sized(chunk: Vec<u8>) -> Vec<Vec<u8>> {
+    if chunk.len() <= MAX_WRITE {
+        vec![chunk]
+    } else {
+        chunk.chunks(MAX_WRITE).map(<[u8]>::to_vec).collect()
     }
 }
 

@@ -90,7 +90,12 @@ impl AsyncPool {
     ) -> Result<Response, CallError> {
         let deadline = Instant::now() + shared.limits.timeout;
         let (worker, outcome) = self.start(shared, Call::Whole(req), deadline).await?;
-        match tokio::time::timeout_at(deadline, outcome).await {
+        // Should this future be dropped (the client left), the call must
+        // still end by its deadline.
+        let mut outcome = self.watched(shared, &worker, outcome, deadline);
+        let ended = tokio::time::timeout_at(deadline, outcome.receiver()).await;
+        outcome.settle();
+        match ended {
             Ok(Ok(Ok(Some(response)))) => Ok(response),
             Ok(Ok(Ok(None))) => Err(CallError::InvalidResponse("no response".into())),
             Ok(Ok(Err(error))) => Err(error),
@@ -114,17 +119,19 @@ impl AsyncPool {
         let (reader, client) = BodyReader::new(body, limits.max_body_bytes, deadline);
         let (writer, ResponseStream { mut head, chunks }) = streams::response_stream();
         let call = Call::Streaming(req, reader, writer);
-        let (worker, mut outcome) = self.start(shared, call, deadline).await?;
+        let (worker, outcome) = self.start(shared, call, deadline).await?;
+        let mut watched = self.watched(shared, &worker, outcome, deadline + UNWIND_GRACE);
         let first = loop {
             // The time its reads waited on the client is not the guest's:
             // it has `timeout` besides, as a `def` route has once its body
             // is in.
             let due = deadline + client.waited();
+            let outcome = watched.receiver();
             let first = tokio::time::timeout_at(due, async {
                 tokio::select! {
                     biased;
                     Ok(head) = &mut head => Ok(head),
-                    ended = &mut outcome => Err(ended),
+                    ended = outcome => Err(ended),
                 }
             });
             match first.await {
@@ -132,14 +139,20 @@ impl AsyncPool {
                 // guest's read fails with `timed-out`, and its call ends
                 // by itself.
                 Err(_) if client.is_waiting() => {
-                    self.unwind(shared, worker, outcome);
+                    let outcome = watched.settle();
+                    let why = "a call whose request body came too slowly did not end";
+                    self.watch_end(shared, worker, outcome, Instant::now() + UNWIND_GRACE, why);
                     return Err(CallError::BodyTimedOut(limits.timeout));
                 }
                 Err(_) if deadline + client.waited() > due => continue,
-                Err(_) => return Err(self.timed_out(shared, &worker)),
+                Err(_) => {
+                    watched.settle();
+                    return Err(self.timed_out(shared, &worker));
+                }
                 Ok(first) => break first,
             }
         };
+        let mut outcome = watched.settle();
         let head = match first {
             Ok(head) => head,
             Err(Ok(Ok(Some(response)))) => return Ok(Answer::Whole(response)),
@@ -160,7 +173,17 @@ impl AsyncPool {
             Err(Ok(Err(error))) => return Err(error),
             Err(Err(_)) => return Err(self.lost(shared)),
         };
-        let body = Streamed::new(chunks, outcome, limits.stream_idle);
+        // Should the body be cut off (the client left, the stream sat
+        // idle), the guest's next write fails with `closed`: a healthy
+        // stream writes within `stream-idle-ms`, and then has the grace
+        // to end.
+        let (pool, shared) = (self.clone(), shared.clone());
+        let abandoned = Box::new(move |outcome| {
+            let until = Instant::now() + shared.limits.stream_idle + UNWIND_GRACE;
+            let why = "a streaming call whose response was cut off did not end";
+            pool.watch_end(&shared, worker, outcome, until, why);
+        });
+        let body = Streamed::new(chunks, outcome, limits.stream_idle, abandoned);
         let mut response = http::Response::new(http_body_util::BodyExt::boxed_unsync(body));
         *response.status_mut() = head.status;
         *response.headers_mut() = head.headers;
@@ -206,25 +229,49 @@ impl AsyncPool {
         shared.owner.timed_out(shared.limits.timeout)
     }
 
-    /// Lets a call whose client gave up on it (its body came too slowly)
-    /// end by itself, while its instance serves on: if it has not within
-    /// [`UNWIND_GRACE`], it is treated as having run past its deadline.
-    fn unwind(
+    /// Lets a call nobody waits for any more (its client gave up, or its
+    /// response was cut off) end by itself, while its instance serves on:
+    /// if it has not by `until`, it is treated as having run past its
+    /// deadline, and logged saying `why`.
+    fn watch_end(
         self: &Arc<Self>,
         shared: &Arc<Shared>,
         worker: Arc<Worker>,
         outcome: oneshot::Receiver<Outcome>,
+        until: Instant,
+        why: &'static str,
     ) {
         let (pool, shared) = (self.clone(), shared.clone());
-        tokio::spawn(async move {
-            if tokio::time::timeout(UNWIND_GRACE, outcome).await.is_err() {
+        let watch = async move {
+            if tokio::time::timeout_at(until, outcome).await.is_err() {
                 let error = pool.timed_out(&shared, &worker);
-                tracing::warn!(
-                    component = %shared.owner.component,
-                    "a call whose request body came too slowly did not end: {error}"
-                );
+                tracing::warn!(component = %shared.owner.component, "{why}: {error}");
             }
-        });
+        };
+        // Dropped as the host shuts down, outside its runtime: the
+        // instance goes with it.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(watch);
+        }
+    }
+
+    /// `outcome`, watched by its caller until settled; should the caller
+    /// be dropped before (its client left), the call must still end by
+    /// `until`.
+    fn watched(
+        self: &Arc<Self>,
+        shared: &Arc<Shared>,
+        worker: &Arc<Worker>,
+        outcome: oneshot::Receiver<Outcome>,
+        until: Instant,
+    ) -> Watched {
+        Watched {
+            pool: self.clone(),
+            shared: shared.clone(),
+            worker: worker.clone(),
+            outcome: Some(outcome),
+            until,
+        }
     }
 
     fn start_worker(self: &Arc<Self>, shared: &Arc<Shared>, slot: Slot) -> Arc<Worker> {
@@ -240,6 +287,41 @@ impl AsyncPool {
         let run = Box::pin(event_loop.run(slot));
         tokio::spawn(async move { owner.run_guest(run).await });
         worker
+    }
+}
+
+/// A call's outcome while its request waits for it. Dropped unsettled
+/// (the request's future was dropped: the client left), it hands the
+/// outcome to [`AsyncPool::watch_end`], so that the call still ends by its
+/// deadline or its instance is killed: the call would otherwise keep one of
+/// the instance's places, and the instance, for ever.
+struct Watched {
+    pool: Arc<AsyncPool>,
+    shared: Arc<Shared>,
+    worker: Arc<Worker>,
+    outcome: Option<oneshot::Receiver<Outcome>>,
+    until: Instant,
+}
+
+impl Watched {
+    fn receiver(&mut self) -> &mut oneshot::Receiver<Outcome> {
+        self.outcome.as_mut().expect("watched until settled")
+    }
+
+    /// The caller has dealt with the outcome, or takes it.
+    fn settle(&mut self) -> oneshot::Receiver<Outcome> {
+        self.outcome.take().expect("settled once")
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        if let Some(outcome) = self.outcome.take() {
+            let why = "a call whose client left did not end by its deadline";
+            let worker = self.worker.clone();
+            self.pool
+                .watch_end(&self.shared, worker, outcome, self.until, why);
+        }
     }
 }
 

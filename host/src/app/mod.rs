@@ -794,6 +794,38 @@ fn retire(mut instance: Instance) {
     }));
 }
 
+/// The most headers a guest's response may carry. The host adds a dozen of
+/// its own on the way out, and a header map holds at most 32,768.
+pub const MAX_RESPONSE_HEADERS: usize = 1000;
+
+/// Room for the headers the host adds to a response on its way out (request
+/// id, CORS, rate limits, security headers, compression), so adding them
+/// does not grow the map again and again.
+const HOST_HEADERS: usize = 12;
+
+/// A guest's response headers as a header map, with room for the host's;
+/// an invalid name or value, or too many headers, is a sentence for the
+/// guest or the log, never a panic.
+pub fn response_headers(headers: Vec<(String, String)>) -> Result<http::HeaderMap, String> {
+    if headers.len() > MAX_RESPONSE_HEADERS {
+        return Err(format!(
+            "the response has {} headers, more than the {MAX_RESPONSE_HEADERS} allowed",
+            headers.len()
+        ));
+    }
+    let mut map = http::HeaderMap::with_capacity(headers.len() + HOST_HEADERS);
+    for (name, value) in headers {
+        let (Ok(name), Ok(value)) = (
+            http::HeaderName::try_from(&name),
+            http::HeaderValue::try_from(&value),
+        ) else {
+            return Err(format!("header {name:?} is invalid"));
+        };
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

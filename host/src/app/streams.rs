@@ -12,12 +12,12 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::{HeaderMap, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::{Frame, SizeHint};
 use tokio::sync::{mpsc, oneshot};
@@ -37,6 +37,54 @@ pub const CHUNKS_BUFFERED: usize = 4;
 
 /// The largest piece of a guest's chunk the channel holds.
 const PIECE: usize = 64 * 1024;
+
+/// The most bytes the `write` calls of one instance's streams may hold on
+/// the host at once. A chunk is copied out of the guest before `write`
+/// runs, and held until its last piece is in the channel: without a bound,
+/// many streams to clients that do not read would each hold a chunk as
+/// large as the guest's memory. The SDKs write at most [`MAX_CHUNK_HINT`]
+/// at a time, so only many large writes at once meet it.
+pub const MAX_HELD_WRITES: usize = 16 << 20;
+
+/// What the SDKs write at most at once.
+pub const MAX_CHUNK_HINT: usize = 1 << 20;
+
+/// The bytes an instance's `write` calls hold, within [`MAX_HELD_WRITES`].
+#[derive(Default)]
+pub struct HeldWrites(AtomicUsize);
+
+/// Bytes taken from [`HeldWrites`], given back when dropped.
+pub struct Held<'a> {
+    writes: &'a HeldWrites,
+    len: usize,
+}
+
+impl HeldWrites {
+    /// Takes `len` bytes, or says why not.
+    pub fn hold(&self, len: usize) -> Result<Held<'_>, String> {
+        let before = self.0.fetch_add(len, Ordering::AcqRel);
+        let held = Held { writes: self, len };
+        if before + len > MAX_HELD_WRITES {
+            return Err(format!(
+                "a write of {len} bytes is refused: the instance's streams already hold \
+                 {before} bytes for clients still reading, and may hold {MAX_HELD_WRITES}; \
+                 write chunks of at most {MAX_CHUNK_HINT} bytes"
+            ));
+        }
+        Ok(held)
+    }
+
+    /// The bytes held now.
+    pub fn bytes(&self) -> usize {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.writes.0.fetch_sub(self.len, Ordering::AcqRel);
+    }
+}
 
 /// The status and headers a guest starts its response with.
 pub struct Head {
@@ -150,17 +198,9 @@ pub fn response_stream() -> (ResponseWriter, ResponseStream) {
 /// sentence for the guest, never a panic.
 fn head(status: u16, headers: Vec<(String, String)>) -> Result<Head, String> {
     let status = StatusCode::from_u16(status).map_err(|_| format!("status {status} is invalid"))?;
-    let mut map = HeaderMap::with_capacity(headers.len() + 12);
-    for (name, value) in headers {
-        let (Ok(name), Ok(value)) = (HeaderName::try_from(&name), HeaderValue::try_from(&value))
-        else {
-            return Err(format!("header {name:?} is invalid"));
-        };
-        map.append(name, value);
-    }
     Ok(Head {
         status,
-        headers: map,
+        headers: super::response_headers(headers)?,
     })
 }
 
@@ -266,14 +306,20 @@ impl<U> streams::HostResponseWriterWithStore<U> for HasSelf<InstanceState> {
         writer: Resource<ResponseWriter>,
         chunk: Vec<u8>,
     ) -> wasmtime::Result<Result<(), StreamError>> {
-        let chunks = accessor.with(|mut store| -> wasmtime::Result<_> {
-            let writer = store.get().ctx().table.get_mut(&writer)?;
-            Ok(writer.head.is_none().then(|| writer.chunks.clone()))
+        let (chunks, held) = accessor.with(|mut store| -> wasmtime::Result<_> {
+            let state = store.get();
+            let held = state.stream_writes.clone();
+            let writer = state.ctx().table.get_mut(&writer)?;
+            Ok((writer.head.is_none().then(|| writer.chunks.clone()), held))
         })?;
         let Some(chunks) = chunks else {
             return Ok(Err(StreamError::Failed(
                 "call `start` before `write`: the status and headers go first".into(),
             )));
+        };
+        let _held = match held.hold(chunk.len()) {
+            Ok(held) => held,
+            Err(why) => return Ok(Err(StreamError::Failed(why))),
         };
         // Waits while the client is slow: the channel holds only a few pieces.
         for piece in pieces(chunk) {
@@ -303,19 +349,41 @@ fn pieces(chunk: Vec<u8>) -> Vec<Bytes> {
 /// body cut short) when the call fails or no chunk came for `idle`.
 pub struct Streamed {
     chunks: Chunks,
-    /// The call's outcome; taken once it has come.
+    /// The call's outcome; taken once it has come, or once the guest let go
+    /// of its writer.
     outcome: Option<oneshot::Receiver<Outcome>>,
     idle: Duration,
     idle_timer: Pin<Box<Sleep>>,
+    /// Given the outcome when the body is dropped before it: the call must
+    /// still end.
+    abandoned: Option<Abandoned>,
 }
 
+/// What becomes of a streaming call whose body was dropped before the call
+/// ended.
+pub type Abandoned = Box<dyn FnOnce(oneshot::Receiver<Outcome>) + Send>;
+
 impl Streamed {
-    pub fn new(chunks: Chunks, outcome: oneshot::Receiver<Outcome>, idle: Duration) -> Self {
+    pub fn new(
+        chunks: Chunks,
+        outcome: oneshot::Receiver<Outcome>,
+        idle: Duration,
+        abandoned: Abandoned,
+    ) -> Self {
         Self {
             chunks,
             outcome: Some(outcome),
             idle,
             idle_timer: Box::pin(tokio::time::sleep(idle)),
+            abandoned: Some(abandoned),
+        }
+    }
+}
+
+impl Drop for Streamed {
+    fn drop(&mut self) {
+        if let (Some(outcome), Some(abandoned)) = (self.outcome.take(), self.abandoned.take()) {
+            abandoned(outcome);
         }
     }
 }
@@ -384,6 +452,26 @@ impl hyper::body::Body for Streamed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writes_hold_at_most_their_budget_and_give_it_back_when_done() {
+        let writes = HeldWrites::default();
+        let first = writes.hold(MAX_HELD_WRITES - 10).unwrap();
+        let small = writes.hold(10).unwrap();
+        let refused = writes.hold(1).err().unwrap();
+        assert!(
+            refused.contains("a write of 1 bytes is refused"),
+            "{refused}"
+        );
+        // A refusal takes nothing.
+        assert_eq!(writes.bytes(), MAX_HELD_WRITES);
+        drop(small);
+        assert!(writes.hold(10).is_ok());
+        drop(first);
+        assert_eq!(writes.bytes(), 0);
+        assert!(writes.hold(MAX_HELD_WRITES + 1).is_err());
+        assert_eq!(writes.bytes(), 0);
+    }
 
     #[test]
     fn a_large_chunk_goes_in_pieces_a_small_one_whole_an_empty_one_not_at_all() {

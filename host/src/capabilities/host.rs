@@ -6,14 +6,23 @@ use std::time::Duration;
 use wasmtime::component::{Accessor, HasSelf};
 
 use crate::bindings::cello::component::host::{self, Level};
-use crate::guest_log::GuestLine;
+use crate::guest_log::{GuestLine, MAX_LINE};
 use crate::instances::state::InstanceState;
 
 impl crate::bindings::cello::component::types::Host for InstanceState {}
 
 impl host::Host for InstanceState {
-    fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
+    fn log(&mut self, level: Level, mut message: String) -> wasmtime::Result<()> {
         let component = &*self.owner.component;
+        if message.len() > MAX_LINE {
+            let cut = message.floor_char_boundary(MAX_LINE);
+            let more = message.len() - cut;
+            message.truncate(cut);
+            message.push_str(&format!(" … ({more} more bytes cut)"));
+        }
+        if !self.owner.log_budget.take(component, message.len()) {
+            return Ok(());
+        }
         let (route, request_id) = self.current_call().unzip();
         let (route, request_id) = (route.as_deref(), request_id.as_deref());
         match level {

@@ -15,7 +15,7 @@ use crate::capabilities::{Capabilities, HasCapabilities, StoreState};
 use crate::config::Limits;
 use crate::engine::{EPOCH_TICK, TICKS};
 use crate::error::CallError;
-use crate::guest_log::{CallsInFlight, GuestLogs, GuestOutput, RunningCall};
+use crate::guest_log::{CallsInFlight, GuestLogs, GuestOutput, LogBudget, RunningCall};
 use crate::instances::blocked::{BlockedWatch, EventLoopKind};
 use crate::metrics::ComponentMetrics;
 use crate::middleware::Middleware;
@@ -47,6 +47,8 @@ pub struct Owner {
     pub guest_logs: Option<GuestLogs>,
     /// Its environment variables, from the sidecar's `[environment]`.
     pub environment: Vec<(String, String)>,
+    /// How much its instances may log, together.
+    pub log_budget: Arc<LogBudget>,
 }
 
 /// What the components of one tenant share: its name (for the guest's
@@ -77,7 +79,20 @@ impl Owner {
             middleware: OnceLock::new(),
             guest_logs: None,
             environment: Vec::new(),
+            log_budget: Arc::default(),
         })
+    }
+
+    /// Its instance's output `stream` (`stdout` or `stderr`), which writes
+    /// lines of the host's log naming the call of `calls` that wrote them.
+    fn output(&self, stream: &'static str, calls: &Arc<CallsInFlight>) -> GuestOutput {
+        GuestOutput::new(
+            stream,
+            self.component.clone(),
+            calls.clone(),
+            self.guest_logs.clone(),
+            self.log_budget.clone(),
+        )
     }
 
     /// CORS, auth and rate limits around the component.
@@ -159,6 +174,8 @@ pub struct InstanceState {
     cpu: Option<(Duration, u64)>,
     /// The calls in flight on the instance, shared with its output streams.
     calls: Arc<CallsInFlight>,
+    /// The bytes its streamed responses' `write` calls hold on the host.
+    pub stream_writes: Arc<crate::app::streams::HeldWrites>,
 }
 
 /// The trap a sync call gets when it runs past its deadline.
@@ -195,16 +212,8 @@ impl InstanceState {
     pub fn new(owner: Arc<Owner>, limits: &Limits) -> Self {
         let calls = Arc::new(CallsInFlight::default());
         let wasi = WasiCtx::builder()
-            .stdout(GuestOutput::stdout(
-                owner.component.clone(),
-                calls.clone(),
-                owner.guest_logs.clone(),
-            ))
-            .stderr(GuestOutput::stderr(
-                owner.component.clone(),
-                calls.clone(),
-                owner.guest_logs.clone(),
-            ))
+            .stdout(owner.output("stdout", &calls))
+            .stderr(owner.output("stderr", &calls))
             .envs(&owner.environment)
             .max_random_size(1 << 20)
             .build();
@@ -230,6 +239,7 @@ impl InstanceState {
             move_after_ticks,
             cpu: limits.cpu.map(|limit| (limit, ticks_in(limit))),
             calls,
+            stream_writes: Arc::default(),
         }
     }
 

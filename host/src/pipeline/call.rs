@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use tracing::Instrument as _;
 
@@ -324,24 +324,13 @@ fn without_prefix(uri: &http::Uri, app_path: &str) -> Option<http::Uri> {
     http::Uri::from_parts(parts).ok()
 }
 
-/// Room for the headers the host adds to a response on its way out (request
-/// id, CORS, rate limits, security headers, compression), so adding them
-/// does not grow the map again and again.
-const HOST_HEADERS: usize = 12;
-
 /// A guest's response as HTTP parts; an invalid status or header from the
 /// guest is an error (a 500), never a panic.
 fn fetched(response: bindings::Response) -> Result<Fetched, CallError> {
     let status = StatusCode::from_u16(response.status)
         .map_err(|_| CallError::InvalidResponse(format!("status {}", response.status)))?;
-    let mut headers = HeaderMap::with_capacity(response.headers.len() + HOST_HEADERS);
-    for (name, value) in response.headers {
-        let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value))
-        else {
-            return Err(CallError::InvalidResponse("a header name or value".into()));
-        };
-        headers.append(name, value);
-    }
+    let headers =
+        crate::app::response_headers(response.headers).map_err(CallError::InvalidResponse)?;
     Ok(Fetched {
         status,
         headers,

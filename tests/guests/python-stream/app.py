@@ -31,6 +31,16 @@ async def chunks():
     return StreamingResponse(body(), media_type="text/plain")
 
 
+@app.get("/one-big/{mb}")
+async def one_big(mb: int):
+    """One chunk of ``mb`` MiB, byte ``i`` being ``i % 251``."""
+
+    async def body():
+        yield bytes(i % 251 for i in range(mb << 20))
+
+    return StreamingResponse(body(), media_type="application/octet-stream")
+
+
 @app.get("/events")
 async def events():
     async def body():

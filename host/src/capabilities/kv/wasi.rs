@@ -205,6 +205,25 @@ impl atomics::Host for WasiKv<'_> {
     }
 }
 
+/// The most keys one batch call may name.
+pub const MAX_BATCH_KEYS: usize = 1000;
+
+/// The most value bytes one `get-many` gathers before it answers: the host
+/// holds them all until then.
+pub const MAX_BATCH_BYTES: usize = 16 << 20;
+
+/// Refuses a batch of `count` keys over [`MAX_BATCH_KEYS`], before any is
+/// read or written.
+fn batch_size(count: usize) -> Outcome<()> {
+    if count > MAX_BATCH_KEYS {
+        return Err(format!(
+            "a batch of {count} keys is over the limit of {MAX_BATCH_KEYS}; split it"
+        )
+        .into());
+    }
+    Ok(())
+}
+
 // Not atomic, as the interface allows: each key is its own call, and a
 // failure stops the batch where it is.
 impl batch::Host for WasiKv<'_> {
@@ -213,10 +232,19 @@ impl batch::Host for WasiKv<'_> {
         bucket: Resource<Bucket>,
         keys: Vec<String>,
     ) -> Outcome<Vec<Option<(String, Vec<u8>)>>> {
+        batch_size(keys.len())?;
         let mut values = Vec::with_capacity(keys.len());
+        let mut gathered = 0;
         for key in keys {
             let (kv, full) = self.key(&bucket, &key)?;
             let value = kv.call_get(&self.span, full).await??;
+            gathered += value.as_ref().map_or(0, Vec::len);
+            if gathered > MAX_BATCH_BYTES {
+                return Err(format!(
+                    "the values come to more than {MAX_BATCH_BYTES} bytes; get fewer keys at once"
+                )
+                .into());
+            }
             values.push(value.map(|value| (key, value)));
         }
         Ok(values)
@@ -227,6 +255,7 @@ impl batch::Host for WasiKv<'_> {
         bucket: Resource<Bucket>,
         key_values: Vec<(String, Vec<u8>)>,
     ) -> Outcome<()> {
+        batch_size(key_values.len())?;
         for (key, value) in key_values {
             let (kv, key) = self.key(&bucket, &key)?;
             kv.call_set(&self.span, key, value, None).await??;
@@ -235,6 +264,7 @@ impl batch::Host for WasiKv<'_> {
     }
 
     async fn delete_many(&mut self, bucket: Resource<Bucket>, keys: Vec<String>) -> Outcome<()> {
+        batch_size(keys.len())?;
         for key in keys {
             let (kv, key) = self.key(&bucket, &key)?;
             kv.call_delete(&self.span, key).await??;

@@ -84,6 +84,20 @@ async fn ticks(Path(count): Path<u64>) -> Sse<impl Stream<Item = Event>> {
     Sse::new(ticks)
 }
 
+/// A stream whose head carries `n` headers.
+async fn many_headers(Path(n): Path<usize>) -> StreamingResponse {
+    (0..n).fold(
+        StreamingResponse::new(stream::iter(["body"])).media_type("text/plain"),
+        |response, i| response.header(format!("x-h-{i}"), i.to_string()),
+    )
+}
+
+/// One chunk of `mb` MiB, byte `i` being `i % 251`.
+async fn one_big(Path(mb): Path<usize>) -> StreamingResponse {
+    let chunk: Vec<u8> = (0..mb << 20).map(|i| (i % 251) as u8).collect();
+    StreamingResponse::new(stream::iter([chunk])).media_type("application/octet-stream")
+}
+
 /// A stream from a sync route: sent whole.
 fn counted() -> StreamingResponse {
     StreamingResponse::new(stream::iter(["a", "b", "c"])).media_type("text/plain")
@@ -160,6 +174,8 @@ fn app() -> App {
         .get("/forever/{name}", forever)
         .get("/ticks/{count}", ticks)
         .get("/counted", counted)
+        .get("/many-headers/{n}", many_headers)
+        .get("/one-big/{mb}", one_big)
         .get("/counted-slowly", counted_slowly)
         .get("/closed/{name}", closed)
         .get("/then-background/{name}", then_background)

@@ -130,6 +130,13 @@ fn app() -> App {
         .get("/bad-status", |_req: Request| {
             Response::default().with_unchecked_status(42)
         })
+        // `n` response headers, `x-h-0` to `x-h-{n-1}`.
+        .get("/headers/{n}", |req: Request| {
+            let n: usize = req.param("n").and_then(|v| v.parse().ok()).unwrap_or(1);
+            (0..n).fold(Response::default(), |response, i| {
+                response.with_header(format!("x-h-{i}"), i.to_string())
+            })
+        })
         .route(&[], "/any", |req: Request| req.method.to_string())
         .get("/trace-id", |req: Request| {
             req.trace_id().unwrap_or("none").to_string()

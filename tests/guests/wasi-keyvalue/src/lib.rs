@@ -4,7 +4,8 @@
 //! prefix the host may or may not strip) does not matter:
 //! `?op=set&key=K&value=V&bucket=B`, `op` one of `get`, `set`, `delete`,
 //! `exists`, `keys`, `increment` (`by`), `get-many` (`keys=a,b`),
-//! `set-many` (`pairs=a:1,b:2`), `delete-many` (`keys=a,b`). A failed call
+//! `set-many` (`pairs=a:1,b:2`), `delete-many` (`keys=a,b`), `fill`
+//! (`size=N`: a value of N bytes). A failed call
 //! answers 500 with its error.
 
 use std::collections::HashMap;
@@ -78,8 +79,21 @@ fn call(query: &HashMap<&str, &str>) -> Result<Option<String>, store::Error> {
             let by = arg("by").parse().unwrap_or(1);
             Ok(Some(atomics::increment(&bucket, key, by)?.to_string()))
         }
+        "fill" => {
+            let size = arg("size").parse().unwrap_or(0);
+            bucket.set(key, &vec![b'x'; size]).and(done)
+        }
         "get-many" => {
-            let found = batch::get_many(&bucket, &list("keys"))?;
+            // `times=N` names the keys N times over.
+            let times = arg("times").parse().unwrap_or(1);
+            let named = list("keys");
+            let keys: Vec<String> = named
+                .iter()
+                .cycle()
+                .take(named.len() * times)
+                .cloned()
+                .collect();
+            let found = batch::get_many(&bucket, &keys)?;
             let shown: Vec<String> = found
                 .into_iter()
                 .map(|pair| match pair {
