@@ -7,7 +7,7 @@ LISTEN    ?= 127.0.0.1:8080
 OPS_LISTEN ?= 127.0.0.1:9090
 RUST_OUT  := guest-rust/target/$(WASM)/release
 
-.PHONY: run test bench bench-sql bench-kv bench-sse bench-cold bench-isolation bench-cluster bench-p3 bench-instructions wasmtime-cli p3-hello sync-hello setup postgresql redis-server nodejs components host bench-host lint fmt clean
+.PHONY: run test bench bench-sql bench-kv bench-sse bench-cold bench-isolation bench-cluster bench-p3 bench-instructions wasmtime-cli p3-hello sync-hello build-setup setup postgresql redis-server nodejs components host bench-host lint fmt clean
 
 ## Build the examples and the host, then serve them on $(LISTEN)
 ## (metrics and health on $(OPS_LISTEN)), with a line per request.
@@ -58,12 +58,12 @@ wasmtime-cli:
 			--no-default-features --features $(WASMTIME_FEATURES) --root $(BENCH_VENV)
 
 ## The bench's p3 hello: the p3-testbed test guest (`GET /hello`).
-p3-hello: setup
+p3-hello: build-setup
 	cargo build --release --target $(WASM) --manifest-path tests/guests/Cargo.toml -p p3-testbed
 
 ## The Rust hello built with cello-sdk's `sync` feature, in a target
 ## directory of its own (cargo would unify the feature into every example).
-sync-hello: setup
+sync-hello: build-setup
 	cargo build --release --target $(WASM) --manifest-path guest-rust/Cargo.toml -p hello --features cello-sdk/sync --target-dir guest-rust/target/sync
 
 ## Only the SQL rows (the todos example against FastAPI + aiosqlite, and
@@ -124,14 +124,17 @@ bench-sse: components bench-host
 	$(BENCH_VENV)/bin/python -m pip install --quiet -r bench/requirements.txt
 	$(BENCH_VENV)/bin/python bench/run.py sse
 
-## Install what is missing: the Rust toolchain rust-toolchain.toml pins, with
-## the wasm32-wasip2 target, a .venv with the pinned Python build tools,
-## the cello SDK and what the tests use, a headless browser, PostgreSQL
-## (Debian's package) for the SQL tests, Redis (Debian's redis-server)
-## for the cluster tests, which start their own servers, and Node.js with
-## npm (Debian's) for the tests' componentize-js guests, which
-## tests/build.rs installs at the version tests/guests/js-http pins.
-setup: .make/rust-target $(VENV)/.installed .make/browser postgresql redis-server nodejs
+## Install what is missing to build and serve: the Rust toolchain
+## rust-toolchain.toml pins, with the wasm32-wasip2 target, and a .venv with
+## the pinned Python build tools, the cello SDK and what the tests use.
+build-setup: .make/rust-target $(VENV)/.installed
+
+## ...and what only the tests need: a headless browser, PostgreSQL
+## (Debian's package) for the SQL tests, Redis (Debian's redis-server) for
+## the cluster tests, which start their own servers, and Node.js with npm
+## (Debian's) for the tests' componentize-js guests, which tests/build.rs
+## installs at the version tests/guests/js-http pins.
+setup: build-setup .make/browser postgresql redis-server nodejs
 
 postgresql:
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq postgresql)
@@ -164,7 +167,7 @@ $(VENV)/.installed: guest-python/requirements.txt guest-python/pyproject.toml te
 	@touch $@
 
 ## The example components, with their sidecars, in components/.
-components: setup
+components: build-setup
 	@mkdir -p components
 	cargo build --release --target $(WASM) --manifest-path guest-rust/Cargo.toml
 	cp $(RUST_OUT)/hello.wasm components/hello-rust.wasm

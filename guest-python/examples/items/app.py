@@ -4,7 +4,7 @@
 
 Items are stored as JSON under ``item:{id}``; ids come from an atomic
 counter. The same app runs natively under ``TestClient`` (with an in-memory
-store) and as a component, and ``test_app.py`` checks both ways agree.
+store) and as a component, and ``test_items.py`` checks both ways agree.
 """
 
 from dataclasses import asdict, dataclass, field
