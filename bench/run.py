@@ -916,16 +916,23 @@ def middleware_chain(state: Path, rounds: int = 3) -> list[Load]:
     return medians(runs, names)
 
 
+#: The hello targets' ratios, one per alternating round: cello's wasi:http
+#: hello ÷ `wasmtime serve` (reuse 128), and the Rust SDK hello, built by
+#: default and with the `sync` feature, ÷ native hyper.
+HelloRatios = dict[str, list[float]]
+
+
 def throughput_quick(
     state: Path, base: Path | None, base_hello: Path | None, rounds: int = 3
-) -> list[str]:
-    """`run.py throughput-quick [BASE [BASE_HELLO]]`: only the rows the
-    throughput targets compare (native hyper, `wasmtime serve` with reuse,
-    cello's wasi:http hello and Rust SDK hello), in alternating rounds, each
-    the median of `rounds`; with BASE, another cello-host binary's two rows
-    beside them (serving BASE_HELLO as its Rust hello when given, for a host
-    that cannot load today's), for a before/after from one run. Prints, and
-    returns the section of RESULTS.md it replaces."""
+) -> tuple[list[str], HelloRatios]:
+    """`run.py throughput-quick [BASE [BASE_HELLO]]` and part of `make
+    bench`: only the rows the throughput targets compare (native hyper,
+    `wasmtime serve` with reuse, cello's wasi:http hello and Rust SDK
+    hello), in alternating rounds, each row the median of `rounds`; with
+    BASE, another cello-host binary's two rows beside them (serving
+    BASE_HELLO as its Rust hello when given, for a host that cannot load
+    today's), for a before/after from one run. Prints, and returns the
+    section of RESULTS.md it replaces and each round's hello ratios."""
     print(f"throughput-quick: wrk -t1 -c{CONNECTIONS} -d{SECONDS}s, {rounds} rounds", flush=True)
     hosts = {"": (HOST, "hello-rust")}
     sync = {"Rust SDK hello, sync build": "hello-rust-sync"}
@@ -948,10 +955,22 @@ def throughput_quick(
                 name = f"cello-host{label}, {what}"
                 with cello(component_dir(component), "/", state, host=host) as s:
                     runs.setdefault(name, []).append(wrk(name, s, "/"))
+    serve_name = "wasmtime serve, wasi:http hello (reuse 128)"
+
+    def per_round(name: str, against: str) -> list[float]:
+        return [
+            ours.rps / theirs.rps for ours, theirs in zip(runs[name], runs[against], strict=True)
+        ]
+
+    ratios = {
+        "wasi:http": per_round("cello-host, wasi:http hello", serve_name),
+        "rust": per_round("cello-host, Rust SDK hello", "native hyper"),
+        "sync": per_round("cello-host, Rust SDK hello, sync build", "native hyper"),
+    }
     named = medians(runs, {name: name for name in runs})
     rows = {load.name.rsplit(" (median", 1)[0]: load for load in named}
     hyper = rows["native hyper"]
-    serve = rows["wasmtime serve, wasi:http hello (reuse 128)"]
+    serve = rows[serve_name]
     heads = f"{'req/s':>10} {'req/CPU-s':>10} {'CPU µs':>7} {'× hyper':>8} {'× serve':>8}"
     print(f"\n{'medians':58} {heads}")
     table = [
@@ -968,14 +987,16 @@ def throughput_quick(
             f"| {name} | {load.rps:,.0f} | {load.per_cpu_second:,.0f} | {us:.1f} | "
             f"{load.rps / hyper.rps:.2f} | {load.rps / serve.rps:.2f} |"
         )
-    return [
+    section = [
         "## Throughput targets, re-measured",
         "",
-        f"Made by `run.py throughput-quick` on {time.strftime('%Y-%m-%d')}: the rows the "
-        f"throughput targets compare, wrk -t1 -c{CONNECTIONS} -d{SECONDS}s, {rounds} "
-        "alternating rounds, each row the median. Absolute figures vary from day to day on "
-        "this shared machine (compare native hyper here with the throughput table's); the "
-        "ratios within one run are what to read.",
+        f"Made by `make bench` or `run.py throughput-quick` on {time.strftime('%Y-%m-%d')}: "
+        f"the rows the throughput targets compare, wrk -t1 -c{CONNECTIONS} -d{SECONDS}s, "
+        f"{rounds} alternating rounds, each row the median run. Absolute figures vary from "
+        "day to day on this shared machine (compare native hyper here with the throughput "
+        "table's); the ratios within one run are what to read. Each target is the median "
+        "of the rounds' ratios (each round's servers measured one after another), as the "
+        "p3 target is; the table's × columns divide the median rows.",
         *(
             ["", f"The rows marked (base): {os.environ['BENCH_BASE_NAME']}."]
             if base and os.environ.get("BENCH_BASE_NAME")
@@ -985,29 +1006,31 @@ def throughput_quick(
         *table,
         "",
         *TARGETS_HEAD,
-        *hello_targets(
-            rows["cello-host, wasi:http hello"].rps / serve.rps,
-            rows["cello-host, Rust SDK hello"].rps / hyper.rps,
-            rows["cello-host, Rust SDK hello, sync build"].rps / hyper.rps,
-        ),
+        *hello_targets(ratios),
         "",
     ]
+    return section, ratios
 
 
 #: The Rust hello built with cello-sdk's `sync` feature, as rows name it.
 SYNC_ROW = "cello-host, Rust SDK hello route, sync build"
 
 
-def hello_targets(
-    wasi_http_over_serve: float, rust_over_hyper: float, sync_over_hyper: float
-) -> list[str]:
-    """The hello targets' rows: cello's wasi:http hello against the best
-    `wasmtime serve`, and the Rust SDK hello, as built by default and with
-    the `sync` feature, against native hyper."""
+def hello_targets(ratios: HelloRatios) -> list[str]:
+    """The hello targets' rows, each the median of its rounds' ratios (the
+    rounds listed): cello's wasi:http hello against `wasmtime serve` with
+    reuse, and the Rust SDK hello, as built by default and with the `sync`
+    feature, against native hyper."""
+
+    def row(label: str, which: str, goal: float) -> str:
+        rounds = ", ".join(f"{ratio:.2f}" for ratio in ratios[which])
+        label = f"{label} (req/s; rounds {rounds})"
+        return target_row(label, statistics.median(ratios[which]), goal)
+
     return [
-        target_row("cello wasi:http ÷ best `wasmtime serve` (req/s)", wasi_http_over_serve, 1.2),
-        target_row("Rust SDK hello ÷ native hyper (req/s)", rust_over_hyper, 0.7),
-        target_row("Rust SDK hello, sync build ÷ native hyper (req/s)", sync_over_hyper, 0.7),
+        row("cello wasi:http ÷ `wasmtime serve`, reuse 128", "wasi:http", 1.2),
+        row("Rust SDK hello ÷ native hyper", "rust", 0.7),
+        row("Rust SDK hello, sync build ÷ native hyper", "sync", 0.7),
     ]
 
 
@@ -1250,7 +1273,7 @@ def target_row(label: str, value: float, goal: float, at_most: bool = False) -> 
     return f"| {label} | {shown} | {sign} {goal:.2f} | {'met' if met else '**not met**'} |"
 
 
-def write_results(loads, cold, inst, mem, isolated, call_us, sql, kv) -> None:
+def write_results(loads, hello, cold, inst, mem, isolated, call_us, sql, kv) -> None:
     by_name = {load.name: load for load in loads}
     hyper = by_name["native hyper"]
     best_wasmtime = max(
@@ -1290,11 +1313,9 @@ def write_results(loads, cold, inst, mem, isolated, call_us, sql, kv) -> None:
         "## Against the targets",
         "",
         *TARGETS_HEAD,
-        *hello_targets(
-            by_name["cello-host, the same wasi:http hello"].rps / best_wasmtime.rps,
-            by_name["cello-host, Rust SDK hello route"].rps / hyper.rps,
-            by_name[SYNC_ROW].rps / hyper.rps,
-        ),
+        # From the alternating rounds ("Throughput targets, re-measured"),
+        # not the single runs above.
+        *hello_targets(hello),
         target(
             "Rust hello, full middleware chain ÷ middleware off (req/s)",
             by_name["cello-host, Rust SDK hello, full middleware chain (median of 3)"].rps
@@ -1480,7 +1501,7 @@ def main() -> None:
         scratch = tempfile.mkdtemp(prefix="cello-bench-")
         tempfile.tempdir = scratch
         try:
-            section = throughput_quick(Path(tempfile.mkdtemp(prefix="state-")), base, base_hello)
+            section, _ = throughput_quick(Path(tempfile.mkdtemp(prefix="state-")), base, base_hello)
         finally:
             tempfile.tempdir = None
             shutil.rmtree(scratch, ignore_errors=True)
@@ -1510,6 +1531,7 @@ def main() -> None:
     try:
         state = Path(tempfile.mkdtemp(prefix="state-"))
         loads = throughput(state)
+        quick, hello = throughput_quick(state, None, None)
         cold = cold_start()
         inst = instantiation(state)
         mem = memory(state)
@@ -1525,7 +1547,8 @@ def main() -> None:
         shutil.rmtree(scratch, ignore_errors=True)
     results = BENCH / "RESULTS.md"
     before = results.read_text() if results.exists() else ""
-    write_results(loads, cold, inst, mem, isolated, call_us, sql, kv)
+    write_results(loads, hello, cold, inst, mem, isolated, call_us, sql, kv)
+    results.write_text(replace_section(results.read_text(), quick))
     results.write_text(replace_section(results.read_text(), cluster.section(everywhere)))
     results.write_text(replace_section(results.read_text(), sse_section(streams)))
     results.write_text(replace_section(results.read_text(), p3_section(p3)))
@@ -1535,7 +1558,7 @@ def main() -> None:
 
 def kept_sections(before: str, after: str) -> str:
     """`after` with the sections of `before` that it lacks (those the whole
-    run does not write: `run.py instructions` and `throughput-quick`'s, and
+    run does not write: `run.py instructions`'s, and
     any written by hand) added back before the chart."""
     for section in re.split(r"\n(?=## )", before)[1:]:
         title = section.split("\n", 1)[0]
