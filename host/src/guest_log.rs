@@ -7,12 +7,11 @@
 //! on an instance, and on an event loop, where several run at once,
 //! wasmtime's task-group hook tells it which one runs.
 
+use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-
-use std::num::NonZeroU32;
 
 use bytes::Bytes;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};

@@ -815,13 +815,15 @@ pub fn response_headers(headers: Vec<(String, String)>) -> Result<http::HeaderMa
     }
     let mut map = http::HeaderMap::with_capacity(headers.len() + HOST_HEADERS);
     for (name, value) in headers {
-        let (Ok(name), Ok(value)) = (
-            http::HeaderName::try_from(&name),
-            http::HeaderValue::try_from(&value),
+        // The value's text becomes the header's bytes, not copied: this runs
+        // for every response.
+        let (Ok(header), Ok(value)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            http::HeaderValue::try_from(value),
         ) else {
             return Err(format!("header {name:?} is invalid"));
         };
-        map.append(name, value);
+        map.append(header, value);
     }
     Ok(map)
 }

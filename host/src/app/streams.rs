@@ -75,7 +75,8 @@ impl HeldWrites {
     }
 
     /// The bytes held now.
-    pub fn bytes(&self) -> usize {
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
         self.0.load(Ordering::Acquire)
     }
 }

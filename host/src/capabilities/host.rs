@@ -1,6 +1,7 @@
 //! `cello:component/host`: logging and an async sleep, available to every
 //! Cello app component.
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use wasmtime::component::{Accessor, HasSelf};
@@ -18,7 +19,7 @@ impl host::Host for InstanceState {
             let cut = message.floor_char_boundary(MAX_LINE);
             let more = message.len() - cut;
             message.truncate(cut);
-            message.push_str(&format!(" … ({more} more bytes cut)"));
+            let _ = write!(message, " … ({more} more bytes cut)");
         }
         if !self.owner.log_budget.take(component, message.len()) {
             return Ok(());
