@@ -36,12 +36,12 @@ fn python_caps() -> Components {
 
 /// A local HTTP server that answers after `delay`, recording the most
 /// requests it had in flight at once.
-struct Upstream {
-    addr: SocketAddr,
+pub(crate) struct Upstream {
+    pub(crate) addr: SocketAddr,
     peak: Arc<AtomicUsize>,
 }
 
-async fn upstream(delay: Duration) -> Upstream {
+pub(crate) async fn upstream(delay: Duration) -> Upstream {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let peak = Arc::new(AtomicUsize::new(0));
@@ -59,7 +59,14 @@ async fn upstream(delay: Duration) -> Upstream {
                         peak.fetch_max(now, Ordering::SeqCst);
                         tokio::time::sleep(delay).await;
                         current.fetch_sub(1, Ordering::SeqCst);
-                        let body = format!("upstream saw {}", req.uri());
+                        // The method and `x-from` when they are not a plain GET's.
+                        let mut body = format!("upstream saw {}", req.uri());
+                        if req.method() != http::Method::GET {
+                            body += &format!(" ({})", req.method());
+                        }
+                        if let Some(from) = req.headers().get("x-from") {
+                            body += &format!(" from {}", from.to_str().unwrap_or("?"));
+                        }
                         Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(body))))
                     }
                 });
@@ -503,43 +510,86 @@ async fn the_rust_sdk_reaches_every_capability() {
     );
 }
 
+/// A sync route's stream that awaits outbound HTTP blocks its instance
+/// through `send-blocking` and goes whole, as it does natively.
 #[tokio::test]
-async fn a_sync_rust_route_whose_stream_awaits_outbound_http_answers_500_saying_so() {
-    let upstream = upstream(Duration::from_millis(1)).await;
+async fn a_sync_rust_route_whose_stream_awaits_outbound_http_blocks_and_answers() {
+    let upstream = upstream(Duration::from_millis(100)).await;
     let host = Components::new().with_sidecar("rust-caps", GRANTS).serve();
     let path = format!("/fetch-in-stream?url=http://{}/r", upstream.addr);
     let reply = host.get(&path).await;
-    assert_eq!(reply.status, 500, "{}", reply.body);
-    host.wait_for_log("/fetch-in-stream: a sync handler's stream waited on the host")
-        .await;
+    assert_eq!(reply.status, 200, "{}", host.log());
+    assert_eq!(reply.body, "200");
     // Server-sent events the same, at once: their keep-alive does not tick
     // (it blocked, a ping at a time, until the route's timeout).
     let started = std::time::Instant::now();
     let path = format!("/fetch-in-events?url=http://{}/r", upstream.addr);
     let reply = host.get(&path).await;
-    assert_eq!(reply.status, 500, "{}", reply.body);
+    assert_eq!(reply.status, 200, "{}", host.log());
+    assert_eq!(reply.body, "data:Ok(200)\n\n");
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "{:?}",
         started.elapsed()
     );
-    host.wait_for_log("/fetch-in-events: a sync handler's stream waited on the host")
-        .await;
+    let reply = host.get("/fetch-in-stream?url=https://example.com/").await;
+    assert!(reply.body.starts_with("error: denied"), "{}", reply.body);
     assert!(!host.log().contains("wasm trap"), "{}", host.log());
     // The same instance serves on.
     assert_eq!(host.get("/config").await.status, 200);
 }
 
+/// A `def` route sends outbound HTTP with the blocking `http.Client`, as
+/// FastAPI's would with `requests`: headers, the allow-list, a timeout;
+/// an `async def` route may too (its instance waits), and a `def`
+/// route's async stream awaiting `http.get` blocks instead of failing.
 #[tokio::test]
-async fn a_python_def_routes_stream_that_awaits_outbound_http_answers_500_saying_so() {
+async fn a_python_def_route_sends_outbound_http_with_the_blocking_client() {
     let upstream = upstream(Duration::from_millis(1)).await;
+    let slow = self::upstream(Duration::from_secs(3)).await;
     let host = python_caps().serve();
+    let reply = host
+        .get(&format!("/fetch-blocking?url=http://{}/b", upstream.addr))
+        .await;
+    assert_eq!(reply.status, 200, "{}", host.log());
+    assert_eq!(reply.json()["body"], "upstream saw /b from def");
+    let reply = host
+        .get(&format!(
+            "/fetch-blocking-async?url=http://{}/c",
+            upstream.addr
+        ))
+        .await;
+    assert_eq!(
+        reply.json()["body"],
+        "upstream saw /c (POST)",
+        "{}",
+        host.log()
+    );
+    let reply = host
+        .get("/fetch-blocking?url=http://example.com/")
+        .await
+        .json();
+    assert_eq!(reply["error"], "denied", "{reply}");
+    let started = std::time::Instant::now();
+    let reply = host
+        .get(&format!(
+            "/fetch-blocking?url=http://{}/s&timeout=0.2",
+            slow.addr
+        ))
+        .await
+        .json();
+    assert_eq!(reply["error"], "Timeout", "{reply}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+
     let reply = host
         .get(&format!("/fetch-in-stream?url=http://{}/r", upstream.addr))
         .await;
-    assert_eq!(reply.status, 500, "{}", reply.body);
-    host.wait_for_log("a `def` route's stream cannot wait on the host")
-        .await;
+    assert_eq!(reply.status, 200, "{}", host.log());
+    assert_eq!(reply.body, "200");
     assert!(!host.log().contains("wasm trap"), "{}", host.log());
     let reply = host
         .get(&format!("/fetch?url=http://{}/r", upstream.addr))

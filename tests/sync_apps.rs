@@ -9,12 +9,12 @@ use crate::support::{Components, Host};
 
 const ON_THE_PLAIN_ENGINE: &str = "a sync app: its calls skip component-model async";
 
-/// What the capabilities test grants rust-caps, but outbound HTTP: a sync
-/// build cannot make outbound requests.
+/// What the capabilities test grants rust-caps.
 const GRANTS: &str = r#"
 [grants]
 kv = true
 config = true
+outbound = ["http://127.0.0.1:*"]
 
 [variables]
 greeting = "hello from the sidecar"
@@ -56,24 +56,29 @@ async fn a_sync_build_serves_every_route_without_component_model_async() {
     );
 }
 
-/// A sync build reaches key-value, config, its startup hook and background
-/// tasks (their sleep blocks the instance, after the response has gone);
-/// outbound HTTP, which only an async build has, fails with a sentence.
+/// A sync build reaches key-value, config, outbound HTTP (through
+/// `send-blocking`: its instance waits), its startup hook and background
+/// tasks (their sleep blocks the instance, after the response has gone).
 #[tokio::test]
 async fn a_sync_build_reaches_its_capabilities_and_hooks() {
+    let upstream = crate::capabilities::upstream(Duration::from_millis(1)).await;
     let host = Components::new()
         .with_sidecar("rust-caps-sync", GRANTS)
         .serve();
     host.wait_for_log(ON_THE_PLAIN_ENGINE).await;
     crate::capabilities::rust_caps_start_count_and_config(&host).await;
-    let fetched = host.get("/fetch?url=http://127.0.0.1:9/").await;
-    assert_eq!(fetched.status, 502);
+    let fetched = host
+        .get(&format!("/fetch?url=http://{}/r", upstream.addr))
+        .await;
+    assert_eq!(fetched.body, "200 upstream saw /r", "{}", host.log());
+    let denied = host.get("/fetch?url=https://example.com/").await;
+    assert_eq!(denied.status, 502);
+    assert!(denied.body.starts_with("error: denied"), "{}", denied.body);
+    let refused = host.get("/fetch?url=http://127.0.0.1:9/").await;
     assert!(
-        fetched
-            .body
-            .contains("build without cello-sdk's `sync` feature"),
+        refused.body.starts_with("error: failed"),
         "{}",
-        fetched.body
+        refused.body
     );
     let started = Instant::now();
     let queued = host.post("/later/written", "text/plain", "").await;
@@ -98,6 +103,30 @@ async fn a_sync_build_reaches_its_capabilities_and_hooks() {
         .await;
     assert_eq!(put.body, "stored");
     assert_eq!(host.get("/kv/k").await.body, "v");
+}
+
+/// A sync build's request blocked on a slow upstream past `timeout-ms` is
+/// a 504 for its client alone: its instance is let go with the call, and
+/// the next request gets another.
+#[tokio::test]
+async fn a_sync_builds_outbound_call_past_its_deadline_is_a_504_and_the_app_serves_on() {
+    let slow = crate::capabilities::upstream(Duration::from_secs(5)).await;
+    let sidecar = format!("{GRANTS}\n[limits]\ntimeout-ms = 500\n");
+    let host = Components::new()
+        .with_sidecar("rust-caps-sync", &sidecar)
+        .serve();
+    host.wait_for_log(ON_THE_PLAIN_ENGINE).await;
+    let started = Instant::now();
+    let reply = host
+        .get(&format!("/fetch?url=http://{}/s", slow.addr))
+        .await;
+    assert_eq!(reply.status, 504, "{}", reply.body);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(host.get("/config").await.status, 200, "{}", host.log());
 }
 
 /// Without the grants it imports, a sync build is refused at load as any

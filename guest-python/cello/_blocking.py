@@ -3,8 +3,8 @@
 loop of the SDK's own runs it, whose timers block the instance
 (``asyncio.sleep`` and ``cello.host.sleep`` sleep through WASI), and the
 whole body goes out at the end, as the stream of a ``def`` route does. SQL
-runs through the blocking imports; ``asyncio.to_thread`` runs inline;
-awaiting outbound HTTP raises, saying so. The route's ``timeout-ms`` covers
+and outbound HTTP run through the blocking imports; ``asyncio.to_thread``
+runs inline; awaiting any other host call raises, saying so. The route's ``timeout-ms`` covers
 the whole collection. The test client collects such a stream the same way.
 """
 
@@ -19,7 +19,8 @@ from . import concurrency
 _running = False
 
 _NOT_HERE = (
-    "a `def` route's stream cannot wait on the host (outbound HTTP); make the route `async def`"
+    "a `def` route's stream awaited a host call that cannot block the instance; "
+    "make the route `async def`"
 )
 
 

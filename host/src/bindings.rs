@@ -8,6 +8,7 @@ wasmtime::component::bindgen!({
     world: "app-with-capabilities",
     imports: {
         "cello:component/kv": async | trappable,
+        "cello:component/outbound": async | trappable,
         "cello:component/sql": async | trappable,
         default: trappable,
     },

@@ -93,7 +93,7 @@ fn is_plain_app(imports: &[String], exports: Vec<String>) -> bool {
 
 /// True when the plain engine's linker offers a sync app's import `name`.
 pub fn plain_links(name: &str) -> bool {
-    const LINKED: [&str; 6] = ["types", "host", "cache", "kv", "config", "sql"];
+    const LINKED: [&str; 7] = ["types", "host", "cache", "kv", "config", "outbound", "sql"];
     match name.strip_prefix("cello:component/") {
         Some(rest) => LINKED.iter().any(|i| rest.split('@').next() == Some(i)),
         None => !name.contains(':') || (name.starts_with("wasi:") && name.contains("@0.2")),

@@ -29,8 +29,8 @@ use crate::{HttpError, IntoResponse, Request, Response};
 /// }
 /// ```
 ///
-/// A sync handler's extractors must not wait on the host (KV never does);
-/// one that awaits outbound HTTP belongs to an `async fn` handler.
+/// A sync handler's extractors block its instance on what they await of
+/// the host (a sleep, SQL, outbound HTTP); KV never waits.
 pub trait FromRequest: Sized + 'static {
     /// What the handler answers instead when this fails. An [`Invalid`]
     /// (422) is answered together with the other arguments' problems.

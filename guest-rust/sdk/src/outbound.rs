@@ -1,7 +1,9 @@
 //! Outbound HTTP within the sidecar's allow-list (`outbound = [...]` under
 //! `[grants]`). Calls are async: they free the instance for other requests
-//! meanwhile, so they belong in `async fn` handlers. Natively, requests go
-//! to the stub given to `TestClient::with_outbound`.
+//! meanwhile, so they belong in `async fn` handlers. Where nothing can
+//! suspend the instance (a `sync` build, a sync handler's stream or
+//! extractor) the same call blocks it until the response is in. Natively,
+//! requests go to the stub given to `TestClient::with_outbound`.
 
 use std::time::Duration;
 
@@ -50,7 +52,7 @@ impl Reply {
         }
     }
 
-    #[cfg_attr(any(not(target_arch = "wasm32"), feature = "sync"), allow(dead_code))]
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
     pub(crate) fn from_wire(status: u16, headers: Vec<(String, String)>, body: Vec<u8>) -> Self {
         let mut map = HeaderMap::with_capacity(headers.len());
         for (name, value) in headers {

@@ -155,8 +155,9 @@ fn serve_blocking(build: fn() -> App, route: u32, incoming: Incoming) -> WitResp
     let request = app.request(incoming);
     let id = request.request_id.clone();
     let mut response = app.serve_now(index, request);
-    // A sync call cannot suspend: a stream that waits for what cannot
-    // block (outbound HTTP) is the handler's mistake.
+    // A sync call cannot suspend: what a stream awaits of the host blocks
+    // the instance, and a stream that waits for anything else (a future
+    // nothing will wake) is the handler's mistake.
     if let Some(chunks) = response.take_chunks() {
         response = match chunks.collect_now() {
             Some(body) => response.with_body(body),

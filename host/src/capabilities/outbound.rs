@@ -209,7 +209,13 @@ impl Outbound {
         let exchange = async {
             let (response, io) = wasmtime_wasi_http::default_send_request(outgoing, Some(options))
                 .await
-                .map_err(|e| GuestError::Failed(e.to_string()))?;
+                .map_err(|e| match e {
+                    // The request's own timeout, met before the whole
+                    // exchange's: a timeout all the same.
+                    wasmtime_wasi_http::Error::ConnectionTimeout
+                    | wasmtime_wasi_http::Error::ConnectionReadTimeout => GuestError::Timeout,
+                    e => GuestError::Failed(e.to_string()),
+                })?;
             tokio::spawn(io);
             let (parts, body) = response.into_parts();
             let body = Limited::new(body, MAX_RESPONSE_BYTES)
@@ -263,10 +269,28 @@ impl Capability for OutboundHttp {
     }
 
     fn add_to_linker<T: Has<Self>>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
-        outbound::add_to_linker::<T, OutboundAccess>(linker, |state| {
-            OutboundView(state.granted(), state.call_span())
-        })
+        outbound::add_to_linker::<T, OutboundAccess>(linker, view)
     }
+
+    /// `send-blocking` alone, wrapped by hand: the generated `add_to_linker`
+    /// links `send` too, an `async func` the engine without concurrency
+    /// support cannot hold.
+    fn add_sync_to_linker<T: Has<Self>>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+        use outbound::Host as _;
+        let mut functions = linker.instance("cello:component/outbound@0.1.0")?;
+        functions.func_wrap_async(
+            "send-blocking",
+            |mut store, (request,): (OutgoingRequest,)| {
+                Box::new(async move { Ok((view(store.data_mut()).send_blocking(request).await?,)) })
+            },
+        )?;
+        Ok(())
+    }
+}
+
+/// What the host functions of `state` see of its grant.
+fn view<T: Has<OutboundHttp>>(state: &mut T) -> OutboundView<'_> {
+    OutboundView(state.granted(), state.call_span())
 }
 
 /// How the host functions reach a store's grant.
@@ -280,7 +304,16 @@ impl HasData for OutboundAccess {
 /// of the call using it.
 pub struct OutboundView<'a>(Option<&'a Arc<Outbound>>, tracing::Span);
 
-impl outbound::Host for OutboundView<'_> {}
+impl outbound::Host for OutboundView<'_> {
+    /// The call holds its instance meanwhile: the route's deadline still
+    /// ends it (a call blocked past it is dropped with its instance).
+    async fn send_blocking(
+        &mut self,
+        request: OutgoingRequest,
+    ) -> wasmtime::Result<Result<IncomingResponse, GuestError>> {
+        Ok(send(self.0.cloned(), &self.1, request).await)
+    }
+}
 
 impl<U> outbound::HostWithStore<U> for OutboundAccess {
     async fn send(
@@ -291,21 +324,29 @@ impl<U> outbound::HostWithStore<U> for OutboundAccess {
             let view = access.get();
             (view.0.cloned(), view.1.clone())
         });
-        let Some(grant) = grant else {
-            return Ok(Err(GuestError::Denied(
-                "this component has no outbound HTTP grant".into(),
-            )));
-        };
-        let url = request.url.clone();
-        let span = call.in_scope(|| {
-            crate::telemetry::host_call(&format!("outbound {}", request.method), "http")
-        });
-        let result = grant.fetch(request).instrument(span).await;
-        if let Err(error) = &result {
-            tracing::debug!(%url, ?error, "outbound request failed");
-        }
-        Ok(result)
+        Ok(send(grant, &call, request).await)
     }
+}
+
+/// Sends `request` under `grant`, in a span of the `call` making it.
+async fn send(
+    grant: Option<Arc<Outbound>>,
+    call: &tracing::Span,
+    request: OutgoingRequest,
+) -> Result<IncomingResponse, GuestError> {
+    let Some(grant) = grant else {
+        return Err(GuestError::Denied(
+            "this component has no outbound HTTP grant".into(),
+        ));
+    };
+    let url = request.url.clone();
+    let span = call
+        .in_scope(|| crate::telemetry::host_call(&format!("outbound {}", request.method), "http"));
+    let result = grant.fetch(request).instrument(span).await;
+    if let Err(error) = &result {
+        tracing::debug!(%url, ?error, "outbound request failed");
+    }
+    result
 }
 
 /// `wasi:http/outgoing-handler` (and p3's `wasi:http/client`) behind the

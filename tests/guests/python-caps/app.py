@@ -166,6 +166,17 @@ def background_sync(key: str, tasks: BackgroundTasks):
     return {"queued": True}
 
 
+def _fetched(send) -> dict:
+    """What `send()` answered, or the error it raised."""
+    try:
+        response = send()
+    except http.Denied as error:
+        return {"error": "denied", "detail": str(error)}
+    except http.HTTPError as error:
+        return {"error": type(error).__name__, "detail": str(error)}
+    return {"status": response.status_code, "body": response.text}
+
+
 @app.get("/fetch")
 async def fetch(url: str):
     try:
@@ -177,10 +188,23 @@ async def fetch(url: str):
     return {"status": response.status_code, "body": response.text}
 
 
+@app.get("/fetch-blocking")
+def fetch_blocking(url: str, timeout: float | None = None):
+    """A `def` route's blocking client, as `requests` would be."""
+    with http.Client(headers={"x-from": "def"}) as client:
+        return _fetched(lambda: client.get(url, timeout=timeout))
+
+
+@app.get("/fetch-blocking-async")
+async def fetch_blocking_async(url: str):
+    """The blocking client in an `async def` route: the instance waits."""
+    return _fetched(lambda: http.Client().post(url, json={"n": 1}))
+
+
 @app.get("/fetch-in-stream")
 def fetch_in_stream(url: str):
-    """A `def` route's stream awaiting outbound HTTP, which a sync call
-    cannot wait for: 500, saying so."""
+    """A `def` route's stream awaiting outbound HTTP: a sync call cannot
+    suspend, so the request blocks the instance and the body goes whole."""
 
     async def body():
         response = await http.get(url)

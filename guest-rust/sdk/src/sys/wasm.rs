@@ -1,13 +1,11 @@
 //! The component's imports, as the rest of the SDK calls them. A `sync`
-//! build imports no `async func`: it sleeps through WASI, runs SQL through
-//! the `-blocking` functions, and has no streamed request bodies and no
-//! outbound HTTP.
+//! build imports no `async func`: it sleeps through WASI, runs SQL and
+//! outbound HTTP through the `-blocking` functions, and has no streamed
+//! request bodies.
 
 #[cfg(not(feature = "sync"))]
-use crate::bindings::cello::component::outbound;
-#[cfg(not(feature = "sync"))]
 use crate::bindings::cello::component::streams::{self, StreamError};
-use crate::bindings::cello::component::{cache, config, host, kv};
+use crate::bindings::cello::component::{cache, config, host, kv, outbound};
 use crate::body::BodyError;
 use crate::host::Level;
 use crate::outbound::{OutgoingRequest, Reply, SendError};
@@ -31,10 +29,9 @@ thread_local! {
 
 /// Runs `call`, a sync route's whole call (`handle`, `packed.handle`), in
 /// an async build: a sync call cannot suspend the component, so what the
-/// SDK awaits of the host meanwhile blocks the instance (a sleep, SQL) or
-/// never resolves (outbound HTTP: the handler's stream or extractor then
-/// answers 500 saying it waited), as in a `sync` build. Awaiting an
-/// `async func` import there would trap.
+/// SDK awaits of the host meanwhile blocks the instance (a sleep, SQL,
+/// outbound HTTP), as in a `sync` build. Awaiting an `async func` import
+/// there would trap.
 #[cfg(not(feature = "sync"))]
 pub(crate) fn in_sync_call<T>(call: impl FnOnce() -> T) -> T {
     SYNC_CALL.set(true);
@@ -134,21 +131,9 @@ pub(crate) fn config_secret(name: &str) -> Option<String> {
     config::get_secret(name)
 }
 
-#[cfg(feature = "sync")]
-pub(crate) async fn outbound_send(_request: OutgoingRequest) -> Result<Reply, SendError> {
-    Err(SendError::Failed(
-        "outbound HTTP is not available in a `sync` build: build without cello-sdk's \
-         `sync` feature"
-            .into(),
-    ))
-}
-
-#[cfg(not(feature = "sync"))]
+/// Sends `request`, blocking the instance where nothing can suspend it
+/// (a `sync` build, a sync call).
 pub(crate) async fn outbound_send(request: OutgoingRequest) -> Result<Reply, SendError> {
-    if sync_call() {
-        // No blocking form to fall back on (see `in_sync_call`).
-        return std::future::pending().await;
-    }
     let request = outbound::OutgoingRequest {
         method: request.method,
         url: request.url,
@@ -156,7 +141,15 @@ pub(crate) async fn outbound_send(request: OutgoingRequest) -> Result<Reply, Sen
         body: request.body,
         timeout_ms: request.timeout_ms,
     };
-    match outbound::send(request).await {
+    #[cfg(feature = "sync")]
+    let sent = outbound::send_blocking(&request);
+    #[cfg(not(feature = "sync"))]
+    let sent = if sync_call() {
+        outbound::send_blocking(&request)
+    } else {
+        outbound::send(request).await
+    };
+    match sent {
         Ok(r) => Ok(Reply::from_wire(r.status, r.headers, r.body)),
         Err(outbound::Error::Denied(why)) => Err(SendError::Denied(why)),
         Err(outbound::Error::Timeout) => Err(SendError::Timeout),

@@ -27,9 +27,8 @@ async fn fetch(http: Client, Query(fetch): Query<Fetch>) -> Response {
     }
 }
 
-/// A sync route whose stream awaits outbound HTTP, which a sync call
-/// cannot wait for: the SDK answers 500 saying so (before, the guest
-/// trapped).
+/// A sync route whose stream awaits outbound HTTP: a sync call cannot
+/// suspend, so the request blocks the instance and the body goes whole.
 fn fetch_in_stream(http: Client, Query(fetch): Query<Fetch>) -> StreamingResponse {
     let body = futures_util::stream::once(async move {
         match http.get(&fetch.url).send().await {
@@ -41,7 +40,8 @@ fn fetch_in_stream(http: Client, Query(fetch): Query<Fetch>) -> StreamingRespons
 }
 
 /// The same as events, keep-alive on: the keep-alive must not tick where
-/// nothing can suspend (it blocked until the route's timeout).
+/// nothing can suspend (it blocked, a ping at a time, until the route's
+/// timeout).
 fn fetch_in_events(http: Client, Query(fetch): Query<Fetch>) -> Sse<impl Stream<Item = Event>> {
     let events = futures_util::stream::once(async move {
         let status = http.get(&fetch.url).send().await.map(|r| r.status.as_u16());
