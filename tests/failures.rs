@@ -245,6 +245,19 @@ async fn a_response_with_too_many_headers_is_a_500_and_the_instance_serves_on() 
     // (The test client reads at most 100 headers.)
     assert_eq!(host.get("/headers/90").await.status, 200);
     assert_eq!(host.get("/count").await.status, 200);
+    // 128 KiB of headers pass; 320 KiB are over the limit, cached route
+    // or not: nothing is stored, and the next request calls the guest.
+    let reply = host.get("/big-headers/4/32").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("x-big-3").map(str::len), Some(32 << 10));
+    for _ in 0..2 {
+        let reply = host.get("/big-headers/5/64").await;
+        assert_eq!(reply.status, 500);
+        assert_eq!(reply.header("x-cache"), None);
+    }
+    host.wait_for_log("the response's headers take 327715 bytes, more than the 262144 allowed")
+        .await;
+    assert_eq!(host.get("/count").await.status, 200);
 }
 
 #[tokio::test]

@@ -610,3 +610,62 @@ async fn a_replaced_version_is_retired_with_its_shutdown_hook() {
         host.log()
     );
 }
+
+/// Opens an upload to `tenant`'s `name` that announces `length` bytes and
+/// sends a few: it holds its place until the returned stream is dropped.
+async fn stalled_upload(host: &Host, tenant: &str, name: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt as _;
+    let addr = host.admin.expect("an admin listener");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "PUT /v1/tenants/{tenant}/components/{name} HTTP/1.1\r\nhost: {addr}\r\n\
+         authorization: Bearer {OPERATOR}\r\ncontent-type: application/wasm\r\n\
+         content-length: 1000000\r\n\r\n\0asm"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream
+}
+
+/// Uploads in flight are bounded: a tenant with two bodies still arriving
+/// is refused a third at once (429, holding nothing), while another
+/// tenant's upload goes through; a body that does not arrive within
+/// `upload-timeout-s` is a 408, and its place is free again.
+#[tokio::test]
+async fn uploads_in_flight_are_bounded_per_tenant_and_in_time() {
+    use tokio::io::AsyncReadExt as _;
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(config.path(), "[server]\nupload-timeout-s = 2\n").unwrap();
+    let host = serve_with(
+        Components::new(),
+        &["--config", config.path().to_str().unwrap()],
+    );
+    create_tenant(&host, "acme", serde_json::json!({})).await;
+    create_tenant(&host, "globex", serde_json::json!({})).await;
+    let mut stalled = vec![
+        stalled_upload(&host, "acme", "a").await,
+        stalled_upload(&host, "acme", "b").await,
+    ];
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reply = push(&host, "acme", "c", OPERATOR, component("testbed")).await;
+    assert_eq!(reply.status, 429, "{}", reply.body);
+    assert!(
+        reply.body.contains("2 uploads in progress"),
+        "{}",
+        reply.body
+    );
+    let reply = push(&host, "globex", "c", OPERATOR, component("testbed")).await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+
+    // The stalled bodies run out of time: 408, and acme may upload again.
+    for stream in &mut stalled {
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer));
+        let _ = read.await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains("did not arrive within 2s"), "{answer}");
+    }
+    let reply = push(&host, "acme", "c", OPERATOR, component("testbed")).await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    assert_eq!(host.get("/t/acme/count").await.status, 200);
+}

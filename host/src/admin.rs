@@ -24,7 +24,9 @@
 //! `multipart/form-data` form with the component in a `component` field
 //! and its sidecar settings (TOML) in a `settings` field.
 
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode, header};
@@ -32,6 +34,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
 use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::body::Body;
 use crate::config::ServerSettings;
@@ -47,10 +50,65 @@ const MAX_JSON: usize = 1 << 20;
 const FORM_SLACK: usize = 1 << 20;
 const _: () = assert!(FORM_SLACK >= 2 * crate::tenants::MAX_SETTINGS_BYTES);
 
+/// Uploads read at once, on the whole host and for one tenant: each holds
+/// its body in memory (up to the tenant's `max-component-mb`).
+const UPLOADS_AT_ONCE: usize = 8;
+const TENANT_UPLOADS_AT_ONCE: usize = 2;
+
 /// The admin API's state.
 pub struct Admin {
     tenants: Arc<Tenants>,
     operator: blake3::Hash,
+    uploads: Uploads,
+}
+
+/// What bounds the uploads in flight: how many, and how long each body
+/// may take to arrive.
+struct Uploads {
+    host: Arc<Semaphore>,
+    tenants: Mutex<HashMap<String, Arc<Semaphore>>>,
+    timeout: Duration,
+}
+
+/// An upload's place among those in flight, given back when it ends.
+struct UploadPermit {
+    _host: OwnedSemaphorePermit,
+    _tenant: OwnedSemaphorePermit,
+}
+
+impl Uploads {
+    /// A place for one more upload by `tenant`, or the refusal saying why
+    /// there is none: it never waits, so a refused client holds nothing.
+    fn admit(&self, tenant: &str) -> Result<UploadPermit, Refusal> {
+        let tenant_uploads = self
+            .tenants
+            .lock()
+            .unwrap()
+            .entry(tenant.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(TENANT_UPLOADS_AT_ONCE)))
+            .clone();
+        let Ok(tenant_permit) = tenant_uploads.try_acquire_owned() else {
+            return Err(Refusal::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "tenant {tenant} has {TENANT_UPLOADS_AT_ONCE} uploads in progress \
+                     already; send this one when one of them has ended"
+                ),
+            ));
+        };
+        let Ok(host_permit) = self.host.clone().try_acquire_owned() else {
+            return Err(Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "the host is taking {UPLOADS_AT_ONCE} uploads already; retry in a few seconds"
+                ),
+            ));
+        };
+        Ok(UploadPermit {
+            _host: host_permit,
+            _tenant: tenant_permit,
+        })
+    }
 }
 
 /// Who is calling.
@@ -60,11 +118,17 @@ enum Caller {
 }
 
 impl Admin {
-    /// An API over `tenants`, with `operator_token` the operator's.
-    pub fn new(tenants: Arc<Tenants>, operator_token: &str) -> Arc<Self> {
+    /// An API over `tenants`, with `operator_token` the operator's; an
+    /// upload's body must arrive within `upload_timeout`.
+    pub fn new(tenants: Arc<Tenants>, operator_token: &str, upload_timeout: Duration) -> Arc<Self> {
         Arc::new(Self {
             tenants,
             operator: blake3::hash(operator_token.as_bytes()),
+            uploads: Uploads {
+                host: Arc::new(Semaphore::new(UPLOADS_AT_ONCE)),
+                tenants: Mutex::default(),
+                timeout: upload_timeout,
+            },
         })
     }
 }
@@ -242,7 +306,17 @@ impl Admin {
             (Endpoint::Component, &Method::PUT) => {
                 may(&caller, tenant)?;
                 let limit = tenants.get(tenant).await?.quotas.max_component_mb << 20;
-                let (bytes, settings) = upload_body(req, limit as usize).await?;
+                let _permit = self.uploads.admit(tenant)?;
+                let timeout = self.uploads.timeout;
+                let (bytes, settings) =
+                    tokio::time::timeout(timeout, upload_body(req, limit as usize))
+                        .await
+                        .map_err(|_| {
+                            Refusal::new(
+                                StatusCode::REQUEST_TIMEOUT,
+                                format!("the upload's body did not arrive within {timeout:?}"),
+                            )
+                        })??;
                 let deployed = tenants.upload(tenant, name, bytes, settings).await?;
                 ok(StatusCode::CREATED, deployed)
             }
@@ -384,7 +458,8 @@ async fn upload_body(
         if body.len() > limit {
             return Err(too_large());
         }
-        return Ok((body.to_vec(), String::new()));
+        // The body's own buffer when it came in one piece: not copied.
+        return Ok((Vec::from(body), String::new()));
     }
     let bad = |why: String| Refusal::new(StatusCode::BAD_REQUEST, why);
     let boundary = multer::parse_boundary(&content_type)

@@ -302,6 +302,9 @@ pub struct ServerSettings {
     /// Connections open at once from one client address.
     #[serde(default = "ServerSettings::default_max_connections_per_ip")]
     pub max_connections_per_ip: usize,
+    /// Seconds an upload to the admin API has to send its whole body.
+    #[serde(default = "ServerSettings::default_upload_timeout_s")]
+    pub upload_timeout_s: u64,
 }
 
 impl ServerSettings {
@@ -317,6 +320,9 @@ impl ServerSettings {
     fn default_max_connections_per_ip() -> usize {
         256
     }
+    fn default_upload_timeout_s() -> u64 {
+        120
+    }
 
     /// Checks what the types cannot: no zero, which would refuse everything.
     fn validate(&self) -> Result<(), String> {
@@ -325,6 +331,7 @@ impl ServerSettings {
             ("idle-timeout-s", self.idle_timeout_s as usize),
             ("max-connections", self.max_connections),
             ("max-connections-per-ip", self.max_connections_per_ip),
+            ("upload-timeout-s", self.upload_timeout_s as usize),
         ];
         match fields.iter().find(|(_, value)| *value == 0) {
             Some((name, _)) => Err(format!(
@@ -342,6 +349,7 @@ impl Default for ServerSettings {
             idle_timeout_s: Self::default_idle_timeout_s(),
             max_connections: Self::default_max_connections(),
             max_connections_per_ip: Self::default_max_connections_per_ip(),
+            upload_timeout_s: Self::default_upload_timeout_s(),
         }
     }
 }
@@ -759,9 +767,11 @@ impl Limits {
             max_body_bytes: settings
                 .max_body_kb
                 .map_or(self.max_body_bytes, |kb| (kb as usize) << 10),
+            // At least 10 ms: a warning at every epoch tick would flood
+            // the host's log, outside the guest's log budget.
             blocked_warn: settings
                 .blocked_warn_ms
-                .map_or(self.blocked_warn, Duration::from_millis),
+                .map_or(self.blocked_warn, |ms| Duration::from_millis(ms.max(10))),
             max_resources: settings.max_resources.unwrap_or(self.max_resources),
             background_timeout: settings
                 .background_timeout_ms

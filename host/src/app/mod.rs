@@ -798,6 +798,11 @@ fn retire(mut instance: Instance) {
 /// its own on the way out, and a header map holds at most 32,768.
 pub const MAX_RESPONSE_HEADERS: usize = 1000;
 
+/// The most bytes a guest's response headers may take, names and values
+/// together: clients refuse far less (browsers and proxies 8 to 64 KiB),
+/// and a cached response keeps them.
+pub const MAX_RESPONSE_HEADER_BYTES: usize = 256 << 10;
+
 /// Room for the headers the host adds to a response on its way out (request
 /// id, CORS, rate limits, security headers, compression), so adding them
 /// does not grow the map again and again.
@@ -811,6 +816,13 @@ pub fn response_headers(headers: Vec<(String, String)>) -> Result<http::HeaderMa
         return Err(format!(
             "the response has {} headers, more than the {MAX_RESPONSE_HEADERS} allowed",
             headers.len()
+        ));
+    }
+    let bytes: usize = headers.iter().map(|(n, v)| n.len() + v.len()).sum();
+    if bytes > MAX_RESPONSE_HEADER_BYTES {
+        return Err(format!(
+            "the response's headers take {bytes} bytes, more than the \
+             {MAX_RESPONSE_HEADER_BYTES} allowed"
         ));
     }
     let mut map = http::HeaderMap::with_capacity(headers.len() + HOST_HEADERS);

@@ -24,6 +24,9 @@ use crate::guest_log::CallsInFlight;
 
 use super::capability::{Capability, Has};
 
+/// The most requests `[outbound] max-concurrent` may let be in flight.
+const MAX_CONCURRENT: usize = 10_000;
+
 /// Largest response body the SDK client reads, in bytes.
 const MAX_RESPONSE_BYTES: usize = 16 << 20;
 
@@ -124,6 +127,11 @@ impl Outbound {
     pub fn new(patterns: &[String], settings: &OutboundSettings) -> Result<Self, String> {
         if settings.max_concurrent == 0 {
             return Err("[outbound] max-concurrent must be at least 1".into());
+        }
+        if settings.max_concurrent > MAX_CONCURRENT {
+            return Err(format!(
+                "[outbound] max-concurrent must be at most {MAX_CONCURRENT}"
+            ));
         }
         Ok(Self {
             allow: patterns
@@ -446,6 +454,21 @@ mod tests {
         assert!(!ok("https://cdn.net/"));
         assert!(!ok("https://evilcdn.net/"));
         assert!(!ok("/relative"));
+    }
+
+    #[test]
+    fn max_concurrent_is_held_between_one_and_its_ceiling() {
+        let with = |max_concurrent| {
+            let settings = OutboundSettings {
+                max_concurrent,
+                ..OutboundSettings::default()
+            };
+            Outbound::new(&["https://a.example".into()], &settings).map(drop)
+        };
+        assert!(with(0).unwrap_err().contains("at least 1"));
+        assert!(with(MAX_CONCURRENT).is_ok());
+        // A tokio semaphore panics past its own ceiling (usize::MAX >> 3).
+        assert!(with(usize::MAX).unwrap_err().contains("at most 10000"));
     }
 
     #[test]

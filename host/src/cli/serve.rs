@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 
@@ -137,7 +138,8 @@ pub(super) async fn serve(args: ServeArgs, mut config: HostConfig) -> anyhow::Re
                 "admin listening on http://{}",
                 listener.local_addr()?
             ));
-            let admin = crate::admin::Admin::new(host.tenants().clone(), &token);
+            let upload_timeout = Duration::from_secs(host.config().server.upload_timeout_s);
+            let admin = crate::admin::Admin::new(host.tenants().clone(), &token, upload_timeout);
             tokio::spawn(crate::admin::serve(
                 listener,
                 host.config().server.clone(),

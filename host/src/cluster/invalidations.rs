@@ -15,12 +15,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cluster::redis::{CALL_TIMEOUT, Redis};
+use crate::response_cache::{Fanout, Invalidation, ResponseCache};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
-
-use crate::cluster::redis::{CALL_TIMEOUT, Redis};
-use crate::response_cache::{Invalidation, ResponseCache};
 
 /// The channel every host publishes to and listens on.
 const CHANNEL: &str = "cello:cache-invalidations";
@@ -31,6 +29,9 @@ const PING_EVERY: Duration = Duration::from_secs(1);
 const RESUBSCRIBE_AFTER: Duration = Duration::from_millis(500);
 /// Invalidations kept while they cannot be sent.
 const MAX_PENDING: usize = 10_000;
+/// Invalidations made and not yet taken to be sent; past them, a
+/// component's are coalesced (see [`Fanout`]).
+const QUEUED: usize = 1024;
 
 /// One message on the channel.
 #[derive(Serialize, Deserialize)]
@@ -44,8 +45,7 @@ struct Message {
 /// it, until the process ends.
 pub fn start(redis: Arc<Redis>, cache: Arc<ResponseCache>) {
     let host = host_id();
-    let (fanout, outgoing) = unbounded_channel();
-    cache.broadcast_to(fanout);
+    let outgoing = cache.broadcast(QUEUED);
     tokio::spawn(publish(redis.clone(), host, outgoing));
     tokio::spawn(listen(redis, host, cache));
 }
@@ -56,15 +56,15 @@ fn host_id() -> u64 {
     u64::from_le_bytes(bytes)
 }
 
-async fn publish(redis: Arc<Redis>, host: u64, mut outgoing: UnboundedReceiver<Invalidation>) {
+async fn publish(redis: Arc<Redis>, host: u64, outgoing: Arc<Fanout>) {
     let mut pending = Pending::default();
     loop {
         // Waits for the next invalidation; with some unsent, for at most
         // the pause before sending them again.
         let next = if pending.is_empty() {
-            outgoing.recv().await
+            outgoing.next().await
         } else {
-            match tokio::time::timeout(RESUBSCRIBE_AFTER, outgoing.recv()).await {
+            match tokio::time::timeout(RESUBSCRIBE_AFTER, outgoing.next()).await {
                 Ok(next) => next,
                 Err(_) => {
                     send_pending(&redis, &mut pending).await;

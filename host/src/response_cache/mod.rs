@@ -29,7 +29,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use moka::Expiry;
 use moka::future::Cache;
 use moka::notification::RemovalCause;
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::Notify;
+use tokio::sync::mpsc::{self, Receiver, Sender};
 
 use crate::body::{Body, full};
 use crate::error::CallError;
@@ -161,8 +162,8 @@ pub struct Fetched {
 
 /// Why a fill of the cache stored nothing.
 enum Miss {
-    /// The guest call failed.
-    Failed(CallError),
+    /// The guest call failed (its error is kept beside the lookup).
+    Failed,
     /// The guest answered with a response that must not be shared.
     NotStored,
 }
@@ -175,7 +176,7 @@ pub struct ResponseCache {
     tagged: Arc<Mutex<TagIndex>>,
     /// Where this host's invalidations go for the other hosts of a
     /// cluster to hear ([`crate::cluster::invalidations`]).
-    fanout: OnceLock<UnboundedSender<Invalidation>>,
+    fanout: OnceLock<Arc<Fanout>>,
 }
 
 /// A drop of cached responses that every host of a cluster makes.
@@ -191,6 +192,56 @@ pub enum Invalidation {
     Component(String),
     /// Every entry: too many invalidations went unsent to tell them apart.
     Everything,
+}
+
+/// The invalidations made on this host, on their way to the others. A
+/// guest invalidating faster than they are sent fills the queue; past it,
+/// what is left to say of a component is that all its entries go, said
+/// once however many were lost.
+pub struct Fanout {
+    sender: Sender<Invalidation>,
+    receiver: tokio::sync::Mutex<Receiver<Invalidation>>,
+    overflowed: Mutex<std::collections::BTreeSet<String>>,
+    wake: Notify,
+}
+
+impl Fanout {
+    fn send(&self, invalidation: Invalidation) {
+        match self.sender.try_send(invalidation) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(invalidation)) => {
+                let component = match invalidation {
+                    Invalidation::Tags { component, .. } | Invalidation::Component(component) => {
+                        component
+                    }
+                    Invalidation::Everything => String::new(),
+                };
+                self.overflowed.lock().unwrap().insert(component);
+                self.wake.notify_one();
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    /// The next invalidation to send: a queued one, or one for a component
+    /// whose invalidations overflowed the queue (all its entries). `None`
+    /// once no more can come.
+    pub async fn next(&self) -> Option<Invalidation> {
+        let mut receiver = self.receiver.lock().await;
+        loop {
+            if let Some(component) = self.overflowed.lock().unwrap().pop_first() {
+                return Some(match component.as_str() {
+                    "" => Invalidation::Everything,
+                    _ => Invalidation::Component(component),
+                });
+            }
+            tokio::select! {
+                biased;
+                () = self.wake.notified() => continue,
+                next = receiver.recv() => return next,
+            }
+        }
+    }
 }
 
 type TagIndex = HashMap<(Arc<str>, String), HashMap<Arc<CacheKey>, Arc<Owner>>>;
@@ -216,8 +267,7 @@ impl ResponseCache {
         let entries = Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|key: &Arc<CacheKey>, entry: &Arc<Entry>| {
-                let size = entry.body.len() + key.path.len() + key.query.len() + 256;
-                u32::try_from(size).unwrap_or(u32::MAX)
+                u32::try_from(entry.weight(key)).unwrap_or(u32::MAX)
             })
             .expire_after(PerEntryTtl)
             .support_invalidation_closures()
@@ -263,15 +313,23 @@ impl ResponseCache {
     {
         let fetched_here = AtomicBool::new(false);
         let not_stored = Mutex::new(None);
+        let failed = Mutex::new(None);
         let key = Arc::new(key);
         let lookup = self
             .entries
             .try_get_with(key.clone(), async {
                 fetched_here.store(true, Ordering::Relaxed);
-                let fetched = fetch().await.map_err(Miss::Failed)?;
+                // Both kept here: the error moka hands back is shared by
+                // every waiter (and still held by moka), so it cannot carry
+                // the call's error or the response out.
+                let fetched = match fetch().await {
+                    Ok(fetched) => fetched,
+                    Err(error) => {
+                        *failed.lock().unwrap() = Some(error);
+                        return Err(Miss::Failed);
+                    }
+                };
                 if !storable(&fetched, policy) {
-                    // Kept here: the error moka hands back is shared by
-                    // every waiter, so it cannot carry the response out.
                     *not_stored.lock().unwrap() = Some(fetched);
                     return Err(Miss::NotStored);
                 }
@@ -299,7 +357,7 @@ impl ResponseCache {
                 counter.inc();
                 Ok(entry.to_response(request, hit))
             }
-            Err(miss) => {
+            Err(_) => {
                 if let Some(fetched) = not_stored.into_inner().unwrap() {
                     owner.metrics.cache_misses.inc();
                     return Ok(uncached(fetched));
@@ -310,35 +368,48 @@ impl ResponseCache {
                     owner.metrics.cache_misses.inc();
                     return fetch().await.map(uncached);
                 }
-                match Arc::into_inner(miss) {
-                    Some(Miss::Failed(error)) => Err(error),
-                    _ => Err(CallError::InstanceLost(
-                        "the guest call for this response failed".into(),
-                    )),
-                }
+                Err(failed.into_inner().unwrap().unwrap_or_else(|| {
+                    CallError::InstanceLost("the guest call for this response failed".into())
+                }))
             }
         }
     }
 
-    /// Sends every invalidation made here to `fanout` as well, for the
-    /// other hosts of a cluster.
-    pub fn broadcast_to(&self, fanout: UnboundedSender<Invalidation>) {
-        let _ = self.fanout.set(fanout);
+    /// Sends every invalidation made here to the returned fan-out as
+    /// well, for the other hosts of a cluster; at most `capacity` wait to
+    /// be taken from it.
+    pub fn broadcast(&self, capacity: usize) -> Arc<Fanout> {
+        let (sender, receiver) = mpsc::channel(capacity);
+        let fanout = Arc::new(Fanout {
+            sender,
+            receiver: tokio::sync::Mutex::new(receiver),
+            overflowed: Mutex::default(),
+            wake: Notify::new(),
+        });
+        let _ = self.fanout.set(fanout.clone());
+        fanout
     }
 
-    fn broadcast(&self, invalidation: Invalidation) {
+    fn broadcast_one(&self, invalidation: Invalidation) {
         if let Some(fanout) = self.fanout.get() {
-            let _ = fanout.send(invalidation);
+            fanout.send(invalidation);
         }
     }
 
     /// Drops `component`'s entries tagged with any of `tags`, here and on
     /// the other hosts of a cluster; returns how many there were here.
+    /// More tags than a policy may name, or a longer one, drop all of the
+    /// component's entries on the other hosts (one small message rather
+    /// than a guest's whole list).
     pub fn invalidate(&self, component: &str, tags: &[String]) -> u32 {
         let dropped = self.invalidate_here(component, tags);
-        self.broadcast(Invalidation::Tags {
-            component: component.to_string(),
-            tags: tags.to_vec(),
+        let component = component.to_string();
+        self.broadcast_one(match policy::check_tags(tags) {
+            Ok(()) => Invalidation::Tags {
+                component,
+                tags: tags.to_vec(),
+            },
+            Err(_) => Invalidation::Component(component),
         });
         dropped
     }
@@ -410,7 +481,7 @@ impl ResponseCache {
         if let Err(e) = dropped {
             tracing::error!("cannot drop a component's cache entries: {e}");
         }
-        self.broadcast(Invalidation::Component(owner.component.to_string()));
+        self.broadcast_one(Invalidation::Component(owner.component.to_string()));
     }
 }
 
@@ -500,6 +571,18 @@ impl Entry {
             stored: Instant::now(),
             ttl: policy.ttl,
         }
+    }
+
+    /// What keeping this entry under `key` costs, in bytes: its body,
+    /// headers and tags as well as its key (each tag is also a row of the
+    /// tag index), and a little for the entry itself.
+    fn weight(&self, key: &CacheKey) -> usize {
+        const PER_ITEM: usize = 32;
+        let headers: usize = (self.headers.iter())
+            .map(|(name, value)| name.as_str().len() + value.len() + PER_ITEM)
+            .sum();
+        let tags: usize = self.tags.iter().map(|tag| 2 * tag.len() + PER_ITEM).sum();
+        self.body.len() + headers + tags + key.path.len() + key.query.len() + 256
     }
 
     /// The stored response for `request`: 304 when its `If-None-Match`
@@ -739,6 +822,62 @@ mod tests {
         assert_eq!(cache.entries.entry_count(), 1);
         let kept = CacheKey::new(&new, 0, "/page", &parts, &policy, None);
         assert!(cache.entries.contains_key(&kept));
+    }
+
+    /// An entry weighs its headers and tags, not its body alone: empty
+    /// bodies with large headers, under many tags, fill the cache as their
+    /// bytes do and are evicted.
+    #[tokio::test]
+    async fn an_entry_weighs_its_headers_and_tags() {
+        let cache = ResponseCache::new(1 << 20);
+        let owner = owner();
+        let tags: Vec<String> = (0..64).map(|i| format!("{i:0>200}")).collect();
+        let policy = CachePolicy::new(60, &tags, &[]).unwrap();
+        let big = "v".repeat(100 << 10);
+        for n in 0..40 {
+            let parts = request(&format!("/page?n={n}"), &[]);
+            let key = CacheKey::new(&owner, 0, "/page", &parts, &policy, None);
+            let fetch = || async { Ok(answer(&[("x-big", big.as_str())])) };
+            cache
+                .respond(&owner, key, &policy, &parts, fetch)
+                .await
+                .unwrap();
+        }
+        cache.entries.run_pending_tasks().await;
+        // Each weighs over 100 KiB of header and 25 KiB of tags: 1 MiB
+        // holds eight of the forty.
+        let (count, weight) = (cache.entries.entry_count(), cache.entries.weighted_size());
+        assert!((1..=8).contains(&count), "{count} entries kept");
+        assert!(weight <= 1 << 20, "{weight}");
+        assert!(weight >= count * (125 << 10), "{weight} for {count}");
+    }
+
+    /// A guest invalidating faster than its host sends them fills the
+    /// queue, and what overflows becomes one message dropping the
+    /// component's entries; a list of tags no policy could name becomes
+    /// that message at once.
+    #[tokio::test]
+    async fn invalidations_past_the_queue_become_one_per_component() {
+        let cache = ResponseCache::new(1 << 20);
+        let fanout = cache.broadcast(2);
+        for n in 0..5 {
+            cache.invalidate("shop", &[format!("tag-{n}")]);
+        }
+        cache.invalidate("blog", &["posts".to_string()]);
+        let many: Vec<String> = (0..65).map(|n| n.to_string()).collect();
+        cache.invalidate("wiki", &many);
+        let mut heard = Vec::new();
+        while let Ok(Some(next)) =
+            tokio::time::timeout(Duration::from_millis(50), fanout.next()).await
+        {
+            heard.push(serde_json::to_string(&next).unwrap());
+        }
+        let component = |c: &str| format!(r#"{{"component":"{c}"}}"#);
+        let tags = |n: u32| format!(r#"{{"tags":{{"component":"shop","tags":["tag-{n}"]}}}}"#);
+        let mut expected = vec![component("blog"), component("shop"), component("wiki")];
+        expected.extend([tags(0), tags(1)]);
+        assert_eq!(heard, expected);
+        assert!(fanout.overflowed.lock().unwrap().is_empty());
     }
 
     fn answer(headers: &[(&str, &str)]) -> Fetched {

@@ -14,9 +14,15 @@ pub struct CachePolicy {
     pub vary: Vec<HeaderName>,
 }
 
+/// The most tags one policy may name, and the longest tag.
+pub const MAX_TAGS: usize = 64;
+pub const MAX_TAG_BYTES: usize = 256;
+
 impl CachePolicy {
-    /// A policy from its declared parts, or a sentence naming the bad header.
+    /// A policy from its declared parts, or a sentence naming the bad header
+    /// or tag.
     pub fn new(ttl_seconds: u32, tags: &[String], vary: &[String]) -> Result<Self, String> {
+        check_tags(tags).map_err(|why| format!("cache policy: {why}"))?;
         let vary = vary
             .iter()
             .map(|name| {
@@ -30,5 +36,22 @@ impl CachePolicy {
             tags: tags.to_vec(),
             vary,
         })
+    }
+}
+
+/// `tags` within [`MAX_TAGS`] and [`MAX_TAG_BYTES`], or a sentence.
+pub fn check_tags(tags: &[String]) -> Result<(), String> {
+    if tags.len() > MAX_TAGS {
+        return Err(format!(
+            "{} tags, more than the {MAX_TAGS} allowed",
+            tags.len()
+        ));
+    }
+    match tags.iter().find(|tag| tag.len() > MAX_TAG_BYTES) {
+        Some(tag) => Err(format!(
+            "a tag of {} bytes, longer than the {MAX_TAG_BYTES} allowed",
+            tag.len()
+        )),
+        None => Ok(()),
     }
 }

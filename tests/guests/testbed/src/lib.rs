@@ -137,6 +137,16 @@ fn app() -> App {
                 response.with_header(format!("x-h-{i}"), i.to_string())
             })
         })
+        // `n` response headers of `kb` KiB each, cached.
+        .get("/big-headers/{n}/{kb}", |req: Request| {
+            let n: usize = req.param("n").and_then(|v| v.parse().ok()).unwrap_or(1);
+            let kb: usize = req.param("kb").and_then(|v| v.parse().ok()).unwrap_or(1);
+            let value = "v".repeat(kb << 10);
+            (0..n).fold(Response::default(), |response, i| {
+                response.with_header(format!("x-big-{i}"), value.clone())
+            })
+        })
+        .cached(Cache::ttl(60).tags(&["big"]))
         .route(&[], "/any", |req: Request| req.method.to_string())
         .get("/trace-id", |req: Request| {
             req.trace_id().unwrap_or("none").to_string()
