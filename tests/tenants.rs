@@ -166,16 +166,16 @@ async fn bad_uploads_list_every_problem_and_the_previous_version_keeps_serving()
     // Settings a tenant may not use are all listed at once.
     let settings = "[grants]\nkv = true\n[limits]\nmemory-mb = 4096\n\
                     [variables]\nhome = { env = \"HOME\" }\n\
-                    [environment]\nHOME = { env = \"HOME\" }\n";
+                    [environment]\nHOME = { env = \"HOME\" }\n\
+                    [rate-limit]\ncapacity = 5\nperiod-s = 1\n\
+                    trusted-proxies = [\"192.0.2.9\"]\n";
     let reply = push_with(&host, "acme", "shop", component("testbed"), settings).await;
     assert_eq!(reply.status, 422, "{}", reply.body);
     let listed = reply.json()["problems"].as_array().unwrap().len();
-    assert_eq!(listed, 4, "{}", reply.body);
-    assert!(
-        problems(&reply).contains("[environment] HOME"),
-        "{}",
-        reply.body
-    );
+    assert_eq!(listed, 5, "{}", reply.body);
+    for problem in ["[environment] HOME", "[rate-limit] trusted-proxies"] {
+        assert!(problems(&reply).contains(problem), "{}", reply.body);
+    }
     // A component whose describe() fails, and one whose on-start fails.
     let reply = push(&host, "acme", "broken", OPERATOR, component("bad-describe")).await;
     assert_eq!(reply.status, 422, "{}", reply.body);

@@ -253,7 +253,7 @@ impl Drop for Admitted {
 
 /// The address a client is counted under: an IPv4 address, or an IPv6
 /// /64, which one subscriber usually holds whole.
-fn client_address(peer: IpAddr) -> IpAddr {
+pub(crate) fn client_address(peer: IpAddr) -> IpAddr {
     match peer.to_canonical() {
         IpAddr::V6(v6) => {
             let network = u128::from(v6) & !((1u128 << 64) - 1);

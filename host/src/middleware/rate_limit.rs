@@ -8,6 +8,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
@@ -96,6 +97,8 @@ pub struct Limiter {
     limit_header: http::HeaderValue,
     period: Duration,
     counter: Counter,
+    /// Requests checked, for pruning a bucket's keys now and then.
+    checks: AtomicU32,
 }
 
 enum Counter {
@@ -140,13 +143,29 @@ impl Verdict {
     }
 }
 
+/// The longest period a limit may count over, and the most requests it
+/// may allow in one: a window keeps an instant per request it allowed.
+pub const MAX_PERIOD_S: u32 = 86_400;
+pub const MAX_CAPACITY: u32 = 100_000;
+/// Callers a limit keeps counts for on this host. Past it, the counts
+/// that ran out are dropped; if that is not enough, all of them (a flood
+/// of callers would otherwise grow the host's memory without end).
+const MAX_KEYS: usize = 100_000;
+
 impl Limiter {
-    /// A limiter for `policy`; a zero capacity or period is refused.
+    /// A limiter for `policy`; a zero capacity or period is refused, and so
+    /// is one past [`MAX_CAPACITY`] or [`MAX_PERIOD_S`].
     pub fn new(policy: &RateLimitPolicy) -> Result<Self, String> {
         let (Some(capacity), true) = (NonZeroU32::new(policy.capacity), policy.period_seconds > 0)
         else {
             return Err("a rate limit needs a positive capacity and period".into());
         };
+        if capacity.get() > MAX_CAPACITY || policy.period_seconds > MAX_PERIOD_S {
+            return Err(format!(
+                "a rate limit allows at most {MAX_CAPACITY} requests over at most \
+                 {MAX_PERIOD_S} seconds"
+            ));
+        }
         let period = Duration::from_secs(policy.period_seconds.into());
         let counter = match policy.kind {
             RateLimitKind::TokenBucket => {
@@ -164,6 +183,7 @@ impl Limiter {
             limit_header: capacity.get().into(),
             period,
             counter,
+            checks: AtomicU32::new(0),
         })
     }
 
@@ -231,10 +251,21 @@ impl Limiter {
         }
     }
 
+    /// `bucket`, its counts that have run out dropped now and then when
+    /// it holds more than [`MAX_KEYS`] (counting them takes every shard's
+    /// lock).
+    fn prune<'b>(&self, bucket: &'b Bucket) -> &'b Bucket {
+        let checks = self.checks.fetch_add(1, Ordering::Relaxed);
+        if checks.is_multiple_of(1024) && bucket.len() > MAX_KEYS {
+            bucket.retain_recent();
+        }
+        bucket
+    }
+
     /// Counts one request from the caller counted by `key`, on this host.
     pub fn check_key(&self, key: CallerKey) -> Verdict {
         match &self.counter {
-            Counter::Bucket(bucket) => match bucket.check_key(&key) {
+            Counter::Bucket(bucket) => match self.prune(bucket).check_key(&key) {
                 Ok(state) => Verdict {
                     allowed: true,
                     limit: self.limit_header.clone(),
@@ -254,8 +285,16 @@ impl Limiter {
             Counter::Window(windows) => {
                 let now = Instant::now();
                 let mut windows = windows.lock().unwrap();
-                if windows.len() > 100_000 {
+                if windows.len() > MAX_KEYS {
                     windows.retain(|_, hits| hits.back().is_some_and(|t| now - *t < self.period));
+                    if windows.len() > MAX_KEYS / 2 {
+                        tracing::warn!(
+                            "a sliding-window rate limit counted {} callers at once; \
+                             its counts start again",
+                            windows.len()
+                        );
+                        windows.clear();
+                    }
                 }
                 let hits = windows.entry(key).or_default();
                 while hits.front().is_some_and(|t| now - *t >= self.period) {
@@ -306,9 +345,15 @@ impl Caller<'_> {
         }
     }
 
+    /// The address the caller is counted under: an IPv4 address, or an
+    /// IPv6 /64, which one subscriber usually holds whole.
+    fn client_ip(&self) -> IpAddr {
+        crate::connections::client_address(self.forwarded_ip())
+    }
+
     /// The peer's address, or, from a trusted proxy, the nearest address in
     /// `X-Forwarded-For` that is not one of them.
-    fn client_ip(&self) -> IpAddr {
+    fn forwarded_ip(&self) -> IpAddr {
         let peer = self.peer.ip();
         if !self.trusted_proxies.contains(&peer) {
             return peer;
@@ -627,5 +672,53 @@ mod tests {
         zero_period.period_s = 0;
         let refused = Limiter::new(&zero_period.policy().unwrap()).err().unwrap();
         assert_eq!(refused, "a rate limit needs a positive capacity and period");
+    }
+
+    #[test]
+    fn a_capacity_or_period_past_its_ceiling_is_refused() {
+        let largest = settings("sliding-window", "client-address", MAX_CAPACITY);
+        assert!(Limiter::new(&largest.policy().unwrap()).is_ok());
+        let too_many = settings("sliding-window", "client-address", MAX_CAPACITY + 1);
+        let mut too_long = settings("token-bucket", "client-address", 1);
+        too_long.period_s = MAX_PERIOD_S + 1;
+        for refused in [too_many, too_long] {
+            let why = Limiter::new(&refused.policy().unwrap()).err().unwrap();
+            assert!(why.contains("at most 100000 requests"), "{why}");
+        }
+    }
+
+    /// One subscriber's IPv6 /64 is one caller: a new address in it for
+    /// each request does not reset the count.
+    #[test]
+    fn an_ipv6_caller_is_counted_by_its_64() {
+        for kind in ["token-bucket", "sliding-window"] {
+            let limiter = limiter(kind, "client-address", 1);
+            let headers = HeaderMap::new();
+            let one = caller("2001:db8:1:2::1", &headers);
+            let same_64 = caller("2001:db8:1:2:ffff::9", &headers);
+            let other_64 = caller("2001:db8:1:3::1", &headers);
+            assert_eq!(checks(&limiter, &one, 1), [true], "{kind}");
+            assert_eq!(checks(&limiter, &same_64, 1), [false], "{kind}");
+            assert_eq!(checks(&limiter, &other_64, 1), [true], "{kind}");
+        }
+    }
+
+    /// A flood of callers (forged through a trusted proxy, say) does not
+    /// grow a window's counts past its bound: they start again.
+    #[test]
+    fn a_windows_counts_stay_bounded_under_a_flood_of_callers() {
+        let limiter = limiter("sliding-window", "client-address", 5);
+        let headers = HeaderMap::new();
+        for n in 0..(MAX_KEYS as u32 + 10) {
+            let address = std::net::Ipv4Addr::from(0x0a00_0000 + n).to_string();
+            assert!(limiter.check(&caller(&address, &headers)).allowed);
+        }
+        let Counter::Window(windows) = &limiter.counter else {
+            unreachable!()
+        };
+        assert!(
+            windows.lock().unwrap().len() <= MAX_KEYS,
+            "kept every caller"
+        );
     }
 }

@@ -901,6 +901,17 @@ fn parse_settings(
                 .push("[auth] secret reads the host's environment, which tenants cannot".into());
         }
     }
+    if config
+        .rate_limit
+        .as_ref()
+        .is_some_and(|limit| !limit.trusted_proxies.is_empty())
+    {
+        problems.push(
+            "[rate-limit] trusted-proxies names which proxies' X-Forwarded-For the host \
+             believes, which only the operator may"
+                .into(),
+        );
+    }
     problems.extend(cap_limits(&mut config.limits, quotas, defaults));
     if problems.is_empty() {
         Ok(config)
