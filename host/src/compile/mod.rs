@@ -9,6 +9,12 @@
 //! artifact's checksum, checked before wasmtime maps the file, and an entry
 //! that fails the check or will not load is rebuilt.
 //!
+//!
+//! The artifacts take at most [`MAX_ARTIFACT_BYTES`] together (tenants'
+//! uploads, refused ones included, all land here): past it, those used
+//! longest ago are removed after each write. A load touches its
+//! artifact, so what is served stays.
+//!
 //! Below it, [`functions`] keeps single compiled functions, so a component
 //! that shares code with one compiled before compiles faster.
 
@@ -24,12 +30,17 @@ use xxhash_rust::xxh3::xxh3_128;
 
 use functions::FunctionCache;
 
+/// The most bytes the compiled artifacts take on disk together.
+pub const MAX_ARTIFACT_BYTES: u64 = 4 << 30;
+
 /// Where compiled components are kept, if anywhere.
 #[derive(Debug, Clone)]
 pub struct CompileCache {
     dir: Option<PathBuf>,
     /// The engines' function cache, written after each compile.
     functions: Option<Arc<FunctionCache>>,
+    /// What the artifacts may take together.
+    max_bytes: u64,
 }
 
 impl CompileCache {
@@ -38,6 +49,7 @@ impl CompileCache {
         Self {
             dir: Some(dir.into()),
             functions: None,
+            max_bytes: MAX_ARTIFACT_BYTES,
         }
     }
 
@@ -46,6 +58,7 @@ impl CompileCache {
         Self {
             dir: None,
             functions: None,
+            max_bytes: MAX_ARTIFACT_BYTES,
         }
     }
 
@@ -87,8 +100,55 @@ impl CompileCache {
         if let Err(e) = store(&entry, &component) {
             tracing::warn!(entry = %entry.display(), "cannot write compile cache entry: {e:#}");
         }
+        if let Err(e) = evict(dir, self.max_bytes, &entry.with_extension("cwasm")) {
+            tracing::warn!(dir = %dir.display(), "cannot trim the compile cache: {e}");
+        }
         Ok(component)
     }
+}
+
+/// Removes the artifacts used longest ago, and their sums, until those
+/// left take at most `max_bytes`; never `keep`, the one just written.
+/// Leftovers of writes cut short (`.tmp` files) go first.
+fn evict(dir: &Path, max_bytes: u64, keep: &Path) -> std::io::Result<()> {
+    let mut artifacts = Vec::new();
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let Ok(meta) = entry.metadata() else { continue };
+        if name.contains(".tmp") {
+            // Another host's write in progress is a second or so old.
+            let stale = meta.modified().ok().and_then(|m| m.elapsed().ok());
+            if stale.is_some_and(|age| age.as_secs() > 600) {
+                let _ = std::fs::remove_file(&path);
+            }
+        } else if name.ends_with(".cwasm") {
+            total += meta.len();
+            let used = meta.modified().unwrap_or(std::time::SystemTime::UNIX_EPOCH);
+            artifacts.push((used, meta.len(), path));
+        }
+    }
+    if total <= max_bytes {
+        return Ok(());
+    }
+    artifacts.sort();
+    for (_, len, path) in artifacts {
+        if total <= max_bytes {
+            break;
+        }
+        if path == keep {
+            continue;
+        }
+        // The sum first: an entry without one is not there.
+        let _ = std::fs::remove_file(path.with_extension("sum"));
+        std::fs::remove_file(&path)?;
+        total -= len;
+        tracing::debug!(artifact = %path.display(), "compile cache entry removed: over its size");
+    }
+    Ok(())
 }
 
 /// The function cache's file in the cache directory.
@@ -108,6 +168,10 @@ fn load(engine: &Engine, entry: &Path) -> Result<Option<Component>, String> {
         return Err("checksum mismatch".into());
     }
     drop(artifact);
+    // Used now: the last to go when the cache is trimmed.
+    if let Ok(file) = std::fs::File::options().append(true).open(&artifact_path) {
+        let _ = file.set_modified(std::time::SystemTime::now());
+    }
     // SAFETY: the file was written by `store` below from a component this
     // host compiled, and its checksum shows it is unchanged; wasmtime also
     // checks that a compatible engine compiled it. Mapping the file rather
@@ -153,6 +217,73 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         path.extension().and_then(|e| e.to_str()).unwrap_or(""),
         std::process::id()
     ));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
+    let written = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        // A full disk, say: no half-written file is left behind.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A component whose artifact differs from the others' by `n`.
+    fn component(n: usize) -> Vec<u8> {
+        let functions: String = (0..=n)
+            .map(|i| format!("(func (export \"f{i}\") (result i32) i32.const {i})"))
+            .collect();
+        wat::parse_str(format!("(component (core module {functions}))")).unwrap()
+    }
+
+    fn artifacts(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.ends_with(".cwasm"))
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Past its size, the cache keeps what was used last: the artifact
+    /// just written, and one loaded since, not the one left alone.
+    #[test]
+    fn past_its_size_the_cache_drops_what_was_used_longest_ago() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::default();
+        let mut cache = CompileCache::in_dir(dir.path());
+        let [first, second, third] = [0, 1, 2].map(component);
+        cache.compile(&engine, &first).unwrap();
+        let one = std::fs::metadata(
+            dir.path()
+                .join(format!("{}.cwasm", cache_key(&engine, &first))),
+        )
+        .unwrap()
+        .len();
+        // Room for two.
+        cache.max_bytes = 2 * one + one / 2;
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        cache.compile(&engine, &second).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        cache.compile(&engine, &first).unwrap(); // loaded: used now
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        cache.compile(&engine, &third).unwrap();
+        let kept = artifacts(dir.path());
+        let name = |bytes: &[u8]| format!("{}.cwasm", cache_key(&engine, bytes));
+        assert_eq!(kept.len(), 2, "{kept:?}");
+        assert!(
+            kept.contains(&name(&first)) && kept.contains(&name(&third)),
+            "{kept:?}"
+        );
+        assert!(
+            !dir.path()
+                .join(format!("{}.sum", cache_key(&engine, &second)))
+                .exists()
+        );
+        // The one removed compiles again, and is stored again.
+        cache.compile(&engine, &second).unwrap();
+        assert!(artifacts(dir.path()).contains(&name(&second)));
+    }
 }
