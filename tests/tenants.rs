@@ -669,3 +669,104 @@ async fn uploads_in_flight_are_bounded_per_tenant_and_in_time() {
     assert_eq!(reply.status, 201, "{}", reply.body);
     assert_eq!(host.get("/t/acme/count").await.status, 200);
 }
+
+/// `bytes` with a custom section of `n` bytes appended: the same
+/// component, larger.
+fn padded(bytes: Vec<u8>, n: usize) -> Vec<u8> {
+    let mut out = bytes;
+    let mut size = n + 4; // the name's length byte and "pad"
+    out.push(0);
+    loop {
+        let byte = (size & 0x7f) as u8;
+        size >>= 7;
+        out.push(if size == 0 { byte } else { byte | 0x80 });
+        if size == 0 {
+            break;
+        }
+    }
+    out.extend([3, b'p', b'a', b'd']);
+    out.resize(out.len() + n, 0);
+    out
+}
+
+/// A kept version is held to the tenant's size quotas when rolled back to,
+/// as an upload is: small current versions, rolled back to large kept
+/// ones, would take more than `max-total-mb` otherwise.
+#[tokio::test]
+async fn a_rollback_past_the_tenants_size_quota_is_refused() {
+    let host = serve(Components::new());
+    let quotas = serde_json::json!({ "quotas": { "max-total-mb": 1 } });
+    create_tenant(&host, "acme", quotas).await;
+    let large = padded(component("testbed"), 400 << 10);
+    assert_eq!(
+        push(&host, "acme", "app", OPERATOR, large).await.status,
+        201
+    );
+    let small = component("testbed");
+    assert_eq!(
+        push(&host, "acme", "app", OPERATOR, small).await.status,
+        201
+    );
+    let other = component("hello-rust");
+    let reply = push_with(&host, "acme", "other", other, "prefix = \"/o\"\n").await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+
+    let path = "/v1/tenants/acme/components/app/rollback";
+    let reply = call(&host, Method::POST, path, OPERATOR).await;
+    assert_eq!(reply.status, 413, "{}", reply.body);
+    assert!(
+        problems(&reply).contains("over its limit of 1 MiB in all"),
+        "{}",
+        reply.body
+    );
+    assert_eq!(versions(&host, "acme", "app").await["current"], 2);
+    assert_eq!(host.get("/t/acme/count").await.status, 200);
+    // Without the other component, it fits.
+    let reply = call(
+        &host,
+        Method::DELETE,
+        "/v1/tenants/acme/components/other",
+        OPERATOR,
+    )
+    .await;
+    assert_eq!(reply.status, 204, "{}", reply.body);
+    let reply = call(&host, Method::POST, path, OPERATOR).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json()["version"], 1);
+}
+
+/// Stored bytes that are not the version their record names (damaged, or
+/// put there by hand) are never served: the component is not restored,
+/// saying why, and the tenant's other components are.
+#[tokio::test]
+async fn stored_bytes_that_do_not_match_their_record_are_not_served() {
+    let host = serve(Components::new());
+    create_tenant(&host, "acme", serde_json::json!({})).await;
+    assert_eq!(
+        push(&host, "acme", "shop", OPERATOR, component("testbed"))
+            .await
+            .status,
+        201
+    );
+    let reply = push_with(
+        &host,
+        "acme",
+        "hi",
+        component("hello-rust"),
+        "prefix = \"/hi\"\n",
+    )
+    .await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let stored = host.tenants_dir().join("acme/components/shop/v1.wasm");
+    let components = host.stop();
+    std::fs::write(&stored, component("hello-rust")).unwrap();
+
+    let host = serve(components);
+    host.wait_for_log("do not match its record").await;
+    assert_eq!(
+        host.get_until_ok("/t/acme/hi/hello/ann").await.body,
+        "Hello, ann!"
+    );
+    assert_eq!(host.get("/t/acme/count").await.status, 404);
+    assert_eq!(host.get("/t/acme/").await.status, 404);
+}

@@ -517,29 +517,9 @@ impl Tenants {
             ));
         }
         let size = (bytes.len() + settings.len()) as u64;
-        if size > quotas.max_component_mb << 20 {
-            too_large = true;
-            problems.push(format!(
-                "the component and its settings are {size} bytes, over the tenant's limit of \
-                 {} MiB per component",
-                quotas.max_component_mb
-            ));
-        }
-        let others: u64 = tenant
-            .components
-            .iter()
-            .filter(|(n, _)| n.as_str() != name)
-            .filter_map(|(_, c)| c.current().map(VersionRecord::size))
-            .sum();
-        if others + size > quotas.max_total_mb << 20 {
-            too_large = true;
-            problems.push(format!(
-                "with this component the tenant's components and their settings would take {} \
-                 bytes, over its limit of {} MiB in all",
-                others + size,
-                quotas.max_total_mb
-            ));
-        }
+        let over = size_problems(&tenant, name, size);
+        too_large |= !over.is_empty();
+        problems.extend(over);
         if !tenant.components.contains_key(name) && tenant.components.len() >= quotas.max_components
         {
             problems.push(format!(
@@ -653,6 +633,14 @@ impl Tenants {
                 },
             )
         })?;
+        // A version kept from before is held to today's quotas, as an
+        // upload is: small current versions rolled back to large kept ones
+        // would pass max-total-mb otherwise.
+        let over = size_problems(&tenant, name, target.size());
+        if !over.is_empty() {
+            let error = format!("version {} is too large for the tenant now", target.version);
+            return Err(Refusal::with(StatusCode::PAYLOAD_TOO_LARGE, error, over));
+        }
         self.writable().await?;
         let loaded = self.load_version(&tenant, name, &target).await?;
         let mut committed = None;
@@ -784,6 +772,17 @@ impl Tenants {
             .read_version(&tenant.record.name, name, version.version)
             .await
             .map_err(|e| self.not_written("its stored bytes could not be read", e))?;
+        // What the store gave back is the version the record names: not
+        // damaged, nor another upload's under a reused number.
+        if blake3::hash(&bytes).to_hex().as_str() != version.blake3 {
+            return Err(Refusal::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!(
+                    "the stored bytes of version {} do not match its record (BLAKE3)",
+                    version.version
+                ),
+            ));
+        }
         let config = parse_settings(
             &version.settings,
             &tenant.record.quotas,
@@ -918,6 +917,36 @@ fn parse_settings(
     } else {
         Err(problems)
     }
+}
+
+/// What is wrong with `tenant`'s component `name` taking `size` bytes
+/// (with its settings): over `max-component-mb`, or, with the tenant's
+/// other components as they are, over `max-total-mb`.
+fn size_problems(tenant: &Tenant, name: &str, size: u64) -> Vec<String> {
+    let quotas = &tenant.record.quotas;
+    let mut problems = Vec::new();
+    if size > quotas.max_component_mb << 20 {
+        problems.push(format!(
+            "the component and its settings are {size} bytes, over the tenant's limit of \
+             {} MiB per component",
+            quotas.max_component_mb
+        ));
+    }
+    let others: u64 = tenant
+        .components
+        .iter()
+        .filter(|(n, _)| n.as_str() != name)
+        .filter_map(|(_, c)| c.current().map(VersionRecord::size))
+        .sum();
+    if others + size > quotas.max_total_mb << 20 {
+        problems.push(format!(
+            "with this component the tenant's components and their settings would take {} \
+             bytes, over its limit of {} MiB in all",
+            others + size,
+            quotas.max_total_mb
+        ));
+    }
+    problems
 }
 
 /// Holds each `[limits]` key a tenant may set to its quota: one above it
