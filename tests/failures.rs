@@ -260,6 +260,25 @@ async fn a_response_with_too_many_headers_is_a_500_and_the_instance_serves_on() 
     assert_eq!(host.get("/count").await.status, 200);
 }
 
+/// An app declaring more routes than the host takes is refused at load,
+/// saying so; at the limit it serves.
+#[tokio::test]
+async fn an_app_with_too_many_routes_is_refused_at_load() {
+    let over = Components::new().with_sidecar("testbed", "[environment]\nMANY_ROUTES = \"4097\"\n");
+    let output = over.check();
+    let said = String::from_utf8_lossy(&output.stderr).to_string()
+        + &String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{said}");
+    assert!(
+        said.contains("more than the 4096 an app may have"),
+        "{said}"
+    );
+    let host = Components::new()
+        .with_sidecar("testbed", "[environment]\nMANY_ROUTES = \"4000\"\n")
+        .serve();
+    assert_eq!(host.get("/many/3999").await.body, "many");
+}
+
 #[tokio::test]
 async fn a_body_over_the_limit_is_413_before_the_guest_runs() {
     let host = Components::new()

@@ -256,6 +256,7 @@ impl AppComponent {
             packed: packed.clone(),
         };
         let mut manifest = describe(&prepared, &optional).await?;
+        check_manifest(&manifest)?;
         if sync {
             // A sync app serves every route through `handle`.
             manifest.routes.iter_mut().for_each(|r| r.is_async = false);
@@ -597,6 +598,33 @@ impl OptionalExports {
 
 /// Runs `describe` on an instance made for it alone, under the component's
 /// CPU share: a `describe()` that loops leaves the request threads alone.
+/// The most routes one app may declare, and the longest path: every route
+/// table is built again, with every tenant's routes, on each change.
+pub const MAX_ROUTES: usize = 4096;
+const MAX_PATH_BYTES: usize = 2048;
+
+/// Refuses a manifest past [`MAX_ROUTES`] or [`MAX_PATH_BYTES`].
+fn check_manifest(manifest: &Manifest) -> anyhow::Result<()> {
+    if manifest.routes.len() > MAX_ROUTES {
+        anyhow::bail!(
+            "describe() declares {} routes, more than the {MAX_ROUTES} an app may have",
+            manifest.routes.len()
+        );
+    }
+    if let Some(route) = manifest
+        .routes
+        .iter()
+        .find(|r| r.path.len() > MAX_PATH_BYTES)
+    {
+        anyhow::bail!(
+            "describe() declares a route path of {} bytes, longer than the {MAX_PATH_BYTES} \
+             allowed",
+            route.path.len()
+        );
+    }
+    Ok(())
+}
+
 /// It is the component's first instance ([`first_instance`]); the types
 /// of the `optional` exports are checked on it first.
 async fn describe(

@@ -31,7 +31,19 @@ fn ms(req: &Request) -> u64 {
     req.param("ms").and_then(|v| v.parse().ok()).unwrap_or(100)
 }
 
+/// The app, with `MANY_ROUTES` more routes (`/many/0`...) when its
+/// environment names a number.
 fn app() -> App {
+    let many: usize = std::env::var("MANY_ROUTES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    (0..many).fold(routes(), |app, i| {
+        app.get(&format!("/many/{i}"), |_req: Request| "many")
+    })
+}
+
+fn routes() -> App {
     App::new("testbed")
         // Awaits the host for `ms` and names the instance that served it.
         .get_async("/wait/{ms}", async |req: Request| {
