@@ -279,6 +279,27 @@ async fn a_token_and_quotas_set_through_one_host_apply_on_the_others() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+
+    // Revoked through host 2, the token is refused by host 1 too.
+    let ids = call(&two.host, Method::GET, "/v1/tenants/acme/tokens", OPERATOR).await;
+    let path = format!(
+        "/v1/tenants/acme/tokens/{}",
+        ids.json()[0].as_str().unwrap()
+    );
+    let reply = call(&two.host, Method::DELETE, &path, OPERATOR).await;
+    assert_eq!(reply.status, 204, "{}", reply.body);
+    let since = Instant::now();
+    while call(&one.host, Method::GET, "/v1/tenants/acme", &token)
+        .await
+        .status
+        != 401
+    {
+        assert!(
+            since.elapsed() < EVERYWHERE,
+            "the revoked token still works on host 1"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]

@@ -575,6 +575,45 @@ async fn the_cli_creates_tenants_issues_tokens_and_pushes() {
     assert!(text.contains("not a WebAssembly binary"), "{text}");
     let (ok, text) = cli(&["tenant", "delete", "acme"], token);
     assert!(!ok, "a tenant token cannot delete: {text}");
+
+    // A second token; the first, revoked by its id, is refused from then
+    // on, by the API and the CLI alike, and the second still works.
+    let (ok, text) = cli(&["tenant", "token", "acme"], OPERATOR);
+    assert!(ok, "{text}");
+    let second: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let second = second["token"].as_str().unwrap();
+    let id = issued["id"].as_str().unwrap();
+    assert_eq!(id.len(), 16, "{issued}");
+    let (ok, text) = cli(&["tenant", "tokens", "acme"], token);
+    assert!(ok, "{text}");
+    let ids: Vec<String> = serde_json::from_str(&text).unwrap();
+    assert_eq!(ids.len(), 2, "{text}");
+    assert_eq!(ids[0], id);
+    let (ok, text) = cli(&["tenant", "revoke", "acme", id], OPERATOR);
+    assert!(ok, "{text}");
+    let reply = call(&host, Method::GET, "/v1/tenants/acme", token).await;
+    assert_eq!(reply.status, 401, "{}", reply.body);
+    let (ok, text) = cli(
+        &[&push[..], &settings_arg, &[file.to_str().unwrap()]].concat(),
+        token,
+    );
+    assert!(!ok, "a revoked token pushed: {text}");
+    let reply = call(&host, Method::GET, "/v1/tenants/acme", second).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let (ok, text) = cli(&["tenant", "revoke", "acme", id], OPERATOR);
+    assert!(!ok && text.contains("no token with id"), "{text}");
+    // A tenant may revoke its own, its last one too.
+    let path = format!("/v1/tenants/acme/tokens/{}", &ids[1]);
+    let reply = call(&host, Method::DELETE, &path, second).await;
+    assert_eq!(reply.status, 204, "{}", reply.body);
+    assert_eq!(
+        call(&host, Method::GET, "/v1/tenants/acme", second)
+            .await
+            .status,
+        401
+    );
+    assert_eq!(host.get("/t/acme/shop/count").await.status, 200);
+
     let (ok, text) = cli(&["tenant", "delete", "acme"], OPERATOR);
     assert!(ok, "{text}");
     assert_eq!(host.get("/t/acme/shop/count").await.status, 404);

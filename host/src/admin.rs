@@ -210,6 +210,7 @@ enum Endpoint {
     Tenants,
     Tenant,
     Tokens,
+    Token,
     Components,
     Component,
     Versions,
@@ -225,6 +226,7 @@ fn endpoints() -> &'static matchit::Router<Endpoint> {
             ("/v1/tenants", Endpoint::Tenants),
             ("/v1/tenants/{tenant}", Endpoint::Tenant),
             ("/v1/tenants/{tenant}/tokens", Endpoint::Tokens),
+            ("/v1/tenants/{tenant}/tokens/{name}", Endpoint::Token),
             ("/v1/tenants/{tenant}/components", Endpoint::Components),
             (
                 "/v1/tenants/{tenant}/components/{name}",
@@ -294,10 +296,22 @@ impl Admin {
             (Endpoint::Tokens, &Method::POST) => {
                 operator(&caller)?;
                 let token = tenants.issue_token(tenant).await?;
+                let id = crate::tenants::token_id(&token);
                 ok(
                     StatusCode::CREATED,
-                    serde_json::json!({ "tenant": tenant, "token": token }),
+                    serde_json::json!({ "tenant": tenant, "token": token, "id": id }),
                 )
+            }
+            (Endpoint::Tokens, &Method::GET) => {
+                may(&caller, tenant)?;
+                ok(StatusCode::OK, tenants.token_ids(tenant).await?)
+            }
+            // A tenant may revoke its own (a leaked one, say); `name` is
+            // the token's id.
+            (Endpoint::Token, &Method::DELETE) => {
+                may(&caller, tenant)?;
+                tenants.revoke_token(tenant, name).await?;
+                no_content()
             }
             (Endpoint::Components, &Method::GET) => {
                 may(&caller, tenant)?;

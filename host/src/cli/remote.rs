@@ -36,10 +36,23 @@ pub enum TenantAction {
         #[arg(long)]
         grants: Option<String>,
     },
-    /// Issue a token for a tenant; it is shown once.
+    /// Issue a token for a tenant; it is shown once, with the id that names
+    /// it from then on.
     Token {
         /// The tenant's name.
         name: String,
+    },
+    /// List the ids of a tenant's tokens.
+    Tokens {
+        /// The tenant's name.
+        name: String,
+    },
+    /// Revoke one of a tenant's tokens, by its id: it is refused from now on.
+    Revoke {
+        /// The tenant's name.
+        name: String,
+        /// The token's id, as `token` showed it and `tokens` lists it.
+        id: String,
     },
     /// Delete a tenant with all its components and data.
     Delete {
@@ -86,6 +99,16 @@ pub async fn tenant(action: TenantAction, remote: &RemoteArgs) -> anyhow::Result
         TenantAction::Token { name } => (
             Method::POST,
             format!("/v1/tenants/{name}/tokens"),
+            String::new(),
+        ),
+        TenantAction::Tokens { name } => (
+            Method::GET,
+            format!("/v1/tenants/{name}/tokens"),
+            String::new(),
+        ),
+        TenantAction::Revoke { name, id } => (
+            Method::DELETE,
+            format!("/v1/tenants/{name}/tokens/{id}"),
             String::new(),
         ),
         TenantAction::Delete { name } => {

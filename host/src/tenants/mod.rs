@@ -464,6 +464,41 @@ impl Tenants {
         Ok(token)
     }
 
+    /// The ids of `name`'s tokens ([`token_id`]), in the order issued.
+    pub async fn token_ids(&self, name: &str) -> Result<Vec<String>, Refusal> {
+        let tenant = self.entry(name)?.tenant();
+        Ok(tenant
+            .record
+            .token_hashes
+            .iter()
+            .map(|h| id_of_hash(h))
+            .collect())
+    }
+
+    /// Revokes `name`'s token with id `id`: it authenticates nothing from
+    /// now on, on this host and (through the tenant store) every other.
+    pub async fn revoke_token(&self, name: &str, id: &str) -> Result<(), Refusal> {
+        let change = self.lock_tenant(name).await?;
+        let tenant = change.entry.tenant();
+        let mut record = tenant.record.clone();
+        let before = record.token_hashes.len();
+        record.token_hashes.retain(|hash| id_of_hash(hash) != id);
+        if record.token_hashes.len() == before {
+            return Err(Refusal::new(
+                StatusCode::NOT_FOUND,
+                format!("tenant {name} has no token with id {id:?}"),
+            ));
+        }
+        self.store
+            .write_tenant(&record)
+            .await
+            .map_err(|e| self.not_written("the token was not revoked", e))?;
+        self.remember_tokens(&record);
+        change.entry.set(|tenant| tenant.record = record);
+        tracing::info!(tenant = name, token = id, "token revoked");
+        Ok(())
+    }
+
     /// The tenant a token belongs to, if it is one of its tokens.
     pub fn authenticate(&self, token: &str) -> Option<String> {
         let (name, _) = token.strip_prefix("ct_")?.split_once('.')?;
@@ -917,6 +952,16 @@ fn parse_settings(
     } else {
         Err(problems)
     }
+}
+
+/// A token's id, to name it when revoking it: the first 16 hex digits of
+/// its hash, which the host keeps (the token itself it never keeps).
+pub fn token_id(token: &str) -> String {
+    id_of_hash(&blake3::hash(token.as_bytes()).to_hex())
+}
+
+fn id_of_hash(hash: &str) -> String {
+    hash.chars().take(16).collect()
 }
 
 /// What is wrong with `tenant`'s component `name` taking `size` bytes
