@@ -603,7 +603,7 @@ async fn the_cli_creates_tenants_issues_tokens_and_pushes() {
     let (ok, text) = cli(&["tenant", "revoke", "acme", id], OPERATOR);
     assert!(!ok && text.contains("no token with id"), "{text}");
     // A tenant may revoke its own, its last one too.
-    let path = format!("/v1/tenants/acme/tokens/{}", &ids[1]);
+    let path = format!("/v1/tenants/acme/tokens/{}", ids[1]);
     let reply = call(&host, Method::DELETE, &path, second).await;
     assert_eq!(reply.status, 204, "{}", reply.body);
     assert_eq!(
