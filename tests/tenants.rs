@@ -809,3 +809,60 @@ async fn stored_bytes_that_do_not_match_their_record_are_not_served() {
     assert_eq!(host.get("/t/acme/count").await.status, 404);
     assert_eq!(host.get("/t/acme/").await.status, 404);
 }
+
+/// At most two compiles run at once, and one whose upload timed out keeps
+/// its place until it ends: two slow uploads past `compile-timeout-s`
+/// leave a third, small one waiting (and timing out) until they are done,
+/// after which it compiles at once.
+#[tokio::test]
+async fn compiles_abandoned_by_their_uploads_hold_their_places_until_they_end() {
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(config.path(), "[deploys]\ncompile-timeout-s = 2\n").unwrap();
+    let args = [
+        "--config",
+        config.path().to_str().unwrap(),
+        "--no-compile-cache",
+    ];
+    let host = serve_with(Components::new(), &args);
+    create_tenant(
+        &host,
+        "acme",
+        serde_json::json!({ "quotas": { "max-component-mb": 64 } }),
+    )
+    .await;
+    create_tenant(&host, "globex", serde_json::json!({})).await;
+    let python = component("python-testbed");
+    let (one, two) = tokio::join!(
+        push(&host, "acme", "one", OPERATOR, python.clone()),
+        push(&host, "acme", "two", OPERATOR, python),
+    );
+    for reply in [one, two] {
+        assert_eq!(reply.status, 422, "{}", reply.body);
+        assert!(
+            reply.body.contains("did not finish within 2 s"),
+            "{}",
+            reply.body
+        );
+    }
+    // Both compiles go on, holding both places: the small one waits.
+    let reply = push(&host, "globex", "shop", OPERATOR, component("testbed")).await;
+    assert_eq!(reply.status, 422, "{}", reply.body);
+    assert!(
+        reply
+            .body
+            .contains("could not start within 2 s: the host was compiling 2"),
+        "{}",
+        reply.body
+    );
+    // Once they are done, it compiles in time.
+    let since = std::time::Instant::now();
+    loop {
+        let reply = push(&host, "globex", "shop", OPERATOR, component("testbed")).await;
+        if reply.status == 201 {
+            break;
+        }
+        assert!(since.elapsed() < Duration::from_secs(90), "{}", reply.body);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(host.get("/t/globex/count").await.status, 200);
+}

@@ -70,10 +70,13 @@ struct Uploads {
     timeout: Duration,
 }
 
-/// An upload's place among those in flight, given back when it ends.
+/// An upload's place among those in flight: the host's, given back once
+/// its body is in (what follows, compiling and starting it, waits on its
+/// tenant's lock and the host's compile places), and its tenant's, given
+/// back when the upload ends.
 struct UploadPermit {
-    _host: OwnedSemaphorePermit,
-    _tenant: OwnedSemaphorePermit,
+    host: OwnedSemaphorePermit,
+    tenant: OwnedSemaphorePermit,
 }
 
 impl Uploads {
@@ -105,8 +108,8 @@ impl Uploads {
             ));
         };
         Ok(UploadPermit {
-            _host: host_permit,
-            _tenant: tenant_permit,
+            host: host_permit,
+            tenant: tenant_permit,
         })
     }
 }
@@ -166,7 +169,9 @@ fn refused(refusal: Refusal) -> http::Response<Body> {
     }
     // A 503 is a tenant whose traffic holds every instance, or a cluster's
     // PostgreSQL out of reach: worth a retry.
-    if refusal.status == StatusCode::SERVICE_UNAVAILABLE {
+    if refusal.status == StatusCode::SERVICE_UNAVAILABLE
+        || refusal.status == StatusCode::TOO_MANY_REQUESTS
+    {
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
@@ -320,7 +325,10 @@ impl Admin {
             (Endpoint::Component, &Method::PUT) => {
                 may(&caller, tenant)?;
                 let limit = tenants.get(tenant).await?.quotas.max_component_mb << 20;
-                let _permit = self.uploads.admit(tenant)?;
+                let UploadPermit {
+                    host,
+                    tenant: place,
+                } = self.uploads.admit(tenant)?;
                 let timeout = self.uploads.timeout;
                 let (bytes, settings) =
                     tokio::time::timeout(timeout, upload_body(req, limit as usize))
@@ -331,8 +339,10 @@ impl Admin {
                                 format!("the upload's body did not arrive within {timeout:?}"),
                             )
                         })??;
-                let deployed = tenants.upload(tenant, name, bytes, settings).await?;
-                ok(StatusCode::CREATED, deployed)
+                drop(host);
+                let deployed = tenants.upload(tenant, name, bytes, settings).await;
+                drop(place);
+                ok(StatusCode::CREATED, deployed?)
             }
             (Endpoint::Component, &Method::DELETE) => {
                 may(&caller, tenant)?;

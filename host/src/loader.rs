@@ -41,7 +41,15 @@ pub struct Loader {
     app_policy: middleware::AppPolicySettings,
     /// Where guests' log lines are kept as well as logged (tests).
     guest_logs: Option<GuestLogs>,
+    /// Places for compiles in progress ([`COMPILES_AT_ONCE`]).
+    compiles: Arc<tokio::sync::Semaphore>,
 }
+
+/// Compiles at once on one host. Each uses every core already (wasmtime
+/// compiles a component's functions in parallel), and one past its
+/// timeout holds its place until its thread ends, so compiles abandoned by
+/// their uploads cannot pile up and starve the host's guests of CPU.
+const COMPILES_AT_ONCE: usize = 2;
 
 /// One component that loaded.
 pub struct Loaded {
@@ -189,6 +197,7 @@ impl Loader {
             middleware: config.middleware(config_file),
             app_policy: config.app_policy.clone(),
             guest_logs: None,
+            compiles: Arc::new(tokio::sync::Semaphore::new(COMPILES_AT_ONCE)),
         })
     }
 
@@ -295,7 +304,21 @@ impl Loader {
         // Compiling takes seconds for a large component: off the async threads.
         // It cannot be interrupted: past the timeout the caller is answered
         // and the compiler's thread finishes on its own.
+        let compile_timeout = self.deploys.compile_timeout();
+        // The wait for a place counts against the timeout too.
+        let deadline = tokio::time::Instant::now() + compile_timeout;
+        let place = tokio::time::timeout_at(deadline, self.compiles.clone().acquire_owned())
+            .await
+            .map_err(|_| {
+                one(format!(
+                    "compiling it could not start within {}: the host was compiling \
+                     {COMPILES_AT_ONCE} components already; try again",
+                    seconds(compile_timeout)
+                ))
+            })?
+            .expect("the semaphore is never closed");
         let compiled = tokio::task::spawn_blocking(move || {
+            let _place = place;
             // A sync app the plain engine refuses (an `async func` in it) is
             // compiled on the concurrent one, so that the check below can
             // say in a sentence what is wrong with it.
@@ -306,8 +329,7 @@ impl Loader {
                 (engine, None) => cache.compile(engine, &bytes),
             }
         });
-        let compile_timeout = self.deploys.compile_timeout();
-        let component = tokio::time::timeout(compile_timeout, compiled)
+        let component = tokio::time::timeout_at(deadline, compiled)
             .await
             .map_err(|_| {
                 one(format!(

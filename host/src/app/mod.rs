@@ -596,8 +596,6 @@ impl OptionalExports {
     }
 }
 
-/// Runs `describe` on an instance made for it alone, under the component's
-/// CPU share: a `describe()` that loops leaves the request threads alone.
 /// The most routes one app may declare, and the longest path: every route
 /// table is built again, with every tenant's routes, on each change.
 pub const MAX_ROUTES: usize = 4096;
@@ -625,6 +623,8 @@ fn check_manifest(manifest: &Manifest) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs `describe` on an instance made for it alone, under the component's
+/// CPU share: a `describe()` that loops leaves the request threads alone.
 /// It is the component's first instance ([`first_instance`]); the types
 /// of the `optional` exports are checked on it first.
 async fn describe(

@@ -198,7 +198,9 @@ impl PgTenants {
         .await
     }
 
-    /// Replaces a tenant's quotas, grants and token hashes.
+    /// Replaces a tenant's quotas and grants. Its tokens change only
+    /// through [`PgTenants::change_tokens`]: written here from this host's
+    /// copy, a token another host revoked meanwhile would come back.
     pub async fn write_tenant(&self, record: &TenantRecord) -> Result<(), String> {
         let (quotas, grants) = (json(&record.quotas), json(&record.grants));
         self.with_client(async |client| {
@@ -206,9 +208,9 @@ impl PgTenants {
             let changed = tx
                 .execute(
                     "UPDATE cello_cluster.tenants
-                     SET quotas = $2::text::jsonb, grants = $3::text::jsonb, token_hashes = $4
+                     SET quotas = $2::text::jsonb, grants = $3::text::jsonb
                      WHERE name = $1",
-                    &[&record.name, &quotas, &grants, &record.token_hashes],
+                    &[&record.name, &quotas, &grants],
                 )
                 .await?;
             if changed == 0 {
@@ -217,6 +219,39 @@ impl PgTenants {
             notify(&tx, &record.name, None, None).await?;
             tx.commit().await?;
             Ok(())
+        })
+        .await
+    }
+
+    /// Adds the token hash `add`, or removes those whose id (first 16 hex
+    /// digits) is `revoke`, in one statement whatever other hosts did
+    /// meanwhile; returns the tenant's token hashes as they now are.
+    pub async fn change_tokens(
+        &self,
+        name: &str,
+        add: Option<&str>,
+        revoke: Option<&str>,
+    ) -> Result<Vec<String>, String> {
+        self.with_client(async |client| {
+            let tx = client.transaction().await?;
+            let row = tx
+                .query_opt(
+                    "UPDATE cello_cluster.tenants
+                     SET token_hashes = ARRAY(
+                         SELECT h FROM unnest(token_hashes) AS h
+                         WHERE $3::text IS NULL OR left(h, 16) <> $3
+                     ) || CASE WHEN $2::text IS NULL THEN '{}'::text[] ELSE ARRAY[$2] END
+                     WHERE name = $1
+                     RETURNING token_hashes",
+                    &[&name, &add, &revoke],
+                )
+                .await?;
+            let Some(row) = row else {
+                return Err(gone(name));
+            };
+            notify(&tx, name, None, None).await?;
+            tx.commit().await?;
+            Ok(row.get(0))
         })
         .await
     }

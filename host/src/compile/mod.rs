@@ -9,11 +9,10 @@
 //! artifact's checksum, checked before wasmtime maps the file, and an entry
 //! that fails the check or will not load is rebuilt.
 //!
-//!
 //! The artifacts take at most [`MAX_ARTIFACT_BYTES`] together (tenants'
-//! uploads, refused ones included, all land here): past it, those used
-//! longest ago are removed after each write. A load touches its
-//! artifact, so what is served stays.
+//! uploads, refused ones included, all land here): past it, those loaded
+//! or written longest ago are removed after each write. One removed while
+//! its component serves stays mapped; it compiles again at the next load.
 //!
 //! Below it, [`functions`] keeps single compiled functions, so a component
 //! that shares code with one compiled before compiles faster.
@@ -142,9 +141,13 @@ fn evict(dir: &Path, max_bytes: u64, keep: &Path) -> std::io::Result<()> {
         if path == keep {
             continue;
         }
-        // The sum first: an entry without one is not there.
+        // The sum first: an entry without one is not there. Another
+        // compile may have removed it already.
         let _ = std::fs::remove_file(path.with_extension("sum"));
-        std::fs::remove_file(&path)?;
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
         total -= len;
         tracing::debug!(artifact = %path.display(), "compile cache entry removed: over its size");
     }

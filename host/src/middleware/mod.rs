@@ -68,11 +68,23 @@ pub struct Settings {
 
 impl Settings {
     /// These settings with each table `over` sets replacing this one's.
+    /// A `[rate-limit]` of `over` naming no `trusted-proxies` keeps this
+    /// one's: which proxies stand in front of the host is the host's to
+    /// say (a tenant cannot name any).
     pub fn overridden_by(&self, over: &Settings) -> Settings {
+        let rate_limit = match (&over.rate_limit, &self.rate_limit) {
+            (Some(over), Some(host)) if over.trusted_proxies.is_empty() => {
+                Some(RateLimitSettings {
+                    trusted_proxies: host.trusted_proxies.clone(),
+                    ..over.clone()
+                })
+            }
+            (over, host) => over.clone().or_else(|| host.clone()),
+        };
         Settings {
             cors: over.cors.clone().or_else(|| self.cors.clone()),
             auth: over.auth.clone().or_else(|| self.auth.clone()),
-            rate_limit: over.rate_limit.clone().or_else(|| self.rate_limit.clone()),
+            rate_limit,
             access_log: over.access_log || self.access_log,
         }
     }
@@ -224,4 +236,51 @@ pub fn base_dir(file: &Path) -> PathBuf {
     file.parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limit(capacity: u32, proxies: &[&str]) -> Option<RateLimitSettings> {
+        Some(RateLimitSettings {
+            kind: "token-bucket".into(),
+            key: "client-address".into(),
+            capacity,
+            period_s: 60,
+            trusted_proxies: proxies.iter().map(|p| p.parse().unwrap()).collect(),
+        })
+    }
+
+    /// A component's own limit keeps the host's trusted proxies unless it
+    /// names its own: behind a load balancer, a tenant's limit still counts
+    /// clients, not the balancer.
+    #[test]
+    fn a_components_rate_limit_keeps_the_hosts_trusted_proxies() {
+        let host = Settings {
+            rate_limit: limit(100, &["10.0.0.1"]),
+            ..Settings::default()
+        };
+        let tenant = Settings {
+            rate_limit: limit(5, &[]),
+            ..Settings::default()
+        };
+        let merged = host.overridden_by(&tenant).rate_limit.unwrap();
+        assert_eq!(merged.capacity, 5);
+        assert_eq!(
+            merged.trusted_proxies,
+            ["10.0.0.1".parse::<IpAddr>().unwrap()]
+        );
+        let own = Settings {
+            rate_limit: limit(5, &["10.0.0.2"]),
+            ..Settings::default()
+        };
+        let merged = host.overridden_by(&own).rate_limit.unwrap();
+        assert_eq!(
+            merged.trusted_proxies,
+            ["10.0.0.2".parse::<IpAddr>().unwrap()]
+        );
+        let none = host.overridden_by(&Settings::default()).rate_limit.unwrap();
+        assert_eq!(none.capacity, 100);
+    }
 }

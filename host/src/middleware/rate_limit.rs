@@ -143,8 +143,9 @@ impl Verdict {
     }
 }
 
-/// The longest period a limit may count over, and the most requests it
-/// may allow in one: a window keeps an instant per request it allowed.
+/// The longest period a limit may count over, and the most requests a
+/// sliding window may allow in one: it keeps an instant per request it
+/// allowed (a bucket keeps one number per caller, whatever its capacity).
 pub const MAX_PERIOD_S: u32 = 86_400;
 pub const MAX_CAPACITY: u32 = 100_000;
 /// Callers a limit keeps counts for on this host. Past it, the counts
@@ -154,16 +155,20 @@ const MAX_KEYS: usize = 100_000;
 
 impl Limiter {
     /// A limiter for `policy`; a zero capacity or period is refused, and so
-    /// is one past [`MAX_CAPACITY`] or [`MAX_PERIOD_S`].
+    /// is a period past [`MAX_PERIOD_S`] or a window past [`MAX_CAPACITY`].
     pub fn new(policy: &RateLimitPolicy) -> Result<Self, String> {
         let (Some(capacity), true) = (NonZeroU32::new(policy.capacity), policy.period_seconds > 0)
         else {
             return Err("a rate limit needs a positive capacity and period".into());
         };
-        if capacity.get() > MAX_CAPACITY || policy.period_seconds > MAX_PERIOD_S {
+        if policy.period_seconds > MAX_PERIOD_S {
             return Err(format!(
-                "a rate limit allows at most {MAX_CAPACITY} requests over at most \
-                 {MAX_PERIOD_S} seconds"
+                "a rate limit counts over at most {MAX_PERIOD_S} seconds"
+            ));
+        }
+        if policy.kind == RateLimitKind::SlidingWindow && capacity.get() > MAX_CAPACITY {
+            return Err(format!(
+                "a sliding window allows at most {MAX_CAPACITY} requests"
             ));
         }
         let period = Duration::from_secs(policy.period_seconds.into());
@@ -675,16 +680,21 @@ mod tests {
     }
 
     #[test]
-    fn a_capacity_or_period_past_its_ceiling_is_refused() {
+    fn a_window_or_period_past_its_ceiling_is_refused() {
         let largest = settings("sliding-window", "client-address", MAX_CAPACITY);
         assert!(Limiter::new(&largest.policy().unwrap()).is_ok());
         let too_many = settings("sliding-window", "client-address", MAX_CAPACITY + 1);
+        let why = Limiter::new(&too_many.policy().unwrap()).err().unwrap();
+        assert!(why.contains("at most 100000 requests"), "{why}");
         let mut too_long = settings("token-bucket", "client-address", 1);
         too_long.period_s = MAX_PERIOD_S + 1;
-        for refused in [too_many, too_long] {
-            let why = Limiter::new(&refused.policy().unwrap()).err().unwrap();
-            assert!(why.contains("at most 100000 requests"), "{why}");
-        }
+        let why = Limiter::new(&too_long.policy().unwrap()).err().unwrap();
+        assert!(why.contains("at most 86400 seconds"), "{why}");
+        // A bucket's burst takes no room per request: any is taken, and a
+        // tenant's requests-per-second quota is never dropped for its size.
+        let burst = settings("token-bucket", "client-address", u32::MAX);
+        assert!(Limiter::new(&burst.policy().unwrap()).is_ok());
+        assert!(Limiter::tenant_quota(1_000_000).is_some());
     }
 
     /// One subscriber's IPv6 /64 is one caller: a new address in it for

@@ -194,41 +194,50 @@ pub enum Invalidation {
     Everything,
 }
 
-/// The invalidations made on this host, on their way to the others. A
-/// guest invalidating faster than they are sent fills the queue; past it,
-/// what is left to say of a component is that all its entries go, said
-/// once however many were lost.
+/// The invalidations made on this host, on their way to the others. Each
+/// component may have [`Fanout::PER_COMPONENT`] of them waiting (so one
+/// invalidating in a loop never crowds out the others); past that, or
+/// past the whole queue, what is left to say of a component is that all
+/// its entries go, said once however many were lost, after what waits.
 pub struct Fanout {
     sender: Sender<Invalidation>,
     receiver: tokio::sync::Mutex<Receiver<Invalidation>>,
+    /// How many of each component's wait in the queue.
+    queued: Mutex<HashMap<String, usize>>,
     overflowed: Mutex<std::collections::BTreeSet<String>>,
     wake: Notify,
 }
 
 impl Fanout {
+    const PER_COMPONENT: usize = 64;
+
     fn send(&self, invalidation: Invalidation) {
-        match self.sender.try_send(invalidation) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(invalidation)) => {
-                let component = match invalidation {
-                    Invalidation::Tags { component, .. } | Invalidation::Component(component) => {
-                        component
-                    }
-                    Invalidation::Everything => String::new(),
-                };
-                self.overflowed.lock().unwrap().insert(component);
-                self.wake.notify_one();
+        let component = match &invalidation {
+            Invalidation::Tags { component, .. } | Invalidation::Component(component) => {
+                component.clone()
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Invalidation::Everything => String::new(),
+        };
+        let mut queued = self.queued.lock().unwrap();
+        let count = queued.get(&component).copied().unwrap_or(0);
+        if count < Self::PER_COMPONENT && self.sender.try_send(invalidation).is_ok() {
+            queued.insert(component, count + 1);
+            return;
         }
+        drop(queued);
+        self.overflowed.lock().unwrap().insert(component);
+        self.wake.notify_one();
     }
 
-    /// The next invalidation to send: a queued one, or one for a component
-    /// whose invalidations overflowed the queue (all its entries). `None`
+    /// The next invalidation to send: a queued one first, else one for a
+    /// component whose invalidations overflowed (all its entries). `None`
     /// once no more can come.
     pub async fn next(&self) -> Option<Invalidation> {
         let mut receiver = self.receiver.lock().await;
         loop {
+            if let Ok(next) = receiver.try_recv() {
+                return Some(self.taken(next));
+            }
             if let Some(component) = self.overflowed.lock().unwrap().pop_first() {
                 return Some(match component.as_str() {
                     "" => Invalidation::Everything,
@@ -238,9 +247,27 @@ impl Fanout {
             tokio::select! {
                 biased;
                 () = self.wake.notified() => continue,
-                next = receiver.recv() => return next,
+                next = receiver.recv() => return next.map(|next| self.taken(next)),
             }
         }
+    }
+
+    /// `invalidation`, out of the queue: its component's count goes down.
+    fn taken(&self, invalidation: Invalidation) -> Invalidation {
+        let component = match &invalidation {
+            Invalidation::Tags { component, .. } | Invalidation::Component(component) => {
+                component.as_str()
+            }
+            Invalidation::Everything => "",
+        };
+        let mut queued = self.queued.lock().unwrap();
+        if let Some(count) = queued.get_mut(component) {
+            *count -= 1;
+            if *count == 0 {
+                queued.remove(component);
+            }
+        }
+        invalidation
     }
 }
 
@@ -383,6 +410,7 @@ impl ResponseCache {
         let fanout = Arc::new(Fanout {
             sender,
             receiver: tokio::sync::Mutex::new(receiver),
+            queued: Mutex::default(),
             overflowed: Mutex::default(),
             wake: Notify::new(),
         });
@@ -874,10 +902,39 @@ mod tests {
         }
         let component = |c: &str| format!(r#"{{"component":"{c}"}}"#);
         let tags = |n: u32| format!(r#"{{"tags":{{"component":"shop","tags":["tag-{n}"]}}}}"#);
-        let mut expected = vec![component("blog"), component("shop"), component("wiki")];
-        expected.extend([tags(0), tags(1)]);
+        let mut expected = vec![tags(0), tags(1)];
+        expected.extend([component("blog"), component("shop"), component("wiki")]);
         assert_eq!(heard, expected);
         assert!(fanout.overflowed.lock().unwrap().is_empty());
+        assert!(fanout.queued.lock().unwrap().is_empty());
+    }
+
+    /// One component invalidating in a loop fills only its own share of
+    /// the queue: another's tag invalidation still travels as it is.
+    #[tokio::test]
+    async fn a_component_invalidating_in_a_loop_leaves_room_for_the_others() {
+        let cache = ResponseCache::new(1 << 20);
+        let fanout = cache.broadcast(1024);
+        for n in 0..500 {
+            cache.invalidate("flood", &[format!("tag-{n}")]);
+        }
+        cache.invalidate("blog", &["posts".to_string()]);
+        let mut heard = Vec::new();
+        while let Ok(Some(next)) =
+            tokio::time::timeout(Duration::from_millis(50), fanout.next()).await
+        {
+            heard.push(next);
+        }
+        let tags = |c: &str| {
+            heard
+                .iter()
+                .filter(|i| matches!(i, Invalidation::Tags { component, .. } if component == c))
+                .count()
+        };
+        assert_eq!(tags("flood"), Fanout::PER_COMPONENT);
+        assert_eq!(tags("blog"), 1);
+        assert_eq!(heard.last(), Some(&Invalidation::Component("flood".into())));
+        assert_eq!(heard.len(), Fanout::PER_COMPONENT + 2);
     }
 
     fn answer(headers: &[(&str, &str)]) -> Fetched {

@@ -59,6 +59,25 @@ impl TenantStore {
         }
     }
 
+    /// Adds the token hash `add`, or revokes the tokens whose id is
+    /// `revoke`, to `record` (this host's copy, changed already); returns
+    /// the tenant's token hashes as stored, which on PostgreSQL holds what
+    /// other hosts changed meanwhile.
+    pub async fn change_tokens(
+        &self,
+        record: &TenantRecord,
+        add: Option<&str>,
+        revoke: Option<&str>,
+    ) -> Result<Vec<String>, String> {
+        match self {
+            Self::Disk(_) => {
+                self.write_tenant(record).await?;
+                Ok(record.token_hashes.clone())
+            }
+            Self::Postgres(pg) => pg.change_tokens(&record.name, add, revoke).await,
+        }
+    }
+
     /// Removes a tenant and everything it uploaded.
     pub async fn delete_tenant(&self, name: &str) -> Result<(), String> {
         match self {

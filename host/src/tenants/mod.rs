@@ -369,6 +369,8 @@ impl Tenants {
             )
             .await
             .map_err(|refused| self.not_made("not changed", refused))?;
+        // The tokens as this host knows them now: the change wrote none.
+        record.token_hashes = change.entry.tenant().record.token_hashes.clone();
         self.set_record(&change, record);
         Ok(change.entry.view())
     }
@@ -452,11 +454,11 @@ impl Tenants {
         // Not a hash, but 32 bytes all the same: blake3's hex writes them.
         let token = format!("ct_{name}.{}", blake3::Hash::from_bytes(secret).to_hex());
         let mut record = tenant.record.clone();
-        record
-            .token_hashes
-            .push(blake3::hash(token.as_bytes()).to_hex().to_string());
-        self.store
-            .write_tenant(&record)
+        let hash = blake3::hash(token.as_bytes()).to_hex().to_string();
+        record.token_hashes.push(hash.clone());
+        record.token_hashes = self
+            .store
+            .change_tokens(&record, Some(&hash), None)
             .await
             .map_err(|e| self.not_written("no token issued", e))?;
         self.remember_tokens(&record);
@@ -489,8 +491,9 @@ impl Tenants {
                 format!("tenant {name} has no token with id {id:?}"),
             ));
         }
-        self.store
-            .write_tenant(&record)
+        record.token_hashes = self
+            .store
+            .change_tokens(&record, None, Some(id))
             .await
             .map_err(|e| self.not_written("the token was not revoked", e))?;
         self.remember_tokens(&record);
@@ -562,7 +565,8 @@ impl Tenants {
                 quotas.max_components
             ));
         }
-        let parsed = settings_fit.then(|| parse_settings(&settings, quotas, self.loader.limits()));
+        let parsed = settings_fit
+            .then(|| parse_settings(&settings, quotas, self.loader.limits(), Uploaded::Now));
         let config = match parsed {
             Some(Ok(config)) => Some(config),
             Some(Err(found)) => {
@@ -822,6 +826,7 @@ impl Tenants {
             &version.settings,
             &tenant.record.quotas,
             self.loader.limits(),
+            Uploaded::Before,
         )
         .map_err(|p| {
             Refusal::with(
@@ -888,10 +893,19 @@ impl Tenants {
 /// host's environment; keys are inline, not host files; and limits stay
 /// within the tenant's quotas (an unset one is the lower of the host's
 /// default, `defaults`, and the quota).
+/// Whether settings come with an upload, or were stored with a version
+/// accepted before (restored, rolled back to, or followed).
+#[derive(Clone, Copy, PartialEq)]
+enum Uploaded {
+    Now,
+    Before,
+}
+
 fn parse_settings(
     text: &str,
     quotas: &Quotas,
     defaults: &Limits,
+    uploaded: Uploaded,
 ) -> Result<ComponentConfig, Vec<String>> {
     let mut config: ComponentConfig = toml::from_str(text)
         .map_err(|e| vec![format!("the settings are not a valid sidecar: {e}")])?;
@@ -935,16 +949,24 @@ fn parse_settings(
                 .push("[auth] secret reads the host's environment, which tenants cannot".into());
         }
     }
-    if config
-        .rate_limit
-        .as_ref()
-        .is_some_and(|limit| !limit.trusted_proxies.is_empty())
+    if let Some(limit) = config.rate_limit.as_mut()
+        && !limit.trusted_proxies.is_empty()
     {
-        problems.push(
-            "[rate-limit] trusted-proxies names which proxies' X-Forwarded-For the host \
-             believes, which only the operator may"
-                .into(),
-        );
+        match uploaded {
+            Uploaded::Now => problems.push(
+                "[rate-limit] trusted-proxies names which proxies' X-Forwarded-For the host \
+                 believes, which only the operator may"
+                    .into(),
+            ),
+            // Accepted before tenants were refused it: served on, the
+            // host's proxies in its place.
+            Uploaded::Before => {
+                tracing::warn!(
+                    "a stored version's [rate-limit] trusted-proxies is ignored: the host's apply"
+                );
+                limit.trusted_proxies.clear();
+            }
+        }
     }
     problems.extend(cap_limits(&mut config.limits, quotas, defaults));
     if problems.is_empty() {
