@@ -208,13 +208,14 @@ impl Outbound {
             .body(body)
             .map_err(|e| GuestError::Denied(format!("not a valid request: {e}")))?;
         crate::telemetry::inject(outgoing.headers_mut());
-        let _permit = self.permits.acquire().await;
         let options = RequestOptions {
             connect_timeout: Some(timeout),
             first_byte_timeout: Some(timeout),
             between_bytes_timeout: Some(timeout),
         };
+        // The wait for a place among `max-concurrent` counts too.
         let exchange = async {
+            let _permit = self.permits.acquire().await;
             let (response, io) = wasmtime_wasi_http::default_send_request(outgoing, Some(options))
                 .await
                 .map_err(|e| match e {

@@ -293,12 +293,7 @@ impl Limiter {
                 if windows.len() > MAX_KEYS {
                     windows.retain(|_, hits| hits.back().is_some_and(|t| now - *t < self.period));
                     if windows.len() > MAX_KEYS / 2 {
-                        tracing::warn!(
-                            "a sliding-window rate limit counted {} callers at once; \
-                             its counts start again",
-                            windows.len()
-                        );
-                        windows.clear();
+                        forget_the_lightest(&mut windows, MAX_KEYS / 2);
                     }
                 }
                 let hits = windows.entry(key).or_default();
@@ -319,6 +314,24 @@ impl Limiter {
             }
         }
     }
+}
+
+/// Drops the counts of the callers that used least of their budget, the
+/// longest ago first, keeping `keep`: a flood of new callers pushes out
+/// one another and the quiet, never a caller at its limit (forgetting it
+/// would give it its budget back). Sorting takes a while, but comes once
+/// per `keep` new callers.
+fn forget_the_lightest(windows: &mut HashMap<CallerKey, VecDeque<Instant>>, keep: usize) {
+    let weight = |hits: &VecDeque<Instant>| (hits.len(), hits.back().copied());
+    let mut weights: Vec<_> = windows.values().map(weight).collect();
+    let cut = weights.len() - keep;
+    let (_, lightest_kept, _) = weights.select_nth_unstable(cut);
+    let lightest_kept = *lightest_kept;
+    windows.retain(|_, hits| weight(hits) >= lightest_kept);
+    tracing::warn!(
+        "a sliding-window rate limit counted over {MAX_KEYS} callers at once; \
+         it forgot those that used least of their budget"
+    );
 }
 
 /// What a limit counts by: a client address costs no allocation.
@@ -714,21 +727,26 @@ mod tests {
     }
 
     /// A flood of callers (forged through a trusted proxy, say) does not
-    /// grow a window's counts past its bound: they start again.
+    /// grow a window's counts past its bound: those that used least of
+    /// their budget are forgotten, and a caller at its limit stays there.
     #[test]
     fn a_windows_counts_stay_bounded_under_a_flood_of_callers() {
-        let limiter = limiter("sliding-window", "client-address", 5);
+        let limiter = limiter("sliding-window", "client-address", 3);
         let headers = HeaderMap::new();
-        for n in 0..(MAX_KEYS as u32 + 10) {
-            let address = std::net::Ipv4Addr::from(0x0a00_0000 + n).to_string();
-            assert!(limiter.check(&caller(&address, &headers)).allowed);
+        let address = |n: u32| std::net::Ipv4Addr::from(0x0a00_0000 + n).to_string();
+        let first = caller(&address(0), &headers);
+        assert_eq!(checks(&limiter, &first, 4), [true, true, true, false]);
+        for n in 1..(MAX_KEYS as u32 + 10) {
+            assert!(limiter.check(&caller(&address(n), &headers)).allowed);
         }
         let Counter::Window(windows) = &limiter.counter else {
             unreachable!()
         };
-        assert!(
-            windows.lock().unwrap().len() <= MAX_KEYS,
-            "kept every caller"
-        );
+        let kept = windows.lock().unwrap().len();
+        assert!(kept <= MAX_KEYS / 2 + 10, "kept {kept} callers");
+        // The caller at its limit stays there; the flood's earliest went.
+        assert!(!limiter.check(&first).allowed);
+        let earliest = CallerKey::Address(address(1).parse().unwrap());
+        assert!(!windows.lock().unwrap().contains_key(&earliest));
     }
 }

@@ -425,20 +425,21 @@ impl ResponseCache {
     }
 
     /// Drops `component`'s entries tagged with any of `tags`, here and on
-    /// the other hosts of a cluster; returns how many there were here.
-    /// More tags than a policy may name, or a longer one, drop all of the
-    /// component's entries on the other hosts (one small message rather
-    /// than a guest's whole list).
+    /// the other hosts of a cluster; returns how many there were here. A
+    /// tag longer than a policy may name tags nothing, and goes no
+    /// further; the others travel as many tags at a time as a policy may
+    /// name.
     pub fn invalidate(&self, component: &str, tags: &[String]) -> u32 {
         let dropped = self.invalidate_here(component, tags);
-        let component = component.to_string();
-        self.broadcast_one(match policy::check_tags(tags) {
-            Ok(()) => Invalidation::Tags {
-                component,
-                tags: tags.to_vec(),
-            },
-            Err(_) => Invalidation::Component(component),
-        });
+        let tags: Vec<&String> = (tags.iter())
+            .filter(|tag| tag.len() <= policy::MAX_TAG_BYTES)
+            .collect();
+        for chunk in tags.chunks(policy::MAX_TAGS) {
+            self.broadcast_one(Invalidation::Tags {
+                component: component.to_string(),
+                tags: chunk.iter().map(|tag| tag.to_string()).collect(),
+            });
+        }
         dropped
     }
 
@@ -882,8 +883,7 @@ mod tests {
 
     /// A guest invalidating faster than its host sends them fills the
     /// queue, and what overflows becomes one message dropping the
-    /// component's entries; a list of tags no policy could name becomes
-    /// that message at once.
+    /// component's entries.
     #[tokio::test]
     async fn invalidations_past_the_queue_become_one_per_component() {
         let cache = ResponseCache::new(1 << 20);
@@ -907,6 +907,24 @@ mod tests {
         assert_eq!(heard, expected);
         assert!(fanout.overflowed.lock().unwrap().is_empty());
         assert!(fanout.queued.lock().unwrap().is_empty());
+    }
+
+    /// Many tags travel as many at a time as a policy may name; a tag no
+    /// policy could name goes nowhere.
+    #[tokio::test]
+    async fn a_long_list_of_tags_travels_in_pieces() {
+        let cache = ResponseCache::new(1 << 20);
+        let fanout = cache.broadcast(1024);
+        let mut tags: Vec<String> = (0..65).map(|n| n.to_string()).collect();
+        tags.push("x".repeat(policy::MAX_TAG_BYTES + 1));
+        cache.invalidate("wiki", &tags);
+        let mut sizes = Vec::new();
+        while let Ok(Some(Invalidation::Tags { tags, .. })) =
+            tokio::time::timeout(Duration::from_millis(50), fanout.next()).await
+        {
+            sizes.push(tags.len());
+        }
+        assert_eq!(sizes, [64, 1]);
     }
 
     /// One component invalidating in a loop fills only its own share of
