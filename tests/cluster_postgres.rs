@@ -244,17 +244,10 @@ async fn a_rollback_and_a_delete_through_one_host_apply_on_the_others() {
     }
 }
 
-#[tokio::test]
-async fn a_token_and_quotas_set_through_one_host_apply_on_the_others() {
-    let cluster = Cluster::new();
-    let (one, two) = (cluster.join().await, cluster.join().await);
-    create_acme(&one.host).await;
-    let reply = call(&one.host, Method::POST, "/v1/tenants/acme/tokens", OPERATOR).await;
-    assert_eq!(reply.status, 201, "{}", reply.body);
-    let token = reply.json()["token"].as_str().unwrap().to_string();
-    let quotas = serde_json::json!({ "quotas": { "max-components": 7 } });
-    let reply = one
-        .host
+/// Sets acme's `max-components` quota through `host`.
+async fn set_max_components(host: &Host, max: u32) {
+    let quotas = serde_json::json!({ "quotas": { "max-components": max } });
+    let reply = host
         .admin(
             Method::PATCH,
             "/v1/tenants/acme",
@@ -264,6 +257,17 @@ async fn a_token_and_quotas_set_through_one_host_apply_on_the_others() {
         )
         .await;
     assert_eq!(reply.status, 200, "{}", reply.body);
+}
+
+#[tokio::test]
+async fn a_token_and_quotas_set_through_one_host_apply_on_the_others() {
+    let cluster = Cluster::new();
+    let (one, two) = (cluster.join().await, cluster.join().await);
+    create_acme(&one.host).await;
+    let reply = call(&one.host, Method::POST, "/v1/tenants/acme/tokens", OPERATOR).await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let token = reply.json()["token"].as_str().unwrap().to_string();
+    set_max_components(&one.host, 7).await;
 
     let since = Instant::now();
     loop {
@@ -290,18 +294,7 @@ async fn a_token_and_quotas_set_through_one_host_apply_on_the_others() {
     assert_eq!(reply.status, 204, "{}", reply.body);
     // At once a change through host 1, which may not have heard of it yet:
     // its copy of the tenant must not bring the token back.
-    let quotas = serde_json::json!({ "quotas": { "max-components": 8 } });
-    let reply = one
-        .host
-        .admin(
-            Method::PATCH,
-            "/v1/tenants/acme",
-            OPERATOR,
-            "application/json",
-            quotas.to_string().into(),
-        )
-        .await;
-    assert_eq!(reply.status, 200, "{}", reply.body);
+    set_max_components(&one.host, 8).await;
     for host in [&one.host, &two.host] {
         let since = Instant::now();
         while call(host, Method::GET, "/v1/tenants/acme", &token)
