@@ -103,7 +103,7 @@ impl Uploads {
             return Err(Refusal::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!(
-                    "the host is taking {UPLOADS_AT_ONCE} uploads already; retry in a few seconds"
+                    "the host is reading {UPLOADS_AT_ONCE} uploads already; retry in a few seconds"
                 ),
             ));
         };
@@ -167,8 +167,9 @@ fn refused(refusal: Refusal) -> http::Response<Body> {
             HeaderValue::from_static("Bearer realm=\"cello-admin\""),
         );
     }
-    // A 503 is a tenant whose traffic holds every instance, or a cluster's
-    // PostgreSQL out of reach: worth a retry.
+    // A 503 is a tenant whose traffic holds every instance, the host
+    // reading as many uploads as it takes, or a cluster's PostgreSQL out
+    // of reach; a 429, a tenant with its uploads in flight: worth a retry.
     if refusal.status == StatusCode::SERVICE_UNAVAILABLE
         || refusal.status == StatusCode::TOO_MANY_REQUESTS
     {
