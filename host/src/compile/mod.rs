@@ -108,7 +108,8 @@ impl CompileCache {
 
 /// Removes the artifacts used longest ago, and their sums, until those
 /// left take at most `max_bytes`; never `keep`, the one just written.
-/// Leftovers of writes cut short (`.tmp` files) go first.
+/// Leftovers of writes cut short (`.tmp` files over ten minutes old) go
+/// too.
 fn evict(dir: &Path, max_bytes: u64, keep: &Path) -> std::io::Result<()> {
     let mut artifacts = Vec::new();
     let mut total = 0;

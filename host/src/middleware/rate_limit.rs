@@ -149,8 +149,9 @@ impl Verdict {
 pub const MAX_PERIOD_S: u32 = 86_400;
 pub const MAX_CAPACITY: u32 = 100_000;
 /// Callers a limit keeps counts for on this host. Past it, the counts
-/// that ran out are dropped; if that is not enough, all of them (a flood
-/// of callers would otherwise grow the host's memory without end).
+/// that ran out are dropped, and a window then forgets the callers that
+/// used least of their budget (a flood of callers would otherwise grow the
+/// host's memory without end).
 const MAX_KEYS: usize = 100_000;
 
 impl Limiter {

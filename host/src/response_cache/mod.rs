@@ -194,6 +194,16 @@ pub enum Invalidation {
     Everything,
 }
 
+impl Invalidation {
+    /// The component it drops entries of; empty for every component's.
+    fn component(&self) -> &str {
+        match self {
+            Invalidation::Tags { component, .. } | Invalidation::Component(component) => component,
+            Invalidation::Everything => "",
+        }
+    }
+}
+
 /// The invalidations made on this host, on their way to the others. Each
 /// component may have [`Fanout::PER_COMPONENT`] of them waiting (so one
 /// invalidating in a loop never crowds out the others); past that, or
@@ -212,12 +222,7 @@ impl Fanout {
     const PER_COMPONENT: usize = 64;
 
     fn send(&self, invalidation: Invalidation) {
-        let component = match &invalidation {
-            Invalidation::Tags { component, .. } | Invalidation::Component(component) => {
-                component.clone()
-            }
-            Invalidation::Everything => String::new(),
-        };
+        let component = invalidation.component().to_string();
         let mut queued = self.queued.lock().unwrap();
         let count = queued.get(&component).copied().unwrap_or(0);
         if count < Self::PER_COMPONENT && self.sender.try_send(invalidation).is_ok() {
@@ -254,12 +259,7 @@ impl Fanout {
 
     /// `invalidation`, out of the queue: its component's count goes down.
     fn taken(&self, invalidation: Invalidation) -> Invalidation {
-        let component = match &invalidation {
-            Invalidation::Tags { component, .. } | Invalidation::Component(component) => {
-                component.as_str()
-            }
-            Invalidation::Everything => "",
-        };
+        let component = invalidation.component();
         let mut queued = self.queued.lock().unwrap();
         if let Some(count) = queued.get_mut(component) {
             *count -= 1;

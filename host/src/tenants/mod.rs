@@ -888,11 +888,6 @@ impl Tenants {
     }
 }
 
-/// The settings of an upload: a sidecar (TOML), restricted for tenants.
-/// Grants come from the operator; values come from the settings, not the
-/// host's environment; keys are inline, not host files; and limits stay
-/// within the tenant's quotas (an unset one is the lower of the host's
-/// default, `defaults`, and the quota).
 /// Whether settings come with an upload, or were stored with a version
 /// accepted before (restored, rolled back to, or followed).
 #[derive(Clone, Copy, PartialEq)]
@@ -901,6 +896,12 @@ enum Uploaded {
     Before,
 }
 
+/// The settings of an upload: a sidecar (TOML), restricted for tenants.
+/// Grants come from the operator; values come from the settings, not the
+/// host's environment; keys are inline, not host files; and limits stay
+/// within the tenant's quotas (an unset one is the lower of the host's
+/// default, `defaults`, and the quota). A stored version's
+/// `trusted-proxies` is dropped rather than refused.
 fn parse_settings(
     text: &str,
     quotas: &Quotas,
